@@ -1,0 +1,42 @@
+//! The shmetrics segment format.
+//!
+//! A segment is one regular file per writer process (plus continuation segments when it
+//! fills up) in the metrics directory:
+//!
+//! ```text
+//! +--------------------+ 0
+//! | SegmentHeader      |  128 bytes: magic, endianness, version, sizes, pid, start time
+//! +--------------------+ 128
+//! | metadata records   |  append-only, grows up; `meta_len` bytes are published
+//! |        ...         |
+//! +--------------------+ 128 + meta_len
+//! |   (free space)     |
+//! +--------------------+ slot_floor
+//! | value slots        |  8-byte atomic words, allocated downwards from the end
+//! +--------------------+ file_size
+//! ```
+//!
+//! This crate does no I/O. It defines the bytes ([`SegmentHeader`], [`record`]), checks
+//! untrusted bytes ([`SegmentHeader::parse`], [`record::parse_records`]), and owns the only
+//! `unsafe` that turns memory into atomics ([`view`]) together with the slot operations
+//! ([`slots`]) that writers and readers perform on them. `docs/layout.md` maps every byte.
+
+mod error;
+mod header;
+mod kind;
+pub mod names;
+pub mod record;
+pub mod slots;
+pub mod view;
+
+pub use error::LayoutError;
+pub use header::{
+    DROPPED_SERIES_WORD, ENDIAN_MARK, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_SEGMENT_SIZE,
+    META_LEN_WORD, MIN_SEGMENT_SIZE, SLOT_FLOOR_WORD, SegmentHeader, SegmentIdentity, check_bounds,
+};
+pub use kind::{GaugeMode, MetricKind, UnknownGaugeMode};
+
+/// File name suffix of segment files.
+pub const SEGMENT_SUFFIX: &str = ".shm";
+/// File name prefix of segment files.
+pub const SEGMENT_PREFIX: &str = "shmetrics-";

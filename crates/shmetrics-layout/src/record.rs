@@ -1,0 +1,554 @@
+//! Metadata records: the append-only description of a segment's families and series.
+//!
+//! A record is an 8-byte [`RecordHeader`] (`len`, `kind`) followed by its payload and zero
+//! padding to a multiple of 8 bytes. Records are written once, before the writer advances
+//! `meta_len` past them, and never change afterwards. Parsing treats every byte as hostile:
+//! each length, count, offset and string is checked, and a failure names its offset.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::names::{
+    MAX_BUCKETS, MAX_HELP_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, is_valid_label_name,
+    is_valid_metric_name, reserved_label,
+};
+use crate::{GaugeMode, LayoutError, MetricKind};
+
+/// Record kind of a [`FamilyRecord`].
+pub const RECORD_FAMILY: u16 = 1;
+/// Record kind of a [`SeriesRecord`].
+pub const RECORD_SERIES: u16 = 2;
+/// Largest record accepted, in bytes.
+pub const MAX_RECORD_LEN: usize = 1 << 20;
+/// Gauge-mode byte of a family that is not a gauge.
+const NO_MODE: u8 = 0xFF;
+
+/// The first 8 bytes of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct RecordHeader {
+    /// Total record length in bytes, header and padding included; a multiple of 8.
+    pub len: u32,
+    /// [`RECORD_FAMILY`] or [`RECORD_SERIES`].
+    pub kind: u16,
+    /// Reserved, zero.
+    pub reserved: u16,
+}
+
+/// Fixed part of a family record's payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+struct FamilyFixed {
+    id: u32,
+    kind: u8,
+    mode: u8,
+    label_count: u16,
+    bucket_count: u32,
+    reserved: u32,
+}
+
+/// Fixed part of a series record's payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+struct SeriesFixed {
+    family_id: u32,
+    label_count: u16,
+    reserved: u16,
+    slot_offset: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<RecordHeader>() == 8);
+const _: () = assert!(std::mem::size_of::<FamilyFixed>() == 16);
+const _: () = assert!(std::mem::size_of::<SeriesFixed>() == 16);
+
+/// Declares a metric family within one segment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FamilyRecord {
+    /// Id of the family within its segment; series records refer to it.
+    pub id: u32,
+    /// Metric type.
+    pub kind: MetricKind,
+    /// Merge mode; `Some` exactly for gauges.
+    pub mode: Option<GaugeMode>,
+    /// Family name (for counters without the `_total` suffix).
+    pub name: String,
+    /// Help text, unescaped.
+    pub help: String,
+    /// Label names, in declaration order.
+    pub label_names: Vec<String>,
+    /// Finite histogram bucket upper bounds, strictly increasing; `+Inf` is implicit.
+    pub bounds: Vec<f64>,
+}
+
+/// Declares one labelled series (a child) of a family and where its value slots live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesRecord {
+    /// The family this series belongs to, as declared earlier in the same segment.
+    pub family_id: u32,
+    /// Byte offset of the series' first value slot from the start of the file.
+    pub slot_offset: u64,
+    /// Label values, in the order of the family's label names.
+    pub label_values: Vec<String>,
+}
+
+/// A parsed record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// A family declaration.
+    Family(FamilyRecord),
+    /// A series declaration.
+    Series(SeriesRecord),
+}
+
+/// Checks a family definition; the writer calls this before encoding, the reader after
+/// decoding, so both sides agree on what is valid. The error says what is wrong.
+pub fn check_family(
+    kind: MetricKind,
+    mode: Option<GaugeMode>,
+    name: &str,
+    help: &str,
+    label_names: &[String],
+    bounds: &[f64],
+) -> Result<(), String> {
+    if !is_valid_metric_name(name) {
+        return Err(format!("invalid metric name {name:?}"));
+    }
+    if help.len() > MAX_HELP_LEN {
+        return Err(format!(
+            "help text of {name} longer than {MAX_HELP_LEN} bytes"
+        ));
+    }
+    if label_names.len() > MAX_LABELS {
+        return Err(format!("{name} declares more than {MAX_LABELS} labels"));
+    }
+    for (i, label) in label_names.iter().enumerate() {
+        if !is_valid_label_name(label) {
+            return Err(format!("invalid label name {label:?} in {name}"));
+        }
+        if reserved_label(kind, label) {
+            return Err(format!("label name {label:?} is reserved for a {kind}"));
+        }
+        if label_names[..i].contains(label) {
+            return Err(format!("duplicate label name {label:?} in {name}"));
+        }
+    }
+    if (kind == MetricKind::Gauge) != mode.is_some() {
+        return Err(format!("{name}: a gauge mode is given exactly for gauges"));
+    }
+    if kind != MetricKind::Histogram && !bounds.is_empty() {
+        return Err(format!("{name}: only histograms have bucket bounds"));
+    }
+    if bounds.len() > MAX_BUCKETS {
+        return Err(format!("{name} has more than {MAX_BUCKETS} buckets"));
+    }
+    if bounds.iter().any(|b| !b.is_finite()) {
+        return Err(format!(
+            "{name}: bucket bounds must be finite (+Inf is implicit)"
+        ));
+    }
+    if bounds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!("{name}: bucket bounds must be strictly increasing"));
+    }
+    Ok(())
+}
+
+/// Checks label values against the family's label count; shared by writer and reader.
+pub fn check_label_values(expected: usize, values: &[String]) -> Result<(), String> {
+    if values.len() != expected {
+        return Err(format!(
+            "{} label values given for {expected} label names",
+            values.len()
+        ));
+    }
+    if let Some(v) = values.iter().find(|v| v.len() > MAX_LABEL_VALUE_LEN) {
+        return Err(format!(
+            "label value of {} bytes exceeds {MAX_LABEL_VALUE_LEN}",
+            v.len()
+        ));
+    }
+    Ok(())
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_ne_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn finish(mut out: Vec<u8>, kind: u16) -> Vec<u8> {
+    while out.len() % 8 != 0 {
+        out.push(0);
+    }
+    let header = RecordHeader {
+        len: out.len() as u32,
+        kind,
+        reserved: 0,
+    };
+    out[..8].copy_from_slice(bytemuck::bytes_of(&header));
+    out
+}
+
+impl FamilyRecord {
+    /// Encodes the record, padded to a multiple of 8 bytes. The caller has checked it with
+    /// [`check_family`].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; 8];
+        let fixed = FamilyFixed {
+            id: self.id,
+            kind: self.kind.code(),
+            mode: self.mode.map_or(NO_MODE, GaugeMode::code),
+            label_count: self.label_names.len() as u16,
+            bucket_count: self.bounds.len() as u32,
+            reserved: 0,
+        };
+        out.extend_from_slice(bytemuck::bytes_of(&fixed));
+        for b in &self.bounds {
+            out.extend_from_slice(&b.to_ne_bytes());
+        }
+        push_str(&mut out, &self.name);
+        push_str(&mut out, &self.help);
+        for l in &self.label_names {
+            push_str(&mut out, l);
+        }
+        finish(out, RECORD_FAMILY)
+    }
+}
+
+impl SeriesRecord {
+    /// Encodes the record, padded to a multiple of 8 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; 8];
+        let fixed = SeriesFixed {
+            family_id: self.family_id,
+            label_count: self.label_values.len() as u16,
+            reserved: 0,
+            slot_offset: self.slot_offset,
+        };
+        out.extend_from_slice(bytemuck::bytes_of(&fixed));
+        for v in &self.label_values {
+            push_str(&mut out, v);
+        }
+        finish(out, RECORD_SERIES)
+    }
+}
+
+/// A bounds-checked cursor over one record's payload.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    record_offset: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn fail(&self, what: impl Into<String>) -> LayoutError {
+        LayoutError::BadRecord {
+            offset: self.record_offset,
+            what: what.into(),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], LayoutError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| self.fail(format!("field of {n} bytes runs past the record")))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn pod<T: Pod>(&mut self) -> Result<T, LayoutError> {
+        let bytes = self.take(std::mem::size_of::<T>())?;
+        Ok(bytemuck::pod_read_unaligned(bytes))
+    }
+
+    fn string(&mut self, limit: usize, field: &str) -> Result<String, LayoutError> {
+        let len = self.pod::<u32>()? as usize;
+        if len > limit {
+            return Err(self.fail(format!("{field} of {len} bytes exceeds {limit}")));
+        }
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| self.fail(format!("{field} is not UTF-8")))
+    }
+
+    /// The rest of the record must be zero padding shorter than 8 bytes.
+    fn finish(&self) -> Result<(), LayoutError> {
+        let rest = &self.bytes[self.pos..];
+        if rest.len() >= 8 || rest.iter().any(|&b| b != 0) {
+            return Err(self.fail("trailing bytes after the last field"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
+    let fixed: FamilyFixed = c.pod()?;
+    let kind = MetricKind::from_code(fixed.kind)
+        .ok_or_else(|| c.fail(format!("unknown metric type code {}", fixed.kind)))?;
+    let mode = match fixed.mode {
+        NO_MODE => None,
+        code => Some(
+            GaugeMode::from_code(code)
+                .ok_or_else(|| c.fail(format!("unknown gauge mode code {code}")))?,
+        ),
+    };
+    let bucket_count = fixed.bucket_count as usize;
+    if bucket_count > MAX_BUCKETS || fixed.label_count as usize > MAX_LABELS {
+        return Err(c.fail("too many buckets or labels"));
+    }
+    let bounds = c
+        .take(bucket_count * 8)?
+        .chunks_exact(8)
+        .map(|b| f64::from_ne_bytes(b.try_into().expect("chunks of 8")))
+        .collect::<Vec<_>>();
+    let name = c.string(crate::names::MAX_NAME_LEN, "family name")?;
+    let help = c.string(MAX_HELP_LEN, "help text")?;
+    let label_names = (0..fixed.label_count)
+        .map(|_| c.string(crate::names::MAX_NAME_LEN, "label name"))
+        .collect::<Result<Vec<_>, _>>()?;
+    c.finish()?;
+    check_family(kind, mode, &name, &help, &label_names, &bounds).map_err(|e| c.fail(e))?;
+    Ok(FamilyRecord {
+        id: fixed.id,
+        kind,
+        mode,
+        name,
+        help,
+        label_names,
+        bounds,
+    })
+}
+
+fn parse_series(c: &mut Cursor<'_>) -> Result<SeriesRecord, LayoutError> {
+    let fixed: SeriesFixed = c.pod()?;
+    if fixed.label_count as usize > MAX_LABELS {
+        return Err(c.fail("too many label values"));
+    }
+    if fixed.slot_offset % 8 != 0 {
+        return Err(c.fail(format!("unaligned slot offset {}", fixed.slot_offset)));
+    }
+    let label_values = (0..fixed.label_count)
+        .map(|_| c.string(MAX_LABEL_VALUE_LEN, "label value"))
+        .collect::<Result<Vec<_>, _>>()?;
+    c.finish()?;
+    Ok(SeriesRecord {
+        family_id: fixed.family_id,
+        slot_offset: fixed.slot_offset,
+        label_values,
+    })
+}
+
+/// Parses the records in `bytes`, a copy of published metadata starting at a record
+/// boundary. `base_offset` is the metadata offset of `bytes[0]`, used in error messages and
+/// in the returned end offsets.
+///
+/// Yields each record with the metadata offset just past it; stops at the end of `bytes` or
+/// at the first error (after yielding it).
+pub fn parse_records(bytes: &[u8], base_offset: usize) -> RecordIter<'_> {
+    RecordIter {
+        bytes,
+        pos: 0,
+        base_offset,
+        failed: false,
+    }
+}
+
+/// Iterator returned by [`parse_records`].
+#[derive(Debug)]
+pub struct RecordIter<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    base_offset: usize,
+    failed: bool,
+}
+
+impl Iterator for RecordIter<'_> {
+    type Item = Result<(Record, usize), LayoutError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos == self.bytes.len() {
+            return None;
+        }
+        let result = self.parse_one();
+        self.failed = result.is_err();
+        Some(result)
+    }
+}
+
+impl RecordIter<'_> {
+    fn parse_one(&mut self) -> Result<(Record, usize), LayoutError> {
+        let offset = self.base_offset + self.pos;
+        let rest = &self.bytes[self.pos..];
+        if rest.len() < 8 {
+            return Err(LayoutError::TruncatedRecord { offset });
+        }
+        let header: RecordHeader = bytemuck::pod_read_unaligned(&rest[..8]);
+        let len = header.len as usize;
+        if len < 8 || len % 8 != 0 || len > MAX_RECORD_LEN {
+            return Err(LayoutError::BadRecordLength {
+                offset,
+                len: header.len,
+            });
+        }
+        if len > rest.len() {
+            return Err(LayoutError::TruncatedRecord { offset });
+        }
+        let mut cursor = Cursor {
+            bytes: &rest[8..len],
+            pos: 0,
+            record_offset: offset,
+        };
+        let record = match header.kind {
+            RECORD_FAMILY => Record::Family(parse_family(&mut cursor)?),
+            RECORD_SERIES => Record::Series(parse_series(&mut cursor)?),
+            kind => return Err(LayoutError::UnknownRecordKind { offset, kind }),
+        };
+        self.pos += len;
+        Ok((record, self.base_offset + self.pos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn family() -> FamilyRecord {
+        FamilyRecord {
+            id: 3,
+            kind: MetricKind::Histogram,
+            mode: None,
+            name: "vllm:e2e_request_latency_seconds".into(),
+            help: "Histogram of e2e request latency in seconds.".into(),
+            label_names: vec!["model_name".into(), "engine".into()],
+            bounds: vec![0.3, 0.5, 0.8, 1.0],
+        }
+    }
+
+    fn series() -> SeriesRecord {
+        SeriesRecord {
+            family_id: 3,
+            slot_offset: 4096,
+            label_values: vec!["llama".into(), "0".into()],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut bytes = family().encode();
+        bytes.extend(series().encode());
+        assert_eq!(bytes.len() % 8, 0);
+        let parsed: Vec<_> = parse_records(&bytes, 0).collect::<Result<_, _>>().unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].0, Record::Family(family()));
+        assert_eq!(parsed[1], (Record::Series(series()), bytes.len()));
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        let good = family().encode();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[..good.len() - 8].to_vec(), "truncated_record"),
+            (
+                {
+                    let mut b = good.clone();
+                    b[0] = 3;
+                    b
+                },
+                "bad_record_length",
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[4] = 9;
+                    b
+                },
+                "unknown_record_kind",
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[12] = 77;
+                    b
+                },
+                "bad_record",
+            ), // type code
+            (
+                {
+                    let mut b = good.clone();
+                    b[13] = 1;
+                    b
+                },
+                "bad_record",
+            ), // mode on a histogram
+            (
+                {
+                    let mut b = good.clone();
+                    b[16] = 4;
+                    b[17] = 1;
+                    b
+                },
+                "bad_record",
+            ), // bucket count
+        ];
+        for (bytes, reason) in cases {
+            let errs: Vec<_> = parse_records(&bytes, 0).filter_map(Result::err).collect();
+            assert_eq!(errs.len(), 1, "{reason}");
+            assert_eq!(errs[0].reason(), reason, "{}", errs[0]);
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_names_and_utf8() {
+        let mut f = family();
+        f.name = "bad name".into();
+        let err = parse_records(&f.encode(), 0).next().unwrap().unwrap_err();
+        assert!(err.to_string().contains("invalid metric name"), "{err}");
+
+        let mut bytes = series().encode();
+        // The first label value starts after header (8), fixed part (16) and its length (4).
+        bytes[28] = 0xFF;
+        let err = parse_records(&bytes, 0).next().unwrap().unwrap_err();
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn checks_family_definitions() {
+        let labels = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok = check_family(MetricKind::Counter, None, "a", "", &labels(&["x"]), &[]);
+        assert_eq!(ok, Ok(()));
+        let bad = [
+            check_family(
+                MetricKind::Histogram,
+                None,
+                "h",
+                "",
+                &labels(&["le"]),
+                &[1.0],
+            ),
+            check_family(
+                MetricKind::Summary,
+                None,
+                "s",
+                "",
+                &labels(&["quantile"]),
+                &[],
+            ),
+            check_family(
+                MetricKind::Counter,
+                None,
+                "c",
+                "",
+                &labels(&["x", "x"]),
+                &[],
+            ),
+            check_family(MetricKind::Gauge, None, "g", "", &[], &[]),
+            check_family(MetricKind::Histogram, None, "h", "", &[], &[2.0, 1.0]),
+            check_family(MetricKind::Histogram, None, "h", "", &[], &[f64::NAN]),
+            check_family(MetricKind::Counter, None, "c", "", &[], &[1.0]),
+        ];
+        for result in bad {
+            assert!(result.is_err());
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Value slots: how many words each series takes, and the operations on them.
+//!
+//! | kind      | words | meaning                                                         |
+//! |-----------|-------|-----------------------------------------------------------------|
+//! | counter   | 2     | `[0]` integer part (u64), `[1]` fractional increments (f64)     |
+//! | gauge     | 2     | `[0]` value (f64), `[1]` last write, ns since epoch (u64, 0 = never) |
+//! | histogram | 3 + n | `[0]` completed observations (u64), `[1]` sum (f64), `[2..]` per-bucket counts, the last one `+Inf` |
+//! | summary   | 3     | a histogram without finite buckets                              |
+//!
+//! Writers use only relaxed or release read-modify-writes; readers use the matching
+//! acquire loads. Each ordering is named by a `SYNC POINT` listed in `docs/concurrency.md`.
+
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use crate::MetricKind;
+use crate::view::as_f64;
+
+/// Words taken by one series of `kind` with `bucket_count` finite bounds.
+pub const fn slot_words(kind: MetricKind, bucket_count: usize) -> usize {
+    match kind {
+        MetricKind::Counter | MetricKind::Gauge => 2,
+        MetricKind::Histogram => 3 + bucket_count,
+        MetricKind::Summary => 3,
+    }
+}
+
+/// Largest integer step that a counter adds to its integer word (2^53, exact in f64).
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Adds `n` to a counter.
+#[inline(always)]
+pub fn counter_inc(words: &[AtomicU64], n: u64) {
+    // SYNC POINT counter: relaxed; a counter word publishes nothing but itself.
+    words[0].fetch_add(n, Ordering::Relaxed);
+}
+
+/// Adds `v` to a counter: integral values go to the integer word, others to the f64 word.
+/// Negative, NaN and zero increments are ignored (a counter never goes down).
+#[inline]
+pub fn counter_add(words: &[AtomicU64], v: f64) {
+    if v > 0.0 && v <= MAX_EXACT && v.fract() == 0.0 {
+        counter_inc(words, v as u64);
+    } else if v > 0.0 {
+        // SYNC POINT counter: relaxed, as above.
+        as_f64(&words[1]).fetch_add(v, Ordering::Relaxed);
+    }
+}
+
+/// Reads a counter.
+#[inline]
+pub fn counter_read(words: &[AtomicU64]) -> f64 {
+    // SYNC POINT counter: relaxed; each word is monotonic on its own.
+    words[0].load(Ordering::Relaxed) as f64 + as_f64(&words[1]).load(Ordering::Relaxed)
+}
+
+/// Sets a gauge; `now` is the write time for the `mostrecent` modes, `None` otherwise.
+#[inline]
+pub fn gauge_set(words: &[AtomicU64], v: f64, now: Option<u64>) {
+    // SYNC POINT gauge-value: relaxed store, published by the release on the timestamp.
+    as_f64(&words[0]).store(v, Ordering::Relaxed);
+    if let Some(ts) = now {
+        // SYNC POINT gauge-timestamp: release; a reader that sees this time sees the value.
+        words[1].fetch_max(ts, Ordering::Release);
+    }
+}
+
+/// Adds `delta` to a gauge (negative to decrease); `now` as in [`gauge_set`].
+#[inline]
+pub fn gauge_add(words: &[AtomicU64], delta: f64, now: Option<u64>) {
+    // SYNC POINT gauge-value: relaxed read-modify-write, published as in `gauge_set`.
+    as_f64(&words[0]).fetch_add(delta, Ordering::Relaxed);
+    if let Some(ts) = now {
+        // SYNC POINT gauge-timestamp: release, as in `gauge_set`.
+        words[1].fetch_max(ts, Ordering::Release);
+    }
+}
+
+/// A gauge as read: its value and last write time (0 when never written with a time).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GaugeValue {
+    /// The value.
+    pub value: f64,
+    /// Write time in ns since the epoch, 0 if never set in a `mostrecent` mode.
+    pub timestamp: u64,
+}
+
+/// Reads a gauge.
+#[inline]
+pub fn gauge_read(words: &[AtomicU64]) -> GaugeValue {
+    // SYNC POINT gauge-timestamp: acquire, pairs with the writer's release.
+    let timestamp = words[1].load(Ordering::Acquire);
+    // SYNC POINT gauge-value: relaxed, ordered after the acquire above.
+    let value = as_f64(&words[0]).load(Ordering::Relaxed);
+    GaugeValue { value, timestamp }
+}
+
+/// Index of the bucket `v` falls in: the first bound `>= v`, or `bounds.len()` for `+Inf`
+/// (and for NaN, which Prometheus counts only in `+Inf`).
+#[inline(always)]
+pub fn bucket_index(bounds: &[f64], v: f64) -> usize {
+    bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len())
+}
+
+/// Records one observation into bucket `bucket` (from [`bucket_index`]).
+#[inline(always)]
+pub fn histogram_observe(words: &[AtomicU64], bucket: usize, v: f64) {
+    // SYNC POINT histogram-bucket: relaxed; published by the two releases below.
+    words[2 + bucket].fetch_add(1, Ordering::Relaxed);
+    // SYNC POINT histogram-sum: release; a reader that acquires this sum sees the bucket.
+    as_f64(&words[1]).fetch_add(v, Ordering::Release);
+    // SYNC POINT histogram-count: release; marks the observation complete.
+    words[0].fetch_add(1, Ordering::Release);
+}
+
+/// A histogram (or summary) as read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramValue {
+    /// Per-bucket counts, not cumulative; the last is `+Inf`.
+    pub buckets: Vec<u64>,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Whether `sum` and `buckets` describe exactly the same observations. Only false when
+    /// writers kept the series busy through every retry.
+    pub consistent: bool,
+}
+
+impl HistogramValue {
+    /// Total observations: the sum of the buckets, which is also the `+Inf` bucket.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// How many times [`histogram_read`] retries before settling for an inconsistent read.
+pub const HISTOGRAM_READ_TRIES: usize = 16;
+
+/// Reads a histogram with `bucket_count` finite buckets, consistently: the sum covers
+/// exactly the counted observations. A reader never writes, so it cannot stop writers; it
+/// retries while an observation is half done, up to [`HISTOGRAM_READ_TRIES`] times.
+///
+/// Why equality proves consistency: every observation adds its bucket, then its sum
+/// (release), then the count (release). After acquiring the count `c`, the buckets of those
+/// `c` observations are visible; after acquiring the sum, the bucket of every observation
+/// that sum includes is visible. So the visible buckets total at least `c`, and exceed `c`
+/// if the sum includes anything beyond those `c`. A total of exactly `c` means buckets and
+/// sum cover the same `c` observations.
+pub fn histogram_read(words: &[AtomicU64], bucket_count: usize, out: &mut HistogramValue) {
+    let n = bucket_count + 1;
+    out.buckets.clear();
+    out.buckets.resize(n, 0);
+    for attempt in 0..HISTOGRAM_READ_TRIES {
+        // SYNC POINT histogram-count: acquire, pairs with the writer's release.
+        let count = words[0].load(Ordering::Acquire);
+        // SYNC POINT histogram-sum: acquire, pairs with the writer's release.
+        let sum = as_f64(&words[1]).load(Ordering::Acquire);
+        let mut total = 0u64;
+        for (slot, word) in out.buckets.iter_mut().zip(&words[2..2 + n]) {
+            // SYNC POINT histogram-bucket: relaxed, ordered after the acquires above.
+            *slot = word.load(Ordering::Relaxed);
+            total = total.wrapping_add(*slot);
+        }
+        out.sum = sum;
+        out.consistent = total == count;
+        if out.consistent || attempt + 1 == HISTOGRAM_READ_TRIES {
+            return;
+        }
+        fence(Ordering::Acquire);
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(n: usize) -> Vec<AtomicU64> {
+        (0..n).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn counter_integer_and_fraction() {
+        let w = words(2);
+        counter_inc(&w, 1);
+        counter_add(&w, 2.0);
+        counter_add(&w, 0.25);
+        counter_add(&w, -5.0);
+        counter_add(&w, f64::NAN);
+        assert_eq!(counter_read(&w), 3.25);
+        assert_eq!(w[0].load(Ordering::Relaxed), 3);
+        counter_add(&w, 1e300);
+        assert_eq!(counter_read(&w), 1e300 + 3.0);
+    }
+
+    #[test]
+    fn gauge_timestamps_only_advance() {
+        let w = words(2);
+        gauge_set(&w, 5.0, Some(100));
+        gauge_set(&w, 6.0, Some(50));
+        assert_eq!(
+            gauge_read(&w),
+            GaugeValue {
+                value: 6.0,
+                timestamp: 100
+            }
+        );
+        gauge_add(&w, -1.5, None);
+        assert_eq!(gauge_read(&w).value, 4.5);
+    }
+
+    #[test]
+    fn histogram_buckets() {
+        let bounds = [0.1, 1.0, 10.0];
+        let cases = [
+            (0.05, 0),
+            (0.1, 0),
+            (0.5, 1),
+            (10.0, 2),
+            (11.0, 3),
+            (f64::INFINITY, 3),
+            (f64::NAN, 3),
+            (-1.0, 0),
+        ];
+        for (v, expected) in cases {
+            assert_eq!(bucket_index(&bounds, v), expected, "{v}");
+        }
+        let w = words(slot_words(MetricKind::Histogram, bounds.len()));
+        for v in [0.05, 0.5, 0.5, 20.0] {
+            histogram_observe(&w, bucket_index(&bounds, v), v);
+        }
+        let mut out = HistogramValue {
+            buckets: vec![],
+            sum: 0.0,
+            consistent: false,
+        };
+        histogram_read(&w, bounds.len(), &mut out);
+        assert_eq!(out.buckets, [1, 2, 0, 1]);
+        assert_eq!(out.sum, 21.05);
+        assert_eq!(out.count(), 4);
+        assert!(out.consistent);
+    }
+
+    #[test]
+    fn half_done_observation_is_detected() {
+        let w = words(slot_words(MetricKind::Histogram, 1));
+        histogram_observe(&w, 0, 1.0);
+        // An observation that has bumped its bucket and sum but not yet the count.
+        w[3].fetch_add(1, Ordering::Relaxed);
+        as_f64(&w[1]).fetch_add(7.0, Ordering::Relaxed);
+        let mut out = HistogramValue {
+            buckets: vec![],
+            sum: 0.0,
+            consistent: true,
+        };
+        histogram_read(&w, 1, &mut out);
+        assert!(!out.consistent);
+        assert_eq!(out.buckets, [1, 1]);
+    }
+}

@@ -1,0 +1,179 @@
+//! The one place that turns raw memory into atomics.
+//!
+//! A mapped segment is only ever accessed as a slice of [`AtomicU64`] words, by every
+//! process, for every field: the header's mutable fields, the metadata bytes (copied in and
+//! out a word at a time) and the value slots. No `&[u8]` over shared memory is ever created,
+//! so a concurrent writer in another process can never make a reader's reference lie, and
+//! Miri can check the parser on plain heap buffers of words.
+
+use std::any::Any;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use atomic_float::AtomicF64;
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("shmetrics needs a 64-bit target with native 64-bit atomics");
+
+const _: () = assert!(std::mem::size_of::<AtomicF64>() == std::mem::size_of::<AtomicU64>());
+const _: () = assert!(std::mem::align_of::<AtomicF64>() == std::mem::align_of::<AtomicU64>());
+
+/// Views `len` bytes at `ptr` as atomic words.
+///
+/// # Safety
+/// - `ptr` is 8-byte aligned and `len` is a multiple of 8;
+/// - the memory is valid for reads for `'a`, and for writes too if anyone writes it;
+/// - for `'a`, every access to that memory, from this or any other process, is an atomic
+///   access of one aligned 8-byte word (or the memory is not written at all).
+pub unsafe fn words_from_raw<'a>(ptr: *const u8, len: usize) -> &'a [AtomicU64] {
+    debug_assert!(ptr as usize % 8 == 0 && len % 8 == 0);
+    // SAFETY: the caller guarantees alignment, validity for 'a and atomic-only access;
+    // AtomicU64 has the size and alignment of u64.
+    unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), len / 8) }
+}
+
+/// The same word, viewed as an atomic `f64` (its bits).
+#[inline(always)]
+pub fn as_f64(word: &AtomicU64) -> &AtomicF64 {
+    let ptr: *const AtomicU64 = word;
+    // SAFETY: AtomicF64 is a transparent wrapper over AtomicU64 on 64-bit targets (checked
+    // by the size and alignment asserts above), so the cast keeps validity and lifetime.
+    unsafe { &*ptr.cast::<AtomicF64>() }
+}
+
+/// Copies `len` bytes starting at byte `offset` (8-aligned) out of `words` into `out`, one
+/// relaxed word load at a time. The caller orders this after whatever published the bytes.
+///
+/// # Panics
+/// If the range is unaligned or outside `words`.
+pub fn load_bytes(words: &[AtomicU64], offset: usize, len: usize, out: &mut Vec<u8>) {
+    assert!(offset % 8 == 0, "unaligned byte offset {offset}");
+    let first = offset / 8;
+    let count = len.div_ceil(8);
+    let start = out.len();
+    out.reserve(count * 8);
+    for word in &words[first..first + count] {
+        // SYNC POINT meta-bytes: relaxed; ordered by the caller's acquire of `meta_len`.
+        out.extend_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+    }
+    out.truncate(start + len);
+}
+
+/// Stores `bytes` (length a multiple of 8) at byte `offset` (8-aligned) of `words`, one
+/// relaxed word store at a time. The caller publishes them afterwards with a release store.
+///
+/// # Panics
+/// If the range is unaligned or outside `words`.
+pub fn store_bytes(words: &[AtomicU64], offset: usize, bytes: &[u8]) {
+    assert!(offset % 8 == 0 && bytes.len() % 8 == 0, "unaligned store");
+    let first = offset / 8;
+    for (word, chunk) in words[first..first + bytes.len() / 8]
+        .iter()
+        .zip(bytes.chunks_exact(8))
+    {
+        let value = u64::from_ne_bytes(chunk.try_into().expect("chunks of 8"));
+        // SYNC POINT meta-bytes: relaxed; published by the release store of `meta_len`.
+        word.store(value, Ordering::Relaxed);
+    }
+}
+
+/// A block of value slots that a handle owns a share of: a pointer to the words plus the
+/// object that keeps their memory alive (a segment mapping or a heap buffer).
+///
+/// Dereferencing costs nothing beyond the pointer itself, which is what keeps the writer's
+/// hot path at one atomic instruction.
+pub struct SlotBlock {
+    ptr: NonNull<AtomicU64>,
+    len: usize,
+    _owner: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: a SlotBlock only hands out `&AtomicU64`, which is Sync; the owner is Send + Sync.
+unsafe impl Send for SlotBlock {}
+// SAFETY: as above; shared access to atomics from several threads is their purpose.
+unsafe impl Sync for SlotBlock {}
+
+impl SlotBlock {
+    /// A block over `words`, kept alive by `owner`.
+    ///
+    /// # Safety
+    /// `words` lies in memory that `owner` keeps valid and in place for as long as `owner`
+    /// lives (a mapping it owns, for instance), and that memory is only accessed atomically.
+    pub unsafe fn new(owner: Arc<dyn Any + Send + Sync>, words: &[AtomicU64]) -> Self {
+        Self {
+            ptr: NonNull::from(words).cast(),
+            len: words.len(),
+            _owner: owner,
+        }
+    }
+
+    /// A block over a fresh zeroed heap buffer of `len` words, for values that cannot live
+    /// in a segment.
+    pub fn detached(len: usize) -> Self {
+        let buffer: Arc<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(0)).collect();
+        let ptr = NonNull::from(&*buffer).cast();
+        Self {
+            ptr,
+            len,
+            _owner: Arc::new(buffer),
+        }
+    }
+
+    /// The words of the block.
+    #[inline(always)]
+    pub fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `new`'s contract (or `detached`'s own buffer) keeps the memory valid while
+        // `_owner` lives, which is at least as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Clone for SlotBlock {
+    fn clone(&self) -> Self {
+        Self {
+            ptr: self.ptr,
+            len: self.len,
+            _owner: Arc::clone(&self._owner),
+        }
+    }
+}
+
+impl std::fmt::Debug for SlotBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotBlock").field("len", &self.len).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_through_words() {
+        let words: Vec<AtomicU64> = (0..8).map(|_| AtomicU64::new(u64::MAX)).collect();
+        let data: Vec<u8> = (0..24u8).collect();
+        store_bytes(&words, 16, &data);
+        let mut out = vec![9];
+        load_bytes(&words, 16, 21, &mut out);
+        assert_eq!(&out[1..], &data[..21]);
+        assert_eq!(words[0].load(Ordering::Relaxed), u64::MAX);
+        assert_eq!(words[5].load(Ordering::Relaxed), u64::MAX);
+    }
+
+    #[test]
+    fn f64_view_shares_bits() {
+        let word = AtomicU64::new(0);
+        as_f64(&word).fetch_add(1.5, Ordering::Relaxed);
+        assert_eq!(word.load(Ordering::Relaxed), 1.5f64.to_bits());
+    }
+
+    #[test]
+    fn detached_block_is_zeroed_and_shared_by_clones() {
+        let block = SlotBlock::detached(3);
+        let other = block.clone();
+        block.words()[2].fetch_add(5, Ordering::Relaxed);
+        assert_eq!(other.words()[2].load(Ordering::Relaxed), 5);
+        assert_eq!(other.words()[0].load(Ordering::Relaxed), 0);
+    }
+}
