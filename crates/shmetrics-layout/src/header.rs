@@ -95,6 +95,11 @@ impl SegmentHeader {
         }
     }
 
+    /// The header's bytes, as stored at the start of the file.
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::bytes_of(self)
+    }
+
     /// Parses and checks a header from the first [`HEADER_SIZE`] bytes of `bytes`, against
     /// the actual size of the file it came from.
     pub fn parse(bytes: &[u8], actual_file_size: u64) -> Result<Self, LayoutError> {
@@ -129,7 +134,7 @@ impl SegmentHeader {
             });
         }
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.file_size)
-            || self.file_size % 8 != 0
+            || !self.file_size.is_multiple_of(8)
         {
             return Err(LayoutError::BadFileSize(self.file_size));
         }
@@ -142,7 +147,9 @@ impl SegmentHeader {
 pub fn check_bounds(file_size: u64, meta_len: u64, slot_floor: u64) -> Result<(), LayoutError> {
     let meta_end = (HEADER_SIZE as u64).checked_add(meta_len);
     match meta_end {
-        Some(end) if meta_len % 8 == 0 && end <= slot_floor && slot_floor <= file_size => Ok(()),
+        Some(end) if meta_len.is_multiple_of(8) && end <= slot_floor && slot_floor <= file_size => {
+            Ok(())
+        }
         _ => Err(LayoutError::BadAreaBounds {
             meta_len,
             slot_floor,
@@ -190,7 +197,8 @@ mod tests {
     #[test]
     fn rejects_each_bad_field() {
         let good = SegmentHeader::new(8192, identity());
-        let cases: Vec<(Box<dyn Fn(&mut SegmentHeader)>, LayoutError)> = vec![
+        type Mutation = Box<dyn Fn(&mut SegmentHeader)>;
+        let cases: Vec<(Mutation, LayoutError)> = vec![
             (Box::new(|h| h.magic[0] = b'X'), LayoutError::BadMagic),
             (
                 Box::new(|h| h.endian = ENDIAN_MARK.swap_bytes()),

@@ -174,7 +174,7 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn finish(mut out: Vec<u8>, kind: u16) -> Vec<u8> {
-    while out.len() % 8 != 0 {
+    while !out.len().is_multiple_of(8) {
         out.push(0);
     }
     let header = RecordHeader {
@@ -325,7 +325,7 @@ fn parse_series(c: &mut Cursor<'_>) -> Result<SeriesRecord, LayoutError> {
     if fixed.label_count as usize > MAX_LABELS {
         return Err(c.fail("too many label values"));
     }
-    if fixed.slot_offset % 8 != 0 {
+    if !fixed.slot_offset.is_multiple_of(8) {
         return Err(c.fail(format!("unaligned slot offset {}", fixed.slot_offset)));
     }
     let label_values = (0..fixed.label_count)
@@ -385,7 +385,7 @@ impl RecordIter<'_> {
         }
         let header: RecordHeader = bytemuck::pod_read_unaligned(&rest[..8]);
         let len = header.len as usize;
-        if len < 8 || len % 8 != 0 || len > MAX_RECORD_LEN {
+        if len < 8 || !len.is_multiple_of(8) || len > MAX_RECORD_LEN {
             return Err(LayoutError::BadRecordLength {
                 offset,
                 len: header.len,

@@ -27,7 +27,7 @@ const _: () = assert!(std::mem::align_of::<AtomicF64>() == std::mem::align_of::<
 /// - for `'a`, every access to that memory, from this or any other process, is an atomic
 ///   access of one aligned 8-byte word (or the memory is not written at all).
 pub unsafe fn words_from_raw<'a>(ptr: *const u8, len: usize) -> &'a [AtomicU64] {
-    debug_assert!(ptr as usize % 8 == 0 && len % 8 == 0);
+    debug_assert!((ptr as usize).is_multiple_of(8) && len.is_multiple_of(8));
     // SAFETY: the caller guarantees alignment, validity for 'a and atomic-only access;
     // AtomicU64 has the size and alignment of u64.
     unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), len / 8) }
@@ -48,7 +48,7 @@ pub fn as_f64(word: &AtomicU64) -> &AtomicF64 {
 /// # Panics
 /// If the range is unaligned or outside `words`.
 pub fn load_bytes(words: &[AtomicU64], offset: usize, len: usize, out: &mut Vec<u8>) {
-    assert!(offset % 8 == 0, "unaligned byte offset {offset}");
+    assert!(offset.is_multiple_of(8), "unaligned byte offset {offset}");
     let first = offset / 8;
     let count = len.div_ceil(8);
     let start = out.len();
@@ -66,7 +66,10 @@ pub fn load_bytes(words: &[AtomicU64], offset: usize, len: usize, out: &mut Vec<
 /// # Panics
 /// If the range is unaligned or outside `words`.
 pub fn store_bytes(words: &[AtomicU64], offset: usize, bytes: &[u8]) {
-    assert!(offset % 8 == 0 && bytes.len() % 8 == 0, "unaligned store");
+    assert!(
+        offset.is_multiple_of(8) && bytes.len().is_multiple_of(8),
+        "unaligned store"
+    );
     let first = offset / 8;
     for (word, chunk) in words[first..first + bytes.len() / 8]
         .iter()

@@ -1,0 +1,336 @@
+//! The shmetrics reader: merges every segment of a metrics directory into one snapshot and
+//! renders it as Prometheus text or OpenMetrics.
+//!
+//! ```no_run
+//! use shmetrics_reader::{Format, PrefixFilter, Reader};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut reader = Reader::open("/tmp/metrics")?;
+//! let filter = PrefixFilter::new(["vllm:", "lmcache:"]);
+//! let report = reader.scrape(Format::Prometheus, &filter, true, &mut std::io::stdout())?;
+//! eprintln!("{} live, {} dead segments", report.live_segments, report.dead_segments);
+//! # Ok(()) }
+//! ```
+//!
+//! The reader never takes a lock a writer waits for and never writes into a segment: it
+//! maps segments read-only and probes the writer's `flock` with a non-blocking shared
+//! attempt. Every byte it reads is validated; a bad segment is skipped and reported (in
+//! [`ScrapeReport`], a log line once, and the `shmetrics_reader_*` self-metrics) while the
+//! rest of the directory is scraped. Metadata is parsed once per segment and cached, so a
+//! steady-state scrape only reads values and renders.
+
+mod merge;
+pub mod render;
+mod report;
+mod segment;
+mod self_metrics;
+pub mod snapshot;
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rustc_hash::FxHashMap;
+use shmetrics_layout::{SEGMENT_PREFIX, SEGMENT_SUFFIX};
+
+pub use render::{Format, PrefixFilter};
+pub use report::{Conflict, Problem, ScrapeReport, SkipReason};
+pub use self_metrics::self_metrics;
+pub use snapshot::Snapshot;
+
+use merge::{Index, SegmentLinks, Source};
+use segment::{Rejection, SegmentFile, open_segment};
+
+/// Why a reader could not be opened.
+#[derive(Debug)]
+pub enum ReaderError {
+    /// The directory does not exist.
+    DirMissing(PathBuf),
+    /// The path is not a directory.
+    NotADirectory(PathBuf),
+    /// Another I/O failure.
+    Io(PathBuf, io::Error),
+}
+
+impl std::fmt::Display for ReaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DirMissing(p) => write!(f, "metrics directory {} does not exist", p.display()),
+            Self::NotADirectory(p) => write!(f, "{} is not a directory", p.display()),
+            Self::Io(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for ReaderError {}
+
+struct Tracked {
+    seg: SegmentFile,
+    links: SegmentLinks,
+    seen: bool,
+}
+
+struct Rejected {
+    path: PathBuf,
+    len: u64,
+    mtime: (i64, i64),
+    rejection: Rejection,
+    seen: bool,
+}
+
+/// A snapshot and what was found on the way.
+#[derive(Clone, Debug, Default)]
+pub struct Scrape {
+    /// The merged families.
+    pub snapshot: Snapshot,
+    /// Counts, problems and conflicts.
+    pub report: ScrapeReport,
+}
+
+/// Reads one metrics directory, caching parsed metadata between scrapes.
+pub struct Reader {
+    dir: PathBuf,
+    euid: u32,
+    segments: FxHashMap<u64, Tracked>,
+    rejected: FxHashMap<u64, Rejected>,
+    index: Index,
+    logged: HashSet<(PathBuf, &'static str)>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    /// Opens a reader on `dir`.
+    ///
+    /// # Errors
+    /// When `dir` is missing or not a directory.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, ReaderError> {
+        let dir = dir.as_ref().to_owned();
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(ReaderError::NotADirectory(dir)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ReaderError::DirMissing(dir));
+            }
+            Err(e) => return Err(ReaderError::Io(dir, e)),
+        }
+        Ok(Self {
+            dir,
+            euid: nix::unistd::geteuid().as_raw(),
+            segments: FxHashMap::default(),
+            rejected: FxHashMap::default(),
+            index: Index::default(),
+            logged: HashSet::new(),
+        })
+    }
+
+    /// The directory read.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes a merged snapshot of the directory.
+    pub fn snapshot(&mut self) -> Scrape {
+        let mut report = ScrapeReport::default();
+        self.refresh(&mut report);
+        let mut sources: Vec<Source<'_>> = self
+            .segments
+            .values()
+            .map(|t| Source {
+                seg: &t.seg,
+                links: &t.links,
+            })
+            .collect();
+        let snapshot = merge::merge(&mut self.index, &mut sources, &mut report.conflicts);
+        for c in &report.conflicts {
+            if self.logged.insert((PathBuf::from(&c.family), c.kind)) {
+                log::warn!(
+                    "conflicting definitions of {} ({}): {}",
+                    c.family,
+                    c.kind,
+                    c.detail
+                );
+            }
+        }
+        report.series = snapshot.series_count();
+        Scrape { snapshot, report }
+    }
+
+    /// Takes a snapshot and renders it, filtered, into `out`; with `self_metrics`, the
+    /// `shmetrics_reader_*` families are appended whatever the filter.
+    ///
+    /// # Errors
+    /// Only errors of `out`.
+    pub fn scrape(
+        &mut self,
+        format: Format,
+        filter: &PrefixFilter,
+        self_metrics: bool,
+        out: &mut dyn Write,
+    ) -> io::Result<ScrapeReport> {
+        let scrape = self.snapshot();
+        let extra = if self_metrics {
+            self_metrics::self_metrics(&scrape.report)
+        } else {
+            Vec::new()
+        };
+        render::render(&scrape.snapshot, &extra, format, filter, out)?;
+        Ok(scrape.report)
+    }
+
+    /// Rescans the directory, opens new segments, drops vanished ones, probes liveness and
+    /// parses new metadata.
+    fn refresh(&mut self, report: &mut ScrapeReport) {
+        for t in self.segments.values_mut() {
+            t.seen = false;
+        }
+        for r in self.rejected.values_mut() {
+            r.seen = false;
+        }
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    self.visit(&entry, report);
+                }
+                self.segments.retain(|_, t| t.seen);
+                self.rejected.retain(|_, r| r.seen);
+            }
+            Err(e) => {
+                report.dir_error = Some(format!("{}: {e}", self.dir.display()));
+                if self.logged.insert((self.dir.clone(), "dir_error")) {
+                    log::error!("cannot read metrics directory {}: {e}", self.dir.display());
+                }
+            }
+        }
+        for t in self.segments.values_mut() {
+            t.seg.probe_liveness();
+            t.seg.refresh_metadata();
+            self.index.link(&t.seg, &mut t.links);
+            if t.seg.live {
+                report.live_segments += 1;
+            } else {
+                report.dead_segments += 1;
+            }
+            report.dropped_series += t.seg.dropped_series();
+            if let Some(e) = &t.seg.corrupt {
+                let problem = Problem {
+                    path: t.seg.path.clone(),
+                    reason: e.reason(),
+                    detail: format!("metadata after this point ignored: {e}"),
+                };
+                log_once(&mut self.logged, &problem);
+                report.problems.push(problem);
+            }
+        }
+        for r in self.rejected.values() {
+            match &r.rejection {
+                Rejection::Skip(reason, _) => *report.skipped.entry(*reason).or_insert(0) += 1,
+                Rejection::Bad(_) => report.bad_segments += 1,
+            }
+        }
+        report
+            .problems
+            .extend(self.rejected.values().filter_map(|r| match &r.rejection {
+                Rejection::Bad(e) => Some(Problem {
+                    path: r.path.clone(),
+                    reason: e.reason(),
+                    detail: e.to_string(),
+                }),
+                Rejection::Skip(..) => None,
+            }));
+        report
+            .problems
+            .sort_by(|a, b| (a.reason, &a.path).cmp(&(b.reason, &b.path)));
+    }
+
+    fn visit(&mut self, entry: &std::fs::DirEntry, report: &mut ScrapeReport) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            return; // Segments being created, and hidden files.
+        }
+        let ino = entry.ino();
+        if let Some(t) = self.segments.get_mut(&ino) {
+            t.seen = true;
+            return;
+        }
+        let path = entry.path();
+        let mut skip = |reason| {
+            *report.skipped.entry(reason).or_insert(0) += 1;
+        };
+        let file_type = match entry.file_type() {
+            Ok(t) => t,
+            Err(_) => return skip(SkipReason::Unreadable),
+        };
+        if file_type.is_symlink() {
+            return skip(SkipReason::Symlink);
+        }
+        if !file_type.is_file() {
+            return skip(SkipReason::NotRegular);
+        }
+        if !(name.starts_with(SEGMENT_PREFIX) && name.ends_with(SEGMENT_SUFFIX)) {
+            return skip(SkipReason::ForeignFile);
+        }
+        let (len, mtime) = match entry.metadata() {
+            Ok(m) => (m.len(), (m.mtime(), m.mtime_nsec())),
+            Err(_) => return skip(SkipReason::Unreadable),
+        };
+        if let Some(r) = self.rejected.get_mut(&ino)
+            && r.len == len
+            && r.mtime == mtime
+        {
+            r.seen = true;
+            return;
+        }
+        match open_segment(&path, self.euid) {
+            Ok(seg) => {
+                self.rejected.remove(&ino);
+                self.segments.insert(
+                    ino,
+                    Tracked {
+                        seg,
+                        links: SegmentLinks::default(),
+                        seen: true,
+                    },
+                );
+            }
+            Err(rejection) => {
+                let (reason, detail) = match &rejection {
+                    Rejection::Skip(r, d) => (r.as_str(), d.clone()),
+                    Rejection::Bad(e) => (e.reason(), e.to_string()),
+                };
+                log_once(
+                    &mut self.logged,
+                    &Problem {
+                        path: path.clone(),
+                        reason,
+                        detail,
+                    },
+                );
+                self.rejected.insert(
+                    ino,
+                    Rejected {
+                        path,
+                        len,
+                        mtime,
+                        rejection,
+                        seen: true,
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn log_once(logged: &mut HashSet<(PathBuf, &'static str)>, p: &Problem) {
+    if logged.insert((p.path.clone(), p.reason)) {
+        log::warn!("skipping {} ({}): {}", p.path.display(), p.reason, p.detail);
+    }
+}

@@ -1,0 +1,377 @@
+//! Merging segments into one snapshot with `prometheus_client`'s multiprocess semantics.
+//!
+//! Families and series are interned once, when their records are first parsed; each
+//! segment series keeps the id of its merged series, so a steady-state scrape only reads
+//! slots and folds them into per-series accumulators. Rules (docs/semantics.md):
+//! counters, histograms and summaries sum over every process, dead ones included; gauges
+//! merge by mode, the `live*` modes over live processes only. A family's definition is the
+//! one of the oldest segment declaring it; a segment that declares another type, gauge mode
+//! or bucket layout is reported and its series of that family are left out, never mixed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use shmetrics_layout::record::FamilyRecord;
+use shmetrics_layout::slots::{HistogramValue, counter_read, gauge_read, histogram_read};
+use shmetrics_layout::{GaugeMode, MetricKind};
+
+use crate::report::Conflict;
+use crate::segment::SegmentFile;
+use crate::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
+
+struct MergedFamily {
+    name: Arc<str>,
+    /// Merged series ids of this family; sorted by labels when `sorted`.
+    series: Vec<u32>,
+    sorted: bool,
+}
+
+struct MergedSeries {
+    family: u32,
+    labels: Arc<SeriesLabels>,
+}
+
+/// The interned families and series, kept across scrapes.
+#[derive(Default)]
+pub(crate) struct Index {
+    families: Vec<MergedFamily>,
+    family_ids: FxHashMap<Arc<str>, u32>,
+    series: Vec<MergedSeries>,
+    series_ids: HashMap<(u32, Arc<SeriesLabels>), u32>,
+}
+
+/// Per-segment resolution of its series into merged ids.
+#[derive(Default)]
+pub(crate) struct SegmentLinks {
+    /// Merged family id per local family.
+    pub(crate) families: Vec<u32>,
+    /// Merged series id per local series.
+    pub(crate) series: Vec<u32>,
+}
+
+impl Index {
+    /// Interns the families and series that `seg` declared since `links` was last updated.
+    pub(crate) fn link(&mut self, seg: &SegmentFile, links: &mut SegmentLinks) {
+        for f in &seg.families[links.families.len()..] {
+            let id = self.family_id(&f.name);
+            links.families.push(id);
+        }
+        for s in &seg.series[links.series.len()..] {
+            let def = &seg.families[s.family];
+            let family = links.families[s.family];
+            let pairs = def
+                .label_names
+                .iter()
+                .zip(&s.label_values)
+                .map(|(n, v)| (Box::from(n.as_str()), Box::from(v.as_str())))
+                .collect();
+            let labels = Arc::new(SeriesLabels::new(pairs));
+            let next = self.series.len() as u32;
+            let id = *self
+                .series_ids
+                .entry((family, Arc::clone(&labels)))
+                .or_insert(next);
+            if id == next {
+                self.series.push(MergedSeries { family, labels });
+                let fam = &mut self.families[family as usize];
+                fam.series.push(id);
+                fam.sorted = false;
+            }
+            links.series.push(id);
+        }
+    }
+
+    fn family_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.family_ids.get(name) {
+            return id;
+        }
+        let id = self.families.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.families.push(MergedFamily {
+            name: Arc::clone(&name),
+            series: Vec::new(),
+            sorted: true,
+        });
+        self.family_ids.insert(name, id);
+        id
+    }
+}
+
+/// A value folded over processes.
+enum Acc {
+    Empty,
+    Value(f64),
+    Recent { value: f64, timestamp: u64 },
+    Histogram(HistogramValue),
+    PerProcess(Vec<(u32, u64, f64)>),
+}
+
+/// One segment and its links, as the merge sees it.
+pub(crate) struct Source<'a> {
+    pub(crate) seg: &'a SegmentFile,
+    pub(crate) links: &'a SegmentLinks,
+}
+
+/// The definition each merged family uses this scrape.
+struct Resolved {
+    def: Arc<FamilyRecord>,
+}
+
+/// Merges `sources` (any order) into a snapshot, reporting conflicts.
+pub(crate) fn merge(
+    index: &mut Index,
+    sources: &mut [Source<'_>],
+    conflicts: &mut Vec<Conflict>,
+) -> Snapshot {
+    sources.sort_by_key(|s| s.seg.age_key());
+    let resolved = resolve(index, sources, conflicts);
+    let mut acc: Vec<Acc> = (0..index.series.len()).map(|_| Acc::Empty).collect();
+    let mut scratch = HistogramValue {
+        buckets: Vec::new(),
+        sum: 0.0,
+        consistent: true,
+    };
+    for source in sources.iter() {
+        let seg = source.seg;
+        for (i, s) in seg.series.iter().enumerate() {
+            let family = source.links.families[s.family] as usize;
+            let Some(res) = &resolved[family] else {
+                continue;
+            };
+            let local = &seg.families[s.family];
+            if !compatible(&res.def, local) {
+                continue;
+            }
+            let slot = &mut acc[source.links.series[i] as usize];
+            fold(slot, &res.def, seg, seg.slots(i), &mut scratch);
+        }
+    }
+    build(index, &resolved, acc)
+}
+
+fn compatible(a: &FamilyRecord, b: &FamilyRecord) -> bool {
+    a.kind == b.kind && a.mode == b.mode && a.bounds == b.bounds
+}
+
+/// Picks each family's definition (the oldest segment's) and reports disagreements.
+fn resolve(
+    index: &Index,
+    sources: &[Source<'_>],
+    conflicts: &mut Vec<Conflict>,
+) -> Vec<Option<Resolved>> {
+    let mut resolved: Vec<Option<Resolved>> = (0..index.families.len()).map(|_| None).collect();
+    for source in sources {
+        for (local, &merged) in source.seg.families.iter().zip(&source.links.families) {
+            match &resolved[merged as usize] {
+                None => {
+                    resolved[merged as usize] = Some(Resolved {
+                        def: Arc::clone(local),
+                    });
+                }
+                Some(res) => {
+                    if let Some(c) = conflict(&res.def, local, source.seg) {
+                        conflicts.push(c);
+                    }
+                }
+            }
+        }
+    }
+    resolved
+}
+
+fn conflict(def: &FamilyRecord, other: &FamilyRecord, seg: &SegmentFile) -> Option<Conflict> {
+    let (kind, detail) = if def.kind != other.kind {
+        ("type", format!("{} here, {} first", other.kind, def.kind))
+    } else if def.mode != other.mode {
+        (
+            "gauge_mode",
+            format!("{:?} here, {:?} first", other.mode, def.mode),
+        )
+    } else if def.bounds != other.bounds {
+        (
+            "buckets",
+            format!("{:?} here, {:?} first", other.bounds, def.bounds),
+        )
+    } else if def.help != other.help {
+        (
+            "help",
+            format!("{:?} here, {:?} first", other.help, def.help),
+        )
+    } else {
+        return None;
+    };
+    let excluded = if kind == "help" {
+        "kept, with the first help text"
+    } else {
+        "its series are left out"
+    };
+    Some(Conflict {
+        family: def.name.clone(),
+        kind,
+        detail: format!("{}: {detail}; {excluded}", seg.path.display()),
+    })
+}
+
+fn fold(
+    slot: &mut Acc,
+    def: &FamilyRecord,
+    seg: &SegmentFile,
+    words: &[std::sync::atomic::AtomicU64],
+    scratch: &mut HistogramValue,
+) {
+    match def.kind {
+        MetricKind::Counter => {
+            let v = counter_read(words);
+            match slot {
+                Acc::Value(total) => *total += v,
+                _ => *slot = Acc::Value(v),
+            }
+        }
+        MetricKind::Histogram | MetricKind::Summary => {
+            histogram_read(words, def.bounds.len(), scratch);
+            match slot {
+                Acc::Histogram(total) => {
+                    for (t, b) in total.buckets.iter_mut().zip(&scratch.buckets) {
+                        *t += b;
+                    }
+                    total.sum += scratch.sum;
+                }
+                _ => *slot = Acc::Histogram(scratch.clone()),
+            }
+        }
+        MetricKind::Gauge => {
+            let mode = def.mode.unwrap_or(GaugeMode::All);
+            if mode.live_only() && !seg.live {
+                return;
+            }
+            let g = gauge_read(words);
+            fold_gauge(slot, mode, g.value, g.timestamp, seg);
+        }
+    }
+}
+
+fn fold_gauge(slot: &mut Acc, mode: GaugeMode, v: f64, timestamp: u64, seg: &SegmentFile) {
+    match mode {
+        GaugeMode::Sum | GaugeMode::LiveSum => match slot {
+            Acc::Value(total) => *total += v,
+            _ => *slot = Acc::Value(v),
+        },
+        GaugeMode::Min | GaugeMode::LiveMin => match slot {
+            Acc::Value(m) if *m <= v || v.is_nan() => {}
+            _ => *slot = Acc::Value(v),
+        },
+        GaugeMode::Max | GaugeMode::LiveMax => match slot {
+            Acc::Value(m) if *m >= v || v.is_nan() => {}
+            _ => *slot = Acc::Value(v),
+        },
+        GaugeMode::MostRecent | GaugeMode::LiveMostRecent => {
+            // As prometheus_client: a gauge never written with a time has no value.
+            if timestamp == 0 {
+                return;
+            }
+            match slot {
+                Acc::Recent { timestamp: t, .. } if *t >= timestamp => {}
+                _ => {
+                    *slot = Acc::Recent {
+                        value: v,
+                        timestamp,
+                    }
+                }
+            }
+        }
+        GaugeMode::All | GaugeMode::LiveAll => {
+            let entry = (seg.header.pid, seg.header.created_unix_nanos, v);
+            match slot {
+                Acc::PerProcess(list) => list.push(entry),
+                _ => *slot = Acc::PerProcess(vec![entry]),
+            }
+        }
+    }
+}
+
+fn build(index: &mut Index, resolved: &[Option<Resolved>], mut acc: Vec<Acc>) -> Snapshot {
+    let mut order: Vec<u32> = (0..index.families.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        index.families[a as usize]
+            .name
+            .cmp(&index.families[b as usize].name)
+    });
+    let mut families = Vec::new();
+    for fid in order {
+        let Some(res) = &resolved[fid as usize] else {
+            continue;
+        };
+        sort_series(index, fid);
+        let mut series = Vec::new();
+        for &sid in &index.families[fid as usize].series {
+            let labels = &index.series[sid as usize].labels;
+            match std::mem::replace(&mut acc[sid as usize], Acc::Empty) {
+                Acc::Empty => {}
+                Acc::Value(v) => series.push(Series {
+                    labels: Arc::clone(labels),
+                    pid: None,
+                    value: match res.def.kind {
+                        MetricKind::Counter => Value::Counter(v),
+                        _ => Value::Gauge(v),
+                    },
+                }),
+                Acc::Recent { value, .. } => series.push(Series {
+                    labels: Arc::clone(labels),
+                    pid: None,
+                    value: Value::Gauge(value),
+                }),
+                Acc::Histogram(h) => series.push(Series {
+                    labels: Arc::clone(labels),
+                    pid: None,
+                    value: match res.def.kind {
+                        MetricKind::Summary => Value::Summary {
+                            count: h.count(),
+                            sum: h.sum,
+                        },
+                        _ => Value::Histogram {
+                            buckets: h.buckets,
+                            sum: h.sum,
+                        },
+                    },
+                }),
+                Acc::PerProcess(mut list) => {
+                    // Newest incarnation first per pid, so a reused pid shows its new owner.
+                    list.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                    list.dedup_by_key(|e| e.0);
+                    for (pid, _, v) in list {
+                        series.push(Series {
+                            labels: Arc::clone(labels),
+                            pid: Some(pid),
+                            value: Value::Gauge(v),
+                        });
+                    }
+                }
+            }
+        }
+        if series.is_empty() {
+            continue;
+        }
+        families.push(Family {
+            name: Arc::clone(&index.families[fid as usize].name),
+            kind: res.def.kind,
+            help: Arc::from(res.def.help.as_str()),
+            bounds: Arc::from(res.def.bounds.as_slice()),
+            series,
+        });
+    }
+    Snapshot { families }
+}
+
+fn sort_series(index: &mut Index, fid: u32) {
+    let Index {
+        families, series, ..
+    } = index;
+    let fam = &mut families[fid as usize];
+    if !fam.sorted {
+        fam.series
+            .sort_by(|&a, &b| series[a as usize].labels.cmp(&series[b as usize].labels));
+        fam.sorted = true;
+    }
+    debug_assert!(fam.series.iter().all(|&s| series[s as usize].family == fid));
+}

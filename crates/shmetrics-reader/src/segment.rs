@@ -1,0 +1,269 @@
+//! One segment as the reader sees it: opened without following links, checked, mapped
+//! read-only, its metadata parsed incrementally and never trusted.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustc_hash::FxHashMap;
+use shmetrics_layout::record::{FamilyRecord, Record, check_label_values, parse_records};
+use shmetrics_layout::slots::slot_words;
+use shmetrics_layout::{HEADER_SIZE, LayoutError, META_LEN_WORD, SegmentHeader, view};
+
+use crate::report::SkipReason;
+
+/// A series declared by a segment.
+#[derive(Debug)]
+pub(crate) struct LocalSeries {
+    /// Index into [`SegmentFile::families`].
+    pub(crate) family: usize,
+    /// Word index of the first slot.
+    pub(crate) slot_word: usize,
+    /// Label values in the family's label-name order.
+    pub(crate) label_values: Vec<String>,
+}
+
+/// Why a file could not be used as a segment.
+#[derive(Debug)]
+pub(crate) enum Rejection {
+    /// Not a candidate at all.
+    Skip(SkipReason, String),
+    /// A candidate whose header is invalid.
+    Bad(LayoutError),
+}
+
+/// An open, mapped, validated segment.
+pub(crate) struct SegmentFile {
+    pub(crate) path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    /// The header as validated at open (identity fields never change afterwards).
+    pub(crate) header: SegmentHeader,
+    /// Published metadata parsed so far.
+    parsed_len: usize,
+    /// Families declared so far, in declaration order.
+    pub(crate) families: Vec<Arc<FamilyRecord>>,
+    family_index: FxHashMap<u32, usize>,
+    /// Series declared so far, in declaration order.
+    pub(crate) series: Vec<LocalSeries>,
+    /// Whether the writer still holds its lock.
+    pub(crate) live: bool,
+    /// Set when metadata failed validation; nothing after it is parsed.
+    pub(crate) corrupt: Option<LayoutError>,
+}
+
+impl std::fmt::Debug for SegmentFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentFile")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .field("series", &self.series.len())
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens `path` as a segment owned by `euid`. Never follows a symlink and never blocks on a
+/// FIFO; anything but a regular file of this user is rejected before it is mapped.
+pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Rejection> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Rejection::Skip(SkipReason::Symlink, e.to_string()),
+            _ => Rejection::Skip(SkipReason::Unreadable, e.to_string()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(Rejection::Skip(
+            SkipReason::NotRegular,
+            "not a regular file".into(),
+        ));
+    }
+    if meta.uid() != euid {
+        return Err(Rejection::Skip(
+            SkipReason::ForeignOwner,
+            format!("owned by uid {}, not {euid}", meta.uid()),
+        ));
+    }
+    let size = meta.len();
+    if size < HEADER_SIZE as u64 {
+        return Err(Rejection::Bad(LayoutError::TruncatedHeader { len: size }));
+    }
+    // A quick header check before mapping anything: the size must match what it claims.
+    let mut head = [0u8; HEADER_SIZE];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0)
+        .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
+    let header = SegmentHeader::parse(&head, size).map_err(Rejection::Bad)?;
+    let map = MmapOptions::new()
+        .len(size as usize)
+        .map_raw_read_only(&file)
+        .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
+    let mut segment = SegmentFile {
+        path: path.to_owned(),
+        file,
+        map,
+        header,
+        parsed_len: 0,
+        families: Vec::new(),
+        family_index: FxHashMap::default(),
+        series: Vec::new(),
+        live: true,
+        corrupt: None,
+    };
+    segment.probe_liveness();
+    Ok(segment)
+}
+
+impl SegmentFile {
+    /// The mapping as atomic words.
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `map` is a shared read-only mapping of the whole file, alive as long as
+        // `self`, page aligned, with a size validated to be a multiple of 8; every process
+        // accesses segment memory only through atomic word operations (layout::view). The
+        // file is never truncated by shmetrics (see docs/layout.md, "Trust").
+        unsafe { view::words_from_raw(self.map.as_ptr(), self.map.len()) }
+    }
+
+    /// Size of the file in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Re-checks whether the writer still holds its lock. A dead segment stays dead: only
+    /// its writer ever held the lock, and it is gone.
+    pub(crate) fn probe_liveness(&mut self) {
+        if !self.live {
+            return;
+        }
+        match self.file.try_lock_shared() {
+            Ok(()) => {
+                let _ = self.file.unlock();
+                self.live = false;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            // A lock that cannot be probed is not evidence of death.
+            Err(std::fs::TryLockError::Error(e)) => {
+                log::debug!("cannot probe lock of {}: {e}", self.path.display());
+            }
+        }
+    }
+
+    /// Parses metadata published since the last call. Returns the index of the first new
+    /// series. Stops for good at the first invalid record, keeping what came before it.
+    pub(crate) fn refresh_metadata(&mut self) -> usize {
+        let first_new = self.series.len();
+        if self.corrupt.is_some() {
+            return first_new;
+        }
+        let words = self.words();
+        // SYNC POINT meta-len: acquire; pairs with the writer's release after the records.
+        let meta_len = words[META_LEN_WORD].load(Ordering::Acquire);
+        let size = self.size() as u64;
+        if !meta_len.is_multiple_of(8)
+            || meta_len < self.parsed_len as u64
+            || HEADER_SIZE as u64 + meta_len > size
+        {
+            self.corrupt = Some(LayoutError::BadAreaBounds {
+                meta_len,
+                slot_floor: self.header.slot_floor,
+                file_size: size,
+            });
+            return first_new;
+        }
+        let meta_len = meta_len as usize;
+        if meta_len == self.parsed_len {
+            return first_new;
+        }
+        let mut bytes = Vec::with_capacity(meta_len - self.parsed_len);
+        view::load_bytes(
+            words,
+            HEADER_SIZE + self.parsed_len,
+            meta_len - self.parsed_len,
+            &mut bytes,
+        );
+        let base = self.parsed_len;
+        for parsed in parse_records(&bytes, base) {
+            let result = parsed.and_then(|(record, end)| self.accept(record, end).map(|()| end));
+            match result {
+                Ok(end) => self.parsed_len = end,
+                Err(e) => {
+                    self.corrupt = Some(e);
+                    break;
+                }
+            }
+        }
+        first_new
+    }
+
+    /// Checks a record against what came before it and the file, and keeps it.
+    fn accept(&mut self, record: Record, end: usize) -> Result<(), LayoutError> {
+        let offset = self.parsed_len;
+        let fail = |what: String| LayoutError::BadRecord { offset, what };
+        match record {
+            Record::Family(f) => {
+                if self.family_index.contains_key(&f.id) {
+                    return Err(fail(format!("family id {} declared twice", f.id)));
+                }
+                if self.families.iter().any(|g| g.name == f.name) {
+                    return Err(fail(format!("family {} declared twice", f.name)));
+                }
+                self.family_index.insert(f.id, self.families.len());
+                self.families.push(Arc::new(f));
+            }
+            Record::Series(s) => {
+                let &family = self
+                    .family_index
+                    .get(&s.family_id)
+                    .ok_or_else(|| fail(format!("series of undeclared family {}", s.family_id)))?;
+                let def = &self.families[family];
+                check_label_values(def.label_names.len(), &s.label_values).map_err(&fail)?;
+                let width = slot_words(def.kind, def.bounds.len()) as u64;
+                let slots_end = s.slot_offset.checked_add(width * 8);
+                let in_bounds = s.slot_offset >= (HEADER_SIZE + end) as u64
+                    && slots_end.is_some_and(|e| e <= self.size() as u64);
+                if !in_bounds {
+                    return Err(fail(format!(
+                        "slots at {} ({} words) outside the slot area",
+                        s.slot_offset, width
+                    )));
+                }
+                self.series.push(LocalSeries {
+                    family,
+                    slot_word: s.slot_offset as usize / 8,
+                    label_values: s.label_values,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The slot words of series `i`.
+    pub(crate) fn slots(&self, i: usize) -> &[AtomicU64] {
+        let s = &self.series[i];
+        let def = &self.families[s.family];
+        let width = slot_words(def.kind, def.bounds.len());
+        &self.words()[s.slot_word..s.slot_word + width]
+    }
+
+    /// Series the writer could not place, from the header word.
+    pub(crate) fn dropped_series(&self) -> u64 {
+        // SYNC POINT dropped-series: relaxed; a statistic.
+        self.words()[shmetrics_layout::DROPPED_SERIES_WORD].load(Ordering::Relaxed)
+    }
+
+    /// Ordering key: oldest segment first. Decides whose definition of a family wins.
+    pub(crate) fn age_key(&self) -> (u64, u64, u32) {
+        (
+            self.header.created_unix_nanos,
+            self.header.instance_id,
+            self.header.sequence,
+        )
+    }
+}

@@ -1,0 +1,281 @@
+//! Families and their child handles: the API an instrumented process calls.
+
+use std::sync::Arc;
+
+use shmetrics_layout::slots;
+use shmetrics_layout::view::SlotBlock;
+use shmetrics_layout::{GaugeMode, MetricKind};
+
+use crate::child_table::{ChildTable, hash_values};
+use crate::error::{Error, Result};
+use crate::identity::now_nanos;
+use crate::registry::Shared;
+
+/// The definition of a family, as registered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FamilyDef {
+    /// Metric type.
+    pub kind: MetricKind,
+    /// Gauge merge mode; `Some` exactly for gauges.
+    pub mode: Option<GaugeMode>,
+    /// Family name (a counter's without its `_total` suffix).
+    pub name: String,
+    /// Help text.
+    pub help: String,
+    /// Label names.
+    pub label_names: Vec<String>,
+    /// Finite bucket bounds (histograms only).
+    pub bounds: Arc<[f64]>,
+}
+
+/// A child handle type: what a family hands out per label set.
+pub trait Child: Send + Sync + Sized + 'static {
+    /// The metric type of families of this child.
+    const KIND: MetricKind;
+    #[doc(hidden)]
+    fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self;
+}
+
+pub(crate) struct FamilyCore<C> {
+    pub(crate) def: FamilyDef,
+    pub(crate) shared: Arc<Shared>,
+    children: ChildTable<C>,
+}
+
+/// A registered family; resolve a child with [`Family::labels`]. Cheap to clone.
+pub struct Family<C: Child> {
+    core: Arc<FamilyCore<C>>,
+}
+
+impl<C: Child> Clone for Family<C> {
+    fn clone(&self) -> Self {
+        Self {
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+impl<C: Child> std::fmt::Debug for Family<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Family")
+            .field("def", &self.core.def)
+            .finish()
+    }
+}
+
+impl<C: Child> Family<C> {
+    pub(crate) fn new(def: FamilyDef, shared: Arc<Shared>) -> Self {
+        Self {
+            core: Arc::new(FamilyCore {
+                def,
+                shared,
+                children: ChildTable::new(),
+            }),
+        }
+    }
+
+    /// The family's definition.
+    pub fn def(&self) -> &FamilyDef {
+        &self.core.def
+    }
+
+    /// The child for these label values (in the order of the label names), created on
+    /// first use. Repeated lookups take no lock; keep the returned handle (or a clone of
+    /// it) to skip even the lookup.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLabels`] when the number of values differs from the number of label
+    /// names or a value is longer than the layout allows.
+    #[inline]
+    pub fn labels<S: AsRef<str>>(&self, values: &[S]) -> Result<&C> {
+        let hash = hash_values(values);
+        match self.core.children.get(hash, values) {
+            Some(child) => Ok(child),
+            None => self.create_child(hash, values),
+        }
+    }
+
+    #[cold]
+    fn create_child<S: AsRef<str>>(&self, hash: u64, values: &[S]) -> Result<&C> {
+        let def = &self.core.def;
+        let owned: Vec<String> = values.iter().map(|v| v.as_ref().to_owned()).collect();
+        shmetrics_layout::record::check_label_values(def.label_names.len(), &owned).map_err(
+            |detail| Error::InvalidLabels {
+                name: def.name.clone(),
+                detail,
+            },
+        )?;
+        // The registry lock serialises placement, so two threads creating the same child
+        // place it once: the second finds it in the table under the lock.
+        let mut state = self.core.shared.state.lock();
+        if let Some(child) = self.core.children.get(hash, values) {
+            return Ok(child);
+        }
+        let slots = state.place_series(&self.core.shared, def, &owned);
+        let child = self
+            .core
+            .children
+            .insert_with(hash, values, || C::from_slots(slots, def));
+        drop(state);
+        Ok(child)
+    }
+
+    /// Every child created so far, in creation order.
+    pub fn children(&self) -> Vec<&C> {
+        self.core.children.values()
+    }
+}
+
+/// A counter child: only goes up.
+#[derive(Clone, Debug)]
+pub struct Counter {
+    slots: SlotBlock,
+}
+
+impl Child for Counter {
+    const KIND: MetricKind = MetricKind::Counter;
+    fn from_slots(slots: SlotBlock, _def: &FamilyDef) -> Self {
+        Self { slots }
+    }
+}
+
+impl Counter {
+    /// Adds 1: one relaxed `fetch_add` on the process's own segment.
+    #[inline(always)]
+    pub fn inc(&self) {
+        slots::counter_inc(self.slots.words(), 1);
+    }
+
+    /// Adds `v`. Integral values take the integer path; a negative or NaN `v` is ignored,
+    /// as a counter never goes down.
+    #[inline]
+    pub fn inc_by(&self, v: f64) {
+        slots::counter_add(self.slots.words(), v);
+    }
+
+    /// The value this process has counted.
+    pub fn get(&self) -> f64 {
+        slots::counter_read(self.slots.words())
+    }
+}
+
+/// A gauge child.
+#[derive(Clone, Debug)]
+pub struct Gauge {
+    slots: SlotBlock,
+    timestamped: bool,
+}
+
+impl Child for Gauge {
+    const KIND: MetricKind = MetricKind::Gauge;
+    fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self {
+        Self {
+            slots,
+            timestamped: def.mode.is_some_and(GaugeMode::needs_timestamp),
+        }
+    }
+}
+
+impl Gauge {
+    #[inline(always)]
+    fn now(&self) -> Option<u64> {
+        self.timestamped.then(now_nanos)
+    }
+
+    /// Sets the value. In the `mostrecent` modes this also records the write time.
+    #[inline]
+    pub fn set(&self, v: f64) {
+        slots::gauge_set(self.slots.words(), v, self.now());
+    }
+
+    /// Adds 1.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1.0);
+    }
+
+    /// Subtracts 1.
+    #[inline]
+    pub fn dec(&self) {
+        self.add(-1.0);
+    }
+
+    /// Adds `delta` (negative to decrease).
+    #[inline]
+    pub fn add(&self, delta: f64) {
+        slots::gauge_add(self.slots.words(), delta, self.now());
+    }
+
+    /// Subtracts `delta`.
+    #[inline]
+    pub fn sub(&self, delta: f64) {
+        self.add(-delta);
+    }
+
+    /// The value this process last wrote.
+    pub fn get(&self) -> f64 {
+        slots::gauge_read(self.slots.words()).value
+    }
+}
+
+/// A histogram child.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    slots: SlotBlock,
+    bounds: Arc<[f64]>,
+}
+
+impl Child for Histogram {
+    const KIND: MetricKind = MetricKind::Histogram;
+    fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self {
+        Self {
+            slots,
+            bounds: Arc::clone(&def.bounds),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation: a linear search over the bounds, then three relaxed or
+    /// release read-modify-writes (bucket, sum, count).
+    #[inline]
+    pub fn observe(&self, v: f64) {
+        let bucket = slots::bucket_index(&self.bounds, v);
+        slots::histogram_observe(self.slots.words(), bucket, v);
+    }
+
+    /// The finite bucket bounds.
+    pub fn bounds(&self) -> &[f64] {
+        &self.bounds
+    }
+}
+
+/// A summary child: observation count and sum.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    slots: SlotBlock,
+}
+
+impl Child for Summary {
+    const KIND: MetricKind = MetricKind::Summary;
+    fn from_slots(slots: SlotBlock, _def: &FamilyDef) -> Self {
+        Self { slots }
+    }
+}
+
+impl Summary {
+    /// Records one observation.
+    #[inline]
+    pub fn observe(&self, v: f64) {
+        slots::histogram_observe(self.slots.words(), 0, v);
+    }
+}
+
+/// A counter family.
+pub type CounterFamily = Family<Counter>;
+/// A gauge family.
+pub type GaugeFamily = Family<Gauge>;
+/// A histogram family.
+pub type HistogramFamily = Family<Histogram>;
+/// A summary family.
+pub type SummaryFamily = Family<Summary>;

@@ -1,0 +1,166 @@
+//! Fork safety without a `getpid()` on the hot path.
+//!
+//! Handles point straight into the segment mapping. After `fork()` the child shares that
+//! mapping with its parent, so its increments would land in the parent's counters. A
+//! `pthread_atfork` child handler fixes that before `fork()` returns in the child: for each
+//! segment it creates a new segment file owned by the child (same size, same published
+//! metadata, zeroed values), takes its lock, and maps it with `MAP_FIXED` over the very
+//! addresses of the old mapping. Every existing handle now writes into the child's own
+//! segment, at no cost to the hot path. The inherited descriptors are closed, so the
+//! parent's liveness lock stays the parent's alone.
+//!
+//! The prepare handler takes every registry's state lock (so no thread of the parent is
+//! half-way through placing a series at the moment of the fork) and the handlers in parent
+//! and child release them. If the child cannot create a file (a full disk, say), the old
+//! range is replaced by private zeroed memory instead: the child's metrics are lost, the
+//! parent's are never touched.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once, Weak};
+
+use parking_lot::Mutex;
+use shmetrics_layout::{HEADER_SIZE, META_LEN_WORD, view};
+
+use crate::identity::ProcessIdentity;
+use crate::registry::{Shared, State};
+use crate::segment::create_segment;
+
+static TRACKED: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+static HELD: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
+static INSTALL: Once = Once::new();
+/// Registries re-created in forked children, for tests and diagnostics.
+pub(crate) static CHILD_RECREATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Starts tracking a registry's state for fork handling.
+pub(crate) fn track(shared: &Arc<Shared>) {
+    INSTALL.call_once(|| {
+        // SAFETY: the three handlers are `extern "C"` functions that do not unwind.
+        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        if rc != 0 {
+            log::error!(
+                "shmetrics: pthread_atfork failed ({rc}); forked children would share segments"
+            );
+        }
+    });
+    let mut tracked = TRACKED.lock();
+    tracked.retain(|w| w.strong_count() > 0);
+    tracked.push(Arc::downgrade(shared));
+}
+
+extern "C" fn prepare() {
+    let tracked = TRACKED.lock();
+    let held: Vec<Arc<Shared>> = tracked.iter().filter_map(Weak::upgrade).collect();
+    for shared in &held {
+        std::mem::forget(shared.state.lock());
+    }
+    *HELD.lock() = held;
+    // Kept locked across the fork so no registry is added half-way; released below.
+    std::mem::forget(tracked);
+}
+
+/// Releases what `prepare` took, after running `f` on each registry's state.
+fn release(mut f: impl FnMut(&Shared, &mut State)) {
+    let held = std::mem::take(&mut *HELD.lock());
+    for shared in &held {
+        // SAFETY: `prepare`, on this same thread, locked the state and forgot the guard, so
+        // this thread logically owns the lock; nothing else can touch the data meanwhile.
+        let state = unsafe { &mut *shared.state.data_ptr() };
+        f(shared, state);
+        // SAFETY: as above: this thread owns the lock taken and forgotten in `prepare`.
+        unsafe { shared.state.force_unlock() };
+    }
+    // SAFETY: `prepare` locked TRACKED on this thread and forgot the guard.
+    unsafe { TRACKED.force_unlock() };
+}
+
+extern "C" fn parent() {
+    release(|_, _| {});
+}
+
+extern "C" fn child() {
+    release(recreate_in_child);
+}
+
+/// Gives the child its own segments in place of the parent's (see the module docs).
+fn recreate_in_child(shared: &Shared, state: &mut State) {
+    CHILD_RECREATIONS.fetch_add(1, Ordering::Relaxed);
+    state.identity = ProcessIdentity::current();
+    state.dropped_series = 0;
+    for sequence in 0..state.segments.len() {
+        let identity = state.segment_identity(sequence as u32);
+        let seg = &mut state.segments[sequence];
+        let mut meta = Vec::with_capacity(seg.meta_len);
+        view::load_bytes(seg.map.words(), HEADER_SIZE, seg.meta_len, &mut meta);
+        debug_assert_eq!(
+            // SYNC POINT meta-len: relaxed; this thread wrote it, no other thread exists.
+            seg.map.words()[META_LEN_WORD].load(Ordering::Relaxed) as usize,
+            seg.meta_len
+        );
+        let (addr, len) = seg.map.region();
+        let created = create_segment(
+            &shared.dir,
+            shared.options.file_mode,
+            identity,
+            seg.size,
+            &meta,
+            seg.slot_floor,
+        );
+        let remapped = created.and_then(|(file, raw, path)| {
+            // The new mapping from create_segment only served its creation; the child keeps
+            // the old addresses. Drop it before mapping the file over them.
+            drop(raw);
+            map_fixed(addr, len, Some(&file)).map_err(|source| crate::Error::Io {
+                op: "remap segment in forked child",
+                path: path.clone(),
+                source,
+            })?;
+            Ok((file, path))
+        });
+        match remapped {
+            Ok((file, path)) => {
+                // Closes the inherited descriptor; the parent's lock is unaffected.
+                *seg.map.lock.lock() = file;
+                seg.path = path;
+            }
+            Err(e) => {
+                seg.writable = false;
+                if map_fixed(addr, len, None).is_err() {
+                    // Cannot even detach: stop rather than write into the parent's segment.
+                    eprintln!("shmetrics: forked child cannot detach from parent segment: {e}");
+                    std::process::abort();
+                }
+                eprintln!("shmetrics: forked child keeps no metrics for this segment: {e}");
+            }
+        }
+    }
+}
+
+/// Maps `file` (or zeroed private memory) over exactly `[addr, addr + len)`.
+fn map_fixed(addr: *mut u8, len: usize, file: Option<&std::fs::File>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (flags, fd) = match file {
+        Some(f) => (libc::MAP_SHARED | libc::MAP_FIXED, f.as_raw_fd()),
+        None => (
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+        ),
+    };
+    // SAFETY: `addr..addr+len` is exactly a mapping this process owns (a segment mapping
+    // kept alive by its SegmentMap); MAP_FIXED replaces it atomically with a mapping of the
+    // same size, so every pointer into it stays valid. Only the forking thread exists.
+    let ptr = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! The shmetrics writer, linked into each instrumented process.
+//!
+//! [`Registry::open`] creates this process's segment in the metrics directory (by default
+//! `PROMETHEUS_MULTIPROC_DIR`); families hand out child handles per label set; a handle's
+//! `inc`, `set` and `observe` are one to three atomic instructions on the process's own
+//! segment: no lock, no system call, no allocation, no hashing.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), shmetrics_writer::Error> {
+//! use shmetrics_writer::{GaugeMode, Registry};
+//!
+//! let registry = Registry::open("/tmp/metrics")?;
+//! let requests = registry.counter("http_requests_total", "Requests served.", &["code"])?;
+//! let ok = requests.labels(&["200"])?.clone();
+//! ok.inc();
+//!
+//! let latency = registry.histogram("http_latency_seconds", "Latency.", &[], &[0.1, 0.5, 1.0])?;
+//! latency.labels::<&str>(&[])?.observe(0.27);
+//!
+//! let in_flight = registry.gauge("http_in_flight", "In flight.", &[], GaugeMode::LiveSum)?;
+//! in_flight.labels::<&str>(&[])?.inc();
+//! # Ok(()) }
+//! ```
+//!
+//! Fork safety: a child created by `fork()` gets segments of its own before `fork()`
+//! returns, and all existing handles follow (see the `fork` module docs). Liveness: the
+//! process holds an exclusive `flock` on each of its segments for as long as any handle or
+//! the registry lives; the kernel drops it when the process dies, which is how readers tell
+//! live processes from dead ones.
+
+mod child_table;
+mod error;
+mod family;
+mod fork;
+mod identity;
+mod registry;
+mod segment;
+
+pub use error::{Error, Result};
+pub use family::{
+    Child, Counter, CounterFamily, Family, FamilyDef, Gauge, GaugeFamily, Histogram,
+    HistogramFamily, Summary, SummaryFamily,
+};
+pub use registry::{DEFAULT_BUCKETS, DIR_ENV, Options, Registry};
+pub use shmetrics_layout::{GaugeMode, MetricKind};
+
+/// How many times this process re-created its segments after a `fork()` (diagnostics).
+pub fn fork_recreations() -> u64 {
+    fork::CHILD_RECREATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}

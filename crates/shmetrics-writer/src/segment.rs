@@ -1,0 +1,201 @@
+//! One segment file of this process: creation (reserve, initialise, lock, then link into
+//! the directory), and appending records and slots to it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustc_hash::FxHashMap;
+use shmetrics_layout::{
+    HEADER_SIZE, META_LEN_WORD, SEGMENT_PREFIX, SEGMENT_SUFFIX, SLOT_FLOOR_WORD, SegmentHeader,
+    SegmentIdentity, view,
+};
+
+use crate::error::{Error, Result};
+
+/// A mapped segment and the file whose lock marks this process alive. Shared by every
+/// handle whose slots live in it, so the mapping and the lock outlive the registry if the
+/// handles do.
+pub(crate) struct SegmentMap {
+    raw: MmapRaw,
+    /// The open segment file; holding it holds the exclusive `flock` that tells readers
+    /// this process is alive. Replaced in a forked child (see `fork.rs`).
+    pub(crate) lock: parking_lot::Mutex<File>,
+}
+
+impl SegmentMap {
+    /// The whole segment as atomic words.
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `raw` is a shared read-write mapping of the whole file that lives as long
+        // as `self`; mappings are page aligned and segment sizes are multiples of 8; every
+        // process touches segment memory only through atomic word accesses (layout::view).
+        unsafe { view::words_from_raw(self.raw.as_ptr(), self.raw.len()) }
+    }
+
+    /// Start address and length of the mapping.
+    pub(crate) fn region(&self) -> (*mut u8, usize) {
+        (self.raw.as_mut_ptr(), self.raw.len())
+    }
+}
+
+/// Process-local bookkeeping for one segment.
+pub(crate) struct Segment {
+    pub(crate) map: Arc<SegmentMap>,
+    pub(crate) path: PathBuf,
+    pub(crate) size: usize,
+    /// Bytes of published metadata (mirrors the header word).
+    pub(crate) meta_len: usize,
+    /// Lowest allocated slot byte offset (mirrors the header word).
+    pub(crate) slot_floor: usize,
+    /// Families declared in this segment, by name, with their ids here.
+    pub(crate) declared: FxHashMap<String, u32>,
+    /// False when the segment could not be re-created after a fork; nothing more is
+    /// placed in it.
+    pub(crate) writable: bool,
+}
+
+/// File name of segment `sequence` of a process.
+pub(crate) fn segment_name(identity: &SegmentIdentity) -> String {
+    format!(
+        "{SEGMENT_PREFIX}{}-{:016x}-{}{SEGMENT_SUFFIX}",
+        identity.pid, identity.instance_id, identity.sequence
+    )
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Creates a new segment file of `size` bytes and links it into `dir` only once it is fully
+/// initialised and locked. `meta` is copied in as already-published metadata (used when a
+/// forked child re-creates its parent's segments); pass `&[]` for a fresh segment.
+///
+/// Steps: create `.tmp` name exclusively (no symlink following), reserve every byte with
+/// `posix_fallocate` (so a full filesystem fails here, never later with SIGBUS), write the
+/// header, take the exclusive lock, map, and rename into place.
+pub(crate) fn create_segment(
+    dir: &Path,
+    file_mode: u32,
+    identity: SegmentIdentity,
+    size: usize,
+    meta: &[u8],
+    slot_floor: usize,
+) -> Result<(File, MmapRaw, PathBuf)> {
+    let final_path = dir.join(segment_name(&identity));
+    let tmp_path = dir.join(format!(".tmp-{}", segment_name(&identity)));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(file_mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp_path)
+        .map_err(io_err("create segment", &tmp_path))?;
+    let result = init_segment(&file, &tmp_path, identity, size, meta, slot_floor).and_then(|raw| {
+        std::fs::rename(&tmp_path, &final_path).map_err(io_err("link segment", &final_path))?;
+        Ok(raw)
+    });
+    match result {
+        Ok(raw) => Ok((file, raw, final_path)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp_path);
+            Err(e)
+        }
+    }
+}
+
+fn init_segment(
+    file: &File,
+    path: &Path,
+    identity: SegmentIdentity,
+    size: usize,
+    meta: &[u8],
+    slot_floor: usize,
+) -> Result<MmapRaw> {
+    match nix::fcntl::posix_fallocate(file, 0, size as libc::off_t) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::ENOSPC) => {
+            return Err(Error::NoSpace {
+                path: path.to_owned(),
+                size: size as u64,
+            });
+        }
+        Err(e) => return Err(io_err("reserve segment space", path)(e.into())),
+    }
+    let mut header = SegmentHeader::new(size as u64, identity);
+    header.meta_len = meta.len() as u64;
+    header.slot_floor = slot_floor as u64;
+    file.write_all_at(header.as_bytes(), 0)
+        .map_err(io_err("write segment header", path))?;
+    if !meta.is_empty() {
+        file.write_all_at(meta, HEADER_SIZE as u64)
+            .map_err(io_err("write segment metadata", path))?;
+    }
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::Error(e) => io_err("lock segment", path)(e),
+        std::fs::TryLockError::WouldBlock => {
+            io_err("lock segment", path)(io::Error::other("already locked"))
+        }
+    })?;
+    MmapOptions::new()
+        .len(size)
+        .map_raw(file)
+        .map_err(io_err("map segment", path))
+}
+
+impl Segment {
+    /// Creates a fresh, empty segment.
+    pub(crate) fn create(
+        dir: &Path,
+        file_mode: u32,
+        identity: SegmentIdentity,
+        size: usize,
+    ) -> Result<Self> {
+        let (file, raw, path) = create_segment(dir, file_mode, identity, size, &[], size)?;
+        Ok(Self {
+            map: Arc::new(SegmentMap {
+                raw,
+                lock: parking_lot::Mutex::new(file),
+            }),
+            path,
+            size,
+            meta_len: 0,
+            slot_floor: size,
+            declared: FxHashMap::default(),
+            writable: true,
+        })
+    }
+
+    /// Whether `record_bytes` of metadata plus `slot_words` words of slots still fit.
+    pub(crate) fn fits(&self, record_bytes: usize, slot_words: usize) -> bool {
+        let meta_end = HEADER_SIZE + self.meta_len + record_bytes;
+        self.writable && meta_end + slot_words * 8 <= self.slot_floor
+    }
+
+    /// Reserves `words` slot words below the current floor and returns their byte offset.
+    /// The caller has checked [`Segment::fits`].
+    pub(crate) fn alloc_slots(&mut self, words: usize) -> usize {
+        self.slot_floor -= words * 8;
+        // SYNC POINT slot-floor: relaxed; informational only, readers bound-check each series.
+        self.map.words()[SLOT_FLOOR_WORD].store(self.slot_floor as u64, Ordering::Relaxed);
+        self.slot_floor
+    }
+
+    /// Appends one encoded record and publishes it. The caller has checked
+    /// [`Segment::fits`].
+    pub(crate) fn append_record(&mut self, bytes: &[u8]) {
+        let words = self.map.words();
+        view::store_bytes(words, HEADER_SIZE + self.meta_len, bytes);
+        self.meta_len += bytes.len();
+        // SYNC POINT meta-len: release; publishes the record bytes stored above.
+        words[META_LEN_WORD].store(self.meta_len as u64, Ordering::Release);
+    }
+}

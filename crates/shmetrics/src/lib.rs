@@ -1,0 +1,2 @@
+//! The `shmetrics` worker and command line.
+#![forbid(unsafe_code)]
