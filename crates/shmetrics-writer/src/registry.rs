@@ -138,10 +138,7 @@ impl State {
             }
             .encode(),
         );
-        let words = &seg.map.words()[slot_offset / 8..slot_offset / 8 + width];
-        // SAFETY: the words lie in the mapping that `seg.map` owns and keeps in place; all
-        // segment memory is accessed atomically.
-        unsafe { SlotBlock::new(seg.map.clone(), words) }
+        seg.slot_block(slot_offset, width)
     }
 
     fn open_continuation(&mut self, shared: &Shared, minimum: usize) -> Result<()> {

@@ -14,6 +14,7 @@ use shmetrics_layout::{
     HEADER_SIZE, META_LEN_WORD, SEGMENT_PREFIX, SEGMENT_SUFFIX, SLOT_FLOOR_WORD, SegmentHeader,
     SegmentIdentity, view,
 };
+use shmetrics_layout::view::SlotBlock;
 
 use crate::error::{Error, Result};
 
@@ -187,6 +188,14 @@ impl Segment {
         // SYNC POINT slot-floor: relaxed; informational only, readers bound-check each series.
         self.map.words()[SLOT_FLOOR_WORD].store(self.slot_floor as u64, Ordering::Relaxed);
         self.slot_floor
+    }
+
+    /// A handle's share of `width` slot words at byte `offset`, keeping the mapping alive.
+    pub(crate) fn slot_block(&self, offset: usize, width: usize) -> SlotBlock {
+        let words = &self.map.words()[offset / 8..offset / 8 + width];
+        // SAFETY: the words lie in the mapping that `self.map` owns and never moves or
+        // unmaps while alive; all segment memory is accessed atomically.
+        unsafe { SlotBlock::new(self.map.clone(), words) }
     }
 
     /// Appends one encoded record and publishes it. The caller has checked

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# README's test command: installs what the tests need, then runs every check and test.
+# Runs as root on a fresh Debian machine (CI) or as a developer with sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+step() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "system packages (promtool from Debian's prometheus)"
+if ! command -v promtool >/dev/null 2>&1; then
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool --version | head -1
+
+step "python venv with prometheus_client (exposition parsers)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r ci/requirements.txt
+export SHMETRICS_PYTHON="$root/.venv/bin/python"
+export SHMETRICS_REQUIRE_VALIDATORS=1
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+step "tests"
+cargo test --workspace --locked
+
+step "benches compile and run once in test mode"
+cargo test -p shmetrics-benches --benches --locked
+
+step "all checks passed"
