@@ -284,6 +284,9 @@ impl<'a> Cursor<'a> {
 
 fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
     let fixed: FamilyFixed = c.pod()?;
+    if fixed.reserved != 0 {
+        return Err(c.fail("reserved family field is not zero"));
+    }
     let kind = MetricKind::from_code(fixed.kind)
         .ok_or_else(|| c.fail(format!("unknown metric type code {}", fixed.kind)))?;
     let mode = match fixed.mode {
@@ -322,6 +325,9 @@ fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
 
 fn parse_series(c: &mut Cursor<'_>) -> Result<SeriesRecord, LayoutError> {
     let fixed: SeriesFixed = c.pod()?;
+    if fixed.reserved != 0 {
+        return Err(c.fail("reserved series field is not zero"));
+    }
     if fixed.label_count as usize > MAX_LABELS {
         return Err(c.fail("too many label values"));
     }
@@ -393,6 +399,12 @@ impl RecordIter<'_> {
         }
         if len > rest.len() {
             return Err(LayoutError::TruncatedRecord { offset });
+        }
+        if header.reserved != 0 {
+            return Err(LayoutError::BadRecord {
+                offset,
+                what: "reserved record header field is not zero".into(),
+            });
         }
         let mut cursor = Cursor {
             bytes: &rest[8..len],
@@ -510,6 +522,29 @@ mod tests {
         bytes[28] = 0xFF;
         let err = parse_records(&bytes, 0).next().unwrap().unwrap_err();
         assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// What the fuzz target `layout_records` checks, on every test run: arbitrary bytes
+        /// never panic the parser, and accepted records re-encode to their exact bytes.
+        #[test]
+        fn arbitrary_bytes_parse_safely(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            prefix in proptest::bool::ANY,
+        ) {
+            let mut bytes = if prefix { family().encode() } else { Vec::new() };
+            bytes.extend(data);
+            let mut start = 0;
+            for parsed in parse_records(&bytes, 0) {
+                let Ok((record, end)) = parsed else { break };
+                let encoded = match &record {
+                    Record::Family(f) => f.encode(),
+                    Record::Series(s) => s.encode(),
+                };
+                proptest::prop_assert_eq!(&encoded[..], &bytes[start..end]);
+                start = end;
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! rest of the directory is scraped. Metadata is parsed once per segment and cached, so a
 //! steady-state scrape only reads values and renders.
 
+pub mod inspect;
 mod merge;
 pub mod render;
 mod report;
@@ -39,6 +40,11 @@ pub use self_metrics::self_metrics;
 pub use snapshot::Snapshot;
 
 use merge::{Index, SegmentLinks, Source};
+
+/// README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 use segment::{Rejection, SegmentFile, open_segment};
 
 /// Why a reader could not be opened.

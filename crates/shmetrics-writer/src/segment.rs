@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustc_hash::FxHashMap;
+use shmetrics_layout::view::SlotBlock;
 use shmetrics_layout::{
     HEADER_SIZE, META_LEN_WORD, SEGMENT_PREFIX, SEGMENT_SUFFIX, SLOT_FLOOR_WORD, SegmentHeader,
     SegmentIdentity, view,
 };
-use shmetrics_layout::view::SlotBlock;
 
 use crate::error::{Error, Result};
 

@@ -1,0 +1,351 @@
+//! The writer's contract as a user sees it: directory errors, registration rules, label
+//! checks, segment files, continuation segments, and a full filesystem.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use shmetrics_writer::{DEFAULT_BUCKETS, Error, GaugeMode, Options, Registry};
+
+fn segments(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn directory_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let err = Registry::open(&missing).unwrap_err();
+    assert!(
+        matches!(err, Error::DirMissing(ref p) if p == &missing),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("metrics directory {} does not exist", missing.display())
+    );
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Registry::open(&file).unwrap_err();
+    assert!(matches!(err, Error::NotADirectory(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("{} is not a directory", file.display())
+    );
+}
+
+#[test]
+fn from_env_requires_the_variable() {
+    // Run in a child so the test does not race other tests on the environment.
+    if std::env::var_os("SHMETRICS_TEST_FROM_ENV").is_some() {
+        let err = Registry::from_env().unwrap_err();
+        assert!(matches!(err, Error::DirUnset), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("PROMETHEUS_MULTIPROC_DIR is not set")
+        );
+        return;
+    }
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "from_env_requires_the_variable",
+            "--test-threads=1",
+        ])
+        .env("SHMETRICS_TEST_FROM_ENV", "1")
+        .env_remove("PROMETHEUS_MULTIPROC_DIR")
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn segment_file_is_private_named_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let names = segments(dir.path());
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = &names[0];
+    let pid = std::process::id();
+    assert!(name.starts_with(&format!("shmetrics-{pid}-")), "{name}");
+    assert!(name.ends_with("-0.shm"), "{name}");
+    let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), Options::default().initial_segment_size as u64);
+    assert_eq!(registry.segment_paths(), vec![dir.path().join(name)]);
+}
+
+#[test]
+fn file_mode_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        file_mode: 0o640,
+        ..Options::default()
+    };
+    let registry = Registry::open_with(dir.path(), options).unwrap();
+    let meta = std::fs::metadata(&registry.segment_paths()[0]).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+}
+
+#[test]
+fn registration_is_idempotent_and_conflicts_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let a = registry
+        .counter("requests_total", "Requests.", &["code"])
+        .unwrap();
+    // `_total` is stripped, so both spellings are the same family.
+    let b = registry
+        .counter("requests", "Requests.", &["code"])
+        .unwrap();
+    a.labels(&["200"]).unwrap().inc();
+    b.labels(&["200"]).unwrap().inc();
+    assert_eq!(a.labels(&["200"]).unwrap().get(), 2.0);
+    assert_eq!(a.def().name, "requests");
+
+    let err = registry
+        .counter("requests", "Requests.", &["method"])
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "metric requests is already registered with a different definition: labels [\"code\"] vs [\"method\"]"
+    );
+    let err = registry
+        .gauge("requests", "Requests.", &["code"], GaugeMode::Sum)
+        .unwrap_err();
+    assert!(err.to_string().contains("type counter vs gauge"), "{err}");
+    let err = registry
+        .counter("requests", "Other help.", &["code"])
+        .unwrap_err();
+    assert!(err.to_string().contains("help"), "{err}");
+}
+
+#[test]
+fn invalid_definitions_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::open(dir.path()).unwrap();
+    let cases: Vec<(Result<(), Error>, &str)> = vec![
+        (
+            r.counter("1bad", "", &[]).map(drop),
+            "invalid metric name \"1bad\"",
+        ),
+        (
+            r.counter("ok", "", &["bad-label"]).map(drop),
+            "invalid label name \"bad-label\" in ok",
+        ),
+        (
+            r.counter("ok2", "", &["__x"]).map(drop),
+            "invalid label name \"__x\" in ok2",
+        ),
+        (
+            r.counter("ok3", "", &["a", "a"]).map(drop),
+            "duplicate label name \"a\" in ok3",
+        ),
+        (
+            r.histogram("h", "", &["le"], &[1.0]).map(drop),
+            "label name \"le\" is reserved for a histogram",
+        ),
+        (
+            r.summary("s", "", &["quantile"]).map(drop),
+            "label name \"quantile\" is reserved for a summary",
+        ),
+        (
+            r.histogram("h2", "", &[], &[2.0, 1.0]).map(drop),
+            "h2: bucket bounds must be strictly increasing",
+        ),
+        (
+            r.histogram("h3", "", &[], &[f64::NAN]).map(drop),
+            "h3: bucket bounds must be finite (+Inf is implicit)",
+        ),
+    ];
+    for (result, message) in cases {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::InvalidFamily(_)), "{err:?}");
+        assert_eq!(err.to_string(), message);
+    }
+}
+
+#[test]
+fn histogram_bounds_defaults_and_trailing_inf() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::open(dir.path()).unwrap();
+    let default = r.histogram("d_seconds", "", &[], &[]).unwrap();
+    assert_eq!(&*default.def().bounds, &DEFAULT_BUCKETS[..]);
+    let explicit = r
+        .histogram("e_seconds", "", &[], &[0.5, 1.0, f64::INFINITY])
+        .unwrap();
+    assert_eq!(&*explicit.def().bounds, &[0.5, 1.0][..]);
+    let child = explicit.labels::<&str>(&[]).unwrap();
+    assert_eq!(child.bounds(), &[0.5, 1.0][..]);
+}
+
+#[test]
+fn label_values_must_match_label_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::open(dir.path()).unwrap();
+    let family = r.counter("c", "", &["a", "b"]).unwrap();
+    let err = family.labels(&["x"]).unwrap_err();
+    assert!(matches!(err, Error::InvalidLabels { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "labels of c: 1 label values given for 2 label names"
+    );
+    let long = "v".repeat(5000);
+    let err = family.labels(&["x", long.as_str()]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "labels of c: label value of 5000 bytes exceeds 4096"
+    );
+    // The same values resolve to the same child.
+    let first: *const _ = family.labels(&["x", "y"]).unwrap();
+    let again: *const _ = family.labels(&["x".to_string(), "y".to_string()]).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(family.children().len(), 1);
+}
+
+#[test]
+fn gauge_and_counter_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::open(dir.path()).unwrap();
+    let g = r.gauge("g", "", &[], GaugeMode::LiveSum).unwrap();
+    let g = g.labels::<&str>(&[]).unwrap();
+    g.set(10.0);
+    g.inc();
+    g.dec();
+    g.dec();
+    g.add(2.5);
+    g.sub(0.5);
+    assert_eq!(g.get(), 11.0);
+    let c = r.counter("c", "", &[]).unwrap();
+    let c = c.labels::<&str>(&[]).unwrap();
+    c.inc();
+    c.inc_by(2.0);
+    c.inc_by(0.5);
+    c.inc_by(-4.0); // ignored: counters never go down
+    c.inc_by(f64::NAN); // ignored
+    assert_eq!(c.get(), 3.5);
+}
+
+#[test]
+fn full_segments_continue_in_new_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        initial_segment_size: 4096,
+        ..Options::default()
+    };
+    let r = Registry::open_with(dir.path(), options).unwrap();
+    let h = r
+        .histogram("h_seconds", "Help.", &["i"], &[1.0; 0])
+        .unwrap();
+    let c = r.counter("c", "Help.", &["i"]).unwrap();
+    for i in 0..300 {
+        h.labels(&[i.to_string()]).unwrap().observe(0.1);
+        c.labels(&[i.to_string()]).unwrap().inc();
+    }
+    let paths = r.segment_paths();
+    assert!(paths.len() >= 3, "{paths:?}");
+    for (i, p) in paths.iter().enumerate() {
+        assert!(p.to_str().unwrap().ends_with(&format!("-{i}.shm")), "{p:?}");
+    }
+    // Each continuation doubles the previous size.
+    let sizes: Vec<u64> = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    assert_eq!(sizes[0], 4096);
+    assert_eq!(sizes[1], 8192);
+    assert_eq!(r.dropped_series(), 0);
+    for i in 0..300 {
+        assert_eq!(c.labels(&[i.to_string()]).unwrap().get(), 1.0);
+    }
+}
+
+#[test]
+fn exhausted_segments_drop_series_without_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        initial_segment_size: 4096,
+        max_segment_size: 4096,
+        max_segments: 2,
+        ..Options::default()
+    };
+    let r = Registry::open_with(dir.path(), options).unwrap();
+    let c = r.counter("c", "", &["i"]).unwrap();
+    for i in 0..500 {
+        let child = c.labels(&[i.to_string()]).unwrap();
+        child.inc();
+        assert_eq!(child.get(), 1.0, "a dropped series still counts locally");
+    }
+    assert_eq!(r.segment_paths().len(), 2);
+    assert!(r.dropped_series() > 300, "{}", r.dropped_series());
+}
+
+/// A tmpfs too small for a segment: opening fails with `NoSpace` and leaves nothing
+/// behind; a continuation that does not fit drops series instead of raising SIGBUS.
+/// Mounting needs root, as in CI.
+#[test]
+fn full_filesystem_fails_at_creation() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test mounts a tmpfs and must run as root (CI does)"
+    );
+    let base = tempfile::tempdir().unwrap();
+    let mount = base.path().join("tiny");
+    std::fs::create_dir(&mount).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=300k", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount tmpfs failed");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mount);
+
+    let big = Options {
+        initial_segment_size: 1024 * 1024,
+        ..Options::default()
+    };
+    let err = Registry::open_with(&mount, big).unwrap_err();
+    assert!(
+        matches!(err, Error::NoSpace { size: 1048576, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("no space left to reserve 1048576 bytes for segment")
+    );
+    assert_eq!(
+        segments(&mount),
+        Vec::<String>::new(),
+        "nothing left behind"
+    );
+
+    // 256 KiB fits; its 512 KiB continuation does not.
+    let r = Registry::open(&mount).unwrap();
+    let c = r.counter("c", "", &["i"]).unwrap();
+    let mut i = 0;
+    while r.dropped_series() == 0 {
+        c.labels(&[i.to_string()]).unwrap().inc();
+        i += 1;
+        assert!(i < 100_000, "never ran out of space");
+    }
+    assert_eq!(r.segment_paths().len(), 1);
+    // Every page of the mapped segment is backed: touching all series cannot SIGBUS.
+    for j in 0..i {
+        c.labels(&[j.to_string()]).unwrap().inc();
+    }
+    assert_eq!(segments(&mount).len(), 1);
+}
