@@ -69,8 +69,8 @@ fn promtool_check(text: &str, what: &str) {
         .write_all(text.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let findings = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
+    let findings =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let code = out.status.code();
     assert!(
         code == Some(0) || code == Some(3),
@@ -103,7 +103,10 @@ fn python_check(python: &str, format: &str, text: &str, what: &str) -> String {
 }
 
 fn run(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().expect("run shmetrics");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run shmetrics");
     assert!(
         out.status.success(),
         "shmetrics {args:?} failed: {}",
@@ -195,5 +198,9 @@ fn golden_renders_pass_validators() {
         }
         checked += 1;
     }
-    assert!(checked >= 4, "expected golden files in {}", golden.display());
+    assert!(
+        checked >= 4,
+        "expected golden files in {}",
+        golden.display()
+    );
 }
