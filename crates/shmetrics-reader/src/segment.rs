@@ -131,6 +131,12 @@ impl SegmentFile {
         unsafe { view::words_from_raw(self.map.as_ptr(), self.map.len()) }
     }
 
+    /// Bytes of published metadata parsed and accepted so far: every record before this
+    /// offset passed validation.
+    pub(crate) fn parsed_len(&self) -> usize {
+        self.parsed_len
+    }
+
     /// Size of the file in bytes.
     pub(crate) fn size(&self) -> usize {
         self.map.len()

@@ -338,7 +338,7 @@ fn every_gauge_mode() {
     let p203 = process(dir.path(), 203);
     let family = |reg: &Registry, mode: GaugeMode| {
         reg.gauge(
-            &format!("g_{mode}"),
+            &format!("{mode}_merged"),
             &format!("Gauge merged in mode {mode}."),
             &["series"],
             mode,

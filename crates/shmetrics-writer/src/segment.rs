@@ -79,9 +79,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
 /// initialised and locked. `meta` is copied in as already-published metadata (used when a
 /// forked child re-creates its parent's segments); pass `&[]` for a fresh segment.
 ///
-/// Steps: create `.tmp` name exclusively (no symlink following), reserve every byte with
-/// `posix_fallocate` (so a full filesystem fails here, never later with SIGBUS), write the
-/// header, take the exclusive lock, map, and rename into place.
+/// Steps: create a `.tmp-` name exclusively (no symlink following), take the exclusive
+/// lock, reserve every byte with `posix_fallocate` (so a full filesystem fails here, never
+/// later with SIGBUS), write the header, map, and rename into place.
 pub(crate) fn create_segment(
     dir: &Path,
     file_mode: u32,
@@ -121,6 +121,13 @@ fn init_segment(
     meta: &[u8],
     slot_floor: usize,
 ) -> Result<MmapRaw> {
+    // Locked first, so a temporary file without a lock holder is known to be abandoned.
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::Error(e) => io_err("lock segment", path)(e),
+        std::fs::TryLockError::WouldBlock => {
+            io_err("lock segment", path)(io::Error::other("already locked"))
+        }
+    })?;
     match nix::fcntl::posix_fallocate(file, 0, size as libc::off_t) {
         Ok(()) => {}
         Err(nix::errno::Errno::ENOSPC) => {
@@ -140,12 +147,6 @@ fn init_segment(
         file.write_all_at(meta, HEADER_SIZE as u64)
             .map_err(io_err("write segment metadata", path))?;
     }
-    file.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::Error(e) => io_err("lock segment", path)(e),
-        std::fs::TryLockError::WouldBlock => {
-            io_err("lock segment", path)(io::Error::other("already locked"))
-        }
-    })?;
     MmapOptions::new()
         .len(size)
         .map_raw(file)

@@ -1,0 +1,593 @@
+//! The `shmetrics` command line, end to end: real writer processes started by `generate`,
+//! merged by `dump`, taken apart by `inspect`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
+
+fn shmetrics(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run shmetrics")
+}
+
+/// Runs shmetrics, requires success, returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = shmetrics(args);
+    assert!(
+        out.status.success(),
+        "shmetrics {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn generate(dir: &Path, processes: u32, series: u32, ops: u32, extra: &[&str]) -> String {
+    let (p, s, n) = (processes.to_string(), series.to_string(), ops.to_string());
+    let mut args = vec![
+        "generate",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--processes",
+        &p,
+        "--series",
+        &s,
+        "--ops",
+        &n,
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+fn dump(dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["dump", "--dir", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+/// Workers started with `--stay`: SIGTERMed when dropped, so a failing test leaves none.
+struct Stayers(Vec<i32>);
+
+impl Stayers {
+    fn parse(stdout: &str, expected: usize) -> Self {
+        let pids: Vec<i32> = stdout
+            .lines()
+            .map(|l| l.parse().unwrap_or_else(|_| panic!("not a pid: {l:?}")))
+            .collect();
+        assert_eq!(pids.len(), expected, "one pid per worker: {stdout:?}");
+        Self(pids)
+    }
+
+    fn terminate(&mut self) {
+        for pid in self.0.drain(..) {
+            kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM a worker");
+        }
+    }
+}
+
+impl Drop for Stayers {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+}
+
+/// One sample line of the text format.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = text.chars().peekable();
+    while chars.peek().is_some() {
+        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        assert_eq!(chars.next(), Some('"'), "label {name} in {text}");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => panic!("dangling escape in {text}"),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(name, value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    labels
+}
+
+fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (metric, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            let (name, labels) = match metric.split_once('{') {
+                Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').unwrap())),
+                None => (metric, BTreeMap::new()),
+            };
+            Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            }
+        })
+        .collect()
+}
+
+/// Samples of `name`, keyed by their `series` label (and `le` for buckets).
+fn by_series(all: &[Sample], name: &str) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    for s in all.iter().filter(|s| s.name == name) {
+        let key = (
+            s.labels.get("series").cloned().unwrap_or_default(),
+            s.labels.get("le").cloned().unwrap_or_default(),
+        );
+        assert!(out.insert(key, s.value).is_none(), "duplicate {s:?}");
+    }
+    out
+}
+
+fn families(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect()
+}
+
+fn value_of(all: &[Sample], name: &str, label: (&str, &str)) -> Option<f64> {
+    all.iter()
+        .find(|s| s.name == name && s.labels.get(label.0).map(String::as_str) == Some(label.1))
+        .map(|s| s.value)
+}
+
+/// Series per gen family for `total` series per process (the CLI's documented split).
+fn split(total: usize, family: usize) -> usize {
+    total / 15 + usize::from(family < total % 15)
+}
+
+/// Checks the counter, mostrecent-gauge and histogram families of a gen dump.
+fn check_gen(all: &[Sample], series: usize, processes: u32, ops: u32) {
+    let total = f64::from(processes * ops);
+    for k in 0..5 {
+        let c = by_series(all, &format!("gen_c{k}_total"));
+        assert_eq!(c.len(), split(series, k), "series of gen_c{k}_total");
+        assert!(c.values().all(|&v| v == total), "gen_c{k}_total: {c:?}");
+    }
+    for k in 0..3 {
+        let g = by_series(all, &format!("gen_g{k}"));
+        assert_eq!(g.len(), split(series, 5 + k), "series of gen_g{k}");
+        assert!(g.values().all(|&v| v == f64::from(ops)), "gen_g{k}: {g:?}");
+    }
+    for k in 0..5 {
+        let name = format!("gen_h{k}_seconds");
+        let count = by_series(all, &format!("{name}_count"));
+        assert_eq!(count.len(), split(series, 10 + k), "series of {name}");
+        assert!(
+            count.values().all(|&v| v == total),
+            "{name}_count: {count:?}"
+        );
+        let buckets = by_series(all, &format!("{name}_bucket"));
+        assert_eq!(buckets.len(), count.len() * 21, "{name}: 20 bounds + Inf");
+        for (series, _) in count.keys() {
+            let inf = buckets[&(series.clone(), "+Inf".to_owned())];
+            assert_eq!(inf, total, "{name} series {series} +Inf");
+            // Round r puts series i's observation in bucket (r + i) % 21: cumulative
+            // bucket b holds processes * |{r < ops : (r + i) % 21 <= b}|.
+            let i: u64 = series.parse().unwrap();
+            for b in 0..20u32 {
+                let le = (0.001 * f64::from(1u32 << b)).to_string();
+                let want = (0..u64::from(ops))
+                    .filter(|r| (r + i) % 21 <= u64::from(b))
+                    .count() as f64
+                    * f64::from(processes);
+                assert_eq!(
+                    buckets[&(series.clone(), le.clone())],
+                    want,
+                    "{name} series {series} le={le}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn generate_then_dump_gives_exact_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = generate(dir.path(), 3, 30, 7, &[]);
+    assert_eq!(out, "", "generate without --stay prints nothing");
+    let text = dump(dir.path(), &[]);
+    let all = samples(&text);
+    check_gen(&all, 30, 3, 7);
+    // Every writer exited: livesum gauges count only live processes, so they are gone.
+    let fams = families(&text);
+    assert!(
+        !fams.contains("gen_g3") && !fams.contains("gen_g4"),
+        "{fams:?}"
+    );
+    assert_eq!(
+        value_of(&all, "shmetrics_reader_segments", ("state", "dead")),
+        Some(3.0)
+    );
+    assert_eq!(
+        value_of(&all, "shmetrics_reader_segments", ("state", "live")),
+        Some(0.0)
+    );
+    // 10 families x 2 series, 5 of them histograms of 21 buckets + count + sum.
+    let gen_samples = all.iter().filter(|s| s.name.starts_with("gen_")).count();
+    assert_eq!(gen_samples, 5 * 2 + 3 * 2 + 5 * 2 * 23);
+}
+
+#[test]
+fn stay_keeps_writers_live_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // 17 series: c0 and c1 get two, every other family one.
+    let out = generate(dir.path(), 3, 17, 5, &["--stay"]);
+    let mut workers = Stayers::parse(&out, 3);
+    let all = samples(&dump(dir.path(), &[]));
+    check_gen(&all, 17, 3, 5);
+    for k in 3..5 {
+        let g = by_series(&all, &format!("gen_g{k}"));
+        assert_eq!(g.len(), 1);
+        assert!(g.values().all(|&v| v == 3.0), "livesum gen_g{k}: {g:?}");
+    }
+    assert_eq!(
+        value_of(&all, "shmetrics_reader_segments", ("state", "live")),
+        Some(3.0)
+    );
+
+    workers.terminate();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = dump(dir.path(), &[]);
+    for _ in 0..400 {
+        if value_of(
+            &samples(&text),
+            "shmetrics_reader_segments",
+            ("state", "dead"),
+        ) == Some(3.0)
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        text = dump(dir.path(), &[]);
+    }
+    let all = samples(&text);
+    assert_eq!(
+        value_of(&all, "shmetrics_reader_segments", ("state", "dead")),
+        Some(3.0),
+        "the SIGTERMed workers are reported dead:\n{text}"
+    );
+    let fams = families(&text);
+    assert!(
+        !fams.contains("gen_g3") && !fams.contains("gen_g4"),
+        "{fams:?}"
+    );
+    check_gen(&all, 17, 3, 5);
+}
+
+#[test]
+fn dump_formats_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 2, 15, 3, &[]);
+
+    let om = dump(dir.path(), &["--format", "openmetrics"]);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert_eq!(om.matches("# EOF").count(), 1);
+    assert!(om.contains("# TYPE gen_c0 counter\n"), "{om}");
+    assert!(om.contains("gen_c0_total{series=\"0\"} 6.0\n"), "{om}");
+    let text = dump(dir.path(), &["--format", "prometheus"]);
+    assert!(!text.contains("# EOF"));
+    assert!(text.contains("# TYPE gen_c0_total counter\n"), "{text}");
+    assert_eq!(text, dump(dir.path(), &[]), "prometheus is the default");
+
+    let self_metrics: BTreeSet<String> = [
+        "shmetrics_reader_conflicts",
+        "shmetrics_reader_segments",
+        "shmetrics_reader_series",
+        "shmetrics_reader_skipped_files",
+        "shmetrics_writer_dropped_series",
+    ]
+    .map(String::from)
+    .into();
+    let filtered = dump(dir.path(), &["--prefix", "gen_c1", "--prefix", "gen_h"]);
+    let mut want: BTreeSet<String> = (0..5).map(|k| format!("gen_h{k}_seconds")).collect();
+    want.insert("gen_c1_total".into());
+    let gen_only: BTreeSet<String> = want.clone();
+    want.extend(self_metrics.iter().cloned());
+    assert_eq!(families(&filtered), want);
+
+    let bare = dump(
+        dir.path(),
+        &[
+            "--prefix",
+            "gen_c1",
+            "--prefix",
+            "gen_h",
+            "--no-self-metrics",
+        ],
+    );
+    assert_eq!(families(&bare), gen_only);
+    assert!(!bare.contains("shmetrics_"));
+
+    let none = dump(dir.path(), &["--prefix", "nothing_", "--no-self-metrics"]);
+    assert_eq!(none, "");
+}
+
+#[test]
+fn dump_of_a_missing_or_non_directory_path_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let out = shmetrics(&["dump", "--dir", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(out.stdout.is_empty());
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = shmetrics(&["dump", "--dir", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    assert!(err.contains("not a directory"), "{err}");
+}
+
+#[test]
+fn dump_reports_bad_segments_on_stderr_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 15, 4, &[]);
+    let bad = dir.path().join("shmetrics-1-0-0.shm");
+    std::fs::write(&bad, vec![0u8; 4096]).unwrap();
+    let out = shmetrics(&["dump", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad_magic"), "{err}");
+    assert!(err.contains(bad.to_str().unwrap()), "{err}");
+    let all = samples(&String::from_utf8(out.stdout).unwrap());
+    check_gen(&all, 15, 1, 4);
+    assert_eq!(
+        value_of(
+            &all,
+            "shmetrics_reader_invalid_segments",
+            ("reason", "bad_magic")
+        ),
+        Some(1.0)
+    );
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with("shmetrics-") && name.ends_with(".shm")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn inspect_a_valid_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 15, 7, &[]);
+    let segs = segments(dir.path());
+    assert_eq!(segs.len(), 1);
+    let out = shmetrics(&["inspect", segs[0].to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("header: valid"), "{text}");
+    assert!(text.contains("magic:          ok (SHMETRIC)"), "{text}");
+    assert!(text.contains("liveness: dead"), "{text}");
+    assert!(
+        text.contains("records: 30 valid (15 families, 15 series)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("family #0 gen_c0 counter (exposed as gen_c0_total)"),
+        "{text}"
+    );
+    let c0 = text
+        .lines()
+        .find(|l| l.contains("series of #0 gen_c0{series=\"0\"} slots at "))
+        .unwrap_or_else(|| panic!("no gen_c0 series line in {text}"));
+    assert!(c0.ends_with(": value 7"), "{c0}");
+    assert!(
+        text.contains("family #8 gen_g3 gauge mode=livesum"),
+        "{text}"
+    );
+    assert!(text.contains("gen_g0{series=\"0\"}"), "{text}");
+    assert!(text.contains("value 7, last set "), "{text}");
+    // Rounds 0..7 of series 0 fill buckets 0..=6 once each.
+    assert!(
+        text.contains("le=0.001:1 le=0.002:1 le=0.004:1 le=0.008:1 le=0.016:1 le=0.032:1 le=0.064:1 le=0.128:0"),
+        "{text}"
+    );
+    assert!(text.contains("count 7, sum "), "{text}");
+    assert!(text.ends_with("validation: ok\n"), "{text}");
+}
+
+#[test]
+fn inspect_reports_a_corrupted_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 15, 2, &[]);
+    let seg = &segments(dir.path())[0];
+    let file = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
+    file.write_all_at(b"NOTMAGIC", 0).unwrap();
+    let out = shmetrics(&["inspect", seg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("header: INVALID (bad_magic): not a shmetrics segment (bad magic)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("first bytes: 4e 4f 54 4d 41 47 49 43"),
+        "{text}"
+    );
+    assert!(text.contains("validation: FAILED (bad_magic)"), "{text}");
+    assert!(!text.contains("family #"), "{text}");
+}
+
+#[test]
+fn inspect_reports_a_bad_record_after_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 15, 2, &[]);
+    let seg = &segments(dir.path())[0];
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(seg)
+        .unwrap();
+    // The second record starts right after the first (a family record), whose length is
+    // the first word of its header; its kind is the u16 after that length.
+    let mut len = [0u8; 4];
+    file.read_exact_at(&mut len, 128).unwrap();
+    let second = u32::from_ne_bytes(len) as u64;
+    file.write_all_at(&0x7777u16.to_ne_bytes(), 128 + second + 4)
+        .unwrap();
+    let out = shmetrics(&["inspect", seg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("header: valid"), "{text}");
+    assert!(
+        text.contains("records: 1 valid (1 families, 0 series)"),
+        "{text}"
+    );
+    assert!(text.contains("family #0 gen_c0 counter"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "validation: FAILED (unknown_record_kind): record at metadata offset {second} has unknown kind 30583"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn inspect_of_a_missing_file_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("shmetrics-1-2-0.shm");
+    let out = shmetrics(&["inspect", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    let out = shmetrics(&["inspect", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+}
+
+#[test]
+fn vllm_workload_exposes_every_metric_of_the_json() {
+    let json: serde_json::Value =
+        serde_json::from_str(include_str!("../workloads/vllm_metrics.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // --stay keeps the livesum gauges (in-flight operations, websocket connections) live.
+    let out = generate(dir.path(), 2, 0, 20, &["--workload", "vllm", "--stay"]);
+    let _workers = Stayers::parse(&out, 2);
+    let text = dump(dir.path(), &[]);
+    let fams = families(&text);
+    let metrics = json["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 69);
+    for m in metrics {
+        let name = m["name"].as_str().unwrap();
+        let exposed = match m["type"].as_str().unwrap() {
+            "counter" => format!("{}_total", name.strip_suffix("_total").unwrap_or(name)),
+            _ => name.to_owned(),
+        };
+        assert!(fams.contains(&exposed), "{exposed} missing from the dump");
+    }
+    assert!(text.contains("engine=\"0\""));
+    assert!(text.contains("engine=\"1\""));
+    assert!(text.contains("model_name=\"Qwen/Qwen3-0.6B\""));
+    let all = samples(&text);
+    assert_eq!(
+        value_of(&all, "shmetrics_reader_segments", ("state", "live")),
+        Some(2.0)
+    );
+    let dropped = all
+        .iter()
+        .find(|s| s.name == "shmetrics_writer_dropped_series")
+        .unwrap();
+    assert_eq!(dropped.value, 0.0);
+    // Each engine's iteration-tokens histogram saw exactly one observation per step.
+    for engine in ["0", "1"] {
+        assert_eq!(
+            value_of(
+                &all,
+                "vllm:iteration_tokens_total_count",
+                ("engine", engine)
+            ),
+            Some(20.0)
+        );
+    }
+}
+
+#[test]
+fn generate_fails_when_a_worker_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // A 1 KiB file size limit kills each worker (SIGXFSZ) when it reserves its segment.
+    for stay in [false, true] {
+        let script = format!(
+            "ulimit -f 1; exec \"$0\" generate --dir \"$1\" --processes 2 --ops 3{}",
+            if stay { " --stay" } else { "" }
+        );
+        let out = Command::new("sh")
+            .args(["-c", &script, BIN, d])
+            .output()
+            .expect("run sh");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("shmetrics: generate: "), "{err}");
+        assert!(last.contains("worker"), "{err}");
+        if stay {
+            assert!(last.contains("failed before it was ready"), "{err}");
+        } else {
+            assert!(last.contains("2 of 2 workers failed"), "{err}");
+        }
+        assert!(out.stdout.is_empty());
+    }
+    let missing = dir.path().join("missing");
+    let out = shmetrics(&[
+        "generate",
+        "--dir",
+        missing.to_str().unwrap(),
+        "--processes",
+        "1",
+        "--ops",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(missing.to_str().unwrap()));
+}
