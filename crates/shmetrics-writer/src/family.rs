@@ -107,7 +107,7 @@ impl<C: Child> Family<C> {
         )?;
         // The registry lock serialises placement, so two threads creating the same child
         // place it once: the second finds it in the table under the lock.
-        let mut state = self.core.shared.state.lock();
+        let mut state = self.core.shared.lock_state();
         if let Some(child) = self.core.children.get(hash, values) {
             return Ok(child);
         }
@@ -122,6 +122,9 @@ impl<C: Child> Family<C> {
 
     /// Every child created so far, in creation order.
     pub fn children(&self) -> Vec<&C> {
+        // Under the registry lock, which fork's prepare handler holds: a forked child must
+        // not inherit the child table's own lock held by a thread that listed it.
+        let _state = self.core.shared.lock_state();
         self.core.children.values()
     }
 }

@@ -10,26 +10,43 @@
 //! parent's liveness lock stays the parent's alone.
 //!
 //! The prepare handler takes every registry's state lock (so no thread of the parent is
-//! half-way through placing a series at the moment of the fork) and the handlers in parent
-//! and child release them. If the child cannot create a file (a full disk, say), the old
-//! range is replaced by private zeroed memory instead: the child's metrics are lost, the
-//! parent's are never touched.
+//! half-way through placing a series or registering a family at the moment of the fork)
+//! and the handlers in parent and child release them. These are std mutexes: releasing a
+//! parking_lot mutex in the child could hand it to a waiting thread that does not exist
+//! there, and the child would hang on its next new series. If the child cannot create a
+//! file (a full disk, say), the old range is replaced by private zeroed memory instead:
+//! the child's metrics are lost, the parent's are never touched.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
-use parking_lot::Mutex;
 use shmetrics_layout::{HEADER_SIZE, META_LEN_WORD, view};
 
 use crate::identity::ProcessIdentity;
 use crate::registry::{Shared, State};
 use crate::segment::create_segment;
 
+/// Every registry opened in this process. A std (futex) mutex, like the registries' state
+/// locks: held across `fork()`, it must be releasable in a child where the threads that
+/// waited for it are gone (see `Shared::state`).
 static TRACKED: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
-static HELD: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
 /// Registries re-created in forked children, for tests and diagnostics.
 pub(crate) static CHILD_RECREATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// What `prepare` holds across `fork()`, on the forking thread, until the parent or child
+/// handler drops it. Fields drop in order: the state guards before the registries that
+/// keep their mutexes alive, and the registry list last.
+struct Held {
+    states: Vec<MutexGuard<'static, State>>,
+    registries: Vec<Arc<Shared>>,
+    _tracked: MutexGuard<'static, Vec<Weak<Shared>>>,
+}
+
+thread_local! {
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+}
 
 /// Starts tracking a registry's state for fork handling.
 pub(crate) fn track(shared: &Arc<Shared>) {
@@ -42,43 +59,50 @@ pub(crate) fn track(shared: &Arc<Shared>) {
             );
         }
     });
-    let mut tracked = TRACKED.lock();
+    let mut tracked = TRACKED.lock().unwrap_or_else(PoisonError::into_inner);
     tracked.retain(|w| w.strong_count() > 0);
     tracked.push(Arc::downgrade(shared));
 }
 
 extern "C" fn prepare() {
-    let tracked = TRACKED.lock();
-    let held: Vec<Arc<Shared>> = tracked.iter().filter_map(Weak::upgrade).collect();
-    for shared in &held {
-        std::mem::forget(shared.state.lock());
-    }
-    *HELD.lock() = held;
-    // Kept locked across the fork so no registry is added half-way; released below.
-    std::mem::forget(tracked);
+    // The list stays locked across the fork so no registry is added half-way.
+    let tracked = TRACKED.lock().unwrap_or_else(PoisonError::into_inner);
+    let registries: Vec<Arc<Shared>> = tracked.iter().filter_map(Weak::upgrade).collect();
+    let states = registries
+        .iter()
+        .map(|shared| {
+            let guard = shared.lock_state();
+            // SAFETY: only the lifetime changes. The guard borrows the mutex inside the
+            // `Arc` allocation of `shared`, which `Held::registries` keeps alive (and in
+            // place) until after `Held::states` is dropped; the guard stays on this thread.
+            unsafe {
+                std::mem::transmute::<MutexGuard<'_, State>, MutexGuard<'static, State>>(guard)
+            }
+        })
+        .collect();
+    let held = Held {
+        states,
+        registries,
+        _tracked: tracked,
+    };
+    HELD.with(|h| *h.borrow_mut() = Some(held));
 }
 
-/// Releases what `prepare` took, after running `f` on each registry's state.
-fn release(mut f: impl FnMut(&Shared, &mut State)) {
-    let held = std::mem::take(&mut *HELD.lock());
-    for shared in &held {
-        // SAFETY: `prepare`, on this same thread, locked the state and forgot the guard, so
-        // this thread logically owns the lock; nothing else can touch the data meanwhile.
-        let state = unsafe { &mut *shared.state.data_ptr() };
-        f(shared, state);
-        // SAFETY: as above: this thread owns the lock taken and forgotten in `prepare`.
-        unsafe { shared.state.force_unlock() };
-    }
-    // SAFETY: `prepare` locked TRACKED on this thread and forgot the guard.
-    unsafe { TRACKED.force_unlock() };
+/// Takes what `prepare` left on this thread.
+fn take_held() -> Option<Held> {
+    HELD.with(|h| h.borrow_mut().take())
 }
 
 extern "C" fn parent() {
-    release(|_, _| {});
+    drop(take_held());
 }
 
 extern "C" fn child() {
-    release(recreate_in_child);
+    if let Some(mut held) = take_held() {
+        for (state, shared) in held.states.iter_mut().zip(&held.registries) {
+            recreate_in_child(shared, state);
+        }
+    }
 }
 
 /// Gives the child its own segments in place of the parent's (see the module docs).
@@ -91,10 +115,11 @@ fn recreate_in_child(shared: &Shared, state: &mut State) {
         let seg = &mut state.segments[sequence];
         let mut meta = Vec::with_capacity(seg.meta_len);
         view::load_bytes(seg.map.words(), HEADER_SIZE, seg.meta_len, &mut meta);
-        debug_assert_eq!(
-            // SYNC POINT meta-len: relaxed; this thread wrote it, no other thread exists.
-            seg.map.words()[META_LEN_WORD].load(Ordering::Relaxed) as usize,
-            seg.meta_len
+        debug_assert!(
+            // SYNC POINT meta-len: relaxed. Until the remap below the mapping is still
+            // shared with the parent process, which may have published more records since
+            // the fork, never fewer; the bytes below `seg.meta_len` never change.
+            seg.map.words()[META_LEN_WORD].load(Ordering::Relaxed) as usize >= seg.meta_len
         );
         let (addr, len) = seg.map.region();
         let created = create_segment(

@@ -62,7 +62,21 @@ impl Default for Options {
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) options: Options,
-    pub(crate) state: parking_lot::Mutex<State>,
+    /// A std (futex) mutex rather than parking_lot's: it is held across `fork()` (see
+    /// `fork.rs`) and released in the child, where the threads that were waiting for it do
+    /// not exist. parking_lot's unlock may hand the lock to such a waiter (its eventual
+    /// fairness) and keeps waiters in a process-wide table; std's just clears the word.
+    pub(crate) state: std::sync::Mutex<State>,
+}
+
+impl Shared {
+    /// Locks the state. A panic while it was held (only possible on a bug or an allocation
+    /// failure) does not stop metrics: the lock is taken anyway, as parking_lot would.
+    pub(crate) fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 pub(crate) struct State {
@@ -310,7 +324,7 @@ impl Registry {
         let shared = Arc::new(Shared {
             dir,
             options,
-            state: parking_lot::Mutex::new(state),
+            state: std::sync::Mutex::new(state),
         });
         crate::fork::track(&shared);
         Ok(Self {
@@ -326,13 +340,13 @@ impl Registry {
 
     /// Paths of this process's segment files, first segment first.
     pub fn segment_paths(&self) -> Vec<PathBuf> {
-        let state = self.shared.state.lock();
+        let state = self.shared.lock_state();
         state.segments.iter().map(|s| s.path.clone()).collect()
     }
 
     /// Series that could not be placed in any segment (see [`Options::max_segments`]).
     pub fn dropped_series(&self) -> u64 {
-        self.shared.state.lock().dropped_series
+        self.shared.lock_state().dropped_series
     }
 
     fn register<C: Child>(&self, def: FamilyDef) -> Result<Family<C>> {
@@ -345,6 +359,10 @@ impl Registry {
             &def.bounds,
         )
         .map_err(Error::InvalidFamily)?;
+        // The state lock first: fork's prepare handler holds every registry's state lock,
+        // so no thread is inside this section at a fork and a forked child never inherits
+        // the family map locked. Lock order: state, then families.
+        let _state = self.shared.lock_state();
         let mut families = self.families.lock();
         if let Some(existing) = families.get(&def.name) {
             if existing.def != def {
