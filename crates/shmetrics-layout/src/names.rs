@@ -36,13 +36,36 @@ pub fn is_valid_label_name(name: &str) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Label names that a family of this kind may not declare because the exposition adds them.
-pub fn reserved_label(kind: crate::MetricKind, name: &str) -> bool {
+/// Label names that a family may not declare because the exposition adds them: `le` to
+/// histogram buckets, `quantile` to summaries, `pid` to gauges merged per process.
+pub fn reserved_label(
+    kind: crate::MetricKind,
+    mode: Option<crate::GaugeMode>,
+    name: &str,
+) -> bool {
+    use crate::{GaugeMode, MetricKind};
     match kind {
-        crate::MetricKind::Histogram => name == "le",
-        crate::MetricKind::Summary => name == "quantile",
-        crate::MetricKind::Counter | crate::MetricKind::Gauge => false,
+        MetricKind::Histogram => name == "le",
+        MetricKind::Summary => name == "quantile",
+        MetricKind::Gauge => {
+            name == "pid" && matches!(mode, Some(GaugeMode::All | GaugeMode::LiveAll))
+        }
+        MetricKind::Counter => false,
     }
+}
+
+/// Every name a family occupies in an exposition: its family name and its sample names
+/// (`x` and `x_total` for a counter; `x`, `x_bucket`, `x_count` and `x_sum` for a
+/// histogram). Two families whose sets intersect cannot be exposed together.
+pub fn exposed_names(kind: crate::MetricKind, name: &str) -> Vec<String> {
+    use crate::MetricKind;
+    let suffixes: &[&str] = match kind {
+        MetricKind::Counter => &["", "_total"],
+        MetricKind::Gauge => &[""],
+        MetricKind::Histogram => &["", "_bucket", "_count", "_sum"],
+        MetricKind::Summary => &["", "_count", "_sum"],
+    };
+    suffixes.iter().map(|s| format!("{name}{s}")).collect()
 }
 
 #[cfg(test)]
@@ -58,6 +81,23 @@ mod tests {
             assert!(!is_valid_metric_name(bad), "{bad}");
         }
         assert!(!is_valid_metric_name(&"a".repeat(MAX_NAME_LEN + 1)));
+    }
+
+    #[test]
+    fn reserved_and_exposed_names() {
+        use crate::{GaugeMode, MetricKind};
+        assert!(reserved_label(MetricKind::Gauge, Some(GaugeMode::All), "pid"));
+        assert!(reserved_label(MetricKind::Gauge, Some(GaugeMode::LiveAll), "pid"));
+        assert!(!reserved_label(MetricKind::Gauge, Some(GaugeMode::Sum), "pid"));
+        assert!(reserved_label(MetricKind::Histogram, None, "le"));
+        assert!(!reserved_label(MetricKind::Counter, None, "le"));
+        assert_eq!(exposed_names(MetricKind::Counter, "x"), ["x", "x_total"]);
+        assert_eq!(
+            exposed_names(MetricKind::Histogram, "h"),
+            ["h", "h_bucket", "h_count", "h_sum"]
+        );
+        assert_eq!(exposed_names(MetricKind::Summary, "s"), ["s", "s_count", "s_sum"]);
+        assert_eq!(exposed_names(MetricKind::Gauge, "g"), ["g"]);
     }
 
     #[test]

@@ -124,8 +124,12 @@ pub fn check_family(
         if !is_valid_label_name(label) {
             return Err(format!("invalid label name {label:?} in {name}"));
         }
-        if reserved_label(kind, label) {
-            return Err(format!("label name {label:?} is reserved for a {kind}"));
+        if reserved_label(kind, mode, label) {
+            let what = match mode {
+                Some(mode) => format!("a gauge in mode {mode}"),
+                None => format!("a {kind}"),
+            };
+            return Err(format!("label name {label:?} is reserved for {what}"));
         }
         if label_names[..i].contains(label) {
             return Err(format!("duplicate label name {label:?} in {name}"));

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::FamilyRecord;
 use shmetrics_layout::slots::{HistogramValue, counter_read, gauge_read, histogram_read};
 use shmetrics_layout::{GaugeMode, MetricKind};
@@ -161,10 +162,38 @@ fn resolve(
     conflicts: &mut Vec<Conflict>,
 ) -> Vec<Option<Resolved>> {
     let mut resolved: Vec<Option<Resolved>> = (0..index.families.len()).map(|_| None).collect();
+    // Exposed names (family and sample names) already taken, by merged family id; a family
+    // that would reuse one is left out (the older family keeps the name).
+    let mut claimed: FxHashMap<String, u32> = FxHashMap::default();
+    let mut blocked = vec![false; index.families.len()];
     for source in sources {
         for (local, &merged) in source.seg.families.iter().zip(&source.links.families) {
+            if blocked[merged as usize] {
+                continue;
+            }
             match &resolved[merged as usize] {
                 None => {
+                    let names = exposed_names(local.kind, &local.name);
+                    if let Some((name, &other)) =
+                        names.iter().find_map(|n| claimed.get_key_value(n.as_str()))
+                    {
+                        blocked[merged as usize] = true;
+                        conflicts.push(Conflict {
+                            family: local.name.clone(),
+                            kind: "name",
+                            detail: format!(
+                                "{}: {} {} would be exposed as {name}, which {} already is; left out",
+                                source.seg.path.display(),
+                                local.kind,
+                                local.name,
+                                index.families[other as usize].name
+                            ),
+                        });
+                        continue;
+                    }
+                    for n in names {
+                        claimed.insert(n, merged);
+                    }
                     resolved[merged as usize] = Some(Resolved {
                         def: Arc::clone(local),
                     });

@@ -48,7 +48,8 @@ pub struct Problem {
 pub struct Conflict {
     /// The family name.
     pub family: String,
-    /// `type`, `gauge_mode`, `buckets` or `help`.
+    /// `type`, `gauge_mode`, `buckets`, `help`, or `name` (two families would expose the
+    /// same name, e.g. a counter `x` and a gauge `x_total`).
     pub kind: &'static str,
     /// Human-readable detail, naming the segment that disagrees.
     pub detail: String,

@@ -15,7 +15,7 @@ const SKIP_REASONS: [SkipReason; 5] = [
     SkipReason::Unreadable,
 ];
 
-const CONFLICT_KINDS: [&str; 4] = ["buckets", "gauge_mode", "help", "type"];
+const CONFLICT_KINDS: [&str; 5] = ["buckets", "gauge_mode", "help", "name", "type"];
 
 fn gauge(name: &str, help: &str, series: Vec<(Vec<(&str, &str)>, f64)>) -> Family {
     Family {

@@ -514,6 +514,7 @@ fn empty_directory_and_self_metrics() {
          shmetrics_reader_conflicts{kind=\"buckets\"} 0.0\n\
          shmetrics_reader_conflicts{kind=\"gauge_mode\"} 0.0\n\
          shmetrics_reader_conflicts{kind=\"help\"} 0.0\n\
+         shmetrics_reader_conflicts{kind=\"name\"} 0.0\n\
          shmetrics_reader_conflicts{kind=\"type\"} 0.0\n\
          # HELP shmetrics_reader_segments Segments in the metrics directory, by state.\n\
          # TYPE shmetrics_reader_segments gauge\n\

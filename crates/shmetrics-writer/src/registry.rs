@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::{FamilyRecord, SeriesRecord, check_family};
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::view::SlotBlock;
@@ -376,6 +377,21 @@ impl Registry {
                 .downcast_ref::<Family<C>>()
                 .expect("same definition implies same kind");
             return Ok(family.clone());
+        }
+        let exposed = exposed_names(def.kind, &def.name);
+        if let Some((other, clash)) = families.values().find_map(|r| {
+            exposed_names(r.def.kind, &r.def.name)
+                .into_iter()
+                .find(|n| exposed.contains(n))
+                .map(|n| (r, n))
+        }) {
+            return Err(Error::Conflict {
+                name: def.name.clone(),
+                detail: format!(
+                    "both it and {} {} would be exposed as {clash}",
+                    other.def.kind, other.def.name
+                ),
+            });
         }
         let family = Family::<C>::new(def.clone(), Arc::clone(&self.shared));
         families.insert(

@@ -128,6 +128,40 @@ fn registration_is_idempotent_and_conflicts_are_errors() {
 }
 
 #[test]
+fn families_that_would_share_an_exposed_name_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    registry.counter("x_total", "", &[]).unwrap();
+    let err = registry
+        .gauge("x_total", "", &[], GaugeMode::Sum)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "metric x_total is already registered with a different definition: both it and counter x would be exposed as x_total"
+    );
+    registry.histogram("lat", "", &[], &[1.0]).unwrap();
+    let err = registry.counter("lat_count", "", &[]).unwrap_err();
+    assert!(err.to_string().ends_with("histogram lat would be exposed as lat_count"), "{err}");
+    let err = registry.summary("lat", "", &[]).unwrap_err();
+    assert!(err.to_string().contains("type histogram vs summary"), "{err}");
+}
+
+#[test]
+fn pid_is_reserved_for_gauges_merged_per_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    for mode in [GaugeMode::All, GaugeMode::LiveAll] {
+        let err = registry.gauge("g", "", &["pid"], mode).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("label name \"pid\" is reserved for a gauge in mode {mode}")
+        );
+    }
+    registry.gauge("g", "", &["pid"], GaugeMode::Sum).unwrap();
+    registry.counter("c", "", &["pid"]).unwrap();
+}
+
+#[test]
 fn invalid_definitions_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let r = Registry::open(dir.path()).unwrap();
