@@ -1,6 +1,8 @@
 //! Command-line arguments and dispatch.
 
+use std::ffi::OsString;
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +34,52 @@ pub enum Command {
     /// One writer process of `generate` (internal).
     #[command(hide = true)]
     GenerateWorker(WorkerArgs),
+    /// Serve /metrics and /health for a metrics directory until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Run COMMAND with PROMETHEUS_MULTIPROC_DIR set (a private temporary directory
+    /// unless already set) and serve /metrics for it while COMMAND runs.
+    Run(RunArgs),
+    /// Start simulated vLLM engine processes and serve their metrics on /metrics, beside a
+    /// few dynamo_* metrics of the serving process, until Ctrl-C.
+    Demo(DemoArgs),
+    /// One engine process of `demo` (internal).
+    #[command(hide = true)]
+    DemoEngine(DemoEngineArgs),
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Simulated engine processes to start.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub engines: u32,
+    /// Address to listen on: IP:PORT, or a PORT on all interfaces; port 0 picks a free one.
+    /// Default: 0.0.0.0:8081, or 0.0.0.0:$DYN_SYSTEM_PORT when DYN_SYSTEM_PORT is set.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<SocketAddr>,
+    /// Stop by itself after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+    /// Mean pause between two engine steps, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub step_ms: u64,
+}
+
+/// Arguments of the hidden `demo-engine` subcommand.
+#[derive(Debug, Args)]
+pub struct DemoEngineArgs {
+    /// The demo's metrics directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Engine index (the `engine` label).
+    #[arg(long)]
+    pub index: u32,
+    /// Mean pause between steps, in milliseconds.
+    #[arg(long)]
+    pub step_ms: u64,
+    /// Pid of the demo, to exit if it is already gone.
+    #[arg(long)]
+    pub parent: u32,
 }
 
 /// Exposition format of `dump`.
@@ -67,6 +115,63 @@ pub struct DumpArgs {
     /// Leave out the reader's own shmetrics_* families.
     #[arg(long)]
     pub no_self_metrics: bool,
+}
+
+/// Parses `--listen`: `IP:PORT` (`[IPv6]:PORT` for IPv6) or a bare `PORT` (all IPv4
+/// interfaces).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    }
+    Err(format!(
+        "{s:?} is not an address to listen on; expected IP:PORT (such as 127.0.0.1:8081 or [::1]:8081) or a port"
+    ))
+}
+
+/// How the HTTP endpoint of `serve` and `run` listens and what it serves.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Address to listen on: IP:PORT, or a PORT on all interfaces; port 0 picks a free one
+    /// (the address bound is printed on stderr). Default: 0.0.0.0:8081, or
+    /// 0.0.0.0:$DYN_SYSTEM_PORT when DYN_SYSTEM_PORT is set.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<SocketAddr>,
+    /// Keep only families whose name starts with this prefix (repeatable; all when
+    /// absent). The shmetrics_* self-metrics are always kept.
+    #[arg(long = "prefix", value_name = "P")]
+    pub prefixes: Vec<String>,
+    /// Leave out the shmetrics_* self-metrics.
+    #[arg(long)]
+    pub no_self_metrics: bool,
+    /// Reuse the latest snapshot for scrapes arriving less than N milliseconds after it was
+    /// taken (0: only scrapes arriving while a snapshot is being taken share it).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_age_ms: u64,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The metrics directory (as PROMETHEUS_MULTIPROC_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The HTTP endpoint.
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The HTTP endpoint.
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// The command to run, after `--`, with its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
 }
 
 /// Arguments of `inspect`.
@@ -191,6 +296,29 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::GenerateWorker(args) => {
             crate::generate::run_worker(&args).map(|()| ExitCode::SUCCESS)
         }
+        Command::Serve(args) => crate::server::serve::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => crate::run::run(&args),
+        Command::Demo(args) => {
+            let listen = match args.listen {
+                Some(addr) => addr,
+                None => crate::server::default_listen()
+                    .map_err(|e| CliError::with_code(2, format!("demo: {e}")))?,
+            };
+            crate::demo::run(&crate::demo::DemoOptions {
+                engines: args.engines,
+                listen,
+                duration: args.duration.map(std::time::Duration::from_secs),
+                step: std::time::Duration::from_millis(args.step_ms),
+            })
+            .map(|()| ExitCode::SUCCESS)
+        }
+        Command::DemoEngine(args) => crate::demo::run_engine(
+            &args.dir,
+            args.index,
+            std::time::Duration::from_millis(args.step_ms),
+            args.parent,
+        )
+        .map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -1,9 +1,34 @@
 //! The `shmetrics` worker and command line: `dump`, `inspect` and `generate` on metrics
 //! directories, and the workloads `generate` runs (reusable by demos and benchmarks).
+//!
+//! Embedding in another server: with the tikv `prometheus` crate, see
+//! [`prometheus_collector`]. Any other server uses the reader re-exported here: open a
+//! [`Reader`] on the metrics directory once, then on each scrape render the merged
+//! directory, filtered, into any `io::Write` with [`Reader::scrape`];
+//! [`Format::content_type`] gives the matching `Content-Type`.
+//!
+//! ```no_run
+//! use shmetrics::{Format, PrefixFilter, Reader};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut reader = Reader::open("/tmp/metrics")?;
+//! let filter = PrefixFilter::new(["vllm:", "lmcache:"]);
+//! // On each scrape:
+//! let mut body = Vec::new();
+//! let report = reader.scrape(Format::Prometheus, &filter, false, &mut body)?;
+//! let content_type = Format::Prometheus.content_type();
+//! # let _ = (report, content_type);
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod demo;
 pub mod dump;
 pub mod generate;
 pub mod inspect;
+pub mod prometheus_collector;
+pub mod run;
+pub mod server;
 pub mod workload;
+
+pub use shmetrics_reader::{Format, PrefixFilter, Reader, ReaderError, ScrapeReport};

@@ -1,0 +1,400 @@
+//! `shmetrics demo`: simulated vLLM engine processes writing the complete vLLM metric set,
+//! and a `/metrics` endpoint serving them beside a few `dynamo_*` metrics of the serving
+//! process, as an NVIDIA Dynamo worker would.
+//!
+//! The demo owns a private temporary directory. It starts N engine processes (this program
+//! re-executed with the hidden `demo-engine` subcommand); each registers every metric of
+//! `workloads/vllm_metrics.json` with its real labels, buckets and gauge modes and runs
+//! engine steps at a realistic pace (a step every 20 to 60 ms: batches of running and
+//! waiting requests, prefill and decode token counts, latencies from plausible
+//! distributions). The serving process writes `dynamo_component_*` metrics into the same
+//! directory and serves `vllm:`, `lmcache:` and `dynamo_` families. On Ctrl-C or SIGTERM
+//! (or after `--duration`) it stops the server, stops the engines and removes the
+//! directory: nothing is left behind.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use shmetrics_reader::Reader;
+use shmetrics_reader::snapshot::{Snapshot, Value};
+use shmetrics_writer::{Counter, Gauge, GaugeMode, Histogram, Registry};
+
+use crate::cli::CliError;
+use crate::server::{Server, ServerOptions, Signals};
+use crate::workload::{MetricSet, Rng, VllmWorkload};
+
+/// The Dynamo metric set shipped with the demo.
+const DYNAMO_METRICS_JSON: &str = include_str!("../workloads/dynamo_metrics.json");
+
+/// Families the demo serves, as a Dynamo worker does.
+pub const DEMO_PREFIXES: [&str; 3] = ["vllm:", "lmcache:", "dynamo_"];
+
+/// How the demo runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DemoOptions {
+    /// Engine processes to start.
+    pub engines: u32,
+    /// Where to serve `/metrics`.
+    pub listen: SocketAddr,
+    /// Stop by itself after this long (for scripts and tests); run until a signal if None.
+    pub duration: Option<Duration>,
+    /// Mean pause between two engine steps.
+    pub step: Duration,
+}
+
+/// A private directory removed on drop.
+struct DemoDir(PathBuf);
+
+impl DemoDir {
+    fn create() -> std::io::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("shmetrics-demo-{}-{nanos:08x}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("shmetrics demo: cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// The engine processes, stopped (SIGTERM, then SIGKILL after a grace period) on drop.
+struct Engines(Vec<Child>);
+
+impl Engines {
+    fn start(dir: &Path, count: u32, step: Duration) -> Result<Self, CliError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::new(format!("demo: cannot find this program: {e}")))?;
+        let mut engines = Self(Vec::new());
+        for index in 0..count {
+            let child = Command::new(&exe)
+                .arg("demo-engine")
+                .arg("--dir")
+                .arg(dir)
+                .arg("--index")
+                .arg(index.to_string())
+                .arg("--step-ms")
+                .arg(step.as_millis().to_string())
+                .arg("--parent")
+                .arg(std::process::id().to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| CliError::new(format!("demo: cannot start engine {index}: {e}")))?;
+            engines.0.push(child);
+        }
+        Ok(engines)
+    }
+
+    /// Engines still running.
+    fn running(&mut self) -> usize {
+        self.0
+            .iter_mut()
+            .filter_map(|c| c.try_wait().ok())
+            .filter(Option::is_none)
+            .count()
+    }
+}
+
+impl Drop for Engines {
+    fn drop(&mut self) {
+        for child in &self.0 {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for child in &mut self.0 {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The serving process's own `dynamo_component_*` metrics, driven by what the engines do.
+struct DynamoMetrics {
+    requests: Counter,
+    request_bytes: Counter,
+    response_bytes: Counter,
+    duration: Histogram,
+    inflight: Gauge,
+    uptime: Gauge,
+    started: Instant,
+    seen_requests: f64,
+    rng: Rng,
+}
+
+impl DynamoMetrics {
+    fn register(registry: &Registry, model: &str) -> Result<Self, CliError> {
+        let set = MetricSet::parse(DYNAMO_METRICS_JSON)
+            .map_err(|e| CliError::new(format!("demo: dynamo metric set: {e}")))?;
+        let spec = |name: &str| {
+            set.metrics
+                .iter()
+                .find(|m| m.name == name)
+                .ok_or_else(|| CliError::new(format!("demo: {name} missing from the Dynamo set")))
+        };
+        let err = |e: shmetrics_writer::Error| CliError::new(format!("demo: {e}"));
+        let values = ["dynamo", "backend", "generate", model];
+        let labels = |name: &str| -> Result<Vec<String>, CliError> {
+            Ok(spec(name)?.labels.clone().unwrap_or_default())
+        };
+        let counter = |name: &str| -> Result<Counter, CliError> {
+            let names = labels(name)?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let family = registry
+                .counter(name, &spec(name)?.help, &names)
+                .map_err(err)?;
+            family.labels(&values[..names.len()]).cloned().map_err(err)
+        };
+        let gauge = |name: &str| -> Result<Gauge, CliError> {
+            let names = labels(name)?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let family = registry
+                .gauge(name, &spec(name)?.help, &names, GaugeMode::LiveSum)
+                .map_err(err)?;
+            family.labels(&values[..names.len()]).cloned().map_err(err)
+        };
+        let duration_name = "dynamo_component_request_duration_seconds";
+        let names = labels(duration_name)?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let bounds = spec(duration_name)?
+            .buckets
+            .as_ref()
+            .and_then(|b| b.bounds())
+            .unwrap_or_default();
+        let duration = registry
+            .histogram(duration_name, &spec(duration_name)?.help, &names, &bounds)
+            .map_err(err)?
+            .labels(&values[..names.len()])
+            .cloned()
+            .map_err(err)?;
+        Ok(Self {
+            requests: counter("dynamo_component_requests_total")?,
+            request_bytes: counter("dynamo_component_request_bytes_total")?,
+            response_bytes: counter("dynamo_component_response_bytes_total")?,
+            duration,
+            inflight: gauge("dynamo_component_inflight_requests")?,
+            uptime: gauge("dynamo_component_uptime_seconds")?,
+            started: Instant::now(),
+            seen_requests: 0.0,
+            rng: Rng::new(0xd1a0),
+        })
+    }
+
+    /// Follows the engines: every request they finished went through this worker.
+    fn update(&mut self, totals: &Totals) {
+        let new = (totals.requests - self.seen_requests).max(0.0);
+        self.seen_requests = totals.requests;
+        self.requests.inc_by(new);
+        for _ in 0..new as u64 {
+            self.duration.observe(self.rng.log_uniform(0.05, 8.0));
+            self.request_bytes
+                .inc_by((200 + self.rng.below(8000)) as f64);
+            self.response_bytes
+                .inc_by((100 + self.rng.below(4000)) as f64);
+        }
+        self.inflight.set(totals.running);
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// What the live summary shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Totals {
+    requests: f64,
+    prompt_tokens: f64,
+    generation_tokens: f64,
+    running: f64,
+    series: usize,
+}
+
+fn family_sum(snapshot: &Snapshot, name: &str) -> f64 {
+    snapshot.family(name).map_or(0.0, |f| {
+        f.series
+            .iter()
+            .map(|s| match &s.value {
+                Value::Counter(v) | Value::Gauge(v) => *v,
+                Value::Histogram { buckets, .. } => buckets.iter().sum::<u64>() as f64,
+                Value::Summary { count, .. } => *count as f64,
+            })
+            .sum()
+    })
+}
+
+fn totals(snapshot: &Snapshot) -> Totals {
+    Totals {
+        requests: family_sum(snapshot, "vllm:request_success"),
+        prompt_tokens: family_sum(snapshot, "vllm:prompt_tokens"),
+        generation_tokens: family_sum(snapshot, "vllm:generation_tokens"),
+        running: family_sum(snapshot, "vllm:num_requests_running"),
+        series: snapshot.series_count(),
+    }
+}
+
+fn human(v: f64) -> String {
+    match v {
+        v if v >= 1e9 => format!("{:.2}G", v / 1e9),
+        v if v >= 1e6 => format!("{:.2}M", v / 1e6),
+        v if v >= 1e4 => format!("{:.1}k", v / 1e3),
+        v => format!("{v:.0}"),
+    }
+}
+
+/// The URL to print: a wildcard address is reachable on loopback.
+fn url(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && addr.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        ip if addr.is_ipv6() => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}/metrics", addr.port())
+}
+
+/// Runs the demo until a signal or the end of `options.duration`.
+///
+/// # Errors
+/// When the directory, an engine, the server or the runtime cannot be set up.
+pub fn run(options: &DemoOptions) -> Result<(), CliError> {
+    let dir = DemoDir::create()
+        .map_err(|e| CliError::new(format!("demo: cannot create a metrics directory: {e}")))?;
+    let registry = Registry::open(&dir.0).map_err(|e| CliError::new(format!("demo: {e}")))?;
+    let model = MetricSet::vllm()
+        .map_err(|e| CliError::new(format!("demo: {e}")))?
+        .model_name();
+    let mut dynamo = DynamoMetrics::register(&registry, &model)?;
+    let mut server_options = ServerOptions::new(&dir.0, options.listen);
+    server_options.prefixes = DEMO_PREFIXES.iter().map(|p| (*p).to_owned()).collect();
+    let server =
+        Server::bind(server_options).map_err(|e| CliError::with_code(2, format!("demo: {e}")))?;
+    let address = server.local_addr();
+    let mut engines = Engines::start(&dir.0, options.engines, options.step)?;
+    let mut reader = Reader::open(&dir.0).map_err(|e| CliError::new(format!("demo: {e}")))?;
+
+    println!(
+        "shmetrics demo: {} simulated vLLM engines ({model}) writing to {}",
+        options.engines,
+        dir.0.display()
+    );
+    println!("serving {}  (Ctrl-C to stop)", url(address));
+    println!(
+        "try: curl -s {} | grep -E '^vllm:(num_requests_running|prompt_tokens_total)'",
+        url(address)
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("demo: cannot start the runtime: {e}")))?;
+    let started = Instant::now();
+    let duration = options.duration;
+    let tty = std::io::stdout().is_terminal();
+    let engines_ref = &mut engines;
+    let reader_ref = &mut reader;
+    let dynamo_ref = &mut dynamo;
+    let result = rt.block_on(async move {
+        let mut signals = Signals::new()
+            .map_err(|e| CliError::new(format!("demo: cannot catch signals: {e}")))?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server_task = tokio::spawn(server.run(async move {
+            let _ = stop_rx.await;
+        }));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let stopped_by = loop {
+            tokio::select! {
+                signal = signals.recv() => break format!("signal {signal}"),
+                _ = tick.tick() => {}
+            }
+            let t0 = Instant::now();
+            let snapshot = reader_ref.snapshot();
+            let scrape_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let now = totals(&snapshot.snapshot);
+            dynamo_ref.update(&now);
+            let live = engines_ref.running();
+            let line = format!(
+                "[{:>4}s] engines {live}/{} live | requests {} | prompt tokens {} | generation tokens {} | running {} | series {} | snapshot {scrape_ms:.2} ms",
+                started.elapsed().as_secs(),
+                options.engines,
+                human(now.requests),
+                human(now.prompt_tokens),
+                human(now.generation_tokens),
+                now.running,
+                now.series,
+            );
+            if tty {
+                print!("\r{line}\x1b[K");
+                let _ = std::io::stdout().flush();
+            } else if started.elapsed().as_secs().is_multiple_of(5) {
+                println!("{line}");
+            }
+            if duration.is_some_and(|d| started.elapsed() >= d) {
+                break "the end of --duration".to_owned();
+            }
+        };
+        if tty {
+            println!();
+        }
+        let _ = stop_tx.send(());
+        match server_task.await {
+            Ok(Ok(())) => Ok(stopped_by),
+            Ok(Err(e)) => Err(CliError::new(format!("demo: server: {e}"))),
+            Err(e) => Err(CliError::new(format!("demo: server task: {e}"))),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    drop(engines);
+    drop(registry);
+    let path = dir.0.clone();
+    drop(dir);
+    let stopped_by = result?;
+    println!(
+        "stopped by {stopped_by}; engines stopped, {} removed",
+        path.display()
+    );
+    Ok(())
+}
+
+/// One engine process: registers the vLLM metric set as engine `index` and runs steps
+/// until SIGTERM (or until its parent, the demo, is gone).
+///
+/// # Errors
+/// When the registry or the metric set cannot be set up.
+pub fn run_engine(dir: &Path, index: u32, step: Duration, parent: u32) -> Result<(), CliError> {
+    // Die with the demo even if it is killed without a chance to stop us.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .map_err(|e| CliError::new(format!("demo-engine: prctl: {e}")))?;
+    if nix::unistd::getppid().as_raw() as u32 != parent {
+        return Ok(()); // The demo is already gone.
+    }
+    let registry = Registry::open(dir).map_err(|e| CliError::new(format!("demo-engine: {e}")))?;
+    let set = MetricSet::vllm().map_err(|e| CliError::new(format!("demo-engine: {e}")))?;
+    let ctx = set.context(index);
+    let mut workload = VllmWorkload::register(&registry, &set, &ctx, 0x5eed ^ u64::from(index))
+        .map_err(|e| CliError::new(format!("demo-engine: {e}")))?;
+    let mut rng = Rng::new(u64::from(index) + 1);
+    let step_ms = step.as_millis().max(1) as u64;
+    loop {
+        workload.step();
+        // Steps take 20 to 60 ms in a real engine; jitter around the mean.
+        let pause = step_ms / 2 + rng.below(step_ms + 1);
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+}

@@ -1,0 +1,204 @@
+//! The server's own metrics: scrape duration and HTTP requests, kept in process and
+//! converted to [`Family`] values to be rendered beside the reader's self-metrics.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use shmetrics_layout::MetricKind;
+use shmetrics_reader::Format;
+use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Value};
+
+/// Upper bounds of the scrape-duration buckets, in seconds: 100 µs to 10 s.
+pub(crate) const DURATION_BOUNDS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The `format` label value of a format (as spelled by `dump --format`).
+pub(crate) fn format_label(format: Format) -> &'static str {
+    match format {
+        Format::Prometheus => "prometheus",
+        Format::OpenMetrics => "openmetrics",
+    }
+}
+
+/// The formats, in label order.
+const FORMATS: [Format; 2] = [Format::OpenMetrics, Format::Prometheus];
+
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    /// Per-bucket counts (not cumulative); the last is `+Inf`.
+    buckets: [u64; DURATION_BOUNDS.len() + 1],
+    sum: f64,
+}
+
+/// Counts kept by the server.
+#[derive(Debug, Default)]
+pub(crate) struct ServerMetrics {
+    /// Scrape durations, by format (index as in [`FORMATS`]).
+    durations: Mutex<[Histogram; 2]>,
+    /// Requests by `(path, code)`.
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+}
+
+fn format_index(format: Format) -> usize {
+    match format {
+        Format::OpenMetrics => 0,
+        Format::Prometheus => 1,
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Arc<SeriesLabels> {
+    Arc::new(SeriesLabels::new(
+        pairs
+            .iter()
+            .map(|&(n, v)| (Box::from(n), Box::from(v)))
+            .collect(),
+    ))
+}
+
+impl ServerMetrics {
+    /// Records the time taken to produce one exposition in `format`.
+    pub(crate) fn observe_scrape(&self, format: Format, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = DURATION_BOUNDS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(DURATION_BOUNDS.len());
+        let mut d = self
+            .durations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let h = &mut d[format_index(format)];
+        h.buckets[bucket] += 1;
+        h.sum += secs;
+    }
+
+    /// Counts one answered request. `path` is one of a fixed set of values, so that
+    /// arbitrary request paths cannot grow the label set.
+    pub(crate) fn count_request(&self, path: &'static str, code: u16) {
+        let mut r = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        *r.entry((path, code)).or_insert(0) += 1;
+    }
+
+    /// The families, sorted by name: `shmetrics_http_requests` (a counter, rendered
+    /// `shmetrics_http_requests_total`) and `shmetrics_scrape_duration_seconds`.
+    pub(crate) fn families(&self) -> Vec<Family> {
+        let durations = self
+            .durations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut out = Vec::with_capacity(2);
+        if !requests.is_empty() {
+            let mut series: Vec<Series> = requests
+                .into_iter()
+                .map(|((path, code), n)| Series {
+                    labels: labels(&[("code", &code.to_string()), ("path", path)]),
+                    pid: None,
+                    value: Value::Counter(n as f64),
+                })
+                .collect();
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            out.push(Family {
+                name: Arc::from("shmetrics_http_requests"),
+                kind: MetricKind::Counter,
+                help: Arc::from("HTTP requests answered, by path and status code."),
+                bounds: Arc::from(&[][..]),
+                series,
+            });
+        }
+        out.push(Family {
+            name: Arc::from("shmetrics_scrape_duration_seconds"),
+            kind: MetricKind::Histogram,
+            help: Arc::from(
+                "Time to produce one /metrics body (snapshot of the directory plus rendering), by format.",
+            ),
+            bounds: Arc::from(&DURATION_BOUNDS[..]),
+            series: FORMATS
+                .iter()
+                .map(|&f| {
+                    let h = &durations[format_index(f)];
+                    Series {
+                        labels: labels(&[("format", format_label(f))]),
+                        pid: None,
+                        value: Value::Histogram {
+                            buckets: h.buckets.to_vec(),
+                            sum: h.sum,
+                        },
+                    }
+                })
+                .collect(),
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_land_in_their_buckets() {
+        let m = ServerMetrics::default();
+        m.observe_scrape(Format::Prometheus, Duration::from_micros(100));
+        m.observe_scrape(Format::Prometheus, Duration::from_millis(3));
+        m.observe_scrape(Format::Prometheus, Duration::from_secs(11));
+        m.observe_scrape(Format::OpenMetrics, Duration::from_micros(50));
+        let fams = m.families();
+        assert_eq!(fams.len(), 1, "no requests counted yet");
+        let h = &fams[0];
+        assert_eq!(&*h.name, "shmetrics_scrape_duration_seconds");
+        assert_eq!(h.series.len(), 2);
+        assert_eq!(h.series[0].labels.get("format"), Some("openmetrics"));
+        assert_eq!(h.series[1].labels.get("format"), Some("prometheus"));
+        let Value::Histogram { buckets, sum } = &h.series[1].value else {
+            panic!("not a histogram");
+        };
+        let mut want = vec![0u64; DURATION_BOUNDS.len() + 1];
+        want[0] = 1; // 100 µs <= 0.0001
+        want[5] = 1; // 3 ms <= 0.005
+        want[16] = 1; // 11 s: +Inf
+        assert_eq!(buckets, &want);
+        assert!((sum - 11.0031).abs() < 1e-9, "{sum}");
+        let Value::Histogram { buckets, .. } = &h.series[0].value else {
+            panic!("not a histogram");
+        };
+        assert_eq!(buckets[0], 1);
+    }
+
+    #[test]
+    fn requests_by_path_and_code_sorted() {
+        let m = ServerMetrics::default();
+        m.count_request("/metrics", 200);
+        m.count_request("/metrics", 200);
+        m.count_request("other", 404);
+        m.count_request("/health", 200);
+        let fams = m.families();
+        assert_eq!(&*fams[0].name, "shmetrics_http_requests");
+        let got: Vec<(String, f64)> = fams[0]
+            .series
+            .iter()
+            .map(|s| {
+                let Value::Counter(v) = s.value else {
+                    panic!("not a counter")
+                };
+                (s.labels.rendered.to_string(), v)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (r#"code="200",path="/health""#.to_owned(), 1.0),
+                (r#"code="200",path="/metrics""#.to_owned(), 2.0),
+                (r#"code="404",path="other""#.to_owned(), 1.0),
+            ]
+        );
+    }
+}

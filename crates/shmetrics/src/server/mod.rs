@@ -1,0 +1,524 @@
+//! The HTTP endpoint: `/metrics` and `/health` for one metrics directory, on hyper.
+//!
+//! ```no_run
+//! use shmetrics::server::{Server, ServerOptions, default_listen, shutdown_signal};
+//! # fn main() -> std::io::Result<()> {
+//! let mut options = ServerOptions::new("/tmp/metrics", default_listen()?);
+//! options.prefixes = vec!["vllm:".into(), "lmcache:".into()];
+//! let server = Server::bind(options)?;
+//! eprintln!("serving http://{}/metrics", server.local_addr());
+//! let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+//! rt.block_on(server.run(shutdown_signal()))
+//! # }
+//! ```
+//!
+//! - `GET /metrics` (and `HEAD`): the merged directory, filtered by prefix, plus the
+//!   `shmetrics_*` self-metrics, as OpenMetrics 1.0 when the `Accept` header prefers it
+//!   (as Prometheus sends it) and as text 0.0.4 otherwise; gzip-encoded when
+//!   `Accept-Encoding` allows it. Other methods: 405; other paths: 404.
+//! - `GET /health`: `{"status":"ok","live_segments":N,"dead_segments":N,"bad_segments":N,"series":N}`
+//!   from the latest snapshot.
+//!
+//! Concurrent scrapes share work (see [`ServerOptions::max_snapshot_age`]); snapshots and
+//! rendering run on Tokio's blocking threads, never on the async workers, and never make
+//! a writer wait.
+
+mod cache;
+mod metrics;
+mod negotiate;
+pub mod serve;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use shmetrics_reader::snapshot::Family;
+use shmetrics_reader::{PrefixFilter, Reader, ReaderError};
+use tokio::net::TcpStream;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use cache::{ExtraFn, Renderer, Scraper};
+use metrics::ServerMetrics;
+
+/// The port served when neither `--listen` nor `DYN_SYSTEM_PORT` says otherwise (the
+/// port of NVIDIA Dynamo's system server).
+pub const DEFAULT_PORT: u16 = 8081;
+
+/// The environment variable naming the port, as in NVIDIA Dynamo.
+pub const PORT_ENV: &str = "DYN_SYSTEM_PORT";
+
+/// How long in-flight requests may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default listen address: `0.0.0.0:8081`, or `0.0.0.0:$DYN_SYSTEM_PORT` when that
+/// variable is set and not empty.
+///
+/// # Errors
+/// `InvalidInput` when `DYN_SYSTEM_PORT` is set but is not a port number (0–65535).
+pub fn default_listen() -> io::Result<SocketAddr> {
+    listen_for_port_env(std::env::var_os(PORT_ENV).as_deref())
+}
+
+fn listen_for_port_env(value: Option<&std::ffi::OsStr>) -> io::Result<SocketAddr> {
+    let port = match value {
+        None => DEFAULT_PORT,
+        Some(v) if v.is_empty() => DEFAULT_PORT,
+        Some(v) => v
+            .to_str()
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{PORT_ENV}={} is not a port number (0-65535)",
+                        v.to_string_lossy()
+                    ),
+                )
+            })?,
+    };
+    Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+}
+
+/// What to serve and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// The metrics directory (as `PROMETHEUS_MULTIPROC_DIR`).
+    pub dir: PathBuf,
+    /// The address to listen on; port 0 picks a free port (see [`Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// Keep only the directory's families whose name starts with one of these (all when
+    /// empty). Self-metrics and extra families are always kept.
+    pub prefixes: Vec<String>,
+    /// Append the `shmetrics_*` self-metrics to every `/metrics` response.
+    pub self_metrics: bool,
+    /// A scrape reuses the latest snapshot (and its rendering) when it is younger than
+    /// this. Whatever the value, a scrape that arrives while a snapshot is being taken
+    /// waits for it and reuses it. 0 (the default): only that sharing.
+    pub max_snapshot_age: Duration,
+}
+
+impl ServerOptions {
+    /// Options for serving `dir` on `listen`: no prefix filter, self-metrics on, maximum
+    /// snapshot age 0.
+    pub fn new(dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        Self {
+            dir: dir.into(),
+            listen,
+            prefixes: Vec::new(),
+            self_metrics: true,
+            max_snapshot_age: Duration::ZERO,
+        }
+    }
+}
+
+/// A bound, not yet running `/metrics` server.
+pub struct Server {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    reader: Reader,
+    options: ServerOptions,
+    extra: Option<ExtraFn>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("options", &self.options)
+            .field("extra", &self.extra.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn reader_error(e: ReaderError) -> io::Error {
+    let kind = match &e {
+        ReaderError::DirMissing(_) => io::ErrorKind::NotFound,
+        ReaderError::NotADirectory(_) => io::ErrorKind::NotADirectory,
+        ReaderError::Io(_, e) => e.kind(),
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+impl Server {
+    /// Opens a reader on `options.dir` and binds `options.listen`. Needs no runtime.
+    ///
+    /// # Errors
+    /// When the directory is missing, not a directory or inaccessible (the message names
+    /// it), or the address cannot be bound (the message names it; `AddrInUse` when taken).
+    pub fn bind(options: ServerOptions) -> io::Result<Self> {
+        let reader = Reader::open(&options.dir).map_err(reader_error)?;
+        let listener = std::net::TcpListener::bind(options.listen).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", options.listen),
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            reader,
+            options,
+            extra: None,
+        })
+    }
+
+    /// Adds families to every `/metrics` response: `extra` is called once per rendering
+    /// (on a blocking thread), its families are kept by no prefix filter and are merged
+    /// with the directory's in name order. A family whose name the directory or the
+    /// self-metrics already emit is left out (logged once).
+    #[must_use]
+    pub fn with_extra(mut self, extra: Arc<dyn Fn() -> Vec<Family> + Send + Sync>) -> Self {
+        self.extra = Some(extra);
+        self
+    }
+
+    /// The address actually bound (with the port picked when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The metrics directory served.
+    pub fn dir(&self) -> &Path {
+        &self.options.dir
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
+    /// finish (for at most [`SHUTDOWN_GRACE`]) and returns. Must run in a Tokio runtime
+    /// with IO and time enabled.
+    ///
+    /// # Errors
+    /// When the listener cannot be registered with the runtime. Failed connections and
+    /// accept errors are logged, never fatal.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let server_metrics = Arc::new(ServerMetrics::default());
+        let mut reader = self.reader;
+        let renderer = Renderer::new(
+            PrefixFilter::new(self.options.prefixes.iter().cloned()),
+            self.options.self_metrics,
+            Arc::clone(&server_metrics),
+            self.extra,
+        );
+        let app = Arc::new(App {
+            scraper: Scraper::new(
+                Box::new(move || reader.snapshot()),
+                self.options.max_snapshot_age,
+                renderer,
+            ),
+            metrics: server_metrics,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        connections.spawn(serve_connection(stream, Arc::clone(&app), stop_rx.clone()));
+                    }
+                    Err(e) => accept_failed(&e).await,
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let drain = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            log::warn!(
+                "{} connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them",
+                connections.len()
+            );
+            connections.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+/// Failed accepts: aborted handshakes are routine; anything else (such as running out of
+/// file descriptors) is logged and slows the loop down instead of spinning.
+async fn accept_failed(e: &io::Error) {
+    match e.kind() {
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset => {}
+        _ => {
+            log::warn!("accepting a connection: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(app.handle(req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                log::debug!("HTTP connection: {e}");
+            }
+            return;
+        }
+        _ = stop.wait_for(|&stopping| stopping) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(e) = conn.await {
+        log::debug!("HTTP connection during shutdown: {e}");
+    }
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> HttpResponse {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
+    response(status, "text/plain; charset=utf-8", body)
+}
+
+fn method_not_allowed() -> HttpResponse {
+    let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    resp
+}
+
+/// All values of header `name` joined by commas (as a list header means), skipping values
+/// that are not visible ASCII; `None` when absent.
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The `/health` body.
+#[derive(serde::Serialize)]
+struct Health<'a> {
+    status: &'a str,
+    live_segments: usize,
+    dead_segments: usize,
+    bad_segments: usize,
+    series: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// What the connections share.
+struct App {
+    scraper: Scraper,
+    metrics: Arc<ServerMetrics>,
+}
+
+impl App {
+    async fn handle(&self, req: Request<Incoming>) -> HttpResponse {
+        let requested = Instant::now();
+        let (path, resp) = match req.uri().path() {
+            "/metrics" => ("/metrics", self.metrics_endpoint(&req, requested).await),
+            "/health" => ("/health", self.health_endpoint(&req).await),
+            _ => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
+        };
+        self.metrics.count_request(path, resp.status().as_u16());
+        resp
+    }
+
+    async fn metrics_endpoint(&self, req: &Request<Incoming>, requested: Instant) -> HttpResponse {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return method_not_allowed();
+        }
+        let format = negotiate::format(header_str(req, header::ACCEPT).as_deref());
+        let gzip = negotiate::gzip(header_str(req, header::ACCEPT_ENCODING).as_deref());
+        let entry = match self.scraper.entry(requested).await {
+            Ok(e) => e,
+            Err(e) => return internal_error(&e),
+        };
+        if let Some(e) = &entry.scrape.report.dir_error {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read metrics directory {e}\n"),
+            );
+        }
+        let body = match self.scraper.body(&entry, format, gzip).await {
+            Ok(b) => b,
+            Err(e) => return internal_error(&e),
+        };
+        // For HEAD, hyper sends the headers (Content-Length included) and not the body.
+        let mut resp = response(StatusCode::OK, format.content_type(), body);
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::VARY,
+            HeaderValue::from_static("Accept, Accept-Encoding"),
+        );
+        if gzip {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        resp
+    }
+
+    async fn health_endpoint(&self, req: &Request<Incoming>) -> HttpResponse {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return method_not_allowed();
+        }
+        let entry = match self.scraper.latest().await {
+            Ok(e) => e,
+            Err(e) => return internal_error(&e),
+        };
+        let report = &entry.scrape.report;
+        let health = Health {
+            status: if report.dir_error.is_some() {
+                "error"
+            } else {
+                "ok"
+            },
+            live_segments: report.live_segments,
+            dead_segments: report.dead_segments,
+            bad_segments: report.bad_segments,
+            series: report.series,
+            error: report.dir_error.as_deref(),
+        };
+        let status = if report.dir_error.is_some() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        match serde_json::to_vec(&health) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                response(status, "application/json", body)
+            }
+            Err(e) => internal_error(&io::Error::other(e)),
+        }
+    }
+}
+
+fn internal_error(e: &io::Error) -> HttpResponse {
+    log::error!("scrape failed: {e}");
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("scrape failed: {e}\n"),
+    )
+}
+
+/// Termination signals, installed up front so that none is lost between installation and
+/// the first wait.
+#[derive(Debug)]
+pub struct Signals {
+    streams: Vec<(i32, Signal)>,
+}
+
+impl Signals {
+    /// Catches SIGINT and SIGTERM from now on. Must be called in a Tokio runtime.
+    ///
+    /// # Errors
+    /// When a handler cannot be installed.
+    pub fn new() -> io::Result<Self> {
+        Self::with(&[SignalKind::interrupt(), SignalKind::terminate()])
+    }
+
+    /// Catches the given signals from now on.
+    pub(crate) fn with(kinds: &[SignalKind]) -> io::Result<Self> {
+        let streams = kinds
+            .iter()
+            .map(|&k| Ok((k.as_raw_value(), signal(k)?)))
+            .collect::<io::Result<_>>()?;
+        Ok(Self { streams })
+    }
+
+    /// Waits for the next caught signal and returns its number.
+    pub async fn recv(&mut self) -> i32 {
+        std::future::poll_fn(|cx| {
+            for (number, stream) in &mut self.streams {
+                if stream.poll_recv(cx).is_ready() {
+                    return Poll::Ready(*number);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM received after it is first polled (use
+/// [`Signals`] to catch signals from an earlier point). If the handlers cannot be
+/// installed, logs it and never completes.
+pub async fn shutdown_signal() {
+    match Signals::new() {
+        Ok(mut signals) => {
+            signals.recv().await;
+        }
+        Err(e) => {
+            log::error!("cannot catch SIGINT and SIGTERM: {e}");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn listen_address_from_dyn_system_port() {
+        let default = SocketAddr::from(([0, 0, 0, 0], 8081));
+        assert_eq!(listen_for_port_env(None).unwrap(), default);
+        assert_eq!(listen_for_port_env(Some(OsStr::new(""))).unwrap(), default);
+        assert_eq!(
+            listen_for_port_env(Some(OsStr::new("9090"))).unwrap(),
+            SocketAddr::from(([0, 0, 0, 0], 9090))
+        );
+        assert_eq!(
+            listen_for_port_env(Some(OsStr::new("0"))).unwrap(),
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        );
+        for bad in ["http", "65536", "-1", " 80", "80x"] {
+            let e = listen_for_port_env(Some(OsStr::new(bad))).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert_eq!(
+                e.to_string(),
+                format!("DYN_SYSTEM_PORT={bad} is not a port number (0-65535)")
+            );
+        }
+    }
+}

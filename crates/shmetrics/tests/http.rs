@@ -1,0 +1,940 @@
+//! The `/metrics` endpoint over real HTTP on 127.0.0.1: content negotiation from the
+//! `Accept` headers clients really send, gzip, `HEAD`, 404 and 405, `/health`, the
+//! self-metrics, snapshot sharing, concurrent scrapes while writers run, graceful
+//! shutdown, and the `serve` command itself.
+//!
+//! The client side speaks minimal HTTP/1.1 over `std::net::TcpStream` (one request per
+//! connection, `Connection: close`); the server is the real hyper stack.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use shmetrics::server::{Server, ServerOptions};
+use shmetrics::workload::GenWorkload;
+use shmetrics_layout::MetricKind;
+use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Value};
+use shmetrics_writer::Registry;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
+const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// What Prometheus 2.x sends by default.
+const PROMETHEUS_2_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+/// What Prometheus 3.x sends by default.
+const PROMETHEUS_3_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+/// Upper bound of any single wait in these tests.
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    /// Header names lower-cased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        let mut found = self.headers.iter().filter(|(n, _)| n == name);
+        let first = found.next().map(|(_, v)| v.as_str());
+        assert!(found.next().is_none(), "header {name} repeated: {self:?}");
+        first
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+
+    /// The body, gunzipped when `Content-Encoding: gzip`.
+    fn decoded(&self) -> String {
+        match self.header("content-encoding") {
+            None => self.text(),
+            Some("gzip") => {
+                let mut out = String::new();
+                flate2::read::GzDecoder::new(&self.body[..])
+                    .read_to_string(&mut out)
+                    .expect("valid gzip");
+                out
+            }
+            Some(other) => panic!("unexpected Content-Encoding {other}"),
+        }
+    }
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(&raw)));
+    let head = std::str::from_utf8(&raw[..split]).expect("ASCII head");
+    let body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let mut parts = status_line.splitn(3, ' ');
+    assert_eq!(parts.next(), Some("HTTP/1.1"), "{status_line}");
+    let status: u16 = parts.next().unwrap().parse().expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("header line");
+            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let resp = Resp {
+        status,
+        headers,
+        body,
+    };
+    if method != "HEAD" {
+        let len: usize = resp
+            .header("content-length")
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        assert_eq!(len, resp.body.len(), "Content-Length matches the body");
+    }
+    resp
+}
+
+fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    request(addr, "GET", path, headers)
+}
+
+/// GET /metrics, requiring 200.
+fn scrape(addr: SocketAddr, headers: &[(&str, &str)]) -> Resp {
+    let resp = get(addr, "/metrics", headers);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    resp
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsing expositions.
+// ---------------------------------------------------------------------------------------
+
+/// Samples keyed by their series text (`name{labels}`, labels as rendered, sorted), in
+/// either format. Panics on anything that is not a comment, a sample or `# EOF` at the
+/// end of OpenMetrics.
+fn samples(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line == "# EOF" {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        assert!(!series.is_empty() && !series.starts_with('#'), "{line:?}");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        assert!(
+            out.insert(series.to_owned(), value).is_none(),
+            "duplicate series {series}"
+        );
+    }
+    out
+}
+
+fn value(all: &HashMap<String, f64>, series: &str) -> f64 {
+    *all.get(series)
+        .unwrap_or_else(|| panic!("no {series} among {} series", all.len()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers and writers.
+// ---------------------------------------------------------------------------------------
+
+/// A server running in-process on its own runtime thread.
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    fn start(server: Server) -> Self {
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(server.run(async move {
+                let _ = stopped.await;
+            }))
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn with(options: ServerOptions) -> Self {
+        Self::start(Server::bind(options).expect("bind"))
+    }
+
+    fn shutdown(&mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread
+            .take()
+            .map_or(Ok(()), |t| t.join().expect("server thread panicked"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.shutdown().expect("server ended with an error");
+        } else if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn options(dir: &Path) -> ServerOptions {
+    ServerOptions::new(dir, "127.0.0.1:0".parse().unwrap())
+}
+
+/// Runs `shmetrics generate` (writers that exit once done, leaving dead segments).
+fn generate(dir: &Path, processes: u32, ops: u32) {
+    let out = Command::new(BIN)
+        .args(["generate", "--dir", dir.to_str().unwrap(), "--processes"])
+        .arg(processes.to_string())
+        .args(["--series", "15", "--ops"])
+        .arg(ops.to_string())
+        .output()
+        .expect("run generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writer processes started with `generate --stay`, SIGTERMed on drop.
+struct Stayers(Vec<i32>);
+
+impl Stayers {
+    fn start(dir: &Path, processes: u32, ops: u32) -> Self {
+        let out = Command::new(BIN)
+            .args(["generate", "--stay", "--dir", dir.to_str().unwrap()])
+            .arg("--processes")
+            .arg(processes.to_string())
+            .args(["--series", "15", "--ops"])
+            .arg(ops.to_string())
+            .output()
+            .expect("run generate --stay");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pids: Vec<i32> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().expect("a pid"))
+            .collect();
+        assert_eq!(pids.len(), processes as usize);
+        Self(pids)
+    }
+}
+
+impl Drop for Stayers {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+}
+
+/// An in-process writer running gen rounds in a thread until stopped.
+struct LiveWriter {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LiveWriter {
+    fn start(dir: &Path) -> Self {
+        let registry = Registry::open(dir).expect("open a registry");
+        let workload = GenWorkload::register(&registry, 15).expect("register gen");
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (s, r) = (Arc::clone(&stop), Arc::clone(&rounds));
+        let thread = std::thread::spawn(move || {
+            let _registry = registry;
+            // Bounded: at most 10 million rounds, and stopped by the test long before.
+            for round in 0..10_000_000 {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                workload.round(round);
+                r.store(round + 1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        Self {
+            stop,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the rounds; returns how many were done.
+    fn stop(&mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("writer thread");
+        }
+        self.rounds.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for LiveWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn bad_segment(dir: &Path) {
+    std::fs::write(dir.join("shmetrics-1-0-0.shm"), vec![0u8; 4096]).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn content_type_follows_real_accept_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 2, 3);
+    let server = TestServer::with(options(dir.path()));
+    let cases: &[(Option<&str>, &str)] = &[
+        (None, TEXT),
+        (Some(PROMETHEUS_2_ACCEPT), OPENMETRICS),
+        (Some(PROMETHEUS_3_ACCEPT), OPENMETRICS),
+        (Some("text/plain;version=0.0.4"), TEXT),
+        (Some("*/*"), TEXT),
+        (Some("application/openmetrics-text;version=1.0.0;q=0"), TEXT),
+        (
+            Some("application/openmetrics-text;version=1.0.0;q=0,text/plain;q=0.5"),
+            TEXT,
+        ),
+        (Some("application/openmetrics-text"), OPENMETRICS),
+        (Some("application/json"), TEXT),
+    ];
+    for &(accept, want) in cases {
+        let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", *a)).collect();
+        let resp = scrape(server.addr, &headers);
+        assert_eq!(
+            resp.header("content-type"),
+            Some(want),
+            "Accept: {accept:?}"
+        );
+        let body = resp.text();
+        let all = samples(&body);
+        assert_eq!(value(&all, r#"gen_c0_total{series="0"}"#), 6.0);
+        assert_eq!(value(&all, r#"gen_h0_seconds_count{series="0"}"#), 6.0);
+        if want == OPENMETRICS {
+            assert!(body.ends_with("\n# EOF\n"), "Accept: {accept:?}");
+            assert!(body.contains("\n# TYPE gen_c0 counter\n"));
+        } else {
+            assert!(!body.contains("# EOF"), "Accept: {accept:?}");
+            assert!(body.contains("\n# TYPE gen_c0_total counter\n"));
+        }
+    }
+}
+
+#[test]
+fn gzip_round_trip_in_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 2, 3);
+    // No self-metrics: the data is static, so every scrape renders the same bytes.
+    let mut opts = options(dir.path());
+    opts.self_metrics = false;
+    let server = TestServer::with(opts);
+    for accept in ["text/plain", PROMETHEUS_2_ACCEPT] {
+        let plain = scrape(server.addr, &[("Accept", accept)]);
+        assert_eq!(plain.header("content-encoding"), None);
+        assert_eq!(plain.header("vary"), Some("Accept, Accept-Encoding"));
+        for encoding in ["gzip", "gzip, deflate, br", "br;q=1.0, gzip;q=0.8", "*"] {
+            let zipped = scrape(
+                server.addr,
+                &[("Accept", accept), ("Accept-Encoding", encoding)],
+            );
+            assert_eq!(
+                zipped.header("content-encoding"),
+                Some("gzip"),
+                "{encoding}"
+            );
+            assert_eq!(zipped.header("vary"), Some("Accept, Accept-Encoding"));
+            assert_eq!(zipped.header("content-type"), plain.header("content-type"));
+            assert!(zipped.body.len() < plain.body.len() / 3, "it compresses");
+            assert_eq!(zipped.decoded(), plain.text(), "{encoding}");
+        }
+        for encoding in ["gzip;q=0", "identity", "deflate"] {
+            let resp = scrape(
+                server.addr,
+                &[("Accept", accept), ("Accept-Encoding", encoding)],
+            );
+            assert_eq!(resp.header("content-encoding"), None, "{encoding}");
+            assert_eq!(resp.body, plain.body);
+        }
+    }
+}
+
+#[test]
+fn head_sends_the_headers_of_get_without_a_body() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 2);
+    let mut opts = options(dir.path());
+    opts.self_metrics = false;
+    let server = TestServer::with(opts);
+    for (accept, encoding) in [
+        ("*/*", "identity"),
+        (PROMETHEUS_2_ACCEPT, "identity"),
+        (PROMETHEUS_2_ACCEPT, "gzip"),
+    ] {
+        let headers = [("Accept", accept), ("Accept-Encoding", encoding)];
+        let full = scrape(server.addr, &headers);
+        let head = request(server.addr, "HEAD", "/metrics", &headers);
+        assert_eq!(head.status, 200);
+        assert!(head.body.is_empty(), "HEAD has no body");
+        for name in ["content-type", "content-encoding", "vary", "content-length"] {
+            assert_eq!(head.header(name), full.header(name), "{name}");
+        }
+        assert_eq!(
+            head.header("content-length"),
+            Some(full.body.len().to_string().as_str())
+        );
+    }
+    let head = request(server.addr, "HEAD", "/health", &[]);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn other_paths_404_and_other_methods_405() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::with(options(dir.path()));
+    for path in ["/", "/metric", "/metrics/", "/healthz", "/favicon.ico"] {
+        let resp = get(server.addr, path, &[]);
+        assert_eq!(resp.status, 404, "{path}");
+        assert_eq!(resp.header("allow"), None);
+    }
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        for path in ["/metrics", "/health"] {
+            let resp = request(server.addr, method, path, &[("Content-Length", "0")]);
+            assert_eq!(resp.status, 405, "{method} {path}");
+            assert_eq!(resp.header("allow"), Some("GET, HEAD"), "{method} {path}");
+        }
+    }
+    // A query string does not change the path.
+    let resp = scrape(server.addr, &[]);
+    let with_query = get(server.addr, "/metrics?debug=1", &[]);
+    assert_eq!(with_query.status, 200);
+    assert_eq!(
+        with_query.header("content-type"),
+        resp.header("content-type")
+    );
+}
+
+#[test]
+fn health_reports_segments_and_series() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 2, 3);
+    let server = TestServer::with(options(dir.path()));
+    // Before any scrape: /health takes one. Two dead writers; the livesum gauges gen_g3
+    // and gen_g4 have no live writer, so 13 of the 15 series are present.
+    let resp = get(server.addr, "/health", &[]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert_eq!(
+        resp.text(),
+        "{\"status\":\"ok\",\"live_segments\":0,\"dead_segments\":2,\"bad_segments\":0,\"series\":13}\n"
+    );
+    // A live writer and a bad segment appear once a scrape has seen them.
+    let _live = LiveWriter::start(dir.path());
+    bad_segment(dir.path());
+    let same = get(server.addr, "/health", &[]);
+    assert_eq!(same.text(), resp.text(), "health reports the latest scrape");
+    scrape(server.addr, &[]);
+    let resp = get(server.addr, "/health", &[]);
+    assert_eq!(
+        resp.text(),
+        "{\"status\":\"ok\",\"live_segments\":1,\"dead_segments\":2,\"bad_segments\":1,\"series\":15}\n"
+    );
+}
+
+#[test]
+fn self_metrics_count_scrapes_and_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 2, 3);
+    bad_segment(dir.path());
+    let server = TestServer::with(options(dir.path()));
+    // Each body is rendered before its own scrape is recorded: scrape n shows n - 1.
+    for n in 0..3 {
+        let all = samples(&scrape(server.addr, &[]).text());
+        let count = |format: &str| {
+            value(
+                &all,
+                &format!("shmetrics_scrape_duration_seconds_count{{format=\"{format}\"}}"),
+            )
+        };
+        assert_eq!(count("prometheus"), f64::from(n));
+        assert_eq!(count("openmetrics"), 0.0);
+        assert_eq!(
+            value(
+                &all,
+                r#"shmetrics_scrape_duration_seconds_bucket{format="prometheus",le="+Inf"}"#
+            ),
+            f64::from(n)
+        );
+        if n > 0 {
+            assert_eq!(
+                value(
+                    &all,
+                    r#"shmetrics_http_requests_total{code="200",path="/metrics"}"#
+                ),
+                f64::from(n)
+            );
+        }
+        assert_eq!(
+            value(&all, r#"shmetrics_reader_segments{state="dead"}"#),
+            2.0
+        );
+        assert_eq!(
+            value(&all, r#"shmetrics_reader_segments{state="bad"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &all,
+                r#"shmetrics_reader_invalid_segments{reason="bad_magic"}"#
+            ),
+            1.0
+        );
+        assert_eq!(value(&all, "shmetrics_reader_series"), 13.0);
+    }
+    assert_eq!(get(server.addr, "/nope", &[]).status, 404);
+    assert_eq!(get(server.addr, "/health", &[]).status, 200);
+    let om = scrape(server.addr, &[("Accept", PROMETHEUS_2_ACCEPT)]);
+    let all = samples(&om.text());
+    assert_eq!(
+        value(
+            &all,
+            r#"shmetrics_scrape_duration_seconds_count{format="prometheus"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &all,
+            r#"shmetrics_scrape_duration_seconds_count{format="openmetrics"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &all,
+            r#"shmetrics_http_requests_total{code="200",path="/metrics"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &all,
+            r#"shmetrics_http_requests_total{code="404",path="other"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &all,
+            r#"shmetrics_http_requests_total{code="200",path="/health"}"#
+        ),
+        1.0
+    );
+    let body = om.text();
+    assert!(body.contains("\n# TYPE shmetrics_http_requests counter\n"));
+    assert!(body.contains("\n# TYPE shmetrics_scrape_duration_seconds histogram\n"));
+    // Self-metrics are kept whatever the prefix filter; --no-self-metrics drops them all.
+    let mut opts = options(dir.path());
+    opts.prefixes = vec!["gen_c".into()];
+    let filtered = TestServer::with(opts);
+    let all = samples(&scrape(filtered.addr, &[]).text());
+    assert!(
+        all.keys()
+            .all(|k| k.starts_with("gen_c") || k.starts_with("shmetrics_"))
+    );
+    assert_eq!(value(&all, r#"gen_c4_total{series="0"}"#), 6.0);
+    assert!(!all.keys().any(|k| k.starts_with("gen_g")));
+    assert_eq!(value(&all, "shmetrics_reader_series"), 13.0);
+    let mut opts = options(dir.path());
+    opts.self_metrics = false;
+    let bare = TestServer::with(opts);
+    let all = samples(&scrape(bare.addr, &[]).text());
+    assert!(!all.keys().any(|k| k.starts_with("shmetrics_")));
+    // 5 counters, 3 gauges, 5 histograms of 20 bounds + `+Inf`, `_count` and `_sum`.
+    assert_eq!(all.len(), 5 + 3 + 5 * 23);
+}
+
+#[test]
+fn snapshots_are_fresh_by_default_and_reused_within_max_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    let counter = registry
+        .counter("app_requests", "Requests.", &[])
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .clone();
+    counter.inc();
+    let fresh = TestServer::with(options(dir.path()));
+    let mut opts = options(dir.path());
+    opts.max_snapshot_age = Duration::from_secs(3600);
+    let cached = TestServer::with(opts);
+
+    let first = scrape(cached.addr, &[]);
+    assert_eq!(value(&samples(&first.text()), "app_requests_total"), 1.0);
+    assert_eq!(
+        value(
+            &samples(&scrape(fresh.addr, &[]).text()),
+            "app_requests_total"
+        ),
+        1.0
+    );
+    counter.inc_by(2.0);
+    // Default: every scrape arriving after a snapshot takes a new one.
+    assert_eq!(
+        value(
+            &samples(&scrape(fresh.addr, &[]).text()),
+            "app_requests_total"
+        ),
+        3.0
+    );
+    // Within the maximum age the same snapshot, and the same rendering, is served.
+    let second = scrape(cached.addr, &[]);
+    assert_eq!(second.body, first.body, "the cached body");
+    // Another format is rendered from that same snapshot, once.
+    let om = scrape(cached.addr, &[("Accept", PROMETHEUS_2_ACCEPT)]);
+    let all = samples(&om.text());
+    assert_eq!(value(&all, "app_requests_total"), 1.0);
+    assert_eq!(
+        value(
+            &all,
+            r#"shmetrics_scrape_duration_seconds_count{format="prometheus"}"#
+        ),
+        1.0,
+        "one text rendering"
+    );
+    let om_again = scrape(cached.addr, &[("Accept", PROMETHEUS_2_ACCEPT)]);
+    assert_eq!(om_again.body, om.body);
+}
+
+#[test]
+fn concurrent_scrapes_while_writers_run() {
+    const CLIENTS: usize = 8;
+    const SCRAPES: usize = 25;
+    const STAY_OPS: u32 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let stayers = Stayers::start(dir.path(), 2, STAY_OPS);
+    let mut live = LiveWriter::start(dir.path());
+    let server = TestServer::with(options(dir.path()));
+    let addr = server.addr;
+    let clients: Vec<JoinHandle<usize>> = (0..CLIENTS)
+        .map(|client| {
+            std::thread::spawn(move || {
+                let accept = if client % 2 == 0 {
+                    PROMETHEUS_2_ACCEPT
+                } else {
+                    "*/*"
+                };
+                let encoding = if client % 4 < 2 { "gzip" } else { "identity" };
+                let mut last: HashMap<String, f64> = HashMap::new();
+                let mut checked = 0;
+                for _ in 0..SCRAPES {
+                    let resp = scrape(addr, &[("Accept", accept), ("Accept-Encoding", encoding)]);
+                    let want = if client % 2 == 0 { OPENMETRICS } else { TEXT };
+                    assert_eq!(resp.header("content-type"), Some(want));
+                    let body = resp.decoded();
+                    if want == OPENMETRICS {
+                        assert!(body.ends_with("\n# EOF\n"));
+                    }
+                    let all = samples(&body);
+                    assert!(value(&all, r#"gen_c0_total{series="0"}"#) >= f64::from(2 * STAY_OPS));
+                    for (series, &v) in &all {
+                        let name = series.split('{').next().unwrap();
+                        let monotonic = name.ends_with("_total")
+                            || name.ends_with("_bucket")
+                            || name.ends_with("_count");
+                        if !monotonic {
+                            continue;
+                        }
+                        if let Some(&before) = last.get(series) {
+                            assert!(
+                                v >= before,
+                                "client {client}: {series} went {before} -> {v}"
+                            );
+                            checked += 1;
+                        }
+                        last.insert(series.clone(), v);
+                    }
+                }
+                checked
+            })
+        })
+        .collect();
+    let checked: usize = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .sum();
+    assert!(checked > 0);
+    let rounds = live.stop();
+    assert!(rounds > 0);
+    // Exact totals once the writers are quiet: 2 staying writers × 5 rounds + the
+    // in-process writer's rounds (its thread dropped its registry: its segment is dead,
+    // its counts stay).
+    let all = samples(&scrape(addr, &[]).text());
+    let total = f64::from(2 * STAY_OPS) + rounds as f64;
+    for k in 0..5 {
+        assert_eq!(
+            value(&all, &format!("gen_c{k}_total{{series=\"0\"}}")),
+            total
+        );
+        assert_eq!(
+            value(&all, &format!("gen_h{k}_seconds_count{{series=\"0\"}}")),
+            total
+        );
+    }
+    assert_eq!(
+        value(&all, r#"shmetrics_reader_segments{state="live"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(&all, r#"shmetrics_reader_segments{state="dead"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &all,
+            r#"shmetrics_http_requests_total{code="200",path="/metrics"}"#
+        ),
+        (CLIENTS * SCRAPES) as f64
+    );
+    drop(stayers);
+}
+
+#[test]
+fn extra_families_are_served_and_shutdown_finishes_in_flight_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 2);
+    // The extra hook announces each rendering and, the first time, waits to be released:
+    // the request is then in flight while the server is told to stop.
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let entered_tx = Mutex::new(entered_tx);
+    let released = Mutex::new(released);
+    let extra = Arc::new(move || {
+        let _ = entered_tx.lock().unwrap().send(());
+        let _ = released.lock().unwrap().recv_timeout(WAIT);
+        vec![Family {
+            name: Arc::from("aaa_demo_requests"),
+            kind: MetricKind::Counter,
+            help: Arc::from("Requests seen by the embedding program."),
+            bounds: Arc::from(&[][..]),
+            series: vec![Series {
+                labels: Arc::new(SeriesLabels::new(vec![(
+                    Box::from("model"),
+                    Box::from("m"),
+                )])),
+                pid: None,
+                value: Value::Counter(42.0),
+            }],
+        }]
+    });
+    let server = Server::bind(options(dir.path())).unwrap().with_extra(extra);
+    let mut server = TestServer::start(server);
+    let addr = server.addr;
+    let client = std::thread::spawn(move || scrape(addr, &[]));
+    entered.recv_timeout(WAIT).expect("the scrape is rendering");
+    let stop = server.stop.take().unwrap();
+    stop.send(()).unwrap();
+    // The listener closes first...
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "the listener is still open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...and the request in flight still completes.
+    release.send(()).unwrap();
+    let resp = client.join().expect("client thread");
+    let body = resp.text();
+    assert!(body.starts_with(
+        "# HELP aaa_demo_requests_total Requests seen by the embedding program.\n# TYPE aaa_demo_requests_total counter\naaa_demo_requests_total{model=\"m\"} 42.0\n"
+    ));
+    assert_eq!(value(&samples(&body), r#"gen_c0_total{series="0"}"#), 2.0);
+    server.shutdown().expect("run returns Ok");
+}
+
+// ---------------------------------------------------------------------------------------
+// The `serve` command.
+// ---------------------------------------------------------------------------------------
+
+/// A `shmetrics serve` process, SIGKILLed on drop if still running.
+struct ServeProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServeProcess {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(args)
+            .env_remove("DYN_SYSTEM_PORT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start serve");
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the serving line");
+        let addr = line
+            .strip_prefix("serving http://")
+            .and_then(|rest| rest.split_once("/metrics from "))
+            .map(|(addr, _)| addr.parse::<SocketAddr>().expect("an address"))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Self { child, addr }
+    }
+
+    fn signal_and_wait(&mut self, signal: Signal) -> ExitStatus {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not exit on {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn serve_prints_the_bound_address_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 4);
+    let d = dir.path().to_str().unwrap();
+    let mut serve = ServeProcess::start(
+        &["--dir", d, "--listen", "127.0.0.1:0", "--prefix", "gen_c"],
+        &[],
+    );
+    assert_eq!(serve.addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(serve.addr.port(), 0);
+    let all = samples(&scrape(serve.addr, &[]).text());
+    assert_eq!(value(&all, r#"gen_c3_total{series="0"}"#), 4.0);
+    assert!(!all.keys().any(|k| k.starts_with("gen_h")));
+    assert_eq!(serve.signal_and_wait(Signal::SIGTERM).code(), Some(0));
+    assert!(
+        TcpStream::connect(serve.addr).is_err(),
+        "no longer listening"
+    );
+}
+
+#[test]
+fn serve_honours_dyn_system_port_and_exits_0_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mut serve = ServeProcess::start(
+        &["--dir", d, "--no-self-metrics", "--max-age-ms", "1000"],
+        &[("DYN_SYSTEM_PORT", "0")],
+    );
+    assert_eq!(serve.addr.ip().to_string(), "0.0.0.0", "all interfaces");
+    let local = SocketAddr::from(([127, 0, 0, 1], serve.addr.port()));
+    let resp = scrape(local, &[]);
+    assert_eq!(resp.body, b"", "an empty directory, no self-metrics");
+    assert_eq!(serve.signal_and_wait(Signal::SIGINT).code(), Some(0));
+}
+
+fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args).env_remove("DYN_SYSTEM_PORT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run serve");
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn serve_reports_bad_setups_with_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let m = missing.to_str().unwrap();
+    assert_eq!(
+        serve_fails(&["--dir", m, "--listen", "127.0.0.1:0"], &[]),
+        format!("shmetrics: serve: metrics directory {m} does not exist\n")
+    );
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let d = dir.path().to_str().unwrap();
+    let err = serve_fails(&["--dir", d, "--listen", &addr], &[]);
+    assert!(
+        err.starts_with(&format!("shmetrics: serve: cannot listen on {addr}: ")),
+        "{err}"
+    );
+    assert!(err.contains("in use"), "{err}");
+    assert_eq!(
+        serve_fails(&["--dir", d], &[("DYN_SYSTEM_PORT", "http")]),
+        "shmetrics: serve: DYN_SYSTEM_PORT=http is not a port number (0-65535)\n"
+    );
+    let err = serve_fails(&["--dir", d, "--listen", "localhost"], &[]);
+    assert!(err.contains("is not an address to listen on"), "{err}");
+}
