@@ -41,10 +41,6 @@ pub use snapshot::Snapshot;
 
 use merge::{Index, SegmentLinks, Source};
 
-/// README's Rust examples, compiled as doctests so they stay true.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
 use segment::{Rejection, SegmentFile, open_segment};
 
 /// Why a reader could not be opened.

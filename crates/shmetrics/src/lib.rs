@@ -32,3 +32,8 @@ pub mod server;
 pub mod workload;
 
 pub use shmetrics_reader::{Format, PrefixFilter, Reader, ReaderError, ScrapeReport};
+
+/// README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

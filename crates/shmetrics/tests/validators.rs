@@ -208,3 +208,123 @@ fn golden_renders_pass_validators() {
         golden.display()
     );
 }
+
+/// GET `path` from `addr` over a plain HTTP/1.1 connection; returns status and body.
+fn http_get(addr: &str, path: &str, accept: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the demo");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let raw = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("end of headers");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, body.to_owned())
+}
+
+/// Kills the demo if the test fails half-way.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn demo_serves_valid_metrics_and_leaves_nothing_behind() {
+    use std::io::{BufRead, BufReader};
+    let mut demo = Demo(
+        Command::new(BIN)
+            .args(["demo", "--engines", "3", "--listen", "127.0.0.1:0"])
+            .args(["--duration", "120", "--step-ms", "5"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the demo"),
+    );
+    let mut lines = BufReader::new(demo.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let dir = PathBuf::from(first.rsplit(" writing to ").next().unwrap());
+    assert!(dir.is_dir(), "{first}");
+    let serving = lines.next().unwrap().unwrap();
+    let url = serving
+        .split_whitespace()
+        .nth(1)
+        .expect("serving URL")
+        .to_owned();
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .expect("http://ADDR/metrics")
+        .to_owned();
+
+    // Wait (bounded) until every engine has written and finished some requests.
+    let mut text = String::new();
+    for _ in 0..200 {
+        let (status, body) = http_get(&addr, "/metrics", "text/plain;version=0.0.4");
+        assert_eq!(status, 200);
+        text = body;
+        let engines_seen = (0..3)
+            .filter(|i| text.contains(&format!("vllm:request_success_total{{engine=\"{i}\"")))
+            .count();
+        if engines_seen == 3 && text.contains("dynamo_component_requests_total{") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for i in 0..3 {
+        assert!(
+            text.contains(&format!("engine=\"{i}\"")),
+            "engine {i} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("# TYPE dynamo_component_request_duration_seconds histogram"));
+    assert!(text.contains("# TYPE shmetrics_scrape_duration_seconds histogram"));
+    let (status, om) = http_get(
+        &addr,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    );
+    assert_eq!(status, 200);
+    assert!(om.ends_with("# EOF\n"));
+    if promtool_available() {
+        promtool_check(&text, "the demo");
+    }
+    if let Some(python) = python() {
+        python_check(&python, "prometheus", &text, "the demo");
+        python_check(&python, "openmetrics", &om, "the demo");
+    }
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = demo.0.wait().unwrap();
+    assert!(status.success(), "demo exited with {status}: {rest:?}");
+    assert!(
+        rest.last()
+            .is_some_and(|l| l.starts_with("stopped by signal 2")),
+        "{rest:?}"
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "still listening on {addr}"
+    );
+}
