@@ -38,11 +38,7 @@ pub fn is_valid_label_name(name: &str) -> bool {
 
 /// Label names that a family may not declare because the exposition adds them: `le` to
 /// histogram buckets, `quantile` to summaries, `pid` to gauges merged per process.
-pub fn reserved_label(
-    kind: crate::MetricKind,
-    mode: Option<crate::GaugeMode>,
-    name: &str,
-) -> bool {
+pub fn reserved_label(kind: crate::MetricKind, mode: Option<crate::GaugeMode>, name: &str) -> bool {
     use crate::{GaugeMode, MetricKind};
     match kind {
         MetricKind::Histogram => name == "le",
@@ -86,9 +82,21 @@ mod tests {
     #[test]
     fn reserved_and_exposed_names() {
         use crate::{GaugeMode, MetricKind};
-        assert!(reserved_label(MetricKind::Gauge, Some(GaugeMode::All), "pid"));
-        assert!(reserved_label(MetricKind::Gauge, Some(GaugeMode::LiveAll), "pid"));
-        assert!(!reserved_label(MetricKind::Gauge, Some(GaugeMode::Sum), "pid"));
+        assert!(reserved_label(
+            MetricKind::Gauge,
+            Some(GaugeMode::All),
+            "pid"
+        ));
+        assert!(reserved_label(
+            MetricKind::Gauge,
+            Some(GaugeMode::LiveAll),
+            "pid"
+        ));
+        assert!(!reserved_label(
+            MetricKind::Gauge,
+            Some(GaugeMode::Sum),
+            "pid"
+        ));
         assert!(reserved_label(MetricKind::Histogram, None, "le"));
         assert!(!reserved_label(MetricKind::Counter, None, "le"));
         assert_eq!(exposed_names(MetricKind::Counter, "x"), ["x", "x_total"]);
@@ -96,7 +104,10 @@ mod tests {
             exposed_names(MetricKind::Histogram, "h"),
             ["h", "h_bucket", "h_count", "h_sum"]
         );
-        assert_eq!(exposed_names(MetricKind::Summary, "s"), ["s", "s_count", "s_sum"]);
+        assert_eq!(
+            exposed_names(MetricKind::Summary, "s"),
+            ["s", "s_count", "s_sum"]
+        );
         assert_eq!(exposed_names(MetricKind::Gauge, "g"), ["g"]);
     }
 

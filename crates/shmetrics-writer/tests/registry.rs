@@ -141,9 +141,16 @@ fn families_that_would_share_an_exposed_name_are_rejected() {
     );
     registry.histogram("lat", "", &[], &[1.0]).unwrap();
     let err = registry.counter("lat_count", "", &[]).unwrap_err();
-    assert!(err.to_string().ends_with("histogram lat would be exposed as lat_count"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("histogram lat would be exposed as lat_count"),
+        "{err}"
+    );
     let err = registry.summary("lat", "", &[]).unwrap_err();
-    assert!(err.to_string().contains("type histogram vs summary"), "{err}");
+    assert!(
+        err.to_string().contains("type histogram vs summary"),
+        "{err}"
+    );
 }
 
 #[test]
