@@ -131,6 +131,29 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     ))
 }
 
+/// Exposition format of the `/metrics` endpoint of `serve` and `run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServeFormat {
+    /// Negotiated from the request's `Accept` header: OpenMetrics 1.0 when the client
+    /// prefers it (as Prometheus does), else text 0.0.4.
+    Auto,
+    /// Prometheus text format 0.0.4 for every request, whatever `Accept` says.
+    Prometheus,
+    /// OpenMetrics 1.0 for every request, whatever `Accept` says.
+    Openmetrics,
+}
+
+impl ServeFormat {
+    /// The format every response is forced to; `None` for `auto` (negotiated).
+    pub fn forced(self) -> Option<shmetrics_reader::Format> {
+        match self {
+            Self::Auto => None,
+            Self::Prometheus => Some(shmetrics_reader::Format::Prometheus),
+            Self::Openmetrics => Some(shmetrics_reader::Format::OpenMetrics),
+        }
+    }
+}
+
 /// How the HTTP endpoint of `serve` and `run` listens and what it serves.
 #[derive(Debug, Args)]
 pub struct HttpArgs {
@@ -150,6 +173,11 @@ pub struct HttpArgs {
     /// taken (0: only scrapes arriving while a snapshot is being taken share it).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_age_ms: u64,
+    /// Exposition format of /metrics: `auto` negotiates it from the request's Accept
+    /// header; `prometheus` (text 0.0.4) or `openmetrics` answer every request in that
+    /// format (for scrapers whose Accept header cannot be changed).
+    #[arg(long, value_enum, default_value_t = ServeFormat::Auto)]
+    pub format: ServeFormat,
 }
 
 /// Arguments of `serve`.

@@ -902,6 +902,68 @@ fn serve_honours_dyn_system_port_and_exits_0_on_sigint() {
     assert_eq!(serve.signal_and_wait(Signal::SIGINT).code(), Some(0));
 }
 
+#[test]
+fn serve_format_forces_one_exposition_whatever_the_accept_header() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 2, 3);
+    let d = dir.path().to_str().unwrap();
+    let accepts = [
+        None,
+        Some(PROMETHEUS_2_ACCEPT),
+        Some(PROMETHEUS_3_ACCEPT),
+        Some("text/plain;version=0.0.4"),
+        Some("application/openmetrics-text;version=1.0.0"),
+    ];
+    for (format, want, other) in [
+        ("prometheus", TEXT, "openmetrics"),
+        ("openmetrics", OPENMETRICS, "prometheus"),
+    ] {
+        let mut serve = ServeProcess::start(
+            &["--dir", d, "--listen", "127.0.0.1:0", "--format", format],
+            &[],
+        );
+        for accept in accepts {
+            let mut headers = vec![("Accept-Encoding", "gzip")];
+            headers.extend(accept.map(|a| ("Accept", a)));
+            let resp = scrape(serve.addr, &headers);
+            let what = format!("--format {format}, Accept: {accept:?}");
+            assert_eq!(resp.header("content-type"), Some(want), "{what}");
+            assert_eq!(resp.header("vary"), Some("Accept-Encoding"), "{what}");
+            assert_eq!(resp.header("content-encoding"), Some("gzip"), "{what}");
+            let body = resp.decoded();
+            assert_eq!(body.ends_with("\n# EOF\n"), want == OPENMETRICS, "{what}");
+            let all = samples(&body);
+            assert_eq!(value(&all, r#"gen_c0_total{series="0"}"#), 6.0, "{what}");
+        }
+        // Every rendering so far was in the forced format (scrape n shows n - 1).
+        let all = samples(&scrape(serve.addr, &[("Accept", PROMETHEUS_2_ACCEPT)]).decoded());
+        let count = |f: &str| {
+            value(
+                &all,
+                &format!("shmetrics_scrape_duration_seconds_count{{format=\"{f}\"}}"),
+            )
+        };
+        assert_eq!(count(format), accepts.len() as f64);
+        assert_eq!(count(other), 0.0);
+        assert_eq!(serve.signal_and_wait(Signal::SIGTERM).code(), Some(0));
+    }
+    // `auto` is the default: negotiated.
+    let serve = ServeProcess::start(
+        &["--dir", d, "--listen", "127.0.0.1:0", "--format", "auto"],
+        &[],
+    );
+    let om = scrape(serve.addr, &[("Accept", PROMETHEUS_2_ACCEPT)]);
+    assert_eq!(om.header("content-type"), Some(OPENMETRICS));
+    assert_eq!(om.header("vary"), Some("Accept, Accept-Encoding"));
+    assert_eq!(scrape(serve.addr, &[]).header("content-type"), Some(TEXT));
+    drop(serve);
+    let err = serve_fails(
+        &["--dir", d, "--listen", "127.0.0.1:0", "--format", "json"],
+        &[],
+    );
+    assert!(err.contains("invalid value 'json' for '--format"), "{err}");
+}
+
 fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve").args(args).env_remove("DYN_SYSTEM_PORT");

@@ -14,8 +14,9 @@
 //!
 //! - `GET /metrics` (and `HEAD`): the merged directory, filtered by prefix, plus the
 //!   `shmetrics_*` self-metrics, as OpenMetrics 1.0 when the `Accept` header prefers it
-//!   (as Prometheus sends it) and as text 0.0.4 otherwise; gzip-encoded when
-//!   `Accept-Encoding` allows it. Other methods: 405; other paths: 404.
+//!   (as Prometheus sends it) and as text 0.0.4 otherwise, unless
+//!   [`ServerOptions::format`] forces one; gzip-encoded when `Accept-Encoding` allows it.
+//!   Other methods: 405; other paths: 404.
 //! - `GET /health`: `{"status":"ok","live_segments":N,"dead_segments":N,"bad_segments":N,"series":N}`
 //!   from the latest snapshot.
 //!
@@ -46,7 +47,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use shmetrics_reader::snapshot::Family;
-use shmetrics_reader::{PrefixFilter, Reader, ReaderError};
+use shmetrics_reader::{Format, PrefixFilter, Reader, ReaderError};
 use tokio::net::TcpStream;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -113,11 +114,14 @@ pub struct ServerOptions {
     /// this. Whatever the value, a scrape that arrives while a snapshot is being taken
     /// waits for it and reuses it. 0 (the default): only that sharing.
     pub max_snapshot_age: Duration,
+    /// Answer every `/metrics` request in this format, whatever its `Accept` header says.
+    /// `None` (the default): negotiated from `Accept`.
+    pub format: Option<Format>,
 }
 
 impl ServerOptions {
     /// Options for serving `dir` on `listen`: no prefix filter, self-metrics on, maximum
-    /// snapshot age 0.
+    /// snapshot age 0, format negotiated.
     pub fn new(dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         Self {
             dir: dir.into(),
@@ -125,6 +129,7 @@ impl ServerOptions {
             prefixes: Vec::new(),
             self_metrics: true,
             max_snapshot_age: Duration::ZERO,
+            format: None,
         }
     }
 }
@@ -226,6 +231,7 @@ impl Server {
                 renderer,
             ),
             metrics: server_metrics,
+            format: self.options.format,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -348,6 +354,8 @@ struct Health<'a> {
 struct App {
     scraper: Scraper,
     metrics: Arc<ServerMetrics>,
+    /// The format forced on every response, if any.
+    format: Option<Format>,
 }
 
 impl App {
@@ -366,7 +374,9 @@ impl App {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return method_not_allowed();
         }
-        let format = negotiate::format(header_str(req, header::ACCEPT).as_deref());
+        let format = self
+            .format
+            .unwrap_or_else(|| negotiate::format(header_str(req, header::ACCEPT).as_deref()));
         let gzip = negotiate::gzip(header_str(req, header::ACCEPT_ENCODING).as_deref());
         let entry = match self.scraper.entry(requested).await {
             Ok(e) => e,
@@ -385,10 +395,13 @@ impl App {
         // For HEAD, hyper sends the headers (Content-Length included) and not the body.
         let mut resp = response(StatusCode::OK, format.content_type(), body);
         let headers = resp.headers_mut();
-        headers.insert(
-            header::VARY,
-            HeaderValue::from_static("Accept, Accept-Encoding"),
-        );
+        // A forced format does not depend on `Accept`.
+        let vary = if self.format.is_some() {
+            "Accept-Encoding"
+        } else {
+            "Accept, Accept-Encoding"
+        };
+        headers.insert(header::VARY, HeaderValue::from_static(vary));
         if gzip {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }

@@ -40,6 +40,7 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         prefixes: args.prefixes.clone(),
         self_metrics: !args.no_self_metrics,
         max_snapshot_age: Duration::from_millis(args.max_age_ms),
+        format: args.format.forced(),
     }
 }
 
