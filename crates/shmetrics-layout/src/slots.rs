@@ -30,8 +30,14 @@ const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
 /// Adds `n` to a counter.
 #[inline(always)]
 pub fn counter_inc(words: &[AtomicU64], n: u64) {
+    counter_inc_word(&words[0], n);
+}
+
+/// Adds `n` to a counter, given its integer word (the first of its slots).
+#[inline(always)]
+pub fn counter_inc_word(word: &AtomicU64, n: u64) {
     // SYNC POINT counter: relaxed; a counter word publishes nothing but itself.
-    words[0].fetch_add(n, Ordering::Relaxed);
+    word.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Adds `v` to a counter: integral values go to the integer word, others to the f64 word.

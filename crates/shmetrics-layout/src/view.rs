@@ -103,7 +103,11 @@ impl SlotBlock {
     /// # Safety
     /// `words` lies in memory that `owner` keeps valid and in place for as long as `owner`
     /// lives (a mapping it owns, for instance), and that memory is only accessed atomically.
+    ///
+    /// # Panics
+    /// If `words` is empty.
     pub unsafe fn new(owner: Arc<dyn Any + Send + Sync>, words: &[AtomicU64]) -> Self {
+        assert!(!words.is_empty(), "a slot block has at least one word");
         Self {
             ptr: NonNull::from(words).cast(),
             len: words.len(),
@@ -113,7 +117,11 @@ impl SlotBlock {
 
     /// A block over a fresh zeroed heap buffer of `len` words, for values that cannot live
     /// in a segment.
+    ///
+    /// # Panics
+    /// If `len` is 0.
     pub fn detached(len: usize) -> Self {
+        assert!(len > 0, "a slot block has at least one word");
         let buffer: Arc<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(0)).collect();
         let ptr = NonNull::from(&*buffer).cast();
         Self {
@@ -121,6 +129,14 @@ impl SlotBlock {
             len,
             _owner: Arc::new(buffer),
         }
+    }
+
+    /// The first word of the block, without a length check: the hot path of a counter.
+    #[inline(always)]
+    pub fn first(&self) -> &AtomicU64 {
+        // SAFETY: blocks are never empty (checked at construction) and the memory stays
+        // valid while `_owner` lives, as for `words`.
+        unsafe { self.ptr.as_ref() }
     }
 
     /// The words of the block.

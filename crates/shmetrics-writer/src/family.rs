@@ -146,7 +146,7 @@ impl Counter {
     /// Adds 1: one relaxed `fetch_add` on the process's own segment.
     #[inline(always)]
     pub fn inc(&self) {
-        slots::counter_inc(self.slots.words(), 1);
+        slots::counter_inc_word(self.slots.first(), 1);
     }
 
     /// Adds `v`. Integral values take the integer path; a negative or NaN `v` is ignored,
