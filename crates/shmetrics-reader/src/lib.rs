@@ -97,6 +97,7 @@ pub struct Reader {
     rejected: FxHashMap<u64, Rejected>,
     index: Index,
     logged: HashSet<(PathBuf, &'static str)>,
+    render_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -130,6 +131,7 @@ impl Reader {
             rejected: FxHashMap::default(),
             index: Index::default(),
             logged: HashSet::new(),
+            render_buf: Vec::new(),
         })
     }
 
@@ -183,7 +185,13 @@ impl Reader {
         } else {
             Vec::new()
         };
-        render::render(&scrape.snapshot, &extra, format, filter, out)?;
+        // The buffer keeps its capacity between scrapes: no regrowth in steady state.
+        let mut buf = std::mem::take(&mut self.render_buf);
+        buf.clear();
+        render::render_into(&scrape.snapshot, &extra, format, filter, &mut buf);
+        let written = out.write_all(&buf);
+        self.render_buf = buf;
+        written?;
         Ok(scrape.report)
     }
 

@@ -8,7 +8,6 @@
 //! one of the oldest segment declaring it; a segment that declares another type, gauge mode
 //! or bucket layout is reported and its series of that family are left out, never mixed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -39,7 +38,7 @@ pub(crate) struct Index {
     families: Vec<MergedFamily>,
     family_ids: FxHashMap<Arc<str>, u32>,
     series: Vec<MergedSeries>,
-    series_ids: HashMap<(u32, Arc<SeriesLabels>), u32>,
+    series_ids: FxHashMap<(u32, Arc<SeriesLabels>), u32>,
 }
 
 /// Per-segment resolution of its series into merged ids.
@@ -127,23 +126,40 @@ pub(crate) fn merge(
 ) -> Snapshot {
     sources.sort_by_key(|s| s.seg.age_key());
     let resolved = resolve(index, sources, conflicts);
+    // Whether each segment's declaration of each family matches the resolved definition:
+    // decided once per family and segment, not once per series.
+    let compat: Vec<Vec<bool>> = sources
+        .iter()
+        .map(|source| {
+            source
+                .seg
+                .families
+                .iter()
+                .zip(&source.links.families)
+                .map(|(local, &merged)| {
+                    resolved[merged as usize]
+                        .as_ref()
+                        .is_some_and(|res| compatible(&res.def, local))
+                })
+                .collect()
+        })
+        .collect();
     let mut acc: Vec<Acc> = (0..index.series.len()).map(|_| Acc::Empty).collect();
     let mut scratch = HistogramValue {
         buckets: Vec::new(),
         sum: 0.0,
         consistent: true,
     };
-    for source in sources.iter() {
+    for (source, compat) in sources.iter().zip(&compat) {
         let seg = source.seg;
         for (i, s) in seg.series.iter().enumerate() {
+            if !compat[s.family] {
+                continue;
+            }
             let family = source.links.families[s.family] as usize;
             let Some(res) = &resolved[family] else {
                 continue;
             };
-            let local = &seg.families[s.family];
-            if !compatible(&res.def, local) {
-                continue;
-            }
             let slot = &mut acc[source.links.series[i] as usize];
             fold(slot, &res.def, seg, seg.slots(i), &mut scratch);
         }

@@ -78,14 +78,27 @@ pub fn render(
     filter: &PrefixFilter,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let mut w = io::BufWriter::with_capacity(64 * 1024, out);
+    let mut buf = Vec::new();
+    render_into(snapshot, extra, format, filter, &mut buf);
+    out.write_all(&buf)
+}
+
+/// As [`render`], appending to a buffer the caller owns (and can reuse between scrapes):
+/// no I/O, no intermediate copy.
+pub fn render_into(
+    snapshot: &Snapshot,
+    extra: &[Family],
+    format: Format,
+    filter: &PrefixFilter,
+    buf: &mut Vec<u8>,
+) {
     let mut kept = snapshot
         .families
         .iter()
         .filter(|f| filter.keeps(&f.name))
         .peekable();
     let mut extra = extra.iter().peekable();
-    let mut line = Vec::with_capacity(256);
+    let mut scratch = Scratch::default();
     loop {
         let next = match (kept.peek(), extra.peek()) {
             (Some(a), Some(b)) if a.name <= b.name => kept.next(),
@@ -94,116 +107,137 @@ pub fn render(
             (None, None) => break,
         };
         if let Some(family) = next {
-            render_family(family, format, &mut line, &mut w)?;
+            render_family(family, format, &mut scratch, buf);
         }
     }
     if format == Format::OpenMetrics {
-        w.write_all(b"# EOF\n")?;
+        buf.extend_from_slice(b"# EOF\n");
     }
-    w.flush()
 }
 
-fn render_family(
-    family: &Family,
-    format: Format,
-    line: &mut Vec<u8>,
-    w: &mut impl Write,
-) -> io::Result<()> {
-    let name = &*family.name;
-    let header_name = match (family.kind, format) {
-        (MetricKind::Counter, Format::Prometheus) => format!("{name}_total"),
-        _ => name.to_owned(),
+/// Buffers reused across families.
+#[derive(Default)]
+struct Scratch {
+    /// Every `le` value of the current family, concatenated.
+    les: Vec<u8>,
+    /// End offset of each `le` value in `les`.
+    le_ends: Vec<usize>,
+    /// `name_bucket{labels,` of the current histogram series.
+    head: Vec<u8>,
+}
+
+fn render_family(family: &Family, format: Format, scratch: &mut Scratch, buf: &mut Vec<u8>) {
+    let name = family.name.as_bytes();
+    let counter_suffix: &[u8] = match (family.kind, format) {
+        (MetricKind::Counter, Format::Prometheus) => b"_total",
+        _ => b"",
     };
-    line.clear();
-    line.extend_from_slice(b"# HELP ");
-    line.extend_from_slice(header_name.as_bytes());
-    line.push(b' ');
-    escape_help(&family.help, format == Format::OpenMetrics, line);
-    line.extend_from_slice(b"\n# TYPE ");
-    line.extend_from_slice(header_name.as_bytes());
-    line.push(b' ');
-    line.extend_from_slice(family.kind.as_str().as_bytes());
-    line.push(b'\n');
-    w.write_all(line)?;
-    let les: Vec<Vec<u8>> = family
-        .bounds
-        .iter()
-        .map(|&b| {
-            let mut s = Vec::new();
-            write_le(b, &mut s);
-            s
-        })
-        .chain(std::iter::once(b"+Inf".to_vec()))
-        .collect();
+    for (line, value) in [
+        (&b"# HELP "[..], None),
+        (b"# TYPE ", Some(family.kind.as_str())),
+    ] {
+        buf.extend_from_slice(line);
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(counter_suffix);
+        buf.push(b' ');
+        match value {
+            None => escape_help(&family.help, format == Format::OpenMetrics, buf),
+            Some(kind) => buf.extend_from_slice(kind.as_bytes()),
+        }
+        buf.push(b'\n');
+    }
+    if family.kind == MetricKind::Histogram {
+        scratch.les.clear();
+        scratch.le_ends.clear();
+        for &bound in family.bounds.iter() {
+            write_le(bound, &mut scratch.les);
+            scratch.le_ends.push(scratch.les.len());
+        }
+        scratch.les.extend_from_slice(b"+Inf");
+        scratch.le_ends.push(scratch.les.len());
+    }
     for series in &family.series {
-        line.clear();
-        render_series(name, series, &les, line);
-        w.write_all(line)?;
+        render_series(name, series, scratch, buf);
     }
-    Ok(())
 }
 
-/// Appends `name{labels[,extra]} ` to `line`.
-fn sample_prefix(line: &mut Vec<u8>, name: &str, suffix: &str, series: &Series, extra: &[u8]) {
-    line.extend_from_slice(name.as_bytes());
-    line.extend_from_slice(suffix.as_bytes());
+/// Appends `name{labels,pid="..."` (no closing brace) and whether anything was opened.
+fn open_sample(buf: &mut Vec<u8>, name: &[u8], suffix: &[u8], series: &Series) -> bool {
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(suffix);
     let labels = series.labels.rendered.as_bytes();
-    let pid = series.pid.map(|p| {
-        let mut b = itoa::Buffer::new();
-        format!("pid=\"{}\"", b.format(p))
-    });
-    let parts: [&[u8]; 3] = [labels, pid.as_deref().unwrap_or("").as_bytes(), extra];
-    let mut first = true;
-    for part in parts.iter().filter(|p| !p.is_empty()) {
-        line.push(if first { b'{' } else { b',' });
-        line.extend_from_slice(part);
-        first = false;
+    if labels.is_empty() && series.pid.is_none() {
+        return false;
     }
-    if !first {
-        line.push(b'}');
+    buf.push(b'{');
+    buf.extend_from_slice(labels);
+    if let Some(pid) = series.pid {
+        if !labels.is_empty() {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"pid=\"");
+        buf.extend_from_slice(itoa::Buffer::new().format(pid).as_bytes());
+        buf.push(b'"');
     }
-    line.push(b' ');
+    true
 }
 
-fn render_series(name: &str, series: &Series, les: &[Vec<u8>], line: &mut Vec<u8>) {
+/// Appends `name{labels} ` (braces only when there are labels).
+fn sample(buf: &mut Vec<u8>, name: &[u8], suffix: &[u8], series: &Series) {
+    if open_sample(buf, name, suffix, series) {
+        buf.push(b'}');
+    }
+    buf.push(b' ');
+}
+
+fn write_count(buf: &mut Vec<u8>, n: u64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    buf.push(b'\n');
+}
+
+fn render_series(name: &[u8], series: &Series, scratch: &mut Scratch, buf: &mut Vec<u8>) {
     match &series.value {
         Value::Counter(v) => {
-            sample_prefix(line, name, "_total", series, b"");
-            write_f64(*v, line);
-            line.push(b'\n');
+            sample(buf, name, b"_total", series);
+            write_f64(*v, buf);
+            buf.push(b'\n');
         }
         Value::Gauge(v) => {
-            sample_prefix(line, name, "", series, b"");
-            write_f64(*v, line);
-            line.push(b'\n');
+            sample(buf, name, b"", series);
+            write_f64(*v, buf);
+            buf.push(b'\n');
         }
         Value::Histogram { buckets, sum } => {
-            let mut cumulative = 0u64;
-            let mut le = Vec::with_capacity(32);
-            for (count, bound) in buckets.iter().zip(les) {
-                cumulative += count;
-                le.clear();
-                le.extend_from_slice(b"le=\"");
-                le.extend_from_slice(bound);
-                le.push(b'"');
-                sample_prefix(line, name, "_bucket", series, &le);
-                line.extend_from_slice(itoa::Buffer::new().format(cumulative).as_bytes());
-                line.push(b'\n');
+            let head = &mut scratch.head;
+            head.clear();
+            if open_sample(head, name, b"_bucket", series) {
+                head.push(b',');
+            } else {
+                head.push(b'{');
             }
-            sample_prefix(line, name, "_count", series, b"");
-            line.extend_from_slice(itoa::Buffer::new().format(cumulative).as_bytes());
-            line.push(b'\n');
-            sample_prefix(line, name, "_sum", series, b"");
-            write_f64(*sum, line);
-            line.push(b'\n');
+            head.extend_from_slice(b"le=\"");
+            let mut cumulative = 0u64;
+            let mut start = 0;
+            for (count, &end) in buckets.iter().zip(&scratch.le_ends) {
+                cumulative += count;
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(&scratch.les[start..end]);
+                buf.extend_from_slice(b"\"} ");
+                write_count(buf, cumulative);
+                start = end;
+            }
+            sample(buf, name, b"_count", series);
+            write_count(buf, cumulative);
+            sample(buf, name, b"_sum", series);
+            write_f64(*sum, buf);
+            buf.push(b'\n');
         }
         Value::Summary { count, sum } => {
-            sample_prefix(line, name, "_count", series, b"");
-            line.extend_from_slice(itoa::Buffer::new().format(*count).as_bytes());
-            line.push(b'\n');
-            sample_prefix(line, name, "_sum", series, b"");
-            write_f64(*sum, line);
-            line.push(b'\n');
+            sample(buf, name, b"_count", series);
+            write_count(buf, *count);
+            sample(buf, name, b"_sum", series);
+            write_f64(*sum, buf);
+            buf.push(b'\n');
         }
     }
 }

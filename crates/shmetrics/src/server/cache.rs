@@ -106,7 +106,7 @@ impl Renderer {
     pub(crate) fn render(&self, scrape: &Scrape, format: Format) -> io::Result<Vec<u8>> {
         let extra = self.extra_families(scrape);
         let mut out = Vec::with_capacity(64 * 1024);
-        render::render(&scrape.snapshot, &extra, format, &self.filter, &mut out)?;
+        render::render_into(&scrape.snapshot, &extra, format, &self.filter, &mut out);
         Ok(out)
     }
 }
