@@ -26,7 +26,7 @@ mod segment;
 mod self_metrics;
 pub mod snapshot;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ pub use report::{Conflict, Problem, ScrapeReport, SkipReason};
 pub use self_metrics::self_metrics;
 pub use snapshot::Snapshot;
 
-use merge::{Index, SegmentLinks, Source};
+use merge::{DeadBaseline, Index, SegmentLinks, Source};
 
 use segment::{Rejection, SegmentFile, open_segment};
 
@@ -65,6 +65,10 @@ impl std::fmt::Display for ReaderError {
 }
 
 impl std::error::Error for ReaderError {}
+
+/// A listing is trusted to be current only if it happened at least this long after the
+/// directory's mtime; filesystems with coarse timestamps round within less than this.
+const LISTING_TRUST_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 struct Tracked {
     seg: SegmentFile,
@@ -96,6 +100,11 @@ pub struct Reader {
     segments: FxHashMap<u64, Tracked>,
     rejected: FxHashMap<u64, Rejected>,
     index: Index,
+    dead_baseline: DeadBaseline,
+    /// When the directory was last listed, and its mtime then.
+    listed: Option<(std::time::SystemTime, std::time::SystemTime)>,
+    /// Entries skipped by the last listing, by reason.
+    listed_skips: BTreeMap<SkipReason, usize>,
     logged: HashSet<(PathBuf, &'static str)>,
     render_buf: Vec<u8>,
 }
@@ -130,6 +139,9 @@ impl Reader {
             segments: FxHashMap::default(),
             rejected: FxHashMap::default(),
             index: Index::default(),
+            dead_baseline: DeadBaseline::default(),
+            listed: None,
+            listed_skips: BTreeMap::new(),
             logged: HashSet::new(),
             render_buf: Vec::new(),
         })
@@ -152,7 +164,12 @@ impl Reader {
                 links: &t.links,
             })
             .collect();
-        let snapshot = merge::merge(&mut self.index, &mut sources, &mut report.conflicts);
+        let snapshot = merge::merge(
+            &mut self.index,
+            &mut sources,
+            &mut report.conflicts,
+            &mut self.dead_baseline,
+        );
         for c in &report.conflicts {
             if self.logged.insert((PathBuf::from(&c.family), c.kind)) {
                 log::warn!(
@@ -198,26 +215,18 @@ impl Reader {
     /// Rescans the directory, opens new segments, drops vanished ones, probes liveness and
     /// parses new metadata.
     fn refresh(&mut self, report: &mut ScrapeReport) {
-        for t in self.segments.values_mut() {
-            t.seen = false;
-        }
-        for r in self.rejected.values_mut() {
-            r.seen = false;
-        }
-        match std::fs::read_dir(&self.dir) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    self.visit(&entry, report);
-                }
-                self.segments.retain(|_, t| t.seen);
-                self.rejected.retain(|_, r| r.seen);
-            }
+        match self.listing_needed() {
+            Ok(false) => {}
+            Ok(true) => self.list_directory(),
             Err(e) => {
                 report.dir_error = Some(format!("{}: {e}", self.dir.display()));
                 if self.logged.insert((self.dir.clone(), "dir_error")) {
                     log::error!("cannot read metrics directory {}: {e}", self.dir.display());
                 }
             }
+        }
+        for (reason, n) in &self.listed_skips {
+            *report.skipped.entry(*reason).or_insert(0) += n;
         }
         for t in self.segments.values_mut() {
             t.seg.probe_liveness();
@@ -260,20 +269,65 @@ impl Reader {
             .sort_by(|a, b| (a.reason, &a.path).cmp(&(b.reason, &b.path)));
     }
 
-    fn visit(&mut self, entry: &std::fs::DirEntry, report: &mut ScrapeReport) {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            return; // Segments being created, and hidden files.
+    /// Whether the directory must be listed again: its mtime changed since the last
+    /// listing, or that listing was too close to the mtime to trust it (a coarse timestamp
+    /// could hide a later change within the same tick).
+    fn listing_needed(&mut self) -> io::Result<bool> {
+        let meta = std::fs::metadata(&self.dir)?;
+        let mtime = meta.modified()?;
+        let trusted = self.listed.is_some_and(|(at, seen_mtime)| {
+            seen_mtime == mtime
+                && at
+                    .duration_since(mtime)
+                    .is_ok_and(|d| d >= LISTING_TRUST_MARGIN)
+        });
+        if trusted {
+            return Ok(false);
         }
+        self.listed = Some((std::time::SystemTime::now(), mtime));
+        Ok(true)
+    }
+
+    /// Lists the directory: opens new segments, forgets vanished ones.
+    fn list_directory(&mut self) {
+        for t in self.segments.values_mut() {
+            t.seen = false;
+        }
+        for r in self.rejected.values_mut() {
+            r.seen = false;
+        }
+        let mut skipped = BTreeMap::new();
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    self.visit(&entry, &mut skipped);
+                }
+                self.segments.retain(|_, t| t.seen);
+                self.rejected.retain(|_, r| r.seen);
+            }
+            Err(e) => {
+                // Listed again next time; what was open stays open meanwhile.
+                self.listed = None;
+                log::debug!("cannot list {}: {e}", self.dir.display());
+            }
+        }
+        self.listed_skips = skipped;
+    }
+
+    fn visit(&mut self, entry: &std::fs::DirEntry, skipped: &mut BTreeMap<SkipReason, usize>) {
         let ino = entry.ino();
         if let Some(t) = self.segments.get_mut(&ino) {
             t.seen = true;
             return;
         }
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            return; // Segments being created, and hidden files.
+        }
         let path = entry.path();
         let mut skip = |reason| {
-            *report.skipped.entry(reason).or_insert(0) += 1;
+            *skipped.entry(reason).or_insert(0) += 1;
         };
         let file_type = match entry.file_type() {
             Ok(t) => t,

@@ -99,12 +99,56 @@ impl Index {
 }
 
 /// A value folded over processes.
+#[derive(Clone)]
 enum Acc {
     Empty,
     Value(f64),
-    Recent { value: f64, timestamp: u64 },
+    /// The newest write so far; `age` (the writer segment's age key) breaks equal times in
+    /// favour of the older process, whatever order segments are folded in.
+    Recent {
+        value: f64,
+        timestamp: u64,
+        age: (u64, u64, u32),
+    },
     Histogram(HistogramValue),
     PerProcess(Vec<(u32, u64, f64)>),
+}
+
+/// The fold of every dead segment, kept between scrapes: dead segments never change, so a
+/// steady-state scrape folds only live segments on top of it and its cost does not grow
+/// with the number of processes that have come and gone.
+#[derive(Default)]
+pub(crate) struct DeadBaseline {
+    /// What the baseline was computed from: dead segments, their parsed metadata, the
+    /// merged series count and the resolved definitions.
+    signature: u64,
+    acc: Vec<Acc>,
+    /// What `resolution` was computed from: every segment in age order and its families.
+    resolution_signature: u64,
+    resolution: Resolution,
+}
+
+/// Family definitions in force, per-segment compatibility and conflicts.
+#[derive(Default)]
+struct Resolution {
+    resolved: Vec<Option<Resolved>>,
+    compat: Vec<Vec<bool>>,
+    conflicts: Vec<Conflict>,
+}
+
+/// Identifies the inputs of a [`Resolution`]: segments in age order and their families.
+fn sources_signature(index: &Index, sources: &[Source<'_>]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write_usize(index.families.len());
+    for source in sources {
+        let (created, instance, sequence) = source.seg.age_key();
+        h.write_u64(created);
+        h.write_u64(instance);
+        h.write_u32(sequence);
+        h.write_usize(source.seg.families.len());
+    }
+    h.finish()
 }
 
 /// One segment and its links, as the merge sees it.
@@ -114,6 +158,7 @@ pub(crate) struct Source<'a> {
 }
 
 /// The definition each merged family uses this scrape.
+#[derive(Clone)]
 struct Resolved {
     def: Arc<FamilyRecord>,
 }
@@ -123,48 +168,108 @@ pub(crate) fn merge(
     index: &mut Index,
     sources: &mut [Source<'_>],
     conflicts: &mut Vec<Conflict>,
+    baseline: &mut DeadBaseline,
 ) -> Snapshot {
     sources.sort_by_key(|s| s.seg.age_key());
-    let resolved = resolve(index, sources, conflicts);
-    // Whether each segment's declaration of each family matches the resolved definition:
-    // decided once per family and segment, not once per series.
-    let compat: Vec<Vec<bool>> = sources
-        .iter()
-        .map(|source| {
-            source
-                .seg
-                .families
-                .iter()
-                .zip(&source.links.families)
-                .map(|(local, &merged)| {
-                    resolved[merged as usize]
-                        .as_ref()
-                        .is_some_and(|res| compatible(&res.def, local))
-                })
-                .collect()
-        })
-        .collect();
-    let mut acc: Vec<Acc> = (0..index.series.len()).map(|_| Acc::Empty).collect();
+    // Definitions, compatibility and conflicts only change when segments or families come
+    // or go: reuse them otherwise.
+    let signature = sources_signature(index, sources);
+    if baseline.resolution_signature != signature {
+        let mut found = Vec::new();
+        let resolved = resolve(index, sources, &mut found);
+        // Whether each segment's declaration of each family matches the resolved
+        // definition: decided once per family and segment, not once per series.
+        let compat = sources
+            .iter()
+            .map(|source| {
+                source
+                    .seg
+                    .families
+                    .iter()
+                    .zip(&source.links.families)
+                    .map(|(local, &merged)| {
+                        resolved[merged as usize]
+                            .as_ref()
+                            .is_some_and(|res| compatible(&res.def, local))
+                    })
+                    .collect()
+            })
+            .collect();
+        baseline.resolution = Resolution {
+            resolved,
+            compat,
+            conflicts: found,
+        };
+        baseline.resolution_signature = signature;
+    }
+    let resolution = std::mem::take(&mut baseline.resolution);
+    conflicts.extend(resolution.conflicts.iter().cloned());
+    let (resolved, compat) = (&resolution.resolved, &resolution.compat);
     let mut scratch = HistogramValue {
         buckets: Vec::new(),
         sum: 0.0,
         consistent: true,
     };
-    for (source, compat) in sources.iter().zip(&compat) {
-        let seg = source.seg;
-        for (i, s) in seg.series.iter().enumerate() {
-            if !compat[s.family] {
-                continue;
+    let signature = dead_signature(index, sources, resolved);
+    if baseline.signature != signature || baseline.acc.len() != index.series.len() {
+        let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
+        for (source, compat) in sources.iter().zip(compat) {
+            if !source.seg.live {
+                fold_segment(&mut acc, source, compat, resolved, &mut scratch);
             }
-            let family = source.links.families[s.family] as usize;
-            let Some(res) = &resolved[family] else {
-                continue;
-            };
-            let slot = &mut acc[source.links.series[i] as usize];
-            fold(slot, &res.def, seg, seg.slots(i), &mut scratch);
+        }
+        baseline.signature = signature;
+        baseline.acc = acc;
+    }
+    let mut acc = baseline.acc.clone();
+    for (source, compat) in sources.iter().zip(compat) {
+        if source.seg.live {
+            fold_segment(&mut acc, source, compat, resolved, &mut scratch);
         }
     }
-    build(index, &resolved, acc)
+    let snapshot = build(index, resolved, acc);
+    baseline.resolution = resolution;
+    snapshot
+}
+
+/// Folds every series of one segment into `acc`.
+fn fold_segment(
+    acc: &mut [Acc],
+    source: &Source<'_>,
+    compat: &[bool],
+    resolved: &[Option<Resolved>],
+    scratch: &mut HistogramValue,
+) {
+    let seg = source.seg;
+    for (i, s) in seg.series.iter().enumerate() {
+        if !compat[s.family] {
+            continue;
+        }
+        let family = source.links.families[s.family] as usize;
+        let Some(res) = &resolved[family] else {
+            continue;
+        };
+        let slot = &mut acc[source.links.series[i] as usize];
+        fold(slot, &res.def, seg, seg.slots(i), scratch);
+    }
+}
+
+/// Identifies what a dead baseline depends on; any change forces a recomputation.
+fn dead_signature(index: &Index, sources: &[Source<'_>], resolved: &[Option<Resolved>]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write_usize(index.series.len());
+    for source in sources.iter().filter(|s| !s.seg.live) {
+        let (created, instance, sequence) = source.seg.age_key();
+        h.write_u64(created);
+        h.write_u64(instance);
+        h.write_u32(sequence);
+        h.write_usize(source.seg.series.len());
+    }
+    for res in resolved {
+        h.write_usize(res.as_ref().map_or(0, |r| Arc::as_ptr(&r.def) as usize));
+    }
+    h.finish()
 }
 
 fn compatible(a: &FamilyRecord, b: &FamilyRecord) -> bool {
@@ -315,12 +420,18 @@ fn fold_gauge(slot: &mut Acc, mode: GaugeMode, v: f64, timestamp: u64, seg: &Seg
             if timestamp == 0 {
                 return;
             }
+            let age = seg.age_key();
             match slot {
-                Acc::Recent { timestamp: t, .. } if *t >= timestamp => {}
+                Acc::Recent {
+                    timestamp: t,
+                    age: a,
+                    ..
+                } if (*t, std::cmp::Reverse(*a)) >= (timestamp, std::cmp::Reverse(age)) => {}
                 _ => {
                     *slot = Acc::Recent {
                         value: v,
                         timestamp,
+                        age,
                     }
                 }
             }

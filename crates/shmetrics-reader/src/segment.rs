@@ -53,6 +53,9 @@ pub(crate) struct SegmentFile {
     pub(crate) live: bool,
     /// Set when metadata failed validation; nothing after it is parsed.
     pub(crate) corrupt: Option<LayoutError>,
+    /// Set once the segment was read after its writer died: its metadata and header are
+    /// final, so later scrapes do not touch its header page again.
+    final_dropped: Option<u64>,
 }
 
 impl std::fmt::Debug for SegmentFile {
@@ -116,6 +119,7 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
         series: Vec::new(),
         live: true,
         corrupt: None,
+        final_dropped: None,
     };
     segment.probe_liveness();
     Ok(segment)
@@ -165,9 +169,21 @@ impl SegmentFile {
     /// series. Stops for good at the first invalid record, keeping what came before it.
     pub(crate) fn refresh_metadata(&mut self) -> usize {
         let first_new = self.series.len();
-        if self.corrupt.is_some() {
+        if self.corrupt.is_some() || self.final_dropped.is_some() {
             return first_new;
         }
+        if !self.live {
+            // The writer is gone: read everything it published, once, then never again.
+            self.parse_published();
+            self.final_dropped = Some(self.read_dropped_series());
+            return first_new;
+        }
+        self.parse_published();
+        first_new
+    }
+
+    /// Parses every record published since the last call.
+    fn parse_published(&mut self) {
         let words = self.words();
         // SYNC POINT meta-len: acquire; pairs with the writer's release after the records.
         let meta_len = words[META_LEN_WORD].load(Ordering::Acquire);
@@ -181,11 +197,11 @@ impl SegmentFile {
                 slot_floor: self.header.slot_floor,
                 file_size: size,
             });
-            return first_new;
+            return;
         }
         let meta_len = meta_len as usize;
         if meta_len == self.parsed_len {
-            return first_new;
+            return;
         }
         let mut bytes = Vec::with_capacity(meta_len - self.parsed_len);
         view::load_bytes(
@@ -205,7 +221,6 @@ impl SegmentFile {
                 }
             }
         }
-        first_new
     }
 
     /// Checks a record against what came before it and the file, and keeps it.
@@ -258,8 +273,13 @@ impl SegmentFile {
         &self.words()[s.slot_word..s.slot_word + width]
     }
 
-    /// Series the writer could not place, from the header word.
+    /// Series the writer could not place (final once the writer is dead).
     pub(crate) fn dropped_series(&self) -> u64 {
+        self.final_dropped
+            .unwrap_or_else(|| self.read_dropped_series())
+    }
+
+    fn read_dropped_series(&self) -> u64 {
         // SYNC POINT dropped-series: relaxed; a statistic.
         self.words()[shmetrics_layout::DROPPED_SERIES_WORD].load(Ordering::Relaxed)
     }

@@ -1,0 +1,92 @@
+//! A long-lived reader follows the directory: segments that appear after the listing was
+//! trusted, writers that die (their totals fold into the dead baseline), and files that
+//! vanish.
+
+use std::time::Duration;
+
+use shmetrics_reader::Reader;
+use shmetrics_reader::snapshot::Value;
+use shmetrics_writer::{GaugeMode, Options, Registry};
+
+fn total(reader: &mut Reader) -> (f64, Option<f64>, usize, usize) {
+    let scrape = reader.snapshot();
+    let counter = match scrape.snapshot.family("req") {
+        Some(f) => f
+            .series
+            .iter()
+            .map(|s| match s.value {
+                Value::Counter(v) => v,
+                _ => panic!("not a counter"),
+            })
+            .sum(),
+        None => 0.0,
+    };
+    let gauge = scrape
+        .snapshot
+        .family("up")
+        .map(|f| match f.series[0].value {
+            Value::Gauge(v) => v,
+            _ => panic!("not a gauge"),
+        });
+    (
+        counter,
+        gauge,
+        scrape.report.live_segments,
+        scrape.report.dead_segments,
+    )
+}
+
+fn process(dir: &std::path::Path, pid: u32, inc: f64) -> Registry {
+    let r = Registry::open_simulating_pid(dir, Options::default(), pid).unwrap();
+    r.counter("req_total", "Requests.", &[])
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .inc_by(inc);
+    r.gauge("up", "Live processes.", &[], GaugeMode::LiveSum)
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .set(1.0);
+    r
+}
+
+#[test]
+fn appearing_dying_and_vanishing_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = process(dir.path(), 1, 1.0);
+    let mut reader = Reader::open(dir.path()).unwrap();
+    assert_eq!(total(&mut reader), (1.0, Some(1.0), 1, 0));
+    // Let the listing become trusted (older than the directory's mtime by the margin).
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(total(&mut reader), (1.0, Some(1.0), 1, 0));
+    assert_eq!(total(&mut reader), (1.0, Some(1.0), 1, 0));
+
+    // A new process after a trusted listing is seen on the next scrape.
+    let second = process(dir.path(), 2, 2.0);
+    assert_eq!(total(&mut reader), (3.0, Some(2.0), 2, 0));
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(total(&mut reader), (3.0, Some(2.0), 2, 0));
+
+    // A writer dies: its counter stays (now from the dead baseline), its live gauge goes.
+    let second_path = second.segment_paths()[0].clone();
+    drop(second);
+    assert_eq!(total(&mut reader), (3.0, Some(1.0), 1, 1));
+    assert_eq!(total(&mut reader), (3.0, Some(1.0), 1, 1));
+    // Writes by the live process still show on top of the baseline.
+    first
+        .counter("req_total", "Requests.", &[])
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .inc_by(10.0);
+    assert_eq!(total(&mut reader), (13.0, Some(1.0), 1, 1));
+
+    // A vanished segment is forgotten.
+    std::fs::remove_file(&second_path).unwrap();
+    assert_eq!(total(&mut reader), (11.0, Some(1.0), 1, 0));
+
+    // And a fresh reader agrees with the long-lived one.
+    let mut fresh = Reader::open(dir.path()).unwrap();
+    assert_eq!(total(&mut fresh), total(&mut reader));
+}
