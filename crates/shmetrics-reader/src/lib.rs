@@ -231,7 +231,7 @@ impl Reader {
         for t in self.segments.values_mut() {
             t.seg.probe_liveness();
             t.seg.refresh_metadata();
-            self.index.link(&t.seg, &mut t.links);
+            self.index.link(&mut t.seg, &mut t.links);
             if t.seg.live {
                 report.live_segments += 1;
             } else {

@@ -52,19 +52,22 @@ pub(crate) struct SegmentLinks {
 
 impl Index {
     /// Interns the families and series that `seg` declared since `links` was last updated.
-    pub(crate) fn link(&mut self, seg: &SegmentFile, links: &mut SegmentLinks) {
+    /// The segment's label values move into the index here (the segment keeps none: a
+    /// series is identified by its merged id from then on).
+    pub(crate) fn link(&mut self, seg: &mut SegmentFile, links: &mut SegmentLinks) {
         for f in &seg.families[links.families.len()..] {
             let id = self.family_id(&f.name);
             links.families.push(id);
         }
-        for s in &seg.series[links.series.len()..] {
+        let start = links.series.len();
+        for s in &mut seg.series[start..] {
             let def = &seg.families[s.family];
             let family = links.families[s.family];
             let pairs = def
                 .label_names
                 .iter()
-                .zip(&s.label_values)
-                .map(|(n, v)| (Box::from(n.as_str()), Box::from(v.as_str())))
+                .zip(std::mem::take(&mut s.label_values))
+                .map(|(n, v)| (Box::from(n.as_str()), v.into_boxed_str()))
                 .collect();
             let labels = Arc::new(SeriesLabels::new(pairs));
             let next = self.series.len() as u32;

@@ -22,7 +22,8 @@ pub(crate) struct LocalSeries {
     pub(crate) family: usize,
     /// Word index of the first slot.
     pub(crate) slot_word: usize,
-    /// Label values in the family's label-name order.
+    /// Label values in the family's label-name order; moved into the merge index (and left
+    /// empty) once the series is linked.
     pub(crate) label_values: Vec<String>,
 }
 
