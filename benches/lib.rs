@@ -4,13 +4,20 @@
 //! writer's handles use: words of a file mapped shared ([`MappedWords`]). The histogram
 //! baseline ([`raw_histogram_observe`]) and the shmetrics histogram bench share one
 //! pre-generated cycle of values ([`observation_cycle`]) so that both do identical work.
+//! The label-lookup benches share their label sets ([`label_sets_2`], [`label_sets_4`],
+//! [`distinct_label_values`]) with their peers, and the two-thread benches share
+//! [`on_two_threads`].
 
 use std::fs::File;
 use std::io;
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;
 use shmetrics_layout::view::words_from_raw;
+
+pub mod fixtures;
 
 /// The 20 finite bucket bounds of the histogram benches: vLLM's
 /// `vllm:e2e_request_latency_seconds` bounds without the last one.
@@ -18,6 +25,12 @@ pub const BOUNDS_20: [f64; 20] = [
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
     480.0, 960.0, 1920.0,
 ];
+
+/// The value of the predictable histogram benches (the same value every time, so the bucket
+/// search's branches are perfectly predicted, as in DESIGN.md §5's 5 ns anchor): inside the
+/// middle bucket (index 10 of 21, `(15, 20]`), so the search makes as many comparisons (11)
+/// as the average over [`observation_cycle`]'s buckets.
+pub const FIXED_OBSERVATION: f64 = 17.5;
 
 /// How many values [`observation_cycle`] makes for the histogram benches (a power of two,
 /// so the benches wrap their index with a mask).
@@ -88,14 +101,97 @@ pub fn raw_fetch_add(word: &AtomicU64) {
 pub fn raw_histogram_observe(bounds: &[f64], buckets: &[AtomicU64], sum: &AtomicU64, v: f64) {
     let bucket = bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len());
     buckets[bucket].fetch_add(1, Ordering::Relaxed);
-    let mut current = sum.load(Ordering::Relaxed);
+    raw_f64_add(sum, v);
+}
+
+/// The limit for one f64 counter increment: an f64 add on `word` (the value's bits) by a
+/// relaxed `compare_exchange_weak` loop.
+#[inline(always)]
+pub fn raw_f64_add(word: &AtomicU64, v: f64) {
+    let mut current = word.load(Ordering::Relaxed);
     loop {
         let new = (f64::from_bits(current) + v).to_bits();
-        match sum.compare_exchange_weak(current, new, Ordering::Relaxed, Ordering::Relaxed) {
+        match word.compare_exchange_weak(current, new, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => break,
             Err(actual) => current = actual,
         }
     }
+}
+
+/// The limit for one gauge set: a relaxed store of the value's bits.
+#[inline(always)]
+pub fn raw_store_f64(word: &AtomicU64, v: f64) {
+    word.store(v.to_bits(), Ordering::Relaxed);
+}
+
+/// The label values of the two-label lookup benches: 100 sets, `model-a`..`model-j` ×
+/// `0`..`9`, model first. The benches look up `["model-a", "0"]`.
+pub fn label_sets_2() -> Vec<[String; 2]> {
+    let mut sets = Vec::with_capacity(100);
+    for model in 'a'..='j' {
+        for rank in 0..10 {
+            sets.push([format!("model-{model}"), rank.to_string()]);
+        }
+    }
+    sets
+}
+
+/// The label values of the four-label lookup benches: 100 sets, `model-a`..`model-e` ×
+/// `0`..`4` × `prefill`/`decode` × `stop`/`length`. The benches look up
+/// `["model-a", "0", "prefill", "stop"]`.
+pub fn label_sets_4() -> Vec<[String; 4]> {
+    let mut sets = Vec::with_capacity(100);
+    for model in 'a'..='e' {
+        for rank in 0..5 {
+            for phase in ["prefill", "decode"] {
+                for reason in ["stop", "length"] {
+                    sets.push([
+                        format!("model-{model}"),
+                        rank.to_string(),
+                        phase.to_owned(),
+                        reason.to_owned(),
+                    ]);
+                }
+            }
+        }
+    }
+    sets
+}
+
+/// `n` distinct pairs of label values for the child-creation benches, shaped like real ones
+/// (`model-00042`, `rank-3`).
+pub fn distinct_label_values(n: usize) -> Vec<[String; 2]> {
+    (0..n)
+        .map(|i| [format!("model-{:05}", i / 8), format!("rank-{}", i % 8)])
+        .collect()
+}
+
+/// Runs `op` `iters` times on each of two threads released together by a barrier, and
+/// returns the slower thread's time from its release to its last `op`: the time per
+/// operation of one thread while another does the same, times `iters`.
+///
+/// # Panics
+/// If `op` panics on either thread.
+pub fn on_two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
+    let barrier = Barrier::new(2);
+    let (op, barrier) = (&op, &barrier);
+    std::thread::scope(|scope| {
+        let threads = [(); 2].map(|()| {
+            scope.spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    op();
+                }
+                start.elapsed()
+            })
+        });
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a bench thread panicked"))
+            .max()
+            .expect("two threads")
+    })
 }
 
 /// `len` observations for histograms with `bounds`, in a fixed pseudo-random order of
@@ -142,6 +238,8 @@ pub fn observation_cycle(bounds: &[f64], len: usize) -> Vec<f64> {
 mod tests {
     use super::*;
     use shmetrics_layout::slots::bucket_index;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
 
     #[test]
     fn mapped_words_start_zeroed_and_keep_writes() {
@@ -205,5 +303,52 @@ mod tests {
             f64::from_bits(sum.load(Ordering::Relaxed)),
             values.iter().sum::<f64>()
         );
+    }
+
+    #[test]
+    fn fixed_observation_is_in_the_middle_bucket() {
+        assert_eq!(bucket_index(&BOUNDS_20, FIXED_OBSERVATION), 10);
+        assert_eq!((BOUNDS_20[9], BOUNDS_20[10]), (15.0, 20.0));
+    }
+
+    #[test]
+    fn raw_f64_ops_write_the_value_bits() {
+        let map = MappedWords::new(64).unwrap();
+        let word = map.word_at(8);
+        raw_store_f64(word, 2.25);
+        assert_eq!(f64::from_bits(word.load(Ordering::Relaxed)), 2.25);
+        raw_f64_add(word, 0.5);
+        raw_f64_add(word, 0.5);
+        assert_eq!(f64::from_bits(word.load(Ordering::Relaxed)), 3.25);
+        assert_eq!(map.words()[0].load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn label_sets_are_distinct_and_start_with_the_looked_up_one() {
+        let two = label_sets_2();
+        assert_eq!(two.len(), 100);
+        assert_eq!(two[0], ["model-a", "0"]);
+        assert_eq!(two[99], ["model-j", "9"]);
+        assert_eq!(two.iter().collect::<HashSet<_>>().len(), 100);
+        let four = label_sets_4();
+        assert_eq!(four.len(), 100);
+        assert_eq!(four[0], ["model-a", "0", "prefill", "stop"]);
+        assert_eq!(four[99], ["model-e", "4", "decode", "length"]);
+        assert_eq!(four.iter().collect::<HashSet<_>>().len(), 100);
+        let created = distinct_label_values(1000);
+        assert_eq!(created[9], ["model-00001", "rank-1"]);
+        assert_eq!(created.iter().collect::<HashSet<_>>().len(), 1000);
+    }
+
+    #[test]
+    fn two_threads_each_run_every_iteration() {
+        let count = AtomicU64::new(0);
+        let threads = Mutex::new(HashSet::new());
+        on_two_threads(10_000, || {
+            count.fetch_add(1, Ordering::Relaxed);
+            threads.lock().unwrap().insert(std::thread::current().id());
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 20_000);
+        assert_eq!(threads.into_inner().unwrap().len(), 2);
     }
 }

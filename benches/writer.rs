@@ -1,27 +1,57 @@
-//! The writer's hot paths against the physical limit (DESIGN.md §5).
+//! The writer's hot paths against the physical limit and the Rust peers (DESIGN.md §5).
 //!
-//! Each group runs a shmetrics operation (`shmetrics`) beside its baseline on a mapped
-//! file, so one report shows both and `run-writer.sh` can print their ratio:
-//! - `counter_inc`: `Counter::inc` on a resolved handle vs `raw_fetch_add`;
-//! - `histogram_observe_20`: `Histogram::observe` with 20 bounds vs `raw_histogram` (the
-//!   same bucket search, a bucket `fetch_add` and an f64 CAS-add on the sum);
-//! - `labels_lookup_2`: `family.labels(&["model-a", "0"])` among 100 children, then `inc`,
-//!   vs `raw_fetch_add`.
+//! Each criterion group runs one operation in shmetrics (`shmetrics*`), its physical limit
+//! on a mapped file (`raw_*`) and the same operation in the tikv `prometheus` crate
+//! (`tikv*`), the official `prometheus-client` crate (`prometheus_client`) and the
+//! `metrics` facade (`metrics`), so every ratio `run-writer.sh` prints comes from one run:
+//! - `counter_inc`: `Counter::inc` on a resolved handle;
+//! - `counter_inc_by_f64`: `Counter::inc_by(0.5)`, the float path (`metrics` has no float
+//!   counters);
+//! - `gauge_set`: `Gauge::set` in a timestamped and an untimestamped mode;
+//! - `histogram_observe_20` and `histogram_observe_20_fixed`: `Histogram::observe` with 20
+//!   bounds, over a pseudo-random cycle of values and with one fixed value;
+//! - `labels_lookup_2` and `labels_lookup_4`: a child lookup by 2 or 4 label values among
+//!   100 children, then `inc` (`metrics` looks the series up on every macro call);
+//! - `child_create`: first-time creation of a child by 2 new label values, then `inc`;
+//! - `counter_inc_2t` and `labels_lookup_2_2t`: `counter_inc` and `labels_lookup_2` with two
+//!   threads hammering the same handle or label values at once (time per operation of one
+//!   thread).
+//!
+//! The `metrics` facade runs on `metrics-exporter-prometheus`'s recorder, installed
+//! globally, the recorder a user exposing Prometheus through `metrics` runs.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use prometheus::core::Collector;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter as PcCounter;
+use prometheus_client::metrics::family::Family as PcFamily;
+use prometheus_client::metrics::gauge::Gauge as PcGauge;
+use prometheus_client::metrics::histogram::Histogram as PcHistogram;
 use shmetrics_benches::{
-    BOUNDS_20, CYCLE_LEN, MappedWords, observation_cycle, raw_fetch_add, raw_histogram_observe,
+    BOUNDS_20, CYCLE_LEN, FIXED_OBSERVATION, MappedWords, distinct_label_values, label_sets_2,
+    label_sets_4, observation_cycle, on_two_threads, raw_f64_add, raw_fetch_add,
+    raw_histogram_observe, raw_store_f64,
 };
-use shmetrics_writer::Registry;
+use shmetrics_writer::{GaugeMode, Registry};
 
 /// Bytes mapped for the baselines: a small segment's worth.
 const MAP_LEN: usize = 64 * 1024;
 /// Where the baselines' words sit: 8-aligned, away from the start of the file (as the
 /// writer's value slots are).
 const SLOT_OFFSET: usize = 32 * 1024;
+/// Name of the `metrics` histogram, which the recorder gives the benches' 20 bounds.
+const METRICS_HISTOGRAM: &str = "bench_latency_seconds";
+/// Observations recorded between two drains of the `metrics` histogram, whose recorder
+/// keeps every observation (16 bytes) until a scrape or upkeep turns them into buckets.
+const METRICS_DRAIN_EVERY: u64 = 1 << 20;
+/// Children created per fresh registry (or peer family) in `child_create`: bounds the
+/// memory and segment space one registry takes.
+const CREATE_BATCH: usize = 4096;
 
 /// A fresh registry in its own temporary directory (kept alive alongside it).
 fn registry() -> (tempfile::TempDir, Registry) {
@@ -34,6 +64,51 @@ fn mapped() -> MappedWords {
     MappedWords::new(MAP_LEN).expect("map a temporary file")
 }
 
+/// The global `metrics` recorder (installed on first use), with the benches' 20 bounds for
+/// [`METRICS_HISTOGRAM`].
+fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(METRICS_HISTOGRAM.to_owned()), &BOUNDS_20)
+            .expect("valid buckets")
+            .install_recorder()
+            .expect("install the metrics recorder")
+    })
+}
+
+/// The `metrics` exposition line of `name` with this label text, or `None`.
+fn metrics_sample(name: &str, labels: &str) -> Option<f64> {
+    let text = metrics_handle().render();
+    let prefix = format!("{name}{labels} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(|v| v.parse().expect("a sample value"))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Labels2 {
+    model: String,
+    rank: String,
+}
+
+impl Labels2 {
+    fn new([model, rank]: &[String; 2]) -> Self {
+        Self {
+            model: model.clone(),
+            rank: rank.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Labels4 {
+    model: String,
+    rank: String,
+    phase: String,
+    reason: String,
+}
+
 fn counter_inc(c: &mut Criterion) {
     let (_dir, registry) = registry();
     let counter = registry
@@ -44,6 +119,11 @@ fn counter_inc(c: &mut Criterion) {
         .clone();
     let map = mapped();
     let word = map.word_at(SLOT_OFFSET);
+    let tikv_int = prometheus::IntCounter::new("bench_requests_total", "Requests.").unwrap();
+    let tikv_f64 = prometheus::Counter::new("bench_requests_total", "Requests.").unwrap();
+    let pc = PcCounter::<u64>::default();
+    metrics_handle();
+    let metrics_counter = metrics::counter!("bench_requests_total");
 
     let mut group = c.benchmark_group("counter_inc");
     group.throughput(Throughput::Elements(1));
@@ -51,64 +131,263 @@ fn counter_inc(c: &mut Criterion) {
     group.bench_function("raw_fetch_add", |b| {
         b.iter(|| raw_fetch_add(black_box(word)))
     });
+    group.bench_function("tikv_int_counter", |b| {
+        b.iter(|| black_box(&tikv_int).inc())
+    });
+    group.bench_function("tikv_counter_f64", |b| {
+        b.iter(|| black_box(&tikv_f64).inc())
+    });
+    group.bench_function("prometheus_client", |b| b.iter(|| black_box(&pc).inc()));
+    group.bench_function("metrics", |b| {
+        b.iter(|| black_box(&metrics_counter).increment(1))
+    });
     group.finish();
 
     assert!(counter.get() >= 1.0, "the counter bench never incremented");
+    assert!(tikv_int.get() >= 1 && tikv_f64.get() >= 1.0 && pc.get() >= 1);
+    assert!(metrics_sample("bench_requests_total", "").is_some_and(|v| v >= 1.0));
 }
 
-fn histogram_observe_20(c: &mut Criterion) {
+fn counter_inc_by_f64(c: &mut Criterion) {
     let (_dir, registry) = registry();
-    let histogram = registry
-        .histogram("bench_latency_seconds", "Latency.", &[], &BOUNDS_20)
-        .expect("register the histogram")
+    let counter = registry
+        .counter("bench_tokens_total", "Tokens.", &[])
+        .expect("register the counter")
         .labels::<&str>(&[])
         .expect("resolve the child")
         .clone();
-    assert_eq!(histogram.bounds(), &BOUNDS_20[..]);
     let map = mapped();
-    let words = map.words();
-    let first = SLOT_OFFSET / 8;
-    let sum = &words[first];
-    let buckets = &words[first + 1..first + 1 + BOUNDS_20.len() + 1];
-    let values = observation_cycle(&BOUNDS_20, CYCLE_LEN);
-    // Runtime bounds, as the histogram's are (it keeps them behind an `Arc`).
-    let bounds: Vec<f64> = BOUNDS_20.to_vec();
+    let word = map.word_at(SLOT_OFFSET);
+    let tikv = prometheus::Counter::new("bench_tokens_total", "Tokens.").unwrap();
+    let pc = PcCounter::<f64, std::sync::atomic::AtomicU64>::default();
 
-    let mut group = c.benchmark_group("histogram_observe_20");
+    let mut group = c.benchmark_group("counter_inc_by_f64");
     group.throughput(Throughput::Elements(1));
-    let mut i = 0usize;
     group.bench_function("shmetrics", |b| {
-        b.iter(|| {
-            let v = values[i & (CYCLE_LEN - 1)];
-            i = i.wrapping_add(1);
-            black_box(&histogram).observe(black_box(v));
-        })
+        b.iter(|| black_box(&counter).inc_by(black_box(0.5)))
     });
-    let mut i = 0usize;
-    group.bench_function("raw_histogram", |b| {
-        b.iter(|| {
-            let v = values[i & (CYCLE_LEN - 1)];
-            i = i.wrapping_add(1);
-            raw_histogram_observe(black_box(&bounds), black_box(buckets), sum, black_box(v));
-        })
+    group.bench_function("raw_f64_cas", |b| {
+        b.iter(|| raw_f64_add(black_box(word), black_box(0.5)))
+    });
+    group.bench_function("tikv_counter_f64", |b| {
+        b.iter(|| black_box(&tikv).inc_by(black_box(0.5)))
+    });
+    group.bench_function("prometheus_client", |b| {
+        b.iter(|| black_box(&pc).inc_by(black_box(0.5)))
     });
     group.finish();
+
+    // Sums of halves are exact in f64 at these magnitudes: each count is a whole number of
+    // halves, and at least one.
+    for v in [counter.get(), tikv.get(), pc.get()] {
+        assert!(v >= 0.5 && (v * 2.0).fract() == 0.0, "{v}");
+    }
 }
 
+fn gauge_set(c: &mut Criterion) {
+    let (_dir, registry) = registry();
+    // Two modes cover every gauge write path: `mostrecent` and `livemostrecent` also record
+    // the write time (`GaugeMode::needs_timestamp`), every other mode (`all`, `liveall`,
+    // `min`, `max`, `sum` and their `live` variants) only stores the value, as `livesum`.
+    let timestamped = registry
+        .gauge("bench_kv_usage", "KV usage.", &[], GaugeMode::MostRecent)
+        .expect("register the gauge")
+        .labels::<&str>(&[])
+        .expect("resolve the child")
+        .clone();
+    let untimestamped = registry
+        .gauge("bench_in_flight", "In flight.", &[], GaugeMode::LiveSum)
+        .expect("register the gauge")
+        .labels::<&str>(&[])
+        .expect("resolve the child")
+        .clone();
+    let map = mapped();
+    let word = map.word_at(SLOT_OFFSET);
+    let tikv = prometheus::Gauge::new("bench_in_flight", "In flight.").unwrap();
+    let pc = PcGauge::<f64, std::sync::atomic::AtomicU64>::default();
+    metrics_handle();
+    let metrics_gauge = metrics::gauge!("bench_in_flight");
+
+    let mut group = c.benchmark_group("gauge_set");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics_mostrecent", |b| {
+        b.iter(|| black_box(&timestamped).set(black_box(42.5)))
+    });
+    group.bench_function("shmetrics_livesum", |b| {
+        b.iter(|| black_box(&untimestamped).set(black_box(42.5)))
+    });
+    group.bench_function("raw_store", |b| {
+        b.iter(|| raw_store_f64(black_box(word), black_box(42.5)))
+    });
+    group.bench_function("tikv", |b| b.iter(|| black_box(&tikv).set(black_box(42.5))));
+    group.bench_function("prometheus_client", |b| {
+        b.iter(|| black_box(&pc).set(black_box(42.5)))
+    });
+    group.bench_function("metrics", |b| {
+        b.iter(|| black_box(&metrics_gauge).set(black_box(42.5)))
+    });
+    group.finish();
+
+    assert_eq!(timestamped.get(), 42.5);
+    assert_eq!(untimestamped.get(), 42.5);
+    assert_eq!(tikv.get(), 42.5);
+    assert_eq!(pc.get(), 42.5);
+    assert_eq!(metrics_sample("bench_in_flight", ""), Some(42.5));
+}
+
+/// The histogram peers, built once and shared by both histogram groups.
+struct Histograms {
+    _dir: tempfile::TempDir,
+    _registry: Registry,
+    shmetrics: shmetrics_writer::Histogram,
+    map: MappedWords,
+    tikv: prometheus::Histogram,
+    pc: PcHistogram,
+    metrics: metrics::Histogram,
+}
+
+impl Histograms {
+    fn new() -> Self {
+        let (dir, registry) = registry();
+        let shmetrics = registry
+            .histogram(METRICS_HISTOGRAM, "Latency.", &[], &BOUNDS_20)
+            .expect("register the histogram")
+            .labels::<&str>(&[])
+            .expect("resolve the child")
+            .clone();
+        assert_eq!(shmetrics.bounds(), &BOUNDS_20[..]);
+        let tikv = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(METRICS_HISTOGRAM, "Latency.")
+                .buckets(BOUNDS_20.to_vec()),
+        )
+        .unwrap();
+        let pc = PcHistogram::new(BOUNDS_20);
+        metrics_handle();
+        let metrics = metrics::histogram!(METRICS_HISTOGRAM);
+        Self {
+            _dir: dir,
+            _registry: registry,
+            shmetrics,
+            map: mapped(),
+            tikv,
+            pc,
+            metrics,
+        }
+    }
+
+    /// The raw baseline's sum word and 21 bucket words.
+    fn raw(
+        &self,
+    ) -> (
+        &std::sync::atomic::AtomicU64,
+        &[std::sync::atomic::AtomicU64],
+    ) {
+        let words = self.map.words();
+        let first = SLOT_OFFSET / 8;
+        (
+            &words[first],
+            &words[first + 1..first + 1 + BOUNDS_20.len() + 1],
+        )
+    }
+
+    /// Runs one group: every peer observes `value(i)` for i = 0, 1, 2, ...
+    fn bench(&self, c: &mut Criterion, group_name: &str, value: impl Fn(usize) -> f64 + Copy) {
+        let (sum, buckets) = self.raw();
+        // Runtime bounds, as the histogram's are (it keeps them behind an `Arc`).
+        let bounds: Vec<f64> = BOUNDS_20.to_vec();
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(Throughput::Elements(1));
+        let mut i = 0usize;
+        let mut next = move || {
+            let v = value(i);
+            i = i.wrapping_add(1);
+            black_box(v)
+        };
+        group.bench_function("shmetrics", |b| {
+            b.iter(|| black_box(&self.shmetrics).observe(next()))
+        });
+        group.bench_function("raw_histogram", |b| {
+            b.iter(|| raw_histogram_observe(black_box(&bounds), black_box(buckets), sum, next()))
+        });
+        group.bench_function("tikv", |b| b.iter(|| black_box(&self.tikv).observe(next())));
+        group.bench_function("prometheus_client", |b| {
+            b.iter(|| black_box(&self.pc).observe(next()))
+        });
+        // The recorder keeps each observation until upkeep folds them into buckets (as a
+        // scrape does): drain it between timed runs so that memory stays bounded.
+        group.bench_function("metrics", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    let n = (iters - done).min(METRICS_DRAIN_EVERY);
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        black_box(&self.metrics).record(next());
+                    }
+                    total += start.elapsed();
+                    metrics_handle().run_upkeep();
+                    done += n;
+                }
+                total
+            })
+        });
+        group.finish();
+    }
+}
+
+fn histogram_observe_20(c: &mut Criterion) {
+    let histograms = Histograms::new();
+    let values = observation_cycle(&BOUNDS_20, CYCLE_LEN);
+    histograms.bench(c, "histogram_observe_20", |i| values[i & (CYCLE_LEN - 1)]);
+    histograms.bench(c, "histogram_observe_20_fixed", |_| FIXED_OBSERVATION);
+
+    let tikv_count = histograms.tikv.get_sample_count();
+    assert!(tikv_count >= 2 && histograms.pc.count() >= 2);
+    let raw_count = {
+        let (_, buckets) = histograms.raw();
+        buckets
+            .iter()
+            .map(|w| w.load(std::sync::atomic::Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    assert!(raw_count >= 2, "the raw histogram bench never observed");
+    let count = metrics_sample(&format!("{METRICS_HISTOGRAM}_count"), "");
+    assert!(count.is_some_and(|n| n >= 2.0), "{count:?}");
+}
+
+/// Lookups among 100 children, pre-populated in every library, then the same lookups on
+/// two threads.
 fn labels_lookup_2(c: &mut Criterion) {
+    let sets = label_sets_2();
     let (_dir, registry) = registry();
     let family = registry
         .counter("bench_tokens_total", "Tokens.", &["model", "rank"])
         .expect("register the family");
-    for model in 'a'..='j' {
-        for rank in 0..10 {
-            family
-                .labels(&[format!("model-{model}"), rank.to_string()])
-                .expect("create a child");
-        }
+    let tikv = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("bench_tokens_total", "Tokens."),
+        &["model", "rank"],
+    )
+    .unwrap();
+    let pc = PcFamily::<Labels2, PcCounter>::default();
+    metrics_handle();
+    // `metrics` label values are `&'static str` here, its cheapest case (no allocation per
+    // value); real code with runtime values clones a `String` per label per call.
+    let leaked: Vec<[&'static str; 2]> = sets
+        .iter()
+        .map(|s| s.clone().map(|v| &*Box::leak(v.into_boxed_str())))
+        .collect();
+    for (set, [model, rank]) in sets.iter().zip(&leaked) {
+        family.labels(set).expect("create a child");
+        tikv.with_label_values(set);
+        drop(pc.get_or_create(&Labels2::new(set)));
+        metrics::counter!("bench_lookup2_total", "model" => *model, "rank" => *rank).increment(0);
     }
     assert_eq!(family.children().len(), 100);
+    assert_eq!(pc.len(), 100);
     let lookup: [&str; 2] = ["model-a", "0"];
+    let pc_lookup = Labels2::new(&sets[0]);
+    let [model, rank] = leaked[0];
     let map = mapped();
     let word = map.word_at(SLOT_OFFSET);
 
@@ -125,20 +404,295 @@ fn labels_lookup_2(c: &mut Criterion) {
     group.bench_function("raw_fetch_add", |b| {
         b.iter(|| raw_fetch_add(black_box(word)))
     });
+    group.bench_function("tikv", |b| {
+        b.iter(|| tikv.with_label_values(black_box(&lookup)).inc())
+    });
+    group.bench_function("prometheus_client", |b| {
+        b.iter(|| pc.get_or_create(black_box(&pc_lookup)).inc())
+    });
+    group.bench_function("metrics", |b| {
+        b.iter(|| {
+            metrics::counter!("bench_lookup2_total", "model" => black_box(model), "rank" => black_box(rank))
+                .increment(1);
+        })
+    });
     group.finish();
 
     assert_eq!(family.children().len(), 100, "the lookup created a child");
     assert!(family.labels(&lookup).expect("the child exists").get() >= 1.0);
+    assert!(tikv.with_label_values(&lookup).get() >= 1);
+    assert!(pc.get_or_create(&pc_lookup).get() >= 1);
+    let sample = metrics_sample("bench_lookup2_total", "{model=\"model-a\",rank=\"0\"}");
+    assert!(sample.is_some_and(|v| v >= 1.0), "{sample:?}");
+
+    labels_lookup_2_two_threads(c, &family, &tikv, word);
+}
+
+/// `labels_lookup_2` with two threads looking up the same label values at once.
+fn labels_lookup_2_two_threads(
+    c: &mut Criterion,
+    family: &shmetrics_writer::CounterFamily,
+    tikv: &prometheus::IntCounterVec,
+    word: &std::sync::atomic::AtomicU64,
+) {
+    let lookup: [&str; 2] = ["model-a", "0"];
+    let before = family.labels(&lookup).unwrap().get();
+    let mut group = c.benchmark_group("labels_lookup_2_2t");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                family
+                    .labels(black_box(&lookup))
+                    .expect("the child exists")
+                    .inc();
+            })
+        })
+    });
+    group.bench_function("raw_fetch_add", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || raw_fetch_add(black_box(word))))
+    });
+    group.bench_function("tikv", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || tikv.with_label_values(black_box(&lookup)).inc())
+        })
+    });
+    group.finish();
+    assert!(family.labels(&lookup).unwrap().get() >= before + 2.0);
+    assert_eq!(family.children().len(), 100, "the lookup created a child");
+}
+
+fn labels_lookup_4(c: &mut Criterion) {
+    let sets = label_sets_4();
+    let names = ["model", "rank", "phase", "reason"];
+    let (_dir, registry) = registry();
+    let family = registry
+        .counter("bench_requests_total", "Requests.", &names)
+        .expect("register the family");
+    let tikv = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("bench_requests_total", "Requests."),
+        &names,
+    )
+    .unwrap();
+    let pc_labels = |[model, rank, phase, reason]: &[String; 4]| Labels4 {
+        model: model.clone(),
+        rank: rank.clone(),
+        phase: phase.clone(),
+        reason: reason.clone(),
+    };
+    let pc = PcFamily::<Labels4, PcCounter>::default();
+    metrics_handle();
+    // As in `labels_lookup_2`: `&'static str` values, `metrics`' cheapest case.
+    let leaked: Vec<[&'static str; 4]> = sets
+        .iter()
+        .map(|s| s.clone().map(|v| &*Box::leak(v.into_boxed_str())))
+        .collect();
+    for (set, [model, rank, phase, reason]) in sets.iter().zip(&leaked) {
+        family.labels(set).expect("create a child");
+        tikv.with_label_values(set);
+        drop(pc.get_or_create(&pc_labels(set)));
+        metrics::counter!("bench_lookup4_total", "model" => *model, "rank" => *rank,
+            "phase" => *phase, "reason" => *reason)
+        .increment(0);
+    }
+    assert_eq!(family.children().len(), 100);
+    assert_eq!(pc.len(), 100);
+    let lookup: [&str; 4] = ["model-a", "0", "prefill", "stop"];
+    let pc_lookup = pc_labels(&sets[0]);
+    let [model, rank, phase, reason] = leaked[0];
+    let map = mapped();
+    let word = map.word_at(SLOT_OFFSET);
+
+    let mut group = c.benchmark_group("labels_lookup_4");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics", |b| {
+        b.iter(|| {
+            family
+                .labels(black_box(&lookup))
+                .expect("the child exists")
+                .inc();
+        })
+    });
+    group.bench_function("raw_fetch_add", |b| {
+        b.iter(|| raw_fetch_add(black_box(word)))
+    });
+    group.bench_function("tikv", |b| {
+        b.iter(|| tikv.with_label_values(black_box(&lookup)).inc())
+    });
+    group.bench_function("prometheus_client", |b| {
+        b.iter(|| pc.get_or_create(black_box(&pc_lookup)).inc())
+    });
+    group.bench_function("metrics", |b| {
+        b.iter(|| {
+            metrics::counter!("bench_lookup4_total", "model" => black_box(model),
+                "rank" => black_box(rank), "phase" => black_box(phase),
+                "reason" => black_box(reason))
+            .increment(1);
+        })
+    });
+    group.finish();
+
+    assert_eq!(family.children().len(), 100, "the lookup created a child");
+    assert!(family.labels(&lookup).expect("the child exists").get() >= 1.0);
+    assert!(tikv.with_label_values(&lookup).get() >= 1);
+    assert!(pc.get_or_create(&pc_lookup).get() >= 1);
+    let sample = metrics_sample(
+        "bench_lookup4_total",
+        "{model=\"model-a\",rank=\"0\",phase=\"prefill\",reason=\"stop\"}",
+    );
+    assert!(sample.is_some_and(|v| v >= 1.0), "{sample:?}");
+}
+
+/// Times `create(values)` for `iters` new children, in batches of at most [`CREATE_BATCH`]
+/// children made into a fresh family built by `fresh` (outside the timing, as is dropping
+/// it), so that every child is new and memory stays bounded.
+fn bench_creation<V, F>(
+    b: &mut Bencher<'_>,
+    values: &[V],
+    fresh: impl Fn() -> F,
+    create: impl Fn(&F, &V),
+    check: impl Fn(&F, usize),
+) {
+    b.iter_custom(|iters| {
+        let mut total = Duration::ZERO;
+        let mut left = iters as usize;
+        while left > 0 {
+            let n = left.min(values.len());
+            let family = fresh();
+            let start = Instant::now();
+            for v in &values[..n] {
+                create(&family, black_box(v));
+            }
+            total += start.elapsed();
+            check(&family, n);
+            drop(family);
+            left -= n;
+        }
+        total
+    });
+}
+
+fn child_create(c: &mut Criterion) {
+    let values = distinct_label_values(CREATE_BATCH);
+    let pc_values: Vec<Labels2> = values.iter().map(Labels2::new).collect();
+    let mut group = c.benchmark_group("child_create");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics", |b| {
+        bench_creation(
+            b,
+            &values,
+            || {
+                let (dir, registry) = registry();
+                let family = registry
+                    .counter("bench_created_total", "Created.", &["model", "rank"])
+                    .expect("register the family");
+                (dir, registry, family)
+            },
+            |(_, _, family), v| family.labels(v).expect("create a child").inc(),
+            |(_, registry, family), n| {
+                assert_eq!(family.children().len(), n);
+                assert_eq!(registry.dropped_series(), 0);
+            },
+        )
+    });
+    group.bench_function("tikv", |b| {
+        bench_creation(
+            b,
+            &values,
+            || {
+                prometheus::IntCounterVec::new(
+                    prometheus::Opts::new("bench_created_total", "Created."),
+                    &["model", "rank"],
+                )
+                .unwrap()
+            },
+            |vec, v| vec.with_label_values(v).inc(),
+            |vec, n| assert_eq!(vec.collect()[0].get_metric().len(), n),
+        )
+    });
+    // The same label values as keys; the family clones the key it inserts.
+    group.bench_function("prometheus_client", |b| {
+        bench_creation(
+            b,
+            &pc_values,
+            PcFamily::<Labels2, PcCounter>::default,
+            |family, key| {
+                family.get_or_create(key).inc();
+            },
+            |family, n| assert_eq!(family.len(), n),
+        )
+    });
+    // A fresh recorder per batch, used through the thread-local hook; runtime label values
+    // are cloned into the key (the `metrics` API takes owned or `'static` strings).
+    group.bench_function("metrics", |b| {
+        bench_creation(
+            b,
+            &values,
+            || PrometheusBuilder::new().build_recorder(),
+            |recorder, [model, rank]| {
+                metrics::with_local_recorder(recorder, || {
+                    metrics::counter!("bench_created_total", "model" => model.clone(),
+                        "rank" => rank.clone())
+                    .increment(1);
+                })
+            },
+            |recorder, n| {
+                let text = recorder.handle().render();
+                let series = text
+                    .lines()
+                    .filter(|l| l.starts_with("bench_created_total{"))
+                    .count();
+                assert_eq!(series, n);
+            },
+        )
+    });
+    group.finish();
+}
+
+/// `counter_inc` with two threads incrementing the same handle at once.
+fn counter_inc_two_threads(c: &mut Criterion) {
+    let (_dir, registry) = registry();
+    let counter = registry
+        .counter("bench_requests_total", "Requests.", &[])
+        .expect("register the counter")
+        .labels::<&str>(&[])
+        .expect("resolve the child")
+        .clone();
+    let map = mapped();
+    let word = map.word_at(SLOT_OFFSET);
+    let tikv = prometheus::IntCounter::new("bench_requests_total", "Requests.").unwrap();
+
+    let mut group = c.benchmark_group("counter_inc_2t");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || black_box(&counter).inc()))
+    });
+    group.bench_function("raw_fetch_add", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || raw_fetch_add(black_box(word))))
+    });
+    group.bench_function("tikv_int_counter", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || black_box(&tikv).inc()))
+    });
+    group.finish();
+
+    // Each run adds 2 × iters: the totals are even and at least 2.
+    let shmetrics = counter.get() as u64;
+    let raw = word.load(std::sync::atomic::Ordering::Relaxed);
+    for n in [shmetrics, raw, tikv.get()] {
+        assert!(n >= 2 && n % 2 == 0, "{n}");
+    }
 }
 
 criterion_group! {
     name = benches;
-    // Short enough for the whole file to finish in well under two minutes on two cores;
-    // command-line options (`--measurement-time`, ...) still override these.
+    // Short enough for the whole file (46 benchmarks) to finish in about four minutes on
+    // two cores; command-line options (`--measurement-time`, ...) override these, as
+    // `run-writer.sh --quick` does.
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
-    targets = counter_inc, histogram_observe_20, labels_lookup_2
+    targets = counter_inc, counter_inc_by_f64, gauge_set, histogram_observe_20,
+        labels_lookup_2, labels_lookup_4, child_create, counter_inc_two_threads
 }
 criterion_main!(benches);

@@ -1,0 +1,366 @@
+//! The reader: scrape cost by processes × series, render against the Rust peers and the
+//! physical limit, and vLLM's metric set (DESIGN.md §5; issue 4, item 2).
+//!
+//! Every directory is written by simulated processes that stay alive (live, locked
+//! segments) for the duration of their benches (`shmetrics_benches::fixtures`), and every
+//! bench scrapes in the steady state: a first scrape parsed the metadata before timing.
+//! Output is Prometheus text format into a reused `Vec<u8>`, with no filter.
+//!
+//! - `scrape/{P}x{S}`: `Reader::scrape` (snapshot + render) of `P` processes × `S` series
+//!   of the `shmetrics generate` mix, P ∈ {1, 8, 32, 128}, S ∈ {100, 1,000, 10,000};
+//!   throughput in series read (`P × S`).
+//! - `snapshot_only/{P}x{S}` and `render_only/{P}x{S}` for 32×1,000, 128×1,000 and
+//!   128×10,000: `Reader::snapshot()` alone (throughput `P × S`), and `render::render` of
+//!   one fixed snapshot alone (throughput `S`, the merged series).
+//! - `render_10k/*`: 10,000 merged series (1 process × 10,000) rendered by shmetrics (text
+//!   and OpenMetrics), by the `prometheus-client` crate (its OpenMetrics `text::encode` and
+//!   its `prometheus_text::encode`) over a registry holding the same families, labels and
+//!   values, by the tikv `prometheus` crate's `TextEncoder` over the same families as
+//!   `proto::MetricFamily` values, and by `raw_formatting`: the same bytes as shmetrics'
+//!   text output written with only `memcpy` of the pieces (name, suffix, label set, `le`)
+//!   and `itoa`/`ryu` (`RawExposition::write`); `raw_cached_prefixes` copies each line's
+//!   prefix whole from a table made in advance (the limit of a renderer that caches line
+//!   prefixes across scrapes). Every output is checked to hold exactly the same samples
+//!   before timing.
+//! - `vllm/{N}`: a scrape of N ∈ {4, 16, 64} vLLM engines.
+//!
+//! Directories of 100,000 series read or more are measured with criterion's minimum of 10
+//! samples in flat sampling mode (a 128 × 10,000 scrape reads 1.28 M series); smaller ones
+//! with 30 samples. `run-reader.sh` prints the table.
+
+use std::hint::black_box;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use prometheus::Encoder;
+use prometheus_client::metrics::counter::Counter as PcCounter;
+use prometheus_client::metrics::family::Family as PcFamily;
+use prometheus_client::metrics::gauge::Gauge as PcGauge;
+use prometheus_client::metrics::histogram::Histogram as PcHistogram;
+use shmetrics::prometheus_collector::DirCollector;
+use shmetrics_benches::fixtures::{
+    GenFixture, RawExposition, VllmFixture, gen_observations, samples,
+};
+use shmetrics_layout::MetricKind;
+use shmetrics_reader::snapshot::{Series, Snapshot, Value};
+use shmetrics_reader::{Format, PrefixFilter, Reader, render};
+
+const PROCESSES: [usize; 4] = [1, 8, 32, 128];
+const SERIES: [usize; 3] = [100, 1_000, 10_000];
+/// `(P, S)` that also get `snapshot_only` and `render_only`.
+const SPLIT: [(usize, usize); 3] = [(32, 1_000), (128, 1_000), (128, 10_000)];
+const ENGINES: [usize; 3] = [4, 16, 64];
+
+/// Series read per iteration from which a bench gets criterion's minimum of 10 samples.
+const BIG: usize = 100_000;
+
+fn tune(group: &mut BenchmarkGroup<'_, WallTime>, series_read: usize) {
+    group.warm_up_time(Duration::from_millis(500));
+    if series_read >= BIG {
+        group
+            .sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .measurement_time(Duration::from_secs(3));
+    } else {
+        group
+            .sample_size(30)
+            .measurement_time(Duration::from_secs(2));
+    }
+}
+
+/// Opens a reader and takes the first scrape (which parses every segment's metadata),
+/// checking that it saw `live` live segments and `series` merged series, and nothing odd.
+fn steady_reader(dir: &std::path::Path, live: usize, series: Option<usize>) -> (Reader, Vec<u8>) {
+    let mut reader = Reader::open(dir).expect("open a reader");
+    let mut out = Vec::new();
+    let report = reader
+        .scrape(
+            Format::Prometheus,
+            &PrefixFilter::default(),
+            false,
+            &mut out,
+        )
+        .expect("scrape into a Vec");
+    assert_eq!(report.live_segments, live, "{report:?}");
+    assert_eq!(report.dead_segments, 0, "{report:?}");
+    assert_eq!(report.dropped_series, 0, "{report:?}");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
+    if let Some(series) = series {
+        assert_eq!(report.series, series, "{report:?}");
+    }
+    (reader, out)
+}
+
+fn scrape_grid(c: &mut Criterion) {
+    let filter = PrefixFilter::default();
+    for s in SERIES {
+        for p in PROCESSES {
+            let fixture = GenFixture::build(p, s).expect("build the gen fixture");
+            let (mut reader, mut out) = steady_reader(fixture.dir(), p, Some(s));
+            let id = format!("{p}x{s}");
+            let read = fixture.series_total();
+
+            let mut group = c.benchmark_group("scrape");
+            tune(&mut group, read);
+            group.throughput(Throughput::Elements(read as u64));
+            group.bench_function(&id, |b| {
+                b.iter(|| {
+                    out.clear();
+                    reader
+                        .scrape(Format::Prometheus, &filter, false, &mut out)
+                        .expect("scrape");
+                    black_box(out.len())
+                })
+            });
+            group.finish();
+
+            if !SPLIT.contains(&(p, s)) {
+                continue;
+            }
+            let mut group = c.benchmark_group("snapshot_only");
+            tune(&mut group, read);
+            group.throughput(Throughput::Elements(read as u64));
+            group.bench_function(&id, |b| b.iter(|| black_box(reader.snapshot())));
+            group.finish();
+
+            let snapshot = reader.snapshot().snapshot;
+            let mut group = c.benchmark_group("render_only");
+            tune(&mut group, s);
+            group.throughput(Throughput::Elements(s as u64));
+            group.bench_function(&id, |b| {
+                b.iter(|| {
+                    out.clear();
+                    render::render(&snapshot, &[], Format::Prometheus, &filter, &mut out)
+                        .expect("render");
+                    black_box(out.len())
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+type PcLabels = Vec<(String, String)>;
+
+fn pc_labels(series: &Series) -> PcLabels {
+    let mut labels: PcLabels = series
+        .labels
+        .pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    if let Some(pid) = series.pid {
+        labels.push(("pid".to_owned(), pid.to_string()));
+    }
+    labels
+}
+
+/// A `prometheus-client` registry holding `snapshot`'s families, labels and values (of a
+/// one-process `gen` fixture: histograms are rebuilt by replaying that process's
+/// observations, so that their sums are the same `f64`s).
+fn prometheus_client_registry(snapshot: &Snapshot) -> prometheus_client::registry::Registry {
+    let mut registry = prometheus_client::registry::Registry::default();
+    for f in &snapshot.families {
+        match f.kind {
+            MetricKind::Counter => {
+                let family = PcFamily::<PcLabels, PcCounter<f64, AtomicU64>>::default();
+                for s in &f.series {
+                    let Value::Counter(v) = s.value else {
+                        panic!("{}: counter without a counter value", f.name)
+                    };
+                    family.get_or_create(&pc_labels(s)).inc_by(v);
+                }
+                registry.register(f.name.to_string(), f.help.to_string(), family);
+            }
+            MetricKind::Gauge => {
+                let family = PcFamily::<PcLabels, PcGauge<f64, AtomicU64>>::default();
+                for s in &f.series {
+                    let Value::Gauge(v) = s.value else {
+                        panic!("{}: gauge without a gauge value", f.name)
+                    };
+                    family.get_or_create(&pc_labels(s)).set(v);
+                }
+                registry.register(f.name.to_string(), f.help.to_string(), family);
+            }
+            MetricKind::Histogram => {
+                let bounds = f.bounds.clone();
+                let family =
+                    PcFamily::<PcLabels, PcHistogram, _>::new_with_constructor(move || {
+                        PcHistogram::new(bounds.iter().copied())
+                    });
+                for s in &f.series {
+                    let index: usize = s
+                        .labels
+                        .get("series")
+                        .and_then(|v| v.parse().ok())
+                        .expect("a gen series label");
+                    let histogram = family.get_or_create(&pc_labels(s));
+                    for v in gen_observations(index) {
+                        histogram.observe(v);
+                    }
+                }
+                registry.register(f.name.to_string(), f.help.to_string(), family);
+            }
+            MetricKind::Summary => panic!("{}: the gen workload has no summaries", f.name),
+        }
+    }
+    registry
+}
+
+fn sample_lines(text: &[u8]) -> usize {
+    text.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && l[0] != b'#')
+        .count()
+}
+
+fn render_10k(c: &mut Criterion) {
+    const SERIES: usize = 10_000;
+    let fixture = GenFixture::build(1, SERIES).expect("build the gen fixture");
+    let (mut reader, ours) = steady_reader(fixture.dir(), 1, Some(SERIES));
+    let snapshot = reader.snapshot().snapshot;
+    let filter = PrefixFilter::default();
+
+    // The peers' inputs, built once.
+    let pc_registry = prometheus_client_registry(&snapshot);
+    let tikv_families = DirCollector::open(fixture.dir(), PrefixFilter::default())
+        .expect("open a collector")
+        .collect_with_report()
+        .0;
+    let tikv = prometheus::TextEncoder::new();
+    let raw = RawExposition::new(&snapshot);
+
+    // Every encoder prints the same samples.
+    let mut text = String::new();
+    let ours_text = std::str::from_utf8(&ours).expect("UTF-8");
+    let expected = samples(ours_text).expect("parse our output");
+    assert_eq!(expected.len(), sample_lines(&ours));
+    // 3,335 counters, 3,335 gauges, 3,330 histograms of 23 samples.
+    assert_eq!(
+        expected.len(),
+        6_670 + 3_330 * 23,
+        "sample lines of 10,000 series"
+    );
+    let check = |encoder: &str, output: &str| {
+        assert_eq!(sample_lines(output.as_bytes()), expected.len(), "{encoder}");
+        let got = samples(output).unwrap_or_else(|e| panic!("{encoder}: {e}"));
+        assert!(
+            got == expected,
+            "{encoder} prints other samples than shmetrics"
+        );
+    };
+    prometheus_client::encoding::text::encode(&mut text, &pc_registry).expect("encode");
+    check("prometheus_client text::encode", &text);
+    text.clear();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &pc_registry).expect("encode");
+    check("prometheus_client prometheus_text::encode", &text);
+    let mut bytes = Vec::new();
+    tikv.encode(&tikv_families, &mut bytes).expect("encode");
+    check(
+        "tikv TextEncoder",
+        std::str::from_utf8(&bytes).expect("UTF-8"),
+    );
+    bytes.clear();
+    raw.write(&mut bytes);
+    assert!(
+        bytes == ours,
+        "raw formatting differs from the shmetrics output"
+    );
+    bytes.clear();
+    raw.write_cached_prefixes(&mut bytes);
+    assert!(
+        bytes == ours,
+        "raw formatting (cached prefixes) differs from shmetrics"
+    );
+    bytes.clear();
+    render::render(&snapshot, &[], Format::OpenMetrics, &filter, &mut bytes).expect("render");
+    check(
+        "shmetrics OpenMetrics",
+        std::str::from_utf8(&bytes).expect("UTF-8"),
+    );
+
+    let mut group = c.benchmark_group("render_10k");
+    tune(&mut group, SERIES);
+    group.throughput(Throughput::Elements(SERIES as u64));
+    let mut out = Vec::with_capacity(ours.len() * 2);
+    group.bench_function("shmetrics", |b| {
+        b.iter(|| {
+            out.clear();
+            render::render(&snapshot, &[], Format::Prometheus, &filter, &mut out).expect("render");
+            black_box(out.len())
+        })
+    });
+    group.bench_function("shmetrics_openmetrics", |b| {
+        b.iter(|| {
+            out.clear();
+            render::render(&snapshot, &[], Format::OpenMetrics, &filter, &mut out).expect("render");
+            black_box(out.len())
+        })
+    });
+    group.bench_function("raw_formatting", |b| {
+        b.iter(|| {
+            out.clear();
+            raw.write(&mut out);
+            black_box(out.len())
+        })
+    });
+    group.bench_function("raw_cached_prefixes", |b| {
+        b.iter(|| {
+            out.clear();
+            raw.write_cached_prefixes(&mut out);
+            black_box(out.len())
+        })
+    });
+    let mut text = String::with_capacity(ours.len() * 2);
+    group.bench_function("prometheus_client_text", |b| {
+        b.iter(|| {
+            text.clear();
+            prometheus_client::encoding::text::encode(&mut text, &pc_registry).expect("encode");
+            black_box(text.len())
+        })
+    });
+    group.bench_function("prometheus_client_prometheus_text", |b| {
+        b.iter(|| {
+            text.clear();
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &pc_registry)
+                .expect("encode");
+            black_box(text.len())
+        })
+    });
+    group.bench_function("tikv_text_encoder", |b| {
+        b.iter(|| {
+            out.clear();
+            tikv.encode(&tikv_families, &mut out).expect("encode");
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
+fn vllm(c: &mut Criterion) {
+    let filter = PrefixFilter::default();
+    for n in ENGINES {
+        let fixture = VllmFixture::build(n).expect("build the vLLM fixture");
+        let (mut reader, mut out) = steady_reader(fixture.dir(), n, None);
+        let mut group = c.benchmark_group("vllm");
+        tune(&mut group, fixture.series_total());
+        group.throughput(Throughput::Elements(fixture.series_total() as u64));
+        group.bench_function(n.to_string(), |b| {
+            b.iter(|| {
+                out.clear();
+                reader
+                    .scrape(Format::Prometheus, &filter, false, &mut out)
+                    .expect("scrape");
+                black_box(out.len())
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, scrape_grid, render_10k, vllm);
+criterion_main!(benches);
