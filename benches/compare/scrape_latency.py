@@ -52,18 +52,18 @@ import argparse
 import json
 import math
 import os
-import platform
-import re
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import (REPO, Cleanup, child_env, compare_outputs, ensure_prometheus_client,
+                    find_binaries, interrupt_on_signals, machine_info, parse_exposition,
+                    run_pool, scrape_client, start_generate, start_serve, stop_proc,
+                    target_dir, time_generate_latest)
+
 REEXEC_ENV = "SHMETRICS_SCRAPE_LATENCY_REEXEC"
 
 
@@ -102,133 +102,6 @@ def parse_args(argv):
     if not args.engines or min(args.engines) < 1 or args.count < 1 or args.warmup < 0:
         p.error("need engine counts >= 1, --count >= 1, --warmup >= 0")
     return args
-
-
-def ensure_prometheus_client(args):
-    """Re-executes this script under --python, or, when the running interpreter lacks
-    prometheus_client, under the repository's .venv/bin/python."""
-    env = dict(os.environ, **{REEXEC_ENV: "1"})
-    if args.python and not os.environ.get(REEXEC_ENV):
-        os.execve(args.python, [args.python, os.path.abspath(__file__)] + sys.argv[1:], env)
-    try:
-        import prometheus_client  # noqa: F401
-        return
-    except ImportError:
-        pass
-    py = args.python or os.path.join(REPO, ".venv", "bin", "python")
-    if os.environ.get(REEXEC_ENV) or not os.path.exists(py):
-        sys.exit(f"scrape_latency: prometheus_client is not importable by {sys.executable} and "
-                 f"{py} cannot provide it; run ci/test.sh (creates .venv) or pass --python")
-    os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], env)
-
-
-# ---------------------------------------------------------------------------------------
-# Text exposition parsing (Prometheus text format 0.0.4 as both sides write it).
-# ---------------------------------------------------------------------------------------
-
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def unescape(s):
-    out = []
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == "\\" and i + 1 < len(s):
-            n = s[i + 1]
-            out.append({"n": "\n", "\\": "\\", '"': '"'}.get(n, "\\" + n))
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def parse_sample(line):
-    """(name, {label: value}, value) of one sample line."""
-    brace = line.find("{")
-    if brace >= 0:
-        end = line.rindex("}")
-        name = line[:brace]
-        labels = {k: unescape(v) for k, v in LABEL_RE.findall(line[brace + 1:end])}
-        rest = line[end + 1:].split()
-    else:
-        parts = line.split()
-        name, labels, rest = parts[0], {}, parts[1:]
-    return name, labels, float(rest[0])
-
-
-def parse_exposition(text):
-    """Families in order: {name, type, help, samples: [(sample name, labels, value)]}."""
-    families = {}
-    order = []
-    current = None
-    for line in text.splitlines():
-        if not line:
-            continue
-        if line.startswith("# HELP ") or line.startswith("# TYPE "):
-            kind, rest = line[2:6], line[7:]
-            name, _, tail = rest.partition(" ")
-            fam = families.get(name)
-            if fam is None:
-                fam = families[name] = {"name": name, "type": "untyped", "help": "", "samples": []}
-                order.append(name)
-            if kind == "HELP":
-                fam["help"] = unescape(tail)
-            else:
-                fam["type"] = tail.strip()
-            current = fam
-            continue
-        if line.startswith("#"):
-            continue
-        name, labels, value = parse_sample(line)
-        if current is None or not sample_belongs(name, current):
-            raise ValueError(f"sample {name} outside its family: {line!r}")
-        current["samples"].append((name, labels, value))
-    return [families[n] for n in order]
-
-
-def sample_belongs(sample, fam):
-    name = fam["name"]
-    if fam["type"] in ("histogram", "summary"):
-        return sample == name or sample in (name + "_bucket", name + "_sum", name + "_count")
-    return sample == name
-
-
-def sample_values(families):
-    """{(sample name, sorted labels): value} with `le` normalised as a number and `pid`
-    values hidden (pids differ between the two sides)."""
-    values = {}
-    for fam in families:
-        for name, labels, value in fam["samples"]:
-            norm = []
-            for k, v in sorted(labels.items()):
-                if k == "le":
-                    v = repr(float(v))
-                elif k == "pid":
-                    v = "*"
-                norm.append((k, v))
-            values[(name, tuple(norm))] = value
-    return values
-
-
-def compare_outputs(shm_families, py_families, histogram_names):
-    """Raises unless both outputs hold the same samples with the same values (histogram
-    and summary `_sum` samples excepted: the replay makes those approximate)."""
-    a, b = sample_values(shm_families), sample_values(py_families)
-    missing, extra = a.keys() - b.keys(), b.keys() - a.keys()
-    if missing or extra:
-        raise RuntimeError(
-            f"prometheus_client output differs from the shmetrics dump: {len(missing)} samples "
-            f"missing (e.g. {sorted(missing)[:3]}), {len(extra)} extra "
-            f"(e.g. {sorted(extra)[:3]})")
-    exact = [k for k in a if not (k[0].endswith("_sum") and k[0][:-4] in histogram_names)]
-    wrong = [k for k in exact if not math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-9)]
-    if wrong:
-        k = wrong[0]
-        raise RuntimeError(f"{len(wrong)} of {len(exact)} values differ, e.g. {k}: shmetrics "
-                           f"{a[k]}, prometheus_client {b[k]}")
-    return len(exact)
 
 
 # ---------------------------------------------------------------------------------------
@@ -371,160 +244,19 @@ def py_server_main():
 # Measurement.
 # ---------------------------------------------------------------------------------------
 
-def percentile(sorted_values, p):
-    """Nearest-rank percentile (as scrape-client computes it)."""
-    rank = max(1, min(len(sorted_values), math.ceil(p / 100.0 * len(sorted_values))))
-    return sorted_values[rank - 1]
-
-
-def summarize(times_s):
-    t = sorted(x * 1e3 for x in times_s)
-    return {
-        "count": len(t),
-        "p50_ms": percentile(t, 50), "p90_ms": percentile(t, 90), "p99_ms": percentile(t, 99),
-        "mean_ms": sum(t) / len(t), "min_ms": t[0], "max_ms": t[-1],
-    }
-
-
-class Cleanup:
-    """Processes and directories to remove, whatever happens."""
-
-    def __init__(self):
-        self.pids = []      # engine pids printed by `generate --stay`
-        self.groups = []    # process groups of `generate` runs (its engines inherit them)
-        self.procs = []     # Popen objects started here
-        self.dirs = []
-
-    def stop_pids(self):
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 10
-        for pid in self.pids:
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.02)
-            else:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self.pids = []
-        # Engines of a `generate` interrupted before it printed their pids.
-        for pgid in self.groups:
-            try:
-                os.killpg(pgid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        self.groups = []
-
-    def stop_procs(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs = []
-
-    def all(self):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        self.stop_procs()
-        self.stop_pids()
-        for d in self.dirs:
-            shutil.rmtree(d, ignore_errors=True)
-        self.dirs = []
-
-
-def start_serve(shm, directory, cleanup):
-    proc = subprocess.Popen(
-        [shm, "serve", "--dir", directory, "--listen", "127.0.0.1:0", "--no-self-metrics"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    cleanup.procs.append(proc)
-    deadline = time.monotonic() + 30
-    seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-        if ready:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen.append(line)
-            m = re.search(r"serving (http://\S+/metrics)", line)
-            if m:
-                # Keep draining stderr so the server never blocks on a full pipe.
-                threading.Thread(target=proc.stderr.read, daemon=True).start()
-                return proc, m.group(1)
-        elif proc.poll() is not None:
-            break
-    raise RuntimeError(f"shmetrics serve did not start: {''.join(seen)}")
-
-
 def scrape(client, url, args):
-    cmd = [client, url, "--count", str(args.count), "--warmup", str(args.warmup)]
-    if args.accept:
-        cmd += ["--accept", args.accept]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
-    return json.loads(out.stdout)
+    return scrape_client(client, url, args.count, args.warmup, args.accept)
 
 
 def run_writers(py, spec_path, n, py_dir, parallelism, cleanup):
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=py_dir)
-    env.pop(REEXEC_ENV, None)
-    pending = list(range(n))
-    running = {}
-    failures = []
-    while pending or running:
-        while pending and len(running) < parallelism:
-            i = pending.pop(0)
-            proc = subprocess.Popen(
-                [py, os.path.abspath(__file__), "--role", "writer", "--spec", spec_path,
-                 "--index", str(i)],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, text=True)
-            cleanup.procs.append(proc)
-            running[i] = proc
-        for i, proc in list(running.items()):
-            if proc.poll() is not None:
-                err = proc.stderr.read()
-                if proc.returncode != 0:
-                    failures.append(f"writer {i} exited {proc.returncode}: {err.strip()}")
-                cleanup.procs.remove(proc)
-                del running[i]
-        time.sleep(0.01)
-    if failures:
-        raise RuntimeError("; ".join(failures))
-
-
-def time_generate_latest(py_dir, count, warmup):
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    times = []
-    body = b""
-    for i in range(warmup + count):
-        start = time.perf_counter()
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=py_dir)
-        body = generate_latest(registry)
-        elapsed = time.perf_counter() - start
-        if i >= warmup:
-            times.append(elapsed)
-    return summarize(times), body
+    env = child_env(REEXEC_ENV, PROMETHEUS_MULTIPROC_DIR=py_dir)
+    commands = [[py, os.path.abspath(__file__), "--role", "writer", "--spec", spec_path,
+                 "--index", str(i)] for i in range(n)]
+    run_pool(commands, parallelism, cleanup, env=env, label="writer")
 
 
 def start_py_server(py, py_dir, cleanup):
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=py_dir)
-    env.pop(REEXEC_ENV, None)
+    env = child_env(REEXEC_ENV, PROMETHEUS_MULTIPROC_DIR=py_dir)
     proc = subprocess.Popen([py, os.path.abspath(__file__), "--role", "py-server"], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     cleanup.procs.append(proc)
@@ -533,18 +265,6 @@ def start_py_server(py, py_dir, cleanup):
     if not line.isdigit():
         raise RuntimeError(f"prometheus_client server did not start (got {line!r})")
     return proc, f"http://127.0.0.1:{line}/metrics"
-
-
-def stop_proc(proc, cleanup):
-    if proc.stdin:
-        proc.stdin.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    cleanup.procs.remove(proc)
 
 
 def measure(n, args, bins, py, cleanup, modes):
@@ -559,20 +279,10 @@ def measure(n, args, bins, py, cleanup, modes):
 
     # --- shmetrics -------------------------------------------------------------------
     t0 = time.monotonic()
-    gen = subprocess.Popen(
-        [shm, "generate", "--dir", shm_dir, "--workload", "vllm", "--processes", str(n),
-         "--ops", str(args.ops), "--stay"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
-    cleanup.groups.append(gen.pid)
-    cleanup.procs.append(gen)
-    stdout, stderr = gen.communicate(timeout=600)
-    cleanup.procs.remove(gen)
-    if gen.returncode != 0:
-        raise RuntimeError(f"shmetrics generate exited {gen.returncode}: {stderr.strip()}")
-    cleanup.pids = [int(x) for x in stdout.split()]
-    if len(cleanup.pids) != n:
-        raise RuntimeError(f"generate printed {len(cleanup.pids)} pids, expected {n}")
+    pids = start_generate(shm, shm_dir, ["--workload", "vllm", "--processes", str(n),
+                                         "--ops", str(args.ops)], cleanup)
+    if len(pids) != n:
+        raise RuntimeError(f"generate printed {len(pids)} pids, expected {n}")
     result["shmetrics_setup_s"] = time.monotonic() - t0
     dump = subprocess.run([shm, "dump", "--dir", shm_dir, "--no-self-metrics"],
                           check=True, capture_output=True, text=True, timeout=120).stdout
@@ -658,25 +368,13 @@ def main():
         return writer_main(args.spec, args.index)
     if args.role == "py-server":
         return py_server_main()
-    ensure_prometheus_client(args)
-    from importlib.metadata import version
-
-    target = args.target_dir or os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
-    shm = args.shmetrics or os.path.join(target, "release", "shmetrics")
-    client = args.scrape_client or os.path.join(target, "release", "scrape-client")
-    for b in (shm, client):
-        if not os.access(b, os.X_OK):
-            sys.exit(f"scrape_latency: {b} not found; run "
-                     "`cargo build --release -p shmetrics -p shmetrics-benches` (or pass "
-                     "--target-dir / --shmetrics / --scrape-client)")
+    ensure_prometheus_client(__file__, sys.argv[1:], REEXEC_ENV, python=args.python,
+                             name="scrape_latency")
+    shm, client = find_binaries(target_dir(args.target_dir), args.shmetrics, args.scrape_client,
+                                name="scrape_latency")
     py = sys.executable
     modes = gauge_modes()
-
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    interrupt_on_signals()
     cleanup = Cleanup()
     results = []
     started = time.monotonic()
@@ -699,10 +397,7 @@ def main():
     report = {
         "command": " ".join([os.path.relpath(os.path.abspath(__file__), REPO)] + sys.argv[1:]),
         "count": args.count, "warmup": args.warmup, "ops": args.ops, "accept": args.accept,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "prometheus_client": version("prometheus_client"),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "machine": machine_info(load_before),
         "elapsed_s": time.monotonic() - started,
         "results": results,
     }
