@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::{CounterVec, Gauge, Histogram, HistogramOpts, Opts, Registry, TextEncoder};
@@ -15,6 +15,9 @@ use shmetrics::prometheus_collector::{
     CLASHES_FAMILY, DirCollector, gather_with_host, render_with_host,
 };
 use shmetrics_writer::{GaugeMode, Options};
+
+mod support;
+use support::promtool_check;
 
 /// Two engine processes writing `vllm:` families (and one family the filter drops).
 struct Engines {
@@ -311,53 +314,6 @@ fn assert_type_lines_unique(text: &str) {
     }
 }
 
-fn required() -> bool {
-    std::env::var("SHMETRICS_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1")
-}
-
-/// `promtool check metrics` on `text` when promtool is installed (a failure when
-/// validators are required): it must parse it, and the only lint finding allowed is the
-/// `:` of vLLM's names.
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    let available = Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(!required(), "promtool is not installed");
-        eprintln!("promtool not available: check skipped");
-        return;
-    }
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let findings =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let code = out.status.code();
-    assert!(
-        code == Some(0) || code == Some(3),
-        "promtool rejected the rendering (exit {code:?}): {findings}\n{text}"
-    );
-    for line in findings.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            line.contains("metric names should not contain ':'"),
-            "promtool lint finding: {line}"
-        );
-    }
-}
-
 #[test]
 fn host_and_directory_render_together_filtered_with_each_family_once() {
     let engines = start_engines();
@@ -387,7 +343,7 @@ fn host_and_directory_render_together_filtered_with_each_family_once() {
         1
     );
     assert_type_lines_unique(&text);
-    promtool_check(&text);
+    promtool_check(&text, "the collector output");
 
     // The clash is reported on every gather, not only the first.
     let again = gather_with_host(&host, &collector);
@@ -468,7 +424,7 @@ fn registered_directly_in_a_registry_the_collector_yields_the_engine_families() 
              {ENGINE_FAMILIES_AFTER_RUNNING}"
         )
     );
-    promtool_check(&text);
+    promtool_check(&text, "the collector output");
 
     // A collector of the same directory is refused (it would double every series); one
     // of another directory registers beside it.
@@ -549,7 +505,7 @@ fn self_metrics_describe_the_directory() {
         "{text}"
     );
     assert_type_lines_unique(&text);
-    promtool_check(&text);
+    promtool_check(&text, "the collector output");
 }
 
 /// A counter `x` and a gauge `x_total` would share an exposition name, and a per-process
@@ -589,7 +545,7 @@ fn names_the_directory_would_duplicate_are_written_once() {
     );
     assert_eq!(report.conflicts.len(), 1);
     assert_eq!(report.conflicts[0].kind, "name");
-    promtool_check(&encode(&families));
+    promtool_check(&encode(&families), "the collector output");
 }
 
 #[test]

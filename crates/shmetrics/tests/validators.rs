@@ -8,14 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod support;
+use support::{promtool_available, promtool_check, required};
+
 const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn required() -> bool {
-    std::env::var("SHMETRICS_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1")
 }
 
 /// The Python interpreter with prometheus_client, or None (a failure when required).
@@ -32,59 +31,6 @@ fn python() -> Option<String> {
         assert!(!required(), "{python} cannot import prometheus_client");
         eprintln!("prometheus_client not available: Python parser checks skipped");
         None
-    }
-}
-
-fn promtool_available() -> bool {
-    let ok = Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok || !required(), "promtool is not installed");
-    if !ok {
-        eprintln!("promtool not available: promtool checks skipped");
-    }
-    ok
-}
-
-/// Lint findings that come from upstream metric names we must reproduce as they are, not
-/// from our rendering: vLLM's `vllm:` prefix, and its histogram
-/// `vllm:iteration_tokens_total`.
-const ACCEPTED_LINTS: &[&str] = &[
-    "metric names should not contain ':'",
-    "non-counter metrics should not have \"_total\" suffix",
-];
-
-/// Runs `promtool check metrics` on text-format `text`: it must parse, and every lint
-/// finding must be one of [`ACCEPTED_LINTS`].
-fn promtool_check(text: &str, what: &str) {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let findings =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let code = out.status.code();
-    assert!(
-        code == Some(0) || code == Some(3),
-        "promtool rejected {what} (exit {code:?}): {findings}"
-    );
-    for line in findings.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            ACCEPTED_LINTS.iter().any(|a| line.contains(a)),
-            "promtool lint finding in {what}: {line}"
-        );
     }
 }
 

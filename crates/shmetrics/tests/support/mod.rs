@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests: the external validators.
+//!
+//! README's test command installs them and sets `SHMETRICS_REQUIRE_VALIDATORS=1`, which turns
+//! a missing validator into a failure instead of a skipped check.
+#![allow(dead_code)] // Each test binary uses a subset.
+
+use std::process::{Command, Stdio};
+
+/// Whether a missing validator fails the test.
+pub(crate) fn required() -> bool {
+    std::env::var("SHMETRICS_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1")
+}
+
+/// Whether `promtool` can run; a failure when it cannot and validators are required.
+pub(crate) fn promtool_available() -> bool {
+    let ok = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok || !required(), "promtool is not installed");
+    if !ok {
+        eprintln!("promtool not available: promtool checks skipped");
+    }
+    ok
+}
+
+/// Lint findings that come from upstream metric names we must reproduce as they are, not
+/// from our rendering: vLLM's `vllm:` prefix, and its histogram
+/// `vllm:iteration_tokens_total`.
+pub(crate) const ACCEPTED_LINTS: &[&str] = &[
+    "metric names should not contain ':'",
+    "non-counter metrics should not have \"_total\" suffix",
+];
+
+/// Runs `promtool check metrics` on text-format `text` (when promtool is available): it must
+/// parse, and every lint finding must be one of [`ACCEPTED_LINTS`].
+pub(crate) fn promtool_check(text: &str, what: &str) {
+    use std::io::Write;
+    if !promtool_available() {
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let findings =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code();
+    assert!(
+        code == Some(0) || code == Some(3),
+        "promtool rejected {what} (exit {code:?}): {findings}\n{text}"
+    );
+    for line in findings.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            ACCEPTED_LINTS.iter().any(|a| line.contains(a)),
+            "promtool lint finding in {what}: {line}"
+        );
+    }
+}
