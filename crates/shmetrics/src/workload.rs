@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use shmetrics_layout::names::is_valid_label_name;
 use shmetrics_writer::{
-    Counter, DEFAULT_BUCKETS, Gauge, GaugeMode, Histogram, MetricKind, Registry, Summary,
+    Child, Counter, DEFAULT_BUCKETS, Family, Gauge, GaugeMode, Histogram, MetricKind, Registry,
+    Summary,
 };
 
 /// Why a workload could not be loaded or registered.
@@ -872,12 +873,7 @@ impl VllmWorkload {
             let handles = match m.kind {
                 MetricKind::Counter => {
                     let fam = registry.counter(&m.name, &m.help, &labels).map_err(err)?;
-                    let children = m
-                        .series
-                        .iter()
-                        .map(|s| fam.labels(s).cloned())
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(register_err(&m.name))?;
+                    let children = children_of(&fam, &m)?;
                     Handles::Counter(counter_rule(short), children)
                 }
                 MetricKind::Gauge => {
@@ -885,24 +881,14 @@ impl VllmWorkload {
                     let fam = registry
                         .gauge(&m.name, &m.help, &labels, mode)
                         .map_err(err)?;
-                    let children = m
-                        .series
-                        .iter()
-                        .map(|s| fam.labels(s).cloned())
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(register_err(&m.name))?;
+                    let children = children_of(&fam, &m)?;
                     Handles::Gauge(gauge_rule(short, m.mode), children)
                 }
                 MetricKind::Histogram => {
                     let fam = registry
                         .histogram(&m.name, &m.help, &labels, &m.bounds)
                         .map_err(err)?;
-                    let children = m
-                        .series
-                        .iter()
-                        .map(|s| fam.labels(s).cloned())
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(register_err(&m.name))?;
+                    let children = children_of(&fam, &m)?;
                     let bounds = children
                         .first()
                         .map(|h| h.bounds().to_vec())
@@ -911,12 +897,7 @@ impl VllmWorkload {
                 }
                 MetricKind::Summary => {
                     let fam = registry.summary(&m.name, &m.help, &labels).map_err(err)?;
-                    let children = m
-                        .series
-                        .iter()
-                        .map(|s| fam.labels(s).cloned())
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(register_err(&m.name))?;
+                    let children = children_of(&fam, &m)?;
                     Handles::Summary(observe_rule(short), children)
                 }
             };
@@ -951,6 +932,18 @@ impl VllmWorkload {
         }
         step
     }
+}
+
+/// The children of `family` for every label set of `m`.
+fn children_of<C: Child + Clone>(
+    family: &Family<C>,
+    m: &ResolvedMetric,
+) -> Result<Vec<C>, WorkloadError> {
+    m.series
+        .iter()
+        .map(|s| family.labels(s).cloned())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(register_err(&m.name))
 }
 
 /// Which series of `n` gets an update: the first three times in four, else a random one.
