@@ -18,27 +18,12 @@
 # one run, not absolute times across runs.
 set -euo pipefail
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Cargo runs bench binaries from the package directory, not from here: make relative
-# directories absolute (against the caller's directory) so cargo and criterion agree.
-for var in CARGO_TARGET_DIR CRITERION_HOME; do
-    if [[ -n "${!var:-}" && "${!var}" != /* ]]; then
-        export "$var=$PWD/${!var}"
-    fi
-done
-cd "$repo_root"
+source "$(dirname "${BASH_SOURCE[0]}")/criterion-env.sh"
 
 started="$(date +%s)"
 cargo bench -p shmetrics-benches --bench reader -- --noplot "$@"
 
-if [[ -n "${CRITERION_HOME:-}" ]]; then
-    criterion_dir="$CRITERION_HOME"
-elif [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
-    criterion_dir="$CARGO_TARGET_DIR/criterion"
-else
-    criterion_dir="$(cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/criterion"
-fi
+criterion_dir="$(criterion_dir)"
 
 python3 - "$criterion_dir" "$started" <<'EOF'
 import json

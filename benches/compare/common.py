@@ -504,3 +504,11 @@ def time_generate_latest(py_dir, count, warmup):
         if i >= warmup:
             times.append(elapsed)
     return summarize(times), body
+
+
+def write_report(path, report):
+    """Writes a run's results as indented JSON to `path` and says so."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    print(f"wrote {path}")

@@ -79,7 +79,7 @@ import sys
 import tempfile
 import time
 
-from common import (DEFAULT_VENV, REPO, Cleanup, child_env, compare_outputs, count_samples,
+from common import (write_report, DEFAULT_VENV, REPO, Cleanup, child_env, compare_outputs, count_samples,
                     ensure_prometheus_client, find_binaries, interrupt_on_signals,
                     machine_info, parse_exposition, peak_rss_kib, proc_status_kib, run_pool,
                     run_with_rusage, scrape_client, start_generate, start_serve, stop_proc,
@@ -859,10 +859,7 @@ def main():
             "figures": {name: ratio for name, ratio in figs},
             "results": results,
         }
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.out}")
+        write_report(args.out, report)
     return 0
 
 

@@ -59,7 +59,7 @@ import sys
 import tempfile
 import time
 
-from common import (REPO, Cleanup, child_env, compare_outputs, ensure_prometheus_client,
+from common import (write_report, REPO, Cleanup, child_env, compare_outputs, ensure_prometheus_client,
                     find_binaries, interrupt_on_signals, machine_info, parse_exposition,
                     run_pool, scrape_client, start_generate, start_serve, stop_proc,
                     target_dir, time_generate_latest)
@@ -402,10 +402,7 @@ def main():
         "results": results,
     }
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.out}")
+        write_report(args.out, report)
     return 0
 
 
