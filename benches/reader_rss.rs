@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --profile bench -p shmetrics-benches --bin reader-rss -- \
-//!     [--processes 128] [--series 10000] [--scrapes 5]
+//!     [--processes 128] [--series 10000] [--scrapes 5] [--resident-budget-mib M]
 //! ```
 //!
 //! This process builds the directory ([`GenFixture`]: live segments, kept locked until the
@@ -20,9 +20,10 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use shmetrics_benches::fixtures::{BoxError, GenFixture};
-use shmetrics_reader::{Format, PrefixFilter, Reader};
+use shmetrics_reader::{DEFAULT_RESIDENT_BUDGET, Format, PrefixFilter, Reader};
 
-const USAGE: &str = "usage: reader-rss [--processes P] [--series S] [--scrapes N]";
+const USAGE: &str =
+    "usage: reader-rss [--processes P] [--series S] [--scrapes N] [--resident-budget-mib M]";
 
 fn main() -> ExitCode {
     match run() {
@@ -38,6 +39,7 @@ fn run() -> Result<(), BoxError> {
     let mut processes = 128usize;
     let mut series = 10_000usize;
     let mut scrapes = 5usize;
+    let mut budget_mib: Option<usize> = None;
     let mut measure: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -49,12 +51,14 @@ fn run() -> Result<(), BoxError> {
             "--processes" => processes = value()?.parse()?,
             "--series" => series = value()?.parse()?,
             "--scrapes" => scrapes = value()?.parse()?,
+            "--resident-budget-mib" => budget_mib = Some(value()?.parse()?),
             "--measure" => measure = Some(value()?),
             _ => return Err(format!("unknown argument {arg:?}\n{USAGE}").into()),
         }
     }
     if let Some(dir) = measure {
-        return measure_reader(Path::new(&dir), scrapes);
+        let budget = budget_mib.map_or(DEFAULT_RESIDENT_BUDGET, |m| m.saturating_mul(1 << 20));
+        return measure_reader(Path::new(&dir), scrapes, budget);
     }
 
     let started = Instant::now();
@@ -77,6 +81,11 @@ fn run() -> Result<(), BoxError> {
         .arg(fixture.dir())
         .arg("--scrapes")
         .arg(scrapes.to_string())
+        .args(
+            budget_mib
+                .into_iter()
+                .flat_map(|m| ["--resident-budget-mib".to_owned(), m.to_string()]),
+        )
         .status()?;
     if !status.success() {
         return Err(format!("the measuring reader failed: {status}").into());
@@ -85,7 +94,7 @@ fn run() -> Result<(), BoxError> {
     Ok(())
 }
 
-fn measure_reader(dir: &Path, scrapes: usize) -> Result<(), BoxError> {
+fn measure_reader(dir: &Path, scrapes: usize, budget: usize) -> Result<(), BoxError> {
     let canonical = std::fs::canonicalize(dir)?;
     println!("reader: pid {}, RSS figures in MiB", std::process::id());
     println!(
@@ -107,6 +116,7 @@ fn measure_reader(dir: &Path, scrapes: usize) -> Result<(), BoxError> {
     };
     row("start", 0.0)?;
     let mut reader = Reader::open(dir)?;
+    reader.set_resident_budget(budget);
     let filter = PrefixFilter::default();
     let mut out = Vec::new();
     let mut report = None;

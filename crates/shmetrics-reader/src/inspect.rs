@@ -225,7 +225,7 @@ fn accepted_records(seg: &SegmentFile) -> Vec<RecordInfo> {
                 let Some(local) = seg.series.get(series_index) else {
                     break;
                 };
-                let family = Arc::clone(&seg.families[local.family]);
+                let family = Arc::clone(&seg.families[local.family as usize]);
                 let value = read_value(&family, seg.slots(series_index));
                 series_index += 1;
                 RecordEntry::Series {

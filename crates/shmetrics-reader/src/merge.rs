@@ -60,13 +60,15 @@ impl Index {
             links.families.push(id);
         }
         let start = links.series.len();
-        for s in &mut seg.series[start..] {
-            let def = &seg.families[s.family];
-            let family = links.families[s.family];
+        let unlinked = std::mem::take(&mut seg.unlinked_labels);
+        debug_assert_eq!(start + unlinked.len(), seg.series.len());
+        for (s, values) in seg.series[start..].iter().zip(unlinked) {
+            let def = &seg.families[s.family as usize];
+            let family = links.families[s.family as usize];
             let pairs = def
                 .label_names
                 .iter()
-                .zip(std::mem::take(&mut s.label_values))
+                .zip(values)
                 .map(|(n, v)| (Box::from(n.as_str()), v.into_boxed_str()))
                 .collect();
             let labels = Arc::new(SeriesLabels::new(pairs));
@@ -166,12 +168,14 @@ struct Resolved {
     def: Arc<FamilyRecord>,
 }
 
-/// Merges `sources` (any order) into a snapshot, reporting conflicts.
+/// Merges `sources` (any order) into a snapshot, reporting conflicts. Live segments up to
+/// `resident_budget` bytes (oldest first) stay mapped after their read.
 pub(crate) fn merge(
     index: &mut Index,
     sources: &mut [Source<'_>],
     conflicts: &mut Vec<Conflict>,
     baseline: &mut DeadBaseline,
+    resident_budget: usize,
 ) -> Snapshot {
     sources.sort_by_key(|s| s.seg.age_key());
     // Definitions, compatibility and conflicts only change when segments or families come
@@ -218,16 +222,25 @@ pub(crate) fn merge(
         let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
         for (source, compat) in sources.iter().zip(compat) {
             if !source.seg.live {
-                fold_segment(&mut acc, source, compat, resolved, &mut scratch);
+                // Read once into the baseline: no page of a dead segment stays mapped.
+                fold_segment(&mut acc, source, compat, resolved, &mut scratch, &mut 0);
             }
         }
         baseline.signature = signature;
         baseline.acc = acc;
     }
     let mut acc = baseline.acc.clone();
+    let mut budget = resident_budget;
     for (source, compat) in sources.iter().zip(compat) {
         if source.seg.live {
-            fold_segment(&mut acc, source, compat, resolved, &mut scratch);
+            fold_segment(
+                &mut acc,
+                source,
+                compat,
+                resolved,
+                &mut scratch,
+                &mut budget,
+            );
         }
     }
     let snapshot = build(index, resolved, acc);
@@ -236,24 +249,33 @@ pub(crate) fn merge(
 }
 
 /// Folds every series of one segment into `acc`.
+/// `budget` is how many more bytes of segments may stay mapped after their read; a segment
+/// beyond it has its pages released (`SegmentFile::release_pages`).
 fn fold_segment(
     acc: &mut [Acc],
     source: &Source<'_>,
     compat: &[bool],
     resolved: &[Option<Resolved>],
     scratch: &mut HistogramValue,
+    budget: &mut usize,
 ) {
     let seg = source.seg;
     for (i, s) in seg.series.iter().enumerate() {
-        if !compat[s.family] {
+        if !compat[s.family as usize] {
             continue;
         }
-        let family = source.links.families[s.family] as usize;
+        let family = source.links.families[s.family as usize] as usize;
         let Some(res) = &resolved[family] else {
             continue;
         };
         let slot = &mut acc[source.links.series[i] as usize];
         fold(slot, &res.def, seg, seg.slots(i), scratch);
+    }
+    // Everything this scrape needs from the segment is in `acc` now. Keep its pages mapped
+    // while the budget lasts (small directories never pay for faulting them in again).
+    match budget.checked_sub(seg.size()) {
+        Some(left) => *budget = left,
+        None => seg.release_pages(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use rustc_hash::FxHashMap;
 use shmetrics_layout::record::{FamilyRecord, Record, check_label_values, parse_records};
 use shmetrics_layout::slots::slot_words;
@@ -15,16 +15,14 @@ use shmetrics_layout::{HEADER_SIZE, LayoutError, META_LEN_WORD, SegmentHeader, v
 
 use crate::report::SkipReason;
 
-/// A series declared by a segment.
-#[derive(Debug)]
+/// A series declared by a segment: 8 bytes per series, since a reader holds one per
+/// series of every process (1.28 million at 128 processes × 10,000 series).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct LocalSeries {
     /// Index into [`SegmentFile::families`].
-    pub(crate) family: usize,
+    pub(crate) family: u32,
     /// Word index of the first slot.
-    pub(crate) slot_word: usize,
-    /// Label values in the family's label-name order; moved into the merge index (and left
-    /// empty) once the series is linked.
-    pub(crate) label_values: Vec<String>,
+    pub(crate) slot_word: u32,
 }
 
 /// Why a file could not be used as a segment.
@@ -50,6 +48,10 @@ pub(crate) struct SegmentFile {
     family_index: FxHashMap<u32, usize>,
     /// Series declared so far, in declaration order.
     pub(crate) series: Vec<LocalSeries>,
+    /// Label values of the last `unlinked_labels.len()` series, in the family's label-name
+    /// order, until the merge index takes them (`merge::Index::link`): a linked series is
+    /// identified by its merged id, and the segment keeps no strings for it.
+    pub(crate) unlinked_labels: Vec<Vec<String>>,
     /// Whether the writer still holds its lock.
     pub(crate) live: bool,
     /// Set when metadata failed validation; nothing after it is parsed.
@@ -118,6 +120,7 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
         families: Vec::new(),
         family_index: FxHashMap::default(),
         series: Vec::new(),
+        unlinked_labels: Vec::new(),
         live: true,
         corrupt: None,
         final_dropped: None,
@@ -173,14 +176,24 @@ impl SegmentFile {
         if self.corrupt.is_some() || self.final_dropped.is_some() {
             return first_new;
         }
-        if !self.live {
-            // The writer is gone: read everything it published, once, then never again.
-            self.parse_published();
-            self.final_dropped = Some(self.read_dropped_series());
-            return first_new;
-        }
+        let parsed_from = self.parsed_len;
         self.parse_published();
+        if !self.live {
+            // The writer is gone: everything it published is read now, and never again.
+            self.final_dropped = Some(self.read_dropped_series());
+        }
+        self.release_after_parse(parsed_from);
         first_new
+    }
+
+    /// Releases the metadata pages after a large parse: the records are in the heap now and
+    /// are not read from the mapping again. (A few new records are not worth the system call
+    /// and the faults that map the slot pages again.)
+    fn release_after_parse(&self, parsed_from: usize) {
+        const WORTH_RELEASING: usize = 64 * 1024;
+        if self.parsed_len - parsed_from >= WORTH_RELEASING {
+            self.release_pages();
+        }
     }
 
     /// Parses every record published since the last call.
@@ -256,11 +269,13 @@ impl SegmentFile {
                         s.slot_offset, width
                     )));
                 }
+                let slot_word = u32::try_from(s.slot_offset / 8)
+                    .map_err(|_| fail(format!("slot offset {} too large", s.slot_offset)))?;
                 self.series.push(LocalSeries {
-                    family,
-                    slot_word: s.slot_offset as usize / 8,
-                    label_values: s.label_values,
+                    family: family as u32,
+                    slot_word,
                 });
+                self.unlinked_labels.push(s.label_values);
             }
         }
         Ok(())
@@ -268,10 +283,26 @@ impl SegmentFile {
 
     /// The slot words of series `i`.
     pub(crate) fn slots(&self, i: usize) -> &[AtomicU64] {
-        let s = &self.series[i];
-        let def = &self.families[s.family];
+        let s = self.series[i];
+        let def = &self.families[s.family as usize];
         let width = slot_words(def.kind, def.bounds.len());
-        &self.words()[s.slot_word..s.slot_word + width]
+        let first = s.slot_word as usize;
+        &self.words()[first..first + width]
+    }
+
+    /// Drops this reader's page-table entries for the whole mapping, so the pages just read
+    /// stop counting in its resident set. The pages themselves stay where the writer keeps
+    /// them (the page cache of the file); the next read maps them again with a minor fault
+    /// (the kernel maps neighbouring cached pages with it).
+    pub(crate) fn release_pages(&self) {
+        // SAFETY: MADV_DONTNEED on a shared file mapping discards no data: the pages belong
+        // to the file, and a later access maps the same contents again. The mapping is
+        // read-only, so no write of this process is lost, and the references `words()`
+        // hands out stay valid (they point into the same mapping, still mapped).
+        let released = unsafe { self.map.unchecked_advise(UncheckedAdvice::DontNeed) };
+        if let Err(e) = released {
+            log::debug!("cannot release pages of {}: {e}", self.path.display());
+        }
     }
 
     /// Series the writer could not place (final once the writer is dead).

@@ -90,3 +90,73 @@ fn appearing_dying_and_vanishing_segments() {
     let mut fresh = Reader::open(dir.path()).unwrap();
     assert_eq!(total(&mut fresh), total(&mut reader));
 }
+
+/// Resident kilobytes of this process's read-only mappings of files under `dir` (from
+/// `/proc/self/smaps`): the readers' (the writers in this process map read-write).
+fn mapped_rss_kib(dir: &std::path::Path) -> u64 {
+    let dir = std::fs::canonicalize(dir).unwrap();
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            inside = fields.get(1) == Some(&"r--s")
+                && fields
+                    .get(5)
+                    .is_some_and(|path| std::path::Path::new(path).starts_with(&dir));
+        } else if inside && first == "Rss:" {
+            kib += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
+        }
+    }
+    kib
+}
+
+#[test]
+fn released_pages_are_read_again_with_current_values() {
+    let dir = tempfile::tempdir().unwrap();
+    // Big enough segments that their pages are worth counting.
+    let options = Options {
+        initial_segment_size: 1 << 20,
+        ..Options::default()
+    };
+    let writers: Vec<Registry> = (1..=3)
+        .map(|pid| Registry::open_simulating_pid(dir.path(), options.clone(), pid).unwrap())
+        .collect();
+    let counters: Vec<_> = writers
+        .iter()
+        .map(|r| {
+            let family = r.counter("req_total", "Requests.", &["i"]).unwrap();
+            (0..2_000)
+                .map(|i| family.labels(&[i.to_string()]).unwrap().clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+
+    let mut kept = Reader::open(dir.path()).unwrap();
+    kept.set_resident_budget(usize::MAX);
+    let mut released = Reader::open(dir.path()).unwrap();
+    released.set_resident_budget(0);
+    for round in 1..=3u32 {
+        for process in &counters {
+            for c in process {
+                c.inc();
+            }
+        }
+        let a = kept.snapshot().snapshot;
+        let b = released.snapshot().snapshot;
+        assert_eq!(a, b, "round {round}");
+        let family = b.family("req").unwrap();
+        assert_eq!(family.series.len(), 2_000);
+        for s in &family.series {
+            assert_eq!(s.value, Value::Counter(f64::from(3 * round)));
+        }
+    }
+    // Both readers live in this process: the one that keeps its pages has them all mapped;
+    // without it, nothing of the segments stays resident.
+    assert!(mapped_rss_kib(dir.path()) >= 3 * 2_000 * 16 / 1024);
+    drop(kept);
+    assert_eq!(mapped_rss_kib(dir.path()), 0);
+    drop(writers);
+}

@@ -178,6 +178,11 @@ pub struct HttpArgs {
     /// format (for scrapers whose Accept header cannot be changed).
     #[arg(long, value_enum, default_value_t = ServeFormat::Auto)]
     pub format: ServeFormat,
+    /// MiB of segments whose pages stay mapped between scrapes (oldest live segments
+    /// first); the pages of the others are released after each read, which bounds the
+    /// server's resident set on huge directories at the cost of minor page faults.
+    #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_RESIDENT_BUDGET >> 20)]
+    pub resident_budget_mib: usize,
 }
 
 /// Arguments of `serve`.

@@ -117,11 +117,15 @@ pub struct ServerOptions {
     /// Answer every `/metrics` request in this format, whatever its `Accept` header says.
     /// `None` (the default): negotiated from `Accept`.
     pub format: Option<Format>,
+    /// Bytes of segments whose pages stay mapped between scrapes (see
+    /// [`Reader::set_resident_budget`]); the default is
+    /// [`shmetrics_reader::DEFAULT_RESIDENT_BUDGET`].
+    pub resident_budget: usize,
 }
 
 impl ServerOptions {
     /// Options for serving `dir` on `listen`: no prefix filter, self-metrics on, maximum
-    /// snapshot age 0, format negotiated.
+    /// snapshot age 0, format negotiated, the reader's default resident budget.
     pub fn new(dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         Self {
             dir: dir.into(),
@@ -130,6 +134,7 @@ impl ServerOptions {
             self_metrics: true,
             max_snapshot_age: Duration::ZERO,
             format: None,
+            resident_budget: shmetrics_reader::DEFAULT_RESIDENT_BUDGET,
         }
     }
 }
@@ -169,7 +174,8 @@ impl Server {
     /// When the directory is missing, not a directory or inaccessible (the message names
     /// it), or the address cannot be bound (the message names it; `AddrInUse` when taken).
     pub fn bind(options: ServerOptions) -> io::Result<Self> {
-        let reader = Reader::open(&options.dir).map_err(reader_error)?;
+        let mut reader = Reader::open(&options.dir).map_err(reader_error)?;
+        reader.set_resident_budget(options.resident_budget);
         let listener = std::net::TcpListener::bind(options.listen).map_err(|e| {
             io::Error::new(
                 e.kind(),

@@ -41,6 +41,7 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         self_metrics: !args.no_self_metrics,
         max_snapshot_age: Duration::from_millis(args.max_age_ms),
         format: args.format.forced(),
+        resident_budget: args.resident_budget_mib.saturating_mul(1 << 20),
     }
 }
 
