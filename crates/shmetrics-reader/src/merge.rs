@@ -166,6 +166,10 @@ pub(crate) struct Source<'a> {
 #[derive(Clone)]
 struct Resolved {
     def: Arc<FamilyRecord>,
+    /// The definition's help and bounds as snapshots share them: the same allocations
+    /// every scrape (the renderer's per-series caches compare them by address).
+    help: Arc<str>,
+    bounds: Arc<[f64]>,
 }
 
 /// Merges `sources` (any order) into a snapshot, reporting conflicts. Live segments up to
@@ -342,6 +346,8 @@ fn resolve(
                     }
                     resolved[merged as usize] = Some(Resolved {
                         def: Arc::clone(local),
+                        help: Arc::from(local.help.as_str()),
+                        bounds: Arc::from(local.bounds.as_slice()),
                     });
                 }
                 Some(res) => {
@@ -536,8 +542,8 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], mut acc: Vec<Acc>) ->
         families.push(Family {
             name: Arc::clone(&index.families[fid as usize].name),
             kind: res.def.kind,
-            help: Arc::from(res.def.help.as_str()),
-            bounds: Arc::from(res.def.bounds.as_slice()),
+            help: Arc::clone(&res.help),
+            bounds: Arc::clone(&res.bounds),
             series,
         });
     }

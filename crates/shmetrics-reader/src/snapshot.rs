@@ -1,17 +1,59 @@
 //! A merged snapshot of a directory: what the renderers print.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use shmetrics_layout::MetricKind;
 
+use crate::render::LinePrefixes;
+
 /// The labels of one merged series, sorted by label name, with their exposition text
 /// rendered once (`a="x",b="y"`, escaped) and shared by every snapshot.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// The renderer also caches here, on first use, the text before the value of each sample
+/// line of the series (`name_bucket{a="x",le="0.5"} `...): a reader's index keeps one
+/// `SeriesLabels` per merged series across scrapes, so a steady-state render copies each
+/// line's prefix instead of assembling it. Comparisons and hashing ignore that cache.
 pub struct SeriesLabels {
     /// `(name, value)` pairs sorted by name.
     pub pairs: Vec<(Box<str>, Box<str>)>,
     /// The pairs as exposition text, without braces.
     pub rendered: Box<str>,
+    lines: OnceLock<LinePrefixes>,
+}
+
+impl std::fmt::Debug for SeriesLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesLabels")
+            .field("pairs", &self.pairs)
+            .field("rendered", &self.rendered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for SeriesLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for SeriesLabels {}
+
+impl PartialOrd for SeriesLabels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SeriesLabels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pairs.cmp(&other.pairs)
+    }
+}
+
+impl std::hash::Hash for SeriesLabels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pairs.hash(state);
+    }
 }
 
 impl SeriesLabels {
@@ -31,7 +73,18 @@ impl SeriesLabels {
         Self {
             pairs,
             rendered: rendered.into(),
+            lines: OnceLock::new(),
         }
+    }
+
+    /// The cached sample-line prefixes of this series in `family`: built on first use; `None`
+    /// when they were built for another family (name, type or buckets), which only happens
+    /// to labels shared across families by hand.
+    pub(crate) fn line_prefixes(&self, family: &Family) -> Option<&LinePrefixes> {
+        let lines = self
+            .lines
+            .get_or_init(|| LinePrefixes::build(family, &self.rendered));
+        lines.belongs_to(family).then_some(lines)
     }
 
     /// The value of label `name`, if present.

@@ -107,7 +107,12 @@ fn mapped_rss_kib(dir: &std::path::Path) -> u64 {
                     .get(5)
                     .is_some_and(|path| std::path::Path::new(path).starts_with(&dir));
         } else if inside && first == "Rss:" {
-            kib += line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
+            kib += line
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
         }
     }
     kib

@@ -8,6 +8,7 @@ mod escape;
 mod number;
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use shmetrics_layout::MetricKind;
 
@@ -157,21 +158,27 @@ fn render_family(family: &Family, format: Format, scratch: &mut Scratch, buf: &m
         scratch.le_ends.push(scratch.les.len());
     }
     for series in &family.series {
-        render_series(name, series, scratch, buf);
+        render_series(family, series, scratch, buf);
     }
 }
 
 /// Appends `name{labels,pid="..."` (no closing brace) and whether anything was opened.
-fn open_sample(buf: &mut Vec<u8>, name: &[u8], suffix: &[u8], series: &Series) -> bool {
+fn open_sample(
+    buf: &mut Vec<u8>,
+    name: &[u8],
+    suffix: &[u8],
+    labels: &str,
+    pid: Option<u32>,
+) -> bool {
     buf.extend_from_slice(name);
     buf.extend_from_slice(suffix);
-    let labels = series.labels.rendered.as_bytes();
-    if labels.is_empty() && series.pid.is_none() {
+    let labels = labels.as_bytes();
+    if labels.is_empty() && pid.is_none() {
         return false;
     }
     buf.push(b'{');
     buf.extend_from_slice(labels);
-    if let Some(pid) = series.pid {
+    if let Some(pid) = pid {
         if !labels.is_empty() {
             buf.push(b',');
         }
@@ -183,11 +190,21 @@ fn open_sample(buf: &mut Vec<u8>, name: &[u8], suffix: &[u8], series: &Series) -
 }
 
 /// Appends `name{labels} ` (braces only when there are labels).
-fn sample(buf: &mut Vec<u8>, name: &[u8], suffix: &[u8], series: &Series) {
-    if open_sample(buf, name, suffix, series) {
+fn sample(buf: &mut Vec<u8>, name: &[u8], suffix: &[u8], labels: &str, pid: Option<u32>) {
+    if open_sample(buf, name, suffix, labels, pid) {
         buf.push(b'}');
     }
     buf.push(b' ');
+}
+
+/// Appends `name_bucket{labels,le="` (the bound and `"} ` follow).
+fn open_bucket(buf: &mut Vec<u8>, name: &[u8], labels: &str, pid: Option<u32>) {
+    if open_sample(buf, name, b"_bucket", labels, pid) {
+        buf.push(b',');
+    } else {
+        buf.push(b'{');
+    }
+    buf.extend_from_slice(b"le=\"");
 }
 
 fn write_count(buf: &mut Vec<u8>, n: u64) {
@@ -195,27 +212,30 @@ fn write_count(buf: &mut Vec<u8>, n: u64) {
     buf.push(b'\n');
 }
 
-fn render_series(name: &[u8], series: &Series, scratch: &mut Scratch, buf: &mut Vec<u8>) {
+fn render_series(family: &Family, series: &Series, scratch: &mut Scratch, buf: &mut Vec<u8>) {
+    if series.pid.is_none()
+        && let Some(lines) = series.labels.line_prefixes(family)
+        && lines.render(&series.value, buf)
+    {
+        return;
+    }
+    let name = family.name.as_bytes();
+    let (labels, pid) = (&*series.labels.rendered, series.pid);
     match &series.value {
         Value::Counter(v) => {
-            sample(buf, name, b"_total", series);
+            sample(buf, name, b"_total", labels, pid);
             write_f64(*v, buf);
             buf.push(b'\n');
         }
         Value::Gauge(v) => {
-            sample(buf, name, b"", series);
+            sample(buf, name, b"", labels, pid);
             write_f64(*v, buf);
             buf.push(b'\n');
         }
         Value::Histogram { buckets, sum } => {
             let head = &mut scratch.head;
             head.clear();
-            if open_sample(head, name, b"_bucket", series) {
-                head.push(b',');
-            } else {
-                head.push(b'{');
-            }
-            head.extend_from_slice(b"le=\"");
+            open_bucket(head, name, labels, pid);
             let mut cumulative = 0u64;
             let mut start = 0;
             for (count, &end) in buckets.iter().zip(&scratch.le_ends) {
@@ -226,18 +246,223 @@ fn render_series(name: &[u8], series: &Series, scratch: &mut Scratch, buf: &mut 
                 write_count(buf, cumulative);
                 start = end;
             }
-            sample(buf, name, b"_count", series);
+            sample(buf, name, b"_count", labels, pid);
             write_count(buf, cumulative);
-            sample(buf, name, b"_sum", series);
+            sample(buf, name, b"_sum", labels, pid);
             write_f64(*sum, buf);
             buf.push(b'\n');
         }
         Value::Summary { count, sum } => {
-            sample(buf, name, b"_count", series);
+            sample(buf, name, b"_count", labels, pid);
             write_count(buf, *count);
-            sample(buf, name, b"_sum", series);
+            sample(buf, name, b"_sum", labels, pid);
             write_f64(*sum, buf);
             buf.push(b'\n');
+        }
+    }
+}
+
+/// The text before the value of every sample line of one series (without a `pid` label),
+/// in output order: a counter's or gauge's one line; a histogram's bucket lines, `_count`
+/// and `_sum`; a summary's `_count` and `_sum`. The same in both formats.
+#[derive(Debug)]
+pub(crate) struct LinePrefixes {
+    /// What the lines were built for.
+    name: Arc<str>,
+    kind: MetricKind,
+    bounds: Arc<[f64]>,
+    /// The prefixes, concatenated.
+    bytes: Box<[u8]>,
+    /// End offset of each prefix in `bytes`.
+    ends: Box<[u32]>,
+}
+
+impl LinePrefixes {
+    pub(crate) fn build(family: &Family, labels: &str) -> Self {
+        let name = family.name.as_bytes();
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        let mut line = |bytes: &mut Vec<u8>, write: &dyn Fn(&mut Vec<u8>)| {
+            write(bytes);
+            ends.push(bytes.len() as u32);
+        };
+        match family.kind {
+            MetricKind::Counter => line(&mut bytes, &|b| sample(b, name, b"_total", labels, None)),
+            MetricKind::Gauge => line(&mut bytes, &|b| sample(b, name, b"", labels, None)),
+            MetricKind::Histogram => {
+                let bounds = family.bounds.iter().map(Some).chain([None]);
+                for bound in bounds {
+                    line(&mut bytes, &|b| {
+                        open_bucket(b, name, labels, None);
+                        match bound {
+                            Some(&bound) => write_le(bound, b),
+                            None => b.extend_from_slice(b"+Inf"),
+                        }
+                        b.extend_from_slice(b"\"} ");
+                    });
+                }
+                line(&mut bytes, &|b| sample(b, name, b"_count", labels, None));
+                line(&mut bytes, &|b| sample(b, name, b"_sum", labels, None));
+            }
+            MetricKind::Summary => {
+                line(&mut bytes, &|b| sample(b, name, b"_count", labels, None));
+                line(&mut bytes, &|b| sample(b, name, b"_sum", labels, None));
+            }
+        }
+        Self {
+            name: Arc::clone(&family.name),
+            kind: family.kind,
+            bounds: Arc::clone(&family.bounds),
+            bytes: bytes.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// Whether these lines are `family`'s.
+    pub(crate) fn belongs_to(&self, family: &Family) -> bool {
+        self.kind == family.kind
+            && (Arc::ptr_eq(&self.name, &family.name) || self.name == family.name)
+            && (Arc::ptr_eq(&self.bounds, &family.bounds) || self.bounds == family.bounds)
+    }
+
+    fn prefix(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    /// Appends the sample lines of `value`; false (nothing written) when `value` does not
+    /// have the shape of these lines.
+    fn render(&self, value: &Value, buf: &mut Vec<u8>) -> bool {
+        match (value, self.kind) {
+            (Value::Counter(v), MetricKind::Counter) | (Value::Gauge(v), MetricKind::Gauge) => {
+                buf.extend_from_slice(self.prefix(0));
+                write_f64(*v, buf);
+                buf.push(b'\n');
+            }
+            (Value::Histogram { buckets, sum }, MetricKind::Histogram)
+                if buckets.len() + 2 == self.ends.len() =>
+            {
+                let mut cumulative = 0u64;
+                for (i, count) in buckets.iter().enumerate() {
+                    cumulative += count;
+                    buf.extend_from_slice(self.prefix(i));
+                    write_count(buf, cumulative);
+                }
+                buf.extend_from_slice(self.prefix(buckets.len()));
+                write_count(buf, cumulative);
+                buf.extend_from_slice(self.prefix(buckets.len() + 1));
+                write_f64(*sum, buf);
+                buf.push(b'\n');
+            }
+            (Value::Summary { count, sum }, MetricKind::Summary) => {
+                buf.extend_from_slice(self.prefix(0));
+                write_count(buf, *count);
+                buf.extend_from_slice(self.prefix(1));
+                write_f64(*sum, buf);
+                buf.push(b'\n');
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::SeriesLabels;
+
+    fn labels(pairs: &[(&str, &str)]) -> Arc<SeriesLabels> {
+        Arc::new(SeriesLabels::new(
+            pairs.iter().map(|&(n, v)| (n.into(), v.into())).collect(),
+        ))
+    }
+
+    fn family(name: &str, kind: MetricKind, bounds: &[f64], series: Vec<Series>) -> Family {
+        Family {
+            name: name.into(),
+            kind,
+            help: "Help.".into(),
+            bounds: bounds.into(),
+            series,
+        }
+    }
+
+    fn text(families: Vec<Family>) -> String {
+        let mut buf = Vec::new();
+        let snapshot = Snapshot { families };
+        render_into(
+            &snapshot,
+            &[],
+            Format::Prometheus,
+            &PrefixFilter::default(),
+            &mut buf,
+        );
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn series(labels: &Arc<SeriesLabels>, pid: Option<u32>, value: Value) -> Series {
+        Series {
+            labels: Arc::clone(labels),
+            pid,
+            value,
+        }
+    }
+
+    #[test]
+    fn cached_line_prefixes_render_the_same_bytes_every_time() {
+        let l = labels(&[("model", "m\"1"), ("rank", "0")]);
+        let empty = labels(&[]);
+        let build = || {
+            vec![
+                family(
+                    "a",
+                    MetricKind::Counter,
+                    &[],
+                    vec![series(&l, None, Value::Counter(2.5))],
+                ),
+                family(
+                    "b",
+                    MetricKind::Gauge,
+                    &[],
+                    vec![
+                        series(&empty, None, Value::Gauge(-1.0)),
+                        series(&l, Some(7), Value::Gauge(3.0)),
+                    ],
+                ),
+                family(
+                    "c",
+                    MetricKind::Histogram,
+                    &[0.5, 1.0],
+                    vec![series(
+                        &empty,
+                        None,
+                        Value::Histogram {
+                            buckets: vec![1, 0, 2],
+                            sum: 4.25,
+                        },
+                    )],
+                ),
+                family(
+                    "d",
+                    MetricKind::Summary,
+                    &[],
+                    vec![series(&empty, None, Value::Summary { count: 3, sum: 1.5 })],
+                ),
+            ]
+        };
+        let expected = "# HELP a_total Help.\n# TYPE a_total counter\n\
+            a_total{model=\"m\\\"1\",rank=\"0\"} 2.5\n\
+            # HELP b Help.\n# TYPE b gauge\nb -1.0\nb{model=\"m\\\"1\",rank=\"0\",pid=\"7\"} 3.0\n\
+            # HELP c Help.\n# TYPE c histogram\n\
+            c_bucket{le=\"0.5\"} 1\nc_bucket{le=\"1.0\"} 1\nc_bucket{le=\"+Inf\"} 3\n\
+            c_count 3\nc_sum 4.25\n\
+            # HELP d Help.\n# TYPE d summary\nd_count 3\nd_sum 1.5\n";
+        // The first render builds the caches of `l` (for counter `a`) and `empty` (for gauge
+        // `b`); the others use them, or fall back to assembling the lines where the same
+        // labels appear in another family (`c`, `d`) or with a pid.
+        for round in 0..3 {
+            assert_eq!(text(build()), expected, "round {round}");
         }
     }
 }
