@@ -19,6 +19,8 @@ pub enum LayoutError {
     UnsupportedVersion(u32),
     /// The header size field is not [`crate::HEADER_SIZE`].
     BadHeaderSize(u32),
+    /// The header sets flags this reader does not know.
+    UnknownFlags(u32),
     /// The header's file size differs from the file's actual size.
     FileSizeMismatch {
         /// Size recorded in the header.
@@ -73,7 +75,7 @@ impl LayoutError {
             Self::BadMagic => "bad_magic",
             Self::EndianMismatch => "endian_mismatch",
             Self::UnsupportedVersion(_) => "unsupported_version",
-            Self::BadHeaderSize(_) => "bad_header",
+            Self::BadHeaderSize(_) | Self::UnknownFlags(_) => "bad_header",
             Self::FileSizeMismatch { .. } => "file_size_mismatch",
             Self::BadFileSize(_) => "bad_file_size",
             Self::BadAreaBounds { .. } => "bad_area_bounds",
@@ -103,6 +105,7 @@ impl fmt::Display for LayoutError {
                 crate::LAYOUT_VERSION
             ),
             Self::BadHeaderSize(s) => write!(f, "bad header size {s}"),
+            Self::UnknownFlags(flags) => write!(f, "unknown header flags {flags:#x}"),
             Self::FileSizeMismatch { header, actual } => write!(
                 f,
                 "header says the file has {header} bytes but it has {actual}"

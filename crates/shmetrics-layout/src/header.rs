@@ -23,6 +23,10 @@ pub const MIN_SEGMENT_SIZE: u64 = 4096;
 /// Largest segment file accepted (1 GiB).
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 
+/// `flags` bit of an archive: the folded values of dead processes, written once by a
+/// compactor (see `docs/concurrency.md`, "Compaction"); never locked, never written again.
+pub const FLAG_ARCHIVE: u32 = 1;
+
 /// Word index (8-byte units from the start of the file) of `meta_len`.
 pub const META_LEN_WORD: usize = 8;
 /// Word index of `slot_floor`.
@@ -113,6 +117,11 @@ impl SegmentHeader {
         Ok(header)
     }
 
+    /// Whether this segment is an archive ([`FLAG_ARCHIVE`]).
+    pub fn is_archive(&self) -> bool {
+        self.flags & FLAG_ARCHIVE != 0
+    }
+
     /// Checks every field that can be checked on its own.
     pub fn check(&self, actual_file_size: u64) -> Result<(), LayoutError> {
         if self.magic != MAGIC {
@@ -126,6 +135,9 @@ impl SegmentHeader {
         }
         if self.header_size as usize != HEADER_SIZE {
             return Err(LayoutError::BadHeaderSize(self.header_size));
+        }
+        if self.flags & !FLAG_ARCHIVE != 0 {
+            return Err(LayoutError::UnknownFlags(self.flags));
         }
         if self.file_size != actual_file_size {
             return Err(LayoutError::FileSizeMismatch {

@@ -17,6 +17,10 @@ use crate::{GaugeMode, LayoutError, MetricKind};
 pub const RECORD_FAMILY: u16 = 1;
 /// Record kind of a [`SeriesRecord`].
 pub const RECORD_SERIES: u16 = 2;
+/// Record kind of a [`SeriesRecord`] with a [`ProcessOf`]: archives only.
+pub const RECORD_PROCESS_SERIES: u16 = 3;
+/// Record kind of a [`FoldedRecord`]: archives only.
+pub const RECORD_FOLDED: u16 = 4;
 /// Largest record accepted, in bytes.
 pub const MAX_RECORD_LEN: usize = 1 << 20;
 /// Gauge-mode byte of a family that is not a gauge.
@@ -56,6 +60,24 @@ struct SeriesFixed {
     slot_offset: u64,
 }
 
+/// Fixed part of a process series record's payload, after the [`SeriesFixed`] part.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+struct ProcessFixed {
+    pid: u32,
+    reserved: u32,
+    created_unix_nanos: u64,
+}
+
+/// Payload of a folded record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+struct FoldedFixed {
+    instance_id: u64,
+    sequence: u32,
+    reserved: u32,
+}
+
 const _: () = assert!(std::mem::size_of::<RecordHeader>() == 8);
 const _: () = assert!(std::mem::size_of::<FamilyFixed>() == 16);
 const _: () = assert!(std::mem::size_of::<SeriesFixed>() == 16);
@@ -88,6 +110,29 @@ pub struct SeriesRecord {
     pub slot_offset: u64,
     /// Label values, in the order of the family's label names.
     pub label_values: Vec<String>,
+    /// In an archive, the dead process a gauge of mode `all` was read from: that mode keeps
+    /// one value per process (with a `pid` label). `None` everywhere else.
+    pub process: Option<ProcessOf>,
+}
+
+/// The process an archived series came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessOf {
+    /// Its process id.
+    pub pid: u32,
+    /// Creation time of its segment: orders incarnations of a reused pid (the newest one's
+    /// value is kept, as the `pid` label can show only one).
+    pub created_unix_nanos: u64,
+}
+
+/// In an archive: a segment whose values the archive holds. A reader ignores that segment
+/// if it still finds it (a compactor removes it only after publishing the archive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoldedRecord {
+    /// The folded segment's instance id.
+    pub instance_id: u64,
+    /// The folded segment's sequence number.
+    pub sequence: u32,
 }
 
 /// A parsed record.
@@ -97,6 +142,8 @@ pub enum Record {
     Family(FamilyRecord),
     /// A series declaration.
     Series(SeriesRecord),
+    /// A segment folded into this archive.
+    Folded(FoldedRecord),
 }
 
 /// Checks a family definition; the writer calls this before encoding, the reader after
@@ -227,10 +274,36 @@ impl SeriesRecord {
             slot_offset: self.slot_offset,
         };
         out.extend_from_slice(bytemuck::bytes_of(&fixed));
+        if let Some(p) = self.process {
+            let process = ProcessFixed {
+                pid: p.pid,
+                reserved: 0,
+                created_unix_nanos: p.created_unix_nanos,
+            };
+            out.extend_from_slice(bytemuck::bytes_of(&process));
+        }
         for v in &self.label_values {
             push_str(&mut out, v);
         }
-        finish(out, RECORD_SERIES)
+        let kind = match self.process {
+            Some(_) => RECORD_PROCESS_SERIES,
+            None => RECORD_SERIES,
+        };
+        finish(out, kind)
+    }
+}
+
+impl FoldedRecord {
+    /// Encodes the record (24 bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; 8];
+        let fixed = FoldedFixed {
+            instance_id: self.instance_id,
+            sequence: self.sequence,
+            reserved: 0,
+        };
+        out.extend_from_slice(bytemuck::bytes_of(&fixed));
+        finish(out, RECORD_FOLDED)
     }
 }
 
@@ -327,11 +400,23 @@ fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
     })
 }
 
-fn parse_series(c: &mut Cursor<'_>) -> Result<SeriesRecord, LayoutError> {
+fn parse_series(c: &mut Cursor<'_>, with_process: bool) -> Result<SeriesRecord, LayoutError> {
     let fixed: SeriesFixed = c.pod()?;
     if fixed.reserved != 0 {
         return Err(c.fail("reserved series field is not zero"));
     }
+    let process = if with_process {
+        let p: ProcessFixed = c.pod()?;
+        if p.reserved != 0 {
+            return Err(c.fail("reserved process field is not zero"));
+        }
+        Some(ProcessOf {
+            pid: p.pid,
+            created_unix_nanos: p.created_unix_nanos,
+        })
+    } else {
+        None
+    };
     if fixed.label_count as usize > MAX_LABELS {
         return Err(c.fail("too many label values"));
     }
@@ -346,6 +431,19 @@ fn parse_series(c: &mut Cursor<'_>) -> Result<SeriesRecord, LayoutError> {
         family_id: fixed.family_id,
         slot_offset: fixed.slot_offset,
         label_values,
+        process,
+    })
+}
+
+fn parse_folded(c: &mut Cursor<'_>) -> Result<FoldedRecord, LayoutError> {
+    let fixed: FoldedFixed = c.pod()?;
+    if fixed.reserved != 0 {
+        return Err(c.fail("reserved folded field is not zero"));
+    }
+    c.finish()?;
+    Ok(FoldedRecord {
+        instance_id: fixed.instance_id,
+        sequence: fixed.sequence,
     })
 }
 
@@ -417,7 +515,9 @@ impl RecordIter<'_> {
         };
         let record = match header.kind {
             RECORD_FAMILY => Record::Family(parse_family(&mut cursor)?),
-            RECORD_SERIES => Record::Series(parse_series(&mut cursor)?),
+            RECORD_SERIES => Record::Series(parse_series(&mut cursor, false)?),
+            RECORD_PROCESS_SERIES => Record::Series(parse_series(&mut cursor, true)?),
+            RECORD_FOLDED => Record::Folded(parse_folded(&mut cursor)?),
             kind => return Err(LayoutError::UnknownRecordKind { offset, kind }),
         };
         self.pos += len;
@@ -446,6 +546,7 @@ mod tests {
             family_id: 3,
             slot_offset: 4096,
             label_values: vec!["llama".into(), "0".into()],
+            process: None,
         }
     }
 
@@ -458,6 +559,27 @@ mod tests {
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed[0].0, Record::Family(family()));
         assert_eq!(parsed[1], (Record::Series(series()), bytes.len()));
+    }
+
+    #[test]
+    fn archive_records_round_trip() {
+        let process = SeriesRecord {
+            process: Some(ProcessOf {
+                pid: 4242,
+                created_unix_nanos: 1_700_000_000_000_000_000,
+            }),
+            ..series()
+        };
+        let folded = FoldedRecord {
+            instance_id: 0x0123_4567_89ab_cdef,
+            sequence: 2,
+        };
+        let mut bytes = process.encode();
+        let first = bytes.len();
+        bytes.extend(folded.encode());
+        let parsed: Vec<_> = parse_records(&bytes, 0).collect::<Result<_, _>>().unwrap();
+        assert_eq!(parsed[0], (Record::Series(process), first));
+        assert_eq!(parsed[1], (Record::Folded(folded), bytes.len()));
     }
 
     #[test]
@@ -544,6 +666,7 @@ mod tests {
                 let encoded = match &record {
                     Record::Family(f) => f.encode(),
                     Record::Series(s) => s.encode(),
+                    Record::Folded(f) => f.encode(),
                 };
                 proptest::prop_assert_eq!(&encoded[..], &bytes[start..end]);
                 start = end;

@@ -120,6 +120,21 @@ pub fn histogram_observe(words: &[AtomicU64], bucket: usize, v: f64) {
     words[0].fetch_add(1, Ordering::Release);
 }
 
+/// Stores a whole histogram (or summary) at once: per-bucket counts (`bounds + 1`, the last
+/// `+Inf`), their total as the count, and the sum. For a segment no one else sees yet (a
+/// compactor's archive being built); live histograms change only through
+/// [`histogram_observe`].
+pub fn histogram_store(words: &[AtomicU64], buckets: &[u64], sum: f64) {
+    for (word, &n) in words[2..].iter().zip(buckets) {
+        // SYNC POINT histogram-build: relaxed; the segment is published later as a whole.
+        word.store(n, Ordering::Relaxed);
+    }
+    // SYNC POINT histogram-build: relaxed, as above.
+    as_f64(&words[1]).store(sum, Ordering::Relaxed);
+    // SYNC POINT histogram-build: relaxed, as above.
+    words[0].store(buckets.iter().sum(), Ordering::Relaxed);
+}
+
 /// A histogram (or summary) as read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistogramValue {

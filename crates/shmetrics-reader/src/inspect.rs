@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use shmetrics_layout::record::{FamilyRecord, Record, SeriesRecord, parse_records};
+use shmetrics_layout::record::{FamilyRecord, FoldedRecord, Record, SeriesRecord, parse_records};
 use shmetrics_layout::slots::{
     GaugeValue, HistogramValue, counter_read, gauge_read, histogram_read,
 };
@@ -83,6 +83,8 @@ pub enum RecordEntry {
         /// The value read from its slots.
         value: SlotValue,
     },
+    /// In an archive: a segment whose values it holds.
+    Folded(FoldedRecord),
 }
 
 /// A validated record and where it starts.
@@ -221,6 +223,7 @@ fn accepted_records(seg: &SegmentFile) -> Vec<RecordInfo> {
         let Ok((record, end)) = parsed else { break };
         let entry = match record {
             Record::Family(f) => RecordEntry::Family(f),
+            Record::Folded(f) => RecordEntry::Folded(f),
             Record::Series(record) => {
                 let Some(local) = seg.series.get(series_index) else {
                     break;
@@ -481,6 +484,14 @@ fn write_record(f: &mut fmt::Formatter<'_>, r: &RecordInfo) -> fmt::Result {
                 labels_text(&family.label_names, &record.label_values),
                 record.slot_offset
             )?;
+            if let Some(p) = record.process {
+                writeln!(
+                    f,
+                    "             from pid {} (created {})",
+                    p.pid,
+                    format_unix_nanos(p.created_unix_nanos)
+                )?;
+            }
             if let SlotValue::Histogram(h) = value {
                 write!(f, "             buckets:")?;
                 for (i, n) in h.buckets.iter().enumerate() {
@@ -493,6 +504,11 @@ fn write_record(f: &mut fmt::Formatter<'_>, r: &RecordInfo) -> fmt::Result {
             }
             Ok(())
         }
+        RecordEntry::Folded(folded) => writeln!(
+            f,
+            "  @{:<7} folded segment: instance {:016x} sequence {}",
+            r.offset, folded.instance_id, folded.sequence
+        ),
     }
 }
 
@@ -523,7 +539,7 @@ mod tests {
                     record.label_values.clone(),
                     value.clone(),
                 )),
-                RecordEntry::Family(_) => None,
+                RecordEntry::Family(_) | RecordEntry::Folded(_) => None,
             })
             .collect()
     }

@@ -18,6 +18,7 @@
 //! rest of the directory is scraped. Metadata is parsed once per segment and cached, so a
 //! steady-state scrape only reads values and renders.
 
+pub mod compact;
 pub mod inspect;
 mod merge;
 pub mod render;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 use rustc_hash::FxHashMap;
 use shmetrics_layout::{SEGMENT_PREFIX, SEGMENT_SUFFIX};
 
+pub use compact::{CompactError, CompactReport};
 pub use render::{Format, PrefixFilter};
 pub use report::{Conflict, Problem, ScrapeReport, SkipReason};
 pub use self_metrics::self_metrics;
@@ -112,6 +114,8 @@ pub struct Reader {
     logged: HashSet<(PathBuf, &'static str)>,
     render_buf: Vec<u8>,
     resident_budget: usize,
+    /// Automatic compaction: the interval and when it last ran.
+    compaction: Option<(std::time::Duration, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -150,7 +154,38 @@ impl Reader {
             logged: HashSet::new(),
             render_buf: Vec::new(),
             resident_budget: DEFAULT_RESIDENT_BUDGET,
+            compaction: None,
         })
+    }
+
+    /// Compacts the directory automatically (see [`Reader::compact`]): a snapshot taken at
+    /// least `interval` after the last compaction (or after this call) runs one first.
+    /// Failures are logged and retried after the next interval; a run that finds another
+    /// compactor at work is skipped. `None` (the default of a library reader) turns it off.
+    pub fn set_compaction_interval(&mut self, interval: Option<std::time::Duration>) {
+        self.compaction = interval.map(|i| (i, std::time::Instant::now()));
+    }
+
+    fn compact_if_due(&mut self) {
+        let Some((interval, last)) = self.compaction else {
+            return;
+        };
+        if last.elapsed() < interval {
+            return;
+        }
+        self.compaction = Some((interval, std::time::Instant::now()));
+        match self.compact() {
+            Ok(r) if r.folded_segments > 0 || r.removed_files > 0 => log::info!(
+                "compacted {}: {} dead segments folded into archive generation {}, {} files \
+                 removed",
+                self.dir.display(),
+                r.folded_segments,
+                r.generation.unwrap_or(0),
+                r.removed_files
+            ),
+            Ok(_) | Err(CompactError::Busy(_)) => {}
+            Err(e) => log::warn!("compaction of {} failed: {e}", self.dir.display()),
+        }
     }
 
     /// Bounds the segment pages that stay mapped (and count in this process's resident set)
@@ -173,11 +208,27 @@ impl Reader {
 
     /// Takes a merged snapshot of the directory.
     pub fn snapshot(&mut self) -> Scrape {
+        self.compact_if_due();
         let mut report = ScrapeReport::default();
         self.refresh(&mut report);
+        // The newest archive holds every dead segment it lists as folded: those are left
+        // out if a compactor has not removed them yet, and so are older archives.
+        let archive = self
+            .segments
+            .values()
+            .filter(|t| t.seg.header.is_archive())
+            .max_by_key(|t| (t.seg.header.sequence, t.seg.header.instance_id))
+            .map(|t| &t.seg);
         let mut sources: Vec<Source<'_>> = self
             .segments
             .values()
+            .filter(|t| match archive {
+                Some(a) if t.seg.header.is_archive() => std::ptr::eq(a, &t.seg),
+                Some(a) => !a
+                    .folded
+                    .contains(&(t.seg.header.instance_id, t.seg.header.sequence)),
+                None => true,
+            })
             .map(|t| Source {
                 seg: &t.seg,
                 links: &t.links,
@@ -309,7 +360,50 @@ impl Reader {
     }
 
     /// Lists the directory: opens new segments, forgets vanished ones.
+    ///
+    /// A listing is not atomic: it may return the archive's entry from before a compactor
+    /// replaced it and miss the files that compactor removed afterwards, which the old
+    /// archive does not hold. A compactor always renames the new archive into place before
+    /// it removes anything, so a listing after which the archive we hold is still the one
+    /// in place has seen every removed file's values somewhere; otherwise it is redone.
     fn list_directory(&mut self) {
+        const ATTEMPTS: usize = 8;
+        for attempt in 1..=ATTEMPTS {
+            self.list_directory_once();
+            if self.archive_is_current() {
+                return;
+            }
+            log::debug!(
+                "{}: archive replaced during listing {attempt}, listing again",
+                self.dir.display()
+            );
+        }
+        log::warn!(
+            "{}: the archive kept changing over {ATTEMPTS} listings; this scrape may miss \
+             processes compacted meanwhile",
+            self.dir.display()
+        );
+    }
+
+    /// Whether the archive in the directory now is the one this reader holds (or there is
+    /// none and it holds none).
+    fn archive_is_current(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let in_place = std::fs::symlink_metadata(self.dir.join(compact::ARCHIVE_NAME))
+            .ok()
+            .map(|m| m.ino());
+        let held = self
+            .segments
+            .iter()
+            .find(|(_, t)| {
+                t.seg.header.is_archive()
+                    && t.seg.path.file_name() == Some(compact::ARCHIVE_NAME.as_ref())
+            })
+            .map(|(&ino, _)| ino);
+        in_place == held
+    }
+
+    fn list_directory_once(&mut self) {
         for t in self.segments.values_mut() {
             t.seen = false;
         }
@@ -337,8 +431,12 @@ impl Reader {
     fn visit(&mut self, entry: &std::fs::DirEntry, skipped: &mut BTreeMap<SkipReason, usize>) {
         let ino = entry.ino();
         if let Some(t) = self.segments.get_mut(&ino) {
-            t.seen = true;
-            return;
+            if t.seg.still_linked() {
+                t.seen = true;
+                return;
+            }
+            // Our file was removed and this is a new one with the same inode number.
+            self.segments.remove(&ino);
         }
         let name = entry.file_name();
         let name = name.to_string_lossy();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use shmetrics_layout::names::exposed_names;
-use shmetrics_layout::record::FamilyRecord;
+use shmetrics_layout::record::{FamilyRecord, ProcessOf};
 use shmetrics_layout::slots::{HistogramValue, counter_read, gauge_read, histogram_read};
 use shmetrics_layout::{GaugeMode, MetricKind};
 
@@ -273,7 +273,12 @@ fn fold_segment(
             continue;
         };
         let slot = &mut acc[source.links.series[i] as usize];
-        fold(slot, &res.def, seg, seg.slots(i), scratch);
+        let process = if seg.processes.is_empty() {
+            None
+        } else {
+            seg.processes.get(&(i as u32))
+        };
+        fold(slot, &res.def, seg, process, seg.slots(i), scratch);
     }
     // Everything this scrape needs from the segment is in `acc` now. Keep its pages mapped
     // while the budget lasts (small directories never pay for faulting them in again).
@@ -394,10 +399,12 @@ fn conflict(def: &FamilyRecord, other: &FamilyRecord, seg: &SegmentFile) -> Opti
     })
 }
 
+/// `process`: for a series of an archive, the dead process its `all`-mode value came from.
 fn fold(
     slot: &mut Acc,
     def: &FamilyRecord,
     seg: &SegmentFile,
+    process: Option<&ProcessOf>,
     words: &[std::sync::atomic::AtomicU64],
     scratch: &mut HistogramValue,
 ) {
@@ -427,12 +434,19 @@ fn fold(
                 return;
             }
             let g = gauge_read(words);
-            fold_gauge(slot, mode, g.value, g.timestamp, seg);
+            fold_gauge(slot, mode, g.value, g.timestamp, seg, process);
         }
     }
 }
 
-fn fold_gauge(slot: &mut Acc, mode: GaugeMode, v: f64, timestamp: u64, seg: &SegmentFile) {
+fn fold_gauge(
+    slot: &mut Acc,
+    mode: GaugeMode,
+    v: f64,
+    timestamp: u64,
+    seg: &SegmentFile,
+    process: Option<&ProcessOf>,
+) {
     match mode {
         GaugeMode::Sum | GaugeMode::LiveSum => match slot {
             Acc::Value(total) => *total += v,
@@ -468,7 +482,10 @@ fn fold_gauge(slot: &mut Acc, mode: GaugeMode, v: f64, timestamp: u64, seg: &Seg
             }
         }
         GaugeMode::All | GaugeMode::LiveAll => {
-            let entry = (seg.header.pid, seg.header.created_unix_nanos, v);
+            let entry = match process {
+                Some(p) => (p.pid, p.created_unix_nanos, v),
+                None => (seg.header.pid, seg.header.created_unix_nanos, v),
+            };
             match slot {
                 Acc::PerProcess(list) => list.push(entry),
                 _ => *slot = Acc::PerProcess(vec![entry]),
@@ -548,6 +565,110 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], mut acc: Vec<Acc>) ->
         });
     }
     Snapshot { families }
+}
+
+/// The fold of dead segments, as a compactor archives it (`compact.rs`): per family, its
+/// definition and every series' label values (in the definition's label order) and value.
+pub(crate) struct Folded {
+    pub(crate) families: Vec<FoldedFamily>,
+    /// Series left out because their segment declares the family differently from the
+    /// definition in force (they were never scraped either).
+    pub(crate) conflicting_series: usize,
+}
+
+pub(crate) struct FoldedFamily {
+    pub(crate) def: Arc<FamilyRecord>,
+    pub(crate) series: Vec<(Vec<String>, FoldedValue)>,
+}
+
+/// A folded value with what later merges need: a `mostrecent` gauge's time, the process of
+/// each `all` gauge value.
+pub(crate) enum FoldedValue {
+    Counter(f64),
+    Gauge {
+        value: f64,
+        timestamp: u64,
+    },
+    Histogram(HistogramValue),
+    /// `(pid, creation time of its segment, value)`, the newest incarnation per pid.
+    PerProcess(Vec<(u32, u64, f64)>),
+}
+
+/// Folds `sources` (all dead, any order) with the merge rules, keeping what an archive
+/// needs to be merged again later exactly as they would have been.
+pub(crate) fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
+    sources.sort_by_key(|s| s.seg.age_key());
+    let mut conflicts = Vec::new();
+    let resolved = resolve(index, sources, &mut conflicts);
+    let mut scratch = HistogramValue {
+        buckets: Vec::new(),
+        sum: 0.0,
+        consistent: true,
+    };
+    let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
+    let mut conflicting_series = 0;
+    for source in sources.iter() {
+        let compat: Vec<bool> = source
+            .seg
+            .families
+            .iter()
+            .zip(&source.links.families)
+            .map(|(local, &merged)| {
+                resolved[merged as usize]
+                    .as_ref()
+                    .is_some_and(|res| compatible(&res.def, local))
+            })
+            .collect();
+        conflicting_series += source
+            .seg
+            .series
+            .iter()
+            .filter(|s| !compat[s.family as usize])
+            .count();
+        fold_segment(&mut acc, source, &compat, &resolved, &mut scratch, &mut 0);
+    }
+    let mut families = Vec::new();
+    for (fid, res) in resolved.iter().enumerate() {
+        let Some(res) = res else { continue };
+        let mut series = Vec::new();
+        for &sid in &index.families[fid].series {
+            let value = match std::mem::replace(&mut acc[sid as usize], Acc::Empty) {
+                Acc::Empty => continue,
+                Acc::Value(v) if res.def.kind == MetricKind::Counter => FoldedValue::Counter(v),
+                Acc::Value(value) => FoldedValue::Gauge {
+                    value,
+                    timestamp: 0,
+                },
+                Acc::Recent {
+                    value, timestamp, ..
+                } => FoldedValue::Gauge { value, timestamp },
+                Acc::Histogram(h) => FoldedValue::Histogram(h),
+                Acc::PerProcess(mut list) => {
+                    list.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                    list.dedup_by_key(|e| e.0);
+                    FoldedValue::PerProcess(list)
+                }
+            };
+            let labels = &index.series[sid as usize].labels;
+            let values = res
+                .def
+                .label_names
+                .iter()
+                .map(|name| labels.get(name).unwrap_or_default().to_owned())
+                .collect();
+            series.push((values, value));
+        }
+        if !series.is_empty() {
+            families.push(FoldedFamily {
+                def: Arc::clone(&res.def),
+                series,
+            });
+        }
+    }
+    Folded {
+        families,
+        conflicting_series,
+    }
 }
 
 fn sort_series(index: &mut Index, fid: u32) {

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
-use rustc_hash::FxHashMap;
-use shmetrics_layout::record::{FamilyRecord, Record, check_label_values, parse_records};
+use rustc_hash::{FxHashMap, FxHashSet};
+use shmetrics_layout::record::{
+    FamilyRecord, ProcessOf, Record, check_label_values, parse_records,
+};
 use shmetrics_layout::slots::slot_words;
-use shmetrics_layout::{HEADER_SIZE, LayoutError, META_LEN_WORD, SegmentHeader, view};
+use shmetrics_layout::{GaugeMode, HEADER_SIZE, LayoutError, META_LEN_WORD, SegmentHeader, view};
 
 use crate::report::SkipReason;
 
@@ -52,6 +54,11 @@ pub(crate) struct SegmentFile {
     /// order, until the merge index takes them (`merge::Index::link`): a linked series is
     /// identified by its merged id, and the segment keeps no strings for it.
     pub(crate) unlinked_labels: Vec<Vec<String>>,
+    /// In an archive: the dead process each `all`-mode gauge series was read from, by
+    /// local series index.
+    pub(crate) processes: FxHashMap<u32, ProcessOf>,
+    /// In an archive: the segments (instance id, sequence) whose values it holds.
+    pub(crate) folded: FxHashSet<(u64, u32)>,
     /// Whether the writer still holds its lock.
     pub(crate) live: bool,
     /// Set when metadata failed validation; nothing after it is parsed.
@@ -121,6 +128,8 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
         family_index: FxHashMap::default(),
         series: Vec::new(),
         unlinked_labels: Vec::new(),
+        processes: FxHashMap::default(),
+        folded: FxHashSet::default(),
         live: true,
         corrupt: None,
         final_dropped: None,
@@ -148,6 +157,12 @@ impl SegmentFile {
     /// Size of the file in bytes.
     pub(crate) fn size(&self) -> usize {
         self.map.len()
+    }
+
+    /// Whether the file is still linked in a directory: once removed (by a compactor), a new
+    /// file may reuse its inode number, and the reader must not take one for the other.
+    pub(crate) fn still_linked(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.nlink() > 0)
     }
 
     /// Re-checks whether the writer still holds its lock. A dead segment stays dead: only
@@ -252,6 +267,12 @@ impl SegmentFile {
                 self.family_index.insert(f.id, self.families.len());
                 self.families.push(Arc::new(f));
             }
+            Record::Folded(f) => {
+                if !self.header.is_archive() {
+                    return Err(fail("a folded-segment record outside an archive".into()));
+                }
+                self.folded.insert((f.instance_id, f.sequence));
+            }
             Record::Series(s) => {
                 let &family = self
                     .family_index
@@ -271,6 +292,22 @@ impl SegmentFile {
                 }
                 let slot_word = u32::try_from(s.slot_offset / 8)
                     .map_err(|_| fail(format!("slot offset {} too large", s.slot_offset)))?;
+                // Only an archive holds per-process values, and only of `all` gauges, which
+                // it must hold that way.
+                let per_process = self.header.is_archive() && def.mode == Some(GaugeMode::All);
+                if s.process.is_some() != per_process {
+                    return Err(fail(if per_process {
+                        format!(
+                            "archived series of all-mode {} without its process",
+                            def.name
+                        )
+                    } else {
+                        "a process series outside an archive's all-mode gauge".into()
+                    }));
+                }
+                if let Some(p) = s.process {
+                    self.processes.insert(self.series.len() as u32, p);
+                }
                 self.series.push(LocalSeries {
                     family: family as u32,
                     slot_word,

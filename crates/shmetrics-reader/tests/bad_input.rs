@@ -109,6 +109,7 @@ impl Template {
             .map(|(r, _, _)| match r {
                 Record::Family(f) => &*f.name,
                 Record::Series(_) => "series",
+                Record::Folded(_) => "folded",
             })
             .collect();
         assert_eq!(kinds, ["tmpl_requests", "series", "tmpl_level", "series"]);
@@ -122,7 +123,7 @@ impl Template {
     fn family(&self, record: usize) -> &FamilyRecord {
         match &self.records[record].0 {
             Record::Family(f) => f,
-            Record::Series(_) => panic!("record {record} is a series"),
+            other => panic!("record {record} is not a family: {other:?}"),
         }
     }
 

@@ -112,6 +112,7 @@ impl State {
             family_id: 0,
             slot_offset: 0,
             label_values: values.to_vec(),
+            process: None,
         }
         .encode()
         .len();
@@ -150,6 +151,7 @@ impl State {
                 family_id,
                 slot_offset: slot_offset as u64,
                 label_values: values.to_vec(),
+                process: None,
             }
             .encode(),
         );

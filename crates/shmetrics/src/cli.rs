@@ -29,6 +29,9 @@ pub enum Command {
     Dump(DumpArgs),
     /// Print one segment file: header, liveness, records with their values, validation.
     Inspect(InspectArgs),
+    /// Fold the segments of dead processes into the directory's archive and remove their
+    /// files (safe while writers, readers and servers run).
+    Compact(CompactArgs),
     /// Start writer processes that run a known workload in a metrics directory.
     Generate(GenerateArgs),
     /// One writer process of `generate` (internal).
@@ -98,6 +101,14 @@ impl From<OutputFormat> for shmetrics_reader::Format {
             OutputFormat::Openmetrics => Self::OpenMetrics,
         }
     }
+}
+
+/// Arguments of `compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The metrics directory (as PROMETHEUS_MULTIPROC_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// Arguments of `dump`.
@@ -183,6 +194,10 @@ pub struct HttpArgs {
     /// server's resident set on huge directories at the cost of minor page faults.
     #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_RESIDENT_BUDGET >> 20)]
     pub resident_budget_mib: usize,
+    /// Fold dead processes' segments into the directory's archive and remove their files
+    /// before a scrape at least this many seconds after the last time (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub compact_interval_secs: u64,
 }
 
 /// Arguments of `serve`.
@@ -325,6 +340,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Dump(args) => crate::dump::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => crate::inspect::run(&args),
+        Command::Compact(args) => crate::compact::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => crate::generate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::GenerateWorker(args) => {
             crate::generate::run_worker(&args).map(|()| ExitCode::SUCCESS)

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod compact;
 pub mod demo;
 pub mod dump;
 pub mod generate;

@@ -591,3 +591,47 @@ fn generate_fails_when_a_worker_fails() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(missing.to_str().unwrap()));
 }
+
+#[test]
+fn compact_folds_dead_writers_without_changing_the_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 3, 30, 7, &[]);
+    let before = dump(dir.path(), &["--no-self-metrics"]);
+    assert_eq!(segments(dir.path()).len(), 3);
+
+    let out = ok(&["compact", "--dir", dir.path().to_str().unwrap()]);
+    assert!(
+        out.contains("folded 3 dead segments into archive generation 0")
+            && out.contains("removed 3 files"),
+        "{out}"
+    );
+    let left = segments(dir.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with("shmetrics-archive.shm"));
+    assert_eq!(dump(dir.path(), &["--no-self-metrics"]), before);
+    check_gen(&samples(&before), 30, 3, 7);
+
+    // More writers die: a second generation holds everything.
+    generate(dir.path(), 2, 30, 7, &[]);
+    let out = ok(&["compact", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.contains("into archive generation 1"), "{out}");
+    assert_eq!(segments(dir.path()).len(), 1);
+    check_gen(&samples(&dump(dir.path(), &[])), 30, 5, 7);
+
+    let out = ok(&["compact", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.contains("no dead segments"), "{out}");
+}
+
+#[test]
+fn compact_exits_3_while_another_compactor_runs_and_2_without_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = std::fs::File::create(dir.path().join(".shmetrics-compact.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = shmetrics(&["compact", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another compactor holds"), "{err}");
+    let missing = dir.path().join("missing");
+    let out = shmetrics(&["compact", "--dir", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}

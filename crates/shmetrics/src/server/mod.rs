@@ -98,6 +98,9 @@ fn listen_for_port_env(value: Option<&std::ffi::OsStr>) -> io::Result<SocketAddr
     Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
 }
 
+/// Default of [`ServerOptions::compact_interval`]: a minute.
+pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(60);
+
 /// What to serve and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -121,11 +124,15 @@ pub struct ServerOptions {
     /// [`Reader::set_resident_budget`]); the default is
     /// [`shmetrics_reader::DEFAULT_RESIDENT_BUDGET`].
     pub resident_budget: usize,
+    /// Compact the directory (fold dead processes into the archive, remove their files)
+    /// before a scrape at least this long after the last compaction; `None`: never.
+    pub compact_interval: Option<Duration>,
 }
 
 impl ServerOptions {
     /// Options for serving `dir` on `listen`: no prefix filter, self-metrics on, maximum
-    /// snapshot age 0, format negotiated, the reader's default resident budget.
+    /// snapshot age 0, format negotiated, the reader's default resident budget, compaction
+    /// every [`DEFAULT_COMPACT_INTERVAL`].
     pub fn new(dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
         Self {
             dir: dir.into(),
@@ -135,6 +142,7 @@ impl ServerOptions {
             max_snapshot_age: Duration::ZERO,
             format: None,
             resident_budget: shmetrics_reader::DEFAULT_RESIDENT_BUDGET,
+            compact_interval: Some(DEFAULT_COMPACT_INTERVAL),
         }
     }
 }
@@ -176,6 +184,7 @@ impl Server {
     pub fn bind(options: ServerOptions) -> io::Result<Self> {
         let mut reader = Reader::open(&options.dir).map_err(reader_error)?;
         reader.set_resident_budget(options.resident_budget);
+        reader.set_compaction_interval(options.compact_interval);
         let listener = std::net::TcpListener::bind(options.listen).map_err(|e| {
             io::Error::new(
                 e.kind(),

@@ -42,6 +42,8 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         max_snapshot_age: Duration::from_millis(args.max_age_ms),
         format: args.format.forced(),
         resident_budget: args.resident_budget_mib.saturating_mul(1 << 20),
+        compact_interval: (args.compact_interval_secs > 0)
+            .then(|| Duration::from_secs(args.compact_interval_secs)),
     }
 }
 

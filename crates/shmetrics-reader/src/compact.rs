@@ -1,0 +1,480 @@
+//! Compaction: folds the segments of dead processes into one archive and removes their
+//! files, so that neither the directory nor a scrape grows with every restarted worker.
+//!
+//! The protocol (also in `docs/concurrency.md`, "Compaction"):
+//!
+//! 1. Take `.shmetrics-compact.lock` (exclusive `flock`, never waited for): one compactor at
+//!    a time; another one gets [`CompactError::Busy`].
+//! 2. List the directory and probe liveness, as a scrape does. The inputs are the newest
+//!    archive and every dead segment it does not already hold.
+//! 3. Fold them with the merge rules ([`crate::merge::fold_dead`]): counters, histograms and
+//!    summaries summed; gauges by mode (`live*` dropped: their processes are dead; `min`,
+//!    `max`, `sum` folded; `mostrecent` keeps its time; `all` keeps one value per process).
+//! 4. Write the new archive (a segment with `FLAG_ARCHIVE`, one generation newer, listing
+//!    every segment it holds in `Folded` records) under a `.tmp-` name, `fsync` it, rename it
+//!    over `shmetrics-archive.shm`, `fsync` the directory.
+//! 5. Remove the folded segment files and `fsync` the directory.
+//!
+//! A reader ignores any segment the newest archive lists, so between steps 4 and 5 nothing
+//! counts twice, and a reader that lists the directory after a file is gone necessarily
+//! finds the archive that holds it (the rename precedes every removal). A compactor killed
+//! at any point leaves either the old archive and all files (before the rename) or the new
+//! archive and some files it lists (after it): the next compaction removes those files and
+//! any stale temporary file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use shmetrics_layout::record::{FamilyRecord, FoldedRecord, ProcessOf, SeriesRecord};
+use shmetrics_layout::slots::{counter_add, gauge_set, histogram_store, slot_words};
+use shmetrics_layout::{
+    FLAG_ARCHIVE, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SegmentHeader, SegmentIdentity,
+};
+
+use crate::Reader;
+use crate::merge::{Folded, FoldedValue, Source, fold_dead};
+
+/// File name of the archive.
+pub const ARCHIVE_NAME: &str = "shmetrics-archive.shm";
+/// File name of the compactors' lock (hidden: readers skip it).
+pub const COMPACT_LOCK_NAME: &str = ".shmetrics-compact.lock";
+/// Prefix of temporary files: a writer's segment being created, a compactor's archive
+/// being written.
+const TEMPORARY_PREFIX: &str = ".tmp-shmetrics-";
+/// A temporary file unlocked and untouched for this long belongs to a process that died
+/// while creating it (a writer holds its lock from the moment it opens it; a compactor holds
+/// the compaction lock).
+const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(60);
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Generation of the archive now in place (`None`: there is none, nothing was dead).
+    pub generation: Option<u32>,
+    /// Dead segments folded into the archive by this run.
+    pub folded_segments: usize,
+    /// Files removed: folded segments (also those of an earlier, interrupted run) and
+    /// superseded archives.
+    pub removed_files: usize,
+    /// Stale temporary files removed.
+    pub removed_temporary: usize,
+    /// Series in the archive.
+    pub archived_series: usize,
+    /// Series of dead segments left out because they declare their family differently from
+    /// the definition in force (they were never scraped either).
+    pub conflicting_series: usize,
+}
+
+/// Why a compaction failed. Nothing is lost: the directory is as before, or as after a
+/// complete compaction that did not remove every folded file (which the next run does).
+#[derive(Debug)]
+pub enum CompactError {
+    /// Another compactor holds the lock.
+    Busy(PathBuf),
+    /// A file system operation failed.
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        error: io::Error,
+    },
+    /// The archive would exceed the largest segment size.
+    TooLarge(u64),
+}
+
+impl std::fmt::Display for CompactError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Busy(p) => write!(f, "another compactor holds {}", p.display()),
+            Self::Io { what, error } => write!(f, "{what}: {error}"),
+            Self::TooLarge(n) => write!(
+                f,
+                "the archive would need {n} bytes, more than the largest segment \
+                 ({MAX_SEGMENT_SIZE})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CompactError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> CompactError {
+    let what = what.into();
+    move |error| CompactError::Io { what, error }
+}
+
+/// Where a compaction stops early, to test that a compactor killed there loses and
+/// double-counts nothing.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactStop {
+    /// After writing and syncing the temporary archive, before the rename.
+    BeforeRename,
+    /// After removing this many folded files.
+    AfterRemoving(usize),
+}
+
+impl Reader {
+    /// Compacts the directory: folds every dead process's segments into the archive and
+    /// removes their files (see the module docs of `compact.rs` and `docs/concurrency.md`).
+    /// Scrapes by this reader and others stay exact meanwhile, and the next scrape reads the
+    /// archive instead of the removed files.
+    ///
+    /// # Errors
+    /// [`CompactError::Busy`] when another compactor runs; I/O errors with what failed.
+    pub fn compact(&mut self) -> Result<CompactReport, CompactError> {
+        self.compact_stopping(None)
+    }
+
+    /// [`Reader::compact`], stopping where `stop` says (tests of crash safety).
+    #[doc(hidden)]
+    pub fn compact_stopping(
+        &mut self,
+        stop: Option<CompactStop>,
+    ) -> Result<CompactReport, CompactError> {
+        let lock_path = self.dir.join(COMPACT_LOCK_NAME);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&lock_path)
+            .map_err(io_err(format!("open {}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(CompactError::Busy(lock_path)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_err(format!("lock {}", lock_path.display()))(e));
+            }
+        }
+        let mut report = CompactReport {
+            removed_temporary: self.remove_stale_temporaries(),
+            ..CompactReport::default()
+        };
+        // See the directory as it is now, whatever the listing cache says.
+        self.listed = None;
+        self.refresh(&mut crate::ScrapeReport::default());
+
+        let archive = self
+            .segments
+            .values()
+            .filter(|t| t.seg.header.is_archive())
+            .max_by_key(|t| (t.seg.header.sequence, t.seg.header.instance_id));
+        let held = |instance: u64, sequence: u32| {
+            archive.is_some_and(|a| a.seg.folded.contains(&(instance, sequence)))
+        };
+        let mut sources: Vec<Source<'_>> = Vec::new();
+        // Files to remove once the new archive is in place.
+        let mut remove: Vec<PathBuf> = Vec::new();
+        let mut folded_ids: Vec<(u64, u32)> = Vec::new();
+        for t in self.segments.values() {
+            let h = &t.seg.header;
+            if h.is_archive() {
+                if archive.is_some_and(|a| std::ptr::eq(a, t)) {
+                    sources.push(Source {
+                        seg: &t.seg,
+                        links: &t.links,
+                    });
+                } else {
+                    remove.push(t.seg.path.clone());
+                }
+            } else if held(h.instance_id, h.sequence) {
+                // Folded by an earlier run that did not get to remove it.
+                remove.push(t.seg.path.clone());
+                folded_ids.push((h.instance_id, h.sequence));
+            } else if !t.seg.live {
+                sources.push(Source {
+                    seg: &t.seg,
+                    links: &t.links,
+                });
+                remove.push(t.seg.path.clone());
+                folded_ids.push((h.instance_id, h.sequence));
+                report.folded_segments += 1;
+            }
+        }
+
+        if report.folded_segments > 0 {
+            let generation = archive.map_or(0, |a| a.seg.header.sequence.wrapping_add(1));
+            let created = sources
+                .iter()
+                .map(|s| s.seg.header.created_unix_nanos)
+                .min()
+                .unwrap_or(0);
+            let dropped = sources.iter().map(|s| s.seg.dropped_series()).sum();
+            let folded = fold_dead(&self.index, &mut sources);
+            report.conflicting_series = folded.conflicting_series;
+            report.archived_series = folded.families.iter().map(|f| f.series.len()).sum();
+            let image = archive_image(&folded, &folded_ids, generation, created, dropped)?;
+            self.publish_archive(&image, stop)?;
+            report.generation = Some(generation);
+            if stop == Some(CompactStop::BeforeRename) {
+                return Ok(report);
+            }
+        } else {
+            report.generation = archive.map(|a| a.seg.header.sequence);
+        }
+
+        for (i, path) in remove.iter().enumerate() {
+            if stop == Some(CompactStop::AfterRemoving(i)) {
+                return Ok(report);
+            }
+            match std::fs::remove_file(path) {
+                Ok(()) => report.removed_files += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(format!("remove {}", path.display()))(e)),
+            }
+        }
+        if !remove.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        drop(lock);
+        Ok(report)
+    }
+
+    /// Writes `image` to a temporary file, syncs it, renames it over the archive and syncs
+    /// the directory (unless `stop` says to stop before the rename).
+    fn publish_archive(&self, image: &[u8], stop: Option<CompactStop>) -> Result<(), CompactError> {
+        let tmp = self
+            .dir
+            .join(format!("{TEMPORARY_PREFIX}archive-{:016x}", random_u64()));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(io_err(format!("create {}", tmp.display())))?;
+        let written = file
+            .write_all(image)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(format!("write {}", tmp.display())));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if stop == Some(CompactStop::BeforeRename) {
+            return Ok(());
+        }
+        let archive = self.dir.join(ARCHIVE_NAME);
+        std::fs::rename(&tmp, &archive).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_err(format!("rename {} to {}", tmp.display(), archive.display()))(e)
+        })?;
+        sync_dir(&self.dir)
+    }
+
+    /// Removes temporary files left by processes that died while creating them.
+    fn remove_stale_temporaries(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(TEMPORARY_PREFIX) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= STALE_TEMPORARY_AGE);
+            if !meta.file_type().is_file() || meta.uid() != self.euid || !old {
+                continue;
+            }
+            let Ok(file) = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(entry.path())
+            else {
+                continue;
+            };
+            // Unlocked: its creator is gone. Keep the lock while removing it.
+            if file.try_lock().is_ok() && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), CompactError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("sync directory {}", dir.display())))
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Builds the archive file: header, `Folded` records, then each family and its series
+/// (`all` gauges one process series per process), values in slots at the end of the file.
+fn archive_image(
+    folded: &Folded,
+    folded_ids: &[(u64, u32)],
+    generation: u32,
+    created: u64,
+    dropped: u64,
+) -> Result<Vec<u8>, CompactError> {
+    // Records first, with slot offsets counted from the end of the file; the file size is
+    // known once the records and slots are.
+    let mut records = Vec::new();
+    for &(instance_id, sequence) in folded_ids {
+        records.extend(
+            FoldedRecord {
+                instance_id,
+                sequence,
+            }
+            .encode(),
+        );
+    }
+    // (slot offset from the end, width, value) of every series.
+    let mut slots: Vec<(usize, usize, SlotInit)> = Vec::new();
+    let mut slot_bytes = 0usize;
+    let mut series_records: Vec<(usize, SeriesRecord)> = Vec::new();
+    for (id, family) in folded.families.iter().enumerate() {
+        let def = FamilyRecord {
+            id: id as u32,
+            ..(*family.def).clone()
+        };
+        records.extend(def.encode());
+        let width = slot_words(def.kind, def.bounds.len());
+        for (values, value) in &family.series {
+            let mut place = |value: SlotInit, process: Option<ProcessOf>| {
+                slot_bytes += width * 8;
+                slots.push((slot_bytes, width, value));
+                let record = SeriesRecord {
+                    family_id: def.id,
+                    slot_offset: 0,
+                    label_values: values.clone(),
+                    process,
+                };
+                records.extend(record.encode());
+                series_records.push((slot_bytes, record));
+            };
+            match value {
+                FoldedValue::Counter(v) => place(SlotInit::Counter(*v), None),
+                FoldedValue::Gauge { value, timestamp } => {
+                    place(SlotInit::Gauge(*value, *timestamp), None);
+                }
+                FoldedValue::Histogram(h) => {
+                    place(SlotInit::Histogram(h.buckets.clone(), h.sum), None);
+                }
+                FoldedValue::PerProcess(list) => {
+                    for &(pid, created_unix_nanos, v) in list {
+                        let process = ProcessOf {
+                            pid,
+                            created_unix_nanos,
+                        };
+                        place(SlotInit::Gauge(v, 0), Some(process));
+                    }
+                }
+            }
+        }
+    }
+    let needed = (HEADER_SIZE + records.len() + slot_bytes) as u64;
+    let size = needed.next_multiple_of(4096).max(MIN_SEGMENT_SIZE);
+    if size > MAX_SEGMENT_SIZE {
+        return Err(CompactError::TooLarge(needed));
+    }
+    let size = size as usize;
+
+    // Now the records again, with the real slot offsets (their lengths do not change).
+    let mut meta = Vec::with_capacity(records.len());
+    for &(instance_id, sequence) in folded_ids {
+        meta.extend(
+            FoldedRecord {
+                instance_id,
+                sequence,
+            }
+            .encode(),
+        );
+    }
+    let mut next_series = series_records.into_iter();
+    for (id, family) in folded.families.iter().enumerate() {
+        let def = FamilyRecord {
+            id: id as u32,
+            ..(*family.def).clone()
+        };
+        meta.extend(def.encode());
+        let count: usize = family
+            .series
+            .iter()
+            .map(|(_, v)| match v {
+                FoldedValue::PerProcess(list) => list.len(),
+                _ => 1,
+            })
+            .sum();
+        for (from_end, mut record) in next_series.by_ref().take(count) {
+            record.slot_offset = (size - from_end) as u64;
+            meta.extend(record.encode());
+        }
+    }
+    debug_assert_eq!(meta.len(), records.len());
+
+    let words: Vec<AtomicU64> = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
+    for (from_end, width, value) in &slots {
+        let first = (size - from_end) / 8;
+        let w = &words[first..first + width];
+        match value {
+            SlotInit::Counter(v) => counter_add(w, *v),
+            SlotInit::Gauge(v, ts) => gauge_set(w, *v, (*ts != 0).then_some(*ts)),
+            SlotInit::Histogram(buckets, sum) => histogram_store(w, buckets, *sum),
+        }
+    }
+    let mut header = SegmentHeader::new(
+        size as u64,
+        SegmentIdentity {
+            pid: 0,
+            sequence: generation,
+            instance_id: random_u64(),
+            start_time_ticks: 0,
+            created_unix_nanos: created,
+        },
+    );
+    header.flags = FLAG_ARCHIVE;
+    header.meta_len = meta.len() as u64;
+    header.slot_floor = (size - slot_bytes) as u64;
+    header.dropped_series = dropped;
+
+    let mut image: Vec<u8> = words
+        .into_iter()
+        .flat_map(|w| w.into_inner().to_ne_bytes())
+        .collect();
+    image[..HEADER_SIZE].copy_from_slice(header.as_bytes());
+    image[HEADER_SIZE..HEADER_SIZE + meta.len()].copy_from_slice(&meta);
+    Ok(image)
+}
+
+/// A value to store in an archive's slots.
+enum SlotInit {
+    Counter(f64),
+    /// Value and time (0: none).
+    Gauge(f64, u64),
+    /// Per-bucket counts and sum.
+    Histogram(Vec<u64>, f64),
+}

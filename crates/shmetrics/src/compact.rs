@@ -1,0 +1,47 @@
+//! `shmetrics compact`: fold the segments of dead processes into the archive, once.
+
+use shmetrics_reader::{CompactError, Reader};
+
+use crate::cli::{CliError, CompactArgs};
+
+/// Compacts `args.dir` and prints what was done on stdout.
+///
+/// # Errors
+/// Exit status 2 when the directory is missing or not a directory; 3 when another compactor
+/// is running; 1 when a file operation fails (the message names it; nothing is lost).
+pub fn run(args: &CompactArgs) -> Result<(), CliError> {
+    let mut reader =
+        Reader::open(&args.dir).map_err(|e| CliError::with_code(2, format!("compact: {e}")))?;
+    let report = reader.compact().map_err(|e| match e {
+        CompactError::Busy(_) => CliError::with_code(3, format!("compact: {e}")),
+        e => CliError::new(format!("compact: {e}")),
+    })?;
+    let dir = args.dir.display();
+    match report.generation {
+        Some(generation) if report.folded_segments > 0 => println!(
+            "{dir}: folded {} dead segments into archive generation {generation} ({} series); \
+             removed {} files and {} stale temporary files",
+            report.folded_segments,
+            report.archived_series,
+            report.removed_files,
+            report.removed_temporary
+        ),
+        _ => println!(
+            "{dir}: no dead segments to fold{}; removed {} files and {} stale temporary files",
+            report
+                .generation
+                .map(|g| format!(" (archive generation {g})"))
+                .unwrap_or_default(),
+            report.removed_files,
+            report.removed_temporary
+        ),
+    }
+    if report.conflicting_series > 0 {
+        println!(
+            "{} series of dead segments were left out: their family is declared differently \
+             from the definition in force (they were not scraped either)",
+            report.conflicting_series
+        );
+    }
+    Ok(())
+}
