@@ -192,19 +192,7 @@ pub(crate) fn merge(
         // definition: decided once per family and segment, not once per series.
         let compat = sources
             .iter()
-            .map(|source| {
-                source
-                    .seg
-                    .families
-                    .iter()
-                    .zip(&source.links.families)
-                    .map(|(local, &merged)| {
-                        resolved[merged as usize]
-                            .as_ref()
-                            .is_some_and(|res| compatible(&res.def, local))
-                    })
-                    .collect()
-            })
+            .map(|source| family_compat(source, &resolved))
             .collect();
         baseline.resolution = Resolution {
             resolved,
@@ -304,6 +292,21 @@ fn dead_signature(index: &Index, sources: &[Source<'_>], resolved: &[Option<Reso
         h.write_usize(res.as_ref().map_or(0, |r| Arc::as_ptr(&r.def) as usize));
     }
     h.finish()
+}
+
+/// Whether each family of `source` is declared as the resolved definition of its name.
+fn family_compat(source: &Source<'_>, resolved: &[Option<Resolved>]) -> Vec<bool> {
+    source
+        .seg
+        .families
+        .iter()
+        .zip(&source.links.families)
+        .map(|(local, &merged)| {
+            resolved[merged as usize]
+                .as_ref()
+                .is_some_and(|res| compatible(&res.def, local))
+        })
+        .collect()
 }
 
 fn compatible(a: &FamilyRecord, b: &FamilyRecord) -> bool {
@@ -608,17 +611,7 @@ pub(crate) fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
     let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
     let mut conflicting_series = 0;
     for source in sources.iter() {
-        let compat: Vec<bool> = source
-            .seg
-            .families
-            .iter()
-            .zip(&source.links.families)
-            .map(|(local, &merged)| {
-                resolved[merged as usize]
-                    .as_ref()
-                    .is_some_and(|res| compatible(&res.def, local))
-            })
-            .collect();
+        let compat = family_compat(source, &resolved);
         conflicting_series += source
             .seg
             .series
