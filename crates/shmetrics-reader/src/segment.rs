@@ -39,7 +39,9 @@ pub(crate) enum Rejection {
 /// An open, mapped, validated segment.
 pub(crate) struct SegmentFile {
     pub(crate) path: PathBuf,
-    file: File,
+    /// The segment file, holding the writer's lock; `None` for an image built in memory
+    /// (`legacy.rs`), which is live for as long as its source exists.
+    file: Option<File>,
     map: MmapRaw,
     /// The header as validated at open (identity fields never change afterwards).
     pub(crate) header: SegmentHeader,
@@ -111,7 +113,7 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
         .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
     let mut segment = SegmentFile {
         path: path.to_owned(),
-        file,
+        file: Some(file),
         map,
         header,
         parsed_len: 0,
@@ -127,6 +129,34 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
 }
 
 impl SegmentFile {
+    /// A segment from an image built in memory (a translated `prometheus_client` `.db` file
+    /// at `path`) that starts with `header`: checked and parsed like a file, always live.
+    pub(crate) fn from_image(
+        path: &Path,
+        map: MmapRaw,
+        header: SegmentHeader,
+    ) -> Result<SegmentFile, LayoutError> {
+        header.check(map.len() as u64)?;
+        let mut segment = SegmentFile {
+            path: path.to_owned(),
+            file: None,
+            map,
+            header,
+            parsed_len: 0,
+            families: Vec::new(),
+            family_index: FxHashMap::default(),
+            series: Vec::new(),
+            live: true,
+            corrupt: None,
+            final_dropped: None,
+        };
+        segment.refresh_metadata();
+        match segment.corrupt.take() {
+            Some(e) => Err(e),
+            None => Ok(segment),
+        }
+    }
+
     /// The mapping as atomic words.
     pub(crate) fn words(&self) -> &[AtomicU64] {
         // SAFETY: `map` is a shared read-only mapping of the whole file, alive as long as
@@ -150,12 +180,12 @@ impl SegmentFile {
     /// Re-checks whether the writer still holds its lock. A dead segment stays dead: only
     /// its writer ever held the lock, and it is gone.
     pub(crate) fn probe_liveness(&mut self) {
-        if !self.live {
+        let Some(file) = self.file.as_ref().filter(|_| self.live) else {
             return;
-        }
-        match self.file.try_lock_shared() {
+        };
+        match file.try_lock_shared() {
             Ok(()) => {
-                let _ = self.file.unlock();
+                let _ = file.unlock();
                 self.live = false;
             }
             Err(std::fs::TryLockError::WouldBlock) => {}
