@@ -8,6 +8,7 @@
 //! No `unsafe` here: every memory access goes through the writer and reader crates.
 
 mod collect;
+mod dropin;
 mod labels;
 mod metrics;
 mod registry;
@@ -24,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<metrics::Summary>()?;
     m.add_class::<metrics::ValuePart>()?;
     m.add_class::<collect::Reader>()?;
+    m.add_class::<dropin::FastLabels>()?;
     m.add_function(wrap_pyfunction!(registry::default_registry, m)?)?;
     m.add_function(wrap_pyfunction!(registry::configured_registry, m)?)?;
     m.add_function(wrap_pyfunction!(registry::fork_recreations, m)?)?;

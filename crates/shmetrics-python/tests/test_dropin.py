@@ -254,9 +254,16 @@ def test_labels_fast_path_matches_prometheus_client(workers):
         "        bad()\n"
         "        result.append('no error')\n"
         "    except ValueError:\n"
-        "        result.append('ValueError')"
+        "        result.append('ValueError')\n"
+        "class Own(Counter):\n"
+        "    def labels(self, *values):\n"
+        "        return super().labels(*values)\n"
+        "o = Own('o', 'help', ['a'], registry=None)\n"
+        "o.labels('x').inc()\n"
+        "c.clear()\n"
+        "result += [type(c.labels).__name__, type(o.labels).__name__, c.labels('1', 'y') is x]"
     )
-    assert result == [True, True, True, True] + ["ValueError"] * 4
+    assert result == [True, True, True, True] + ["ValueError"] * 4 + ["FastLabels", "method", False]
 
 
 def test_without_a_directory_prometheus_client_keeps_its_memory_values(tmp_path):

@@ -23,7 +23,8 @@ What is patched (all undone by :func:`uninstall`):
   one native call;
 - ``Histogram.observe`` and ``Summary.observe``: a histogram's bucket, sum and count are
   written together;
-- ``MetricWrapperBase.labels``: a label set seen before is found without a lock;
+- ``MetricWrapperBase.labels``: binds a native ``labels`` to each labelled metric, which
+  finds a label set seen before without a Python frame or a lock;
 - ``MultiProcessCollector.collect``: reads the directory with the shmetrics reader.
 
 Metrics whose definition shmetrics cannot hold (for example one name registered with two
@@ -379,18 +380,15 @@ def _summary_observe(self: Any, amount: float) -> None:
 
 
 def _labels(self: Any, *labelvalues: Any, **labelkwargs: Any) -> Any:
-    """``labels(...)`` with a lock-free fast path for a label set seen before (given as
-    strings, by position); anything else goes through ``prometheus_client``'s own code."""
-    if not labelkwargs:
-        children = self.__dict__.get("_metrics")
-        if children is not None:
-            try:
-                child = children.get(labelvalues)
-            except TypeError:  # unhashable label values: str() them as prometheus_client does
-                child = None
-            if child is not None:
-                return child
-    return _originals[("MetricWrapperBase", "labels")](self, *labelvalues, **labelkwargs)
+    """``labels(...)`` of ``prometheus_client``'s metrics once installed: the first call on
+    a labelled metric binds a native ``labels`` to it (``_native.FastLabels``: a label set
+    seen before is found without a Python frame or a lock), unless a subclass overrides
+    ``labels``; every call that is not such a hit runs ``prometheus_client``'s own code."""
+    original = _originals[("MetricWrapperBase", "labels")]
+    child = original(self, *labelvalues, **labelkwargs)
+    if "_metrics" in self.__dict__ and "labels" not in self.__dict__ and type(self).labels is _labels:
+        self.labels = _native.FastLabels(self, original)
+    return child
 
 
 def _pc_class(name: str) -> Any:
