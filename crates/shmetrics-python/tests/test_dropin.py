@@ -281,3 +281,19 @@ def test_without_a_directory_prometheus_client_keeps_its_memory_values(tmp_path)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["MutexValue", "2.0"]
+
+
+def test_environment_variable_without_prometheus_client_keeps_the_native_api(metrics_dir, tmp_path):
+    """With the switch set but no prometheus_client importable, `import shmetrics` warns and
+    the native API works."""
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "prometheus_client.py").write_text("raise ImportError('prometheus_client is not installed')\n")
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, SHMETRICS_PROMETHEUS_CLIENT="1")
+    env["PYTHONPATH"] = str(blocker)
+    code = "import warnings, shmetrics\nshmetrics.Counter('c', 'help').inc(4)\nprint('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+    assert "drop-in cannot be installed" in proc.stderr
+    assert sample_value(metrics_dir, "c_total") == 4

@@ -94,6 +94,13 @@ def _drop_in_requested() -> bool:
 
 
 if _drop_in_requested():
-    from .prometheus_client import install as _install
+    try:
+        from .prometheus_client import install as _install
 
-    _install()
+        _install()
+    except ImportError as _e:  # the native API stays usable without prometheus_client
+        import warnings
+
+        warnings.warn(
+            f"{DROP_IN_ENV} is set but the drop-in cannot be installed: {_e}", RuntimeWarning, stacklevel=2
+        )
