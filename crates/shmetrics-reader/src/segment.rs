@@ -159,10 +159,11 @@ impl SegmentFile {
 
     /// The mapping as atomic words.
     pub(crate) fn words(&self) -> &[AtomicU64] {
-        // SAFETY: `map` is a shared read-only mapping of the whole file, alive as long as
-        // `self`, page aligned, with a size validated to be a multiple of 8; every process
-        // accesses segment memory only through atomic word operations (layout::view). The
-        // file is never truncated by shmetrics (see docs/layout.md, "Trust").
+        // SAFETY: `map` is a shared read-only mapping of the whole file (or, for an image,
+        // an anonymous mapping this reader owns and writes only through these atomics), alive
+        // as long as `self`, page aligned, with a size validated to be a multiple of 8; every
+        // process accesses segment memory only through atomic word operations (layout::view).
+        // The file is never truncated by shmetrics (see docs/layout.md, "Trust").
         unsafe { view::words_from_raw(self.map.as_ptr(), self.map.len()) }
     }
 
