@@ -35,6 +35,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 step "tests"
 cargo test --workspace --locked
 
+step "python package: build into .venv, pytest"
+bash ci/python-test.sh
+
 step "benches compile and run once in test mode"
 cargo test -p shmetrics-benches --benches --locked
 

@@ -20,6 +20,7 @@
 
 pub mod compact;
 pub mod inspect;
+pub mod legacy;
 mod merge;
 pub mod render;
 mod report;
@@ -82,6 +83,13 @@ struct Tracked {
     seen: bool,
 }
 
+/// A `prometheus_client` `.db` file merged beside the segments (see `legacy`).
+struct LegacyTracked {
+    file: legacy::LegacyFile,
+    links: SegmentLinks,
+    seen: bool,
+}
+
 struct Rejected {
     path: PathBuf,
     len: u64,
@@ -104,6 +112,7 @@ pub struct Reader {
     dir: PathBuf,
     euid: u32,
     segments: FxHashMap<u64, Tracked>,
+    legacy: FxHashMap<u64, LegacyTracked>,
     rejected: FxHashMap<u64, Rejected>,
     index: Index,
     dead_baseline: DeadBaseline,
@@ -146,6 +155,7 @@ impl Reader {
             dir,
             euid: nix::unistd::geteuid().as_raw(),
             segments: FxHashMap::default(),
+            legacy: FxHashMap::default(),
             rejected: FxHashMap::default(),
             index: Index::default(),
             dead_baseline: DeadBaseline::default(),
@@ -233,6 +243,12 @@ impl Reader {
                 seg: &t.seg,
                 links: &t.links,
             })
+            .chain(self.legacy.values().filter_map(|t| {
+                t.file.seg.as_ref().map(|seg| Source {
+                    seg,
+                    links: &t.links,
+                })
+            }))
             .collect();
         let snapshot = merge::merge(
             &mut self.index,
@@ -319,6 +335,7 @@ impl Reader {
                 report.problems.push(problem);
             }
         }
+        self.refresh_legacy(report);
         for r in self.rejected.values() {
             match &r.rejection {
                 Rejection::Skip(reason, _) => *report.skipped.entry(*reason).or_insert(0) += 1,
@@ -338,6 +355,35 @@ impl Reader {
         report
             .problems
             .sort_by(|a, b| (a.reason, &a.path).cmp(&(b.reason, &b.path)));
+    }
+
+    /// Re-reads every `.db` file (their values change in place) and links new series.
+    fn refresh_legacy(&mut self, report: &mut ScrapeReport) {
+        for t in self.legacy.values_mut() {
+            match t.file.update() {
+                Ok(rebuilt) => {
+                    if rebuilt {
+                        t.links = SegmentLinks::default();
+                    }
+                    if let Some(seg) = t.file.seg.as_mut() {
+                        self.index.link(seg, &mut t.links);
+                    }
+                    for problem in &t.file.left_out {
+                        log_once(&mut self.logged, problem);
+                    }
+                    report.problems.extend(t.file.left_out.iter().cloned());
+                }
+                Err(e) => {
+                    let problem = Problem {
+                        path: t.file.path().to_owned(),
+                        reason: e.reason(),
+                        detail: format!("skipped: {e}"),
+                    };
+                    log_once(&mut self.logged, &problem);
+                    report.problems.push(problem);
+                }
+            }
+        }
     }
 
     /// Whether the directory must be listed again: its mtime changed since the last
@@ -410,6 +456,9 @@ impl Reader {
         for r in self.rejected.values_mut() {
             r.seen = false;
         }
+        for t in self.legacy.values_mut() {
+            t.seen = false;
+        }
         let mut skipped = BTreeMap::new();
         match std::fs::read_dir(&self.dir) {
             Ok(entries) => {
@@ -417,6 +466,7 @@ impl Reader {
                     self.visit(&entry, &mut skipped);
                 }
                 self.segments.retain(|_, t| t.seen);
+                self.legacy.retain(|_, t| t.seen);
                 self.rejected.retain(|_, r| r.seen);
             }
             Err(e) => {
@@ -438,6 +488,10 @@ impl Reader {
             // Our file was removed and this is a new one with the same inode number.
             self.segments.remove(&ino);
         }
+        if let Some(t) = self.legacy.get_mut(&ino) {
+            t.seen = true;
+            return;
+        }
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with('.') {
@@ -456,6 +510,21 @@ impl Reader {
         }
         if !file_type.is_file() {
             return skip(SkipReason::NotRegular);
+        }
+        if let Some(db) = legacy::parse_db_name(&name) {
+            return match legacy::open_db(&path, db, self.euid) {
+                Ok(file) => {
+                    self.legacy.insert(
+                        ino,
+                        LegacyTracked {
+                            file,
+                            links: SegmentLinks::default(),
+                            seen: true,
+                        },
+                    );
+                }
+                Err((reason, _)) => skip(reason),
+            };
         }
         if !(name.starts_with(SEGMENT_PREFIX) && name.ends_with(SEGMENT_SUFFIX)) {
             return skip(SkipReason::ForeignFile);

@@ -39,7 +39,9 @@ pub(crate) enum Rejection {
 /// An open, mapped, validated segment.
 pub(crate) struct SegmentFile {
     pub(crate) path: PathBuf,
-    file: File,
+    /// The segment file, holding the writer's lock; `None` for an image built in memory
+    /// (`legacy.rs`), which is live for as long as its source exists.
+    file: Option<File>,
     map: MmapRaw,
     /// The header as validated at open (identity fields never change afterwards).
     pub(crate) header: SegmentHeader,
@@ -120,7 +122,7 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
         .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
     let mut segment = SegmentFile {
         path: path.to_owned(),
-        file,
+        file: Some(file),
         map,
         header,
         parsed_len: 0,
@@ -139,12 +141,44 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
 }
 
 impl SegmentFile {
+    /// A segment from an image built in memory (a translated `prometheus_client` `.db` file
+    /// at `path`) that starts with `header`: checked and parsed like a file, always live.
+    pub(crate) fn from_image(
+        path: &Path,
+        map: MmapRaw,
+        header: SegmentHeader,
+    ) -> Result<SegmentFile, LayoutError> {
+        header.check(map.len() as u64)?;
+        let mut segment = SegmentFile {
+            path: path.to_owned(),
+            file: None,
+            map,
+            header,
+            parsed_len: 0,
+            families: Vec::new(),
+            family_index: FxHashMap::default(),
+            series: Vec::new(),
+            unlinked_labels: Vec::new(),
+            processes: FxHashMap::default(),
+            folded: FxHashSet::default(),
+            live: true,
+            corrupt: None,
+            final_dropped: None,
+        };
+        segment.refresh_metadata();
+        match segment.corrupt.take() {
+            Some(e) => Err(e),
+            None => Ok(segment),
+        }
+    }
+
     /// The mapping as atomic words.
     pub(crate) fn words(&self) -> &[AtomicU64] {
-        // SAFETY: `map` is a shared read-only mapping of the whole file, alive as long as
-        // `self`, page aligned, with a size validated to be a multiple of 8; every process
-        // accesses segment memory only through atomic word operations (layout::view). The
-        // file is never truncated by shmetrics (see docs/layout.md, "Trust").
+        // SAFETY: `map` is a shared read-only mapping of the whole file (or, for an image,
+        // an anonymous mapping this reader owns and writes only through these atomics), alive
+        // as long as `self`, page aligned, with a size validated to be a multiple of 8; every
+        // process accesses segment memory only through atomic word operations (layout::view).
+        // The file is never truncated by shmetrics (see docs/layout.md, "Trust").
         unsafe { view::words_from_raw(self.map.as_ptr(), self.map.len()) }
     }
 
@@ -162,18 +196,21 @@ impl SegmentFile {
     /// Whether the file is still linked in a directory: once removed (by a compactor), a new
     /// file may reuse its inode number, and the reader must not take one for the other.
     pub(crate) fn still_linked(&self) -> bool {
-        self.file.metadata().is_ok_and(|m| m.nlink() > 0)
+        match &self.file {
+            Some(file) => file.metadata().is_ok_and(|m| m.nlink() > 0),
+            None => true,
+        }
     }
 
     /// Re-checks whether the writer still holds its lock. A dead segment stays dead: only
     /// its writer ever held the lock, and it is gone.
     pub(crate) fn probe_liveness(&mut self) {
-        if !self.live {
+        let Some(file) = self.file.as_ref().filter(|_| self.live) else {
             return;
-        }
-        match self.file.try_lock_shared() {
+        };
+        match file.try_lock_shared() {
             Ok(()) => {
-                let _ = self.file.unlock();
+                let _ = file.unlock();
                 self.live = false;
             }
             Err(std::fs::TryLockError::WouldBlock) => {}
@@ -332,8 +369,12 @@ impl SegmentFile {
     /// them (the page cache of the file); the next read maps them again with a minor fault
     /// (the kernel maps neighbouring cached pages with it).
     pub(crate) fn release_pages(&self) {
-        // SAFETY: MADV_DONTNEED on a shared file mapping discards no data: the pages belong
-        // to the file, and a later access maps the same contents again. The mapping is
+        // An image lives only in this mapping: releasing its pages would lose it.
+        if self.file.is_none() {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a shared file mapping (images returned above) discards no
+        // data: the pages belong to the file, and a later access maps the same contents again. The mapping is
         // read-only, so no write of this process is lost, and the references `words()`
         // hands out stay valid (they point into the same mapping, still mapped).
         let released = unsafe { self.map.unchecked_advise(UncheckedAdvice::DontNeed) };

@@ -251,6 +251,18 @@ impl Histogram {
     pub fn bounds(&self) -> &[f64] {
         &self.bounds
     }
+
+    /// What this process has observed: per-bucket counts (not cumulative; the last is
+    /// `+Inf`) and their sum, read consistently.
+    pub fn get(&self) -> (Vec<u64>, f64) {
+        let mut value = slots::HistogramValue {
+            buckets: Vec::new(),
+            sum: 0.0,
+            consistent: true,
+        };
+        slots::histogram_read(self.slots.words(), self.bounds.len(), &mut value);
+        (value.buckets, value.sum)
+    }
 }
 
 /// A summary child: observation count and sum.
@@ -271,6 +283,17 @@ impl Summary {
     #[inline]
     pub fn observe(&self, v: f64) {
         slots::histogram_observe(self.slots.words(), 0, v);
+    }
+
+    /// What this process has observed: the count and the sum, read consistently.
+    pub fn get(&self) -> (u64, f64) {
+        let mut value = slots::HistogramValue {
+            buckets: Vec::new(),
+            sum: 0.0,
+            consistent: true,
+        };
+        slots::histogram_read(self.slots.words(), 0, &mut value);
+        (value.count(), value.sum)
     }
 }
 

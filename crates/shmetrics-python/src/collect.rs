@@ -1,0 +1,179 @@
+//! The reader as a Python object: merged snapshots for the `prometheus_client` collector and
+//! rendered expositions for anything that serves `/metrics` itself.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use shmetrics_reader::snapshot::{Family, Value};
+use shmetrics_reader::{Format, PrefixFilter, ScrapeReport};
+
+/// Reads one metrics directory, keeping parsed metadata between scrapes. Thread-safe; the
+/// directory is read with the GIL released.
+#[pyclass(frozen, module = "shmetrics._native", name = "Reader")]
+pub(crate) struct Reader {
+    inner: Mutex<State>,
+}
+
+struct State {
+    reader: shmetrics_reader::Reader,
+    last: ScrapeReport,
+}
+
+fn reader_err(e: shmetrics_reader::ReaderError) -> PyErr {
+    match e {
+        shmetrics_reader::ReaderError::Io(..) => PyOSError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+impl Reader {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[pymethods]
+impl Reader {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        let reader = shmetrics_reader::Reader::open(path).map_err(reader_err)?;
+        Ok(Self {
+            inner: Mutex::new(State {
+                reader,
+                last: ScrapeReport::default(),
+            }),
+        })
+    }
+
+    /// The merged families whose names start with one of `prefixes` (all when empty), as
+    /// `(name, type, help, upper_bounds, series)`; `upper_bounds` (with `+Inf`) is set for
+    /// histograms; each series is `(labels, pid, value)` with `labels` a dict sorted by
+    /// name, `pid` a string for gauges in the `all` modes, and `value` a float, a
+    /// `(count, sum)` for summaries or a `(bucket_counts, sum)` for histograms, the counts
+    /// per bucket, not cumulative.
+    #[pyo3(signature = (prefixes=Vec::new()))]
+    fn collect<'py>(&self, py: Python<'py>, prefixes: Vec<String>) -> PyResult<Bound<'py, PyList>> {
+        let filter = PrefixFilter::new(prefixes);
+        let scrape = py.detach(|| {
+            let mut state = self.lock();
+            let scrape = state.reader.snapshot();
+            state.last = scrape.report.clone();
+            scrape
+        });
+        let out = PyList::empty(py);
+        for family in scrape
+            .snapshot
+            .families
+            .iter()
+            .filter(|f| filter.keeps(&f.name))
+        {
+            out.append(family_to_py(py, family)?)?;
+        }
+        Ok(out)
+    }
+
+    /// The merged directory rendered as Prometheus text (or OpenMetrics), filtered by
+    /// family-name prefixes; with `self_metrics`, the reader's own `shmetrics_reader_*`
+    /// families are appended.
+    #[pyo3(signature = (openmetrics=false, prefixes=Vec::new(), self_metrics=false))]
+    fn render<'py>(
+        &self,
+        py: Python<'py>,
+        openmetrics: bool,
+        prefixes: Vec<String>,
+        self_metrics: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let format = if openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        };
+        let filter = PrefixFilter::new(prefixes);
+        let text = py.detach(|| {
+            let mut state = self.lock();
+            let mut out = Vec::new();
+            let report = state
+                .reader
+                .scrape(format, &filter, self_metrics, &mut out)?;
+            state.last = report;
+            Ok::<_, std::io::Error>(out)
+        })?;
+        Ok(PyBytes::new(py, &text))
+    }
+
+    /// What the last `collect` or `render` found: segment counts, and each file skipped or
+    /// found corrupt, as a dict.
+    fn last_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let state = self.lock();
+        report_to_py(py, &state.last)
+    }
+}
+
+fn family_to_py<'py>(py: Python<'py>, family: &Family) -> PyResult<Bound<'py, PyTuple>> {
+    let series = PyList::empty(py);
+    for s in &family.series {
+        let labels = PyDict::new(py);
+        for (name, value) in &s.labels.pairs {
+            labels.set_item(&**name, &**value)?;
+        }
+        let pid = s.pid.map(|p| p.to_string());
+        let value = match &s.value {
+            Value::Counter(v) | Value::Gauge(v) => v.into_pyobject(py)?.into_any(),
+            Value::Summary { count, sum } => (*count, *sum).into_pyobject(py)?.into_any(),
+            Value::Histogram { buckets, sum } => {
+                (buckets.clone(), *sum).into_pyobject(py)?.into_any()
+            }
+        };
+        series.append((labels, pid, value))?;
+    }
+    let bounds = match family.kind {
+        shmetrics_layout::MetricKind::Histogram => Some(
+            family
+                .bounds
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .collect::<Vec<f64>>(),
+        ),
+        _ => None,
+    };
+    (
+        &*family.name,
+        family.kind.to_string(),
+        &*family.help,
+        bounds,
+        series,
+    )
+        .into_pyobject(py)
+}
+
+fn report_to_py<'py>(py: Python<'py>, report: &ScrapeReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("live_segments", report.live_segments)?;
+    d.set_item("dead_segments", report.dead_segments)?;
+    d.set_item("bad_segments", report.bad_segments)?;
+    d.set_item("series", report.series)?;
+    d.set_item("dropped_series", report.dropped_series)?;
+    let skipped = PyDict::new(py);
+    for (reason, n) in &report.skipped {
+        skipped.set_item(reason.as_str(), n)?;
+    }
+    d.set_item("skipped", skipped)?;
+    let problems = PyList::empty(py);
+    for p in &report.problems {
+        problems.append((p.path.to_string_lossy(), p.reason, &p.detail))?;
+    }
+    d.set_item("problems", problems)?;
+    let conflicts = PyList::empty(py);
+    for c in &report.conflicts {
+        conflicts.append((&c.family, c.kind, &c.detail))?;
+    }
+    d.set_item("conflicts", conflicts)?;
+    d.set_item("dir_error", report.dir_error.clone())?;
+    Ok(d)
+}

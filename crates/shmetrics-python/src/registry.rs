@@ -1,0 +1,102 @@
+//! The writer registry as a Python object, the process-wide default registry, and the
+//! mapping of writer errors to Python exceptions.
+
+use std::path::PathBuf;
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+/// A process's metrics registry: its segments in one metrics directory.
+///
+/// `Registry()` opens `PROMETHEUS_MULTIPROC_DIR`; `Registry(path)` opens `path`. Metrics
+/// created without a `registry` argument use [`default_registry`].
+#[pyclass(frozen, module = "shmetrics._native", name = "Registry")]
+pub(crate) struct Registry {
+    pub(crate) inner: shmetrics_writer::Registry,
+}
+
+#[pymethods]
+impl Registry {
+    #[new]
+    #[pyo3(signature = (path=None))]
+    fn new(path: Option<PathBuf>) -> PyResult<Self> {
+        let inner = match path {
+            Some(path) => shmetrics_writer::Registry::open(path),
+            None => shmetrics_writer::Registry::from_env(),
+        }
+        .map_err(to_py_err)?;
+        Ok(Self { inner })
+    }
+
+    /// The metrics directory.
+    #[getter]
+    fn path(&self) -> String {
+        self.inner.dir().to_string_lossy().into_owned()
+    }
+
+    /// Paths of this process's segment files, first segment first.
+    fn segment_paths(&self) -> Vec<String> {
+        self.inner
+            .segment_paths()
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Series that could not be placed in any segment.
+    fn dropped_series(&self) -> u64 {
+        self.inner.dropped_series()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("shmetrics.Registry({:?})", self.inner.dir())
+    }
+}
+
+static DEFAULT: PyOnceLock<Py<Registry>> = PyOnceLock::new();
+
+/// The process-wide default registry, opened on first use in `PROMETHEUS_MULTIPROC_DIR`.
+/// Raises `ValueError` while the variable is unset (and opens it once it is set).
+#[pyfunction]
+pub(crate) fn default_registry(py: Python<'_>) -> PyResult<Py<Registry>> {
+    DEFAULT
+        .get_or_try_init(py, || {
+            let inner = shmetrics_writer::Registry::from_env().map_err(to_py_err)?;
+            Py::new(py, Registry { inner })
+        })
+        .map(|r| r.clone_ref(py))
+}
+
+/// The default registry, or `None` while `PROMETHEUS_MULTIPROC_DIR` is unset or empty.
+#[pyfunction]
+pub(crate) fn configured_registry(py: Python<'_>) -> PyResult<Option<Py<Registry>>> {
+    if let Some(r) = DEFAULT.get(py) {
+        return Ok(Some(r.clone_ref(py)));
+    }
+    match std::env::var_os(shmetrics_writer::DIR_ENV) {
+        Some(dir) if !dir.is_empty() => default_registry(py).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// How many times this process re-created its segments after a `fork()`.
+#[pyfunction]
+pub(crate) fn fork_recreations() -> u64 {
+    shmetrics_writer::fork_recreations()
+}
+
+/// Maps a writer error to the Python exception a `prometheus_client` user expects: bad
+/// definitions and labels are `ValueError`, file system failures `OSError`.
+pub(crate) fn to_py_err(e: shmetrics_writer::Error) -> PyErr {
+    use shmetrics_writer::Error;
+    match e {
+        Error::NoSpace { .. } | Error::Io { .. } => PyOSError::new_err(e.to_string()),
+        Error::DirUnset
+        | Error::DirMissing(_)
+        | Error::NotADirectory(_)
+        | Error::InvalidFamily(_)
+        | Error::Conflict { .. }
+        | Error::InvalidLabels { .. } => PyValueError::new_err(e.to_string()),
+    }
+}

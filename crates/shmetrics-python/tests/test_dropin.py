@@ -1,0 +1,299 @@
+"""The drop-in's mechanics: one line (or one environment variable) switches unchanged
+prometheus_client code to shmetrics, whatever the import order, fork-safe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import collect, sample_value
+
+
+def segment_files(path):
+    return sorted(f for f in os.listdir(path) if f.endswith(".shm"))
+
+
+def db_files(path):
+    return sorted(f for f in os.listdir(path) if f.endswith(".db"))
+
+
+def run_python(code, metrics_dir, **env):
+    full_env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+    full_env.pop("SHMETRICS_PROMETHEUS_CLIENT", None)
+    full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_install_after_prometheus_client_was_imported(metrics_dir):
+    run_python(
+        """
+        import prometheus_client
+        from prometheus_client import Counter, Histogram
+        import shmetrics.prometheus_client
+        shmetrics.prometheus_client.install()
+        Counter('c', 'help', ['x']).labels('a').inc(2)
+        Histogram('h', 'help', buckets=[1]).observe(0.5)
+        """,
+        metrics_dir,
+    )
+    assert db_files(metrics_dir) == [] and len(segment_files(metrics_dir)) == 1
+    assert sample_value(metrics_dir, "c_total", {"x": "a"}) == 2
+    assert sample_value(metrics_dir, "h_bucket", {"le": "1.0"}) == 1
+
+
+def test_install_before_prometheus_client_is_imported(metrics_dir):
+    out = run_python(
+        """
+        import sys
+        import shmetrics.prometheus_client
+        shmetrics.prometheus_client.install()
+        from prometheus_client import Counter, Gauge
+        Counter('c', 'help').inc(3)
+        Gauge('g', 'help', multiprocess_mode='max').set(7)
+        print(type(Counter('d', 'help')._value).__module__)
+        """,
+        metrics_dir,
+    )
+    assert out.strip() == "shmetrics._native"
+    assert db_files(metrics_dir) == []
+    assert sample_value(metrics_dir, "c_total") == 3
+    assert sample_value(metrics_dir, "g") == 7
+
+
+def test_environment_variable_needs_no_code_change(metrics_dir):
+    out = run_python(
+        """
+        from prometheus_client import Counter, Summary, values
+        Counter('c', 'help').inc(5)
+        Summary('s', 'help').observe(2)
+        print(values.ValueClass.__name__)
+        """,
+        metrics_dir,
+        SHMETRICS_PROMETHEUS_CLIENT="1",
+    )
+    assert out.strip() == "_ShmetricsValue"
+    assert db_files(metrics_dir) == []
+    assert sample_value(metrics_dir, "c_total") == 5
+    assert sample_value(metrics_dir, "s_sum") == 2
+
+
+def test_without_the_switch_prometheus_client_is_untouched(metrics_dir):
+    run_python(
+        """
+        from prometheus_client import Counter
+        Counter('c', 'help').inc(5)
+        """,
+        metrics_dir,
+    )
+    [db] = db_files(metrics_dir)
+    assert db.startswith("counter_")
+    assert segment_files(metrics_dir) == []
+
+
+def test_methods_are_bound_to_native_calls(workers):
+    w = workers()
+    result = w.run(
+        "c = Counter('c', 'help', ['x'], registry=None)\n"
+        "g = Gauge('g', 'help', registry=None)\n"
+        "h = Histogram('h', 'help', registry=None)\n"
+        "s = Summary('s', 'help', registry=None)\n"
+        "child = c.labels('a')\n"
+        "result = [type(m).__name__ for m in (child.inc, g.inc, g.dec, g.set, h.observe, s.observe)]\n"
+        "result.append(c.labels('a') is child)"
+    )
+    assert result == ["builtin_function_or_method"] * 6 + [True]
+
+
+def test_subclass_overrides_are_respected(workers, metrics_dir):
+    w = workers()
+    w.run(
+        "class Doubling(Counter):\n"
+        "    def inc(self, amount=1, exemplar=None):\n"
+        "        super().inc(2 * amount)\n"
+        "class Shifted(Histogram):\n"
+        "    def observe(self, amount, exemplar=None):\n"
+        "        super().observe(amount + 10)\n"
+        "Doubling('d', 'help', registry=None).inc(3)\n"
+        "Shifted('s', 'help', buckets=[5, 20], registry=None).observe(1)"
+    )
+    assert sample_value(metrics_dir, "d_total") == 6
+    assert sample_value(metrics_dir, "s_bucket", {"le": "5.0"}) == 0
+    assert sample_value(metrics_dir, "s_bucket", {"le": "20.0"}) == 1
+    assert sample_value(metrics_dir, "s_sum") == 11
+
+
+def test_in_process_registry_still_reads_values(workers):
+    """Code that reads its own registry (tests, /metrics of one process) sees this process's
+    values through the value objects."""
+    w = workers()
+    result = w.run(
+        "from prometheus_client import CollectorRegistry\n"
+        "r = CollectorRegistry()\n"
+        "h = Histogram('h', 'help', buckets=[1, 2], registry=r)\n"
+        "s = Summary('s', 'help', registry=r)\n"
+        "c = Counter('c', 'help', registry=r)\n"
+        "h.observe(1.5); h.observe(0.5); s.observe(4); c.inc(2)\n"
+        "result = [r.get_sample_value(n, l) for n, l in [('h_bucket', {'le': '1.0'}), ('h_bucket', {'le': '2.0'}),"
+        " ('h_count', {}), ('h_sum', {}), ('s_count', {}), ('s_sum', {}), ('c_total', {})]]"
+    )
+    assert result == [1.0, 2.0, 2.0, 2.0, 1.0, 4.0, 2.0]
+
+
+def test_semantics_kept(workers):
+    w = workers()
+    w.run("c = Counter('c', 'help', registry=None); g = Gauge('g', 'help', registry=None, multiprocess_mode='mostrecent')")
+    for code, error in [
+        ("c.inc(-1)", "ValueError: Counters can only be incremented by non-negative amounts"),
+        ("c.reset()", "NotImplementedError"),
+        ("g.inc()", "RuntimeError: inc must not be used with the mostrecent mode"),
+        ("Counter('l', 'help', ['a'], registry=None).inc()", "ValueError: counter metric is missing label values"),
+        ("Histogram('hl', 'help', ['a'], registry=None).observe(1)", "ValueError: histogram metric is missing label values"),
+    ]:
+        with pytest.raises(AssertionError, match=error):
+            w.run(code)
+
+
+def test_multiprocess_collector_reads_shmetrics(workers, metrics_dir):
+    writer, reader = workers(), workers()
+    writer.run("Counter('c', 'help', ['x'], registry=None).labels('y').inc(4)")
+    text = reader.run(
+        "from prometheus_client import CollectorRegistry, generate_latest\n"
+        "from prometheus_client.multiprocess import MultiProcessCollector\n"
+        "r = CollectorRegistry(); MultiProcessCollector(r)\n"
+        "result = generate_latest(r).decode()"
+    )
+    assert text == '# HELP c_total help\n# TYPE c_total counter\nc_total{x="y"} 4.0\n'
+
+
+def test_gunicorn_preload_fork(workers, metrics_dir):
+    """Metrics created in a master before forking workers (gunicorn --preload): every
+    worker writes into its own segment, and the master's stay its own."""
+    master = workers()
+    result = master.run(
+        "import shmetrics\n"
+        "c = Counter('requests', 'help', ['w'], registry=None)\n"
+        "g = Gauge('in_flight', 'help', registry=None, multiprocess_mode='livesum')\n"
+        "c.labels('m').inc()\n"
+        "pids = []\n"
+        "for i in range(3):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        c.labels('m').inc(10)\n"
+        "        c.labels(str(i)).inc(i + 1)\n"
+        "        g.inc(100)\n"
+        "        os._exit(0 if shmetrics.fork_recreations() == 1 else 3)\n"
+        "    pids.append(pid)\n"
+        "codes = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids]\n"
+        "g.inc(5)\n"
+        "result = (codes, c.labels('m')._value.get())"
+    )
+    assert result == ([0, 0, 0], 1.0)
+    assert sample_value(metrics_dir, "requests_total", {"w": "m"}) == 31
+    assert [sample_value(metrics_dir, "requests_total", {"w": str(i)}) for i in range(3)] == [1, 2, 3]
+    # The dead workers' in-flight count is gone; the master's own is live.
+    assert sample_value(metrics_dir, "in_flight") == 5
+    assert len(segment_files(metrics_dir)) == 4
+
+
+def test_multiprocessing_fork(workers, metrics_dir):
+    w = workers()
+    w.run(
+        "import multiprocessing\n"
+        "c = Counter('jobs', 'help', registry=None)\n"
+        "h = Histogram('job_seconds', 'help', buckets=[1, 10], registry=None)\n"
+        "def job(n):\n"
+        "    for _ in range(n):\n"
+        "        c.inc(); h.observe(n)\n"
+        "ctx = multiprocessing.get_context('fork')\n"
+        "procs = [ctx.Process(target=job, args=(n,)) for n in range(1, 5)]\n"
+        "for p in procs: p.start()\n"
+        "for p in procs: p.join()\n"
+        "assert [p.exitcode for p in procs] == [0, 0, 0, 0]"
+    )
+    assert sample_value(metrics_dir, "jobs_total") == 10
+    assert sample_value(metrics_dir, "job_seconds_bucket", {"le": "1.0"}) == 1
+    assert sample_value(metrics_dir, "job_seconds_count") == 10
+    assert sample_value(metrics_dir, "job_seconds_sum") == 1 + 4 + 9 + 16
+
+
+def test_uninstall_restores_prometheus_client(workers, metrics_dir):
+    w = workers()
+    result = w.run(
+        "import shmetrics.prometheus_client as spc\n"
+        "from prometheus_client import values, metrics, multiprocess\n"
+        "before = Counter('a', 'help', registry=None)\n"
+        "spc.uninstall()\n"
+        "result = [spc.installed(), values.ValueClass.__name__, 'inc' in vars(Counter('b', 'help', registry=None)),\n"
+        "          metrics.Histogram.observe.__module__, multiprocess.MultiProcessCollector.collect.__module__]\n"
+        "before.inc(2)\n"
+        "spc.install()\n"
+        "result.append(spc.installed())"
+    )
+    assert result == [False, "MutexValue", False, "prometheus_client.metrics", "prometheus_client.multiprocess", True]
+    assert sample_value(metrics_dir, "a_total") == 2
+
+
+def test_labels_fast_path_matches_prometheus_client(workers):
+    w = workers()
+    result = w.run(
+        "c = Counter('c', 'help', ['a', 'b'], registry=None)\n"
+        "x = c.labels('1', 'y')\n"
+        "result = [c.labels('1', 'y') is x, c.labels(1, 'y') is x, c.labels(a=1, b='y') is x,\n"
+        "          c.labels(['l'], 'y') is c.labels(\"['l']\", 'y')]\n"
+        "for bad in [lambda: c.labels('1'), lambda: c.labels('1', 'y', 'z'), lambda: x.labels('1', 'y'),\n"
+        "            lambda: c.labels('1', b='y')]:\n"
+        "    try:\n"
+        "        bad()\n"
+        "        result.append('no error')\n"
+        "    except ValueError:\n"
+        "        result.append('ValueError')\n"
+        "class Own(Counter):\n"
+        "    def labels(self, *values):\n"
+        "        return super().labels(*values)\n"
+        "o = Own('o', 'help', ['a'], registry=None)\n"
+        "o.labels('x').inc()\n"
+        "c.clear()\n"
+        "result += [type(c.labels).__name__, type(o.labels).__name__, c.labels('1', 'y') is x]"
+    )
+    assert result == [True, True, True, True] + ["ValueError"] * 4 + ["FastLabels", "method", False]
+
+
+def test_without_a_directory_prometheus_client_keeps_its_memory_values(tmp_path):
+    env = dict(os.environ)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    code = textwrap.dedent(
+        """
+        import shmetrics.prometheus_client
+        shmetrics.prometheus_client.install()
+        from prometheus_client import Counter, REGISTRY
+        Counter('c', 'help').inc(2)
+        print(type(Counter('d', 'help')._value).__name__, REGISTRY.get_sample_value('c_total'))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["MutexValue", "2.0"]
+
+
+def test_environment_variable_without_prometheus_client_keeps_the_native_api(metrics_dir, tmp_path):
+    """With the switch set but no prometheus_client importable, `import shmetrics` warns and
+    the native API works."""
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "prometheus_client.py").write_text("raise ImportError('prometheus_client is not installed')\n")
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, SHMETRICS_PROMETHEUS_CLIENT="1")
+    env["PYTHONPATH"] = str(blocker)
+    code = "import warnings, shmetrics\nshmetrics.Counter('c', 'help').inc(4)\nprint('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+    assert "drop-in cannot be installed" in proc.stderr
+    assert sample_value(metrics_dir, "c_total") == 4

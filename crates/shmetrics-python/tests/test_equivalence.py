@@ -1,0 +1,134 @@
+"""Equivalence: a random workload run once through prometheus_client's own multiprocess mode
+and once through the drop-in yields the same parsed samples from MultiProcessCollector and
+from ShmetricsCollector: while every process is live, and again after some died (for
+prometheus_client with the mark_process_dead call a correct deployment makes; shmetrics
+needs none)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from conftest import Worker, collect
+
+MODES = ["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"]
+
+WORKER_CODE = """
+def make(spec):
+    kind, name, documentation, labelnames, extra = spec
+    cls = {'counter': Counter, 'gauge': Gauge, 'histogram': Histogram, 'summary': Summary}[kind]
+    return cls(name, documentation, labelnames, registry=None, **extra)
+
+metrics = [make(s) for s in specs]
+
+def apply(ops):
+    for index, labelvalues, op, value in ops:
+        m = metrics[index]
+        if labelvalues:
+            m = m.labels(*labelvalues)
+        if op != 'touch':
+            getattr(m, op)(value)
+"""
+
+
+def quarter(rng, high=40):
+    """A value that sums exactly in binary floating point, whatever the order."""
+    return rng.randint(0, high) / 4
+
+
+def workload(seed):
+    rng = random.Random(seed)
+    specs = []
+    for i in range(10):
+        kind = rng.choice(["counter", "gauge", "gauge", "histogram", "summary"])
+        labelnames = ["a", "b", "c"][: rng.randint(0, 2)]
+        extra = {}
+        if kind == "gauge":
+            extra["multiprocess_mode"] = rng.choice(MODES)
+        if kind == "histogram" and rng.random() < 0.7:
+            extra["buckets"] = sorted(rng.sample([0.25, 0.5, 1, 2.5, 5, 7.5, 1e6], rng.randint(1, 4)))
+        name = f"m{i}_{kind}" + ("_total" if kind == "counter" and rng.random() < 0.5 else "")
+        specs.append((kind, name, f"help of {name}", labelnames, extra))
+    processes = 3
+    rounds = []
+    for _ in range(4):
+        batch = []
+        for p in range(processes):
+            ops = []
+            for _ in range(rng.randint(5, 25)):
+                index = rng.randrange(len(specs))
+                kind, _, _, labelnames, extra = specs[index]
+                labelvalues = [rng.choice(["x", "y", "with space", 'q"uote']) for _ in labelnames]
+                mode = extra.get("multiprocess_mode", "")
+                if kind == "counter":
+                    op = rng.choice(["inc", "touch"])
+                elif kind == "gauge":
+                    op = "set" if mode.endswith("mostrecent") else rng.choice(["set", "inc", "dec", "touch"])
+                else:
+                    op = rng.choice(["observe", "observe", "touch"])
+                ops.append((index, labelvalues, op, quarter(rng)))
+            batch.append((p, ops))
+        rounds.append(batch)
+    dies = rng.sample(range(processes), rng.randint(1, 2))
+    return specs, processes, rounds, dies
+
+
+def normalized(metrics, pids):
+    """Families as comparable data: pid labels replaced by the worker index, samples sorted,
+    families without samples left out (MultiProcessCollector keeps those as bare HELP/TYPE
+    lines; shmetrics omits them)."""
+    index_of = {str(pid): str(i) for i, pid in enumerate(pids)}
+    out = {}
+    for m in metrics:
+        samples = []
+        for s in m.samples:
+            labels = dict(s.labels)
+            if "pid" in labels:
+                labels["pid"] = index_of[labels["pid"]]
+            samples.append((s.name, tuple(sorted(labels.items())), float(s.value), s.timestamp, s.exemplar))
+        if samples:
+            out[m.name] = (m.type, m.documentation, sorted(samples))
+    return out
+
+
+def run(mode, directory, specs, processes, rounds):
+    workers = [Worker(directory, mode) for _ in range(processes)]
+    for w in workers:
+        w.run(WORKER_CODE, specs=specs)
+    for batch in rounds:
+        for p, ops in batch:
+            workers[p].run("apply(ops)", ops=ops)
+    return workers
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_random_workload_same_samples(tmp_path, seed):
+    specs, processes, rounds, dies = workload(seed)
+    plain_dir, shm_dir = tmp_path / "plain", tmp_path / "shmetrics"
+    plain_dir.mkdir()
+    shm_dir.mkdir()
+    plain = run("plain", str(plain_dir), specs, processes, rounds)
+    dropin = run("dropin", str(shm_dir), specs, processes, rounds)
+    try:
+        assert all(f.endswith(".db") for f in os.listdir(plain_dir))
+        assert all(f.endswith(".shm") for f in os.listdir(shm_dir))
+
+        def compare():
+            expected = normalized(MultiProcessCollector(None, path=str(plain_dir)).collect(), [w.pid for w in plain])
+            actual = normalized(collect(str(shm_dir)).values(), [w.pid for w in dropin])
+            assert actual == expected
+            return expected
+
+        live = compare()
+        assert len(live) >= 5
+        for p in dies:
+            plain[p].kill()
+            mark_process_dead(plain[p].pid, str(plain_dir))
+            dropin[p].kill()
+        compare()
+    finally:
+        for w in plain + dropin:
+            w.kill()

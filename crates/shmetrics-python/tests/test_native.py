@@ -1,0 +1,213 @@
+"""The native API: shmetrics.Counter, Gauge, Histogram and Summary in an explicit Registry
+(the pytest process never opens the default registry; see conftest)."""
+
+from __future__ import annotations
+
+import pytest
+
+import shmetrics
+from conftest import collect
+
+
+@pytest.fixture
+def registry(metrics_dir):
+    return shmetrics.Registry(metrics_dir)
+
+
+def samples(metrics_dir, name):
+    family = collect(metrics_dir).get(name)
+    return None if family is None else [(s.name, s.labels, s.value) for s in family.samples]
+
+
+def test_counter(registry, metrics_dir):
+    c = shmetrics.Counter("requests_total", "Requests.", ["code", "method"], registry=registry)
+    c.labels("200", "get").inc()
+    c.labels(code="200", method="get").inc(2.5)
+    c.labels(404, "get").inc()
+    assert c.labels("200", "get").get() == 3.5
+    assert c.labels("200", "get") is c.labels(code="200", method="get")
+    assert c.name == "requests"
+    assert samples(metrics_dir, "requests") == [
+        ("requests_total", {"code": "200", "method": "get"}, 3.5),
+        ("requests_total", {"code": "404", "method": "get"}, 1.0),
+    ]
+
+
+def test_counter_errors(registry):
+    c = shmetrics.Counter("c", "help", registry=registry)
+    with pytest.raises(ValueError, match="non-negative"):
+        c.inc(-1)
+    with pytest.raises(ValueError, match="No label names"):
+        c.labels("x")
+    with pytest.raises(NotImplementedError, match="only go up"):
+        c.set(0)
+    labelled = shmetrics.Counter("l", "help", ["a", "b"], registry=registry)
+    with pytest.raises(ValueError, match="missing label values"):
+        labelled.inc()
+    with pytest.raises(ValueError, match="Incorrect label count"):
+        labelled.labels("x")
+    with pytest.raises(ValueError, match="Incorrect label names"):
+        labelled.labels(a="x", c="y")
+    with pytest.raises(ValueError, match="both"):
+        labelled.labels("x", b="y")
+    with pytest.raises(ValueError, match="already has labels"):
+        labelled.labels("x", "y").labels("x", "y")
+    with pytest.raises(ValueError, match="Exemplar labels"):
+        c.inc(1, exemplar={"trace_id": "x" * 200})
+    c.inc(1, exemplar={"trace_id": "abc"})
+    assert c.get() == 1
+    with pytest.raises(ValueError):
+        shmetrics.Counter("bad name", "help", registry=registry)
+    with pytest.raises(ValueError, match="labelnames"):
+        shmetrics.Counter("s", "help", "ab", registry=registry)
+
+
+def test_same_definition_twice_is_the_same_family(registry, metrics_dir):
+    a = shmetrics.Counter("c", "help", ["x"], registry=registry)
+    b = shmetrics.Counter("c", "help", ["x"], registry=registry)
+    a.labels("1").inc()
+    b.labels("1").inc()
+    assert samples(metrics_dir, "c") == [("c_total", {"x": "1"}, 2.0)]
+    with pytest.raises(ValueError, match="different definition"):
+        shmetrics.Gauge("c", "help", ["x"], registry=registry)
+
+
+def test_counter_count_exceptions(registry):
+    c = shmetrics.Counter("errors", "help", registry=registry)
+
+    @c.count_exceptions(KeyError)
+    def fails(exc):
+        raise exc
+
+    with pytest.raises(KeyError):
+        fails(KeyError())
+    with pytest.raises(ValueError):
+        fails(ValueError())
+    with pytest.raises(RuntimeError):
+        with c.count_exceptions():
+            raise RuntimeError()
+    assert c.get() == 2
+    assert fails.__name__ == "fails"
+
+
+def test_gauge(registry, metrics_dir):
+    g = shmetrics.Gauge("temp", "help", ["room"], registry=registry, multiprocess_mode="livesum")
+    k = g.labels("kitchen")
+    k.inc()
+    k.inc(4)
+    k.dec(2)
+    assert k.get() == 3
+    k.set("7.5")
+    assert k.get() == 7.5
+    assert g.multiprocess_mode == "livesum"
+    with k.track_inprogress():
+        assert k.get() == 8.5
+    assert k.get() == 7.5
+
+    @k.track_inprogress()
+    def busy():
+        return k.get()
+
+    assert busy() == 8.5
+    with k.time():
+        pass
+    assert 0 <= k.get() < 5
+    k.set_to_current_time()
+    import time
+
+    assert abs(k.get() - time.time()) < 60
+    k.set(2)
+    assert samples(metrics_dir, "temp") == [("temp", {"room": "kitchen"}, 2.0)]
+
+
+def test_gauge_mostrecent_refuses_inc_and_dec(registry):
+    g = shmetrics.Gauge("g", "help", registry=registry, multiprocess_mode="mostrecent")
+    with pytest.raises(RuntimeError, match="inc must not be used"):
+        g.inc()
+    with pytest.raises(RuntimeError, match="dec must not be used"):
+        g.dec()
+    g.set(3)
+    assert g.get() == 3
+    with pytest.raises(ValueError, match="Invalid multiprocess mode"):
+        shmetrics.Gauge("x", "help", registry=registry, multiprocess_mode="average")
+
+
+def test_histogram(registry, metrics_dir):
+    h = shmetrics.Histogram("latency_seconds", "help", ["path"], registry=registry, buckets=[0.1, "1", 10])
+    root = h.labels("/")
+    for v in (0.05, 0.1, 0.5, 20):
+        root.observe(v)
+    assert root.get() == ([2, 1, 0, 1], 20.65)
+    assert h.upper_bounds == [0.1, 1.0, 10.0, float("inf")]
+    with root.time():
+        pass
+    assert root.get()[0][0] == 3
+    assert samples(metrics_dir, "latency_seconds") == [
+        ("latency_seconds_bucket", {"path": "/", "le": "0.1"}, 3.0),
+        ("latency_seconds_bucket", {"path": "/", "le": "1.0"}, 4.0),
+        ("latency_seconds_bucket", {"path": "/", "le": "10.0"}, 4.0),
+        ("latency_seconds_bucket", {"path": "/", "le": "+Inf"}, 5.0),
+        ("latency_seconds_count", {"path": "/"}, 5.0),
+        ("latency_seconds_sum", {"path": "/"}, pytest.approx(20.65, abs=1.0)),
+    ]
+
+
+def test_histogram_buckets(registry):
+    h = shmetrics.Histogram("d", "help", registry=registry)
+    assert h.upper_bounds == list(shmetrics.DEFAULT_BUCKETS)
+    assert shmetrics.DEFAULT_BUCKETS[-1] == float("inf")
+    assert shmetrics.Histogram("i", "help", registry=registry, buckets=[1, float("inf")]).upper_bounds == [1.0, float("inf")]
+    with pytest.raises(ValueError, match="sorted"):
+        shmetrics.Histogram("u", "help", registry=registry, buckets=[2, 1])
+    with pytest.raises(ValueError, match="at least two"):
+        shmetrics.Histogram("e", "help", registry=registry, buckets=[float("inf")])
+    with pytest.raises(ValueError):
+        shmetrics.Histogram("le", "help", ["le"], registry=registry)
+
+
+def test_histogram_timer_decorator_and_labels(registry):
+    h = shmetrics.Histogram("t", "help", ["op"], registry=registry, buckets=[100])
+
+    timer = h.time()
+    timer.labels("x")
+    with timer:
+        pass
+    assert h.labels("x").get()[0] == [1, 0]
+
+    @h.labels("y").time()
+    def work(n):
+        return n * 2
+
+    assert work(2) == 4 and work(3) == 6
+    assert h.labels("y").get()[0] == [2, 0]
+
+
+def test_summary(registry, metrics_dir):
+    s = shmetrics.Summary("size_bytes", "help", registry=registry)
+    s.observe(512)
+    s.observe(0.5)
+    assert s.get() == (2, 512.5)
+    with s.time():
+        pass
+    assert s.get()[0] == 3
+    with pytest.raises(ValueError):
+        shmetrics.Summary("q", "help", ["quantile"], registry=registry)
+
+
+def test_generate_latest(registry, metrics_dir):
+    shmetrics.Counter("c", "help", registry=registry).inc()
+    text = shmetrics.generate_latest(metrics_dir).decode()
+    assert text == "# HELP c_total help\n# TYPE c_total counter\nc_total 1.0\n"
+    om = shmetrics.generate_latest(metrics_dir, openmetrics=True).decode()
+    assert om.endswith("# EOF\n") and "c_total 1.0" in om
+    assert shmetrics.generate_latest(metrics_dir, prefixes=["x"]) == b""
+
+
+def test_registry(metrics_dir, tmp_path):
+    r = shmetrics.Registry(metrics_dir)
+    assert r.path == metrics_dir
+    [segment] = r.segment_paths()
+    assert segment.startswith(metrics_dir)
+    assert r.dropped_series() == 0
+    with pytest.raises(ValueError, match="does not exist"):
+        shmetrics.Registry(str(tmp_path / "missing"))
