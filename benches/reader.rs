@@ -23,6 +23,9 @@
 //!   prefixes across scrapes). Every output is checked to hold exactly the same samples
 //!   before timing.
 //! - `vllm/{N}`: a scrape of N ∈ {4, 16, 64} vLLM engines.
+//! - `dead_processes/*`: a scrape of 4 live processes × 1,500 series alone (`none`), after
+//!   500 processes of 30 series each wrote and died in the same directory (`500_dead`), and
+//!   after those were compacted into the archive (`500_dead_compacted`).
 //!
 //! Directories of 100,000 series read or more are measured with criterion's minimum of 10
 //! samples in flat sampling mode (a 128 × 10,000 scrape reads 1.28 M series); smaller ones
@@ -42,9 +45,12 @@ use prometheus_client::metrics::family::Family as PcFamily;
 use prometheus_client::metrics::gauge::Gauge as PcGauge;
 use prometheus_client::metrics::histogram::Histogram as PcHistogram;
 use shmetrics::prometheus_collector::DirCollector;
+use shmetrics::workload::GenWorkload;
 use shmetrics_benches::fixtures::{
-    GenFixture, RawExposition, VllmFixture, gen_observations, samples,
+    GenFixture, RawExposition, VllmFixture, count_segments, gen_observations, gen_segment_size,
+    samples,
 };
+use shmetrics_writer::{Options, Registry};
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Series, Snapshot, Value};
 use shmetrics_reader::{Format, PrefixFilter, Reader, render};
@@ -75,6 +81,16 @@ fn tune(group: &mut BenchmarkGroup<'_, WallTime>, series_read: usize) {
 /// Opens a reader and takes the first scrape (which parses every segment's metadata),
 /// checking that it saw `live` live segments and `series` merged series, and nothing odd.
 fn steady_reader(dir: &std::path::Path, live: usize, series: Option<usize>) -> (Reader, Vec<u8>) {
+    steady_reader_with_dead(dir, live, 0, series)
+}
+
+/// [`steady_reader`] of a directory that also holds `dead` dead segments.
+fn steady_reader_with_dead(
+    dir: &std::path::Path,
+    live: usize,
+    dead: usize,
+    series: Option<usize>,
+) -> (Reader, Vec<u8>) {
     let mut reader = Reader::open(dir).expect("open a reader");
     let mut out = Vec::new();
     let report = reader
@@ -86,7 +102,7 @@ fn steady_reader(dir: &std::path::Path, live: usize, series: Option<usize>) -> (
         )
         .expect("scrape into a Vec");
     assert_eq!(report.live_segments, live, "{report:?}");
-    assert_eq!(report.dead_segments, 0, "{report:?}");
+    assert_eq!(report.dead_segments, dead, "{report:?}");
     assert_eq!(report.dropped_series, 0, "{report:?}");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
@@ -362,5 +378,66 @@ fn vllm(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, scrape_grid, render_10k, vllm);
+/// Live processes of the `dead_processes` group, and their series each.
+const DEAD_LIVE: (usize, usize) = (4, 1_500);
+/// Dead process histories of the `dead_processes` group, and their series each.
+const DEAD_COUNT: (usize, usize) = (500, 30);
+
+/// Scrapes of 4 live processes: alone, after 500 processes wrote and died beside them, and
+/// after those were compacted (DESIGN.md §5: ≤ 1.1× the scrape with none).
+fn dead_processes(c: &mut Criterion) {
+    let filter = PrefixFilter::default();
+    let dir = tempfile::Builder::new()
+        .prefix("shmetrics-bench-dead-")
+        .tempdir()
+        .expect("temporary directory");
+    let (live_n, live_series) = DEAD_LIVE;
+    let options = Options {
+        initial_segment_size: gen_segment_size(live_series),
+        ..Options::default()
+    };
+    let live: Vec<(GenWorkload, Registry)> = (0..live_n)
+        .map(|i| {
+            let r = Registry::open_simulating_pid(dir.path(), options.clone(), 1 + i as u32)
+                .expect("open a live process");
+            let w = GenWorkload::register(&r, live_series).expect("register");
+            w.round(0);
+            (w, r)
+        })
+        .collect();
+    let mut group = c.benchmark_group("dead_processes");
+    let bench = |group: &mut BenchmarkGroup<'_, WallTime>, id: &str, dead: usize| {
+        let (mut reader, mut out) = steady_reader_with_dead(dir.path(), live_n, dead, None);
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                out.clear();
+                reader
+                    .scrape(Format::Prometheus, &filter, false, &mut out)
+                    .expect("scrape");
+                black_box(out.len())
+            })
+        });
+    };
+    bench(&mut group, "none", 0);
+    let (dead_n, dead_series) = DEAD_COUNT;
+    for i in 0..dead_n {
+        let r = Registry::open_simulating_pid(dir.path(), Options::default(), 10_000 + i as u32)
+            .expect("open a process");
+        GenWorkload::register(&r, dead_series)
+            .expect("register")
+            .round(0);
+    }
+    bench(&mut group, "500_dead", dead_n);
+    let report = Reader::open(dir.path())
+        .expect("reader")
+        .compact()
+        .expect("compact");
+    assert_eq!(report.folded_segments, dead_n);
+    assert_eq!(count_segments(dir.path()).expect("list"), live_n + 1);
+    bench(&mut group, "500_dead_compacted", 1);
+    group.finish();
+    drop(live);
+}
+
+criterion_group!(benches, scrape_grid, render_10k, vllm, dead_processes);
 criterion_main!(benches);

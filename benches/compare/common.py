@@ -347,9 +347,10 @@ def start_generate(shm, directory, extra, cleanup, timeout=600):
     return pids
 
 
-def start_serve(shm, directory, cleanup):
+def start_serve(shm, directory, cleanup, extra=()):
     proc = subprocess.Popen(
-        [shm, "serve", "--dir", directory, "--listen", "127.0.0.1:0", "--no-self-metrics"],
+        [shm, "serve", "--dir", directory, "--listen", "127.0.0.1:0", "--no-self-metrics",
+         *extra],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     cleanup.procs.append(proc)
     deadline = time.monotonic() + 30

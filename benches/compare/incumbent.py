@@ -33,8 +33,10 @@ Three experiments, each reported as ratios of figures measured in this run:
    each side and scrape method.
    - shmetrics: the live writers are `generate --processes 4 --stay`; each restarted writer
      is one `shmetrics generate --processes 1` run (a fresh process that exits), R runs in
-     sequence. Its segment stays in the directory as a dead segment (compaction does not
-     exist yet). serve is started before and kept running across the restarts.
+     sequence. Its segment stays in the directory as a dead segment: serve is started
+     before with automatic compaction off and kept running across the restarts. Then
+     `shmetrics compact` folds the 500 dead segments into the archive and removes them,
+     and dump and serve are timed a third time ("compacted"; same samples required).
    - prometheus_client: 4 live writer interpreters; the restarted writers are forked one
      after another from one interpreter that has imported prometheus_client (the
      gunicorn/prefork model: each child is a new process with its own pid and files, writes
@@ -544,12 +546,15 @@ def measure_restarts(args, bins, cleanup):
     gen = ["--workload", "gen", "--series", str(s), "--ops", str(n)]
 
     start_generate(shm, shm_dir, gen + ["--processes", str(args.live)], cleanup)
-    serve, url = start_serve(shm, shm_dir, cleanup)
+    serve, url = start_serve(shm, shm_dir, cleanup, ["--compact-interval-secs", "0"])
     py_live = start_py_live(py, py_dir, args.live, s, n, cleanup)
+
+    seen_families = {}
 
     def scrape_all(when):
         dump, shm_families = time_dumps(shm, shm_dir, k, cleanup,
                                         os.path.join(tmp, f"dump-{when}.txt"))
+        seen_families[when] = shm_families
         sv = serve_scrapes(client, url, max(k, args.serve_scrapes))
         gl, py_families = py_collect(py, py_dir, k, 1, os.path.join(tmp, f"py-{when}.txt"),
                                      cleanup, timeout=1800)
@@ -591,6 +596,19 @@ def measure_restarts(args, bins, cleanup):
     r["python_restarts_s"] = time.monotonic() - t0
 
     r["after"] = scrape_all("after")
+
+    run_with_rusage([shm, "compact", "--dir", shm_dir], cleanup, timeout=600)
+    dump, shm_families = time_dumps(shm, shm_dir, k, cleanup,
+                                    os.path.join(tmp, "dump-compacted.txt"))
+    sv = serve_scrapes(client, url, max(k, args.serve_scrapes))
+    samples = check_same(shm_families, seen_families["after"], "restarts (compacted)")
+    if samples != r["after"]["samples"] or sv["samples"] != samples:
+        raise RuntimeError(f"restarts (compacted): {samples} samples from dump, "
+                           f"{sv['samples']} from serve, {r['after']['samples']} before")
+    r["compacted"] = {"samples": samples, "shmetrics_dump": dump, "shmetrics_serve": sv,
+                      "shmetrics_files": len(os.listdir(shm_dir))}
+    say(f"  [restarts, compacted] dump p50 {dump['p50_ms']:.2f} ms, serve p50 "
+        f"{sv['p50_ms']:.3f} ms ({len(os.listdir(shm_dir))} files)")
     r["shmetrics_serve_vmhwm_kib"] = vm_hwm_kib(serve.pid)
     stop_proc(serve, cleanup)
     for p in py_live:
@@ -726,6 +744,14 @@ def figures(results):
             (f"{tag}_after_speedup_serve",
              a["python_generate_latest"]["p50_ms"] / a["shmetrics_serve"]["p50_ms"]),
         ]
+        c = rs.get("compacted")
+        if c:
+            out += [
+                (f"{tag}_compacted_dump_slowdown",
+                 c["shmetrics_dump"]["p50_ms"] / b["shmetrics_dump"]["p50_ms"]),
+                (f"{tag}_compacted_serve_slowdown",
+                 c["shmetrics_serve"]["p50_ms"] / b["shmetrics_serve"]["p50_ms"]),
+            ]
     w = results.get("write")
     if w:
         for key in RUST_OPS:
