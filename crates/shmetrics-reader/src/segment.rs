@@ -13,7 +13,9 @@ use shmetrics_layout::record::{
     FamilyRecord, ProcessOf, Record, check_label_values, parse_records,
 };
 use shmetrics_layout::slots::slot_words;
-use shmetrics_layout::{GaugeMode, HEADER_SIZE, LayoutError, META_LEN_WORD, SegmentHeader, view};
+use shmetrics_layout::{
+    GaugeMode, HEADER_SIZE, LayoutError, META_LEN_WORD, MIN_SEGMENT_SIZE, SegmentHeader, view,
+};
 
 use crate::report::SkipReason;
 
@@ -43,6 +45,11 @@ pub(crate) struct SegmentFile {
     /// (`legacy.rs`), which is live for as long as its source exists.
     file: Option<File>,
     map: MmapRaw,
+    /// The header page alone (segment files only): the words every scrape reads
+    /// (`meta_len`, `dropped_series`) through a one-page mapping, so reading them maps no
+    /// neighbouring page of the segment (the kernel maps up to 16 pages around a fault
+    /// within a mapping) and survives `release_pages`.
+    header_map: Option<MmapRaw>,
     /// The header as validated at open (identity fields never change afterwards).
     pub(crate) header: SegmentHeader,
     /// Published metadata parsed so far.
@@ -120,10 +127,15 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
         .len(size as usize)
         .map_raw_read_only(&file)
         .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
+    let header_map = MmapOptions::new()
+        .len(MIN_SEGMENT_SIZE as usize)
+        .map_raw_read_only(&file)
+        .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
     let mut segment = SegmentFile {
         path: path.to_owned(),
         file: Some(file),
         map,
+        header_map: Some(header_map),
         header,
         parsed_len: 0,
         families: Vec::new(),
@@ -153,6 +165,7 @@ impl SegmentFile {
             path: path.to_owned(),
             file: None,
             map,
+            header_map: None,
             header,
             parsed_len: 0,
             families: Vec::new(),
@@ -180,6 +193,20 @@ impl SegmentFile {
         // process accesses segment memory only through atomic word operations (layout::view).
         // The file is never truncated by shmetrics (see docs/layout.md, "Trust").
         unsafe { view::words_from_raw(self.map.as_ptr(), self.map.len()) }
+    }
+
+    /// The header's words: through the one-page header mapping of a file, else the image.
+    fn header_words(&self) -> &[AtomicU64] {
+        match &self.header_map {
+            // SAFETY: `header_map` is a shared read-only mapping of the file's first 4096
+            // bytes (every segment is at least that long, checked before mapping), alive as
+            // long as `self`, page aligned; as for `words`, the memory is accessed only
+            // through atomic word operations. It maps the same page-cache page as the
+            // start of `map`: an acquire load through either address orders later loads
+            // through both (coherence is per physical location).
+            Some(h) => unsafe { view::words_from_raw(h.as_ptr(), h.len()) },
+            None => &self.words()[..HEADER_SIZE / 8],
+        }
     }
 
     /// Bytes of published metadata parsed and accepted so far: every record before this
@@ -238,21 +265,24 @@ impl SegmentFile {
         first_new
     }
 
-    /// Releases the metadata pages after a large parse: the records are in the heap now and
-    /// are not read from the mapping again. (A few new records are not worth the system call
-    /// and the faults that map the slot pages again.)
+    /// Releases the metadata pages after the first parse of a segment or a large one: the
+    /// records are in the heap now and are not read from the mapping again. (A few new
+    /// records of a live segment are not worth the system call and the faults that map its
+    /// slot pages again.) Without this, a reader's first scrape of a big directory would map
+    /// every segment's metadata at once before folding any.
     fn release_after_parse(&self, parsed_from: usize) {
         const WORTH_RELEASING: usize = 64 * 1024;
-        if self.parsed_len - parsed_from >= WORTH_RELEASING {
+        let parsed = self.parsed_len - parsed_from;
+        if parsed > 0 && (parsed_from == 0 || parsed >= WORTH_RELEASING) {
             self.release_pages();
         }
     }
 
     /// Parses every record published since the last call.
     fn parse_published(&mut self) {
-        let words = self.words();
         // SYNC POINT meta-len: acquire; pairs with the writer's release after the records.
-        let meta_len = words[META_LEN_WORD].load(Ordering::Acquire);
+        let meta_len = self.header_words()[META_LEN_WORD].load(Ordering::Acquire);
+        let words = self.words();
         let size = self.size() as u64;
         if !meta_len.is_multiple_of(8)
             || meta_len < self.parsed_len as u64
@@ -391,7 +421,7 @@ impl SegmentFile {
 
     fn read_dropped_series(&self) -> u64 {
         // SYNC POINT dropped-series: relaxed; a statistic.
-        self.words()[shmetrics_layout::DROPPED_SERIES_WORD].load(Ordering::Relaxed)
+        self.header_words()[shmetrics_layout::DROPPED_SERIES_WORD].load(Ordering::Relaxed)
     }
 
     /// Ordering key: oldest segment first. Decides whose definition of a family wins.

@@ -159,9 +159,9 @@ fn released_pages_are_read_again_with_current_values() {
         }
     }
     // Both readers live in this process: the one that keeps its pages has them all mapped;
-    // without it, nothing of the segments stays resident.
+    // without it, only each segment's header page stays resident (mapped apart, 4 KiB).
     assert!(mapped_rss_kib(dir.path()) >= 3 * 2_000 * 16 / 1024);
     drop(kept);
-    assert_eq!(mapped_rss_kib(dir.path()), 0);
+    assert_eq!(mapped_rss_kib(dir.path()), 3 * 4);
     drop(writers);
 }
