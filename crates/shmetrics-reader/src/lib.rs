@@ -481,7 +481,13 @@ impl Reader {
     fn visit(&mut self, entry: &std::fs::DirEntry, skipped: &mut BTreeMap<SkipReason, usize>) {
         let ino = entry.ino();
         if let Some(t) = self.segments.get_mut(&ino) {
-            if t.seg.still_linked() {
+            let ctime = || {
+                entry
+                    .metadata()
+                    .map(|m| (m.ctime(), m.ctime_nsec()))
+                    .unwrap_or_default()
+            };
+            if t.seg.is_same_file(ctime) {
                 t.seen = true;
                 return;
             }

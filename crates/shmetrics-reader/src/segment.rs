@@ -41,9 +41,17 @@ pub(crate) enum Rejection {
 /// An open, mapped, validated segment.
 pub(crate) struct SegmentFile {
     pub(crate) path: PathBuf,
-    /// The segment file, holding the writer's lock; `None` for an image built in memory
-    /// (`legacy.rs`), which is live for as long as its source exists.
+    /// The segment file, holding the writer's lock while the writer lives; closed (`None`)
+    /// once the segment is dead and read for the last time, so that a reader holds no
+    /// descriptor per dead process; `None` for an image built in memory (`legacy.rs`).
     file: Option<File>,
+    /// An image built in memory (`legacy.rs`): live for as long as its source exists, and its
+    /// pages are its only copy.
+    image: bool,
+    /// The file's status-change time when its descriptor was closed (dead segments): a file
+    /// that replaced it under the same inode number (after a compactor removed it) has
+    /// another one, and a dead writer changes it no more.
+    ctime: (i64, i64),
     map: MmapRaw,
     /// The header page alone (segment files only): the words every scrape reads
     /// (`meta_len`, `dropped_series`) through a one-page mapping, so reading them maps no
@@ -134,6 +142,8 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
     let mut segment = SegmentFile {
         path: path.to_owned(),
         file: Some(file),
+        image: false,
+        ctime: (0, 0),
         map,
         header_map: Some(header_map),
         header,
@@ -164,6 +174,8 @@ impl SegmentFile {
         let mut segment = SegmentFile {
             path: path.to_owned(),
             file: None,
+            image: true,
+            ctime: (0, 0),
             map,
             header_map: None,
             header,
@@ -220,12 +232,14 @@ impl SegmentFile {
         self.map.len()
     }
 
-    /// Whether the file is still linked in a directory: once removed (by a compactor), a new
-    /// file may reuse its inode number, and the reader must not take one for the other.
-    pub(crate) fn still_linked(&self) -> bool {
+    /// Whether the directory entry with our inode number (of status-change time `ctime()`)
+    /// is still our file: once removed (by a compactor), a new file may reuse the inode number,
+    /// and the reader must not take one for the other.
+    pub(crate) fn is_same_file(&self, ctime: impl FnOnce() -> (i64, i64)) -> bool {
         match &self.file {
+            // Ours is linked still, so the entry with its inode number is ours.
             Some(file) => file.metadata().is_ok_and(|m| m.nlink() > 0),
-            None => true,
+            None => self.image || self.ctime == ctime(),
         }
     }
 
@@ -258,8 +272,15 @@ impl SegmentFile {
         let parsed_from = self.parsed_len;
         self.parse_published();
         if !self.live {
-            // The writer is gone: everything it published is read now, and never again.
+            // The writer is gone: everything it published is read now, and never again; the
+            // descriptor is not needed any more (the mapping keeps the data).
             self.final_dropped = Some(self.read_dropped_series());
+            if let Some(file) = self.file.take() {
+                self.ctime = file
+                    .metadata()
+                    .map(|m| (m.ctime(), m.ctime_nsec()))
+                    .unwrap_or_default();
+            }
         }
         self.release_after_parse(parsed_from);
         first_new
@@ -400,7 +421,7 @@ impl SegmentFile {
     /// (the kernel maps neighbouring cached pages with it).
     pub(crate) fn release_pages(&self) {
         // An image lives only in this mapping: releasing its pages would lose it.
-        if self.file.is_none() {
+        if self.image {
             return;
         }
         // SAFETY: MADV_DONTNEED on a shared file mapping (images returned above) discards no

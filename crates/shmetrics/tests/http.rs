@@ -1000,3 +1000,48 @@ fn serve_reports_bad_setups_with_exit_status_2() {
     let err = serve_fails(&["--dir", d, "--listen", "localhost"], &[]);
     assert!(err.contains("is not an address to listen on"), "{err}");
 }
+
+#[test]
+fn directory_removed_and_recreated_under_a_running_server() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("metrics");
+    std::fs::create_dir(&dir).unwrap();
+    let before = Registry::open(&dir).unwrap();
+    before
+        .counter("before_total", "Before.", &[])
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .inc();
+    let server = TestServer::start(Server::bind(options(&dir)).unwrap());
+    let body = String::from_utf8(scrape(server.addr, &[]).body).unwrap();
+    assert!(body.contains("before_total 1.0"), "{body}");
+
+    // Removed: a clear error, for as long as it is gone.
+    std::fs::remove_dir_all(&dir).unwrap();
+    for _ in 0..2 {
+        let resp = get(server.addr, "/metrics", &[]);
+        assert_eq!(resp.status, 503);
+        let text = String::from_utf8(resp.body).unwrap();
+        assert!(
+            text.starts_with("cannot read metrics directory") && text.contains("metrics"),
+            "{text}"
+        );
+        let health = get(server.addr, "/health", &[]);
+        assert_eq!(health.status, 503);
+    }
+
+    // Recreated, with a new writer: served again, without the old directory's series.
+    std::fs::create_dir(&dir).unwrap();
+    let after = Registry::open(&dir).unwrap();
+    after
+        .counter("after_total", "After.", &[])
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .inc_by(2.0);
+    let body = String::from_utf8(scrape(server.addr, &[]).body).unwrap();
+    assert!(body.contains("after_total 2.0"), "{body}");
+    assert!(!body.contains("before_total"), "{body}");
+    drop((before, after));
+}
