@@ -155,6 +155,24 @@ impl ChildProcess {
         }
     }
 
+    /// Every report line left, once the child has exited: read until its stdout closes
+    /// (bounded by `timeout`).
+    #[allow(dead_code, reason = "used by torture.rs, not by every test crate")]
+    pub(crate) fn remaining_lines(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return out,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{}: stdout still open after {timeout:?}", self.label)
+                }
+            }
+        }
+    }
+
     /// A report line if one is waiting.
     pub(crate) fn try_line(&self) -> Option<String> {
         self.lines.try_recv().ok()
