@@ -50,10 +50,10 @@ use shmetrics_benches::fixtures::{
     GenFixture, RawExposition, VllmFixture, count_segments, gen_observations, gen_segment_size,
     samples,
 };
-use shmetrics_writer::{Options, Registry};
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Series, Snapshot, Value};
 use shmetrics_reader::{Format, PrefixFilter, Reader, render};
+use shmetrics_writer::{Options, Registry};
 
 const PROCESSES: [usize; 4] = [1, 8, 32, 128];
 const SERIES: [usize; 3] = [100, 1_000, 10_000];

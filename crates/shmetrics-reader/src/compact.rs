@@ -7,7 +7,7 @@
 //!    a time; another one gets [`CompactError::Busy`].
 //! 2. List the directory and probe liveness, as a scrape does. The inputs are the newest
 //!    archive and every dead segment it does not already hold.
-//! 3. Fold them with the merge rules ([`crate::merge::fold_dead`]): counters, histograms and
+//! 3. Fold them with the merge rules (`merge::fold_dead`): counters, histograms and
 //!    summaries summed; gauges by mode (`live*` dropped: their processes are dead; `min`,
 //!    `max`, `sum` folded; `mostrecent` keeps its time; `all` keeps one value per process).
 //! 4. Write the new archive (a segment with `FLAG_ARCHIVE`, one generation newer, listing

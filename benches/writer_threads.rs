@@ -1,0 +1,282 @@
+//! The writer operations of `benches/writer.rs` that it times on one thread only, on two
+//! threads at once: each group runs the same operation on the same handle (or family) from
+//! two threads, beside the physical limit and the tikv `prometheus` crate on two threads.
+//! Time per operation of one thread while the other does the same (`on_two_threads`).
+//!
+//! - `counter_inc_by_f64_2t`: `inc_by(0.5)`; limit: an f64 CAS loop on a mapped word.
+//! - `gauge_set_2t`: `set` in a `mostrecent` mode (value and write time) and in the others
+//!   (`livesum`: the value only); limit: a store to a mapped word.
+//! - `histogram_observe_20_2t`: `observe` over the benches' cycle of values; limit: linear
+//!   search + `fetch_add` + f64 CAS.
+//! - `labels_lookup_4_2t`: `labels(&[4 values])` among 100 children + `inc`; limit: a
+//!   `fetch_add` on a mapped word.
+//! - `child_create_2t`: two threads creating distinct children of one family (each thread
+//!   its own half of the label sets), against tikv's `with_label_values` doing the same.
+//!
+//! `counter_inc_2t` and `labels_lookup_2_2t` are in `benches/writer.rs`.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use shmetrics_benches::{
+    BOUNDS_20, CYCLE_LEN, MappedWords, distinct_label_values, label_sets_4, observation_cycle,
+    on_two_threads, raw_f64_add, raw_fetch_add, raw_histogram_observe, raw_store_f64,
+};
+use shmetrics_writer::{GaugeMode, Registry};
+
+const MAP_LEN: usize = 64 * 1024;
+const SLOT_OFFSET: usize = 32 * 1024;
+/// Children each thread creates per fresh family in `child_create_2t`.
+const CREATE_BATCH: usize = 2048;
+
+fn registry() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().expect("create a temporary metrics directory");
+    let registry = Registry::open(dir.path()).expect("open a registry");
+    (dir, registry)
+}
+
+fn counter_inc_by_f64_2t(c: &mut Criterion) {
+    let (_dir, registry) = registry();
+    let counter = registry
+        .counter("bench_tokens_total", "Tokens.", &[])
+        .expect("register")
+        .labels::<&str>(&[])
+        .expect("child")
+        .clone();
+    let map = MappedWords::new(MAP_LEN).expect("map");
+    let word = map.word_at(SLOT_OFFSET);
+    let tikv = prometheus::Counter::new("bench_tokens_total", "Tokens.").unwrap();
+    let mut group = c.benchmark_group("counter_inc_by_f64_2t");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || counter.inc_by(black_box(0.5))))
+    });
+    group.bench_function("raw_f64_cas", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || raw_f64_add(word, black_box(0.5))))
+    });
+    group.bench_function("tikv_counter_f64", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || tikv.inc_by(black_box(0.5))))
+    });
+    group.finish();
+    // Halves from two threads: a whole number of halves, none lost.
+    for v in [counter.get(), tikv.get()] {
+        assert!((v * 2.0).fract() == 0.0, "{v}");
+    }
+}
+
+fn gauge_set_2t(c: &mut Criterion) {
+    let (_dir, registry) = registry();
+    let gauge = |name: &str, mode| {
+        registry
+            .gauge(name, "A gauge.", &[], mode)
+            .expect("register")
+            .labels::<&str>(&[])
+            .expect("child")
+            .clone()
+    };
+    let timestamped = gauge("bench_kv_usage", GaugeMode::MostRecent);
+    let untimestamped = gauge("bench_in_flight", GaugeMode::LiveSum);
+    let map = MappedWords::new(MAP_LEN).expect("map");
+    let word = map.word_at(SLOT_OFFSET);
+    let tikv = prometheus::Gauge::new("bench_in_flight", "In flight.").unwrap();
+    let mut group = c.benchmark_group("gauge_set_2t");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics_mostrecent", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || timestamped.set(black_box(42.5))))
+    });
+    group.bench_function("shmetrics_livesum", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || untimestamped.set(black_box(42.5))))
+    });
+    group.bench_function("raw_store", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || raw_store_f64(word, black_box(42.5))))
+    });
+    group.bench_function("tikv", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || tikv.set(black_box(42.5))))
+    });
+    group.finish();
+}
+
+fn histogram_observe_20_2t(c: &mut Criterion) {
+    let (_dir, registry) = registry();
+    let histogram = registry
+        .histogram("bench_latency_seconds", "Latency.", &[], &BOUNDS_20)
+        .expect("register")
+        .labels::<&str>(&[])
+        .expect("child")
+        .clone();
+    let map = MappedWords::new(MAP_LEN).expect("map");
+    let words = map.words();
+    let first = SLOT_OFFSET / 8;
+    let (sum, buckets) = (
+        &words[first],
+        &words[first + 1..first + 2 + BOUNDS_20.len()],
+    );
+    let tikv = prometheus::Histogram::with_opts(
+        prometheus::HistogramOpts::new("bench_latency_seconds", "Latency.")
+            .buckets(BOUNDS_20.to_vec()),
+    )
+    .unwrap();
+    let values = observation_cycle(&BOUNDS_20, CYCLE_LEN);
+    let bounds = BOUNDS_20.to_vec();
+    // Each thread walks the cycle from its own position.
+    let next = AtomicUsize::new(0);
+    let value = || {
+        // Relaxed: only spreads the threads over the cycle; no data is published.
+        values[next.fetch_add(1, Ordering::Relaxed) & (CYCLE_LEN - 1)]
+    };
+    let mut group = c.benchmark_group("histogram_observe_20_2t");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || histogram.observe(black_box(value()))))
+    });
+    group.bench_function("raw_histogram", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                raw_histogram_observe(&bounds, buckets, sum, black_box(value()))
+            })
+        })
+    });
+    group.bench_function("tikv", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || tikv.observe(black_box(value()))))
+    });
+    group.finish();
+}
+
+fn labels_lookup_4_2t(c: &mut Criterion) {
+    let sets = label_sets_4();
+    let names = ["model", "rank", "phase", "reason"];
+    let (_dir, registry) = registry();
+    let family = registry
+        .counter("bench_lookup4_total", "Lookups.", &names)
+        .expect("register");
+    let tikv = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("bench_lookup4_total", "Lookups."),
+        &names,
+    )
+    .unwrap();
+    for set in &sets {
+        family.labels(set).expect("create a child");
+        tikv.with_label_values(set);
+    }
+    let lookup: Vec<&str> = sets[0].iter().map(String::as_str).collect();
+    let map = MappedWords::new(MAP_LEN).expect("map");
+    let word = map.word_at(SLOT_OFFSET);
+    let mut group = c.benchmark_group("labels_lookup_4_2t");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                family
+                    .labels(black_box(&lookup))
+                    .expect("the child exists")
+                    .inc();
+            })
+        })
+    });
+    group.bench_function("raw_fetch_add", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || raw_fetch_add(black_box(word))))
+    });
+    group.bench_function("tikv", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || tikv.with_label_values(black_box(&lookup)).inc())
+        })
+    });
+    group.finish();
+    assert_eq!(
+        family.children().len(),
+        sets.len(),
+        "a lookup created a child"
+    );
+}
+
+/// Two threads creating `CREATE_BATCH` distinct children each in fresh families built by
+/// `fresh` (outside the timing): the slower thread's time per child.
+fn create_on_two_threads<F: Sync>(
+    iters: u64,
+    values: &[[String; 2]],
+    fresh: impl Fn() -> F,
+    create: impl Fn(&F, &[String; 2]) + Sync,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters as usize;
+    while left > 0 {
+        let n = left.min(CREATE_BATCH);
+        let family = fresh();
+        let (family, create) = (&family, &create);
+        let barrier = std::sync::Barrier::new(2);
+        let barrier = &barrier;
+        let took = std::thread::scope(|scope| {
+            let threads = [0, 1].map(|half| {
+                scope.spawn(move || {
+                    let mine = &values[half * CREATE_BATCH..half * CREATE_BATCH + n];
+                    barrier.wait();
+                    let start = Instant::now();
+                    for v in mine {
+                        create(family, black_box(v));
+                    }
+                    start.elapsed()
+                })
+            });
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("a bench thread panicked"))
+                .max()
+                .expect("two threads")
+        });
+        total += took;
+        left -= n;
+    }
+    total
+}
+
+fn child_create_2t(c: &mut Criterion) {
+    let values = distinct_label_values(2 * CREATE_BATCH);
+    let mut group = c.benchmark_group("child_create_2t");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("shmetrics", |b| {
+        b.iter_custom(|iters| {
+            create_on_two_threads(
+                iters,
+                &values,
+                || {
+                    let (dir, registry) = registry();
+                    let family = registry
+                        .counter("bench_created_total", "Created.", &["model", "rank"])
+                        .expect("register the family");
+                    (dir, registry, family)
+                },
+                |(_, _, family), v| family.labels(v).expect("create a child").inc(),
+            )
+        })
+    });
+    group.bench_function("tikv", |b| {
+        b.iter_custom(|iters| {
+            create_on_two_threads(
+                iters,
+                &values,
+                || {
+                    prometheus::IntCounterVec::new(
+                        prometheus::Opts::new("bench_created_total", "Created."),
+                        &["model", "rank"],
+                    )
+                    .unwrap()
+                },
+                |vec, v| vec.with_label_values(v).inc(),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = counter_inc_by_f64_2t, gauge_set_2t, histogram_observe_20_2t, labels_lookup_4_2t,
+        child_create_2t
+}
+criterion_main!(benches);
