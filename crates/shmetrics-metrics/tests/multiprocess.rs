@@ -9,14 +9,13 @@ mod common;
 #[path = "../../shmetrics/tests/support/mod.rs"]
 mod support;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{ChildProcess, child_role, param, say, wait_for_eof, wait_for_line};
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use shmetrics_metrics::{GaugeMode, ShmetricsRecorder};
 use shmetrics_reader::{Format, PrefixFilter, Reader};
-use support::promtool_check;
+use support::{assert_type_lines_unique, promtool_check};
 
 const PROCESSES: usize = 4;
 const THREADS: usize = 3;
@@ -86,11 +85,7 @@ fn scrape(reader: &mut Reader) -> String {
         .scrape(Format::Prometheus, &PrefixFilter::new(["engine_"]), false, &mut out)
         .unwrap();
     let text = String::from_utf8(out).unwrap();
-    let mut seen = HashSet::new();
-    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-        let name = line.split(' ').nth(2).unwrap();
-        assert!(seen.insert(name.to_owned()), "{name} twice:\n{text}");
-    }
+    assert_type_lines_unique(&text);
     promtool_check(&text, "the facade recorder's directory");
     text
 }

@@ -3,7 +3,6 @@
 //! cannot be recorded. Several processes are simulated with `open_simulating_pid`; the real
 //! multi-process test is `multiprocess.rs`.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use metrics::{
@@ -15,7 +14,7 @@ use shmetrics_reader::{Format, PrefixFilter, Reader};
 
 #[path = "../../shmetrics/tests/support/mod.rs"]
 mod support;
-use support::promtool_check;
+use support::{assert_type_lines_unique, promtool_check};
 
 /// The whole directory rendered as Prometheus text, checked by promtool and for
 /// duplicate families.
@@ -26,18 +25,9 @@ fn scrape(dir: &Path) -> String {
         .scrape(Format::Prometheus, &PrefixFilter::default(), false, &mut out)
         .unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert_families_unique(&text);
+    assert_type_lines_unique(&text);
     promtool_check(&text, "the facade recorder's directory");
     text
-}
-
-/// Every `# TYPE` line names a different family.
-fn assert_families_unique(text: &str) {
-    let mut seen = HashSet::new();
-    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-        let name = line.split(' ').nth(2).unwrap();
-        assert!(seen.insert(name.to_owned()), "{name} twice:\n{text}");
-    }
 }
 
 fn recorder(dir: &Path) -> ShmetricsRecorder {

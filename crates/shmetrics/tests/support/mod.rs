@@ -4,7 +4,10 @@
 //! a missing validator into a failure instead of a skipped check.
 #![allow(dead_code)] // Each test binary uses a subset.
 
+use std::collections::HashSet;
 use std::process::{Command, Stdio};
+
+pub(crate) mod engines;
 
 /// Whether a missing validator fails the test.
 pub(crate) fn required() -> bool {
@@ -67,3 +70,16 @@ pub(crate) fn promtool_check(text: &str, what: &str) {
         );
     }
 }
+
+/// Every `# TYPE` line names a different family.
+pub(crate) fn assert_type_lines_unique(text: &str) {
+    let mut seen = HashSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        assert!(
+            seen.insert(name.to_owned()),
+            "family {name} appears twice:\n{text}"
+        );
+    }
+}
+
