@@ -4,6 +4,7 @@
 //! exact totals, each family once, an exposition promtool accepts; and, once the children
 //! have exited, the same counters and histograms and no `livesum` gauge.
 
+#[allow(dead_code)] // The harness serves other tests too.
 #[path = "../../shmetrics-reader/tests/common/mod.rs"]
 mod common;
 #[path = "../../shmetrics/tests/support/mod.rs"]
