@@ -6,36 +6,18 @@
 #[path = "../../shmetrics/tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{assert_type_lines_unique, promtool_check};
+use support::{assert_type_lines_unique, example_binary, http_get, promtool_check};
 
 const ENGINES: usize = 3;
 const REQUESTS: usize = 640;
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The example binary next to this test's (`target/<profile>/examples/`).
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("engine_axum"))
-        .unwrap();
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test` builds examples (or run `cargo build --examples`)",
-        path.display()
-    );
-    path
-}
 
 /// Kills the worker if the test fails half-way.
 struct Worker(Child);
@@ -47,35 +29,11 @@ impl Drop for Worker {
     }
 }
 
-fn get(url: &str) -> String {
-    let address = url
-        .strip_prefix("http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap();
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
-        "{head}"
-    );
-    body.to_owned()
-}
-
 #[test]
 fn engine_axum_example_serves_the_sum_of_its_engines() {
     let dir = tempfile::tempdir().unwrap();
     let mut worker = Worker(
-        Command::new(example())
+        Command::new(example_binary("engine_axum"))
             .args(["--engines", &ENGINES.to_string()])
             .args(["--requests", &REQUESTS.to_string(), "--port", "0", "--dir"])
             .arg(dir.path())
@@ -102,7 +60,11 @@ fn engine_axum_example_serves_the_sum_of_its_engines() {
             break;
         }
     }
-    let body = get(&url.expect("the worker printed its URL"));
+    let (head, body) = http_get(&url.expect("the worker printed its URL"), None);
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
 
     let per_model = ENGINES * REQUESTS / 2;
     // Tokens: 16 + i % 16 per request.

@@ -318,3 +318,50 @@ fn help_text_with_a_newline_stays_on_one_line() {
         assert_eq!(text, format!("{expected}{}", clashes_family(0, format)));
     }
 }
+
+/// The `prometheus_client_server` example, killed on drop.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn prometheus_client_server_example_serves_both_formats() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server(
+        std::process::Command::new(support::example_binary("prometheus_client_server"))
+            .args(["--demo", "--port", "0", "--prefix", "vllm:", "--dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().strip_prefix("serving ").expect("the server prints its URL");
+
+    let (head, om) = support::http_get(url, None);
+    assert!(head.contains("content-type: application/openmetrics-text"), "{head}");
+    let (head, prom) = support::http_get(url, Some("text/plain;version=0.0.4"));
+    assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
+    for (text, format) in [(&om, TextFormat::OpenMetrics), (&prom, TextFormat::Prometheus)] {
+        // The server's gauge wins over the demo engine's; the clash is counted.
+        assert!(text.contains("\nvllm:num_requests_running 0\n"), "{text}");
+        assert!(text.contains("\nshmetrics_collector_clashes 1.0\n"), "{text}");
+        assert!(
+            text.contains("\nvllm:prompt_tokens_total{model_name=\"llama\"} 512.0\n"),
+            "{text}"
+        );
+        check(text, format);
+    }
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains("\nserver_scrapes_total 1\n"), "{om}");
+    assert!(prom.contains("\nserver_scrapes_total 2\n"), "{prom}");
+}
