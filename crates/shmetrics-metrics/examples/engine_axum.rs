@@ -23,7 +23,9 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use shmetrics_metrics::{GaugeMode, ShmetricsRecorder};
 use shmetrics_reader::{Format, PrefixFilter, Reader};
 
@@ -48,7 +50,9 @@ fn parse_args() -> Result<Args, String> {
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--engines" => args.engines = value()?.parse().map_err(|e| format!("--engines: {e}"))?,
+            "--engines" => {
+                args.engines = value()?.parse().map_err(|e| format!("--engines: {e}"))?
+            }
             "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
             "--dir" => args.dir = Some(value()?.into()),
             "--requests" => {
@@ -122,7 +126,12 @@ fn worker(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut engines: Vec<Child> = (0..args.engines)
         .map(|rank| {
             Command::new(&exe)
-                .args(["--rank", &rank.to_string(), "--requests", &args.requests.to_string()])
+                .args([
+                    "--rank",
+                    &rank.to_string(),
+                    "--requests",
+                    &args.requests.to_string(),
+                ])
                 .arg("--dir")
                 .arg(&dir)
                 .stdin(Stdio::piped())
@@ -181,8 +190,15 @@ fn worker(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 /// One scrape: the merged directory as Prometheus text.
 fn scrape(reader: &Mutex<Reader>) -> impl IntoResponse + use<> {
     let mut body = Vec::new();
-    let mut reader = reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut reader = reader
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Writing into a Vec cannot fail.
-    let _report = reader.scrape(Format::Prometheus, &PrefixFilter::default(), true, &mut body);
+    let _report = reader.scrape(
+        Format::Prometheus,
+        &PrefixFilter::default(),
+        true,
+        &mut body,
+    );
     ([(CONTENT_TYPE, Format::Prometheus.content_type())], body)
 }

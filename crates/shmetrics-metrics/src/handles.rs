@@ -29,10 +29,7 @@ impl CounterFn for CounterHandle {
     /// Raises the counter to `value` if it is below; never lowers it (as `metrics`' own
     /// atomic counter does with `fetch_max`).
     fn absolute(&self, value: u64) {
-        let _serial = self
-            .absolute
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.absolute.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.counter.get();
         let target = value as f64;
         if target > current {

@@ -108,7 +108,12 @@ impl RecorderBuilder {
         Self::default()
     }
 
-    fn set_buckets(mut self, rule: String, bounds: &[f64], set: impl FnOnce(&mut Self, Arc<[f64]>)) -> Self {
+    fn set_buckets(
+        mut self,
+        rule: String,
+        bounds: &[f64],
+        set: impl FnOnce(&mut Self, Arc<[f64]>),
+    ) -> Self {
         match checked_bounds(&rule, bounds) {
             Ok(bounds) => set(&mut self, bounds),
             Err(e) => {
@@ -122,7 +127,9 @@ impl RecorderBuilder {
     /// trailing `+Inf` may be given and is implied otherwise).
     #[must_use]
     pub fn buckets(self, bounds: &[f64]) -> Self {
-        self.set_buckets("default buckets".into(), bounds, |b, v| b.buckets.set_default(v))
+        self.set_buckets("default buckets".into(), bounds, |b, v| {
+            b.buckets.set_default(v)
+        })
     }
 
     /// Bucket bounds of the histogram called `name`; wins over every prefix rule.
@@ -408,7 +415,10 @@ fn bounded_help(help: &str) -> &str {
 impl State {
     fn warn_once(&mut self, kind: Kind, name: &str, what: std::fmt::Arguments<'_>) {
         if self.warned.insert((kind, name.to_owned())) {
-            log::warn!("shmetrics metrics recorder: {} {name}: {what}", kind.as_str());
+            log::warn!(
+                "shmetrics metrics recorder: {} {name}: {what}",
+                kind.as_str()
+            );
         }
     }
 }
@@ -452,10 +462,14 @@ impl Inner {
         let labels: Vec<&str> = label_names.iter().map(String::as_str).collect();
         let registry = &self.registry;
         let family = match kind {
-            Kind::Counter => registry.counter(&name, &help, &labels).map(AnyFamily::Counter),
+            Kind::Counter => registry
+                .counter(&name, &help, &labels)
+                .map(AnyFamily::Counter),
             Kind::Gauge => {
                 let mode = *self.gauge_modes.get(key.name());
-                registry.gauge(&name, &help, &labels, mode).map(AnyFamily::Gauge)
+                registry
+                    .gauge(&name, &help, &labels, mode)
+                    .map(AnyFamily::Gauge)
             }
             Kind::Histogram => {
                 let bounds = self.buckets.get(key.name());

@@ -90,9 +90,7 @@ impl<V> KeyTable<V> {
         // SYNC POINT key-level: acquire; pairs with the release that published the level
         // (its slots were filled before).
         let index = self.current.load(Ordering::Acquire);
-        self.levels[index]
-            .get()
-            .expect("a published level is set")
+        self.levels[index].get().expect("a published level is set")
     }
 
     /// The value stored for `key`, without a lock.

@@ -80,7 +80,10 @@ fn engine_axum_example_serves_the_sum_of_its_engines() {
             3 * per_model / 32
         ),
         "engine_requests_running 0.0".to_owned(),
-        format!("engine_info{{version=\"{}\"}} 1.0", env!("CARGO_PKG_VERSION")),
+        format!(
+            "engine_info{{version=\"{}\"}} 1.0",
+            env!("CARGO_PKG_VERSION")
+        ),
         format!("shmetrics_reader_segments{{state=\"live\"}} {ENGINES}.0"),
     ] {
         assert!(

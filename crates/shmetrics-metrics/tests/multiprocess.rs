@@ -13,7 +13,9 @@ mod support;
 use std::time::Duration;
 
 use common::{ChildProcess, child_role, param, say, wait_for_eof, wait_for_line};
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use shmetrics_metrics::{GaugeMode, ShmetricsRecorder};
 use shmetrics_reader::{Format, PrefixFilter, Reader};
 use support::{assert_type_lines_unique, promtool_check};
@@ -83,7 +85,12 @@ fn child(rank: usize) {
 fn scrape(reader: &mut Reader) -> String {
     let mut out = Vec::new();
     reader
-        .scrape(Format::Prometheus, &PrefixFilter::new(["engine_"]), false, &mut out)
+        .scrape(
+            Format::Prometheus,
+            &PrefixFilter::new(["engine_"]),
+            false,
+            &mut out,
+        )
         .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_type_lines_unique(&text);
@@ -140,7 +147,11 @@ fn facade_recorder_across_processes_yields_exact_totals() {
         c.send_line("go");
     }
     for c in &mut children {
-        assert_eq!(c.expect_line(TIMEOUT), "done 1", "one rejected key per process");
+        assert_eq!(
+            c.expect_line(TIMEOUT),
+            "done 1",
+            "one rejected key per process"
+        );
     }
 
     let mut reader = Reader::open(dir.path()).unwrap();

@@ -22,7 +22,12 @@ fn scrape(dir: &Path) -> String {
     let mut out = Vec::new();
     Reader::open(dir)
         .unwrap()
-        .scrape(Format::Prometheus, &PrefixFilter::default(), false, &mut out)
+        .scrape(
+            Format::Prometheus,
+            &PrefixFilter::default(),
+            false,
+            &mut out,
+        )
         .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_type_lines_unique(&text);
@@ -130,11 +135,27 @@ other_seconds_sum 0.007
     // with the mode the family has.
     let registry = recorder.registry();
     let max_batch = "engine_config_max_batch";
-    assert!(registry.gauge(max_batch, max_batch, &[], GaugeMode::MostRecent).is_ok());
-    assert!(registry.gauge(max_batch, max_batch, &[], GaugeMode::LiveSum).is_err());
+    assert!(
+        registry
+            .gauge(max_batch, max_batch, &[], GaugeMode::MostRecent)
+            .is_ok()
+    );
+    assert!(
+        registry
+            .gauge(max_batch, max_batch, &[], GaugeMode::LiveSum)
+            .is_err()
+    );
     let running = ("engine_running", "Requests running.");
-    assert!(registry.gauge(running.0, running.1, &[], GaugeMode::LiveSum).is_ok());
-    assert!(registry.gauge(running.0, running.1, &[], GaugeMode::MostRecent).is_err());
+    assert!(
+        registry
+            .gauge(running.0, running.1, &[], GaugeMode::LiveSum)
+            .is_ok()
+    );
+    assert!(
+        registry
+            .gauge(running.0, running.1, &[], GaugeMode::MostRecent)
+            .is_err()
+    );
 }
 
 #[test]
@@ -278,7 +299,10 @@ fn invalid_bucket_rules_fail_the_build() {
     let dir = tempfile::tempdir().unwrap();
     for (what, builder) in [
         ("empty", ShmetricsRecorder::builder().buckets(&[])),
-        ("only +Inf", ShmetricsRecorder::builder().buckets(&[f64::INFINITY])),
+        (
+            "only +Inf",
+            ShmetricsRecorder::builder().buckets(&[f64::INFINITY]),
+        ),
         (
             "unsorted",
             ShmetricsRecorder::builder().buckets_for_metric("x", &[1.0, 0.5]),
@@ -299,8 +323,7 @@ fn invalid_bucket_rules_fail_the_build() {
 fn gauges_merge_across_processes_by_mode() {
     let dir = tempfile::tempdir().unwrap();
     let open = |pid| {
-        let registry =
-            Registry::open_simulating_pid(dir.path(), Options::default(), pid).unwrap();
+        let registry = Registry::open_simulating_pid(dir.path(), Options::default(), pid).unwrap();
         ShmetricsRecorder::builder()
             .gauge_mode_for_metric("model_loaded", GaugeMode::MostRecent)
             .build(registry)
@@ -360,10 +383,18 @@ fn handles_from_several_threads_count_exactly() {
     assert!(text.contains("ops_total{model=\"a\"} 10000.0\nops_total{model=\"b\"} 10000.0\n"));
     // Per thread label: 2 threads × 5000 observations of 0, 1, 2, 3 in turn.
     for t in ["0", "1"] {
-        assert!(text.contains(&format!("op_size_count{{thread=\"{t}\"}} 10000\n")), "{text}");
-        assert!(text.contains(&format!("op_size_sum{{thread=\"{t}\"}} 15000.0\n")), "{text}");
         assert!(
-            text.contains(&format!("op_size_bucket{{thread=\"{t}\",le=\"1.0\"}} 5000\n")),
+            text.contains(&format!("op_size_count{{thread=\"{t}\"}} 10000\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("op_size_sum{{thread=\"{t}\"}} 15000.0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "op_size_bucket{{thread=\"{t}\",le=\"1.0\"}} 5000\n"
+            )),
             "{text}"
         );
     }

@@ -89,9 +89,15 @@ fn respond(stream: TcpStream, host: &Registry, engines: &DirCollector) -> std::i
     }
     let mut stream = stream;
     if !request_line.starts_with("GET /metrics ") {
-        return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return stream.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     }
-    let format = if openmetrics { TextFormat::OpenMetrics } else { TextFormat::Prometheus };
+    let format = if openmetrics {
+        TextFormat::OpenMetrics
+    } else {
+        TextFormat::Prometheus
+    };
     let mut body = String::new();
     encode_with_host(&mut body, host, engines, format).map_err(std::io::Error::other)?;
     write!(
@@ -103,14 +109,25 @@ fn respond(stream: TcpStream, host: &Registry, engines: &DirCollector) -> std::i
 }
 
 /// What an engine process would write, from this process.
-fn demo_engine(dir: &std::path::Path) -> Result<shmetrics_writer::Registry, shmetrics_writer::Error> {
+fn demo_engine(
+    dir: &std::path::Path,
+) -> Result<shmetrics_writer::Registry, shmetrics_writer::Error> {
     let registry = shmetrics_writer::Registry::open(dir)?;
     registry
-        .counter("vllm:prompt_tokens_total", "Number of prefill tokens processed.", &["model_name"])?
+        .counter(
+            "vllm:prompt_tokens_total",
+            "Number of prefill tokens processed.",
+            &["model_name"],
+        )?
         .labels(&["llama"])?
         .inc_by(512.0);
     registry
-        .gauge("vllm:num_requests_running", "Number of requests in model execution batches.", &[], GaugeMode::LiveSum)?
+        .gauge(
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            &[],
+            GaugeMode::LiveSum,
+        )?
         .labels::<&str>(&[])?
         .set(3.0);
     let latency = registry.histogram(

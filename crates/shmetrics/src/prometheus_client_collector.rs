@@ -83,8 +83,8 @@ use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Value};
 use shmetrics_reader::{PrefixFilter, Reader, ReaderError, ScrapeReport};
 
 use crate::dir_source::DirSource;
-use crate::prometheus_collector::CLASHES_HELP;
 pub use crate::prometheus_collector::CLASHES_FAMILY;
+use crate::prometheus_collector::CLASHES_HELP;
 
 /// A [`prometheus_client`] [`Collector`] over a metrics directory: each `encode()` takes a
 /// fresh snapshot and writes the families kept by its filter.
@@ -234,8 +234,7 @@ fn encode_summary(
     for part in ["count", "sum"] {
         let name = format!("{}_{part}", family.name);
         let help = format!("{help} ({part} of the summary's observations)");
-        let mut descriptor =
-            encoder.encode_descriptor(&name, &help, None, MetricType::Unknown)?;
+        let mut descriptor = encoder.encode_descriptor(&name, &help, None, MetricType::Unknown)?;
         for series in &family.series {
             let Value::Summary { count, sum } = series.value else {
                 return Err(std::fmt::Error);

@@ -26,7 +26,11 @@ type Labels = Vec<(String, String)>;
 fn host() -> Registry {
     let mut host = Registry::default();
     let requests = Family::<Labels, Counter>::default();
-    host.register("dynamo_component_requests", "Requests served.", requests.clone());
+    host.register(
+        "dynamo_component_requests",
+        "Requests served.",
+        requests.clone(),
+    );
     requests
         .get_or_create(&vec![("endpoint".into(), "generate".into())])
         .inc_by(4);
@@ -207,7 +211,8 @@ fn without_a_clash_every_engine_family_is_emitted() {
     let collector = DirCollector::open(engines.dir.path(), vllm_filter()).unwrap();
     let (text, clashes) = encode(&Registry::default(), &collector, TextFormat::OpenMetrics);
     assert!(clashes.is_empty());
-    let (before, after) = OM_ENGINES.split_at(OM_ENGINES.find("# HELP vllm:num_requests_waiting").unwrap());
+    let (before, after) =
+        OM_ENGINES.split_at(OM_ENGINES.find("# HELP vllm:num_requests_waiting").unwrap());
     assert_eq!(
         text,
         format!(
@@ -224,13 +229,20 @@ fn a_clashing_sample_name_counts_as_a_clash() {
     let mut host = Registry::default();
     // A host gauge named like the engines' histogram's `_count` sample.
     let gauge = Gauge::<i64>::default();
-    host.register("vllm:e2e_request_latency_seconds_count", "Host gauge", gauge.clone());
+    host.register(
+        "vllm:e2e_request_latency_seconds_count",
+        "Host gauge",
+        gauge.clone(),
+    );
     gauge.set(1);
     let collector = DirCollector::open(engines.dir.path(), vllm_filter()).unwrap();
     for format in [TextFormat::OpenMetrics, TextFormat::Prometheus] {
         let (text, clashes) = encode(&host, &collector, format);
         assert_eq!(clashes, ["vllm:e2e_request_latency_seconds"]);
-        assert!(!text.contains("vllm:e2e_request_latency_seconds_bucket"), "{text}");
+        assert!(
+            !text.contains("vllm:e2e_request_latency_seconds_bucket"),
+            "{text}"
+        );
         assert_eq!(
             text.lines()
                 .filter(|l| l.starts_with("vllm:e2e_request_latency_seconds_count"))
@@ -270,7 +282,11 @@ fn registered_directly_with_the_host_names_excluded() {
             .exclude([name]);
         let (families, _) = collector.families_with_report();
         assert!(families.iter().all(|f| &*f.name != "vllm:prompt_tokens"));
-        assert!(families.iter().any(|f| &*f.name == "vllm:num_requests_running"));
+        assert!(
+            families
+                .iter()
+                .any(|f| &*f.name == "vllm:num_requests_running")
+        );
     }
 }
 
@@ -345,16 +361,31 @@ fn prometheus_client_server_example_serves_both_formats() {
     std::io::BufReader::new(server.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line.trim().strip_prefix("serving ").expect("the server prints its URL");
+    let url = line
+        .trim()
+        .strip_prefix("serving ")
+        .expect("the server prints its URL");
 
     let (head, om) = support::http_get(url, None);
-    assert!(head.contains("content-type: application/openmetrics-text"), "{head}");
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
     let (head, prom) = support::http_get(url, Some("text/plain;version=0.0.4"));
-    assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
-    for (text, format) in [(&om, TextFormat::OpenMetrics), (&prom, TextFormat::Prometheus)] {
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    for (text, format) in [
+        (&om, TextFormat::OpenMetrics),
+        (&prom, TextFormat::Prometheus),
+    ] {
         // The server's gauge wins over the demo engine's; the clash is counted.
         assert!(text.contains("\nvllm:num_requests_running 0\n"), "{text}");
-        assert!(text.contains("\nshmetrics_collector_clashes 1.0\n"), "{text}");
+        assert!(
+            text.contains("\nshmetrics_collector_clashes 1.0\n"),
+            "{text}"
+        );
         assert!(
             text.contains("\nvllm:prompt_tokens_total{model_name=\"llama\"} 512.0\n"),
             "{text}"

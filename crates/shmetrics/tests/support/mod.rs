@@ -83,7 +83,6 @@ pub(crate) fn assert_type_lines_unique(text: &str) {
     }
 }
 
-
 /// The path of example `name` of the package under test, built by `cargo test` with the
 /// other targets into `target/<profile>/examples/`, next to the test binaries' `deps/`.
 pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
@@ -111,7 +110,9 @@ pub(crate) fn http_get(url: &str, accept: Option<&str>) -> (String, String) {
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\n{accept}Connection: close\r\n\r\n"
