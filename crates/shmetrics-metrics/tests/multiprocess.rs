@@ -138,7 +138,7 @@ fn facade_recorder_across_processes_yields_exact_totals() {
     let dir = tempfile::tempdir().unwrap();
     let dir_param = ("dir", dir.path().to_str().unwrap().to_owned());
     let mut children: Vec<ChildProcess> = (0..PROCESSES)
-        .map(|rank| ChildProcess::spawn(TEST, &rank.to_string(), &[dir_param.clone()]))
+        .map(|rank| ChildProcess::spawn(TEST, &rank.to_string(), std::slice::from_ref(&dir_param)))
         .collect();
     for c in &mut children {
         assert_eq!(c.expect_line(TIMEOUT), "ready");
