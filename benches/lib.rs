@@ -234,6 +234,43 @@ pub fn observation_cycle(bounds: &[f64], len: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Whether criterion was given a filter (a positional argument), so some benches of a group
+/// may not have run: the checks after each group that every peer did its work only hold
+/// when none was skipped.
+pub fn filtered() -> bool {
+    // criterion's options that take a separate value.
+    const WITH_VALUE: &[&str] = &[
+        "--save-baseline",
+        "-s",
+        "--baseline",
+        "-b",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--color",
+        "-c",
+        "--output-format",
+        "--plotting-backend",
+        "--format",
+    ];
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

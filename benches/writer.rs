@@ -33,8 +33,8 @@ use prometheus_client::metrics::family::Family as PcFamily;
 use prometheus_client::metrics::gauge::Gauge as PcGauge;
 use prometheus_client::metrics::histogram::Histogram as PcHistogram;
 use shmetrics_benches::{
-    BOUNDS_20, CYCLE_LEN, FIXED_OBSERVATION, MappedWords, distinct_label_values, label_sets_2,
-    label_sets_4, observation_cycle, on_two_threads, raw_f64_add, raw_fetch_add,
+    BOUNDS_20, CYCLE_LEN, FIXED_OBSERVATION, MappedWords, distinct_label_values, filtered,
+    label_sets_2, label_sets_4, observation_cycle, on_two_threads, raw_f64_add, raw_fetch_add,
     raw_histogram_observe, raw_store_f64,
 };
 use shmetrics_writer::{GaugeMode, Registry};
@@ -107,43 +107,6 @@ struct Labels4 {
     rank: String,
     phase: String,
     reason: String,
-}
-
-/// Whether criterion was given a filter (a positional argument), so some benches of a group
-/// may not have run: the checks after each group that every peer did its work only hold
-/// when none was skipped.
-fn filtered() -> bool {
-    // criterion's options that take a separate value.
-    const WITH_VALUE: &[&str] = &[
-        "--save-baseline",
-        "-s",
-        "--baseline",
-        "-b",
-        "--baseline-lenient",
-        "--load-baseline",
-        "--sample-size",
-        "--warm-up-time",
-        "--measurement-time",
-        "--nresamples",
-        "--noise-threshold",
-        "--confidence-level",
-        "--significance-level",
-        "--profile-time",
-        "--color",
-        "-c",
-        "--output-format",
-        "--plotting-backend",
-        "--format",
-    ];
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if WITH_VALUE.contains(&arg.as_str()) {
-            args.next();
-        } else if !arg.starts_with('-') {
-            return true;
-        }
-    }
-    false
 }
 
 fn counter_inc(c: &mut Criterion) {

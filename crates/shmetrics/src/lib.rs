@@ -2,7 +2,8 @@
 //! directories, and the workloads `generate` runs (reusable by demos and benchmarks).
 //!
 //! Embedding in another server: with the tikv `prometheus` crate, see
-//! [`prometheus_collector`]. Any other server uses the reader re-exported here: open a
+//! [`prometheus_collector`]; with the official `prometheus-client` crate, see
+//! [`prometheus_client_collector`]. Any other server uses the reader re-exported here: open a
 //! [`Reader`] on the metrics directory once, then on each scrape render the merged
 //! directory, filtered, into any `io::Write` with [`Reader::scrape`];
 //! [`Format::content_type`] gives the matching `Content-Type`.
@@ -24,9 +25,11 @@
 pub mod cli;
 pub mod compact;
 pub mod demo;
+mod dir_source;
 pub mod dump;
 pub mod generate;
 pub mod inspect;
+pub mod prometheus_client_collector;
 pub mod prometheus_collector;
 pub mod run;
 pub mod server;

@@ -88,7 +88,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -97,9 +96,15 @@ use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Family, Series, Value};
 use shmetrics_reader::{PrefixFilter, Reader, ReaderError, ScrapeReport};
 
+use crate::dir_source::DirSource;
+
 /// Name of the gauge [`gather_with_host`] appends: directory families dropped because the
 /// host has a family of the same name (or with a clashing sample name).
 pub const CLASHES_FAMILY: &str = "shmetrics_collector_clashes";
+
+/// Help text of [`CLASHES_FAMILY`].
+pub(crate) const CLASHES_HELP: &str = "Families of the metrics directory dropped from the last \
+     gather because the host registry has a family of the same name.";
 
 /// Name of the descriptor a [`DirCollector`] registers under (never emitted).
 pub const DESC_NAME: &str = "shmetrics_directory";
@@ -107,22 +112,17 @@ pub const DESC_NAME: &str = "shmetrics_directory";
 /// A tikv `prometheus` [`Collector`] over a metrics directory: each `collect()` takes a
 /// fresh snapshot and returns the families kept by its filter.
 pub struct DirCollector {
-    reader: Mutex<Reader>,
-    filter: PrefixFilter,
-    excluded: HashSet<String>,
-    self_metrics: bool,
+    source: DirSource,
     desc: Desc,
-    /// Names already warned about (clashes with the host, or within the directory).
-    warned: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for DirCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DirCollector")
             .field("desc", &self.desc.const_label_pairs)
-            .field("filter", &self.filter)
-            .field("excluded", &self.excluded)
-            .field("self_metrics", &self.self_metrics)
+            .field("filter", &self.source.filter)
+            .field("excluded", &self.source.excluded)
+            .field("self_metrics", &self.source.self_metrics)
             .finish_non_exhaustive()
     }
 }
@@ -143,12 +143,8 @@ impl DirCollector {
         )
         .expect("constant descriptor is valid");
         Self {
-            reader: Mutex::new(reader),
-            filter,
-            excluded: HashSet::new(),
-            self_metrics: false,
+            source: DirSource::new(reader, filter),
             desc,
-            warned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -165,7 +161,9 @@ impl DirCollector {
     /// collector directly and know their own family names.
     #[must_use]
     pub fn exclude<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.excluded.extend(names.into_iter().map(Into::into));
+        self.source
+            .excluded
+            .extend(names.into_iter().map(Into::into));
         self
     }
 
@@ -174,60 +172,25 @@ impl DirCollector {
     /// filter. Off by default.
     #[must_use]
     pub fn with_self_metrics(mut self, on: bool) -> Self {
-        self.self_metrics = on;
+        self.source.self_metrics = on;
         self
     }
 
     /// The filter.
     pub fn filter(&self) -> &PrefixFilter {
-        &self.filter
+        &self.source.filter
     }
 
     /// Takes a snapshot and returns the kept families, sorted by exposition name, with the
     /// reader's report of the scrape (segment counts, problems, conflicts).
     pub fn collect_with_report(&self) -> (Vec<MetricFamily>, ScrapeReport) {
-        let scrape = self
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .snapshot();
-        let extra = if self.self_metrics {
-            shmetrics_reader::self_metrics(&scrape.report)
-        } else {
-            Vec::new()
-        };
-        let mut families: Vec<MetricFamily> = scrape
-            .snapshot
-            .families
-            .iter()
-            .filter(|f| self.filter.keeps(&f.name))
-            .chain(extra.iter())
-            .filter(|f| !self.is_excluded(f))
-            .filter(|f| !f.series.is_empty())
-            .map(to_proto)
-            .collect();
+        let (families, report) = self.source.families();
+        let mut families: Vec<MetricFamily> = families.iter().map(to_proto).collect();
         // A counter's `_total` may reorder names (`a_total` sorts after `a_b`). The reader
         // never yields two families with a common exposition name (it reports a `name`
         // conflict instead), so sorting is all that is left to do.
         families.sort_by(|a, b| a.name().cmp(b.name()));
-        (families, scrape.report)
-    }
-
-    fn is_excluded(&self, family: &Family) -> bool {
-        if self.excluded.is_empty() {
-            return false;
-        }
-        self.excluded.contains(&*family.name)
-            || (family.kind == MetricKind::Counter
-                && self.excluded.contains(&format!("{}_total", family.name)))
-    }
-
-    fn warn_once(&self, name: &str, what: &str) {
-        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
-        if !warned.contains(name) {
-            log::warn!("{name}: {what}");
-            warned.insert(name.to_owned());
-        }
+        (families, report)
     }
 }
 
@@ -277,7 +240,7 @@ pub fn merge_with_host(host_families: Vec<MetricFamily>, dir: &DirCollector) -> 
         let clash = host_names.contains(family.name())
             || sample_names(&family).any(|s| host_samples.contains(&s));
         if clash {
-            dir.warn_once(
+            dir.source.warn_once(
                 family.name(),
                 "the host registry has a family with this name (or a clashing sample \
                  name); the host's is emitted and the metrics directory's dropped",
@@ -335,11 +298,7 @@ fn clashes_family(count: usize) -> MetricFamily {
     gauge.set_value(count as f64);
     let mut mf = MetricFamily::default();
     mf.set_name(CLASHES_FAMILY.to_owned());
-    mf.set_help(
-        "Families of the metrics directory dropped from the last gather because the host \
-         registry has a family of the same name."
-            .to_owned(),
-    );
+    mf.set_help(CLASHES_HELP.to_owned());
     mf.set_field_type(MetricType::GAUGE);
     mf.set_metric(vec![proto::Metric::from_gauge(gauge)]);
     mf

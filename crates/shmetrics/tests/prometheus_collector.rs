@@ -4,11 +4,6 @@
 //! The directory is written by two simulated engine processes (`open_simulating_pid`), so
 //! the expected values are exact merges across processes.
 
-use std::collections::HashSet;
-use std::path::Path;
-
-use std::time::{Duration, Instant, SystemTime};
-
 use prometheus::{CounterVec, Gauge, Histogram, HistogramOpts, Opts, Registry, TextEncoder};
 use shmetrics::PrefixFilter;
 use shmetrics::prometheus_collector::{
@@ -17,191 +12,8 @@ use shmetrics::prometheus_collector::{
 use shmetrics_writer::{GaugeMode, Options};
 
 mod support;
-use support::promtool_check;
-
-/// Two engine processes writing `vllm:` families (and one family the filter drops).
-struct Engines {
-    dir: tempfile::TempDir,
-    /// Kept alive: their segments stay live (locked) for the whole test.
-    _registries: Vec<shmetrics_writer::Registry>,
-}
-
-fn engine(dir: &Path, pid: u32) -> shmetrics_writer::Registry {
-    let r = shmetrics_writer::Registry::open_simulating_pid(dir, Options::default(), pid)
-        .expect("open engine registry");
-    r.counter(
-        "vllm:prompt_tokens_total",
-        "Number of prefill tokens processed.",
-        &["model_name"],
-    )
-    .unwrap();
-    r.histogram(
-        "vllm:e2e_request_latency_seconds",
-        "Histogram of e2e request latency in seconds.",
-        &["model_name"],
-        &[0.25, 1.0, 4.0],
-    )
-    .unwrap();
-    r.gauge(
-        "vllm:num_requests_waiting",
-        "Number of requests waiting to be processed.",
-        &["model_name"],
-        GaugeMode::MostRecent,
-    )
-    .unwrap();
-    r.gauge(
-        "vllm:num_requests_running",
-        "Number of requests in model execution batches.",
-        &[],
-        GaugeMode::MostRecent,
-    )
-    .unwrap();
-    r.gauge(
-        "vllm:engine_up",
-        "Engine process is up.",
-        &[],
-        GaugeMode::All,
-    )
-    .unwrap();
-    r.summary(
-        "vllm:request_queue_time_seconds",
-        "Time spent in the waiting queue.",
-        &["model_name"],
-    )
-    .unwrap();
-    r.counter(
-        "process_restarts_total",
-        "Not an engine family: filtered out.",
-        &[],
-    )
-    .unwrap();
-    r
-}
-
-/// Waits (bounded) until the wall clock has moved past `t`, so that a later `mostrecent`
-/// write carries a strictly newer timestamp.
-fn wait_clock_past(t: SystemTime) {
-    let start = Instant::now();
-    while SystemTime::now() <= t {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "wall clock did not advance"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn start_engines() -> Engines {
-    let dir = tempfile::tempdir().unwrap();
-    let a = engine(dir.path(), 1001);
-    let b = engine(dir.path(), 1002);
-
-    let tokens = |r: &shmetrics_writer::Registry, model: &str, n: f64| {
-        r.counter(
-            "vllm:prompt_tokens_total",
-            "Number of prefill tokens processed.",
-            &["model_name"],
-        )
-        .unwrap()
-        .labels(&[model])
-        .unwrap()
-        .inc_by(n);
-    };
-    tokens(&a, "m", 10.0);
-    tokens(&b, "m", 32.0);
-    tokens(&b, "n", 1.0);
-
-    let latency = |r: &shmetrics_writer::Registry, v: f64| {
-        r.histogram(
-            "vllm:e2e_request_latency_seconds",
-            "Histogram of e2e request latency in seconds.",
-            &["model_name"],
-            &[0.25, 1.0, 4.0],
-        )
-        .unwrap()
-        .labels(&["m"])
-        .unwrap()
-        .observe(v);
-    };
-    for v in [0.125, 0.5] {
-        latency(&a, v);
-    }
-    for v in [0.5, 2.0, 8.0] {
-        latency(&b, v);
-    }
-
-    let gauge = |r: &shmetrics_writer::Registry, name: &str, help: &str, labels: &[&str], mode| {
-        r.gauge(name, help, labels, mode).unwrap()
-    };
-    let waiting = |r: &shmetrics_writer::Registry| {
-        gauge(
-            r,
-            "vllm:num_requests_waiting",
-            "Number of requests waiting to be processed.",
-            &["model_name"],
-            GaugeMode::MostRecent,
-        )
-        .labels(&["m"])
-        .unwrap()
-        .clone()
-    };
-    waiting(&a).set(3.0);
-    wait_clock_past(SystemTime::now());
-    waiting(&b).set(7.0);
-
-    gauge(
-        &a,
-        "vllm:num_requests_running",
-        "Number of requests in model execution batches.",
-        &[],
-        GaugeMode::MostRecent,
-    )
-    .labels::<&str>(&[])
-    .unwrap()
-    .set(5.0);
-
-    for r in [&a, &b] {
-        gauge(
-            r,
-            "vllm:engine_up",
-            "Engine process is up.",
-            &[],
-            GaugeMode::All,
-        )
-        .labels::<&str>(&[])
-        .unwrap()
-        .set(1.0);
-    }
-
-    let queue = |r: &shmetrics_writer::Registry, v: f64| {
-        r.summary(
-            "vllm:request_queue_time_seconds",
-            "Time spent in the waiting queue.",
-            &["model_name"],
-        )
-        .unwrap()
-        .labels(&["m"])
-        .unwrap()
-        .observe(v);
-    };
-    queue(&a, 0.5);
-    queue(&b, 1.5);
-
-    a.counter(
-        "process_restarts_total",
-        "Not an engine family: filtered out.",
-        &[],
-    )
-    .unwrap()
-    .labels::<&str>(&[])
-    .unwrap()
-    .inc();
-
-    Engines {
-        dir,
-        _registries: vec![a, b],
-    }
-}
+use support::engines::{start_engines, vllm_filter};
+use support::{assert_type_lines_unique, promtool_check};
 
 /// The worker's own registry: two `dynamo_` families and a gauge whose name the engines
 /// also write.
@@ -235,10 +47,6 @@ fn host() -> Registry {
     host.register(Box::new(running.clone())).unwrap();
     running.set(99.0);
     host
-}
-
-fn vllm_filter() -> PrefixFilter {
-    PrefixFilter::new(["vllm:", "lmcache:"])
 }
 
 const ENGINE_FAMILIES: &str = "\
@@ -300,18 +108,6 @@ fn clashes_family(n: usize) -> String {
 
 fn encode(families: &[prometheus::proto::MetricFamily]) -> String {
     TextEncoder::new().encode_to_string(families).unwrap()
-}
-
-/// Every `# TYPE` line names a different family.
-fn assert_type_lines_unique(text: &str) {
-    let mut seen = HashSet::new();
-    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-        let name = line.split(' ').nth(2).unwrap();
-        assert!(
-            seen.insert(name.to_owned()),
-            "family {name} appears twice:\n{text}"
-        );
-    }
 }
 
 #[test]

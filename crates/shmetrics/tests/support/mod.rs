@@ -4,7 +4,10 @@
 //! a missing validator into a failure instead of a skipped check.
 #![allow(dead_code)] // Each test binary uses a subset.
 
+use std::collections::HashSet;
 use std::process::{Command, Stdio};
+
+pub(crate) mod engines;
 
 /// Whether a missing validator fails the test.
 pub(crate) fn required() -> bool {
@@ -66,4 +69,60 @@ pub(crate) fn promtool_check(text: &str, what: &str) {
             "promtool lint finding in {what}: {line}"
         );
     }
+}
+
+/// Every `# TYPE` line names a different family.
+pub(crate) fn assert_type_lines_unique(text: &str) {
+    let mut seen = HashSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        assert!(
+            seen.insert(name.to_owned()),
+            "family {name} appears twice:\n{text}"
+        );
+    }
+}
+
+/// The path of example `name` of the package under test, built by `cargo test` with the
+/// other targets into `target/<profile>/examples/`, next to the test binaries' `deps/`.
+pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name))
+        .expect("the test binary lies in target/<profile>/deps");
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds the examples (or run `cargo build --examples`)",
+        path.display()
+    );
+    path
+}
+
+/// `GET url` over HTTP/1.1 with an optional `Accept` header; returns the status line and
+/// headers (lower-cased) and the body. Fails the test on a status other than 200.
+pub(crate) fn http_get(url: &str, accept: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (address, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the server");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a complete HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (head.to_ascii_lowercase(), body.to_owned())
 }

@@ -1,0 +1,682 @@
+//! The recorder: `metrics` keys to shmetrics families and children.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+use shmetrics_layout::names::MAX_HELP_LEN;
+use shmetrics_writer::{
+    CounterFamily, DEFAULT_BUCKETS, GaugeFamily, GaugeMode, HistogramFamily, Options, Registry,
+};
+
+use crate::handles::{CounterHandle, GaugeHandle, HistogramHandle};
+use crate::names;
+use crate::rules::Rules;
+use crate::table::KeyTable;
+
+/// The gauge mode of gauges no rule names: see the crate documentation for why.
+pub const DEFAULT_GAUGE_MODE: GaugeMode = GaugeMode::LiveSum;
+
+/// Why a recorder could not be built or installed.
+#[derive(Debug)]
+pub enum Error {
+    /// Opening the registry (the process's segment) failed.
+    Writer(shmetrics_writer::Error),
+    /// A bucket rule is invalid; the text says which and why.
+    Buckets(String),
+    /// A global `metrics` recorder is already installed in this process.
+    AlreadyInstalled,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Writer(e) => write!(f, "shmetrics registry: {e}"),
+            Self::Buckets(detail) => write!(f, "histogram buckets: {detail}"),
+            Self::AlreadyInstalled => f.write_str("a global metrics recorder is already installed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Writer(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<shmetrics_writer::Error> for Error {
+    fn from(e: shmetrics_writer::Error) -> Self {
+        Self::Writer(e)
+    }
+}
+
+/// Settings of a [`ShmetricsRecorder`]: histogram buckets and gauge modes by metric name or
+/// prefix, unit suffixes, segment options. Names in rules are the names given to the
+/// macros (`histogram!("http.latency")` is matched as `http.latency`).
+#[derive(Clone, Debug)]
+pub struct RecorderBuilder {
+    buckets: Rules<Arc<[f64]>>,
+    gauge_modes: Rules<GaugeMode>,
+    unit_suffix: bool,
+    options: Options,
+    /// The first invalid bucket rule, reported by `build`.
+    bucket_error: Option<String>,
+}
+
+impl Default for RecorderBuilder {
+    fn default() -> Self {
+        Self {
+            buckets: Rules::new(DEFAULT_BUCKETS.into()),
+            gauge_modes: Rules::new(DEFAULT_GAUGE_MODE),
+            unit_suffix: false,
+            options: Options::default(),
+            bucket_error: None,
+        }
+    }
+}
+
+/// Bounds as the writer takes them: a trailing `+Inf` dropped; checked.
+fn checked_bounds(rule: &str, bounds: &[f64]) -> Result<Arc<[f64]>, String> {
+    let finite = match bounds {
+        [finite @ .., last] if *last == f64::INFINITY => finite,
+        all => all,
+    };
+    if finite.is_empty() {
+        return Err(format!("{rule}: no finite bucket bound"));
+    }
+    shmetrics_layout::record::check_family(
+        shmetrics_layout::MetricKind::Histogram,
+        None,
+        "buckets",
+        "",
+        &[],
+        finite,
+    )
+    .map_err(|detail| format!("{rule}: {detail}"))?;
+    Ok(finite.into())
+}
+
+impl RecorderBuilder {
+    /// Default settings: [`DEFAULT_BUCKETS`] for every histogram, [`DEFAULT_GAUGE_MODE`]
+    /// for every gauge, no unit suffixes, default segment [`Options`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn set_buckets(
+        mut self,
+        rule: String,
+        bounds: &[f64],
+        set: impl FnOnce(&mut Self, Arc<[f64]>),
+    ) -> Self {
+        match checked_bounds(&rule, bounds) {
+            Ok(bounds) => set(&mut self, bounds),
+            Err(e) => {
+                self.bucket_error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Bucket bounds of histograms no other rule names (finite, strictly increasing; a
+    /// trailing `+Inf` may be given and is implied otherwise).
+    #[must_use]
+    pub fn buckets(self, bounds: &[f64]) -> Self {
+        self.set_buckets("default buckets".into(), bounds, |b, v| {
+            b.buckets.set_default(v)
+        })
+    }
+
+    /// Bucket bounds of the histogram called `name`; wins over every prefix rule.
+    #[must_use]
+    pub fn buckets_for_metric(self, name: impl Into<String>, bounds: &[f64]) -> Self {
+        let name = name.into();
+        self.set_buckets(format!("buckets of {name}"), bounds, |b, v| {
+            b.buckets.set_exact(name, v);
+        })
+    }
+
+    /// Bucket bounds of histograms whose name starts with `prefix`; the longest matching
+    /// prefix wins.
+    #[must_use]
+    pub fn buckets_for_prefix(self, prefix: impl Into<String>, bounds: &[f64]) -> Self {
+        let prefix = prefix.into();
+        self.set_buckets(format!("buckets of prefix {prefix}"), bounds, |b, v| {
+            b.buckets.set_prefix(prefix, v);
+        })
+    }
+
+    /// The mode of gauges no other rule names (default [`DEFAULT_GAUGE_MODE`]).
+    #[must_use]
+    pub fn gauge_mode(mut self, mode: GaugeMode) -> Self {
+        self.gauge_modes.set_default(mode);
+        self
+    }
+
+    /// The mode of the gauge called `name`.
+    #[must_use]
+    pub fn gauge_mode_for_metric(mut self, name: impl Into<String>, mode: GaugeMode) -> Self {
+        self.gauge_modes.set_exact(name.into(), mode);
+        self
+    }
+
+    /// The mode of gauges whose name starts with `prefix`; the longest matching prefix wins.
+    #[must_use]
+    pub fn gauge_mode_for_prefix(mut self, prefix: impl Into<String>, mode: GaugeMode) -> Self {
+        self.gauge_modes.set_prefix(prefix.into(), mode);
+        self
+    }
+
+    /// Whether a unit given by `describe_*!` before a metric's first use is appended to its
+    /// name (`latency` in `Unit::Seconds` → `latency_seconds`), as Prometheus naming
+    /// practice asks. Off by default, as in `metrics-exporter-prometheus`.
+    #[must_use]
+    pub fn unit_suffix(mut self, on: bool) -> Self {
+        self.unit_suffix = on;
+        self
+    }
+
+    /// Segment options of the registry [`RecorderBuilder::open`] creates.
+    #[must_use]
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Builds a recorder writing into `registry` (which the process may also use
+    /// directly).
+    ///
+    /// # Errors
+    /// [`Error::Buckets`] for an invalid bucket rule.
+    pub fn build(self, registry: Registry) -> Result<ShmetricsRecorder, Error> {
+        if let Some(e) = self.bucket_error {
+            return Err(Error::Buckets(e));
+        }
+        debug_assert!(self.buckets.values().all(|b| !b.is_empty()));
+        Ok(ShmetricsRecorder {
+            inner: Arc::new(Inner {
+                registry,
+                buckets: self.buckets,
+                gauge_modes: self.gauge_modes,
+                unit_suffix: self.unit_suffix,
+                counters: KeyTable::new(),
+                gauges: KeyTable::new(),
+                histograms: KeyTable::new(),
+                state: Mutex::new(State::default()),
+                absolute: Arc::new(Mutex::new(())),
+                rejected_keys: AtomicU64::new(0),
+                late_descriptions: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Opens a registry in `dir` (this process's segment) and builds a recorder on it.
+    ///
+    /// # Errors
+    /// [`Error::Writer`] when the segment cannot be created, [`Error::Buckets`].
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<ShmetricsRecorder, Error> {
+        let registry = Registry::open_with(dir, self.options.clone())?;
+        self.build(registry)
+    }
+
+    /// Opens a registry in the directory named by `PROMETHEUS_MULTIPROC_DIR` and builds a
+    /// recorder on it.
+    ///
+    /// # Errors
+    /// As [`RecorderBuilder::open`], and [`shmetrics_writer::Error::DirUnset`].
+    pub fn from_env(self) -> Result<ShmetricsRecorder, Error> {
+        match std::env::var_os(shmetrics_writer::DIR_ENV) {
+            Some(dir) if !dir.is_empty() => self.open(dir),
+            _ => Err(Error::Writer(shmetrics_writer::Error::DirUnset)),
+        }
+    }
+}
+
+/// What the recorder did that a user may need to know about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Families registered in the shmetrics registry.
+    pub families: usize,
+    /// Distinct keys (name and labels, per metric type) seen, including rejected ones.
+    pub keys: usize,
+    /// Distinct keys that got a no-op handle: an invalid or clashing family, label names
+    /// that differ from the family's, an invalid label value. Each is logged once per
+    /// metric name.
+    pub rejected_keys: u64,
+    /// `describe_*` calls that came after the family was registered with another help text
+    /// or unit: the family keeps what it was registered with.
+    pub late_descriptions: u64,
+}
+
+/// A `metrics` [`Recorder`](metrics::Recorder) writing into a shmetrics segment. Cheap to
+/// clone; clones share everything.
+#[derive(Clone)]
+pub struct ShmetricsRecorder {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ShmetricsRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmetricsRecorder")
+            .field("registry", &self.inner.registry)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmetricsRecorder {
+    /// A builder with the default settings.
+    pub fn builder() -> RecorderBuilder {
+        RecorderBuilder::new()
+    }
+
+    /// A recorder with the default settings, writing into a new segment in `dir`.
+    ///
+    /// # Errors
+    /// See [`RecorderBuilder::open`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, Error> {
+        RecorderBuilder::new().open(dir)
+    }
+
+    /// A recorder with the default settings in `PROMETHEUS_MULTIPROC_DIR`.
+    ///
+    /// # Errors
+    /// See [`RecorderBuilder::from_env`].
+    pub fn from_env() -> Result<Self, Error> {
+        RecorderBuilder::new().from_env()
+    }
+
+    /// Installs a clone of this recorder as the process's global `metrics` recorder; keep
+    /// `self` to read [`ShmetricsRecorder::stats`].
+    ///
+    /// # Errors
+    /// [`Error::AlreadyInstalled`] when a global recorder is already set.
+    pub fn install(&self) -> Result<(), Error> {
+        metrics::set_global_recorder(self.clone()).map_err(|_| Error::AlreadyInstalled)
+    }
+
+    /// The shmetrics registry the recorder writes into.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Counts of what was registered and rejected.
+    pub fn stats(&self) -> Stats {
+        let inner = &self.inner;
+        let families = inner
+            .lock_state()
+            .families
+            .values()
+            .filter(|f| matches!(f, FamilyState::Ready(_)))
+            .count();
+        Stats {
+            families,
+            keys: inner.counters.len() + inner.gauges.len() + inner.histograms.len(),
+            // SYNC POINT facade-stats: relaxed; statistics, publish nothing.
+            rejected_keys: inner.rejected_keys.load(Ordering::Relaxed),
+            // SYNC POINT facade-stats: relaxed, as above.
+            late_descriptions: inner.late_descriptions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Description {
+    help: String,
+    unit: Option<Unit>,
+}
+
+enum AnyFamily {
+    Counter(CounterFamily),
+    Gauge(GaugeFamily),
+    Histogram(HistogramFamily),
+}
+
+struct Registered {
+    family: AnyFamily,
+    /// Label names (sanitized), in the family's order.
+    label_names: Vec<String>,
+    /// What the family was registered with.
+    help: String,
+    unit: Option<Unit>,
+}
+
+enum FamilyState {
+    Ready(Registered),
+    Rejected,
+}
+
+#[derive(Default)]
+struct State {
+    /// By [`family_id`].
+    families: HashMap<(Kind, String), FamilyState>,
+    /// By [`family_id`].
+    descriptions: HashMap<(Kind, String), Description>,
+    /// Metric names a problem was logged for.
+    warned: HashSet<(Kind, String)>,
+}
+
+struct Inner {
+    registry: Registry,
+    buckets: Rules<Arc<[f64]>>,
+    gauge_modes: Rules<GaugeMode>,
+    unit_suffix: bool,
+    counters: KeyTable<Counter>,
+    gauges: KeyTable<Gauge>,
+    histograms: KeyTable<Histogram>,
+    state: Mutex<State>,
+    absolute: Arc<Mutex<()>>,
+    rejected_keys: AtomicU64,
+    late_descriptions: AtomicU64,
+}
+
+/// A resolved child of any type.
+enum Child {
+    Counter(shmetrics_writer::Counter),
+    Gauge(shmetrics_writer::Gauge),
+    Histogram(shmetrics_writer::Histogram),
+}
+
+/// Help text as the layout takes it: at most `MAX_HELP_LEN` bytes, cut at a character
+/// boundary.
+fn bounded_help(help: &str) -> &str {
+    if help.len() <= MAX_HELP_LEN {
+        return help;
+    }
+    let mut end = MAX_HELP_LEN;
+    while !help.is_char_boundary(end) {
+        end -= 1;
+    }
+    &help[..end]
+}
+
+impl State {
+    fn warn_once(&mut self, kind: Kind, name: &str, what: std::fmt::Arguments<'_>) {
+        if self.warned.insert((kind, name.to_owned())) {
+            log::warn!(
+                "shmetrics metrics recorder: {} {name}: {what}",
+                kind.as_str()
+            );
+        }
+    }
+}
+
+/// What identifies a family: its type and its Prometheus name (sanitized; a counter's
+/// without `_total`, as the writer registers it), so `counter!("http.requests")` and
+/// `counter!("http_requests_total")` are one family.
+fn family_id(kind: Kind, name: &str) -> (Kind, String) {
+    let name = names::metric_name(name);
+    let name = match kind {
+        Kind::Counter => name.strip_suffix("_total").unwrap_or(&name),
+        Kind::Gauge | Kind::Histogram => &name,
+    };
+    (kind, name.to_owned())
+}
+
+impl Inner {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers the family for `key` with what is known of it now: the description so
+    /// far (else the metric's name as help), the bucket or mode rule of its name.
+    fn register(&self, state: &State, kind: Kind, key: &Key) -> Result<Registered, String> {
+        let (_, mut name) = family_id(kind, key.name());
+        let description = state.descriptions.get(&(kind, name.clone()));
+        let help = match description {
+            Some(d) if !d.help.is_empty() => bounded_help(&d.help).to_owned(),
+            _ => name.clone(),
+        };
+        let unit = description.and_then(|d| d.unit);
+        if self.unit_suffix
+            && let Some(suffix) = unit.and_then(names::unit_suffix)
+        {
+            name = names::with_unit_suffix(&name, suffix, kind == Kind::Counter);
+        }
+        let label_names: Vec<String> = key
+            .labels()
+            .map(|l| names::label_name(l.key()).into_owned())
+            .collect();
+        let labels: Vec<&str> = label_names.iter().map(String::as_str).collect();
+        let registry = &self.registry;
+        let family = match kind {
+            Kind::Counter => registry
+                .counter(&name, &help, &labels)
+                .map(AnyFamily::Counter),
+            Kind::Gauge => {
+                let mode = *self.gauge_modes.get(key.name());
+                registry
+                    .gauge(&name, &help, &labels, mode)
+                    .map(AnyFamily::Gauge)
+            }
+            Kind::Histogram => {
+                let bounds = self.buckets.get(key.name());
+                registry
+                    .histogram(&name, &help, &labels, bounds)
+                    .map(AnyFamily::Histogram)
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(Registered {
+            family,
+            label_names,
+            help,
+            unit,
+        })
+    }
+
+    /// The child for `key`, registering its family on first use; `Err` says why the key
+    /// gets a no-op handle.
+    fn resolve(&self, kind: Kind, key: &Key) -> Result<Child, String> {
+        let mut state = self.lock_state();
+        let id = family_id(kind, key.name());
+        if !state.families.contains_key(&id) {
+            let registered = self.register(&state, kind, key);
+            let entry = match registered {
+                Ok(r) => FamilyState::Ready(r),
+                Err(e) => {
+                    state.warn_once(kind, key.name(), format_args!("not registered: {e}"));
+                    FamilyState::Rejected
+                }
+            };
+            state.families.insert(id.clone(), entry);
+        }
+        let FamilyState::Ready(family) = &state.families[&id] else {
+            return Err("its family was rejected".into());
+        };
+        let values = match label_values(key, &family.label_names) {
+            Ok(values) => values,
+            Err(given) => {
+                let first = family.label_names.clone();
+                state.warn_once(
+                    kind,
+                    key.name(),
+                    format_args!(
+                        "label names {given:?} differ from {first:?} of its first use; \
+                         such keys are not recorded"
+                    ),
+                );
+                return Err("label names differ".into());
+            }
+        };
+        let child = match &family.family {
+            AnyFamily::Counter(f) => f.labels(&values).map(|c| Child::Counter(c.clone())),
+            AnyFamily::Gauge(f) => f.labels(&values).map(|c| Child::Gauge(c.clone())),
+            AnyFamily::Histogram(f) => f.labels(&values).map(|c| Child::Histogram(c.clone())),
+        };
+        child.map_err(|e| {
+            let e = e.to_string();
+            state.warn_once(kind, key.name(), format_args!("series not recorded: {e}"));
+            e
+        })
+    }
+
+    fn rejected(&self) {
+        // SYNC POINT facade-stats: relaxed; a statistic.
+        self.rejected_keys.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counter(&self, key: &Key) -> Counter {
+        match self.resolve(Kind::Counter, key) {
+            Ok(Child::Counter(counter)) => Counter::from_arc(Arc::new(CounterHandle {
+                counter,
+                absolute: Arc::clone(&self.absolute),
+            })),
+            _ => {
+                self.rejected();
+                Counter::noop()
+            }
+        }
+    }
+
+    fn gauge(&self, key: &Key) -> Gauge {
+        match self.resolve(Kind::Gauge, key) {
+            Ok(Child::Gauge(gauge)) => Gauge::from_arc(Arc::new(GaugeHandle(gauge))),
+            _ => {
+                self.rejected();
+                Gauge::noop()
+            }
+        }
+    }
+
+    fn histogram(&self, key: &Key) -> Histogram {
+        match self.resolve(Kind::Histogram, key) {
+            Ok(Child::Histogram(h)) => Histogram::from_arc(Arc::new(HistogramHandle(h))),
+            _ => {
+                self.rejected();
+                Histogram::noop()
+            }
+        }
+    }
+
+    fn describe(&self, kind: Kind, name: &str, unit: Option<Unit>, help: &str) {
+        let mut state = self.lock_state();
+        let id = family_id(kind, name);
+        let late = match state.families.get(&id) {
+            Some(FamilyState::Ready(r)) => {
+                let help_differs = !help.is_empty() && r.help != bounded_help(help);
+                let unit_differs = self.unit_suffix && r.unit != unit;
+                help_differs || unit_differs
+            }
+            _ => false,
+        };
+        state.descriptions.insert(
+            id,
+            Description {
+                help: help.to_owned(),
+                unit,
+            },
+        );
+        if late {
+            // SYNC POINT facade-stats: relaxed; a statistic.
+            self.late_descriptions.fetch_add(1, Ordering::Relaxed);
+            state.warn_once(
+                kind,
+                name,
+                format_args!(
+                    "described after its first use: the family keeps the help text and \
+                     unit it was registered with; describe metrics before using them"
+                ),
+            );
+        }
+    }
+}
+
+/// The key's label values in the order of `names`, or the key's (sanitized) label names
+/// when they are not the same set.
+fn label_values<'k>(key: &'k Key, names: &[String]) -> Result<Vec<&'k str>, Vec<String>> {
+    let given: Vec<(std::borrow::Cow<'_, str>, &str)> = key
+        .labels()
+        .map(|l| (names::label_name(l.key()), l.value()))
+        .collect();
+    let mut values = Vec::with_capacity(names.len());
+    if given.len() == names.len() {
+        for name in names {
+            match given.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => values.push(*v),
+                None => break,
+            }
+        }
+    }
+    let distinct: HashSet<&str> = given.iter().map(|(n, _)| &**n).collect();
+    if values.len() == names.len() && distinct.len() == given.len() {
+        Ok(values)
+    } else {
+        Err(given.into_iter().map(|(n, _)| n.into_owned()).collect())
+    }
+}
+
+impl metrics::Recorder for ShmetricsRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner
+            .describe(Kind::Counter, key.as_str(), unit, &description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner
+            .describe(Kind::Gauge, key.as_str(), unit, &description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner
+            .describe(Kind::Histogram, key.as_str(), unit, &description);
+    }
+
+    #[inline]
+    fn register_counter(&self, key: &Key, _metadata: &Metadata<'_>) -> Counter {
+        let inner = &*self.inner;
+        match inner.counters.get(key) {
+            Some(handle) => handle.clone(),
+            None => inner
+                .counters
+                .get_or_insert_with(key, || inner.counter(key))
+                .clone(),
+        }
+    }
+
+    #[inline]
+    fn register_gauge(&self, key: &Key, _metadata: &Metadata<'_>) -> Gauge {
+        let inner = &*self.inner;
+        match inner.gauges.get(key) {
+            Some(handle) => handle.clone(),
+            None => inner
+                .gauges
+                .get_or_insert_with(key, || inner.gauge(key))
+                .clone(),
+        }
+    }
+
+    #[inline]
+    fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
+        let inner = &*self.inner;
+        match inner.histograms.get(key) {
+            Some(handle) => handle.clone(),
+            None => inner
+                .histograms
+                .get_or_insert_with(key, || inner.histogram(key))
+                .clone(),
+        }
+    }
+}

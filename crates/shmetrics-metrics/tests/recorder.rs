@@ -1,0 +1,402 @@
+//! The `metrics` facade recorder in one process: what the macros write, as the reader
+//! renders it, exactly; names, labels, descriptions, buckets and gauge modes; keys that
+//! cannot be recorded. Several processes are simulated with `open_simulating_pid`; the real
+//! multi-process test is `multiprocess.rs`.
+
+use std::path::Path;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    with_local_recorder,
+};
+use shmetrics_metrics::{Error, GaugeMode, Options, Registry, ShmetricsRecorder, Stats};
+use shmetrics_reader::{Format, PrefixFilter, Reader};
+
+#[path = "../../shmetrics/tests/support/mod.rs"]
+mod support;
+use support::{assert_type_lines_unique, promtool_check};
+
+/// The whole directory rendered as Prometheus text, checked by promtool and for
+/// duplicate families.
+fn scrape(dir: &Path) -> String {
+    let mut out = Vec::new();
+    Reader::open(dir)
+        .unwrap()
+        .scrape(
+            Format::Prometheus,
+            &PrefixFilter::default(),
+            false,
+            &mut out,
+        )
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_type_lines_unique(&text);
+    promtool_check(&text, "the facade recorder's directory");
+    text
+}
+
+fn recorder(dir: &Path) -> ShmetricsRecorder {
+    ShmetricsRecorder::open(dir).unwrap()
+}
+
+#[test]
+fn macros_write_the_families_the_reader_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = ShmetricsRecorder::builder()
+        .buckets_for_metric("engine.latency", &[0.5, 1.0, f64::INFINITY])
+        .buckets_for_prefix("engine.", &[10.0])
+        .gauge_mode_for_prefix("engine_config_", GaugeMode::MostRecent)
+        .open(dir.path())
+        .unwrap();
+    with_local_recorder(&recorder, || {
+        describe_counter!("engine_requests_total", "Requests served.");
+        describe_histogram!("engine.latency", Unit::Seconds, "Request latency.");
+        describe_gauge!("engine_running", "Requests running.");
+
+        // A handle kept across calls, and the macro called every time.
+        let requests = counter!("engine_requests_total", "model" => "llama", "phase" => "prefill");
+        requests.increment(1);
+        for _ in 0..4 {
+            counter!("engine_requests_total", "model" => "llama", "phase" => "prefill")
+                .increment(2);
+        }
+        // Same label names in another order: the same family, the values put in its order.
+        counter!("engine_requests_total", "phase" => "decode", "model" => "llama").increment(7);
+        counter!("engine_requests", "model" => "qwen", "phase" => "decode").increment(1);
+
+        for v in [0.25, 0.5, 0.75, 3.0] {
+            histogram!("engine.latency").record(v);
+        }
+        histogram!("engine.queue").record_many(2.0, 3);
+        histogram!("other_seconds").record(0.007);
+
+        let running = gauge!("engine_running");
+        running.increment(3.0);
+        running.decrement(1.0);
+        gauge!("engine_config_max_batch").set(64.0);
+    });
+    assert_eq!(
+        recorder.stats(),
+        Stats {
+            families: 6,
+            keys: 8,
+            rejected_keys: 0,
+            late_descriptions: 0,
+        }
+    );
+    let expected = "\
+# HELP engine_config_max_batch engine_config_max_batch
+# TYPE engine_config_max_batch gauge
+engine_config_max_batch 64.0
+# HELP engine_latency Request latency.
+# TYPE engine_latency histogram
+engine_latency_bucket{le=\"0.5\"} 2
+engine_latency_bucket{le=\"1.0\"} 3
+engine_latency_bucket{le=\"+Inf\"} 4
+engine_latency_count 4
+engine_latency_sum 4.5
+# HELP engine_queue engine_queue
+# TYPE engine_queue histogram
+engine_queue_bucket{le=\"10.0\"} 3
+engine_queue_bucket{le=\"+Inf\"} 3
+engine_queue_count 3
+engine_queue_sum 6.0
+# HELP engine_requests_total Requests served.
+# TYPE engine_requests_total counter
+engine_requests_total{model=\"llama\",phase=\"decode\"} 7.0
+engine_requests_total{model=\"llama\",phase=\"prefill\"} 9.0
+engine_requests_total{model=\"qwen\",phase=\"decode\"} 1.0
+# HELP engine_running Requests running.
+# TYPE engine_running gauge
+engine_running 2.0
+# HELP other_seconds other_seconds
+# TYPE other_seconds histogram
+other_seconds_bucket{le=\"0.005\"} 0
+other_seconds_bucket{le=\"0.01\"} 1
+other_seconds_bucket{le=\"0.025\"} 1
+other_seconds_bucket{le=\"0.05\"} 1
+other_seconds_bucket{le=\"0.075\"} 1
+other_seconds_bucket{le=\"0.1\"} 1
+other_seconds_bucket{le=\"0.25\"} 1
+other_seconds_bucket{le=\"0.5\"} 1
+other_seconds_bucket{le=\"0.75\"} 1
+other_seconds_bucket{le=\"1.0\"} 1
+other_seconds_bucket{le=\"2.5\"} 1
+other_seconds_bucket{le=\"5.0\"} 1
+other_seconds_bucket{le=\"7.5\"} 1
+other_seconds_bucket{le=\"10.0\"} 1
+other_seconds_bucket{le=\"+Inf\"} 1
+other_seconds_count 1
+other_seconds_sum 0.007
+";
+    assert_eq!(scrape(dir.path()), expected);
+
+    // The modes the rules chose: registering the same definition again succeeds only
+    // with the mode the family has.
+    let registry = recorder.registry();
+    let max_batch = "engine_config_max_batch";
+    assert!(
+        registry
+            .gauge(max_batch, max_batch, &[], GaugeMode::MostRecent)
+            .is_ok()
+    );
+    assert!(
+        registry
+            .gauge(max_batch, max_batch, &[], GaugeMode::LiveSum)
+            .is_err()
+    );
+    let running = ("engine_running", "Requests running.");
+    assert!(
+        registry
+            .gauge(running.0, running.1, &[], GaugeMode::LiveSum)
+            .is_ok()
+    );
+    assert!(
+        registry
+            .gauge(running.0, running.1, &[], GaugeMode::MostRecent)
+            .is_err()
+    );
+}
+
+#[test]
+fn unit_suffixes_come_from_descriptions_given_before_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = ShmetricsRecorder::builder()
+        .unit_suffix(true)
+        .buckets(&[1.0])
+        .open(dir.path())
+        .unwrap();
+    with_local_recorder(&recorder, || {
+        describe_histogram!("rpc_latency", Unit::Seconds, "RPC latency.");
+        describe_counter!("sent_total", Unit::Bytes, "Bytes sent.");
+        describe_gauge!("queue", Unit::Count, "Queued items.");
+        histogram!("rpc_latency").record(0.5);
+        counter!("sent_total").increment(1500);
+        gauge!("queue").set(3.0);
+    });
+    assert_eq!(
+        scrape(dir.path()),
+        "\
+# HELP queue Queued items.
+# TYPE queue gauge
+queue 3.0
+# HELP rpc_latency_seconds RPC latency.
+# TYPE rpc_latency_seconds histogram
+rpc_latency_seconds_bucket{le=\"1.0\"} 1
+rpc_latency_seconds_bucket{le=\"+Inf\"} 1
+rpc_latency_seconds_count 1
+rpc_latency_seconds_sum 0.5
+# HELP sent_bytes_total Bytes sent.
+# TYPE sent_bytes_total counter
+sent_bytes_total 1500.0
+"
+    );
+    assert_eq!(recorder.stats().late_descriptions, 0);
+}
+
+#[test]
+fn a_late_description_is_counted_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path());
+    with_local_recorder(&recorder, || {
+        counter!("jobs_total").increment(1);
+        describe_counter!("jobs_total", "Jobs done.");
+        // The same text again, and a description of a metric not used yet: not late.
+        describe_gauge!("later", "Used later.");
+        gauge!("later").set(1.0);
+        describe_gauge!("later", "Used later.");
+        counter!("jobs_total").increment(1);
+    });
+    assert_eq!(recorder.stats().late_descriptions, 1);
+    assert_eq!(
+        scrape(dir.path()),
+        "\
+# HELP jobs_total jobs
+# TYPE jobs_total counter
+jobs_total 2.0
+# HELP later Used later.
+# TYPE later gauge
+later 1.0
+"
+    );
+}
+
+#[test]
+fn keys_that_cannot_be_recorded_get_noop_handles_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path());
+    with_local_recorder(&recorder, || {
+        counter!("tasks_total", "queue" => "a").increment(1);
+        // Another label set for the same name: not recorded, the family is unharmed.
+        counter!("tasks_total", "queue" => "a", "worker" => "1").increment(100);
+        counter!("tasks_total").increment(100);
+        counter!("tasks_total", "pool" => "a").increment(100);
+        // A gauge of a counter's name: Prometheus cannot show both.
+        gauge!("tasks_total").set(5.0);
+        gauge!("tasks").set(5.0);
+        // `le` is the bucket label of a histogram.
+        histogram!("sizes", "le" => "x").record(1.0);
+        // Repeats of a rejected key are served from the map: counted once.
+        for _ in 0..3 {
+            counter!("tasks_total", "queue" => "a", "worker" => "1").increment(100);
+        }
+        counter!("tasks_total", "queue" => "b").increment(2);
+    });
+    let stats = recorder.stats();
+    assert_eq!(stats.rejected_keys, 6, "{stats:?}");
+    assert_eq!(stats.families, 1, "{stats:?}");
+    assert_eq!(
+        scrape(dir.path()),
+        "\
+# HELP tasks_total tasks
+# TYPE tasks_total counter
+tasks_total{queue=\"a\"} 1.0
+tasks_total{queue=\"b\"} 2.0
+"
+    );
+}
+
+#[test]
+fn invalid_names_are_made_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path());
+    with_local_recorder(&recorder, || {
+        counter!("http.requests-total", "status.code" => "200", "__meta" => "x").increment(1);
+        counter!("http_requests_total", "status_code" => "200", "x_meta" => "x").increment(1);
+        gauge!("9lives").set(9.0);
+    });
+    assert_eq!(recorder.stats().rejected_keys, 0);
+    assert_eq!(
+        scrape(dir.path()),
+        "\
+# HELP _9lives _9lives
+# TYPE _9lives gauge
+_9lives 9.0
+# HELP http_requests_total http_requests
+# TYPE http_requests_total counter
+http_requests_total{status_code=\"200\",x_meta=\"x\"} 2.0
+",
+        "`http.requests-total` sanitizes to `http_requests_total`: the same series"
+    );
+}
+
+#[test]
+fn absolute_raises_a_counter_and_never_lowers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path());
+    with_local_recorder(&recorder, || {
+        let c = counter!("mirrored_total");
+        c.absolute(10);
+        c.increment(2);
+        c.absolute(5);
+        c.absolute(20);
+    });
+    assert!(scrape(dir.path()).contains("\nmirrored_total 20.0\n"));
+}
+
+#[test]
+fn invalid_bucket_rules_fail_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    for (what, builder) in [
+        ("empty", ShmetricsRecorder::builder().buckets(&[])),
+        (
+            "only +Inf",
+            ShmetricsRecorder::builder().buckets(&[f64::INFINITY]),
+        ),
+        (
+            "unsorted",
+            ShmetricsRecorder::builder().buckets_for_metric("x", &[1.0, 0.5]),
+        ),
+        (
+            "NaN",
+            ShmetricsRecorder::builder().buckets_for_prefix("x", &[f64::NAN]),
+        ),
+    ] {
+        match builder.open(dir.path()) {
+            Err(Error::Buckets(detail)) => assert!(!detail.is_empty()),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn gauges_merge_across_processes_by_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |pid| {
+        let registry = Registry::open_simulating_pid(dir.path(), Options::default(), pid).unwrap();
+        ShmetricsRecorder::builder()
+            .gauge_mode_for_metric("model_loaded", GaugeMode::MostRecent)
+            .build(registry)
+            .unwrap()
+    };
+    let (a, b) = (open(101), open(102));
+    with_local_recorder(&a, || {
+        gauge!("kv_blocks_used").set(30.0);
+        gauge!("requests_running").increment(2.0);
+        gauge!("model_loaded").set(0.0);
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    with_local_recorder(&b, || {
+        gauge!("kv_blocks_used").set(12.0);
+        gauge!("requests_running").increment(1.0);
+        gauge!("model_loaded").set(1.0);
+    });
+    assert_eq!(
+        scrape(dir.path()),
+        "\
+# HELP kv_blocks_used kv_blocks_used
+# TYPE kv_blocks_used gauge
+kv_blocks_used 42.0
+# HELP model_loaded model_loaded
+# TYPE model_loaded gauge
+model_loaded 1.0
+# HELP requests_running requests_running
+# TYPE requests_running gauge
+requests_running 3.0
+"
+    );
+}
+
+#[test]
+fn handles_from_several_threads_count_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let recorder = recorder.clone();
+            std::thread::spawn(move || {
+                with_local_recorder(&recorder, || {
+                    for i in 0..5000u64 {
+                        let model = if i % 2 == 0 { "a" } else { "b" };
+                        counter!("ops_total", "model" => model).increment(1);
+                        histogram!("op_size", "thread" => (t % 2).to_string())
+                            .record((i % 4) as f64);
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let text = scrape(dir.path());
+    assert!(text.contains("ops_total{model=\"a\"} 10000.0\nops_total{model=\"b\"} 10000.0\n"));
+    // Per thread label: 2 threads × 5000 observations of 0, 1, 2, 3 in turn.
+    for t in ["0", "1"] {
+        assert!(
+            text.contains(&format!("op_size_count{{thread=\"{t}\"}} 10000\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("op_size_sum{{thread=\"{t}\"}} 15000.0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "op_size_bucket{{thread=\"{t}\",le=\"1.0\"}} 5000\n"
+            )),
+            "{text}"
+        );
+    }
+    assert_eq!(recorder.stats().keys, 4);
+}

@@ -1,0 +1,77 @@
+//! What the collectors for other Prometheus libraries share: a reader on a metrics
+//! directory, the families a filter keeps (minus excluded names, plus self-metrics on
+//! request), and a log line once per clashing name.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
+use shmetrics_layout::MetricKind;
+use shmetrics_reader::snapshot::Family;
+use shmetrics_reader::{PrefixFilter, Reader, ScrapeReport};
+
+/// A filtered view of a metrics directory, snapshot on demand.
+pub(crate) struct DirSource {
+    reader: Mutex<Reader>,
+    pub(crate) filter: PrefixFilter,
+    pub(crate) excluded: HashSet<String>,
+    pub(crate) self_metrics: bool,
+    /// Names already warned about (clashes with the host, or within the directory).
+    warned: Mutex<HashSet<String>>,
+}
+
+impl DirSource {
+    pub(crate) fn new(reader: Reader, filter: PrefixFilter) -> Self {
+        Self {
+            reader: Mutex::new(reader),
+            filter,
+            excluded: HashSet::new(),
+            self_metrics: false,
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Takes a snapshot and returns the kept families with at least one series, in the
+    /// reader's order (by family name; self-metrics last), with the reader's report.
+    pub(crate) fn families(&self) -> (Vec<Family>, ScrapeReport) {
+        let scrape = self
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot();
+        let extra = if self.self_metrics {
+            shmetrics_reader::self_metrics(&scrape.report)
+        } else {
+            Vec::new()
+        };
+        let families = scrape
+            .snapshot
+            .families
+            .into_iter()
+            .filter(|f| self.filter.keeps(&f.name))
+            .chain(extra)
+            .filter(|f| !self.is_excluded(f))
+            .filter(|f| !f.series.is_empty())
+            .collect();
+        (families, scrape.report)
+    }
+
+    /// Whether `family` is excluded by its exposition name (a counter's base name matches
+    /// too).
+    fn is_excluded(&self, family: &Family) -> bool {
+        if self.excluded.is_empty() {
+            return false;
+        }
+        self.excluded.contains(&*family.name)
+            || (family.kind == MetricKind::Counter
+                && self.excluded.contains(&format!("{}_total", family.name)))
+    }
+
+    /// Logs `what` about `name`, once per name for the life of the collector.
+    pub(crate) fn warn_once(&self, name: &str, what: &str) {
+        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+        if !warned.contains(name) {
+            log::warn!("{name}: {what}");
+            warned.insert(name.to_owned());
+        }
+    }
+}
