@@ -173,16 +173,27 @@ pub fn distinct_label_values(n: usize) -> Vec<[String; 2]> {
 /// # Panics
 /// If `op` panics on either thread.
 pub fn on_two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
+    two_threads(|_| {
+        for _ in 0..iters {
+            op();
+        }
+    })
+}
+
+/// Runs `work(0)` and `work(1)` on two threads released together; returns the slower
+/// thread's time from its release to the end of its `work`.
+///
+/// # Panics
+/// If `work` panics on either thread.
+pub fn two_threads(work: impl Fn(usize) + Sync) -> Duration {
     let barrier = Barrier::new(2);
-    let (op, barrier) = (&op, &barrier);
+    let (work, barrier) = (&work, &barrier);
     std::thread::scope(|scope| {
-        let threads = [(); 2].map(|()| {
+        let threads = [0, 1].map(|thread| {
             scope.spawn(move || {
                 barrier.wait();
                 let start = Instant::now();
-                for _ in 0..iters {
-                    op();
-                }
+                work(thread);
                 start.elapsed()
             })
         });

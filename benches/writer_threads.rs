@@ -17,12 +17,12 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shmetrics_benches::{
     BOUNDS_20, CYCLE_LEN, MappedWords, distinct_label_values, label_sets_4, observation_cycle,
-    on_two_threads, raw_f64_add, raw_fetch_add, raw_histogram_observe, raw_store_f64,
+    on_two_threads, raw_f64_add, raw_fetch_add, raw_histogram_observe, raw_store_f64, two_threads,
 };
 use shmetrics_writer::{GaugeMode, Registry};
 
@@ -204,28 +204,11 @@ fn create_on_two_threads<F: Sync>(
     while left > 0 {
         let n = left.min(CREATE_BATCH);
         let family = fresh();
-        let (family, create) = (&family, &create);
-        let barrier = std::sync::Barrier::new(2);
-        let barrier = &barrier;
-        let took = std::thread::scope(|scope| {
-            let threads = [0, 1].map(|half| {
-                scope.spawn(move || {
-                    let mine = &values[half * CREATE_BATCH..half * CREATE_BATCH + n];
-                    barrier.wait();
-                    let start = Instant::now();
-                    for v in mine {
-                        create(family, black_box(v));
-                    }
-                    start.elapsed()
-                })
-            });
-            threads
-                .into_iter()
-                .map(|t| t.join().expect("a bench thread panicked"))
-                .max()
-                .expect("two threads")
+        total += two_threads(|half| {
+            for v in &values[half * CREATE_BATCH..half * CREATE_BATCH + n] {
+                create(&family, black_box(v));
+            }
         });
-        total += took;
         left -= n;
     }
     total

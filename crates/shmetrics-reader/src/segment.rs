@@ -139,45 +139,29 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
         .len(MIN_SEGMENT_SIZE as usize)
         .map_raw_read_only(&file)
         .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
-    let mut segment = SegmentFile {
-        path: path.to_owned(),
-        file: Some(file),
-        image: false,
-        ctime: (0, 0),
-        map,
-        header_map: Some(header_map),
-        header,
-        parsed_len: 0,
-        families: Vec::new(),
-        family_index: FxHashMap::default(),
-        series: Vec::new(),
-        unlinked_labels: Vec::new(),
-        processes: FxHashMap::default(),
-        folded: FxHashSet::default(),
-        live: true,
-        corrupt: None,
-        final_dropped: None,
-    };
+    let mut segment = SegmentFile::new(path, Some((file, header_map)), map, header);
     segment.probe_liveness();
     Ok(segment)
 }
 
 impl SegmentFile {
-    /// A segment from an image built in memory (a translated `prometheus_client` `.db` file
-    /// at `path`) that starts with `header`: checked and parsed like a file, always live.
-    pub(crate) fn from_image(
+    /// A segment with nothing parsed yet: of a file (with its one-page header mapping), or
+    /// of an image when `file` is `None`.
+    fn new(
         path: &Path,
+        file: Option<(File, MmapRaw)>,
         map: MmapRaw,
         header: SegmentHeader,
-    ) -> Result<SegmentFile, LayoutError> {
-        header.check(map.len() as u64)?;
-        let mut segment = SegmentFile {
+    ) -> SegmentFile {
+        let image = file.is_none();
+        let (file, header_map) = file.unzip();
+        SegmentFile {
             path: path.to_owned(),
-            file: None,
-            image: true,
+            file,
+            image,
             ctime: (0, 0),
             map,
-            header_map: None,
+            header_map,
             header,
             parsed_len: 0,
             families: Vec::new(),
@@ -189,7 +173,18 @@ impl SegmentFile {
             live: true,
             corrupt: None,
             final_dropped: None,
-        };
+        }
+    }
+
+    /// A segment from an image built in memory (a translated `prometheus_client` `.db` file
+    /// at `path`) that starts with `header`: checked and parsed like a file, always live.
+    pub(crate) fn from_image(
+        path: &Path,
+        map: MmapRaw,
+        header: SegmentHeader,
+    ) -> Result<SegmentFile, LayoutError> {
+        header.check(map.len() as u64)?;
+        let mut segment = SegmentFile::new(path, None, map, header);
         segment.refresh_metadata();
         match segment.corrupt.take() {
             Some(e) => Err(e),
