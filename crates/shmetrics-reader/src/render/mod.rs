@@ -219,7 +219,9 @@ fn render_series(name: &[u8], series: &Series, scratch: &mut Scratch, buf: &mut 
             let mut cumulative = 0u64;
             let mut start = 0;
             for (count, &end) in buckets.iter().zip(&scratch.le_ends) {
-                cumulative += count;
+                // Saturating: a corrupt segment's counts cannot overflow, and the
+                // cumulative counts stay non-decreasing.
+                cumulative = cumulative.saturating_add(*count);
                 buf.extend_from_slice(head);
                 buf.extend_from_slice(&scratch.les[start..end]);
                 buf.extend_from_slice(b"\"} ");
