@@ -138,12 +138,7 @@ fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<It
     assert_eq!(next(), format!("# TYPE {head} {}", family.kind));
     for series in &family.series {
         let expected = |labels: Vec<(String, String)>| {
-            let mut pairs: Vec<(String, String)> = series
-                .labels
-                .pairs
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
+            let mut pairs = owned_pairs(&series.labels);
             if let Some(pid) = series.pid {
                 pairs.push(("pid".into(), pid.to_string()));
             }
@@ -186,6 +181,15 @@ fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<It
             }
         }
     }
+}
+
+/// The label pairs of a series as owned strings, sorted by name.
+pub fn owned_pairs(labels: &SeriesLabels) -> Vec<(String, String)> {
+    labels
+        .pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
 }
 
 fn read_count_and_sum(

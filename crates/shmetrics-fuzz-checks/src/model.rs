@@ -52,7 +52,7 @@ use shmetrics_writer::{
 
 use crate::exposition::{check_render, check_snapshot};
 use crate::scratch_dir;
-use crate::segment::{assert_same_snapshot, same_f64, same_value};
+use crate::segment::{SeriesKey, assert_same_snapshot, same_f64, same_value, series_key};
 
 /// The pid the simulated writer process presents.
 pub const PID: u32 = 4243;
@@ -306,6 +306,17 @@ pub fn label_values(choice: u8, count: usize) -> Vec<String> {
     }
 }
 
+impl Write {
+    /// What a histogram or summary observes for this write, if anything.
+    fn observation(self) -> Option<f64> {
+        match self {
+            Write::Touch | Write::Dec => None,
+            Write::Inc => Some(1.0),
+            Write::Add(n) | Write::Set(n) => Some(n.value()),
+        }
+    }
+}
+
 impl Num {
     fn value(self) -> f64 {
         match self {
@@ -439,12 +450,8 @@ impl Val {
                 };
                 *written = true;
             }
-            (Val::Histogram { .. }, Write::Dec) => {}
-            (Val::Histogram { buckets, sum }, Write::Inc | Write::Add(_) | Write::Set(_)) => {
-                let v = match write {
-                    Write::Add(n) | Write::Set(n) => n.value(),
-                    _ => 1.0,
-                };
+            (Val::Histogram { buckets, sum }, write) => {
+                let Some(v) = write.observation() else { return };
                 let bucket = bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len());
                 buckets[bucket] = buckets[bucket].wrapping_add(1);
                 *sum += v;
@@ -689,18 +696,14 @@ impl RealFamily {
             }
             RealFamily::Histogram(f) => {
                 let h = f.labels(values)?;
-                match write {
-                    Write::Touch | Write::Dec => {}
-                    Write::Inc => h.observe(1.0),
-                    Write::Add(n) | Write::Set(n) => h.observe(n.value()),
+                if let Some(v) = write.observation() {
+                    h.observe(v);
                 }
             }
             RealFamily::Summary(f) => {
                 let s = f.labels(values)?;
-                match write {
-                    Write::Touch | Write::Dec => {}
-                    Write::Inc => s.observe(1.0),
-                    Write::Add(n) | Write::Set(n) => s.observe(n.value()),
+                if let Some(v) = write.observation() {
+                    s.observe(v);
                 }
             }
         }
@@ -1170,8 +1173,7 @@ impl Harness {
     /// The snapshot is exactly the model, except values of series whose slots were changed
     /// (and the presence of `mostrecent` ones, whose timestamp may have been zeroed).
     fn check_values(&self, scrape: &Scrape, tainted: &BTreeSet<(usize, Vec<String>)>) {
-        type Key = (String, Vec<(String, String)>, Option<u32>);
-        let mut expected: BTreeMap<Key, (usize, Option<Value>, bool)> = BTreeMap::new();
+        let mut expected: BTreeMap<SeriesKey, (usize, Option<Value>, bool)> = BTreeMap::new();
         for (f, family) in self.model.families.iter().enumerate() {
             let def = &family.def;
             let pid = def
@@ -1206,13 +1208,7 @@ impl Harness {
         let mut seen = BTreeSet::new();
         for family in &scrape.snapshot.families {
             for s in &family.series {
-                let pairs = s
-                    .labels
-                    .pairs
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect();
-                let key = (family.name.to_string(), pairs, s.pid);
+                let key = series_key(family, s);
                 let Some((f, value, _)) = expected.get(&key) else {
                     panic!("unexpected series {key:?}: {s:?}")
                 };

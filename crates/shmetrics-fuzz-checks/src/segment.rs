@@ -9,10 +9,10 @@ use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::FamilyRecord;
 use shmetrics_layout::{HEADER_SIZE, MIN_SEGMENT_SIZE, SegmentHeader, SegmentIdentity};
 use shmetrics_reader::inspect::{RecordEntry, SegmentDump, SlotValue, inspect};
-use shmetrics_reader::snapshot::{Snapshot, Value};
+use shmetrics_reader::snapshot::{Family, Series, Snapshot, Value};
 use shmetrics_reader::{Reader, ScrapeReport, self_metrics};
 
-use crate::exposition::{check_render, check_snapshot};
+use crate::exposition::{check_render, check_snapshot, owned_pairs};
 use crate::scratch_dir;
 
 /// Name under which the input is written: a segment file name, so the reader considers it.
@@ -133,7 +133,13 @@ fn check_report(report: &ScrapeReport, dump: &SegmentDump) {
     }
 }
 
-type Key = (String, Vec<(String, String)>, Option<u32>);
+/// A merged series: family name, label pairs sorted by name, pid.
+pub type SeriesKey = (String, Vec<(String, String)>, Option<u32>);
+
+/// The key of series `s` of family `f`.
+pub fn series_key(f: &Family, s: &Series) -> SeriesKey {
+    (f.name.to_string(), owned_pairs(&s.labels), s.pid)
+}
 
 /// What a single dead segment's valid records must merge into, by the documented rules
 /// (docs/semantics.md) applied to the values `inspect` read: a family whose exposed names
@@ -145,7 +151,7 @@ fn check_against_dump(snapshot: &Snapshot, dump: &SegmentDump) -> usize {
     let mut claimed = HashSet::new();
     let mut blocked = HashSet::new();
     let mut defs: HashMap<&str, &FamilyRecord> = HashMap::new();
-    let mut expected: BTreeMap<Key, Vec<Value>> = BTreeMap::new();
+    let mut expected: BTreeMap<SeriesKey, Vec<Value>> = BTreeMap::new();
     for record in &dump.records {
         let (record, family, value) = match &record.entry {
             RecordEntry::Family(f) => {
@@ -207,7 +213,7 @@ fn check_against_dump(snapshot: &Snapshot, dump: &SegmentDump) -> usize {
             .or_default()
             .push(value);
     }
-    let mut got: BTreeMap<Key, &Value> = BTreeMap::new();
+    let mut got: BTreeMap<SeriesKey, &Value> = BTreeMap::new();
     for f in &snapshot.families {
         let def = defs
             .get(&*f.name)
@@ -216,13 +222,7 @@ fn check_against_dump(snapshot: &Snapshot, dump: &SegmentDump) -> usize {
         assert_eq!(*f.help, def.help);
         assert_eq!(*f.bounds, def.bounds);
         for s in &f.series {
-            let pairs = s
-                .labels
-                .pairs
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            got.insert((f.name.to_string(), pairs, s.pid), &s.value);
+            got.insert(series_key(f, s), &s.value);
         }
     }
     assert_eq!(
