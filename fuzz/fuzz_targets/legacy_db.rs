@@ -1,32 +1,4 @@
-//! prometheus_client `.db` files on arbitrary bytes: parsing never panics, every accepted
-//! entry lies inside the used bytes, and translation into a segment image (keys decoded,
-//! families validated, values stored) either succeeds or fails cleanly, for each file type.
+//! prometheus_client `.db` files on arbitrary bytes (see shmetrics_fuzz_checks::legacy::db).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use shmetrics_layout::{GaugeMode, MetricKind};
-use shmetrics_reader::legacy::{DbName, db_used, parse_db, parse_key, translate};
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(used) = db_used(data, data.len() as u64) else {
-        return;
-    };
-    assert!(used <= data.len());
-    if let Ok(entries) = parse_db(data, used) {
-        let mut previous = None;
-        for e in &entries {
-            assert!(e.offset >= 8 && e.offset < used);
-            assert!(previous.is_none_or(|p| e.offset > p));
-            previous = Some(e.offset);
-            let _ = parse_key(e.key);
-        }
-    }
-    for (kind, mode) in [
-        (MetricKind::Counter, None),
-        (MetricKind::Gauge, Some(GaugeMode::MostRecent)),
-        (MetricKind::Histogram, None),
-        (MetricKind::Summary, None),
-    ] {
-        let _ = translate(data, DbName { kind, mode, pid: 1 });
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shmetrics_fuzz_checks::legacy::db(data));

@@ -149,8 +149,9 @@ pub struct HistogramValue {
 
 impl HistogramValue {
     /// Total observations: the sum of the buckets, which is also the `+Inf` bucket.
+    /// Saturates: counts read from a corrupt segment cannot overflow it.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
+        self.buckets.iter().fold(0, |a, b| a.saturating_add(*b))
     }
 }
 

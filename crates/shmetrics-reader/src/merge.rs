@@ -424,7 +424,8 @@ fn fold(
             match slot {
                 Acc::Histogram(total) => {
                     for (t, b) in total.buckets.iter_mut().zip(&scratch.buckets) {
-                        *t += b;
+                        // Saturating: a corrupt segment's counts cannot overflow.
+                        *t = t.saturating_add(*b);
                     }
                     total.sum += scratch.sum;
                 }

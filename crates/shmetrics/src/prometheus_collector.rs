@@ -355,7 +355,8 @@ fn to_proto(family: &Family) -> MetricFamily {
                     let mut cumulative = 0u64;
                     let mut finite = Vec::with_capacity(family.bounds.len());
                     for (i, count) in buckets.iter().enumerate() {
-                        cumulative += count;
+                        // Saturating, as the text renderer: corrupt counts cannot overflow.
+                        cumulative = cumulative.saturating_add(*count);
                         if let Some(&bound) = family.bounds.get(i) {
                             let mut b = proto::Bucket::default();
                             b.set_upper_bound(bound);

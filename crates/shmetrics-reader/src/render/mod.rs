@@ -239,7 +239,9 @@ fn render_series(family: &Family, series: &Series, scratch: &mut Scratch, buf: &
             let mut cumulative = 0u64;
             let mut start = 0;
             for (count, &end) in buckets.iter().zip(&scratch.le_ends) {
-                cumulative += count;
+                // Saturating: a corrupt segment's counts cannot overflow, and the
+                // cumulative counts stay non-decreasing.
+                cumulative = cumulative.saturating_add(*count);
                 buf.extend_from_slice(head);
                 buf.extend_from_slice(&scratch.les[start..end]);
                 buf.extend_from_slice(b"\"} ");
@@ -344,7 +346,9 @@ impl LinePrefixes {
             {
                 let mut cumulative = 0u64;
                 for (i, count) in buckets.iter().enumerate() {
-                    cumulative += count;
+                    // Saturating, as the assembled lines: a corrupt segment's counts can
+                    // add up past u64.
+                    cumulative = cumulative.saturating_add(*count);
                     buf.extend_from_slice(self.prefix(i));
                     write_count(buf, cumulative);
                 }

@@ -26,7 +26,7 @@
 
 mod cache;
 mod metrics;
-mod negotiate;
+pub mod negotiate;
 pub mod serve;
 
 use std::convert::Infallible;

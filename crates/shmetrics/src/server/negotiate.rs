@@ -101,7 +101,7 @@ fn quality(ranges: &[Element], format: Format) -> f32 {
 }
 
 /// The format to answer with, given the request's `Accept` header (absent: text).
-pub(crate) fn format(accept: Option<&str>) -> Format {
+pub fn format(accept: Option<&str>) -> Format {
     let Some(accept) = accept else {
         return Format::Prometheus;
     };
@@ -115,7 +115,7 @@ pub(crate) fn format(accept: Option<&str>) -> Format {
 
 /// Whether the response may be gzip-compressed, given `Accept-Encoding`: `gzip` (or
 /// `x-gzip`) with a quality above 0, or, when gzip is not named, `*` above 0.
-pub(crate) fn gzip(accept_encoding: Option<&str>) -> bool {
+pub fn gzip(accept_encoding: Option<&str>) -> bool {
     let Some(header) = accept_encoding else {
         return false;
     };

@@ -1,0 +1,287 @@
+//! What must hold of any snapshot and its exposition, whatever the segments contained:
+//! the snapshot is well formed, and each rendering reads back, line by line, to exactly
+//! the families, labels and values of the snapshot (so no hostile name, label value or
+//! help text can break or inject a line).
+
+use std::collections::HashSet;
+
+use shmetrics_layout::MetricKind;
+use shmetrics_layout::names::{
+    MAX_BUCKETS, exposed_names, is_valid_label_name, is_valid_metric_name,
+};
+use shmetrics_reader::render::{Format, PrefixFilter, render_into};
+use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
+
+/// Checks the structure of a snapshot: families sorted by name with disjoint exposed
+/// names, each with series sorted and unique by labels and pid; label names valid, sorted,
+/// unique and not reserved; values of the family's type; histogram bounds finite and
+/// strictly increasing with one bucket more than bounds.
+///
+/// # Panics
+/// On the first violation.
+pub fn check_snapshot(snapshot: &Snapshot) {
+    let mut exposed = HashSet::new();
+    for pair in snapshot.families.windows(2) {
+        assert!(pair[0].name < pair[1].name, "families not sorted: {pair:?}");
+    }
+    for f in &snapshot.families {
+        assert!(
+            is_valid_metric_name(&f.name),
+            "bad family name {:?}",
+            f.name
+        );
+        for n in exposed_names(f.kind, &f.name) {
+            assert!(exposed.insert(n.clone()), "two families expose {n}");
+        }
+        assert!(!f.series.is_empty(), "family {} without series", f.name);
+        if f.kind == MetricKind::Histogram {
+            assert!(f.bounds.len() <= MAX_BUCKETS);
+            assert!(f.bounds.iter().all(|b| b.is_finite()), "{:?}", f.bounds);
+            assert!(f.bounds.windows(2).all(|w| w[0] < w[1]), "{:?}", f.bounds);
+        } else {
+            assert!(f.bounds.is_empty(), "{} has bounds", f.name);
+        }
+        for pair in f.series.windows(2) {
+            assert!(
+                (&pair[0].labels, pair[0].pid) < (&pair[1].labels, pair[1].pid),
+                "series of {} not sorted or repeated: {pair:?}",
+                f.name
+            );
+        }
+        for s in &f.series {
+            check_series(f, s);
+        }
+    }
+}
+
+fn check_series(f: &Family, s: &Series) {
+    let names: Vec<&str> = s.labels.pairs.iter().map(|(n, _)| &**n).collect();
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "labels {names:?}");
+    for n in &names {
+        assert!(is_valid_label_name(n), "bad label name {n:?} in {}", f.name);
+    }
+    let reserved = match f.kind {
+        MetricKind::Histogram => Some("le"),
+        MetricKind::Summary => Some("quantile"),
+        MetricKind::Gauge if s.pid.is_some() => Some("pid"),
+        _ => None,
+    };
+    if let Some(r) = reserved {
+        assert!(!names.contains(&r), "{} carries reserved label {r}", f.name);
+    }
+    assert_eq!(
+        s.labels.rendered,
+        SeriesLabels::new(s.labels.pairs.clone()).rendered
+    );
+    let ok = match (&s.value, f.kind) {
+        (Value::Counter(_), MetricKind::Counter) => s.pid.is_none(),
+        (Value::Gauge(_), MetricKind::Gauge) => true,
+        (Value::Histogram { buckets, .. }, MetricKind::Histogram) => {
+            s.pid.is_none() && buckets.len() == f.bounds.len() + 1
+        }
+        (Value::Summary { .. }, MetricKind::Summary) => s.pid.is_none(),
+        _ => false,
+    };
+    assert!(ok, "{} ({}) has series {s:?}", f.name, f.kind);
+}
+
+/// Renders `snapshot` with `extra` families (the self-metrics) in both formats and reads
+/// each rendering back: every line is where it must be, and label values, help texts and
+/// numbers unescape and parse to exactly the snapshot's.
+///
+/// # Panics
+/// On the first difference.
+pub fn check_render(snapshot: &Snapshot, extra: &[Family]) {
+    let mut order: Vec<&Family> = snapshot.families.iter().chain(extra).collect();
+    order.sort_by(|a, b| a.name.cmp(&b.name));
+    for format in [Format::Prometheus, Format::OpenMetrics] {
+        let mut buf = Vec::new();
+        render_into(snapshot, extra, format, &PrefixFilter::default(), &mut buf);
+        let text = String::from_utf8(buf).expect("exposition is UTF-8");
+        let body = match format {
+            Format::OpenMetrics => text
+                .strip_suffix("# EOF\n")
+                .expect("OpenMetrics ends with # EOF"),
+            Format::Prometheus => &text,
+        };
+        // Split on '\n' only: a carriage return is an ordinary character in both formats.
+        let mut lines = match body.strip_suffix('\n') {
+            Some(body) => body.split('\n').collect::<Vec<_>>(),
+            None => {
+                assert!(body.is_empty(), "exposition does not end with a newline");
+                Vec::new()
+            }
+        }
+        .into_iter();
+        for family in &order {
+            read_family(family, format, &mut lines);
+        }
+        assert_eq!(lines.next(), None, "lines after the last family");
+    }
+}
+
+fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<Item = &'a str>) {
+    let mut next = || lines.next().expect("exposition ends early");
+    let name = &*family.name;
+    let head = match (family.kind, format) {
+        (MetricKind::Counter, Format::Prometheus) => format!("{name}_total"),
+        _ => name.to_owned(),
+    };
+    let help = next()
+        .strip_prefix(&format!("# HELP {head} "))
+        .unwrap_or_else(|| panic!("no HELP line for {head}"));
+    assert_eq!(
+        unescape(help, format == Format::OpenMetrics),
+        *family.help,
+        "help of {head}"
+    );
+    assert_eq!(next(), format!("# TYPE {head} {}", family.kind));
+    for series in &family.series {
+        let expected = |labels: Vec<(String, String)>| {
+            let mut pairs = owned_pairs(&series.labels);
+            if let Some(pid) = series.pid {
+                pairs.push(("pid".into(), pid.to_string()));
+            }
+            pairs.extend(labels);
+            pairs
+        };
+        match &series.value {
+            Value::Counter(v) | Value::Gauge(v) => {
+                let suffix = if family.kind == MetricKind::Counter {
+                    "_total"
+                } else {
+                    ""
+                };
+                let (labels, value) = read_sample(next(), name, suffix);
+                assert_eq!(labels, expected(vec![]));
+                assert_same_f64(parse_f64(value), *v);
+            }
+            Value::Histogram { buckets, sum } => {
+                let mut cumulative = 0u64;
+                for (i, count) in buckets.iter().enumerate() {
+                    let (labels, value) = read_sample(next(), name, "_bucket");
+                    let le = labels.last().map(|(n, v)| (n.as_str(), v.clone()));
+                    let le_value = match family.bounds.get(i) {
+                        Some(b) => {
+                            let (n, v) = le.clone().expect("le label");
+                            assert_eq!(n, "le");
+                            assert_eq!(parse_f64(&v), *b, "le {v} for bound {b}");
+                            v
+                        }
+                        None => "+Inf".to_owned(),
+                    };
+                    assert_eq!(labels, expected(vec![("le".into(), le_value)]));
+                    cumulative = cumulative.saturating_add(*count);
+                    assert_eq!(value.parse::<u64>().ok(), Some(cumulative));
+                }
+                read_count_and_sum(next(), next(), name, cumulative, *sum, &expected(vec![]));
+            }
+            Value::Summary { count, sum } => {
+                read_count_and_sum(next(), next(), name, *count, *sum, &expected(vec![]));
+            }
+        }
+    }
+}
+
+/// The label pairs of a series as owned strings, sorted by name.
+pub fn owned_pairs(labels: &SeriesLabels) -> Vec<(String, String)> {
+    labels
+        .pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+fn read_count_and_sum(
+    count_line: &str,
+    sum_line: &str,
+    name: &str,
+    count: u64,
+    sum: f64,
+    labels: &[(String, String)],
+) {
+    let (l, v) = read_sample(count_line, name, "_count");
+    assert_eq!(l, labels);
+    assert_eq!(v.parse::<u64>().ok(), Some(count), "{count_line}");
+    let (l, v) = read_sample(sum_line, name, "_sum");
+    assert_eq!(l, labels);
+    assert_same_f64(parse_f64(v), sum);
+}
+
+/// Splits `name{labels} value` into unescaped label pairs and the value text.
+fn read_sample<'a>(line: &'a str, name: &str, suffix: &str) -> (Vec<(String, String)>, &'a str) {
+    let rest = line
+        .strip_prefix(name)
+        .and_then(|r| r.strip_prefix(suffix))
+        .unwrap_or_else(|| panic!("{line:?} is not a sample of {name}{suffix}"));
+    let mut labels = Vec::new();
+    let rest = match rest.strip_prefix('{') {
+        None => rest,
+        Some(mut r) => loop {
+            let (label, after) = r
+                .split_once("=\"")
+                .unwrap_or_else(|| panic!("label without value in {line:?}"));
+            assert!(is_valid_label_name(label), "label {label:?} in {line:?}");
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((i, '"')) => break i,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, '\\')) => value.push('\\'),
+                        Some((_, '"')) => value.push('"'),
+                        Some((_, 'n')) => value.push('\n'),
+                        other => panic!("bad escape {other:?} in {line:?}"),
+                    },
+                    Some((_, c)) => value.push(c),
+                    None => panic!("unterminated label value in {line:?}"),
+                }
+            };
+            labels.push((label.to_owned(), value));
+            let after = &after[end + 1..];
+            if let Some(more) = after.strip_prefix(',') {
+                r = more;
+            } else {
+                break after
+                    .strip_prefix('}')
+                    .unwrap_or_else(|| panic!("labels not closed in {line:?}"));
+            }
+        },
+    };
+    let value = rest
+        .strip_prefix(' ')
+        .unwrap_or_else(|| panic!("no space before the value in {line:?}"));
+    assert!(!value.contains(' '), "{line:?}");
+    (labels, value)
+}
+
+fn parse_f64(text: &str) -> f64 {
+    text.parse()
+        .unwrap_or_else(|_| panic!("{text:?} is not a number"))
+}
+
+/// Equal as rendered numbers: the same value, or both NaN.
+fn assert_same_f64(got: f64, want: f64) {
+    assert!(
+        got == want || (got.is_nan() && want.is_nan()),
+        "rendered {got}, snapshot holds {want}"
+    );
+}
+
+fn unescape(text: &str, openmetrics: bool) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            Some('"') if openmetrics => out.push('"'),
+            other => panic!("bad escape {other:?} in help {text:?}"),
+        }
+    }
+    out
+}

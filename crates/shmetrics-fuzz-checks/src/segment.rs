@@ -1,0 +1,318 @@
+//! Whole segment files through the reader's real path: the bytes are written as a segment
+//! file into a fresh directory, scraped with [`Reader`] (listing, open, header check, mmap,
+//! incremental metadata parsing, merge) and taken apart with [`inspect`]. Both must agree,
+//! and the snapshot must be exactly what the segment's valid records say.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use shmetrics_layout::names::exposed_names;
+use shmetrics_layout::record::FamilyRecord;
+use shmetrics_layout::{HEADER_SIZE, MIN_SEGMENT_SIZE, SegmentHeader, SegmentIdentity};
+use shmetrics_reader::inspect::{RecordEntry, SegmentDump, SlotValue, inspect};
+use shmetrics_reader::snapshot::{Family, Series, Snapshot, Value};
+use shmetrics_reader::{Reader, ScrapeReport, self_metrics};
+
+use crate::exposition::{check_render, check_snapshot, owned_pairs};
+use crate::scratch_dir;
+
+/// Name under which the input is written: a segment file name, so the reader considers it.
+pub const SEGMENT_NAME: &str = "shmetrics-4242-00000000000000aa-0.shm";
+
+/// Identity of the header that [`records`] puts in front of its input.
+pub const RECORDS_IDENTITY: SegmentIdentity = SegmentIdentity {
+    pid: 4242,
+    sequence: 0,
+    instance_id: 0xaa,
+    start_time_ticks: 1,
+    created_unix_nanos: 1_700_000_000_000_000_000,
+};
+
+/// `segment_file`: the input is a whole segment file.
+pub fn file(data: &[u8]) {
+    check_segment_bytes(data);
+}
+
+/// `segment_records`: the input is `meta_len` (u32, little-endian) followed by everything
+/// after the header; [`records_segment`] puts a valid header in front, so every input
+/// reaches the metadata parser and the slots.
+pub fn records(data: &[u8]) {
+    check_segment_bytes(&records_segment(data));
+}
+
+/// The segment file that `segment_records` builds from its input: a valid header for a
+/// file of at least [`MIN_SEGMENT_SIZE`] bytes, `meta_len` clamped to the input and
+/// rounded down to 8, then the input, zero-padded.
+pub fn records_segment(data: &[u8]) -> Vec<u8> {
+    let (hint, body) = match data.split_first_chunk::<4>() {
+        Some((hint, body)) => (u32::from_le_bytes(*hint) as usize, body),
+        None => (0, &[][..]),
+    };
+    let size = (HEADER_SIZE + body.len())
+        .next_multiple_of(8)
+        .max(MIN_SEGMENT_SIZE as usize);
+    let meta_len = hint.min(body.len()) / 8 * 8;
+    let mut header = SegmentHeader::new(size as u64, RECORDS_IDENTITY);
+    header.meta_len = meta_len as u64;
+    header.slot_floor = (HEADER_SIZE + meta_len) as u64;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(body);
+    out.resize(size, 0);
+    out
+}
+
+/// The `segment_records` input that rebuilds `segment` (a valid segment file) with the same
+/// records at the same offsets: its `meta_len`, then everything after its header.
+///
+/// # Panics
+/// If `segment` has no valid header.
+pub fn records_input(segment: &[u8]) -> Vec<u8> {
+    let header = SegmentHeader::parse(segment, segment.len() as u64).expect("a valid segment");
+    let mut out = (header.meta_len as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&segment[HEADER_SIZE..]);
+    out
+}
+
+/// Writes `bytes` as the only segment of a fresh directory, scrapes it twice and inspects
+/// it, and checks everything against everything.
+///
+/// # Panics
+/// When the reader panics, or the scrape, the inspection and the exposition disagree.
+pub fn check_segment_bytes(bytes: &[u8]) {
+    let dir = scratch_dir();
+    let path = dir.path().join(SEGMENT_NAME);
+    std::fs::write(&path, bytes).expect("write the segment file");
+    let mut reader = Reader::open(dir.path()).expect("open a reader");
+    let first = reader.snapshot();
+    let dump = inspect(&path).expect("inspect a regular file");
+    let _ = dump.to_string();
+    check_report(&first.report, &dump);
+    check_snapshot(&first.snapshot);
+    check_render(&first.snapshot, &self_metrics(&first.report));
+    let blocked = check_against_dump(&first.snapshot, &dump);
+    assert_eq!(first.report.conflicts.len(), blocked, "{:?}", first.report);
+    assert!(first.report.conflicts.iter().all(|c| c.kind == "name"));
+    // A second scrape goes through the caches (parsed metadata, dead baseline).
+    let second = reader.snapshot();
+    assert_eq!(second.report, first.report);
+    assert_same_snapshot(&second.snapshot, &first.snapshot);
+}
+
+/// Snapshots equal, NaN included (floats compared by their `Debug` text).
+pub fn assert_same_snapshot(a: &Snapshot, b: &Snapshot) {
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+}
+
+/// The scrape's report says what the inspection found: one bad segment for a bad header,
+/// else one dead segment with its record error, if any, as the only problem.
+fn check_report(report: &ScrapeReport, dump: &SegmentDump) {
+    assert_eq!(report.dir_error, None);
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(report.live_segments, 0);
+    let reasons: Vec<&str> = report.problems.iter().map(|p| p.reason).collect();
+    match &dump.header {
+        Err(e) => {
+            assert_eq!(
+                (report.bad_segments, report.dead_segments),
+                (1, 0),
+                "{report:?}"
+            );
+            assert_eq!(reasons, [e.reason()]);
+        }
+        Ok(info) => {
+            assert_eq!(dump.live, Some(false));
+            assert_eq!(
+                (report.bad_segments, report.dead_segments),
+                (0, 1),
+                "{report:?}"
+            );
+            assert_eq!(report.dropped_series, info.dropped_series);
+            let want: Vec<&str> = dump.record_error.iter().map(|e| e.reason()).collect();
+            assert_eq!(reasons, want);
+        }
+    }
+}
+
+/// A merged series: family name, label pairs sorted by name, pid.
+pub type SeriesKey = (String, Vec<(String, String)>, Option<u32>);
+
+/// The key of series `s` of family `f`.
+pub fn series_key(f: &Family, s: &Series) -> SeriesKey {
+    (f.name.to_string(), owned_pairs(&s.labels), s.pid)
+}
+
+/// What a single dead segment's valid records must merge into, by the documented rules
+/// (docs/semantics.md) applied to the values `inspect` read: a family whose exposed names
+/// clash with an earlier family's is left out; `live*` gauges of a dead process and
+/// `mostrecent` gauges never written are not shown; `all` gauges carry the segment's pid.
+/// Returns how many families were left out.
+fn check_against_dump(snapshot: &Snapshot, dump: &SegmentDump) -> usize {
+    let pid = dump.header.as_ref().map_or(0, |h| h.header.pid);
+    let mut claimed = HashSet::new();
+    let mut blocked = HashSet::new();
+    let mut defs: HashMap<&str, &FamilyRecord> = HashMap::new();
+    let mut expected: BTreeMap<SeriesKey, Vec<Value>> = BTreeMap::new();
+    for record in &dump.records {
+        let (record, family, value) = match &record.entry {
+            RecordEntry::Family(f) => {
+                let names = exposed_names(f.kind, &f.name);
+                if names.iter().any(|n| claimed.contains(n)) {
+                    blocked.insert(f.id);
+                } else {
+                    claimed.extend(names);
+                }
+                continue;
+            }
+            RecordEntry::Series {
+                record,
+                family,
+                value,
+            } => (record, family, value),
+            // Only in an archive, where it names a segment the archive holds.
+            RecordEntry::Folded(_) => continue,
+        };
+        if blocked.contains(&family.id) {
+            continue;
+        }
+        let (value, series_pid) = match value {
+            SlotValue::Counter(v) => (Value::Counter(*v), None),
+            SlotValue::Gauge(g) => {
+                let mode = family.mode.expect("gauges have a mode");
+                if mode.live_only() || (mode.needs_timestamp() && g.timestamp == 0) {
+                    continue;
+                }
+                let per_process = matches!(
+                    mode,
+                    shmetrics_layout::GaugeMode::All | shmetrics_layout::GaugeMode::LiveAll
+                );
+                // An archive's `all` gauges carry the pid of the process they came from.
+                let pid = record.process.map_or(pid, |p| p.pid);
+                (Value::Gauge(g.value), per_process.then_some(pid))
+            }
+            SlotValue::Histogram(h) => (
+                Value::Histogram {
+                    buckets: h.buckets.clone(),
+                    sum: h.sum,
+                },
+                None,
+            ),
+            SlotValue::Summary { count, sum, .. } => (
+                Value::Summary {
+                    count: *count,
+                    sum: *sum,
+                },
+                None,
+            ),
+        };
+        let mut pairs: Vec<(String, String)> = family
+            .label_names
+            .iter()
+            .cloned()
+            .zip(record.label_values.iter().cloned())
+            .collect();
+        pairs.sort();
+        defs.insert(&family.name, family);
+        expected
+            .entry((family.name.clone(), pairs, series_pid))
+            .or_default()
+            .push(value);
+    }
+    let mut got: BTreeMap<SeriesKey, &Value> = BTreeMap::new();
+    for f in &snapshot.families {
+        let def = defs
+            .get(&*f.name)
+            .unwrap_or_else(|| panic!("family {} is in no valid record", f.name));
+        assert_eq!(f.kind, def.kind);
+        assert_eq!(*f.help, def.help);
+        assert_eq!(*f.bounds, def.bounds);
+        for s in &f.series {
+            got.insert(series_key(f, s), &s.value);
+        }
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "series differ from the segment's records"
+    );
+    for (key, contributions) in &expected {
+        let mode = defs[key.0.as_str()].mode;
+        check_fold(got[key], contributions, mode);
+    }
+    blocked.len()
+}
+
+/// A merged value against the values it folds, in record order: sums for counters, `sum`
+/// gauges, histograms and summaries; one of them for the other gauge modes.
+fn check_fold(got: &Value, contributions: &[Value], mode: Option<shmetrics_layout::GaugeMode>) {
+    use shmetrics_layout::GaugeMode;
+    let mut iter = contributions.iter();
+    let mut want = iter.next().expect("a contribution").clone();
+    let summed = !matches!(
+        mode,
+        Some(
+            GaugeMode::All
+                | GaugeMode::LiveAll
+                | GaugeMode::Min
+                | GaugeMode::LiveMin
+                | GaugeMode::Max
+                | GaugeMode::LiveMax
+                | GaugeMode::MostRecent
+                | GaugeMode::LiveMostRecent
+        )
+    );
+    if !summed {
+        assert!(
+            contributions.iter().any(|c| same_value(got, c)),
+            "{got:?} is none of {contributions:?}"
+        );
+        return;
+    }
+    for next in iter {
+        match (&mut want, next) {
+            (Value::Counter(a), Value::Counter(b)) | (Value::Gauge(a), Value::Gauge(b)) => *a += b,
+            (Value::Histogram { buckets, sum }, Value::Histogram { buckets: b, sum: s }) => {
+                for (t, b) in buckets.iter_mut().zip(b) {
+                    *t = t.saturating_add(*b);
+                }
+                *sum += s;
+            }
+            (Value::Summary { count, sum }, Value::Summary { count: c, sum: s }) => {
+                *count = count.saturating_add(*c);
+                *sum += s;
+            }
+            (a, b) => panic!("one series holds {a:?} and {b:?}"),
+        }
+    }
+    assert!(
+        same_value(got, &want),
+        "merged {got:?}, records fold to {want:?}"
+    );
+}
+
+/// Bitwise equality of floats (NaN equals NaN), exact for counts.
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Counter(x), Value::Counter(y)) | (Value::Gauge(x), Value::Gauge(y)) => {
+            same_f64(*x, *y)
+        }
+        (
+            Value::Histogram {
+                buckets: b1,
+                sum: s1,
+            },
+            Value::Histogram {
+                buckets: b2,
+                sum: s2,
+            },
+        ) => b1 == b2 && same_f64(*s1, *s2),
+        (Value::Summary { count: c1, sum: s1 }, Value::Summary { count: c2, sum: s2 }) => {
+            c1 == c2 && same_f64(*s1, *s2)
+        }
+        _ => false,
+    }
+}
+
+/// The same bits, or both NaN.
+pub fn same_f64(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
