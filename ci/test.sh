@@ -38,6 +38,9 @@ cargo test --workspace --locked
 step "python package: build into .venv, pytest"
 bash ci/python-test.sh
 
+step "fuzz smoke: every cargo-fuzz target for 30 s (nightly)"
+bash ci/fuzz-smoke.sh
+
 step "benches compile and run once in test mode"
 cargo test -p shmetrics-benches --benches --locked
 
