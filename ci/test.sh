@@ -38,6 +38,9 @@ cargo test --workspace --locked
 step "python package: build into .venv, pytest"
 bash ci/python-test.sh
 
+step "miri: the layout crate and the reader's rendering (nightly)"
+bash ci/miri.sh
+
 step "fuzz smoke: every cargo-fuzz target for 30 s (nightly)"
 bash ci/fuzz-smoke.sh
 
