@@ -171,7 +171,8 @@ impl DirCollector {
 
     /// Also emit the reader's `shmetrics_reader_*` and `shmetrics_writer_*` self-metrics
     /// (segments by state, invalid segments by reason, series count...), whatever the
-    /// filter. Off by default.
+    /// filter, except one whose name a kept family of the directory already has. Off by
+    /// default.
     #[must_use]
     pub fn with_self_metrics(mut self, on: bool) -> Self {
         self.self_metrics = on;
@@ -191,11 +192,14 @@ impl DirCollector {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .snapshot();
-        let extra = if self.self_metrics {
+        let mut extra = if self.self_metrics {
             shmetrics_reader::self_metrics(&scrape.report)
         } else {
             Vec::new()
         };
+        // A segment may declare a family under a self-metric's name: never emit one twice.
+        extra
+            .retain(|f| !(self.filter.keeps(&f.name) && scrape.snapshot.family(&f.name).is_some()));
         let mut families: Vec<MetricFamily> = scrape
             .snapshot
             .families
