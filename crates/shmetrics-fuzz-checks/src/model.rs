@@ -52,7 +52,9 @@ use shmetrics_writer::{
 
 use crate::exposition::{check_render, check_snapshot};
 use crate::scratch_dir;
-use crate::segment::{SeriesKey, assert_same_snapshot, same_f64, same_value, series_key};
+use crate::segment::{
+    SeriesKey, assert_same_snapshot, check_consumers, same_f64, same_value, series_key,
+};
 
 /// The pid the simulated writer process presents.
 pub const PID: u32 = 4243;
@@ -562,12 +564,15 @@ impl SegmentState {
         self.changed_in(0..HEADER_SIZE as u64).is_some()
     }
 
-    /// The reason a reader gives for this segment's truncation, when its header is intact.
-    fn truncation_reason(&self) -> &'static str {
+    /// The reason a reader must give for this resized segment, when it is known: a file
+    /// shorter than a header, or an intact header whose size no longer matches.
+    fn truncation_reason(&self) -> Option<&'static str> {
         if self.len < HEADER_SIZE as u64 {
-            "truncated_header"
+            Some("truncated_header")
+        } else if self.header_changed() {
+            None
         } else {
-            "file_size_mismatch"
+            Some("file_size_mismatch")
         }
     }
 
@@ -1004,6 +1009,7 @@ impl Harness {
                 assert_same_snapshot(&fresh.snapshot, &scrape.snapshot);
                 assert_eq!(fresh.report, scrape.report);
             }
+            check_consumers(&mut self.reader, self.dir.path());
         }
     }
 
@@ -1025,8 +1031,8 @@ impl Harness {
                 .header
                 .as_ref()
                 .expect_err("a resized segment is rejected");
-            if !header_changed {
-                assert_eq!(e.reason(), seg.truncation_reason(), "{e}");
+            if let Some(reason) = seg.truncation_reason() {
+                assert_eq!(e.reason(), reason, "{e}");
             }
             return;
         }
@@ -1136,9 +1142,11 @@ impl Harness {
                 .filter(|p| p.path == seg.path)
                 .map(|p| p.reason)
                 .collect();
-            if seg.len != seg.size && !seg.header_changed() {
-                assert_eq!(reasons, [seg.truncation_reason()], "{}", seg.path.display());
-            } else if seg.changed.is_empty() && seg.len == seg.size {
+            if seg.len != seg.size {
+                if let Some(reason) = seg.truncation_reason() {
+                    assert_eq!(reasons, [reason], "{}", seg.path.display());
+                }
+            } else if seg.changed.is_empty() {
                 assert!(reasons.is_empty(), "intact segment reported: {reasons:?}");
             }
         }

@@ -5,12 +5,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use shmetrics::prometheus_collector::DirCollector;
 use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::FamilyRecord;
 use shmetrics_layout::{HEADER_SIZE, MIN_SEGMENT_SIZE, SegmentHeader, SegmentIdentity};
 use shmetrics_reader::inspect::{RecordEntry, SegmentDump, SlotValue, inspect};
 use shmetrics_reader::snapshot::{Family, Series, Snapshot, Value};
-use shmetrics_reader::{Reader, ScrapeReport, self_metrics};
+use shmetrics_reader::{Format, PrefixFilter, Reader, ScrapeReport, self_metrics};
 
 use crate::exposition::{check_render, check_snapshot, owned_pairs};
 use crate::scratch_dir;
@@ -96,6 +97,44 @@ pub fn check_segment_bytes(bytes: &[u8]) {
     let second = reader.snapshot();
     assert_eq!(second.report, first.report);
     assert_same_snapshot(&second.snapshot, &first.snapshot);
+    check_consumers(&mut reader, dir.path());
+}
+
+/// The public ways out of a directory never name a family twice, whatever the segments
+/// declare (a segment may use a self-metric's name): `Reader::scrape` with self-metrics in
+/// both formats, and the tikv `prometheus` collector with self-metrics.
+pub fn check_consumers(reader: &mut Reader, dir: &std::path::Path) {
+    for format in [Format::Prometheus, Format::OpenMetrics] {
+        let mut out = Vec::new();
+        reader
+            .scrape(format, &PrefixFilter::default(), true, &mut out)
+            .expect("scrape into a buffer");
+        let text = String::from_utf8(out).expect("exposition is UTF-8");
+        let mut names = HashSet::new();
+        for line in text.lines() {
+            if let Some(name) = line
+                .strip_prefix("# TYPE ")
+                .and_then(|rest| rest.split(' ').next())
+            {
+                assert!(
+                    names.insert(name),
+                    "{format:?} exposition names {name} twice"
+                );
+            }
+        }
+    }
+    let collector = DirCollector::open(dir, PrefixFilter::default())
+        .expect("open a collector")
+        .with_self_metrics(true);
+    let (families, _) = collector.collect_with_report();
+    let mut names = HashSet::new();
+    for f in &families {
+        assert!(
+            names.insert(f.name()),
+            "the collector emits {} twice",
+            f.name()
+        );
+    }
 }
 
 /// Snapshots equal, NaN included (floats compared by their `Debug` text).

@@ -272,7 +272,8 @@ impl Reader {
     }
 
     /// Takes a snapshot and renders it, filtered, into `out`; with `self_metrics`, the
-    /// `shmetrics_reader_*` families are appended whatever the filter.
+    /// `shmetrics_reader_*` families are appended whatever the filter, except one whose name
+    /// a kept family of the directory already has (that family is emitted, once).
     ///
     /// # Errors
     /// Only errors of `out`.
@@ -284,11 +285,13 @@ impl Reader {
         out: &mut dyn Write,
     ) -> io::Result<ScrapeReport> {
         let scrape = self.snapshot();
-        let extra = if self_metrics {
+        let mut extra = if self_metrics {
             self_metrics::self_metrics(&scrape.report)
         } else {
             Vec::new()
         };
+        // A segment may declare a family under a self-metric's name: never name one twice.
+        extra.retain(|f| !(filter.keeps(&f.name) && scrape.snapshot.family(&f.name).is_some()));
         // The buffer keeps its capacity between scrapes: no regrowth in steady state.
         let mut buf = std::mem::take(&mut self.render_buf);
         buf.clear();

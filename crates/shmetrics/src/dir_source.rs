@@ -38,11 +38,14 @@ impl DirSource {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .snapshot();
-        let extra = if self.self_metrics {
+        let mut extra = if self.self_metrics {
             shmetrics_reader::self_metrics(&scrape.report)
         } else {
             Vec::new()
         };
+        // A segment may declare a family under a self-metric's name: never emit one twice.
+        extra
+            .retain(|f| !(self.filter.keeps(&f.name) && scrape.snapshot.family(&f.name).is_some()));
         let families = scrape
             .snapshot
             .families

@@ -169,7 +169,8 @@ impl DirCollector {
 
     /// Also emit the reader's `shmetrics_reader_*` and `shmetrics_writer_*` self-metrics
     /// (segments by state, invalid segments by reason, series count...), whatever the
-    /// filter. Off by default.
+    /// filter, except one whose name a kept family of the directory already has. Off by
+    /// default.
     #[must_use]
     pub fn with_self_metrics(mut self, on: bool) -> Self {
         self.source.self_metrics = on;
