@@ -38,6 +38,9 @@ cargo test --workspace --locked
 step "python package: build into .venv, pytest"
 bash ci/python-test.sh
 
+step "loom: models of the publish protocols"
+bash ci/loom.sh
+
 step "miri: the layout crate and the reader's rendering (nightly)"
 bash ci/miri.sh
 

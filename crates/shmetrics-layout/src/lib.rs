@@ -19,7 +19,8 @@
 //! This crate does no I/O. It defines the bytes ([`SegmentHeader`], [`record`]), checks
 //! untrusted bytes ([`SegmentHeader::parse`], [`record::parse_records`]), and owns the only
 //! `unsafe` that turns memory into atomics ([`view`]) together with the slot operations
-//! ([`slots`]) that writers and readers perform on them. `docs/layout.md` maps every byte.
+//! ([`slots`]) that writers and readers perform on them, over the atomics of [`sync`] (std's,
+//! or loom's for the models of `tests/loom.rs`). `docs/layout.md` maps every byte.
 
 mod error;
 mod header;
@@ -27,6 +28,7 @@ mod kind;
 pub mod names;
 pub mod record;
 pub mod slots;
+pub mod sync;
 pub mod view;
 
 pub use error::LayoutError;

@@ -10,10 +10,8 @@
 //! Writers use only relaxed or release read-modify-writes; readers use the matching
 //! acquire loads. Each ordering is named by a `SYNC POINT` listed in `docs/concurrency.md`.
 
-use std::sync::atomic::{AtomicU64, Ordering, fence};
-
 use crate::MetricKind;
-use crate::view::as_f64;
+use crate::sync::{AtomicU64, Ordering, fence, fetch_add_f64, load_f64, spin_loop, store_f64};
 
 /// Words taken by one series of `kind` with `bucket_count` finite bounds.
 pub const fn slot_words(kind: MetricKind, bucket_count: usize) -> usize {
@@ -50,7 +48,7 @@ pub fn counter_add(words: &[AtomicU64], v: f64) {
         counter_inc(words, v as u64);
     } else if v > 0.0 {
         // SYNC POINT counter: relaxed, as above.
-        as_f64(&words[1]).fetch_add(v, Ordering::Relaxed);
+        fetch_add_f64(&words[1], v, Ordering::Relaxed);
     }
 }
 
@@ -58,14 +56,14 @@ pub fn counter_add(words: &[AtomicU64], v: f64) {
 #[inline]
 pub fn counter_read(words: &[AtomicU64]) -> f64 {
     // SYNC POINT counter: relaxed; each word is monotonic on its own.
-    words[0].load(Ordering::Relaxed) as f64 + as_f64(&words[1]).load(Ordering::Relaxed)
+    words[0].load(Ordering::Relaxed) as f64 + load_f64(&words[1], Ordering::Relaxed)
 }
 
 /// Sets a gauge; `now` is the write time for the `mostrecent` modes, `None` otherwise.
 #[inline]
 pub fn gauge_set(words: &[AtomicU64], v: f64, now: Option<u64>) {
     // SYNC POINT gauge-value: relaxed store, published by the release on the timestamp.
-    as_f64(&words[0]).store(v, Ordering::Relaxed);
+    store_f64(&words[0], v, Ordering::Relaxed);
     if let Some(ts) = now {
         // SYNC POINT gauge-timestamp: release; a reader that sees this time sees the value.
         words[1].fetch_max(ts, Ordering::Release);
@@ -76,7 +74,7 @@ pub fn gauge_set(words: &[AtomicU64], v: f64, now: Option<u64>) {
 #[inline]
 pub fn gauge_add(words: &[AtomicU64], delta: f64, now: Option<u64>) {
     // SYNC POINT gauge-value: relaxed read-modify-write, published as in `gauge_set`.
-    as_f64(&words[0]).fetch_add(delta, Ordering::Relaxed);
+    fetch_add_f64(&words[0], delta, Ordering::Relaxed);
     if let Some(ts) = now {
         // SYNC POINT gauge-timestamp: release, as in `gauge_set`.
         words[1].fetch_max(ts, Ordering::Release);
@@ -98,7 +96,7 @@ pub fn gauge_read(words: &[AtomicU64]) -> GaugeValue {
     // SYNC POINT gauge-timestamp: acquire, pairs with the writer's release.
     let timestamp = words[1].load(Ordering::Acquire);
     // SYNC POINT gauge-value: relaxed, ordered after the acquire above.
-    let value = as_f64(&words[0]).load(Ordering::Relaxed);
+    let value = load_f64(&words[0], Ordering::Relaxed);
     GaugeValue { value, timestamp }
 }
 
@@ -115,7 +113,7 @@ pub fn histogram_observe(words: &[AtomicU64], bucket: usize, v: f64) {
     // SYNC POINT histogram-bucket: relaxed; published by the two releases below.
     words[2 + bucket].fetch_add(1, Ordering::Relaxed);
     // SYNC POINT histogram-sum: release; a reader that acquires this sum sees the bucket.
-    as_f64(&words[1]).fetch_add(v, Ordering::Release);
+    fetch_add_f64(&words[1], v, Ordering::Release);
     // SYNC POINT histogram-count: release; marks the observation complete.
     words[0].fetch_add(1, Ordering::Release);
 }
@@ -130,7 +128,7 @@ pub fn histogram_store(words: &[AtomicU64], buckets: &[u64], sum: f64) {
         word.store(n, Ordering::Relaxed);
     }
     // SYNC POINT histogram-build: relaxed, as above.
-    as_f64(&words[1]).store(sum, Ordering::Relaxed);
+    store_f64(&words[1], sum, Ordering::Relaxed);
     // SYNC POINT histogram-build: relaxed, as above.
     words[0].store(buckets.iter().sum(), Ordering::Relaxed);
 }
@@ -155,8 +153,10 @@ impl HistogramValue {
     }
 }
 
-/// How many times [`histogram_read`] retries before settling for an inconsistent read.
-pub const HISTOGRAM_READ_TRIES: usize = 16;
+/// How many times [`histogram_read`] retries before settling for an inconsistent read. Two
+/// under loom: what a read promises does not depend on the number, and each retry
+/// multiplies the interleavings a model explores.
+pub const HISTOGRAM_READ_TRIES: usize = if cfg!(loom) { 2 } else { 16 };
 
 /// Reads a histogram with `bucket_count` finite buckets, consistently: the sum covers
 /// exactly the counted observations. A reader never writes, so it cannot stop writers; it
@@ -176,7 +176,7 @@ pub fn histogram_read(words: &[AtomicU64], bucket_count: usize, out: &mut Histog
         // SYNC POINT histogram-count: acquire, pairs with the writer's release.
         let count = words[0].load(Ordering::Acquire);
         // SYNC POINT histogram-sum: acquire, pairs with the writer's release.
-        let sum = as_f64(&words[1]).load(Ordering::Acquire);
+        let sum = load_f64(&words[1], Ordering::Acquire);
         let mut total = 0u64;
         for (slot, word) in out.buckets.iter_mut().zip(&words[2..2 + n]) {
             // SYNC POINT histogram-bucket: relaxed, ordered after the acquires above.
@@ -189,7 +189,7 @@ pub fn histogram_read(words: &[AtomicU64], bucket_count: usize, out: &mut Histog
             return;
         }
         fence(Ordering::Acquire);
-        std::hint::spin_loop();
+        spin_loop();
     }
 }
 
@@ -269,7 +269,7 @@ mod tests {
         histogram_observe(&w, 0, 1.0);
         // An observation that has bumped its bucket and sum but not yet the count.
         w[3].fetch_add(1, Ordering::Relaxed);
-        as_f64(&w[1]).fetch_add(7.0, Ordering::Relaxed);
+        fetch_add_f64(&w[1], 7.0, Ordering::Relaxed);
         let mut out = HistogramValue {
             buckets: vec![],
             sum: 0.0,

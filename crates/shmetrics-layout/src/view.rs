@@ -6,18 +6,17 @@
 //! so a concurrent writer in another process can never make a reader's reference lie, and
 //! Miri can check the parser on plain heap buffers of words.
 
+#[cfg(not(loom))]
 use std::any::Any;
+#[cfg(not(loom))]
 use std::ptr::NonNull;
+#[cfg(not(loom))]
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use atomic_float::AtomicF64;
+use crate::sync::{AtomicU64, Ordering};
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("shmetrics needs a 64-bit target with native 64-bit atomics");
-
-const _: () = assert!(std::mem::size_of::<AtomicF64>() == std::mem::size_of::<AtomicU64>());
-const _: () = assert!(std::mem::align_of::<AtomicF64>() == std::mem::align_of::<AtomicU64>());
 
 /// Views `len` bytes at `ptr` as atomic words.
 ///
@@ -26,20 +25,12 @@ const _: () = assert!(std::mem::align_of::<AtomicF64>() == std::mem::align_of::<
 /// - the memory is valid for reads for `'a`, and for writes too if anyone writes it;
 /// - for `'a`, every access to that memory, from this or any other process, is an atomic
 ///   access of one aligned 8-byte word (or the memory is not written at all).
+#[cfg(not(loom))]
 pub unsafe fn words_from_raw<'a>(ptr: *const u8, len: usize) -> &'a [AtomicU64] {
     debug_assert!((ptr as usize).is_multiple_of(8) && len.is_multiple_of(8));
     // SAFETY: the caller guarantees alignment, validity for 'a and atomic-only access;
     // AtomicU64 has the size and alignment of u64.
     unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), len / 8) }
-}
-
-/// The same word, viewed as an atomic `f64` (its bits).
-#[inline(always)]
-pub fn as_f64(word: &AtomicU64) -> &AtomicF64 {
-    let ptr: *const AtomicU64 = word;
-    // SAFETY: AtomicF64 is a transparent wrapper over AtomicU64 on 64-bit targets (checked
-    // by the size and alignment asserts above), so the cast keeps validity and lifetime.
-    unsafe { &*ptr.cast::<AtomicF64>() }
 }
 
 /// Copies `len` bytes starting at byte `offset` (8-aligned) out of `words` into `out`, one
@@ -81,22 +72,49 @@ pub fn store_bytes(words: &[AtomicU64], offset: usize, bytes: &[u8]) {
     }
 }
 
+/// Appends `bytes` (whole encoded records) to a segment whose metadata area holds
+/// `meta_len` published bytes, and publishes them: the bytes first (relaxed), then the new
+/// length (release). Returns the new length. Only the segment's writer calls this, with the
+/// length it last published; the caller has checked that the bytes fit.
+///
+/// # Panics
+/// As [`store_bytes`].
+pub fn append_records(words: &[AtomicU64], meta_len: usize, bytes: &[u8]) -> usize {
+    store_bytes(words, crate::HEADER_SIZE + meta_len, bytes);
+    let published = meta_len + bytes.len();
+    // SYNC POINT meta-len: release; publishes the record bytes stored above.
+    words[crate::META_LEN_WORD].store(published as u64, Ordering::Release);
+    published
+}
+
+/// How many metadata bytes are published: read it before copying them with [`load_bytes`].
+/// Untrusted: check it with [`crate::check_bounds`] or against the file before use.
+pub fn published_meta_len(header_words: &[AtomicU64]) -> u64 {
+    // SYNC POINT meta-len: acquire; pairs with the release in `append_records`, so the bytes
+    // loaded afterwards are those the writer stored before publishing this length.
+    header_words[crate::META_LEN_WORD].load(Ordering::Acquire)
+}
+
 /// A block of value slots that a handle owns a share of: a pointer to the words plus the
 /// object that keeps their memory alive (a segment mapping or a heap buffer).
 ///
 /// Dereferencing costs nothing beyond the pointer itself, which is what keeps the writer's
 /// hot path at one atomic instruction.
+#[cfg(not(loom))]
 pub struct SlotBlock {
     ptr: NonNull<AtomicU64>,
     len: usize,
     _owner: Arc<dyn Any + Send + Sync>,
 }
 
+#[cfg(not(loom))]
 // SAFETY: a SlotBlock only hands out `&AtomicU64`, which is Sync; the owner is Send + Sync.
 unsafe impl Send for SlotBlock {}
+#[cfg(not(loom))]
 // SAFETY: as above; shared access to atomics from several threads is their purpose.
 unsafe impl Sync for SlotBlock {}
 
+#[cfg(not(loom))]
 impl SlotBlock {
     /// A block over `words`, kept alive by `owner`.
     ///
@@ -148,6 +166,7 @@ impl SlotBlock {
     }
 }
 
+#[cfg(not(loom))]
 impl Clone for SlotBlock {
     fn clone(&self) -> Self {
         Self {
@@ -158,13 +177,14 @@ impl Clone for SlotBlock {
     }
 }
 
+#[cfg(not(loom))]
 impl std::fmt::Debug for SlotBlock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlotBlock").field("len", &self.len).finish()
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -178,13 +198,6 @@ mod tests {
         assert_eq!(&out[1..], &data[..21]);
         assert_eq!(words[0].load(Ordering::Relaxed), u64::MAX);
         assert_eq!(words[5].load(Ordering::Relaxed), u64::MAX);
-    }
-
-    #[test]
-    fn f64_view_shares_bits() {
-        let word = AtomicU64::new(0);
-        as_f64(&word).fetch_add(1.5, Ordering::Relaxed);
-        assert_eq!(word.load(Ordering::Relaxed), 1.5f64.to_bits());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `view::words_from_raw`, read back through the same view and parsed; slot blocks outlive
 //! the handles that created them; the parsers read untrusted bytes at every alignment.
 //! Under `cargo test` they are ordinary tests of the same behaviour.
+#![cfg(not(loom))]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

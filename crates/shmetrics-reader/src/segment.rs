@@ -14,7 +14,7 @@ use shmetrics_layout::record::{
 };
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::{
-    GaugeMode, HEADER_SIZE, LayoutError, META_LEN_WORD, MIN_SEGMENT_SIZE, SegmentHeader, view,
+    GaugeMode, HEADER_SIZE, LayoutError, MIN_SEGMENT_SIZE, SegmentHeader, view,
 };
 
 use crate::report::SkipReason;
@@ -296,8 +296,7 @@ impl SegmentFile {
 
     /// Parses every record published since the last call.
     fn parse_published(&mut self) {
-        // SYNC POINT meta-len: acquire; pairs with the writer's release after the records.
-        let meta_len = self.header_words()[META_LEN_WORD].load(Ordering::Acquire);
+        let meta_len = view::published_meta_len(self.header_words());
         let words = self.words();
         let size = self.size() as u64;
         if !meta_len.is_multiple_of(8)

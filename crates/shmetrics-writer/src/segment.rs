@@ -12,8 +12,8 @@ use memmap2::{MmapOptions, MmapRaw};
 use rustc_hash::FxHashMap;
 use shmetrics_layout::view::SlotBlock;
 use shmetrics_layout::{
-    HEADER_SIZE, META_LEN_WORD, SEGMENT_PREFIX, SEGMENT_SUFFIX, SLOT_FLOOR_WORD, SegmentHeader,
-    SegmentIdentity, view,
+    HEADER_SIZE, SEGMENT_PREFIX, SEGMENT_SUFFIX, SLOT_FLOOR_WORD, SegmentHeader, SegmentIdentity,
+    view,
 };
 
 use crate::error::{Error, Result};
@@ -202,10 +202,6 @@ impl Segment {
     /// Appends one encoded record and publishes it. The caller has checked
     /// [`Segment::fits`].
     pub(crate) fn append_record(&mut self, bytes: &[u8]) {
-        let words = self.map.words();
-        view::store_bytes(words, HEADER_SIZE + self.meta_len, bytes);
-        self.meta_len += bytes.len();
-        // SYNC POINT meta-len: release; publishes the record bytes stored above.
-        words[META_LEN_WORD].store(self.meta_len as u64, Ordering::Release);
+        self.meta_len = view::append_records(self.map.words(), self.meta_len, bytes);
     }
 }
