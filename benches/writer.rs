@@ -13,9 +13,9 @@
 //! - `labels_lookup_2` and `labels_lookup_4`: a child lookup by 2 or 4 label values among
 //!   100 children, then `inc` (`metrics` looks the series up on every macro call);
 //! - `child_create`: first-time creation of a child by 2 new label values, then `inc`;
-//! - `counter_inc_2t` and `labels_lookup_2_2t`: `counter_inc` and `labels_lookup_2` with two
-//!   threads hammering the same handle or label values at once (time per operation of one
-//!   thread).
+//! - `counter_inc_2t`, `labels_lookup_2_2t` and `labels_lookup_4_2t`: `counter_inc` and
+//!   the lookups with two threads hammering the same handle or label values at once (time
+//!   per operation of one thread).
 //!
 //! The `metrics` facade runs on `metrics-exporter-prometheus`'s recorder, installed
 //! globally, the recorder a user exposing Prometheus through `metrics` runs.
@@ -435,25 +435,28 @@ fn labels_lookup_2(c: &mut Criterion) {
         assert!(sample.is_some_and(|v| v >= 1.0), "{sample:?}");
     }
 
-    labels_lookup_2_two_threads(c, &family, &tikv, word);
+    labels_lookup_two_threads(c, "labels_lookup_2_2t", &family, &tikv, &lookup, word);
 }
 
-/// `labels_lookup_2` with two threads looking up the same label values at once.
-fn labels_lookup_2_two_threads(
+/// A labelled lookup (`lookup` among `family`'s children, then `inc`) with two threads
+/// looking up the same label values at once, in the group `name`.
+fn labels_lookup_two_threads(
     c: &mut Criterion,
+    name: &str,
     family: &shmetrics_writer::CounterFamily,
     tikv: &prometheus::IntCounterVec,
+    lookup: &[&str],
     word: &std::sync::atomic::AtomicU64,
 ) {
-    let lookup: [&str; 2] = ["model-a", "0"];
-    let before = family.labels(&lookup).unwrap().get();
-    let mut group = c.benchmark_group("labels_lookup_2_2t");
+    let before = family.labels(lookup).unwrap().get();
+    let children = family.children().len();
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
     group.bench_function("shmetrics", |b| {
         b.iter_custom(|iters| {
             on_two_threads(iters, || {
                 family
-                    .labels(black_box(&lookup))
+                    .labels(black_box(lookup))
                     .expect("the child exists")
                     .inc();
             })
@@ -464,13 +467,17 @@ fn labels_lookup_2_two_threads(
     });
     group.bench_function("tikv", |b| {
         b.iter_custom(|iters| {
-            on_two_threads(iters, || tikv.with_label_values(black_box(&lookup)).inc())
+            on_two_threads(iters, || tikv.with_label_values(black_box(lookup)).inc())
         })
     });
     group.finish();
     if !filtered() {
-        assert!(family.labels(&lookup).unwrap().get() >= before + 2.0);
-        assert_eq!(family.children().len(), 100, "the lookup created a child");
+        assert!(family.labels(lookup).unwrap().get() >= before + 2.0);
+        assert_eq!(
+            family.children().len(),
+            children,
+            "the lookup created a child"
+        );
     }
 }
 
@@ -555,6 +562,8 @@ fn labels_lookup_4(c: &mut Criterion) {
         );
         assert!(sample.is_some_and(|v| v >= 1.0), "{sample:?}");
     }
+
+    labels_lookup_two_threads(c, "labels_lookup_4_2t", &family, &tikv, &lookup, word);
 }
 
 /// Times `create(values)` for `iters` new children, in batches of at most [`CREATE_BATCH`]
@@ -701,7 +710,7 @@ fn counter_inc_two_threads(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short enough for the whole file (46 benchmarks) to finish in about four minutes on
+    // Short enough for the whole file (49 benchmarks) to finish in about four minutes on
     // two cores; command-line options (`--measurement-time`, ...) override these, as
     // `run-writer.sh --quick` does.
     config = Criterion::default()

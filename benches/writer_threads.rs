@@ -8,12 +8,10 @@
 //!   (`livesum`: the value only); limit: a store to a mapped word.
 //! - `histogram_observe_20_2t`: `observe` over the benches' cycle of values; limit: linear
 //!   search + `fetch_add` + f64 CAS.
-//! - `labels_lookup_4_2t`: `labels(&[4 values])` among 100 children + `inc`; limit: a
-//!   `fetch_add` on a mapped word.
 //! - `child_create_2t`: two threads creating distinct children of one family (each thread
 //!   its own half of the label sets), against tikv's `with_label_values` doing the same.
 //!
-//! `counter_inc_2t` and `labels_lookup_2_2t` are in `benches/writer.rs`.
+//! `counter_inc_2t`, `labels_lookup_2_2t` and `labels_lookup_4_2t` are in `benches/writer.rs`.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,8 +19,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shmetrics_benches::{
-    BOUNDS_20, CYCLE_LEN, MappedWords, distinct_label_values, label_sets_4, observation_cycle,
-    on_two_threads, raw_f64_add, raw_fetch_add, raw_histogram_observe, raw_store_f64, two_threads,
+    BOUNDS_20, CYCLE_LEN, MappedWords, distinct_label_values, observation_cycle, on_two_threads,
+    raw_f64_add, raw_histogram_observe, raw_store_f64, two_threads,
 };
 use shmetrics_writer::{GaugeMode, Registry};
 
@@ -144,53 +142,6 @@ fn histogram_observe_20_2t(c: &mut Criterion) {
     group.finish();
 }
 
-fn labels_lookup_4_2t(c: &mut Criterion) {
-    let sets = label_sets_4();
-    let names = ["model", "rank", "phase", "reason"];
-    let (_dir, registry) = registry();
-    let family = registry
-        .counter("bench_lookup4_total", "Lookups.", &names)
-        .expect("register");
-    let tikv = prometheus::IntCounterVec::new(
-        prometheus::Opts::new("bench_lookup4_total", "Lookups."),
-        &names,
-    )
-    .unwrap();
-    for set in &sets {
-        family.labels(set).expect("create a child");
-        tikv.with_label_values(set);
-    }
-    let lookup: Vec<&str> = sets[0].iter().map(String::as_str).collect();
-    let map = MappedWords::new(MAP_LEN).expect("map");
-    let word = map.word_at(SLOT_OFFSET);
-    let mut group = c.benchmark_group("labels_lookup_4_2t");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("shmetrics", |b| {
-        b.iter_custom(|iters| {
-            on_two_threads(iters, || {
-                family
-                    .labels(black_box(&lookup))
-                    .expect("the child exists")
-                    .inc();
-            })
-        })
-    });
-    group.bench_function("raw_fetch_add", |b| {
-        b.iter_custom(|iters| on_two_threads(iters, || raw_fetch_add(black_box(word))))
-    });
-    group.bench_function("tikv", |b| {
-        b.iter_custom(|iters| {
-            on_two_threads(iters, || tikv.with_label_values(black_box(&lookup)).inc())
-        })
-    });
-    group.finish();
-    assert_eq!(
-        family.children().len(),
-        sets.len(),
-        "a lookup created a child"
-    );
-}
-
 /// Two threads creating `CREATE_BATCH` distinct children each in fresh families built by
 /// `fresh` (outside the timing): the slower thread's time per child.
 fn create_on_two_threads<F: Sync>(
@@ -259,7 +210,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
-    targets = counter_inc_by_f64_2t, gauge_set_2t, histogram_observe_20_2t, labels_lookup_4_2t,
-        child_create_2t
+    targets = counter_inc_by_f64_2t, gauge_set_2t, histogram_observe_20_2t, child_create_2t
 }
 criterion_main!(benches);

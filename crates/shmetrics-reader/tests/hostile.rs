@@ -1,8 +1,15 @@
 //! Hostile environments: a directory of 10,000 segments, the reader's descriptors and
-//! mappings staying bounded, and two live processes with the same pid (as in two pid
-//! namespaces sharing one directory).
+//! mappings staying bounded, and two live processes with the same pid: for real, in two pid
+//! namespaces sharing one directory (`unshare`, where this machine allows it), and as a
+//! simulation that runs everywhere.
 
-use std::path::Path;
+#[allow(dead_code)]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{ChildProcess, child_role, param, say, wait_for_eof};
 
 use shmetrics_reader::Reader;
 use shmetrics_reader::snapshot::{Snapshot, Value};
@@ -114,35 +121,34 @@ fn ten_thousand_segments_in_one_directory() {
     drop(live);
 }
 
-#[test]
-fn two_live_processes_with_the_same_pid() {
-    // As two processes of different pid namespaces sharing one directory: the same pid in
-    // both headers, different instances. Liveness comes from each file's lock, never from
-    // the pid, so both count; only the `all` gauges, which show one value per pid label,
-    // show the newer process's.
-    let dir = tempfile::tempdir().unwrap();
-    let older = Registry::open_simulating_pid(dir.path(), Options::default(), 42).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2));
-    let newer = Registry::open_simulating_pid(dir.path(), Options::default(), 42).unwrap();
-    for (r, v) in [(&older, 1.0), (&newer, 2.0)] {
-        r.counter("req_total", "Requests.", &[])
-            .unwrap()
-            .labels::<&str>(&[])
-            .unwrap()
-            .inc_by(v);
-        r.gauge("up", "Up.", &[], GaugeMode::LiveSum)
-            .unwrap()
-            .labels::<&str>(&[])
-            .unwrap()
-            .set(1.0);
-        r.gauge("mem", "Memory.", &[], GaugeMode::All)
-            .unwrap()
-            .labels::<&str>(&[])
-            .unwrap()
-            .set(v * 100.0);
-    }
-    let s = Reader::open(dir.path()).unwrap().snapshot();
-    assert_eq!(s.report.live_segments, 2);
+/// What each of the two same-pid processes writes: `value` to a counter, 1 to a `livesum`
+/// gauge, `value` × 100 to an `all` gauge.
+fn write_same_pid_series(registry: &Registry, value: f64) {
+    registry
+        .counter("req_total", "Requests.", &[])
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .inc_by(value);
+    registry
+        .gauge("up", "Up.", &[], GaugeMode::LiveSum)
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .set(1.0);
+    registry
+        .gauge("mem", "Memory.", &[], GaugeMode::All)
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .set(value * 100.0);
+}
+
+/// Two processes with pid `pid` wrote 1 and 2 (the newer 2): both live and counted; the
+/// one `pid` label of the `all` gauge shows the newer one's value.
+fn check_both_live(reader: &mut Reader, pid: u32) {
+    let s = reader.snapshot();
+    assert_eq!((s.report.live_segments, s.report.dead_segments), (2, 0));
     assert_eq!(counter_total(&s.snapshot, "req"), 3.0);
     assert_eq!(
         s.snapshot.family("up").unwrap().series[0].value,
@@ -152,17 +158,92 @@ fn two_live_processes_with_the_same_pid() {
     assert_eq!(mem.len(), 1);
     assert_eq!(
         (mem[0].pid, &mem[0].value),
-        (Some(42), &Value::Gauge(200.0))
+        (Some(pid), &Value::Gauge(200.0))
     );
+}
 
-    // One of them exits: the other stays live and counted, the dead one's counts stay.
-    drop(newer);
-    let s = Reader::open(dir.path()).unwrap().snapshot();
+/// After the newer exits: the older stays live (its lock, not its pid, says so) and every
+/// count stays.
+fn check_older_alone(reader: &mut Reader) {
+    let s = reader.snapshot();
     assert_eq!((s.report.live_segments, s.report.dead_segments), (1, 1));
     assert_eq!(counter_total(&s.snapshot, "req"), 3.0);
     assert_eq!(
         s.snapshot.family("up").unwrap().series[0].value,
         Value::Gauge(1.0)
     );
+}
+
+#[test]
+fn two_live_processes_with_the_same_pid() {
+    // As two processes of different pid namespaces sharing one directory, simulated in one
+    // process: the same pid in both headers, different instances.
+    let dir = tempfile::tempdir().unwrap();
+    let older = Registry::open_simulating_pid(dir.path(), Options::default(), 42).unwrap();
+    std::thread::sleep(Duration::from_millis(2));
+    let newer = Registry::open_simulating_pid(dir.path(), Options::default(), 42).unwrap();
+    write_same_pid_series(&older, 1.0);
+    write_same_pid_series(&newer, 2.0);
+    check_both_live(&mut Reader::open(dir.path()).unwrap(), 42);
+    drop(newer);
+    check_older_alone(&mut Reader::open(dir.path()).unwrap());
+    drop(older);
+}
+
+/// The wrapper that starts a process as pid 1 of a new pid namespace, if this machine lets
+/// us create one (root, or unprivileged user namespaces).
+fn pid_namespace_wrapper() -> Option<&'static [&'static str]> {
+    const ROOT: &[&str] = &["unshare", "--pid", "--fork", "--kill-child"];
+    const USER: &[&str] = &["unshare", "--user", "--pid", "--fork", "--kill-child"];
+    [ROOT, USER].into_iter().find(|wrapper| {
+        std::process::Command::new(wrapper[0])
+            .args(&wrapper[1..])
+            .args(["sh", "-c", "test $$ = 1"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+#[test]
+fn two_processes_with_one_pid_in_two_pid_namespaces() {
+    const TEST: &str = "two_processes_with_one_pid_in_two_pid_namespaces";
+    if let Some(role) = child_role() {
+        assert_eq!(role, "writer");
+        let dir: PathBuf = param("dir");
+        let value: f64 = param("value");
+        let registry = Registry::open(&dir).unwrap();
+        write_same_pid_series(&registry, value);
+        say(format!("pid {}", std::process::id()));
+        wait_for_eof();
+        return;
+    }
+    let Some(wrapper) = pid_namespace_wrapper() else {
+        eprintln!(
+            "skipped: no pid namespace can be created here (unshare --pid needs root or \
+             user namespaces); two_live_processes_with_the_same_pid simulates the case"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let start = |value: f64| {
+        let params = [
+            ("dir", dir.path().display().to_string()),
+            ("value", value.to_string()),
+        ];
+        let mut child = ChildProcess::spawn_under(wrapper, TEST, "writer", &params);
+        // Each writer is the first process of its namespace.
+        assert_eq!(child.expect_line(Duration::from_secs(20)), "pid 1");
+        child
+    };
+    let older = start(1.0);
+    std::thread::sleep(Duration::from_millis(2));
+    let mut newer = start(2.0);
+
+    let mut reader = Reader::open(dir.path()).unwrap();
+    check_both_live(&mut reader, 1);
+    newer.close_stdin();
+    newer.wait(Duration::from_secs(20));
+    check_older_alone(&mut reader);
     drop(older);
 }

@@ -21,6 +21,29 @@ pub(crate) fn hash_values<S: AsRef<str>>(values: &[S]) -> u64 {
     h.finish()
 }
 
+/// Byte equality without a `memcmp` call for the short strings label values usually are
+/// (up to 16 bytes: two overlapping word compares); `==` beyond that.
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    fn word(bytes: &[u8], at: usize) -> u64 {
+        u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    }
+    fn half(bytes: &[u8], at: usize) -> u32 {
+        u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..4 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
 struct Entry<V> {
     hash: u64,
     key: Box<[Box<str>]>,
@@ -105,7 +128,11 @@ impl<V> ChildTable<V> {
             let entry = unsafe { &*entry_ptr };
             if entry.hash == hash
                 && entry.key.len() == key.len()
-                && entry.key.iter().zip(key).all(|(a, b)| **a == *b.as_ref())
+                && entry
+                    .key
+                    .iter()
+                    .zip(key)
+                    .all(|(a, b)| short_eq(a.as_bytes(), b.as_ref().as_bytes()))
             {
                 return Some(&entry.value);
             }
@@ -200,6 +227,30 @@ mod tests {
         let missing = ["k1".to_string()];
         assert_eq!(table.get(hash_values(&missing), &missing), None);
         assert_eq!(table.values().len(), 1000);
+    }
+
+    #[test]
+    fn short_eq_is_byte_equality() {
+        let strings: Vec<String> = (0..=20usize)
+            .flat_map(|n| {
+                let base: String = (0..n).map(|i| char::from(b'a' + (i % 7) as u8)).collect();
+                // The same length differing at the first, middle or last byte.
+                let mut variants = vec![base.clone()];
+                for at in [0, n / 2, n.saturating_sub(1)] {
+                    if n > 0 {
+                        let mut bytes = base.clone().into_bytes();
+                        bytes[at] = b'z';
+                        variants.push(String::from_utf8(bytes).unwrap());
+                    }
+                }
+                variants
+            })
+            .collect();
+        for a in &strings {
+            for b in &strings {
+                assert_eq!(short_eq(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

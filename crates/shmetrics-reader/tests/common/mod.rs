@@ -96,8 +96,27 @@ impl ChildProcess {
     /// Starts `test` of this binary as a child playing `role`, with `params` as
     /// environment variables (read back with [`param`]).
     pub(crate) fn spawn(test: &str, role: &str, params: &[(&str, String)]) -> Self {
+        Self::spawn_under(&[], test, role, params)
+    }
+
+    /// As [`ChildProcess::spawn`], with the test binary run by `wrapper` (a command and its
+    /// arguments, such as `unshare --pid --fork --kill-child`), which must pass stdin and
+    /// stdout through and die with the child.
+    pub(crate) fn spawn_under(
+        wrapper: &[&str],
+        test: &str,
+        role: &str,
+        params: &[(&str, String)],
+    ) -> Self {
         let exe = std::env::current_exe().expect("path of the test binary");
-        let mut cmd = Command::new(exe);
+        let mut cmd = match wrapper {
+            [] => Command::new(exe),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(exe);
+                cmd
+            }
+        };
         cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env(ROLE_ENV, role)
             .stdin(Stdio::piped())
