@@ -1,11 +1,13 @@
-//! Instruction-count harness for the labelled lookup: `calls` lookups of one label set among
-//! 100 children, each followed by `inc`, in shmetrics or in tikv `prometheus`. Run under
-//! `valgrind --tool=callgrind` twice (with `calls` and with 0) by `run-lookup-callgrind.sh`,
-//! whose difference divided by `calls` is the cost of one lookup + inc, free of the noise
+//! Instruction-count harness for labelled children, in shmetrics or in tikv `prometheus`:
+//! `lookup` runs `calls` lookups of one label set among 100 children, each followed by
+//! `inc`; `create` creates `calls` new children after the same 100, each followed by `inc`.
+//! `run-lookup-callgrind.sh` runs it under `valgrind --tool=callgrind` twice, with and
+//! without `--dry` (which prepares everything, label values included, but skips the timed
+//! loop); the difference divided by `calls` is the cost of one operation, free of the noise
 //! that wall-clock times carry on a shared machine.
 //!
 //! ```text
-//! lookup-instructions ours|tikv 2|4 CALLS
+//! lookup-instructions lookup|create ours|tikv 2|4 CALLS [--dry]
 //! ```
 
 use std::hint::black_box;
@@ -13,9 +15,30 @@ use std::hint::black_box;
 use shmetrics_benches::{label_sets_2, label_sets_4};
 use shmetrics_writer::Registry;
 
-fn run<const N: usize>(peer: &str, sets: &[[String; N]], names: &[&str], calls: u64) {
+/// What to run: the operation, the peer, and how many times (0 with `--dry`).
+struct Run<'a> {
+    op: &'a str,
+    peer: &'a str,
+    calls: u64,
+    dry: bool,
+}
+
+fn run<const N: usize>(r: &Run<'_>, sets: &[[String; N]], names: &[&str]) {
     let lookup: [&str; N] = std::array::from_fn(|i| sets[0][i].as_str());
-    match peer {
+    // Lookups to run (none with `create` or `--dry`).
+    let fresh: Vec<[String; N]> = match r.op {
+        "create" => (0..r.calls)
+            .map(|i| std::array::from_fn(|k| format!("new-{i}-{k}")))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let calls = if r.dry || r.op != "lookup" {
+        0
+    } else {
+        r.calls
+    };
+    let fresh = &fresh[..if r.dry { 0 } else { fresh.len() }];
+    match r.peer {
         "ours" => {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let registry = Registry::open(dir.path()).expect("open a registry");
@@ -28,7 +51,11 @@ fn run<const N: usize>(peer: &str, sets: &[[String; N]], names: &[&str], calls: 
             for _ in 0..calls {
                 family.labels(black_box(&lookup)).expect("known").inc();
             }
+            for values in fresh {
+                family.labels(black_box(values)).expect("created").inc();
+            }
             assert_eq!(family.labels(&lookup).expect("known").get(), calls as f64);
+            assert_eq!(family.children().len(), sets.len() + fresh.len());
         }
         "tikv" => {
             let vec = prometheus::IntCounterVec::new(
@@ -43,6 +70,9 @@ fn run<const N: usize>(peer: &str, sets: &[[String; N]], names: &[&str], calls: 
             for _ in 0..calls {
                 vec.with_label_values(black_box(&lookup)).inc();
             }
+            for values in fresh {
+                vec.with_label_values(black_box(values)).inc();
+            }
             assert_eq!(vec.with_label_values(&lookup).get(), calls);
         }
         other => panic!("unknown peer {other:?}: ours or tikv"),
@@ -51,19 +81,24 @@ fn run<const N: usize>(peer: &str, sets: &[[String; N]], names: &[&str], calls: 
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [peer, labels, calls] = args.as_slice() else {
-        eprintln!("usage: lookup-instructions ours|tikv 2|4 CALLS");
-        std::process::exit(2);
+    let (op, peer, labels, calls, dry) = match args.as_slice() {
+        [op, peer, labels, calls] => (op, peer, labels, calls, false),
+        [op, peer, labels, calls, dry] if dry == "--dry" => (op, peer, labels, calls, true),
+        _ => {
+            eprintln!("usage: lookup-instructions lookup|create ours|tikv 2|4 CALLS [--dry]");
+            std::process::exit(2);
+        }
     };
-    let calls: u64 = calls.parse().expect("CALLS is a number");
+    assert!(op == "lookup" || op == "create", "unknown operation {op:?}");
+    let r = Run {
+        op,
+        peer,
+        calls: calls.parse().expect("CALLS is a number"),
+        dry,
+    };
     match labels.as_str() {
-        "2" => run(peer, &label_sets_2(), &["model", "rank"], calls),
-        "4" => run(
-            peer,
-            &label_sets_4(),
-            &["model", "rank", "phase", "reason"],
-            calls,
-        ),
+        "2" => run(&r, &label_sets_2(), &["model", "rank"]),
+        "4" => run(&r, &label_sets_4(), &["model", "rank", "phase", "reason"]),
         other => panic!("labels must be 2 or 4, not {other}"),
     }
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Instructions per labelled lookup + inc, shmetrics against tikv `with_label_values`, with 2
-# and 4 label values (callgrind: a run of CALLS lookups minus a run of 0, divided by CALLS).
-# Instruction counts do not depend on the machine's load, unlike the criterion times.
+# Instructions per labelled lookup + inc, and per first-time child creation + inc,
+# shmetrics against tikv `with_label_values`, with 2 and 4 label values (callgrind: a run of
+# CALLS operations minus a `--dry` run that prepares the same and skips them, over CALLS). Instruction counts do not depend on
+# the machine's load, unlike the criterion times.
 #
-#   benches/run-lookup-callgrind.sh [CALLS]     # default 100000; needs valgrind
+#   benches/run-lookup-callgrind.sh [CALLS]     # default 100000 (creations: CALLS / 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-100000}
@@ -14,10 +15,14 @@ instructions() {
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$@" 2>&1 |
     sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
-for labels in 2 4; do
-  for peer in ours tikv; do
-    base=$(instructions "$peer" "$labels" 0)
-    total=$(instructions "$peer" "$labels" "$calls")
-    echo "$peer labels=$labels $(( (total - base) / calls )) instructions per lookup + inc"
+for op in lookup create; do
+  n=$calls
+  [ "$op" = create ] && n=$((calls / 10))
+  for labels in 2 4; do
+    for peer in ours tikv; do
+      base=$(instructions "$op" "$peer" "$labels" "$n" --dry)
+      total=$(instructions "$op" "$peer" "$labels" "$n")
+      echo "$op $peer labels=$labels $(( (total - base) / n )) instructions per $op + inc"
+    done
   done
 done

@@ -219,6 +219,16 @@ pub fn check_label_values(expected: usize, values: &[String]) -> Result<(), Stri
     Ok(())
 }
 
+/// Bytes [`push_str`] adds for `s`.
+fn str_len(s: &str) -> usize {
+    4 + s.len()
+}
+
+/// A record of `payload` bytes after its header, as encoded: padded to a multiple of 8.
+fn record_len(payload: usize) -> usize {
+    (std::mem::size_of::<RecordHeader>() + payload).next_multiple_of(8)
+}
+
 fn push_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_ne_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -238,10 +248,22 @@ fn finish(mut out: Vec<u8>, kind: u16) -> Vec<u8> {
 }
 
 impl FamilyRecord {
+    /// Length of [`FamilyRecord::encode`]'s output, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        record_len(
+            std::mem::size_of::<FamilyFixed>()
+                + 8 * self.bounds.len()
+                + str_len(&self.name)
+                + str_len(&self.help)
+                + self.label_names.iter().map(|l| str_len(l)).sum::<usize>(),
+        )
+    }
+
     /// Encodes the record, padded to a multiple of 8 bytes. The caller has checked it with
     /// [`check_family`].
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![0u8; 8];
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(&[0; 8]);
         let fixed = FamilyFixed {
             id: self.id,
             kind: self.kind.code(),
@@ -264,9 +286,24 @@ impl FamilyRecord {
 }
 
 impl SeriesRecord {
+    /// Length of [`SeriesRecord::encode`]'s output, without encoding. It does not depend on
+    /// `family_id` or `slot_offset`.
+    pub fn encoded_len(&self) -> usize {
+        let process = match self.process {
+            Some(_) => std::mem::size_of::<ProcessFixed>(),
+            None => 0,
+        };
+        record_len(
+            std::mem::size_of::<SeriesFixed>()
+                + process
+                + self.label_values.iter().map(|v| str_len(v)).sum::<usize>(),
+        )
+    }
+
     /// Encodes the record, padded to a multiple of 8 bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![0u8; 8];
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(&[0; 8]);
         let fixed = SeriesFixed {
             family_id: self.family_id,
             label_count: self.label_values.len() as u16,
@@ -559,6 +596,38 @@ mod tests {
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed[0].0, Record::Family(family()));
         assert_eq!(parsed[1], (Record::Series(series()), bytes.len()));
+    }
+
+    #[test]
+    fn encoded_len_is_the_encoding_length() {
+        let mut families = vec![family()];
+        for n in 0..9 {
+            let mut f = family();
+            f.name = "n".repeat(n + 1);
+            f.help = "h".repeat(n * 3);
+            f.label_names = (0..n).map(|i| "l".repeat(i + 1)).collect();
+            f.bounds = (0..n).map(|i| i as f64).collect();
+            families.push(f);
+        }
+        for f in &families {
+            assert_eq!(f.encoded_len(), f.encode().len(), "{f:?}");
+        }
+        for n in 0..9 {
+            for process in [
+                None,
+                Some(ProcessOf {
+                    pid: 1,
+                    created_unix_nanos: 2,
+                }),
+            ] {
+                let s = SeriesRecord {
+                    label_values: (0..n).map(|i| "v".repeat(i * 2)).collect(),
+                    process,
+                    ..series()
+                };
+                assert_eq!(s.encoded_len(), s.encode().len(), "{s:?}");
+            }
+        }
     }
 
     #[test]

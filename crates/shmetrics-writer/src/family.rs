@@ -111,7 +111,7 @@ impl<C: Child> Family<C> {
         if let Some(child) = self.core.children.get(hash, values) {
             return Ok(child);
         }
-        let slots = state.place_series(&self.core.shared, def, &owned);
+        let slots = state.place_series(&self.core.shared, def, owned);
         let child = self
             .core
             .children

@@ -105,38 +105,35 @@ impl State {
         &mut self,
         shared: &Shared,
         def: &FamilyDef,
-        values: &[String],
+        values: Vec<String>,
     ) -> SlotBlock {
         let width = slot_words(def.kind, def.bounds.len());
-        let series_len = SeriesRecord {
+        let mut series = SeriesRecord {
             family_id: 0,
             slot_offset: 0,
-            label_values: values.to_vec(),
+            label_values: values,
             process: None,
-        }
-        .encode()
-        .len();
-        let family_len = family_record(def, 0).encode().len();
-        let needed = |seg: &Segment| {
+        };
+        let series_len = series.encoded_len();
+        // The family record is measured only when it must be written (a segment's first
+        // series of the family): the common case builds no family record at all.
+        let fits = self.segments.last().is_some_and(|seg| {
             let declare = if seg.declared.contains_key(&def.name) {
                 0
             } else {
-                family_len
+                family_record(def, 0).encoded_len()
             };
-            declare + series_len
-        };
-        let fits = self
-            .segments
-            .last()
-            .is_some_and(|seg| seg.fits(needed(seg), width));
+            seg.fits(declare + series_len, width)
+        });
         if !fits {
+            let family_len = family_record(def, 0).encoded_len();
             let minimum = HEADER_SIZE + family_len + series_len + width * 8;
             if let Err(e) = self.open_continuation(shared, minimum) {
                 return self.drop_series(def, &e);
             }
         }
         let seg = self.segments.last_mut().expect("a segment exists");
-        let family_id = match seg.declared.get(&def.name) {
+        series.family_id = match seg.declared.get(&def.name) {
             Some(&id) => id,
             None => {
                 let id = seg.declared.len() as u32;
@@ -146,15 +143,8 @@ impl State {
             }
         };
         let slot_offset = seg.alloc_slots(width);
-        seg.append_record(
-            &SeriesRecord {
-                family_id,
-                slot_offset: slot_offset as u64,
-                label_values: values.to_vec(),
-                process: None,
-            }
-            .encode(),
-        );
+        series.slot_offset = slot_offset as u64;
+        seg.append_record(&series.encode());
         seg.slot_block(slot_offset, width)
     }
 
