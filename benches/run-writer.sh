@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the writer benches (benches/writer.rs) and prints, per operation, criterion's mean
+# Runs the writer benches (benches/writer.rs and, on two threads, benches/writer_threads.rs)
+# and prints, per operation, criterion's mean
 # time, its physical limit's mean time from the same group and their ratio (with the
 # DESIGN.md §5 target), then each peer's mean time (tikv `prometheus`, `prometheus-client`,
 # `metrics`) and how many times faster shmetrics is (peer time / shmetrics time).
@@ -30,7 +31,7 @@ done
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 started="$(date +%s)"
-cargo bench -p shmetrics-benches --bench writer -- --noplot ${criterion_args[@]+"${criterion_args[@]}"}
+cargo bench -p shmetrics-benches --bench writer --bench writer_threads -- --noplot ${criterion_args[@]+"${criterion_args[@]}"}
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 criterion_dir="$(criterion_dir)"
@@ -89,9 +90,37 @@ GROUPS = [
     ]),
     ("counter_inc_2t", ["shmetrics"], "raw_fetch_add", "", [
         ("tikv_int_counter", f"{TIKV} IntCounter::inc"),
+        ("prometheus_client", f"{PC} Counter::inc"),
+        ("metrics", "metrics Counter::increment"),
+    ]),
+    ("counter_inc_by_f64_2t", ["shmetrics"], "raw_f64_cas", "", [
+        ("tikv_counter_f64", f"{TIKV} Counter::inc_by"),
+        ("prometheus_client", f"{PC} Counter<f64>::inc_by"),
+    ]),
+    ("gauge_set_2t", ["shmetrics_mostrecent", "shmetrics_livesum"], "raw_store", "", [
+        ("tikv", f"{TIKV} Gauge::set"),
+        ("prometheus_client", f"{PC} Gauge<f64>::set"),
+        ("metrics", "metrics Gauge::set"),
+    ]),
+    ("histogram_observe_20_2t", ["shmetrics"], "raw_histogram", "", [
+        ("tikv", f"{TIKV} Histogram::observe"),
+        ("prometheus_client", f"{PC} Histogram::observe"),
+        ("metrics", "metrics Histogram::record"),
     ]),
     ("labels_lookup_2_2t", ["shmetrics"], "raw_fetch_add", "", [
         ("tikv", f"{TIKV} with_label_values"),
+        ("prometheus_client", f"{PC} get_or_create"),
+        ("metrics", "metrics counter!(labels)"),
+    ]),
+    ("labels_lookup_4_2t", ["shmetrics"], "raw_fetch_add", "", [
+        ("tikv", f"{TIKV} with_label_values"),
+        ("prometheus_client", f"{PC} get_or_create"),
+        ("metrics", "metrics counter!(labels)"),
+    ]),
+    ("child_create_2t", ["shmetrics"], None, "", [
+        ("tikv", f"{TIKV} with_label_values"),
+        ("prometheus_client", f"{PC} get_or_create"),
+        ("metrics", "metrics counter!(labels)"),
     ]),
 ]
 

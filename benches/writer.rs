@@ -20,14 +20,18 @@
 //! The `metrics` facade runs on `metrics-exporter-prometheus`'s recorder, installed
 //! globally, the recorder a user exposing Prometheus through `metrics` runs.
 
+mod peers;
+
 use std::hint::black_box;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use peers::{
+    Labels2, Labels4, METRICS_HISTOGRAM, SLOT_OFFSET, drained, mapped, metrics_create,
+    metrics_handle, metrics_sample, registry,
+};
 use prometheus::core::Collector;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter as PcCounter;
 use prometheus_client::metrics::family::Family as PcFamily;
 use prometheus_client::metrics::gauge::Gauge as PcGauge;
@@ -39,75 +43,9 @@ use shmetrics_benches::{
 };
 use shmetrics_writer::{GaugeMode, Registry};
 
-/// Bytes mapped for the baselines: a small segment's worth.
-const MAP_LEN: usize = 64 * 1024;
-/// Where the baselines' words sit: 8-aligned, away from the start of the file (as the
-/// writer's value slots are).
-const SLOT_OFFSET: usize = 32 * 1024;
-/// Name of the `metrics` histogram, which the recorder gives the benches' 20 bounds.
-const METRICS_HISTOGRAM: &str = "bench_latency_seconds";
-/// Observations recorded between two drains of the `metrics` histogram, whose recorder
-/// keeps every observation (16 bytes) until a scrape or upkeep turns them into buckets.
-const METRICS_DRAIN_EVERY: u64 = 1 << 20;
 /// Children created per fresh registry (or peer family) in `child_create`: bounds the
 /// memory and segment space one registry takes.
 const CREATE_BATCH: usize = 4096;
-
-/// A fresh registry in its own temporary directory (kept alive alongside it).
-fn registry() -> (tempfile::TempDir, Registry) {
-    let dir = tempfile::tempdir().expect("create a temporary metrics directory");
-    let registry = Registry::open(dir.path()).expect("open a registry");
-    (dir, registry)
-}
-
-fn mapped() -> MappedWords {
-    MappedWords::new(MAP_LEN).expect("map a temporary file")
-}
-
-/// The global `metrics` recorder (installed on first use), with the benches' 20 bounds for
-/// [`METRICS_HISTOGRAM`].
-fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(METRICS_HISTOGRAM.to_owned()), &BOUNDS_20)
-            .expect("valid buckets")
-            .install_recorder()
-            .expect("install the metrics recorder")
-    })
-}
-
-/// The `metrics` exposition line of `name` with this label text, or `None`.
-fn metrics_sample(name: &str, labels: &str) -> Option<f64> {
-    let text = metrics_handle().render();
-    let prefix = format!("{name}{labels} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map(|v| v.parse().expect("a sample value"))
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Labels2 {
-    model: String,
-    rank: String,
-}
-
-impl Labels2 {
-    fn new([model, rank]: &[String; 2]) -> Self {
-        Self {
-            model: model.clone(),
-            rank: rank.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Labels4 {
-    model: String,
-    rank: String,
-    phase: String,
-    reason: String,
-}
 
 fn counter_inc(c: &mut Criterion) {
     let (_dir, registry) = registry();
@@ -319,23 +257,16 @@ impl Histograms {
         group.bench_function("prometheus_client", |b| {
             b.iter(|| black_box(&self.pc).observe(next()))
         });
-        // The recorder keeps each observation until upkeep folds them into buckets (as a
-        // scrape does): drain it between timed runs so that memory stays bounded.
+        // Drained between timed rounds (see `drained`).
         group.bench_function("metrics", |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut done = 0;
-                while done < iters {
-                    let n = (iters - done).min(METRICS_DRAIN_EVERY);
+                drained(iters, |n| {
                     let start = Instant::now();
                     for _ in 0..n {
                         black_box(&self.metrics).record(next());
                     }
-                    total += start.elapsed();
-                    metrics_handle().run_upkeep();
-                    done += n;
-                }
-                total
+                    start.elapsed()
+                })
             })
         });
         group.finish();
@@ -435,18 +366,33 @@ fn labels_lookup_2(c: &mut Criterion) {
         assert!(sample.is_some_and(|v| v >= 1.0), "{sample:?}");
     }
 
-    labels_lookup_two_threads(c, "labels_lookup_2_2t", &family, &tikv, &lookup, word);
+    let peers: [Peer<'_>; 3] = [
+        ("tikv", &|| tikv.with_label_values(black_box(&lookup)).inc()),
+        ("prometheus_client", &|| {
+            pc.get_or_create(black_box(&pc_lookup)).inc();
+        }),
+        ("metrics", &|| {
+            metrics::counter!("bench_lookup2_total", "model" => black_box(model),
+                "rank" => black_box(rank))
+            .increment(1);
+        }),
+    ];
+    labels_lookup_two_threads(c, "labels_lookup_2_2t", &family, &lookup, word, &peers);
 }
 
+/// A peer's operation for a two-thread group: its name and what one thread runs.
+type Peer<'a> = (&'a str, &'a (dyn Fn() + Sync));
+
 /// A labelled lookup (`lookup` among `family`'s children, then `inc`) with two threads
-/// looking up the same label values at once, in the group `name`.
+/// looking up the same label values at once, in the group `name`, beside the limit and
+/// the `peers` doing the same.
 fn labels_lookup_two_threads(
     c: &mut Criterion,
     name: &str,
     family: &shmetrics_writer::CounterFamily,
-    tikv: &prometheus::IntCounterVec,
     lookup: &[&str],
     word: &std::sync::atomic::AtomicU64,
+    peers: &[Peer<'_>],
 ) {
     let before = family.labels(lookup).unwrap().get();
     let children = family.children().len();
@@ -465,11 +411,9 @@ fn labels_lookup_two_threads(
     group.bench_function("raw_fetch_add", |b| {
         b.iter_custom(|iters| on_two_threads(iters, || raw_fetch_add(black_box(word))))
     });
-    group.bench_function("tikv", |b| {
-        b.iter_custom(|iters| {
-            on_two_threads(iters, || tikv.with_label_values(black_box(lookup)).inc())
-        })
-    });
+    for (peer, op) in peers {
+        group.bench_function(*peer, |b| b.iter_custom(|iters| on_two_threads(iters, op)));
+    }
     group.finish();
     if !filtered() {
         assert!(family.labels(lookup).unwrap().get() >= before + 2.0);
@@ -563,7 +507,19 @@ fn labels_lookup_4(c: &mut Criterion) {
         assert!(sample.is_some_and(|v| v >= 1.0), "{sample:?}");
     }
 
-    labels_lookup_two_threads(c, "labels_lookup_4_2t", &family, &tikv, &lookup, word);
+    let peers: [Peer<'_>; 3] = [
+        ("tikv", &|| tikv.with_label_values(black_box(&lookup)).inc()),
+        ("prometheus_client", &|| {
+            pc.get_or_create(black_box(&pc_lookup)).inc();
+        }),
+        ("metrics", &|| {
+            metrics::counter!("bench_lookup4_total", "model" => black_box(model),
+                "rank" => black_box(rank), "phase" => black_box(phase),
+                "reason" => black_box(reason))
+            .increment(1);
+        }),
+    ];
+    labels_lookup_two_threads(c, "labels_lookup_4_2t", &family, &lookup, word, &peers);
 }
 
 /// Times `create(values)` for `iters` new children, in batches of at most [`CREATE_BATCH`]
@@ -652,13 +608,7 @@ fn child_create(c: &mut Criterion) {
             b,
             &values,
             || PrometheusBuilder::new().build_recorder(),
-            |recorder, [model, rank]| {
-                metrics::with_local_recorder(recorder, || {
-                    metrics::counter!("bench_created_total", "model" => model.clone(),
-                        "rank" => rank.clone())
-                    .increment(1);
-                })
-            },
+            metrics_create,
             |recorder, n| {
                 let text = recorder.handle().render();
                 let series = text
@@ -684,6 +634,9 @@ fn counter_inc_two_threads(c: &mut Criterion) {
     let map = mapped();
     let word = map.word_at(SLOT_OFFSET);
     let tikv = prometheus::IntCounter::new("bench_requests_total", "Requests.").unwrap();
+    let pc = PcCounter::<u64>::default();
+    metrics_handle();
+    let metrics_counter = metrics::counter!("bench_requests_2t_total");
 
     let mut group = c.benchmark_group("counter_inc_2t");
     group.throughput(Throughput::Elements(1));
@@ -696,13 +649,24 @@ fn counter_inc_two_threads(c: &mut Criterion) {
     group.bench_function("tikv_int_counter", |b| {
         b.iter_custom(|iters| on_two_threads(iters, || black_box(&tikv).inc()))
     });
+    group.bench_function("prometheus_client", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                black_box(&pc).inc();
+            })
+        })
+    });
+    group.bench_function("metrics", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || black_box(&metrics_counter).increment(1)))
+    });
     group.finish();
 
     if !filtered() {
         // Each run adds 2 × iters: the totals are even and at least 2.
         let shmetrics = counter.get() as u64;
         let raw = word.load(std::sync::atomic::Ordering::Relaxed);
-        for n in [shmetrics, raw, tikv.get()] {
+        let metrics = metrics_sample("bench_requests_2t_total", "").expect("a sample") as u64;
+        for n in [shmetrics, raw, tikv.get(), pc.get(), metrics] {
             assert!(n >= 2 && n % 2 == 0, "{n}");
         }
     }

@@ -1,6 +1,7 @@
 //! The writer operations of `benches/writer.rs` that it times on one thread only, on two
 //! threads at once: each group runs the same operation on the same handle (or family) from
-//! two threads, beside the physical limit and the tikv `prometheus` crate on two threads.
+//! two threads, beside the physical limit and the same operation in the tikv `prometheus`,
+//! `prometheus-client` and `metrics` crates on two threads (`metrics` has no f64 counter).
 //! Time per operation of one thread while the other does the same (`on_two_threads`).
 //!
 //! - `counter_inc_by_f64_2t`: `inc_by(0.5)`; limit: an f64 CAS loop on a mapped word.
@@ -9,31 +10,35 @@
 //! - `histogram_observe_20_2t`: `observe` over the benches' cycle of values; limit: linear
 //!   search + `fetch_add` + f64 CAS.
 //! - `child_create_2t`: two threads creating distinct children of one family (each thread
-//!   its own half of the label sets), against tikv's `with_label_values` doing the same.
+//!   its own half of the label sets), against the peers doing the same.
 //!
 //! `counter_inc_2t`, `labels_lookup_2_2t` and `labels_lookup_4_2t` are in `benches/writer.rs`.
+
+#[allow(dead_code)]
+mod peers;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shmetrics_benches::{
-    BOUNDS_20, CYCLE_LEN, MappedWords, distinct_label_values, observation_cycle, on_two_threads,
-    raw_f64_add, raw_histogram_observe, raw_store_f64, two_threads,
+use metrics_exporter_prometheus::PrometheusBuilder;
+use peers::{
+    Labels2, METRICS_HISTOGRAM, SLOT_OFFSET, drained, mapped, metrics_create, metrics_handle,
+    registry,
 };
-use shmetrics_writer::{GaugeMode, Registry};
+use prometheus_client::metrics::counter::Counter as PcCounter;
+use prometheus_client::metrics::family::Family as PcFamily;
+use prometheus_client::metrics::gauge::Gauge as PcGauge;
+use prometheus_client::metrics::histogram::Histogram as PcHistogram;
+use shmetrics_benches::{
+    BOUNDS_20, CYCLE_LEN, distinct_label_values, observation_cycle, on_two_threads, raw_f64_add,
+    raw_histogram_observe, raw_store_f64, two_threads,
+};
+use shmetrics_writer::GaugeMode;
 
-const MAP_LEN: usize = 64 * 1024;
-const SLOT_OFFSET: usize = 32 * 1024;
 /// Children each thread creates per fresh family in `child_create_2t`.
 const CREATE_BATCH: usize = 2048;
-
-fn registry() -> (tempfile::TempDir, Registry) {
-    let dir = tempfile::tempdir().expect("create a temporary metrics directory");
-    let registry = Registry::open(dir.path()).expect("open a registry");
-    (dir, registry)
-}
 
 fn counter_inc_by_f64_2t(c: &mut Criterion) {
     let (_dir, registry) = registry();
@@ -43,9 +48,10 @@ fn counter_inc_by_f64_2t(c: &mut Criterion) {
         .labels::<&str>(&[])
         .expect("child")
         .clone();
-    let map = MappedWords::new(MAP_LEN).expect("map");
+    let map = mapped();
     let word = map.word_at(SLOT_OFFSET);
     let tikv = prometheus::Counter::new("bench_tokens_total", "Tokens.").unwrap();
+    let pc = PcCounter::<f64, std::sync::atomic::AtomicU64>::default();
     let mut group = c.benchmark_group("counter_inc_by_f64_2t");
     group.throughput(Throughput::Elements(1));
     group.bench_function("shmetrics", |b| {
@@ -57,9 +63,17 @@ fn counter_inc_by_f64_2t(c: &mut Criterion) {
     group.bench_function("tikv_counter_f64", |b| {
         b.iter_custom(|iters| on_two_threads(iters, || tikv.inc_by(black_box(0.5))))
     });
+    group.bench_function("prometheus_client", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                pc.inc_by(black_box(0.5));
+            })
+        })
+    });
     group.finish();
-    // Halves from two threads: a whole number of halves, none lost.
-    for v in [counter.get(), tikv.get()] {
+    // Halves from two threads: a whole number of halves, none lost. (`metrics` has no f64
+    // counter.)
+    for v in [counter.get(), tikv.get(), pc.get()] {
         assert!((v * 2.0).fract() == 0.0, "{v}");
     }
 }
@@ -76,9 +90,12 @@ fn gauge_set_2t(c: &mut Criterion) {
     };
     let timestamped = gauge("bench_kv_usage", GaugeMode::MostRecent);
     let untimestamped = gauge("bench_in_flight", GaugeMode::LiveSum);
-    let map = MappedWords::new(MAP_LEN).expect("map");
+    let map = mapped();
     let word = map.word_at(SLOT_OFFSET);
     let tikv = prometheus::Gauge::new("bench_in_flight", "In flight.").unwrap();
+    let pc = PcGauge::<f64, std::sync::atomic::AtomicU64>::default();
+    metrics_handle();
+    let metrics_gauge = metrics::gauge!("bench_in_flight_2t");
     let mut group = c.benchmark_group("gauge_set_2t");
     group.throughput(Throughput::Elements(1));
     group.bench_function("shmetrics_mostrecent", |b| {
@@ -93,7 +110,20 @@ fn gauge_set_2t(c: &mut Criterion) {
     group.bench_function("tikv", |b| {
         b.iter_custom(|iters| on_two_threads(iters, || tikv.set(black_box(42.5))))
     });
+    group.bench_function("prometheus_client", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                pc.set(black_box(42.5));
+            })
+        })
+    });
+    group.bench_function("metrics", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || metrics_gauge.set(black_box(42.5))))
+    });
     group.finish();
+    for v in [timestamped.get(), untimestamped.get(), tikv.get(), pc.get()] {
+        assert_eq!(v, 42.5);
+    }
 }
 
 fn histogram_observe_20_2t(c: &mut Criterion) {
@@ -104,7 +134,7 @@ fn histogram_observe_20_2t(c: &mut Criterion) {
         .labels::<&str>(&[])
         .expect("child")
         .clone();
-    let map = MappedWords::new(MAP_LEN).expect("map");
+    let map = mapped();
     let words = map.words();
     let first = SLOT_OFFSET / 8;
     let (sum, buckets) = (
@@ -116,6 +146,9 @@ fn histogram_observe_20_2t(c: &mut Criterion) {
             .buckets(BOUNDS_20.to_vec()),
     )
     .unwrap();
+    let pc = PcHistogram::new(BOUNDS_20);
+    metrics_handle();
+    let metrics_histogram = metrics::histogram!(METRICS_HISTOGRAM);
     let values = observation_cycle(&BOUNDS_20, CYCLE_LEN);
     let bounds = BOUNDS_20.to_vec();
     // Each thread walks the cycle from its own position.
@@ -139,16 +172,27 @@ fn histogram_observe_20_2t(c: &mut Criterion) {
     group.bench_function("tikv", |b| {
         b.iter_custom(|iters| on_two_threads(iters, || tikv.observe(black_box(value()))))
     });
+    group.bench_function("prometheus_client", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || pc.observe(black_box(value()))))
+    });
+    group.bench_function("metrics", |b| {
+        b.iter_custom(|iters| {
+            drained(iters, |n| {
+                on_two_threads(n, || metrics_histogram.record(black_box(value())))
+            })
+        })
+    });
     group.finish();
+    assert!(histogram.get().0.iter().sum::<u64>() >= 2);
 }
 
 /// Two threads creating `CREATE_BATCH` distinct children each in fresh families built by
 /// `fresh` (outside the timing): the slower thread's time per child.
-fn create_on_two_threads<F: Sync>(
+fn create_on_two_threads<V: Sync, F: Sync>(
     iters: u64,
-    values: &[[String; 2]],
+    values: &[V],
     fresh: impl Fn() -> F,
-    create: impl Fn(&F, &[String; 2]) + Sync,
+    create: impl Fn(&F, &V) + Sync,
 ) -> Duration {
     let mut total = Duration::ZERO;
     let mut left = iters as usize;
@@ -198,6 +242,31 @@ fn child_create_2t(c: &mut Criterion) {
                     .unwrap()
                 },
                 |vec, v| vec.with_label_values(v).inc(),
+            )
+        })
+    });
+    // The same label values as keys, built beforehand; the family clones the key it inserts.
+    let pc_values: Vec<Labels2> = values.iter().map(Labels2::new).collect();
+    group.bench_function("prometheus_client", |b| {
+        b.iter_custom(|iters| {
+            create_on_two_threads(
+                iters,
+                &pc_values,
+                PcFamily::<Labels2, PcCounter>::default,
+                |family, key| {
+                    family.get_or_create(key).inc();
+                },
+            )
+        })
+    });
+    // A fresh recorder per batch, used by both threads through the thread-local hook.
+    group.bench_function("metrics", |b| {
+        b.iter_custom(|iters| {
+            create_on_two_threads(
+                iters,
+                &values,
+                || PrometheusBuilder::new().build_recorder(),
+                metrics_create,
             )
         })
     });

@@ -1,0 +1,109 @@
+//! Setup shared by the writer bench files (`writer.rs`, `writer_threads.rs`): the mapped
+//! words of the physical limits, fresh registries, the `metrics` recorder and the
+//! `prometheus-client` label sets.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use shmetrics_benches::{BOUNDS_20, MappedWords};
+use shmetrics_writer::Registry;
+
+/// Bytes mapped for the baselines: a small segment's worth.
+pub(crate) const MAP_LEN: usize = 64 * 1024;
+/// Where the baselines' words sit: 8-aligned, away from the start of the file (as the
+/// writer's value slots are).
+pub(crate) const SLOT_OFFSET: usize = 32 * 1024;
+/// Name of the `metrics` histogram, which the recorder gives the benches' 20 bounds.
+pub(crate) const METRICS_HISTOGRAM: &str = "bench_latency_seconds";
+/// Observations recorded between two drains of the `metrics` histogram, whose recorder
+/// keeps every observation (16 bytes) until a scrape or upkeep turns them into buckets.
+pub(crate) const METRICS_DRAIN_EVERY: u64 = 1 << 20;
+
+/// A fresh registry in its own temporary directory (kept alive alongside it).
+pub(crate) fn registry() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().expect("create a temporary metrics directory");
+    let registry = Registry::open(dir.path()).expect("open a registry");
+    (dir, registry)
+}
+
+/// A fresh mapped file holding the physical limits' words.
+pub(crate) fn mapped() -> MappedWords {
+    MappedWords::new(MAP_LEN).expect("map a temporary file")
+}
+
+/// The global `metrics` recorder (installed on first use), with the benches' 20 bounds for
+/// [`METRICS_HISTOGRAM`].
+pub(crate) fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(METRICS_HISTOGRAM.to_owned()), &BOUNDS_20)
+            .expect("valid buckets")
+            .install_recorder()
+            .expect("install the metrics recorder")
+    })
+}
+
+/// The `metrics` exposition line of `name` with this label text, or `None`.
+pub(crate) fn metrics_sample(name: &str, labels: &str) -> Option<f64> {
+    let text = metrics_handle().render();
+    let prefix = format!("{name}{labels} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(|v| v.parse().expect("a sample value"))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Labels2 {
+    pub(crate) model: String,
+    pub(crate) rank: String,
+}
+
+impl Labels2 {
+    pub(crate) fn new([model, rank]: &[String; 2]) -> Self {
+        Self {
+            model: model.clone(),
+            rank: rank.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Labels4 {
+    pub(crate) model: String,
+    pub(crate) rank: String,
+    pub(crate) phase: String,
+    pub(crate) reason: String,
+}
+
+/// Creates (on first use) the `bench_created_total` series with these label values in
+/// `recorder`, through the thread-local hook, and increments it. Runtime label values are
+/// cloned into the key: the `metrics` API takes owned or `'static` strings.
+pub(crate) fn metrics_create(recorder: &PrometheusRecorder, [model, rank]: &[String; 2]) {
+    metrics::with_local_recorder(recorder, || {
+        metrics::counter!("bench_created_total", "model" => model.clone(), "rank" => rank.clone())
+            .increment(1);
+    })
+}
+
+/// Runs `iters` `metrics` histogram observations as rounds of at most
+/// [`METRICS_DRAIN_EVERY`], timed by `timed(n)`, and drains the recorder between rounds
+/// (untimed): it keeps every observation until upkeep folds them into buckets, as a scrape
+/// does, so memory stays bounded. Returns the total timed.
+pub(crate) fn drained(
+    iters: u64,
+    mut timed: impl FnMut(u64) -> std::time::Duration,
+) -> std::time::Duration {
+    let mut total = std::time::Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let n = (iters - done).min(METRICS_DRAIN_EVERY);
+        total += timed(n);
+        metrics_handle().run_upkeep();
+        done += n;
+    }
+    total
+}
