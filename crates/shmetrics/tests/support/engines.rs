@@ -195,3 +195,28 @@ pub(crate) fn start_engines() -> Engines {
 pub(crate) fn vllm_filter() -> PrefixFilter {
     PrefixFilter::new(["vllm:", "lmcache:"])
 }
+
+/// Checks the exposition of a host whose gauge `vllm:e2e_request_latency_seconds_count`
+/// clashes with the engines' histogram: the histogram is left out (the host's gauge is the
+/// only `_count` line, no bucket), the clash is counted, the other engine families stay, and
+/// every family is typed once. `whole` is how the encoder writes a whole number of the
+/// directory's (`"1"` or `"1.0"`).
+pub(crate) fn assert_clashing_histogram_left_out(text: &str, whole: fn(u32) -> String) {
+    assert!(
+        !text.contains("vllm:e2e_request_latency_seconds_bucket"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("vllm:e2e_request_latency_seconds_count"))
+            .collect::<Vec<_>>(),
+        ["vllm:e2e_request_latency_seconds_count 1"]
+    );
+    assert!(text.contains(&format!("shmetrics_collector_clashes {}\n", whole(1))));
+    assert!(text.contains(&format!(
+        "vllm:prompt_tokens_total{{model_name=\"m\"}} {}\n",
+        whole(42)
+    )));
+    // Not promtool: it flags the host's gauge named `..._count`, the premise of the test.
+    super::assert_type_lines_unique(text);
+}
