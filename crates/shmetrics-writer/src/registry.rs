@@ -2,6 +2,7 @@
 //! and places their series in segments.
 
 use std::any::Any;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,19 +116,20 @@ impl State {
             process: None,
         };
         let series_len = series.encoded_len();
-        // The family record is measured only when it must be written (a segment's first
-        // series of the family): the common case builds no family record at all.
+        // The family record is measured only when one must be written (a segment's first
+        // series of the family), and then once: the common case builds no family record.
+        let family_len = OnceCell::new();
+        let family_len = || *family_len.get_or_init(|| family_record(def, 0).encoded_len());
         let fits = self.segments.last().is_some_and(|seg| {
             let declare = if seg.declared.contains_key(&def.name) {
                 0
             } else {
-                family_record(def, 0).encoded_len()
+                family_len()
             };
             seg.fits(declare + series_len, width)
         });
         if !fits {
-            let family_len = family_record(def, 0).encoded_len();
-            let minimum = HEADER_SIZE + family_len + series_len + width * 8;
+            let minimum = HEADER_SIZE + family_len() + series_len + width * 8;
             if let Err(e) = self.open_continuation(shared, minimum) {
                 return self.drop_series(def, &e);
             }
