@@ -3,13 +3,17 @@
 //! `prometheus-client` label sets.
 
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
 
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter as PcCounter;
+use prometheus_client::metrics::gauge::Gauge as PcGauge;
+use prometheus_client::metrics::histogram::Histogram as PcHistogram;
 use shmetrics_benches::{BOUNDS_20, MappedWords};
-use shmetrics_writer::Registry;
+use shmetrics_writer::{GaugeMode, Registry};
 
 /// Bytes mapped for the baselines: a small segment's worth.
 pub(crate) const MAP_LEN: usize = 64 * 1024;
@@ -106,4 +110,139 @@ pub(crate) fn drained(
         done += n;
     }
     total
+}
+
+/// The subjects of the `inc_by(0.5)` groups (one and two threads): a shmetrics counter, the
+/// limit's word, tikv's and `prometheus-client`'s f64 counters (`metrics` has none).
+pub(crate) struct FloatCounters {
+    _dir: tempfile::TempDir,
+    _registry: Registry,
+    map: MappedWords,
+    pub(crate) shmetrics: shmetrics_writer::Counter,
+    pub(crate) tikv: prometheus::Counter,
+    pub(crate) pc: PcCounter<f64, AtomicU64>,
+}
+
+impl FloatCounters {
+    pub(crate) fn new() -> Self {
+        let (dir, registry) = registry();
+        let shmetrics = registry
+            .counter("bench_tokens_total", "Tokens.", &[])
+            .expect("register the counter")
+            .labels::<&str>(&[])
+            .expect("resolve the child")
+            .clone();
+        Self {
+            _dir: dir,
+            _registry: registry,
+            map: mapped(),
+            shmetrics,
+            tikv: prometheus::Counter::new("bench_tokens_total", "Tokens.").unwrap(),
+            pc: PcCounter::default(),
+        }
+    }
+
+    /// The limit's word.
+    pub(crate) fn raw(&self) -> &AtomicU64 {
+        self.map.word_at(SLOT_OFFSET)
+    }
+}
+
+/// The subjects of the gauge `set` groups. Two shmetrics modes cover every gauge write
+/// path: `mostrecent` and `livemostrecent` also record the write time
+/// (`GaugeMode::needs_timestamp`), every other mode (`all`, `liveall`, `min`, `max`, `sum`
+/// and their `live` variants) only stores the value, as `livesum`.
+pub(crate) struct Gauges {
+    _dir: tempfile::TempDir,
+    _registry: Registry,
+    map: MappedWords,
+    pub(crate) mostrecent: shmetrics_writer::Gauge,
+    pub(crate) livesum: shmetrics_writer::Gauge,
+    pub(crate) tikv: prometheus::Gauge,
+    pub(crate) pc: PcGauge<f64, AtomicU64>,
+    pub(crate) metrics: metrics::Gauge,
+}
+
+/// Name of the value-only gauge in every library (the `metrics` one is read back by name).
+pub(crate) const GAUGE: &str = "bench_in_flight";
+
+impl Gauges {
+    pub(crate) fn new() -> Self {
+        let (dir, registry) = registry();
+        let gauge = |name: &str, mode| {
+            registry
+                .gauge(name, "A gauge.", &[], mode)
+                .expect("register the gauge")
+                .labels::<&str>(&[])
+                .expect("resolve the child")
+                .clone()
+        };
+        let mostrecent = gauge("bench_kv_usage", GaugeMode::MostRecent);
+        let livesum = gauge(GAUGE, GaugeMode::LiveSum);
+        metrics_handle();
+        Self {
+            _dir: dir,
+            _registry: registry,
+            map: mapped(),
+            mostrecent,
+            livesum,
+            tikv: prometheus::Gauge::new(GAUGE, "In flight.").unwrap(),
+            pc: PcGauge::default(),
+            metrics: metrics::gauge!(GAUGE),
+        }
+    }
+
+    /// The limit's word.
+    pub(crate) fn raw(&self) -> &AtomicU64 {
+        self.map.word_at(SLOT_OFFSET)
+    }
+}
+
+/// The subjects of the histogram groups, 20 bounds each.
+pub(crate) struct Histograms {
+    _dir: tempfile::TempDir,
+    _registry: Registry,
+    map: MappedWords,
+    pub(crate) shmetrics: shmetrics_writer::Histogram,
+    pub(crate) tikv: prometheus::Histogram,
+    pub(crate) pc: PcHistogram,
+    pub(crate) metrics: metrics::Histogram,
+}
+
+impl Histograms {
+    pub(crate) fn new() -> Self {
+        let (dir, registry) = registry();
+        let shmetrics = registry
+            .histogram(METRICS_HISTOGRAM, "Latency.", &[], &BOUNDS_20)
+            .expect("register the histogram")
+            .labels::<&str>(&[])
+            .expect("resolve the child")
+            .clone();
+        assert_eq!(shmetrics.bounds(), &BOUNDS_20[..]);
+        let tikv = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(METRICS_HISTOGRAM, "Latency.")
+                .buckets(BOUNDS_20.to_vec()),
+        )
+        .unwrap();
+        metrics_handle();
+        Self {
+            _dir: dir,
+            _registry: registry,
+            map: mapped(),
+            shmetrics,
+            tikv,
+            pc: PcHistogram::new(BOUNDS_20),
+            metrics: metrics::histogram!(METRICS_HISTOGRAM),
+        }
+    }
+
+    /// The limit's sum word and 21 bucket words.
+    pub(crate) fn raw(&self) -> (&AtomicU64, &[AtomicU64]) {
+        let words = self.map.words();
+        let first = SLOT_OFFSET / 8;
+        (
+            &words[first],
+            &words[first + 1..first + 1 + BOUNDS_20.len() + 1],
+        )
+    }
 }

@@ -28,20 +28,17 @@ use std::time::{Duration, Instant};
 use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use peers::{
-    Labels2, Labels4, METRICS_HISTOGRAM, SLOT_OFFSET, drained, mapped, metrics_create,
-    metrics_handle, metrics_sample, registry,
+    FloatCounters, GAUGE, Gauges, Histograms, Labels2, Labels4, METRICS_HISTOGRAM, SLOT_OFFSET,
+    drained, mapped, metrics_create, metrics_handle, metrics_sample, registry,
 };
 use prometheus::core::Collector;
 use prometheus_client::metrics::counter::Counter as PcCounter;
 use prometheus_client::metrics::family::Family as PcFamily;
-use prometheus_client::metrics::gauge::Gauge as PcGauge;
-use prometheus_client::metrics::histogram::Histogram as PcHistogram;
 use shmetrics_benches::{
-    BOUNDS_20, CYCLE_LEN, FIXED_OBSERVATION, MappedWords, distinct_label_values, filtered,
-    label_sets_2, label_sets_4, observation_cycle, on_two_threads, raw_f64_add, raw_fetch_add,
+    BOUNDS_20, CYCLE_LEN, FIXED_OBSERVATION, distinct_label_values, filtered, label_sets_2,
+    label_sets_4, observation_cycle, on_two_threads, raw_f64_add, raw_fetch_add,
     raw_histogram_observe, raw_store_f64,
 };
-use shmetrics_writer::{GaugeMode, Registry};
 
 /// Children created per fresh registry (or peer family) in `child_create`: bounds the
 /// memory and segment space one registry takes.
@@ -89,17 +86,14 @@ fn counter_inc(c: &mut Criterion) {
 }
 
 fn counter_inc_by_f64(c: &mut Criterion) {
-    let (_dir, registry) = registry();
-    let counter = registry
-        .counter("bench_tokens_total", "Tokens.", &[])
-        .expect("register the counter")
-        .labels::<&str>(&[])
-        .expect("resolve the child")
-        .clone();
-    let map = mapped();
-    let word = map.word_at(SLOT_OFFSET);
-    let tikv = prometheus::Counter::new("bench_tokens_total", "Tokens.").unwrap();
-    let pc = PcCounter::<f64, std::sync::atomic::AtomicU64>::default();
+    let subjects = FloatCounters::new();
+    let FloatCounters {
+        shmetrics: counter,
+        tikv,
+        pc,
+        ..
+    } = &subjects;
+    let word = subjects.raw();
 
     let mut group = c.benchmark_group("counter_inc_by_f64");
     group.throughput(Throughput::Elements(1));
@@ -127,28 +121,16 @@ fn counter_inc_by_f64(c: &mut Criterion) {
 }
 
 fn gauge_set(c: &mut Criterion) {
-    let (_dir, registry) = registry();
-    // Two modes cover every gauge write path: `mostrecent` and `livemostrecent` also record
-    // the write time (`GaugeMode::needs_timestamp`), every other mode (`all`, `liveall`,
-    // `min`, `max`, `sum` and their `live` variants) only stores the value, as `livesum`.
-    let timestamped = registry
-        .gauge("bench_kv_usage", "KV usage.", &[], GaugeMode::MostRecent)
-        .expect("register the gauge")
-        .labels::<&str>(&[])
-        .expect("resolve the child")
-        .clone();
-    let untimestamped = registry
-        .gauge("bench_in_flight", "In flight.", &[], GaugeMode::LiveSum)
-        .expect("register the gauge")
-        .labels::<&str>(&[])
-        .expect("resolve the child")
-        .clone();
-    let map = mapped();
-    let word = map.word_at(SLOT_OFFSET);
-    let tikv = prometheus::Gauge::new("bench_in_flight", "In flight.").unwrap();
-    let pc = PcGauge::<f64, std::sync::atomic::AtomicU64>::default();
-    metrics_handle();
-    let metrics_gauge = metrics::gauge!("bench_in_flight");
+    let subjects = Gauges::new();
+    let Gauges {
+        mostrecent: timestamped,
+        livesum: untimestamped,
+        tikv,
+        pc,
+        metrics: metrics_gauge,
+        ..
+    } = &subjects;
+    let word = subjects.raw();
 
     let mut group = c.benchmark_group("gauge_set");
     group.throughput(Throughput::Elements(1));
@@ -175,109 +157,62 @@ fn gauge_set(c: &mut Criterion) {
         assert_eq!(untimestamped.get(), 42.5);
         assert_eq!(tikv.get(), 42.5);
         assert_eq!(pc.get(), 42.5);
-        assert_eq!(metrics_sample("bench_in_flight", ""), Some(42.5));
+        assert_eq!(metrics_sample(GAUGE, ""), Some(42.5));
     }
 }
 
-/// The histogram peers, built once and shared by both histogram groups.
-struct Histograms {
-    _dir: tempfile::TempDir,
-    _registry: Registry,
-    shmetrics: shmetrics_writer::Histogram,
-    map: MappedWords,
-    tikv: prometheus::Histogram,
-    pc: PcHistogram,
-    metrics: metrics::Histogram,
-}
-
-impl Histograms {
-    fn new() -> Self {
-        let (dir, registry) = registry();
-        let shmetrics = registry
-            .histogram(METRICS_HISTOGRAM, "Latency.", &[], &BOUNDS_20)
-            .expect("register the histogram")
-            .labels::<&str>(&[])
-            .expect("resolve the child")
-            .clone();
-        assert_eq!(shmetrics.bounds(), &BOUNDS_20[..]);
-        let tikv = prometheus::Histogram::with_opts(
-            prometheus::HistogramOpts::new(METRICS_HISTOGRAM, "Latency.")
-                .buckets(BOUNDS_20.to_vec()),
-        )
-        .unwrap();
-        let pc = PcHistogram::new(BOUNDS_20);
-        metrics_handle();
-        let metrics = metrics::histogram!(METRICS_HISTOGRAM);
-        Self {
-            _dir: dir,
-            _registry: registry,
-            shmetrics,
-            map: mapped(),
-            tikv,
-            pc,
-            metrics,
-        }
-    }
-
-    /// The raw baseline's sum word and 21 bucket words.
-    fn raw(
-        &self,
-    ) -> (
-        &std::sync::atomic::AtomicU64,
-        &[std::sync::atomic::AtomicU64],
-    ) {
-        let words = self.map.words();
-        let first = SLOT_OFFSET / 8;
-        (
-            &words[first],
-            &words[first + 1..first + 1 + BOUNDS_20.len() + 1],
-        )
-    }
-
-    /// Runs one group: every peer observes `value(i)` for i = 0, 1, 2, ...
-    fn bench(&self, c: &mut Criterion, group_name: &str, value: impl Fn(usize) -> f64 + Copy) {
-        let (sum, buckets) = self.raw();
-        // Runtime bounds, as the histogram's are (it keeps them behind an `Arc`).
-        let bounds: Vec<f64> = BOUNDS_20.to_vec();
-        let mut group = c.benchmark_group(group_name);
-        group.throughput(Throughput::Elements(1));
-        let mut i = 0usize;
-        let mut next = move || {
-            let v = value(i);
-            i = i.wrapping_add(1);
-            black_box(v)
-        };
-        group.bench_function("shmetrics", |b| {
-            b.iter(|| black_box(&self.shmetrics).observe(next()))
-        });
-        group.bench_function("raw_histogram", |b| {
-            b.iter(|| raw_histogram_observe(black_box(&bounds), black_box(buckets), sum, next()))
-        });
-        group.bench_function("tikv", |b| b.iter(|| black_box(&self.tikv).observe(next())));
-        group.bench_function("prometheus_client", |b| {
-            b.iter(|| black_box(&self.pc).observe(next()))
-        });
-        // Drained between timed rounds (see `drained`).
-        group.bench_function("metrics", |b| {
-            b.iter_custom(|iters| {
-                drained(iters, |n| {
-                    let start = Instant::now();
-                    for _ in 0..n {
-                        black_box(&self.metrics).record(next());
-                    }
-                    start.elapsed()
-                })
+/// Runs one histogram group on `h`: every peer observes `value(i)` for i = 0, 1, 2, ...
+fn bench_histograms(
+    h: &Histograms,
+    c: &mut Criterion,
+    group_name: &str,
+    value: impl Fn(usize) -> f64 + Copy,
+) {
+    let (sum, buckets) = h.raw();
+    // Runtime bounds, as the histogram's are (it keeps them behind an `Arc`).
+    let bounds: Vec<f64> = BOUNDS_20.to_vec();
+    let mut group = c.benchmark_group(group_name);
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    let mut next = move || {
+        let v = value(i);
+        i = i.wrapping_add(1);
+        black_box(v)
+    };
+    group.bench_function("shmetrics", |b| {
+        b.iter(|| black_box(&h.shmetrics).observe(next()))
+    });
+    group.bench_function("raw_histogram", |b| {
+        b.iter(|| raw_histogram_observe(black_box(&bounds), black_box(buckets), sum, next()))
+    });
+    group.bench_function("tikv", |b| b.iter(|| black_box(&h.tikv).observe(next())));
+    group.bench_function("prometheus_client", |b| {
+        b.iter(|| black_box(&h.pc).observe(next()))
+    });
+    // Drained between timed rounds (see `drained`).
+    group.bench_function("metrics", |b| {
+        b.iter_custom(|iters| {
+            drained(iters, |n| {
+                let start = Instant::now();
+                for _ in 0..n {
+                    black_box(&h.metrics).record(next());
+                }
+                start.elapsed()
             })
-        });
-        group.finish();
-    }
+        })
+    });
+    group.finish();
 }
 
 fn histogram_observe_20(c: &mut Criterion) {
     let histograms = Histograms::new();
     let values = observation_cycle(&BOUNDS_20, CYCLE_LEN);
-    histograms.bench(c, "histogram_observe_20", |i| values[i & (CYCLE_LEN - 1)]);
-    histograms.bench(c, "histogram_observe_20_fixed", |_| FIXED_OBSERVATION);
+    bench_histograms(&histograms, c, "histogram_observe_20", |i| {
+        values[i & (CYCLE_LEN - 1)]
+    });
+    bench_histograms(&histograms, c, "histogram_observe_20_fixed", |_| {
+        FIXED_OBSERVATION
+    });
 
     if !filtered() {
         let tikv_count = histograms.tikv.get_sample_count();
