@@ -17,8 +17,8 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use shmetrics_metrics::{GaugeMode, ShmetricsRecorder};
-use shmetrics_reader::{Format, PrefixFilter, Reader};
-use support::{assert_type_lines_unique, promtool_check};
+use shmetrics_reader::{PrefixFilter, Reader};
+use support::checked_scrape;
 
 const PROCESSES: usize = 4;
 const THREADS: usize = 3;
@@ -83,19 +83,11 @@ fn child(rank: usize) {
 }
 
 fn scrape(reader: &mut Reader) -> String {
-    let mut out = Vec::new();
-    reader
-        .scrape(
-            Format::Prometheus,
-            &PrefixFilter::new(["engine_"]),
-            false,
-            &mut out,
-        )
-        .unwrap();
-    let text = String::from_utf8(out).unwrap();
-    assert_type_lines_unique(&text);
-    promtool_check(&text, "the facade recorder's directory");
-    text
+    checked_scrape(
+        reader,
+        &PrefixFilter::new(["engine_"]),
+        "the facade recorder's directory",
+    )
 }
 
 /// The expected exposition of the counters and histograms (summed over every process).

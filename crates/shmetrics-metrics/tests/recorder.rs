@@ -10,29 +10,20 @@ use metrics::{
     with_local_recorder,
 };
 use shmetrics_metrics::{Error, GaugeMode, Options, Registry, ShmetricsRecorder, Stats};
-use shmetrics_reader::{Format, PrefixFilter, Reader};
+use shmetrics_reader::{PrefixFilter, Reader};
 
 #[path = "../../shmetrics/tests/support/mod.rs"]
 mod support;
-use support::{assert_type_lines_unique, promtool_check};
+use support::checked_scrape;
 
 /// The whole directory rendered as Prometheus text, checked by promtool and for
 /// duplicate families.
 fn scrape(dir: &Path) -> String {
-    let mut out = Vec::new();
-    Reader::open(dir)
-        .unwrap()
-        .scrape(
-            Format::Prometheus,
-            &PrefixFilter::default(),
-            false,
-            &mut out,
-        )
-        .unwrap();
-    let text = String::from_utf8(out).unwrap();
-    assert_type_lines_unique(&text);
-    promtool_check(&text, "the facade recorder's directory");
-    text
+    checked_scrape(
+        &mut Reader::open(dir).unwrap(),
+        &PrefixFilter::default(),
+        "the facade recorder's directory",
+    )
 }
 
 fn recorder(dir: &Path) -> ShmetricsRecorder {

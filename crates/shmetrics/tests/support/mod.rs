@@ -83,6 +83,28 @@ pub(crate) fn assert_type_lines_unique(text: &str) {
     }
 }
 
+/// The families of `reader`'s directory that `filter` keeps, as Prometheus text (no
+/// self-metrics), checked for duplicate families and by promtool (`what` names it there).
+pub(crate) fn checked_scrape(
+    reader: &mut shmetrics_reader::Reader,
+    filter: &shmetrics_reader::PrefixFilter,
+    what: &str,
+) -> String {
+    let mut out = Vec::new();
+    reader
+        .scrape(
+            shmetrics_reader::Format::Prometheus,
+            filter,
+            false,
+            &mut out,
+        )
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_type_lines_unique(&text);
+    promtool_check(&text, what);
+    text
+}
+
 /// The path of example `name` of the package under test, built by `cargo test` with the
 /// other targets into `target/<profile>/examples/`, next to the test binaries' `deps/`.
 pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
