@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{
-    BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+    Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use prometheus::Encoder;
 use prometheus_client::metrics::counter::Counter as PcCounter;
@@ -112,6 +112,17 @@ fn steady_reader_with_dead(
     (reader, out)
 }
 
+/// Times whole scrapes of `reader` as Prometheus text into `out`, cleared each time.
+fn scrapes(b: &mut Bencher<'_>, reader: &mut Reader, filter: &PrefixFilter, out: &mut Vec<u8>) {
+    b.iter(|| {
+        out.clear();
+        reader
+            .scrape(Format::Prometheus, filter, false, out)
+            .expect("scrape");
+        black_box(out.len())
+    })
+}
+
 fn scrape_grid(c: &mut Criterion) {
     let filter = PrefixFilter::default();
     for s in SERIES {
@@ -124,15 +135,7 @@ fn scrape_grid(c: &mut Criterion) {
             let mut group = c.benchmark_group("scrape");
             tune(&mut group, read);
             group.throughput(Throughput::Elements(read as u64));
-            group.bench_function(&id, |b| {
-                b.iter(|| {
-                    out.clear();
-                    reader
-                        .scrape(Format::Prometheus, &filter, false, &mut out)
-                        .expect("scrape");
-                    black_box(out.len())
-                })
-            });
+            group.bench_function(&id, |b| scrapes(b, &mut reader, &filter, &mut out));
             group.finish();
 
             if !SPLIT.contains(&(p, s)) {
@@ -366,13 +369,7 @@ fn vllm(c: &mut Criterion) {
         tune(&mut group, fixture.series_total());
         group.throughput(Throughput::Elements(fixture.series_total() as u64));
         group.bench_function(n.to_string(), |b| {
-            b.iter(|| {
-                out.clear();
-                reader
-                    .scrape(Format::Prometheus, &filter, false, &mut out)
-                    .expect("scrape");
-                black_box(out.len())
-            })
+            scrapes(b, &mut reader, &filter, &mut out)
         });
         group.finish();
     }
@@ -408,15 +405,7 @@ fn dead_processes(c: &mut Criterion) {
     let mut group = c.benchmark_group("dead_processes");
     let bench = |group: &mut BenchmarkGroup<'_, WallTime>, id: &str, dead: usize| {
         let (mut reader, mut out) = steady_reader_with_dead(dir.path(), live_n, dead, None);
-        group.bench_function(id, |b| {
-            b.iter(|| {
-                out.clear();
-                reader
-                    .scrape(Format::Prometheus, &filter, false, &mut out)
-                    .expect("scrape");
-                black_box(out.len())
-            })
-        });
+        group.bench_function(id, |b| scrapes(b, &mut reader, &filter, &mut out));
     };
     bench(&mut group, "none", 0);
     let (dead_n, dead_series) = DEAD_COUNT;
