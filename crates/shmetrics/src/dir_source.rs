@@ -9,6 +9,51 @@ use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::Family;
 use shmetrics_reader::{PrefixFilter, Reader, ScrapeReport};
 
+/// The builder methods every directory collector has, over its `source: DirSource` field and
+/// its `new(reader, filter)`: `open`, `exclude`, `with_self_metrics` and `filter`. Invoked
+/// inside the collector's `impl` block.
+macro_rules! dir_collector_builders {
+    () => {
+        /// Opens a reader on `dir` and wraps it; see [`Self::new`].
+        ///
+        /// # Errors
+        /// When `dir` is missing or not a directory.
+        pub fn open(
+            dir: impl AsRef<std::path::Path>,
+            filter: shmetrics_reader::PrefixFilter,
+        ) -> Result<Self, shmetrics_reader::ReaderError> {
+            Ok(Self::new(shmetrics_reader::Reader::open(dir)?, filter))
+        }
+
+        /// Families this collector never emits, by their exposition name (`vllm:x_total` for
+        /// a counter; a counter's base name `vllm:x` matches too). For hosts that register the
+        /// collector directly and know their own family names.
+        #[must_use]
+        pub fn exclude<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+            self.source
+                .excluded
+                .extend(names.into_iter().map(Into::into));
+            self
+        }
+
+        /// Also emit the reader's `shmetrics_reader_*` and `shmetrics_writer_*` self-metrics
+        /// (segments by state, invalid segments by reason, series count...), whatever the
+        /// filter, except one whose name a kept family of the directory already has. Off by
+        /// default.
+        #[must_use]
+        pub fn with_self_metrics(mut self, on: bool) -> Self {
+            self.source.self_metrics = on;
+            self
+        }
+
+        /// The filter.
+        pub fn filter(&self) -> &shmetrics_reader::PrefixFilter {
+            &self.source.filter
+        }
+    };
+}
+pub(crate) use dir_collector_builders;
+
 /// A filtered view of a metrics directory, snapshot on demand.
 pub(crate) struct DirSource {
     reader: Mutex<Reader>,

@@ -69,7 +69,6 @@
 //! ```
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -80,9 +79,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Value};
-use shmetrics_reader::{PrefixFilter, Reader, ReaderError, ScrapeReport};
+use shmetrics_reader::{PrefixFilter, Reader, ScrapeReport};
 
-use crate::dir_source::DirSource;
+use crate::dir_source::{DirSource, dir_collector_builders};
 pub use crate::prometheus_collector::CLASHES_FAMILY;
 use crate::prometheus_collector::CLASHES_HELP;
 
@@ -110,37 +109,7 @@ impl DirCollector {
         }
     }
 
-    /// Opens a reader on `dir` and wraps it; see [`DirCollector::new`].
-    ///
-    /// # Errors
-    /// When `dir` is missing or not a directory.
-    pub fn open(dir: impl AsRef<Path>, filter: PrefixFilter) -> Result<Self, ReaderError> {
-        Ok(Self::new(Reader::open(dir)?, filter))
-    }
-
-    /// Families this collector never emits, by their exposition name (`vllm:x_total` for a
-    /// counter; a counter's base name `vllm:x` matches too). For servers that register the
-    /// collector directly and know their own family names.
-    #[must_use]
-    pub fn exclude<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.source
-            .excluded
-            .extend(names.into_iter().map(Into::into));
-        self
-    }
-
-    /// Also emit the reader's `shmetrics_reader_*` and `shmetrics_writer_*` self-metrics,
-    /// whatever the filter. Off by default.
-    #[must_use]
-    pub fn with_self_metrics(mut self, on: bool) -> Self {
-        self.source.self_metrics = on;
-        self
-    }
-
-    /// The filter.
-    pub fn filter(&self) -> &PrefixFilter {
-        &self.source.filter
-    }
+    dir_collector_builders!();
 
     /// Takes a snapshot and returns the kept families (shmetrics' merged form, by name)
     /// with the reader's report of the scrape.

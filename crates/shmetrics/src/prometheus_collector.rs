@@ -87,16 +87,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use std::path::Path;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Family, Series, Value};
-use shmetrics_reader::{PrefixFilter, Reader, ReaderError, ScrapeReport};
+use shmetrics_reader::{PrefixFilter, Reader, ScrapeReport};
 
-use crate::dir_source::DirSource;
+use crate::dir_source::{DirSource, dir_collector_builders};
 
 /// Name of the gauge [`gather_with_host`] appends: directory families dropped because the
 /// host has a family of the same name (or with a clashing sample name).
@@ -148,39 +147,7 @@ impl DirCollector {
         }
     }
 
-    /// Opens a reader on `dir` and wraps it; see [`DirCollector::new`].
-    ///
-    /// # Errors
-    /// When `dir` is missing or not a directory.
-    pub fn open(dir: impl AsRef<Path>, filter: PrefixFilter) -> Result<Self, ReaderError> {
-        Ok(Self::new(Reader::open(dir)?, filter))
-    }
-
-    /// Families this collector never emits, by their exposition name (`vllm:x_total` for a
-    /// counter; a counter's base name `vllm:x` matches too). For hosts that register the
-    /// collector directly and know their own family names.
-    #[must_use]
-    pub fn exclude<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.source
-            .excluded
-            .extend(names.into_iter().map(Into::into));
-        self
-    }
-
-    /// Also emit the reader's `shmetrics_reader_*` and `shmetrics_writer_*` self-metrics
-    /// (segments by state, invalid segments by reason, series count...), whatever the
-    /// filter, except one whose name a kept family of the directory already has. Off by
-    /// default.
-    #[must_use]
-    pub fn with_self_metrics(mut self, on: bool) -> Self {
-        self.source.self_metrics = on;
-        self
-    }
-
-    /// The filter.
-    pub fn filter(&self) -> &PrefixFilter {
-        &self.source.filter
-    }
+    dir_collector_builders!();
 
     /// Takes a snapshot and returns the kept families, sorted by exposition name, with the
     /// reader's report of the scrape (segment counts, problems, conflicts).
