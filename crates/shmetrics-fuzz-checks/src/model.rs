@@ -1060,6 +1060,7 @@ impl Harness {
                     slot_offset: 0,
                     label_values: values.clone(),
                     process: None,
+                    exact_parts: Vec::new(),
                 }
                 .encode(),
             };

@@ -21,6 +21,10 @@ pub const RECORD_SERIES: u16 = 2;
 pub const RECORD_PROCESS_SERIES: u16 = 3;
 /// Record kind of a [`FoldedRecord`]: archives only.
 pub const RECORD_FOLDED: u16 = 4;
+/// Record kind of a [`SeriesRecord`] with [`SeriesRecord::exact_parts`]: archives only.
+pub const RECORD_EXACT_SERIES: u16 = 5;
+/// Most partials an exact value may have (an exact sum of `f64`s needs at most 40).
+pub const MAX_EXACT_PARTS: usize = 64;
 /// Largest record accepted, in bytes.
 pub const MAX_RECORD_LEN: usize = 1 << 20;
 /// Gauge-mode byte of a family that is not a gauge.
@@ -69,6 +73,15 @@ struct ProcessFixed {
     created_unix_nanos: u64,
 }
 
+/// Fixed part of an exact series record's payload, after the [`SeriesFixed`] part; the
+/// partials (`f64`) follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+struct ExactFixed {
+    count: u32,
+    reserved: u32,
+}
+
 /// Payload of a folded record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
@@ -102,7 +115,7 @@ pub struct FamilyRecord {
 }
 
 /// Declares one labelled series (a child) of a family and where its value slots live.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SeriesRecord {
     /// The family this series belongs to, as declared earlier in the same segment.
     pub family_id: u32,
@@ -113,6 +126,12 @@ pub struct SeriesRecord {
     /// In an archive, the dead process a gauge of mode `all` was read from: that mode keeps
     /// one value per process (with a `pid` label). `None` everywhere else.
     pub process: Option<ProcessOf>,
+    /// In an archive, when not empty: the exact float part of a summed value (a counter's
+    /// fractional word, a histogram's or summary's sum, a `sum` gauge's value) as finite,
+    /// non-overlapping partials whose exact sum it is; the slot holds their rounded sum.
+    /// Merging the partials instead of the rounded value keeps merged sums exact (see the
+    /// reader's `exact` module). Never together with `process`.
+    pub exact_parts: Vec<f64>,
 }
 
 /// The process an archived series came from.
@@ -293,15 +312,29 @@ impl SeriesRecord {
             Some(_) => std::mem::size_of::<ProcessFixed>(),
             None => 0,
         };
+        let exact = match self.exact_parts.len() {
+            0 => 0,
+            n => std::mem::size_of::<ExactFixed>() + 8 * n,
+        };
         record_len(
             std::mem::size_of::<SeriesFixed>()
                 + process
+                + exact
                 + self.label_values.iter().map(|v| str_len(v)).sum::<usize>(),
         )
     }
 
     /// Encodes the record, padded to a multiple of 8 bytes.
+    ///
+    /// # Panics
+    /// When both `process` and `exact_parts` are set, or there are more than
+    /// [`MAX_EXACT_PARTS`] partials.
     pub fn encode(&self) -> Vec<u8> {
+        assert!(
+            self.process.is_none() || self.exact_parts.is_empty(),
+            "a series record has a process or exact parts, not both"
+        );
+        assert!(self.exact_parts.len() <= MAX_EXACT_PARTS);
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(&[0; 8]);
         let fixed = SeriesFixed {
@@ -319,12 +352,23 @@ impl SeriesRecord {
             };
             out.extend_from_slice(bytemuck::bytes_of(&process));
         }
+        if !self.exact_parts.is_empty() {
+            let exact = ExactFixed {
+                count: self.exact_parts.len() as u32,
+                reserved: 0,
+            };
+            out.extend_from_slice(bytemuck::bytes_of(&exact));
+            for p in &self.exact_parts {
+                out.extend_from_slice(&p.to_ne_bytes());
+            }
+        }
         for v in &self.label_values {
             push_str(&mut out, v);
         }
-        let kind = match self.process {
-            Some(_) => RECORD_PROCESS_SERIES,
-            None => RECORD_SERIES,
+        let kind = match (self.process, self.exact_parts.is_empty()) {
+            (Some(_), _) => RECORD_PROCESS_SERIES,
+            (None, false) => RECORD_EXACT_SERIES,
+            (None, true) => RECORD_SERIES,
         };
         finish(out, kind)
     }
@@ -437,12 +481,20 @@ fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
     })
 }
 
-fn parse_series(c: &mut Cursor<'_>, with_process: bool) -> Result<SeriesRecord, LayoutError> {
+/// What follows a series record's fixed part.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SeriesExtra {
+    None,
+    Process,
+    Exact,
+}
+
+fn parse_series(c: &mut Cursor<'_>, extra: SeriesExtra) -> Result<SeriesRecord, LayoutError> {
     let fixed: SeriesFixed = c.pod()?;
     if fixed.reserved != 0 {
         return Err(c.fail("reserved series field is not zero"));
     }
-    let process = if with_process {
+    let process = if extra == SeriesExtra::Process {
         let p: ProcessFixed = c.pod()?;
         if p.reserved != 0 {
             return Err(c.fail("reserved process field is not zero"));
@@ -453,6 +505,24 @@ fn parse_series(c: &mut Cursor<'_>, with_process: bool) -> Result<SeriesRecord, 
         })
     } else {
         None
+    };
+    let exact_parts = if extra == SeriesExtra::Exact {
+        let e: ExactFixed = c.pod()?;
+        let count = e.count as usize;
+        if e.reserved != 0 || count == 0 || count > MAX_EXACT_PARTS {
+            return Err(c.fail(format!("bad exact part count {count}")));
+        }
+        let parts: Vec<f64> = c
+            .take(count * 8)?
+            .chunks_exact(8)
+            .map(|b| f64::from_ne_bytes(b.try_into().expect("chunks of 8")))
+            .collect();
+        if parts.iter().any(|p| !p.is_finite()) {
+            return Err(c.fail("an exact part is not finite"));
+        }
+        parts
+    } else {
+        Vec::new()
     };
     if fixed.label_count as usize > MAX_LABELS {
         return Err(c.fail("too many label values"));
@@ -469,6 +539,7 @@ fn parse_series(c: &mut Cursor<'_>, with_process: bool) -> Result<SeriesRecord, 
         slot_offset: fixed.slot_offset,
         label_values,
         process,
+        exact_parts,
     })
 }
 
@@ -552,8 +623,11 @@ impl RecordIter<'_> {
         };
         let record = match header.kind {
             RECORD_FAMILY => Record::Family(parse_family(&mut cursor)?),
-            RECORD_SERIES => Record::Series(parse_series(&mut cursor, false)?),
-            RECORD_PROCESS_SERIES => Record::Series(parse_series(&mut cursor, true)?),
+            RECORD_SERIES => Record::Series(parse_series(&mut cursor, SeriesExtra::None)?),
+            RECORD_PROCESS_SERIES => {
+                Record::Series(parse_series(&mut cursor, SeriesExtra::Process)?)
+            }
+            RECORD_EXACT_SERIES => Record::Series(parse_series(&mut cursor, SeriesExtra::Exact)?),
             RECORD_FOLDED => Record::Folded(parse_folded(&mut cursor)?),
             kind => return Err(LayoutError::UnknownRecordKind { offset, kind }),
         };
@@ -584,6 +658,7 @@ mod tests {
             slot_offset: 4096,
             label_values: vec!["llama".into(), "0".into()],
             process: None,
+            exact_parts: Vec::new(),
         }
     }
 
@@ -627,6 +702,12 @@ mod tests {
                 };
                 assert_eq!(s.encoded_len(), s.encode().len(), "{s:?}");
             }
+            let s = SeriesRecord {
+                label_values: (0..n).map(|i| "v".repeat(i * 2)).collect(),
+                exact_parts: (0..=n).map(|i| 0.1 * i as f64 + 1.0).collect(),
+                ..series()
+            };
+            assert_eq!(s.encoded_len(), s.encode().len(), "{s:?}");
         }
     }
 
@@ -643,12 +724,29 @@ mod tests {
             instance_id: 0x0123_4567_89ab_cdef,
             sequence: 2,
         };
+        let exact = SeriesRecord {
+            exact_parts: vec![-5.551115123125783e-17, 0.6],
+            ..series()
+        };
         let mut bytes = process.encode();
         let first = bytes.len();
         bytes.extend(folded.encode());
+        let second = bytes.len();
+        bytes.extend(exact.encode());
         let parsed: Vec<_> = parse_records(&bytes, 0).collect::<Result<_, _>>().unwrap();
         assert_eq!(parsed[0], (Record::Series(process), first));
-        assert_eq!(parsed[1], (Record::Folded(folded), bytes.len()));
+        assert_eq!(parsed[1], (Record::Folded(folded), second));
+        assert_eq!(parsed[2], (Record::Series(exact), bytes.len()));
+
+        // Non-finite partials are rejected.
+        let mut bad = SeriesRecord {
+            exact_parts: vec![1.0],
+            ..series()
+        }
+        .encode();
+        bad[32..40].copy_from_slice(&f64::NAN.to_ne_bytes());
+        let err = parse_records(&bad, 0).next().unwrap().unwrap_err();
+        assert!(err.to_string().contains("not finite"), "{err}");
     }
 
     #[test]

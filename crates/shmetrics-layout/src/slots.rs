@@ -59,6 +59,25 @@ pub fn counter_read(words: &[AtomicU64]) -> f64 {
     words[0].load(Ordering::Relaxed) as f64 + load_f64(&words[1], Ordering::Relaxed)
 }
 
+/// A counter's two words as read: the integer increments and the fractional ones.
+#[inline]
+pub fn counter_read_words(words: &[AtomicU64]) -> (u64, f64) {
+    // SYNC POINT counter: relaxed, as in `counter_read`.
+    let int = words[0].load(Ordering::Relaxed);
+    // SYNC POINT counter: relaxed, as above.
+    (int, load_f64(&words[1], Ordering::Relaxed))
+}
+
+/// Stores a counter's two words at once. For a segment no one else sees yet (a compactor's
+/// archive being built); live counters change only through [`counter_inc`] and
+/// [`counter_add`].
+pub fn counter_store(words: &[AtomicU64], int: u64, fraction: f64) {
+    // SYNC POINT counter-build: relaxed; the segment is published later as a whole.
+    words[0].store(int, Ordering::Relaxed);
+    // SYNC POINT counter-build: relaxed, as above.
+    store_f64(&words[1], fraction, Ordering::Relaxed);
+}
+
 /// Sets a gauge; `now` is the write time for the `mostrecent` modes, `None` otherwise.
 #[inline]
 pub fn gauge_set(words: &[AtomicU64], v: f64, now: Option<u64>) {

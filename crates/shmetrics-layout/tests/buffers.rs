@@ -73,6 +73,7 @@ fn segment_image_round_trips_through_the_word_view() {
             slot_offset: hist_slots as u64,
             label_values: vec!["é \"x\"".into()],
             process: None,
+            exact_parts: Vec::new(),
         }
         .encode(),
     );
@@ -83,6 +84,7 @@ fn segment_image_round_trips_through_the_word_view() {
             slot_offset: gauge_slots as u64,
             label_values: vec![],
             process: None,
+            exact_parts: Vec::new(),
         }
         .encode(),
     );

@@ -178,6 +178,7 @@ fn series(family_id: u32, slot_offset: usize) -> SeriesRecord {
         slot_offset: slot_offset as u64,
         label_values: vec![],
         process: None,
+        exact_parts: Vec::new(),
     }
 }
 

@@ -30,12 +30,14 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use shmetrics_layout::record::{FamilyRecord, FoldedRecord, ProcessOf, SeriesRecord};
-use shmetrics_layout::slots::{counter_add, gauge_set, histogram_store, slot_words};
+use shmetrics_layout::slots::{counter_store, gauge_set, histogram_store, slot_words};
 use shmetrics_layout::{
-    FLAG_ARCHIVE, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SegmentHeader, SegmentIdentity,
+    FLAG_ARCHIVE, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind, SegmentHeader,
+    SegmentIdentity,
 };
 
 use crate::Reader;
+use crate::exact::{self, ExactSum};
 use crate::merge::{Folded, FoldedValue, Source, fold_dead};
 
 /// File name of the archive.
@@ -364,7 +366,7 @@ fn archive_image(
         records.extend(def.encode());
         let width = slot_words(def.kind, def.bounds.len());
         for (values, value) in &family.series {
-            let mut place = |value: SlotInit, process: Option<ProcessOf>| {
+            let mut place = |value: SlotInit, process: Option<ProcessOf>, exact_parts| {
                 slot_bytes += width * 8;
                 slots.push((slot_bytes, width, value));
                 let record = SeriesRecord {
@@ -372,17 +374,26 @@ fn archive_image(
                     slot_offset: 0,
                     label_values: values.clone(),
                     process,
+                    exact_parts,
                 };
                 records.extend(record.encode());
                 series_records.push((slot_bytes, record));
             };
             match value {
-                FoldedValue::Counter(v) => place(SlotInit::Counter(*v), None),
-                FoldedValue::Gauge { value, timestamp } => {
-                    place(SlotInit::Gauge(*value, *timestamp), None);
+                FoldedValue::Sum(sum) if def.kind == MetricKind::Counter => {
+                    let (int, float, parts) = stored_sum(sum, true);
+                    place(SlotInit::Counter(int, float), None, parts);
                 }
-                FoldedValue::Histogram(h) => {
-                    place(SlotInit::Histogram(h.buckets.clone(), h.sum), None);
+                FoldedValue::Sum(sum) => {
+                    let (_, float, parts) = stored_sum(sum, false);
+                    place(SlotInit::Gauge(float, 0), None, parts);
+                }
+                FoldedValue::Gauge { value, timestamp } => {
+                    place(SlotInit::Gauge(*value, *timestamp), None, Vec::new());
+                }
+                FoldedValue::Histogram { buckets, sum } => {
+                    let (_, float, parts) = stored_sum(sum, false);
+                    place(SlotInit::Histogram(buckets.clone(), float), None, parts);
                 }
                 FoldedValue::PerProcess(list) => {
                     for &(pid, created_unix_nanos, v) in list {
@@ -390,7 +401,7 @@ fn archive_image(
                             pid,
                             created_unix_nanos,
                         };
-                        place(SlotInit::Gauge(v, 0), Some(process));
+                        place(SlotInit::Gauge(v, 0), Some(process), Vec::new());
                     }
                 }
             }
@@ -441,7 +452,7 @@ fn archive_image(
         let first = (size - from_end) / 8;
         let w = &words[first..first + width];
         match value {
-            SlotInit::Counter(v) => counter_add(w, *v),
+            SlotInit::Counter(int, fraction) => counter_store(w, *int, *fraction),
             SlotInit::Gauge(v, ts) => gauge_set(w, *v, (*ts != 0).then_some(*ts)),
             SlotInit::Histogram(buckets, sum) => histogram_store(w, buckets, *sum),
         }
@@ -470,9 +481,28 @@ fn archive_image(
     Ok(image)
 }
 
+/// How an archive stores an exact sum: the integer word (counters, when it fits), the float
+/// word (the rest, rounded once) and, when one `f64` cannot hold that rest exactly, its
+/// partials for an exact series record (the reader merges those instead of the float word).
+fn stored_sum(sum: &ExactSum, with_int: bool) -> (u64, f64, Vec<f64>) {
+    if let Some(special) = sum.special() {
+        return (0, special, Vec::new());
+    }
+    let (int, parts) = match sum.int_word() {
+        Some(int) if with_int => (int, sum.fraction_parts().to_vec()),
+        _ => (0, sum.float_parts()),
+    };
+    match parts[..] {
+        [] => (int, 0.0, parts),
+        [one] => (int, one, Vec::new()),
+        _ => (int, exact::round(&parts), parts),
+    }
+}
+
 /// A value to store in an archive's slots.
 enum SlotInit {
-    Counter(f64),
+    /// Integer and fractional words.
+    Counter(u64, f64),
     /// Value and time (0: none).
     Gauge(f64, u64),
     /// Per-bucket counts and sum.

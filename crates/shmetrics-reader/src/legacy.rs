@@ -575,6 +575,7 @@ fn build_image(
                 slot_offset: 0,
                 label_values: series[s].label_values.clone(),
                 process: None,
+                exact_parts: Vec::new(),
             }
             .encode()
             .len()
@@ -604,6 +605,7 @@ fn build_image(
                 slot_offset: plan.slot_offset,
                 label_values: plan.label_values.clone(),
                 process: None,
+                exact_parts: Vec::new(),
             }
             .encode(),
         );

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::{FamilyRecord, ProcessOf};
-use shmetrics_layout::slots::{HistogramValue, counter_read, gauge_read, histogram_read};
+use shmetrics_layout::slots::{HistogramValue, counter_read_words, gauge_read, histogram_read};
 use shmetrics_layout::{GaugeMode, MetricKind};
 
+use crate::exact::ExactSum;
 use crate::report::Conflict;
 use crate::segment::SegmentFile;
 use crate::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
@@ -107,6 +108,9 @@ impl Index {
 #[derive(Clone)]
 enum Acc {
     Empty,
+    /// Counters and `sum` gauges: summed exactly, rounded once when built (see `exact`).
+    Sum(ExactSum),
+    /// `min` and `max` gauges.
     Value(f64),
     /// The newest write so far; `age` (the writer segment's age key) breaks equal times in
     /// favour of the older process, whatever order segments are folded in.
@@ -115,8 +119,25 @@ enum Acc {
         timestamp: u64,
         age: (u64, u64, u32),
     },
-    Histogram(HistogramValue),
+    /// Histograms and summaries: per-bucket counts and the exact sum.
+    Histogram {
+        buckets: Vec<u64>,
+        sum: ExactSum,
+    },
     PerProcess(Vec<(u32, u64, f64)>),
+}
+
+impl Acc {
+    /// The exact sum in `self`, made one if it is empty.
+    fn sum(&mut self) -> &mut ExactSum {
+        if !matches!(self, Acc::Sum(_)) {
+            *self = Acc::Sum(ExactSum::default());
+        }
+        match self {
+            Acc::Sum(s) => s,
+            _ => unreachable!("made a sum above"),
+        }
+    }
 }
 
 /// The fold of every dead segment, kept between scrapes: dead segments never change, so a
@@ -261,12 +282,19 @@ fn fold_segment(
             continue;
         };
         let slot = &mut acc[source.links.series[i] as usize];
-        let process = if seg.processes.is_empty() {
-            None
-        } else {
-            seg.processes.get(&(i as u32))
+        let archived = Archived {
+            process: if seg.processes.is_empty() {
+                None
+            } else {
+                seg.processes.get(&(i as u32))
+            },
+            exact: if seg.exact.is_empty() {
+                None
+            } else {
+                seg.exact.get(&(i as u32)).map(|p| &p[..])
+            },
         };
-        fold(slot, &res.def, seg, process, seg.slots(i), scratch);
+        fold(slot, &res.def, seg, archived, seg.slots(i), scratch);
     }
     // Everything this scrape needs from the segment is in `acc` now. Keep its pages mapped
     // while the budget lasts (small directories never pay for faulting them in again).
@@ -402,34 +430,56 @@ fn conflict(def: &FamilyRecord, other: &FamilyRecord, seg: &SegmentFile) -> Opti
     })
 }
 
-/// `process`: for a series of an archive, the dead process its `all`-mode value came from.
+/// What an archive keeps beside a series' slots.
+#[derive(Clone, Copy, Default)]
+struct Archived<'a> {
+    /// The dead process an `all`-mode gauge value came from.
+    process: Option<&'a ProcessOf>,
+    /// The exact float part of a summed value, which replaces the rounded one in the slot.
+    exact: Option<&'a [f64]>,
+}
+
+/// Adds a float part of a summed value: the slot's, or the archive's exact partials.
+fn add_float(sum: &mut ExactSum, slot_value: f64, exact: Option<&[f64]>) {
+    match exact {
+        Some(parts) => parts.iter().for_each(|&p| sum.add(p)),
+        None => sum.add(slot_value),
+    }
+}
+
 fn fold(
     slot: &mut Acc,
     def: &FamilyRecord,
     seg: &SegmentFile,
-    process: Option<&ProcessOf>,
+    archived: Archived<'_>,
     words: &[std::sync::atomic::AtomicU64],
     scratch: &mut HistogramValue,
 ) {
     match def.kind {
         MetricKind::Counter => {
-            let v = counter_read(words);
-            match slot {
-                Acc::Value(total) => *total += v,
-                _ => *slot = Acc::Value(v),
-            }
+            let (int, fraction) = counter_read_words(words);
+            let sum = slot.sum();
+            sum.add_int(int);
+            add_float(sum, fraction, archived.exact);
         }
         MetricKind::Histogram | MetricKind::Summary => {
             histogram_read(words, def.bounds.len(), scratch);
             match slot {
-                Acc::Histogram(total) => {
-                    for (t, b) in total.buckets.iter_mut().zip(&scratch.buckets) {
+                Acc::Histogram { buckets, sum } => {
+                    for (t, b) in buckets.iter_mut().zip(&scratch.buckets) {
                         // Saturating: a corrupt segment's counts cannot overflow.
                         *t = t.saturating_add(*b);
                     }
-                    total.sum += scratch.sum;
+                    add_float(sum, scratch.sum, archived.exact);
                 }
-                _ => *slot = Acc::Histogram(scratch.clone()),
+                _ => {
+                    let mut sum = ExactSum::default();
+                    add_float(&mut sum, scratch.sum, archived.exact);
+                    *slot = Acc::Histogram {
+                        buckets: scratch.buckets.clone(),
+                        sum,
+                    };
+                }
             }
         }
         MetricKind::Gauge => {
@@ -438,7 +488,7 @@ fn fold(
                 return;
             }
             let g = gauge_read(words);
-            fold_gauge(slot, mode, g.value, g.timestamp, seg, process);
+            fold_gauge(slot, mode, g.value, g.timestamp, seg, archived);
         }
     }
 }
@@ -449,13 +499,10 @@ fn fold_gauge(
     v: f64,
     timestamp: u64,
     seg: &SegmentFile,
-    process: Option<&ProcessOf>,
+    archived: Archived<'_>,
 ) {
     match mode {
-        GaugeMode::Sum | GaugeMode::LiveSum => match slot {
-            Acc::Value(total) => *total += v,
-            _ => *slot = Acc::Value(v),
-        },
+        GaugeMode::Sum | GaugeMode::LiveSum => add_float(slot.sum(), v, archived.exact),
         GaugeMode::Min | GaugeMode::LiveMin => match slot {
             Acc::Value(m) if *m <= v || v.is_nan() => {}
             _ => *slot = Acc::Value(v),
@@ -486,7 +533,7 @@ fn fold_gauge(
             }
         }
         GaugeMode::All | GaugeMode::LiveAll => {
-            let entry = match process {
+            let entry = match archived.process {
                 Some(p) => (p.pid, p.created_unix_nanos, v),
                 None => (seg.header.pid, seg.header.created_unix_nanos, v),
             };
@@ -516,30 +563,37 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], mut acc: Vec<Acc>) ->
             let labels = &index.series[sid as usize].labels;
             match std::mem::replace(&mut acc[sid as usize], Acc::Empty) {
                 Acc::Empty => {}
-                Acc::Value(v) => series.push(Series {
+                Acc::Sum(sum) => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
                     value: match res.def.kind {
-                        MetricKind::Counter => Value::Counter(v),
-                        _ => Value::Gauge(v),
+                        MetricKind::Counter => Value::Counter(sum.value()),
+                        _ => Value::Gauge(sum.value()),
                     },
+                }),
+                Acc::Value(v) => series.push(Series {
+                    labels: Arc::clone(labels),
+                    pid: None,
+                    value: Value::Gauge(v),
                 }),
                 Acc::Recent { value, .. } => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
                     value: Value::Gauge(value),
                 }),
-                Acc::Histogram(h) => series.push(Series {
+                Acc::Histogram { buckets, sum } => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
                     value: match res.def.kind {
                         MetricKind::Summary => Value::Summary {
-                            count: h.count(),
-                            sum: h.sum,
+                            count: buckets
+                                .iter()
+                                .fold(0u64, |total, &b| total.saturating_add(b)),
+                            sum: sum.value(),
                         },
                         _ => Value::Histogram {
-                            buckets: h.buckets,
-                            sum: h.sum,
+                            buckets,
+                            sum: sum.value(),
                         },
                     },
                 }),
@@ -588,12 +642,12 @@ pub(crate) struct FoldedFamily {
 /// A folded value with what later merges need: a `mostrecent` gauge's time, the process of
 /// each `all` gauge value.
 pub(crate) enum FoldedValue {
-    Counter(f64),
-    Gauge {
-        value: f64,
-        timestamp: u64,
-    },
-    Histogram(HistogramValue),
+    /// A counter or a `sum` gauge, exactly.
+    Sum(ExactSum),
+    /// A `min`, `max` or `mostrecent` gauge (`timestamp` 0 for the first two).
+    Gauge { value: f64, timestamp: u64 },
+    /// Per-bucket counts and the exact sum.
+    Histogram { buckets: Vec<u64>, sum: ExactSum },
     /// `(pid, creation time of its segment, value)`, the newest incarnation per pid.
     PerProcess(Vec<(u32, u64, f64)>),
 }
@@ -628,7 +682,7 @@ pub(crate) fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
         for &sid in &index.families[fid].series {
             let value = match std::mem::replace(&mut acc[sid as usize], Acc::Empty) {
                 Acc::Empty => continue,
-                Acc::Value(v) if res.def.kind == MetricKind::Counter => FoldedValue::Counter(v),
+                Acc::Sum(sum) => FoldedValue::Sum(sum),
                 Acc::Value(value) => FoldedValue::Gauge {
                     value,
                     timestamp: 0,
@@ -636,7 +690,7 @@ pub(crate) fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
                 Acc::Recent {
                     value, timestamp, ..
                 } => FoldedValue::Gauge { value, timestamp },
-                Acc::Histogram(h) => FoldedValue::Histogram(h),
+                Acc::Histogram { buckets, sum } => FoldedValue::Histogram { buckets, sum },
                 Acc::PerProcess(mut list) => {
                     list.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
                     list.dedup_by_key(|e| e.0);

@@ -14,7 +14,7 @@ use shmetrics_layout::record::{
 };
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::{
-    GaugeMode, HEADER_SIZE, LayoutError, MIN_SEGMENT_SIZE, SegmentHeader, view,
+    GaugeMode, HEADER_SIZE, LayoutError, MIN_SEGMENT_SIZE, MetricKind, SegmentHeader, view,
 };
 
 use crate::report::SkipReason;
@@ -74,6 +74,9 @@ pub(crate) struct SegmentFile {
     /// In an archive: the dead process each `all`-mode gauge series was read from, by
     /// local series index.
     pub(crate) processes: FxHashMap<u32, ProcessOf>,
+    /// In an archive: the exact float part of summed values (`SeriesRecord::exact_parts`),
+    /// by local series index.
+    pub(crate) exact: FxHashMap<u32, Box<[f64]>>,
     /// In an archive: the segments (instance id, sequence) whose values it holds.
     pub(crate) folded: FxHashSet<(u64, u32)>,
     /// Whether the writer still holds its lock.
@@ -169,6 +172,7 @@ impl SegmentFile {
             series: Vec::new(),
             unlinked_labels: Vec::new(),
             processes: FxHashMap::default(),
+            exact: FxHashMap::default(),
             folded: FxHashSet::default(),
             live: true,
             corrupt: None,
@@ -386,6 +390,21 @@ impl SegmentFile {
                     } else {
                         "a process series outside an archive's all-mode gauge".into()
                     }));
+                }
+                if !s.exact_parts.is_empty() {
+                    let summed = match def.kind {
+                        MetricKind::Gauge => def.mode == Some(GaugeMode::Sum),
+                        _ => true,
+                    };
+                    if !(self.header.is_archive() && summed) {
+                        return Err(fail(
+                            "exact parts outside an archive's counter, histogram, summary or \
+                             sum gauge"
+                                .into(),
+                        ));
+                    }
+                    self.exact
+                        .insert(self.series.len() as u32, s.exact_parts.into_boxed_slice());
                 }
                 if let Some(p) = s.process {
                     self.processes.insert(self.series.len() as u32, p);

@@ -114,6 +114,7 @@ impl State {
             slot_offset: 0,
             label_values: values,
             process: None,
+            exact_parts: Vec::new(),
         };
         let series_len = series.encoded_len();
         // The family record is measured only when one must be written (a segment's first
