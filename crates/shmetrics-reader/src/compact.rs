@@ -44,6 +44,28 @@ use crate::merge::{Folded, FoldedValue, Source, fold_dead};
 pub const ARCHIVE_NAME: &str = "shmetrics-archive.shm";
 /// File name of the compactors' lock (hidden: readers skip it).
 pub const COMPACT_LOCK_NAME: &str = ".shmetrics-compact.lock";
+/// Per-user names tried, in order, when the fixed archive or lock name is taken by another
+/// user's file or by something that is not a regular file.
+const ALTERNATIVE_NAMES: usize = 4;
+
+/// The names the archive may have, in order: [`ARCHIVE_NAME`], then per-user names. The
+/// archive is the first of them that holds a regular file of this user; a compactor that
+/// finds none writes the first one that is free. An entry at one of these names that belongs
+/// to another user, or is not a regular file, is squatting: skipped, reported, never renamed
+/// over or removed.
+pub fn archive_names(euid: u32) -> Vec<String> {
+    let mut names = vec![ARCHIVE_NAME.to_owned()];
+    names.extend((0..ALTERNATIVE_NAMES).map(|k| format!("shmetrics-archive-u{euid}-{k}.shm")));
+    names
+}
+
+/// The names of the compactors' lock, in order, as [`archive_names`]: the first that is a
+/// regular file of this user, or that does not exist (then it is created), is the lock.
+pub fn lock_names(euid: u32) -> Vec<String> {
+    let mut names = vec![COMPACT_LOCK_NAME.to_owned()];
+    names.extend((0..ALTERNATIVE_NAMES).map(|k| format!(".shmetrics-compact-u{euid}-{k}.lock")));
+    names
+}
 /// Prefix of temporary files: a writer's segment being created, a compactor's archive
 /// being written.
 const TEMPORARY_PREFIX: &str = ".tmp-shmetrics-";
@@ -59,8 +81,8 @@ pub struct CompactReport {
     pub generation: Option<u32>,
     /// Dead segments folded into the archive by this run.
     pub folded_segments: usize,
-    /// Files removed: folded segments (also those of an earlier, interrupted run) and
-    /// superseded archives.
+    /// Files removed: folded segments (also those of an earlier, interrupted run). Never an
+    /// archive: the new one replaces the old by a rename, and a stray copy is left alone.
     pub removed_files: usize,
     /// Stale temporary files removed.
     pub removed_temporary: usize,
@@ -86,6 +108,13 @@ pub enum CompactError {
     },
     /// The archive would exceed the largest segment size.
     TooLarge(u64),
+    /// The file at the archive's name is this user's but not a readable archive: it is left
+    /// alone (its counts may be worth recovering) and compaction stops until it is fixed or
+    /// removed.
+    BadArchive(PathBuf),
+    /// Every archive or lock name is taken by another user's file or by something that is
+    /// not a regular file.
+    NamesTaken(Vec<PathBuf>),
 }
 
 impl std::fmt::Display for CompactError {
@@ -98,6 +127,19 @@ impl std::fmt::Display for CompactError {
                 "the archive would need {n} bytes, more than the largest segment \
                  ({MAX_SEGMENT_SIZE})"
             ),
+            Self::BadArchive(p) => write!(
+                f,
+                "{} is not a readable archive (see the scrape's problems); move it away to \
+                 let compaction go on",
+                p.display()
+            ),
+            Self::NamesTaken(names) => {
+                write!(f, "every name compaction may use is taken by another user:")?;
+                for n in names {
+                    write!(f, " {}", n.display())?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -145,16 +187,8 @@ impl Reader {
         &mut self,
         stop: Option<CompactStop>,
     ) -> Result<CompactReport, CompactError> {
-        let lock_path = self.dir.join(COMPACT_LOCK_NAME);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&lock_path)
-            .map_err(io_err(format!("open {}", lock_path.display())))?;
+        self.squatted.clear();
+        let (lock, lock_path) = self.open_lock()?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(CompactError::Busy(lock_path)),
@@ -170,11 +204,8 @@ impl Reader {
         self.listed = None;
         self.refresh(&mut crate::ScrapeReport::default());
 
-        let archive = self
-            .segments
-            .values()
-            .filter(|t| t.seg.header.is_archive())
-            .max_by_key(|t| (t.seg.header.sequence, t.seg.header.instance_id));
+        let (archive_ino, archive_path) = self.archive_target()?;
+        let archive = archive_ino.and_then(|ino| self.segments.get(&ino));
         let held = |instance: u64, sequence: u32| {
             archive.is_some_and(|a| a.seg.folded.contains(&(instance, sequence)))
         };
@@ -185,13 +216,14 @@ impl Reader {
         for t in self.segments.values() {
             let h = &t.seg.header;
             if h.is_archive() {
+                // The current archive is an input; any other file claiming to be one is a
+                // stray (a copy, a backup, a crafted file): never merged, never trusted to
+                // say what may be removed, never removed.
                 if archive.is_some_and(|a| std::ptr::eq(a, t)) {
                     sources.push(Source {
                         seg: &t.seg,
                         links: &t.links,
                     });
-                } else {
-                    remove.push(t.seg.path.clone());
                 }
             } else if held(h.instance_id, h.sequence) {
                 // Folded by an earlier run that did not get to remove it.
@@ -220,7 +252,7 @@ impl Reader {
             report.conflicting_series = folded.conflicting_series;
             report.archived_series = folded.families.iter().map(|f| f.series.len()).sum();
             let image = archive_image(&folded, &folded_ids, generation, created, dropped)?;
-            self.publish_archive(&image, stop)?;
+            self.publish_archive(&image, &archive_path, stop)?;
             report.generation = Some(generation);
             if stop == Some(CompactStop::BeforeRename) {
                 return Ok(report);
@@ -246,9 +278,104 @@ impl Reader {
         Ok(report)
     }
 
-    /// Writes `image` to a temporary file, syncs it, renames it over the archive and syncs
-    /// the directory (unless `stop` says to stop before the rename).
-    fn publish_archive(&self, image: &[u8], stop: Option<CompactStop>) -> Result<(), CompactError> {
+    /// Opens the compactors' lock: the first of [`lock_names`] that is this user's regular
+    /// file, or that does not exist (created `0600`). Names taken by another user or by
+    /// something else are skipped and reported, so no one else can hold or break our lock.
+    fn open_lock(&mut self) -> Result<(File, PathBuf), CompactError> {
+        let mut taken = Vec::new();
+        for name in lock_names(self.euid) {
+            let path = self.dir.join(&name);
+            // Twice: a name created by another compactor of ours between our look and our
+            // create is looked at again.
+            for _ in 0..2 {
+                match own_regular_file(&path, self.euid) {
+                    Entry::Own => {
+                        let file = OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                            .open(&path)
+                            .map_err(io_err(format!("open {}", path.display())))?;
+                        // Still ours once open (the name could have been replaced meanwhile).
+                        let meta = file
+                            .metadata()
+                            .map_err(io_err(format!("stat {}", path.display())))?;
+                        if meta.is_file() && meta.uid() == self.euid {
+                            return Ok((file, path));
+                        }
+                        break;
+                    }
+                    Entry::Missing => {
+                        match OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                            .open(&path)
+                        {
+                            Ok(file) => return Ok((file, path)),
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                            Err(e) => return Err(io_err(format!("create {}", path.display()))(e)),
+                        }
+                    }
+                    Entry::Taken(why) => {
+                        self.report_squatted(&path, &why);
+                        break;
+                    }
+                }
+            }
+            taken.push(path);
+        }
+        Err(CompactError::NamesTaken(taken))
+    }
+
+    /// The current archive (from the last listing) and the path the next one is renamed
+    /// to: the current archive's name, or the first free name of [`archive_names`].
+    fn archive_target(&mut self) -> Result<(Option<u64>, PathBuf), CompactError> {
+        let names = archive_names(self.euid);
+        if let Some((k, ino)) = self.archive_entry {
+            let path = self.dir.join(&names[k]);
+            return match self.current_archive() {
+                Some(_) => Ok((Some(ino), path)),
+                None => Err(CompactError::BadArchive(path)),
+            };
+        }
+        let mut taken = Vec::new();
+        for name in &names {
+            let path = self.dir.join(name);
+            match own_regular_file(&path, self.euid) {
+                Entry::Missing => return Ok((None, path)),
+                // Ours, but the listing did not see it: it appeared since; next time.
+                Entry::Own => return Err(CompactError::BadArchive(path)),
+                Entry::Taken(why) => {
+                    self.report_squatted(&path, &why);
+                    taken.push(path);
+                }
+            }
+        }
+        Err(CompactError::NamesTaken(taken))
+    }
+
+    /// Logs (once) that `path`, a name compaction may use, is taken, and counts it.
+    fn report_squatted(&mut self, path: &Path, why: &str) {
+        if self.logged.insert((path.to_owned(), "squatted")) {
+            log::warn!(
+                "{} is {why}: compaction will not use that name and tries the next one",
+                path.display()
+            );
+        }
+        self.squatted.insert(path.to_owned());
+    }
+
+    /// Writes `image` to a temporary file, syncs it, renames it to `archive` and syncs the
+    /// directory (unless `stop` says to stop before the rename).
+    fn publish_archive(
+        &self,
+        image: &[u8],
+        archive: &Path,
+        stop: Option<CompactStop>,
+    ) -> Result<(), CompactError> {
         let tmp = self
             .dir
             .join(format!("{TEMPORARY_PREFIX}archive-{:016x}", random_u64()));
@@ -270,8 +397,7 @@ impl Reader {
         if stop == Some(CompactStop::BeforeRename) {
             return Ok(());
         }
-        let archive = self.dir.join(ARCHIVE_NAME);
-        std::fs::rename(&tmp, &archive).map_err(|e| {
+        std::fs::rename(&tmp, archive).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             io_err(format!("rename {} to {}", tmp.display(), archive.display()))(e)
         })?;
@@ -312,6 +438,26 @@ impl Reader {
             }
         }
         removed
+    }
+}
+
+/// What is at a name compaction may use.
+pub(crate) enum Entry {
+    Missing,
+    /// A regular file of this user.
+    Own,
+    /// Anything else, and why (for the log).
+    Taken(String),
+}
+
+/// Looks at `path` without following a link.
+pub(crate) fn own_regular_file(path: &Path, euid: u32) -> Entry {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Entry::Missing,
+        Err(e) => Entry::Taken(format!("not examinable ({e})")),
+        Ok(m) if !m.file_type().is_file() => Entry::Taken("not a regular file".into()),
+        Ok(m) if m.uid() != euid => Entry::Taken(format!("owned by uid {}", m.uid())),
+        Ok(_) => Entry::Own,
     }
 }
 

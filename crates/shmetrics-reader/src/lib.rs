@@ -29,7 +29,7 @@ mod segment;
 mod self_metrics;
 pub mod snapshot;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ pub const DEFAULT_RESIDENT_BUDGET: usize = 16 << 20;
 /// directory's mtime; filesystems with coarse timestamps round within less than this.
 const LISTING_TRUST_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
 
-struct Tracked {
+pub(crate) struct Tracked {
     seg: SegmentFile,
     links: SegmentLinks,
     seen: bool,
@@ -91,10 +91,13 @@ struct LegacyTracked {
     seen: bool,
 }
 
+/// A file found unusable, and its size and times then: the verdict stands until one of them
+/// changes (a rewrite, a `chmod` or `chown`). Transient failures are never kept here.
 struct Rejected {
     path: PathBuf,
     len: u64,
     mtime: (i64, i64),
+    ctime: (i64, i64),
     rejection: Rejection,
     seen: bool,
 }
@@ -126,6 +129,16 @@ pub struct Reader {
     resident_budget: usize,
     /// Automatic compaction: the interval and when it last ran.
     compaction: Option<(std::time::Duration, std::time::Instant)>,
+    /// The names the archive may have (`compact::archive_names`).
+    archive_names: Vec<String>,
+    /// The archive found by the last listing: the index in `archive_names` of the first name
+    /// holding a regular file of this user, and that file's inode number.
+    archive_entry: Option<(usize, u64)>,
+    /// Names reserved for the archive or the compactors' lock that another user or a
+    /// non-file holds.
+    squatted: BTreeSet<PathBuf>,
+    /// Set when a listing met a transient failure: the next scrape lists again.
+    relist: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -144,6 +157,7 @@ impl Reader {
     /// When `dir` is missing or not a directory.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, ReaderError> {
         let dir = dir.as_ref().to_owned();
+        let euid = nix::unistd::geteuid().as_raw();
         match std::fs::metadata(&dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(ReaderError::NotADirectory(dir)),
@@ -154,7 +168,7 @@ impl Reader {
         }
         Ok(Self {
             dir,
-            euid: nix::unistd::geteuid().as_raw(),
+            euid,
             segments: FxHashMap::default(),
             legacy: FxHashMap::default(),
             rejected: FxHashMap::default(),
@@ -166,6 +180,10 @@ impl Reader {
             render_buf: Vec::new(),
             resident_budget: DEFAULT_RESIDENT_BUDGET,
             compaction: None,
+            archive_names: compact::archive_names(euid),
+            archive_entry: None,
+            squatted: BTreeSet::new(),
+            relist: false,
         })
     }
 
@@ -222,19 +240,15 @@ impl Reader {
         self.compact_if_due();
         let mut report = ScrapeReport::default();
         self.refresh(&mut report);
-        // The newest archive holds every dead segment it lists as folded: those are left
-        // out if a compactor has not removed them yet, and so are older archives.
-        let archive = self
-            .segments
-            .values()
-            .filter(|t| t.seg.header.is_archive())
-            .max_by_key(|t| (t.seg.header.sequence, t.seg.header.instance_id))
-            .map(|t| &t.seg);
+        // The archive holds every dead segment it lists as folded: those are left out if a
+        // compactor has not removed them yet. Any other file claiming to be an archive is a
+        // stray (reported by `refresh`) and is left out whole.
+        let archive = self.current_archive().map(|t| &t.seg);
         let mut sources: Vec<Source<'_>> = self
             .segments
             .values()
             .filter(|t| match archive {
-                Some(a) if t.seg.header.is_archive() => std::ptr::eq(a, &t.seg),
+                _ if t.seg.header.is_archive() => archive.is_some_and(|a| std::ptr::eq(a, &t.seg)),
                 Some(a) => !a
                     .folded
                     .contains(&(t.seg.header.instance_id, t.seg.header.sequence)),
@@ -303,6 +317,15 @@ impl Reader {
         Ok(scrape.report)
     }
 
+    /// The archive: the tracked segment found by the last listing at the first archive name
+    /// holding a file of this user, if it is one.
+    pub(crate) fn current_archive(&self) -> Option<&Tracked> {
+        let (_, ino) = self.archive_entry?;
+        self.segments
+            .get(&ino)
+            .filter(|t| t.seg.header.is_archive())
+    }
+
     /// Rescans the directory, opens new segments, drops vanished ones, probes liveness and
     /// parses new metadata.
     fn refresh(&mut self, report: &mut ScrapeReport) {
@@ -318,6 +341,44 @@ impl Reader {
         }
         for (reason, n) in &self.listed_skips {
             *report.skipped.entry(*reason).or_insert(0) += n;
+        }
+        // Names of ours taken by others that the listing did not see (the compactors' lock
+        // is hidden from listings).
+        let squatted_hidden = self
+            .squatted
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+            })
+            .count();
+        if squatted_hidden > 0 {
+            *report.skipped.entry(SkipReason::Squatted).or_insert(0) += squatted_hidden;
+        }
+        let current = self.archive_entry.map(|(_, ino)| ino);
+        for (&ino, t) in &self.segments {
+            if t.seg.header.is_archive() && Some(ino) != current {
+                *report.skipped.entry(SkipReason::StrayArchive).or_insert(0) += 1;
+                if self.logged.insert((t.seg.path.clone(), "stray_archive")) {
+                    log::warn!(
+                        "ignoring {}: it claims to be an archive but is not the one in use \
+                         (a copy or a stray file); it is neither merged nor removed",
+                        t.seg.path.display()
+                    );
+                }
+            }
+        }
+        if let Some((k, ino)) = self.archive_entry
+            && self.current_archive().is_none()
+        {
+            let path = self.dir.join(&self.archive_names[k]);
+            let _ = ino;
+            if self.logged.insert((path.clone(), "not_an_archive")) {
+                log::warn!(
+                    "{} is not a usable archive; compaction stops until it is moved away",
+                    path.display()
+                );
+            }
         }
         for t in self.segments.values_mut() {
             t.seg.probe_liveness();
@@ -402,7 +463,7 @@ impl Reader {
                     .duration_since(mtime)
                     .is_ok_and(|d| d >= LISTING_TRUST_MARGIN)
         });
-        if trusted {
+        if trusted && !std::mem::take(&mut self.relist) {
             return Ok(false);
         }
         self.listed = Some((std::time::SystemTime::now(), mtime));
@@ -435,25 +496,20 @@ impl Reader {
         );
     }
 
-    /// Whether the archive in the directory now is the one this reader holds (or there is
-    /// none and it holds none).
+    /// Whether the archive in the directory now is the one the last listing found (or there
+    /// is none and it found none): the first archive name holding a regular file of this
+    /// user, by the same rule as the listing, so a name taken by another user or by a
+    /// directory never makes the listing look stale.
     fn archive_is_current(&self) -> bool {
-        use std::os::unix::fs::MetadataExt as _;
-        let in_place = std::fs::symlink_metadata(self.dir.join(compact::ARCHIVE_NAME))
-            .ok()
-            .map(|m| m.ino());
-        let held = self
-            .segments
-            .iter()
-            .find(|(_, t)| {
-                t.seg.header.is_archive()
-                    && t.seg.path.file_name() == Some(compact::ARCHIVE_NAME.as_ref())
-            })
-            .map(|(&ino, _)| ino);
-        in_place == held
+        let in_place = self.archive_names.iter().find_map(|name| {
+            let m = std::fs::symlink_metadata(self.dir.join(name)).ok()?;
+            (m.file_type().is_file() && m.uid() == self.euid).then(|| m.ino())
+        });
+        in_place == self.archive_entry.map(|(_, ino)| ino)
     }
 
     fn list_directory_once(&mut self) {
+        self.archive_entry = None;
         for t in self.segments.values_mut() {
             t.seen = false;
         }
@@ -484,6 +540,29 @@ impl Reader {
 
     fn visit(&mut self, entry: &std::fs::DirEntry, skipped: &mut BTreeMap<SkipReason, usize>) {
         let ino = entry.ino();
+        // The archive's names: the first holding our own regular file is the archive; one
+        // taken by another user or by a non-file is skipped and reported.
+        let name = entry.file_name();
+        if let Some(k) = self.archive_names.iter().position(|n| *n.as_str() == *name) {
+            match compact::own_regular_file(&entry.path(), self.euid) {
+                compact::Entry::Own => {
+                    if self.archive_entry.is_none_or(|(first, _)| k < first) {
+                        self.archive_entry = Some((k, ino));
+                    }
+                }
+                compact::Entry::Missing => return,
+                compact::Entry::Taken(why) => {
+                    if self.logged.insert((entry.path(), "squatted")) {
+                        log::warn!(
+                            "{} is {why}: not read, and compaction uses another name",
+                            entry.path().display()
+                        );
+                    }
+                    *skipped.entry(SkipReason::Squatted).or_insert(0) += 1;
+                    return;
+                }
+            }
+        }
         if let Some(t) = self.segments.get_mut(&ino) {
             let ctime = || {
                 entry
@@ -539,13 +618,24 @@ impl Reader {
         if !(name.starts_with(SEGMENT_PREFIX) && name.ends_with(SEGMENT_SUFFIX)) {
             return skip(SkipReason::ForeignFile);
         }
-        let (len, mtime) = match entry.metadata() {
-            Ok(m) => (m.len(), (m.mtime(), m.mtime_nsec())),
-            Err(_) => return skip(SkipReason::Unreadable),
+        let (len, mtime, ctime) = match entry.metadata() {
+            Ok(m) => (
+                m.len(),
+                (m.mtime(), m.mtime_nsec()),
+                (m.ctime(), m.ctime_nsec()),
+            ),
+            Err(e) => {
+                let reason = SkipReason::of_io_error(&e);
+                if reason.is_transient() {
+                    self.relist = true;
+                }
+                return skip(reason);
+            }
         };
         if let Some(r) = self.rejected.get_mut(&ino)
             && r.len == len
             && r.mtime == mtime
+            && r.ctime == ctime
         {
             r.seen = true;
             return;
@@ -561,6 +651,18 @@ impl Reader {
                         seen: true,
                     },
                 );
+            }
+            Err(Rejection::Skip(reason, detail)) if reason.is_transient() => {
+                // Not a verdict about the file: counted, logged, and tried again at the next
+                // scrape (which lists the directory again for it).
+                self.relist = true;
+                self.rejected.remove(&ino);
+                log::warn!(
+                    "cannot open {} for now ({}): {detail}; retrying at the next scrape",
+                    path.display(),
+                    reason.as_str()
+                );
+                skip(reason);
             }
             Err(rejection) => {
                 let (reason, detail) = match &rejection {
@@ -581,6 +683,7 @@ impl Reader {
                         path,
                         len,
                         mtime,
+                        ctime,
                         rejection,
                         seen: true,
                     },

@@ -15,8 +15,24 @@ pub enum SkipReason {
     ForeignOwner,
     /// A file whose name is not a segment's.
     ForeignFile,
-    /// The file could not be opened, inspected or mapped.
+    /// The file could not be opened, inspected or mapped, for a reason that lasts (such as
+    /// its permissions); tried again at every listing.
     Unreadable,
+    /// Opening or mapping failed for lack of descriptors (`EMFILE`, `ENFILE`); tried again
+    /// at the next scrape.
+    FileLimit,
+    /// Opening or mapping failed for lack of memory (`ENOMEM`, `ENOBUFS`); tried again at
+    /// the next scrape.
+    OutOfMemory,
+    /// Opening or reading was interrupted or would block (`EINTR`, `EAGAIN`); tried again
+    /// at the next scrape.
+    Interrupted,
+    /// A file claiming to be an archive that is not the one in use (a copy, a backup, a
+    /// crafted file): neither merged nor trusted nor removed.
+    StrayArchive,
+    /// A name reserved for the archive or the compactors' lock, taken by another user or by
+    /// something that is not a regular file; compaction uses the next name.
+    Squatted,
 }
 
 impl SkipReason {
@@ -28,6 +44,31 @@ impl SkipReason {
             Self::ForeignOwner => "foreign_owner",
             Self::ForeignFile => "foreign_file",
             Self::Unreadable => "unreadable",
+            Self::FileLimit => "file_limit",
+            Self::OutOfMemory => "out_of_memory",
+            Self::Interrupted => "interrupted",
+            Self::StrayArchive => "stray_archive",
+            Self::Squatted => "squatted",
+        }
+    }
+
+    /// Whether a file skipped for this reason may be read later without changing: such
+    /// verdicts are never cached.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::FileLimit | Self::OutOfMemory | Self::Interrupted
+        )
+    }
+
+    /// The reason for an I/O error met while opening or mapping a file.
+    pub fn of_io_error(e: &std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => Self::FileLimit,
+            Some(libc::ENOMEM | libc::ENOBUFS) => Self::OutOfMemory,
+            Some(libc::EINTR | libc::EAGAIN) => Self::Interrupted,
+            Some(libc::ELOOP) => Self::Symlink,
+            _ => Self::Unreadable,
         }
     }
 }

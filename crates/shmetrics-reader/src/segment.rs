@@ -106,13 +106,8 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => Rejection::Skip(SkipReason::Symlink, e.to_string()),
-            _ => Rejection::Skip(SkipReason::Unreadable, e.to_string()),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
+        .map_err(io_rejection)?;
+    let meta = file.metadata().map_err(io_rejection)?;
     if !meta.file_type().is_file() {
         return Err(Rejection::Skip(
             SkipReason::NotRegular,
@@ -131,20 +126,24 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
     }
     // A quick header check before mapping anything: the size must match what it claims.
     let mut head = [0u8; HEADER_SIZE];
-    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0)
-        .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(io_rejection)?;
     let header = SegmentHeader::parse(&head, size).map_err(Rejection::Bad)?;
     let map = MmapOptions::new()
         .len(size as usize)
         .map_raw_read_only(&file)
-        .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
+        .map_err(io_rejection)?;
     let header_map = MmapOptions::new()
         .len(MIN_SEGMENT_SIZE as usize)
         .map_raw_read_only(&file)
-        .map_err(|e| Rejection::Skip(SkipReason::Unreadable, e.to_string()))?;
+        .map_err(io_rejection)?;
     let mut segment = SegmentFile::new(path, Some((file, header_map)), map, header);
     segment.probe_liveness();
     Ok(segment)
+}
+
+/// A failed open, read or map, by its cause (a transient one is never cached).
+fn io_rejection(e: std::io::Error) -> Rejection {
+    Rejection::Skip(SkipReason::of_io_error(&e), e.to_string())
 }
 
 impl SegmentFile {

@@ -7,10 +7,15 @@ use shmetrics_layout::MetricKind;
 use crate::report::{ScrapeReport, SkipReason};
 use crate::snapshot::{Family, Series, SeriesLabels, Value};
 
-const SKIP_REASONS: [SkipReason; 5] = [
+const SKIP_REASONS: [SkipReason; 10] = [
+    SkipReason::FileLimit,
     SkipReason::ForeignFile,
     SkipReason::ForeignOwner,
+    SkipReason::Interrupted,
     SkipReason::NotRegular,
+    SkipReason::OutOfMemory,
+    SkipReason::Squatted,
+    SkipReason::StrayArchive,
     SkipReason::Symlink,
     SkipReason::Unreadable,
 ];
@@ -81,7 +86,8 @@ pub fn self_metrics(report: &ScrapeReport) -> Vec<Family> {
         ),
         gauge(
             "shmetrics_reader_skipped_files",
-            "Directory entries that are not segments of this user, by reason.",
+            "Directory entries not read as segments of this user, by reason (file_limit, \
+             out_of_memory and interrupted are retried at the next scrape).",
             SKIP_REASONS
                 .iter()
                 .map(|r| {

@@ -524,11 +524,16 @@ fn empty_directory_and_self_metrics() {
          # HELP shmetrics_reader_series Merged series in the last snapshot.\n\
          # TYPE shmetrics_reader_series gauge\n\
          shmetrics_reader_series 1.0\n\
-         # HELP shmetrics_reader_skipped_files Directory entries that are not segments of this user, by reason.\n\
+         # HELP shmetrics_reader_skipped_files Directory entries not read as segments of this user, by reason (file_limit, out_of_memory and interrupted are retried at the next scrape).\n\
          # TYPE shmetrics_reader_skipped_files gauge\n\
+         shmetrics_reader_skipped_files{reason=\"file_limit\"} 0.0\n\
          shmetrics_reader_skipped_files{reason=\"foreign_file\"} 0.0\n\
          shmetrics_reader_skipped_files{reason=\"foreign_owner\"} 0.0\n\
+         shmetrics_reader_skipped_files{reason=\"interrupted\"} 0.0\n\
          shmetrics_reader_skipped_files{reason=\"not_regular\"} 0.0\n\
+         shmetrics_reader_skipped_files{reason=\"out_of_memory\"} 0.0\n\
+         shmetrics_reader_skipped_files{reason=\"squatted\"} 0.0\n\
+         shmetrics_reader_skipped_files{reason=\"stray_archive\"} 0.0\n\
          shmetrics_reader_skipped_files{reason=\"symlink\"} 0.0\n\
          shmetrics_reader_skipped_files{reason=\"unreadable\"} 0.0\n\
          # HELP shmetrics_writer_dropped_series Series writers could not place because their segments were full.\n\

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{ChildProcess, child_role, param, say, wait_for_eof};
 
 use shmetrics_reader::Reader;
-use shmetrics_reader::snapshot::{Snapshot, Value};
+use shmetrics_reader::snapshot::Value;
 use shmetrics_writer::{GaugeMode, Options, Registry};
 
 /// Descriptors of this process open on files under `dir`.
@@ -40,20 +40,6 @@ fn reader_mappings_under(dir: &Path) -> usize {
                     .is_some_and(|p| Path::new(p).starts_with(&dir))
         })
         .count()
-}
-
-fn counter_total(s: &Snapshot, family: &str) -> f64 {
-    s.family(family)
-        .map(|f| {
-            f.series
-                .iter()
-                .map(|x| match x.value {
-                    Value::Counter(v) => v,
-                    ref other => panic!("{other:?}"),
-                })
-                .sum()
-        })
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -95,7 +81,7 @@ fn ten_thousand_segments_in_one_directory() {
         scrape.report.problems
     );
     assert_eq!(
-        counter_total(&scrape.snapshot, "req"),
+        common::counter_total(&scrape.snapshot, "req"),
         7.0 + f64::from(PROCESSES - 1)
     );
     // A dead segment keeps no descriptor (its mapping holds the data): the reader needs one
@@ -112,7 +98,7 @@ fn ten_thousand_segments_in_one_directory() {
     assert_eq!(report.folded_segments, PROCESSES as usize - 1);
     let scrape = reader.snapshot();
     assert_eq!(
-        counter_total(&scrape.snapshot, "req"),
+        common::counter_total(&scrape.snapshot, "req"),
         7.0 + f64::from(PROCESSES - 1)
     );
     assert_eq!(scrape.report.live_segments + scrape.report.dead_segments, 2);
@@ -149,7 +135,7 @@ fn write_same_pid_series(registry: &Registry, value: f64) {
 fn check_both_live(reader: &mut Reader, pid: u32) {
     let s = reader.snapshot();
     assert_eq!((s.report.live_segments, s.report.dead_segments), (2, 0));
-    assert_eq!(counter_total(&s.snapshot, "req"), 3.0);
+    assert_eq!(common::counter_total(&s.snapshot, "req"), 3.0);
     assert_eq!(
         s.snapshot.family("up").unwrap().series[0].value,
         Value::Gauge(2.0)
@@ -167,7 +153,7 @@ fn check_both_live(reader: &mut Reader, pid: u32) {
 fn check_older_alone(reader: &mut Reader) {
     let s = reader.snapshot();
     assert_eq!((s.report.live_segments, s.report.dead_segments), (1, 1));
-    assert_eq!(counter_total(&s.snapshot, "req"), 3.0);
+    assert_eq!(common::counter_total(&s.snapshot, "req"), 3.0);
     assert_eq!(
         s.snapshot.family("up").unwrap().series[0].value,
         Value::Gauge(1.0)

@@ -270,3 +270,17 @@ pub(crate) fn segment_files(dir: &std::path::Path) -> Vec<(u32, std::path::PathB
     out.sort();
     out
 }
+
+/// The sum of every series of counter family `family` (0 when it is absent).
+pub(crate) fn counter_total(s: &shmetrics_reader::snapshot::Snapshot, family: &str) -> f64 {
+    use shmetrics_reader::snapshot::Value;
+    s.family(family).map_or(0.0, |f| {
+        f.series
+            .iter()
+            .map(|x| match x.value {
+                Value::Counter(v) => v,
+                ref other => panic!("{other:?}"),
+            })
+            .sum()
+    })
+}
