@@ -272,6 +272,10 @@ pub(crate) fn segment_files(dir: &std::path::Path) -> Vec<(u32, std::path::PathB
 }
 
 /// The sum of every series of counter family `family` (0 when it is absent).
+#[allow(
+    dead_code,
+    reason = "used by hostile.rs and archive_trust.rs, not by every test crate"
+)]
 pub(crate) fn counter_total(s: &shmetrics_reader::snapshot::Snapshot, family: &str) -> f64 {
     use shmetrics_reader::snapshot::Value;
     s.family(family).map_or(0.0, |f| {
