@@ -634,9 +634,10 @@ fn stored_sum(sum: &ExactSum, with_int: bool) -> (u64, f64, Vec<f64>) {
     if let Some(special) = sum.special() {
         return (0, special, Vec::new());
     }
-    let (int, parts) = match sum.int_word() {
-        Some(int) if with_int => (int, sum.fraction_parts().to_vec()),
-        _ => (0, sum.float_parts()),
+    let (int, parts) = if with_int {
+        sum.split_int()
+    } else {
+        (0, sum.float_parts())
     };
     match parts[..] {
         [] => (int, 0.0, parts),

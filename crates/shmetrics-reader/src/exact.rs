@@ -15,93 +15,52 @@
 //! exact sum beyond the `f64` range (an intermediate partial overflows) becomes an infinity
 //! of its sign, as the rounded sum would.
 
-/// Partials kept inline; more (values of very different magnitudes) spill to the heap.
-const INLINE: usize = 4;
+/// Fractional bits of the fixed-point accumulator: it holds multiples of 2^-64.
+const FRAC_BITS: i32 = 64;
+/// 2^-64, exact.
+const UNIT: f64 = 1.0 / 18_446_744_073_709_551_616.0;
+/// Largest left shift of a 53-bit mantissa into the accumulator: values below 2^51, so
+/// thousands of them add up before the `i128` could overflow (checked anyway).
+const MAX_SHIFT: i32 = 62;
 
 /// An exact sum of `f64` and integer values. See the module docs.
+///
+/// Values that are multiples of 2^-64 below 2^51 (latencies, token counts, byte counts,
+/// counter increments: nearly everything a metric holds) add into a fixed-point `i128` in a
+/// few instructions; anything else (tiny, huge or subnormal values, or an accumulator about
+/// to overflow) goes to non-overlapping `f64` partials on the heap (Shewchuk's algorithm).
+/// Either way the sum is exact.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct ExactSum {
-    /// Integer values (counters' integer words), exactly.
-    int: i128,
-    /// Non-overlapping finite partials in increasing magnitude; their exact sum plus `int`
-    /// is the finite part of the sum.
-    parts: Parts,
+    /// The fixed-point part, in units of 2^-64.
+    fixed: i128,
+    /// Finite partials, non-overlapping and in increasing magnitude, of what the fixed-point
+    /// part cannot hold; `None` while everything fits it.
+    #[allow(
+        clippy::box_collection,
+        reason = "one pointer, not three words, in every merged series' accumulator"
+    )]
+    slow: Option<Box<Vec<f64>>>,
     /// Sum of the non-finite values and of overflowed partials; `0.0` when there is none.
     special: f64,
-}
-
-/// A small vector of `f64` partials.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Parts {
-    len: u8,
-    inline: [f64; INLINE],
-    spill: Vec<f64>,
-}
-
-impl Parts {
-    fn as_slice(&self) -> &[f64] {
-        if self.spill.is_empty() {
-            &self.inline[..self.len as usize]
-        } else {
-            &self.spill
-        }
-    }
-
-    fn get(&self, i: usize) -> f64 {
-        self.as_slice()[i]
-    }
-
-    fn len(&self) -> usize {
-        if self.spill.is_empty() {
-            self.len as usize
-        } else {
-            self.spill.len()
-        }
-    }
-
-    fn set(&mut self, i: usize, v: f64) {
-        if self.spill.is_empty() {
-            self.inline[i] = v;
-        } else {
-            self.spill[i] = v;
-        }
-    }
-
-    /// Keeps the first `n` partials and appends `v`.
-    fn truncate_push(&mut self, n: usize, v: f64) {
-        if self.spill.is_empty() && n < INLINE {
-            self.inline[n] = v;
-            self.len = (n + 1) as u8;
-            return;
-        }
-        if self.spill.is_empty() {
-            self.spill.extend_from_slice(&self.inline[..n]);
-        } else {
-            self.spill.truncate(n);
-        }
-        self.spill.push(v);
-    }
-
-    fn truncate(&mut self, n: usize) {
-        if self.spill.is_empty() {
-            self.len = n as u8;
-        } else {
-            self.spill.truncate(n);
-            if n <= INLINE {
-                self.inline[..n].copy_from_slice(&self.spill);
-                self.len = n as u8;
-                self.spill = Vec::new();
-            }
-        }
-    }
 }
 
 impl ExactSum {
     /// Adds an integer exactly.
     #[inline]
     pub(crate) fn add_int(&mut self, n: u64) {
-        // 2^127 / 2^64: no overflow before 2^63 additions of the largest word.
-        self.int = self.int.saturating_add(i128::from(n));
+        if n == 0 {
+            return;
+        }
+        if n < 1 << 62
+            && let Some(sum) = self.fixed.checked_add(i128::from(n) << FRAC_BITS)
+        {
+            self.fixed = sum;
+            return;
+        }
+        // 32-bit pieces convert to f64 exactly.
+        self.add_slow((n >> 32) as f64 * 4_294_967_296.0);
+        self.add_slow((n & 0xFFFF_FFFF) as f64);
     }
 
     /// Adds `x` exactly.
@@ -110,52 +69,98 @@ impl ExactSum {
         if x == 0.0 {
             return;
         }
-        if !x.is_finite() {
+        let bits = x.to_bits();
+        let exponent = ((bits >> 52) & 0x7FF) as i32;
+        if exponent == 0x7FF {
             self.special += x;
             return;
         }
-        // Shewchuk's grow-expansion: each step splits x + p into the rounded sum and its
-        // exact error; non-zero errors stay as partials, smallest first.
+        // A normal x is mantissa × 2^(exponent - 1075); subnormals take the slow path.
+        let mantissa = (bits & ((1 << 52) - 1)) | (1 << 52);
+        let shift = exponent - 1075 + FRAC_BITS;
+        let units = if exponent == 0 || shift > MAX_SHIFT {
+            None
+        } else if shift >= 0 {
+            Some(i128::from(mantissa) << shift)
+        } else if shift >= -52 && mantissa.trailing_zeros() >= shift.unsigned_abs() {
+            Some(i128::from(mantissa >> shift.unsigned_abs()))
+        } else {
+            None
+        };
+        let Some(units) = units else {
+            return self.add_slow(x);
+        };
+        let units = if x < 0.0 { -units } else { units };
+        match self.fixed.checked_add(units) {
+            Some(sum) => self.fixed = sum,
+            None => {
+                // Move the accumulator into the partials, exactly, and start it again.
+                let full = std::mem::replace(&mut self.fixed, units);
+                for piece in pieces(full) {
+                    self.add_slow(piece);
+                }
+            }
+        }
+    }
+
+    /// Adds a finite `x` to the partials (Shewchuk's grow-expansion: each step splits
+    /// x + p into the rounded sum and its exact error; non-zero errors stay, smallest
+    /// first).
+    #[cold]
+    fn add_slow(&mut self, x: f64) {
+        if x == 0.0 {
+            return;
+        }
+        let parts = self.slow.get_or_insert_with(Box::default);
         let mut x = x;
         let mut kept = 0;
-        for j in 0..self.parts.len() {
-            let mut y = self.parts.get(j);
+        for j in 0..parts.len() {
+            let mut y = parts[j];
             if x.abs() < y.abs() {
                 std::mem::swap(&mut x, &mut y);
             }
             let hi = x + y;
             let lo = y - (hi - x);
             if lo != 0.0 {
-                self.parts.set(kept, lo);
+                parts[kept] = lo;
                 kept += 1;
             }
             x = hi;
         }
+        parts.truncate(kept);
         if !x.is_finite() {
             // The exact sum left the f64 range: it rounds to an infinity of its sign.
             self.special += x;
-            self.parts.truncate(kept);
         } else if x != 0.0 {
-            self.parts.truncate_push(kept, x);
-        } else {
-            self.parts.truncate(kept);
+            parts.push(x);
         }
     }
 
     /// The finite part as non-overlapping `f64` partials, smallest first, whose exact sum it
-    /// is (the integer part folded in): what an archive stores.
+    /// is: what an archive stores.
     pub(crate) fn float_parts(&self) -> Vec<f64> {
-        self.with_int_folded().parts.as_slice().to_vec()
+        let mut all = ExactSum {
+            slow: self.slow.clone(),
+            ..ExactSum::default()
+        };
+        for piece in pieces(self.fixed) {
+            all.add_slow(piece);
+        }
+        all.slow.map_or_else(Vec::new, |p| *p)
     }
 
-    /// The integer part, when it fits a `u64` word.
-    pub(crate) fn int_word(&self) -> Option<u64> {
-        u64::try_from(self.int).ok()
-    }
-
-    /// The partials alone, without the integer part (see [`ExactSum::int_word`]).
-    pub(crate) fn fraction_parts(&self) -> &[f64] {
-        self.parts.as_slice()
+    /// The sum split into a counter's two parts: whole units when the sum is non-negative
+    /// and they fit a `u64`, and the rest as [`ExactSum::float_parts`] would give it.
+    pub(crate) fn split_int(&self) -> (u64, Vec<f64>) {
+        if self.slow.is_none() && self.fixed >= 0 {
+            let whole = (self.fixed >> FRAC_BITS) as u64;
+            let fraction = ExactSum {
+                fixed: self.fixed & ((1 << FRAC_BITS) - 1),
+                ..ExactSum::default()
+            };
+            return (whole, fraction.float_parts());
+        }
+        (0, self.float_parts())
     }
 
     /// Non-finite values added (or an overflow): the sum is this value.
@@ -163,41 +168,28 @@ impl ExactSum {
         (self.special != 0.0 || self.special.is_nan()).then_some(self.special)
     }
 
-    /// A copy with the integer part moved into the partials.
-    fn with_int_folded(&self) -> ExactSum {
-        let mut s = self.clone();
-        if s.int != 0 {
-            let int = std::mem::take(&mut s.int);
-            // 32-bit pieces convert to f64 exactly.
-            let magnitude = int.unsigned_abs();
-            let sign = if int < 0 { -1.0 } else { 1.0 };
-            for shift in (0..128).step_by(32) {
-                let piece = ((magnitude >> shift) & 0xFFFF_FFFF) as u32;
-                if piece != 0 {
-                    s.add(sign * f64::from(piece) * 2f64.powi(shift));
-                }
-            }
-        }
-        s
-    }
-
     /// The sum, rounded once to the nearest `f64` (ties to even).
     pub(crate) fn value(&self) -> f64 {
         if let Some(special) = self.special() {
             return special;
         }
-        if self.int == 0 {
-            return round(self.parts.as_slice());
-        }
-        if self.parts.len() == 0 && self.int.unsigned_abs() <= 1 << 53 {
-            return self.int as f64;
-        }
-        let folded = self.with_int_folded();
-        match folded.special() {
-            Some(special) => special,
-            None => round(folded.parts.as_slice()),
+        match &self.slow {
+            // Integer to float conversion rounds to nearest, ties to even; scaling by a power
+            // of two is exact (a non-zero accumulator is at least 2^-64, a normal number).
+            None => self.fixed as f64 * UNIT,
+            Some(_) => round(&self.float_parts()),
         }
     }
+}
+
+/// An `i128` count of 2^-64 units as exact `f64` pieces (32 bits each), largest first.
+fn pieces(units: i128) -> impl Iterator<Item = f64> {
+    let magnitude = units.unsigned_abs();
+    let sign = if units < 0 { -1.0 } else { 1.0 };
+    (0..4).rev().filter_map(move |k| {
+        let chunk = ((magnitude >> (32 * k)) & 0xFFFF_FFFF) as u32;
+        (chunk != 0).then(|| sign * f64::from(chunk) * 2f64.powi(32 * k - FRAC_BITS))
+    })
 }
 
 /// Rounds the exact sum of non-overlapping partials (smallest first) to the nearest `f64`,
@@ -237,6 +229,67 @@ pub(crate) fn round(p: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Python's `math.fsum`: partials only, then the same final rounding.
+    fn fsum(values: &[f64]) -> f64 {
+        let mut s = ExactSum::default();
+        for &v in values {
+            if v.is_finite() {
+                s.add_slow(v);
+            } else {
+                s.special += v;
+            }
+        }
+        match s.special() {
+            Some(v) => v,
+            None => round(s.slow.as_deref().map_or(&[][..], |p| &p[..])),
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// The fixed-point fast path and the partials agree bitwise with fsum's partials
+        /// alone, whatever the magnitudes and signs.
+        #[test]
+        fn fast_and_slow_paths_agree_with_fsum(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::num::f64::NORMAL,
+                    proptest::num::f64::NORMAL.prop_map(|v| (v % 1e6).abs()),
+                    (0u32..1000).prop_map(|n| f64::from(n) / 8.0),
+                    (0u32..1000).prop_map(|n| f64::from(n) * 0.1),
+                    proptest::num::f64::NORMAL.prop_map(|v| v * 1e-300),
+                ],
+                0..40,
+            ),
+            ints in proptest::collection::vec(proptest::num::u64::ANY, 0..3),
+        ) {
+            let mut s = ExactSum::default();
+            for &v in &values {
+                s.add(v);
+            }
+            let mut all = values.clone();
+            for &n in &ints {
+                s.add_int(n);
+                all.push((n >> 32) as f64 * 4_294_967_296.0);
+                all.push((n & 0xFFFF_FFFF) as f64);
+            }
+            let expected = fsum(&all);
+            prop_assert!(
+                s.value() == expected || (s.value().is_nan() && expected.is_nan()),
+                "{} != {}", s.value(), expected
+            );
+            // What an archive stores adds up to the same exact sum.
+            let mut again = ExactSum::default();
+            for p in s.float_parts() {
+                again.add(p);
+            }
+            if s.special().is_none() {
+                prop_assert_eq!(again.value(), s.value());
+            }
+        }
+    }
 
     fn sum(values: &[f64]) -> f64 {
         let mut s = ExactSum::default();
@@ -287,6 +340,12 @@ mod tests {
         t.add(1.0);
         assert_eq!(t.value(), 2f64.powi(53) + 2.0);
         assert_eq!(t.float_parts().iter().sum::<f64>(), 2f64.powi(53) + 2.0);
+        t.add(0.25);
+        assert_eq!(t.split_int(), ((1 << 53) + 2, vec![0.25]));
+        let mut huge = ExactSum::default();
+        huge.add_int(u64::MAX);
+        huge.add_int(u64::MAX);
+        assert_eq!(huge.value(), 2f64.powi(65));
     }
 
     #[test]
@@ -304,7 +363,7 @@ mod tests {
         for &v in &values {
             s.add(v);
         }
-        assert!(s.fraction_parts().len() > INLINE);
+        assert!(s.float_parts().len() > 4);
         // Removing each value again (exactly) leaves exactly the rest.
         for &v in &values[1..] {
             s.add(-v);

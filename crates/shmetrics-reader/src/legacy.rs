@@ -90,6 +90,9 @@ pub enum DbError {
         /// What is wrong.
         what: String,
     },
+    /// The file could not be read (an I/O error, not a verdict about its bytes: it is read
+    /// again at the next scrape).
+    Unreadable(String),
 }
 
 impl DbError {
@@ -99,6 +102,7 @@ impl DbError {
             Self::Empty => "legacy_empty",
             Self::Truncated { .. } => "legacy_truncated",
             Self::Corrupt { .. } => "legacy_corrupt",
+            Self::Unreadable(_) => "legacy_unreadable",
         }
     }
 }
@@ -114,6 +118,7 @@ impl std::fmt::Display for DbError {
             Self::Corrupt { offset, what } => {
                 write!(f, "prometheus_client file corrupt at byte {offset}: {what}")
             }
+            Self::Unreadable(e) => write!(f, "prometheus_client file unreadable: {e}"),
         }
     }
 }
@@ -174,26 +179,9 @@ pub fn parse_db(bytes: &[u8], used: usize) -> Result<Vec<DbEntry<'_>>, DbError> 
     let mut entries = Vec::new();
     let mut pos = 8;
     while pos < data.len() {
-        let corrupt = |what: &str| DbError::Corrupt {
-            offset: pos,
-            what: what.to_owned(),
-        };
-        let len_bytes = data
-            .get(pos..pos + 4)
-            .ok_or_else(|| corrupt("entry length past the used bytes"))?;
-        let key_len = i32::from_ne_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-        if key_len < 0 {
-            return Err(corrupt("negative key length"));
-        }
-        let key_len = key_len as usize;
-        // The length word, the key and 1..=8 bytes of padding end on a multiple of 8.
-        let padded = key_len + (8 - (key_len + 4) % 8);
+        let (key_len, end) = entry_bounds(data, pos, data.len())?;
         let key_start = pos + 4;
-        let values_start = key_start + padded;
-        let end = values_start + 16;
-        if end > data.len() {
-            return Err(corrupt("entry runs past the used bytes"));
-        }
+        let values_start = end - 16;
         let f = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&data[at..at + 8]);
@@ -208,6 +196,32 @@ pub fn parse_db(bytes: &[u8], used: usize) -> Result<Vec<DbEntry<'_>>, DbError> 
         pos = end;
     }
     Ok(entries)
+}
+
+/// Longest key accepted (`prometheus_client` writes the JSON of name, labels and help).
+const MAX_KEY_LEN: usize = 1 << 20;
+
+/// The key length and end offset of the entry at `pos`, from its length word in `data`,
+/// checked against `used`: a key of 1 byte to [`MAX_KEY_LEN`] (the JSON of a key is never
+/// empty), the entry within the used bytes.
+fn entry_bounds(data: &[u8], pos: usize, used: usize) -> Result<(usize, usize), DbError> {
+    let corrupt = |what: String| DbError::Corrupt { offset: pos, what };
+    let len_bytes = data
+        .get(pos..pos + 4)
+        .filter(|_| pos + 4 <= used)
+        .ok_or_else(|| corrupt("entry length past the used bytes".into()))?;
+    let key_len = i32::from_ne_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+    if key_len <= 0 || key_len as usize > MAX_KEY_LEN {
+        return Err(corrupt(format!("impossible key length {key_len}")));
+    }
+    let key_len = key_len as usize;
+    // The length word, the key and 1..=8 bytes of padding end on a multiple of 8.
+    let padded = key_len + (8 - (key_len + 4) % 8);
+    let end = pos + 4 + padded + 16;
+    if end > used {
+        return Err(corrupt("entry runs past the used bytes".into()));
+    }
+    Ok((key_len, end))
 }
 
 /// A decoded key: `[metric_name, sample_name, labels, help]`.
@@ -287,6 +301,9 @@ pub(crate) struct LegacyFile {
     used: usize,
     plan: Option<Plan>,
     buf: Vec<u8>,
+    /// The verdict on the file's bytes when they were last found unusable, with the file's
+    /// size, times and first 8 bytes then: not read again until one of them changes.
+    rejected: Option<(DbError, FileState)>,
     /// Entries left out of the image (unsupported names or labels), reported.
     pub(crate) left_out: Vec<Problem>,
     /// The image; `None` while the file is unusable.
@@ -303,13 +320,10 @@ pub(crate) fn open_db(
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => (SkipReason::Symlink, e.to_string()),
-            _ => (SkipReason::Unreadable, e.to_string()),
-        })?;
+        .map_err(|e| (SkipReason::of_io_error(&e), e.to_string()))?;
     let meta = file
         .metadata()
-        .map_err(|e| (SkipReason::Unreadable, e.to_string()))?;
+        .map_err(|e| (SkipReason::of_io_error(&e), e.to_string()))?;
     if !meta.file_type().is_file() {
         return Err((SkipReason::NotRegular, "not a regular file".into()));
     }
@@ -332,6 +346,7 @@ pub(crate) fn open_db(
         used: 0,
         plan: None,
         buf: Vec::new(),
+        rejected: None,
         left_out: Vec::new(),
         seg: None,
     })
@@ -359,20 +374,70 @@ impl LegacyFile {
     }
 
     fn read_and_apply(&mut self) -> Result<bool, DbError> {
-        let unreadable = |e: std::io::Error| DbError::Corrupt {
-            offset: 0,
-            what: format!("read failed: {e}"),
-        };
-        let len = self.file.metadata().map_err(unreadable)?.len();
+        let unreadable = |e: std::io::Error| DbError::Unreadable(e.to_string());
+        let meta = self.file.metadata().map_err(unreadable)?;
         let mut head = [0u8; 8];
         let n = self.file.read_at(&mut head, 0).map_err(unreadable)?;
-        let used = db_used(&head[..n], len)?;
-        self.buf.resize(used, 0);
-        self.file
-            .read_exact_at(&mut self.buf, 0)
-            .map_err(unreadable)?;
-        // The count may have grown since it was read above; entries up to `used` were
-        // complete before it was written, and are what counts.
+        let state = FileState {
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            head,
+        };
+        if let Some((error, at)) = &self.rejected
+            && *at == state
+        {
+            return Err(error.clone());
+        }
+        match self.read_entries(&head[..n], meta.len()) {
+            Ok(used) => {
+                self.rejected = None;
+                self.apply(used)
+            }
+            Err(e) => {
+                self.buf = Vec::new();
+                if !matches!(e, DbError::Unreadable(_)) {
+                    self.rejected = Some((e.clone(), state));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the used bytes into `buf`, checking each entry's bounds as it goes, so that
+    /// what is read (and allocated) is the entries actually there plus at most one chunk:
+    /// a file's claimed size never decides an allocation. Returns the used count.
+    fn read_entries(&mut self, head: &[u8], len: u64) -> Result<usize, DbError> {
+        const CHUNK: usize = 64 << 10;
+        let used = db_used(head, len)?;
+        let file = &self.file;
+        let buf = &mut self.buf;
+        buf.clear();
+        let fill = |buf: &mut Vec<u8>, target: usize| -> Result<(), DbError> {
+            if buf.len() >= target {
+                return Ok(());
+            }
+            let old = buf.len();
+            let new = target.max(old + CHUNK).min(used);
+            buf.resize(new, 0);
+            file.read_exact_at(&mut buf[old..], old as u64)
+                .map_err(|e| DbError::Unreadable(e.to_string()))
+        };
+        fill(buf, 8)?;
+        let mut pos = 8;
+        while pos < used {
+            fill(buf, (pos + 4).min(used))?;
+            let (_, end) = entry_bounds(buf, pos, used)?;
+            fill(buf, end)?;
+            pos = end;
+        }
+        Ok(used)
+    }
+
+    /// Parses `buf` (the used bytes, read by `read_entries`) and updates the image.
+    fn apply(&mut self, used: usize) -> Result<bool, DbError> {
+        // The count may have grown since it was read; entries up to `used` were complete
+        // before it was written, and are what counts.
         let buf = std::mem::take(&mut self.buf);
         let result = (|| {
             let entries = parse_db(&buf, used)?;
@@ -419,6 +484,17 @@ impl LegacyFile {
         self.seg = Some(image.seg);
         Ok(())
     }
+}
+
+/// What a `.db` file looked like when it was last rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileState {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    /// The used count and the first bytes after it: `prometheus_client` writes the count
+    /// through its mapping, which changes no time on every file system.
+    head: [u8; 8],
 }
 
 /// A translated file: the segment image and how entries map onto it.

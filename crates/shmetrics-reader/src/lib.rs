@@ -139,6 +139,9 @@ pub struct Reader {
     squatted: BTreeSet<PathBuf>,
     /// Set when a listing met a transient failure: the next scrape lists again.
     relist: bool,
+    /// Set when segments or `.db` images went away: the index may hold series no one has
+    /// any more (`merge::Index::collect_garbage`).
+    index_garbage: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -184,6 +187,7 @@ impl Reader {
             archive_entry: None,
             squatted: BTreeSet::new(),
             relist: false,
+            index_garbage: false,
         })
     }
 
@@ -401,6 +405,9 @@ impl Reader {
             }
         }
         self.refresh_legacy(report);
+        if std::mem::take(&mut self.index_garbage) {
+            self.collect_garbage();
+        }
         for r in self.rejected.values() {
             match &r.rejection {
                 Rejection::Skip(reason, _) => *report.skipped.entry(*reason).or_insert(0) += 1,
@@ -422,6 +429,24 @@ impl Reader {
             .sort_by(|a, b| (a.reason, &a.path).cmp(&(b.reason, &b.path)));
     }
 
+    /// Lets the index forget series no segment has any more.
+    fn collect_garbage(&mut self) {
+        let mut links: Vec<&mut SegmentLinks> = self
+            .segments
+            .values_mut()
+            .map(|t| &mut t.links)
+            .chain(self.legacy.values_mut().map(|t| &mut t.links))
+            .collect();
+        if self.index.collect_garbage(&mut links) {
+            // Cached merge state is keyed on merged ids.
+            self.dead_baseline = DeadBaseline::default();
+        }
+        // Log-once memory is bounded too: a file that keeps coming back may be logged again.
+        if self.logged.len() > 10_000 {
+            self.logged.clear();
+        }
+    }
+
     /// Re-reads every `.db` file (their values change in place) and links new series.
     fn refresh_legacy(&mut self, report: &mut ScrapeReport) {
         for t in self.legacy.values_mut() {
@@ -429,6 +454,7 @@ impl Reader {
                 Ok(rebuilt) => {
                     if rebuilt {
                         t.links = SegmentLinks::default();
+                        self.index_garbage = true;
                     }
                     if let Some(seg) = t.file.seg.as_mut() {
                         self.index.link(seg, &mut t.links);
@@ -525,9 +551,11 @@ impl Reader {
                 for entry in entries.flatten() {
                     self.visit(&entry, &mut skipped);
                 }
+                let before = self.segments.len() + self.legacy.len();
                 self.segments.retain(|_, t| t.seen);
                 self.legacy.retain(|_, t| t.seen);
                 self.rejected.retain(|_, r| r.seen);
+                self.index_garbage |= self.segments.len() + self.legacy.len() < before;
             }
             Err(e) => {
                 // Listed again next time; what was open stays open meanwhile.
@@ -576,6 +604,7 @@ impl Reader {
             }
             // Our file was removed and this is a new one with the same inode number.
             self.segments.remove(&ino);
+            self.index_garbage = true;
         }
         if let Some(t) = self.legacy.get_mut(&ino) {
             t.seen = true;
@@ -612,7 +641,12 @@ impl Reader {
                         },
                     );
                 }
-                Err((reason, _)) => skip(reason),
+                Err((reason, _)) => {
+                    if reason.is_transient() {
+                        self.relist = true;
+                    }
+                    skip(reason)
+                }
             };
         }
         if !(name.starts_with(SEGMENT_PREFIX) && name.ends_with(SEGMENT_SUFFIX)) {

@@ -88,6 +88,94 @@ impl Index {
         }
     }
 
+    /// Forgets the families and series that no segment links to any more (their segments
+    /// were compacted away or vanished), renumbering the rest and rewriting every segment's
+    /// links, so that the index holds the series that exist, not every series ever seen.
+    /// Runs only when at least a quarter of the series (or 65,536) are garbage, so its cost,
+    /// linear in the links, is amortised over the deaths that made the garbage. Returns
+    /// whether it renumbered (then anything keyed on merged ids must be recomputed).
+    pub(crate) fn collect_garbage(&mut self, links: &mut [&mut SegmentLinks]) -> bool {
+        const ENOUGH_GARBAGE: usize = 65_536;
+        let mut series_used = vec![false; self.series.len()];
+        let mut families_used = vec![false; self.families.len()];
+        for l in links.iter() {
+            for &s in &l.series {
+                series_used[s as usize] = true;
+            }
+            for &f in &l.families {
+                families_used[f as usize] = true;
+            }
+        }
+        let garbage = series_used.iter().filter(|&&u| !u).count();
+        let family_garbage = families_used.iter().filter(|&&u| !u).count();
+        let worth = |garbage: usize, total: usize| {
+            garbage > 0 && (garbage * 4 >= total || garbage >= ENOUGH_GARBAGE)
+        };
+        if !worth(garbage, self.series.len()) && !worth(family_garbage, self.families.len()) {
+            return false;
+        }
+        let renumber = |used: &[bool]| -> Vec<u32> {
+            let mut next = 0;
+            used.iter()
+                .map(|&u| {
+                    if u {
+                        next += 1;
+                        next - 1
+                    } else {
+                        u32::MAX
+                    }
+                })
+                .collect()
+        };
+        let family_map = renumber(&families_used);
+        let series_map = renumber(&series_used);
+        let old_families = std::mem::take(&mut self.families);
+        self.families = old_families
+            .into_iter()
+            .zip(&families_used)
+            .filter(|(_, used)| **used)
+            .map(|(mut f, _)| {
+                f.series = f
+                    .series
+                    .iter()
+                    .filter_map(|&s| Some(series_map[s as usize]).filter(|&n| n != u32::MAX))
+                    .collect();
+                f
+            })
+            .collect();
+        self.family_ids = self
+            .families
+            .iter()
+            .enumerate()
+            .map(|(id, f)| (Arc::clone(&f.name), id as u32))
+            .collect();
+        let old_series = std::mem::take(&mut self.series);
+        self.series = old_series
+            .into_iter()
+            .zip(&series_used)
+            .filter(|(_, used)| **used)
+            .map(|(mut s, _)| {
+                s.family = family_map[s.family as usize];
+                s
+            })
+            .collect();
+        self.series_ids = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(id, s)| ((s.family, Arc::clone(&s.labels)), id as u32))
+            .collect();
+        for l in links.iter_mut() {
+            for f in &mut l.families {
+                *f = family_map[*f as usize];
+            }
+            for s in &mut l.series {
+                *s = series_map[*s as usize];
+            }
+        }
+        true
+    }
+
     fn family_id(&mut self, name: &str) -> u32 {
         if let Some(&id) = self.family_ids.get(name) {
             return id;
