@@ -1,6 +1,6 @@
 //! The layout crate's two parsers on raw bytes.
 
-use shmetrics_layout::record::{Record, parse_records};
+use shmetrics_layout::record::parse_records;
 use shmetrics_layout::{HEADER_SIZE, SegmentHeader};
 
 /// `layout_header`: header validation on arbitrary bytes (the input's length as the file
@@ -28,11 +28,7 @@ pub fn records(data: &[u8]) {
         assert!(!failed, "a record was yielded after an error");
         match parsed {
             Ok((record, end)) => {
-                let encoded = match &record {
-                    Record::Family(f) => f.encode(),
-                    Record::Series(s) => s.encode(),
-                    Record::Folded(f) => f.encode(),
-                };
+                let encoded = record.encode();
                 assert_eq!(&encoded[..], &data[start..end]);
                 start = end;
             }

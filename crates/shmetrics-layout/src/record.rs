@@ -23,6 +23,8 @@ pub const RECORD_PROCESS_SERIES: u16 = 3;
 pub const RECORD_FOLDED: u16 = 4;
 /// Record kind of a [`SeriesRecord`] with [`SeriesRecord::exact_parts`]: archives only.
 pub const RECORD_EXACT_SERIES: u16 = 5;
+/// Record kind of a [`PartRecord`]: archives only.
+pub const RECORD_PART: u16 = 6;
 /// Most partials an exact value may have (an exact sum of `f64`s needs at most 40).
 pub const MAX_EXACT_PARTS: usize = 64;
 /// Largest record accepted, in bytes.
@@ -71,6 +73,14 @@ struct ProcessFixed {
     pid: u32,
     reserved: u32,
     created_unix_nanos: u64,
+}
+
+/// Payload of a part record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+struct PartFixed {
+    instance_id: u64,
+    reserved: u64,
 }
 
 /// Fixed part of an exact series record's payload, after the [`SeriesFixed`] part; the
@@ -154,6 +164,16 @@ pub struct FoldedRecord {
     pub sequence: u32,
 }
 
+/// In an archive: a sealed archive part whose values belong to this archive too (the file
+/// `.shmetrics-archive-part-<instance id>.shm` beside it, whose header has that instance id).
+/// Parts never change once sealed; they keep a compaction's memory and rewriting bounded
+/// however much dead data there is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartRecord {
+    /// The part's instance id.
+    pub instance_id: u64,
+}
+
 /// A parsed record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
@@ -163,6 +183,20 @@ pub enum Record {
     Series(SeriesRecord),
     /// A segment folded into this archive.
     Folded(FoldedRecord),
+    /// A sealed part of this archive.
+    Part(PartRecord),
+}
+
+impl Record {
+    /// The record's bytes, as written.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Record::Family(f) => f.encode(),
+            Record::Series(s) => s.encode(),
+            Record::Folded(f) => f.encode(),
+            Record::Part(p) => p.encode(),
+        }
+    }
 }
 
 /// Checks a family definition; the writer calls this before encoding, the reader after
@@ -388,6 +422,19 @@ impl FoldedRecord {
     }
 }
 
+impl PartRecord {
+    /// Encodes the record (24 bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; 8];
+        let fixed = PartFixed {
+            instance_id: self.instance_id,
+            reserved: 0,
+        };
+        out.extend_from_slice(bytemuck::bytes_of(&fixed));
+        finish(out, RECORD_PART)
+    }
+}
+
 /// A bounds-checked cursor over one record's payload.
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -555,6 +602,17 @@ fn parse_folded(c: &mut Cursor<'_>) -> Result<FoldedRecord, LayoutError> {
     })
 }
 
+fn parse_part(c: &mut Cursor<'_>) -> Result<PartRecord, LayoutError> {
+    let fixed: PartFixed = c.pod()?;
+    if fixed.reserved != 0 {
+        return Err(c.fail("reserved part field is not zero"));
+    }
+    c.finish()?;
+    Ok(PartRecord {
+        instance_id: fixed.instance_id,
+    })
+}
+
 /// Parses the records in `bytes`, a copy of published metadata starting at a record
 /// boundary. `base_offset` is the metadata offset of `bytes[0]`, used in error messages and
 /// in the returned end offsets.
@@ -629,6 +687,7 @@ impl RecordIter<'_> {
             }
             RECORD_EXACT_SERIES => Record::Series(parse_series(&mut cursor, SeriesExtra::Exact)?),
             RECORD_FOLDED => Record::Folded(parse_folded(&mut cursor)?),
+            RECORD_PART => Record::Part(parse_part(&mut cursor)?),
             kind => return Err(LayoutError::UnknownRecordKind { offset, kind }),
         };
         self.pos += len;
@@ -728,15 +787,21 @@ mod tests {
             exact_parts: vec![-5.551115123125783e-17, 0.6],
             ..series()
         };
+        let part = PartRecord {
+            instance_id: 0xfeed_f00d,
+        };
         let mut bytes = process.encode();
         let first = bytes.len();
         bytes.extend(folded.encode());
         let second = bytes.len();
         bytes.extend(exact.encode());
+        let third = bytes.len();
+        bytes.extend(part.encode());
         let parsed: Vec<_> = parse_records(&bytes, 0).collect::<Result<_, _>>().unwrap();
         assert_eq!(parsed[0], (Record::Series(process), first));
         assert_eq!(parsed[1], (Record::Folded(folded), second));
-        assert_eq!(parsed[2], (Record::Series(exact), bytes.len()));
+        assert_eq!(parsed[2], (Record::Series(exact), third));
+        assert_eq!(parsed[3], (Record::Part(part), bytes.len()));
 
         // Non-finite partials are rejected.
         let mut bad = SeriesRecord {
@@ -830,11 +895,7 @@ mod tests {
             let mut start = 0;
             for parsed in parse_records(&bytes, 0) {
                 let Ok((record, end)) = parsed else { break };
-                let encoded = match &record {
-                    Record::Family(f) => f.encode(),
-                    Record::Series(s) => s.encode(),
-                    Record::Folded(f) => f.encode(),
-                };
+                let encoded = record.encode();
                 proptest::prop_assert_eq!(&encoded[..], &bytes[start..end]);
                 start = end;
             }

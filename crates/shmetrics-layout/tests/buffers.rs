@@ -185,11 +185,7 @@ fn parsers_read_untrusted_bytes_at_every_alignment() {
             let mut start = 0;
             for parsed in parse_records(input, 0) {
                 let Ok((record, end)) = parsed else { break };
-                let encoded = match &record {
-                    Record::Family(f) => f.encode(),
-                    Record::Series(s) => s.encode(),
-                    Record::Folded(f) => f.encode(),
-                };
+                let encoded = record.encode();
                 assert_eq!(&encoded[..], &input[start..end]);
                 start = end;
             }

@@ -26,14 +26,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use shmetrics_layout::record::{FamilyRecord, FoldedRecord, ProcessOf, SeriesRecord};
+use shmetrics_layout::record::{FamilyRecord, FoldedRecord, PartRecord, ProcessOf, SeriesRecord};
 use shmetrics_layout::slots::{counter_store, gauge_set, histogram_store, slot_words};
 use shmetrics_layout::{
-    FLAG_ARCHIVE, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind, SegmentHeader,
-    SegmentIdentity,
+    FLAG_ARCHIVE, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind, SEGMENT_SUFFIX,
+    SegmentHeader, SegmentIdentity,
 };
 
 use crate::Reader;
@@ -58,6 +58,15 @@ pub fn archive_names(euid: u32) -> Vec<String> {
     names.extend((0..ALTERNATIVE_NAMES).map(|k| format!("shmetrics-archive-u{euid}-{k}.shm")));
     names
 }
+
+/// The file name of the archive part with instance id `id` (hidden: no listing shows it;
+/// only its archive's part record leads to it).
+pub fn part_name(id: u64) -> String {
+    format!("{PART_PREFIX}{id:016x}.shm")
+}
+
+/// Prefix of archive parts' file names.
+const PART_PREFIX: &str = ".shmetrics-archive-part-";
 
 /// The names of the compactors' lock, in order, as [`archive_names`]: the first that is a
 /// regular file of this user, or that does not exist (then it is created), is the lock.
@@ -200,70 +209,130 @@ impl Reader {
             removed_temporary: self.remove_stale_temporaries(),
             ..CompactReport::default()
         };
-        // See the directory as it is now, whatever the listing cache says.
-        self.listed = None;
-        self.refresh(&mut crate::ScrapeReport::default());
-
-        let (archive_ino, archive_path) = self.archive_target()?;
-        let archive = archive_ino.and_then(|ino| self.segments.get(&ino));
-        let held = |instance: u64, sequence: u32| {
-            archive.is_some_and(|a| a.seg.folded.contains(&(instance, sequence)))
-        };
-        let mut sources: Vec<Source<'_>> = Vec::new();
-        // Files to remove once the new archive is in place.
-        let mut remove: Vec<PathBuf> = Vec::new();
-        let mut folded_ids: Vec<(u64, u32)> = Vec::new();
-        for t in self.segments.values() {
-            let h = &t.seg.header;
-            if h.is_archive() {
-                // The current archive is an input; any other file claiming to be one is a
-                // stray (a copy, a backup, a crafted file): never merged, never trusted to
-                // say what may be removed, never removed.
-                if archive.is_some_and(|a| std::ptr::eq(a, t)) {
-                    sources.push(Source {
-                        seg: &t.seg,
-                        links: &t.links,
-                    });
-                }
-            } else if held(h.instance_id, h.sequence) {
-                // Folded by an earlier run that did not get to remove it.
-                remove.push(t.seg.path.clone());
-                folded_ids.push((h.instance_id, h.sequence));
-            } else if !t.seg.live {
-                sources.push(Source {
-                    seg: &t.seg,
-                    links: &t.links,
-                });
-                remove.push(t.seg.path.clone());
-                folded_ids.push((h.instance_id, h.sequence));
-                report.folded_segments += 1;
+        let mut first = true;
+        loop {
+            // See the directory as it is now, whatever the listing cache says.
+            self.listed = None;
+            self.refresh(&mut crate::ScrapeReport::default());
+            if first {
+                first = false;
+                report.removed_files += self.remove_orphan_parts();
+            }
+            match self.compact_batch(stop, &mut report)? {
+                Batch::More => {}
+                Batch::Done => break,
+                Batch::Stopped => return Ok(report),
             }
         }
+        drop(lock);
+        Ok(report)
+    }
 
-        if report.folded_segments > 0 {
+    /// Folds the oldest dead segments, up to the archive part size of them, into the
+    /// archive (sealing the archive as a part first when it would outgrow that size), then
+    /// removes their files. Memory and writing stay bounded by the part size, however much
+    /// dead data there is; the caller repeats until nothing is left.
+    fn compact_batch(
+        &mut self,
+        stop: Option<CompactStop>,
+        report: &mut CompactReport,
+    ) -> Result<Batch, CompactError> {
+        let (archive_ino, archive_path) = self.archive_target()?;
+        let archive = archive_ino.and_then(|ino| self.segments.get(&ino));
+        let parts: Vec<&crate::Tracked> = self.segments.values().filter(|t| t.part).collect();
+        let held = |instance: u64, sequence: u32| {
+            let id = (instance, sequence);
+            archive.is_some_and(|a| a.seg.folded.contains(&id))
+                || parts.iter().any(|p| p.seg.folded.contains(&id))
+        };
+        // Files folded by an earlier run that did not get to remove them, and dead ones.
+        let mut leftovers: Vec<&crate::Tracked> = Vec::new();
+        let mut dead: Vec<&crate::Tracked> = Vec::new();
+        for t in self.segments.values() {
+            let h = &t.seg.header;
+            // Archives (the current one, its parts, strays) are never folded or removed here.
+            if h.is_archive() {
+                continue;
+            }
+            if held(h.instance_id, h.sequence) {
+                leftovers.push(t);
+            } else if !t.seg.live {
+                dead.push(t);
+            }
+        }
+        dead.sort_by_key(|t| t.seg.age_key());
+        let mut batch_bytes = 0usize;
+        let batch_len = dead
+            .iter()
+            .take_while(|t| {
+                let fits = batch_bytes == 0 || batch_bytes + t.seg.size() <= self.archive_part_size;
+                if fits {
+                    batch_bytes += t.seg.size();
+                }
+                fits
+            })
+            .count();
+        let more = batch_len < dead.len();
+        let batch = &dead[..batch_len];
+        let mut remove: Vec<PathBuf> = leftovers.iter().map(|t| t.seg.path.clone()).collect();
+
+        if !batch.is_empty() {
             let generation = archive.map_or(0, |a| a.seg.header.sequence.wrapping_add(1));
+            let mut part_ids: Vec<u64> = archive.map(|a| a.seg.parts.clone()).unwrap_or_default();
+            // Seal the archive as a part when it would outgrow the part size with this batch:
+            // the new archive then holds the batch alone, and the sealed one never changes.
+            let seal = archive.filter(|a| a.seg.size() + batch_bytes > self.archive_part_size);
+            if let Some(a) = seal {
+                let id = a.seg.header.instance_id;
+                self.seal_part(&archive_path, id)?;
+                part_ids.push(id);
+            }
+            let mut sources: Vec<Source<'_>> = archive
+                .filter(|_| seal.is_none())
+                .into_iter()
+                .chain(batch.iter().copied())
+                .map(|t| Source {
+                    seg: &t.seg,
+                    links: &t.links,
+                })
+                .collect();
             let created = sources
                 .iter()
                 .map(|s| s.seg.header.created_unix_nanos)
                 .min()
                 .unwrap_or(0);
             let dropped = sources.iter().map(|s| s.seg.dropped_series()).sum();
+            let folded_ids: Vec<(u64, u32)> = leftovers
+                .iter()
+                .chain(batch)
+                .map(|t| (t.seg.header.instance_id, t.seg.header.sequence))
+                .collect();
             let folded = fold_dead(&self.index, &mut sources);
-            report.conflicting_series = folded.conflicting_series;
+            report.conflicting_series += folded.conflicting_series;
             report.archived_series = folded.families.iter().map(|f| f.series.len()).sum();
-            let image = archive_image(&folded, &folded_ids, generation, created, dropped)?;
+            let image = archive_image(&ArchiveContents {
+                folded: &folded,
+                folded_ids: &folded_ids,
+                parts: &part_ids,
+                generation,
+                created,
+                dropped,
+            })?;
+            drop(folded);
             self.publish_archive(&image, &archive_path, stop)?;
             report.generation = Some(generation);
+            report.folded_segments += batch.len();
             if stop == Some(CompactStop::BeforeRename) {
-                return Ok(report);
+                return Ok(Batch::Stopped);
             }
+            remove.extend(batch.iter().map(|t| t.seg.path.clone()));
         } else {
             report.generation = archive.map(|a| a.seg.header.sequence);
         }
 
         for (i, path) in remove.iter().enumerate() {
             if stop == Some(CompactStop::AfterRemoving(i)) {
-                return Ok(report);
+                return Ok(Batch::Stopped);
             }
             match std::fs::remove_file(path) {
                 Ok(()) => report.removed_files += 1,
@@ -274,8 +343,73 @@ impl Reader {
         if !remove.is_empty() {
             sync_dir(&self.dir)?;
         }
-        drop(lock);
-        Ok(report)
+        Ok(if more && !batch.is_empty() {
+            Batch::More
+        } else {
+            Batch::Done
+        })
+    }
+
+    /// Makes the archive at `archive` also the part `id` (a second name for the same file:
+    /// it is immutable), so that the next archive can list it as a part. A part left by a
+    /// run that stopped before its archive was renamed into place is reused.
+    fn seal_part(&self, archive: &Path, id: u64) -> Result<(), CompactError> {
+        let part = self.dir.join(part_name(id));
+        match std::fs::hard_link(archive, &part) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !matches!(own_regular_file(&part, self.euid), Entry::Own) {
+                    return Err(io_err(format!("seal {}", part.display()))(e));
+                }
+            }
+            // A file system without hard links: a copy, synced, serves as well.
+            Err(_) => {
+                let tmp = self
+                    .dir
+                    .join(format!("{TEMPORARY_PREFIX}part-{:016x}", random_u64()));
+                let copied = std::fs::copy(archive, &tmp)
+                    .and_then(|_| File::open(&tmp)?.sync_all())
+                    .and_then(|()| std::fs::rename(&tmp, &part));
+                if let Err(e) = copied {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(io_err(format!("seal {}", part.display()))(e));
+                }
+            }
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Removes archive parts the archive in place does not list: left by a run that stopped
+    /// between sealing a part and renaming the archive that lists it. No archive ever in
+    /// place listed them, so no reader uses them.
+    fn remove_orphan_parts(&self) -> usize {
+        let listed: Vec<u64> = self
+            .current_archive()
+            .map(|t| t.seg.parts.clone())
+            .unwrap_or_default();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(PART_PREFIX)?.strip_suffix(SEGMENT_SUFFIX))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            else {
+                continue;
+            };
+            if listed.contains(&id)
+                || !matches!(own_regular_file(&entry.path(), self.euid), Entry::Own)
+            {
+                continue;
+            }
+            if std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Opens the compactors' lock: the first of [`lock_names`] that is this user's regular
@@ -372,7 +506,7 @@ impl Reader {
     /// directory (unless `stop` says to stop before the rename).
     fn publish_archive(
         &self,
-        image: &[u8],
+        image: &[AtomicU64],
         archive: &Path,
         stop: Option<CompactStop>,
     ) -> Result<(), CompactError> {
@@ -386,8 +520,7 @@ impl Reader {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(io_err(format!("create {}", tmp.display())))?;
-        let written = file
-            .write_all(image)
+        let written = write_words(&mut file, image)
             .and_then(|()| file.sync_all())
             .map_err(io_err(format!("write {}", tmp.display())));
         if let Err(e) = written {
@@ -479,67 +612,75 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// Builds the archive file: header, `Folded` records, then each family and its series
-/// (`all` gauges one process series per process), values in slots at the end of the file.
-fn archive_image(
-    folded: &Folded,
-    folded_ids: &[(u64, u32)],
+/// What a new archive holds.
+struct ArchiveContents<'a> {
+    folded: &'a Folded,
+    /// Segments whose values it holds.
+    folded_ids: &'a [(u64, u32)],
+    /// Its sealed parts.
+    parts: &'a [u64],
     generation: u32,
     created: u64,
     dropped: u64,
-) -> Result<Vec<u8>, CompactError> {
-    // Records first, with slot offsets counted from the end of the file; the file size is
-    // known once the records and slots are.
-    let mut records = Vec::new();
-    for &(instance_id, sequence) in folded_ids {
-        records.extend(
+}
+
+/// Builds the archive file's words: header, `Folded` and `Part` records, then each family
+/// and its series (`all` gauges one process series per process), values in slots at the end
+/// of the file. Each record is built and encoded once (its length known before the slot
+/// offsets are), and the file's bytes exist once, as the words.
+fn archive_image(c: &ArchiveContents<'_>) -> Result<Vec<AtomicU64>, CompactError> {
+    let mut head: Vec<Vec<u8>> = c
+        .folded_ids
+        .iter()
+        .map(|&(instance_id, sequence)| {
             FoldedRecord {
                 instance_id,
                 sequence,
             }
-            .encode(),
-        );
-    }
-    // (slot offset from the end, width, value) of every series.
-    let mut slots: Vec<(usize, usize, SlotInit)> = Vec::new();
-    let mut slot_bytes = 0usize;
-    let mut series_records: Vec<(usize, SeriesRecord)> = Vec::new();
-    for (id, family) in folded.families.iter().enumerate() {
+            .encode()
+        })
+        .chain(
+            c.parts
+                .iter()
+                .map(|&instance_id| PartRecord { instance_id }.encode()),
+        )
+        .collect();
+    // Families, and each one's series with their slots (width in words, value), before any
+    // slot offset is known.
+    let mut families: Vec<(FamilyRecord, Vec<(SeriesRecord, SlotInit)>)> = Vec::new();
+    for (id, family) in c.folded.families.iter().enumerate() {
         let def = FamilyRecord {
             id: id as u32,
             ..(*family.def).clone()
         };
-        records.extend(def.encode());
-        let width = slot_words(def.kind, def.bounds.len());
+        let mut series = Vec::new();
         for (values, value) in &family.series {
-            let mut place = |value: SlotInit, process: Option<ProcessOf>, exact_parts| {
-                slot_bytes += width * 8;
-                slots.push((slot_bytes, width, value));
-                let record = SeriesRecord {
-                    family_id: def.id,
-                    slot_offset: 0,
-                    label_values: values.clone(),
-                    process,
-                    exact_parts,
-                };
-                records.extend(record.encode());
-                series_records.push((slot_bytes, record));
+            let record = |process, exact_parts| SeriesRecord {
+                family_id: def.id,
+                slot_offset: 0,
+                label_values: values.clone(),
+                process,
+                exact_parts,
             };
             match value {
                 FoldedValue::Sum(sum) if def.kind == MetricKind::Counter => {
                     let (int, float, parts) = stored_sum(sum, true);
-                    place(SlotInit::Counter(int, float), None, parts);
+                    series.push((record(None, parts), SlotInit::Counter(int, float)));
                 }
                 FoldedValue::Sum(sum) => {
                     let (_, float, parts) = stored_sum(sum, false);
-                    place(SlotInit::Gauge(float, 0), None, parts);
+                    series.push((record(None, parts), SlotInit::Gauge(float, 0)));
                 }
                 FoldedValue::Gauge { value, timestamp } => {
-                    place(SlotInit::Gauge(*value, *timestamp), None, Vec::new());
+                    series.push((
+                        record(None, Vec::new()),
+                        SlotInit::Gauge(*value, *timestamp),
+                    ));
                 }
                 FoldedValue::Histogram { buckets, sum } => {
                     let (_, float, parts) = stored_sum(sum, false);
-                    place(SlotInit::Histogram(buckets.clone(), float), None, parts);
+                    let init = SlotInit::Histogram(buckets.clone(), float);
+                    series.push((record(None, parts), init));
                 }
                 FoldedValue::PerProcess(list) => {
                     for &(pid, created_unix_nanos, v) in list {
@@ -547,84 +688,100 @@ fn archive_image(
                             pid,
                             created_unix_nanos,
                         };
-                        place(SlotInit::Gauge(v, 0), Some(process), Vec::new());
+                        series.push((record(Some(process), Vec::new()), SlotInit::Gauge(v, 0)));
                     }
                 }
             }
         }
+        families.push((def, series));
     }
-    let needed = (HEADER_SIZE + records.len() + slot_bytes) as u64;
+    let meta_len: usize = head.iter().map(Vec::len).sum::<usize>()
+        + families
+            .iter()
+            .map(|(def, series)| {
+                def.encoded_len() + series.iter().map(|(r, _)| r.encoded_len()).sum::<usize>()
+            })
+            .sum::<usize>();
+    let slot_bytes: usize = families
+        .iter()
+        .map(|(def, series)| series.len() * slot_words(def.kind, def.bounds.len()) * 8)
+        .sum();
+    let needed = (HEADER_SIZE + meta_len + slot_bytes) as u64;
     let size = needed.next_multiple_of(4096).max(MIN_SEGMENT_SIZE);
     if size > MAX_SEGMENT_SIZE {
         return Err(CompactError::TooLarge(needed));
     }
     let size = size as usize;
 
-    // Now the records again, with the real slot offsets (their lengths do not change).
-    let mut meta = Vec::with_capacity(records.len());
-    for &(instance_id, sequence) in folded_ids {
-        meta.extend(
-            FoldedRecord {
-                instance_id,
-                sequence,
-            }
-            .encode(),
-        );
-    }
-    let mut next_series = series_records.into_iter();
-    for (id, family) in folded.families.iter().enumerate() {
-        let def = FamilyRecord {
-            id: id as u32,
-            ..(*family.def).clone()
-        };
-        meta.extend(def.encode());
-        let count: usize = family
-            .series
-            .iter()
-            .map(|(_, v)| match v {
-                FoldedValue::PerProcess(list) => list.len(),
-                _ => 1,
-            })
-            .sum();
-        for (from_end, mut record) in next_series.by_ref().take(count) {
-            record.slot_offset = (size - from_end) as u64;
-            meta.extend(record.encode());
-        }
-    }
-    debug_assert_eq!(meta.len(), records.len());
-
     let words: Vec<AtomicU64> = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
-    for (from_end, width, value) in &slots {
-        let first = (size - from_end) / 8;
-        let w = &words[first..first + width];
-        match value {
-            SlotInit::Counter(int, fraction) => counter_store(w, *int, *fraction),
-            SlotInit::Gauge(v, ts) => gauge_set(w, *v, (*ts != 0).then_some(*ts)),
-            SlotInit::Histogram(buckets, sum) => histogram_store(w, buckets, *sum),
+    let mut meta = Vec::with_capacity(meta_len);
+    for record in head.drain(..) {
+        meta.extend(record);
+    }
+    let mut slot_floor = size;
+    for (def, series) in families {
+        meta.extend(def.encode());
+        let width = slot_words(def.kind, def.bounds.len());
+        for (mut record, value) in series {
+            slot_floor -= width * 8;
+            record.slot_offset = slot_floor as u64;
+            meta.extend(record.encode());
+            let w = &words[slot_floor / 8..slot_floor / 8 + width];
+            match value {
+                SlotInit::Counter(int, fraction) => counter_store(w, int, fraction),
+                SlotInit::Gauge(v, ts) => gauge_set(w, v, (ts != 0).then_some(ts)),
+                SlotInit::Histogram(buckets, sum) => histogram_store(w, &buckets, sum),
+            }
         }
     }
+    debug_assert_eq!(meta.len(), meta_len);
     let mut header = SegmentHeader::new(
         size as u64,
         SegmentIdentity {
             pid: 0,
-            sequence: generation,
+            sequence: c.generation,
             instance_id: random_u64(),
             start_time_ticks: 0,
-            created_unix_nanos: created,
+            created_unix_nanos: c.created,
         },
     );
     header.flags = FLAG_ARCHIVE;
     header.meta_len = meta.len() as u64;
-    header.slot_floor = (size - slot_bytes) as u64;
-    header.dropped_series = dropped;
+    header.slot_floor = slot_floor as u64;
+    header.dropped_series = c.dropped;
+    let mut front = header.as_bytes().to_vec();
+    front.extend(meta);
+    for (word, bytes) in words.iter().zip(front.chunks_exact(8)) {
+        // SYNC POINT counter-build: relaxed; the image is private until written and renamed.
+        word.store(
+            u64::from_ne_bytes(bytes.try_into().expect("chunks of 8")),
+            Ordering::Relaxed,
+        );
+    }
+    Ok(words)
+}
 
-    let mut image: Vec<u8> = words
-        .into_iter()
-        .flat_map(|w| w.into_inner().to_ne_bytes())
-        .collect();
-    image[..HEADER_SIZE].copy_from_slice(header.as_bytes());
-    image[HEADER_SIZE..HEADER_SIZE + meta.len()].copy_from_slice(&meta);
-    Ok(image)
+/// Writes `words` as the file's bytes, a chunk at a time.
+fn write_words(file: &mut File, words: &[AtomicU64]) -> io::Result<()> {
+    let mut chunk = Vec::with_capacity(64 << 10);
+    for batch in words.chunks(8 << 10) {
+        chunk.clear();
+        for w in batch {
+            // SYNC POINT counter-build: relaxed, as in `archive_image`.
+            chunk.extend_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        file.write_all(&chunk)?;
+    }
+    Ok(())
+}
+
+/// How one compaction round ended.
+enum Batch {
+    /// More dead segments are left for another round.
+    More,
+    Done,
+    /// Stopped where a test asked.
+    Stopped,
 }
 
 /// How an archive stores an exact sum: the integer word (counters, when it fits), the float

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use shmetrics_layout::record::{FamilyRecord, FoldedRecord, Record, SeriesRecord, parse_records};
+use shmetrics_layout::record::{
+    FamilyRecord, FoldedRecord, PartRecord, Record, SeriesRecord, parse_records,
+};
 use shmetrics_layout::slots::{
     GaugeValue, HistogramValue, counter_read, gauge_read, histogram_read,
 };
@@ -85,6 +87,8 @@ pub enum RecordEntry {
     },
     /// In an archive: a segment whose values it holds.
     Folded(FoldedRecord),
+    /// In an archive: a sealed part whose values it holds too.
+    Part(PartRecord),
 }
 
 /// A validated record and where it starts.
@@ -224,6 +228,7 @@ fn accepted_records(seg: &SegmentFile) -> Vec<RecordInfo> {
         let entry = match record {
             Record::Family(f) => RecordEntry::Family(f),
             Record::Folded(f) => RecordEntry::Folded(f),
+            Record::Part(p) => RecordEntry::Part(p),
             Record::Series(record) => {
                 let Some(local) = seg.series.get(series_index) else {
                     break;
@@ -509,6 +514,11 @@ fn write_record(f: &mut fmt::Formatter<'_>, r: &RecordInfo) -> fmt::Result {
             "  @{:<7} folded segment: instance {:016x} sequence {}",
             r.offset, folded.instance_id, folded.sequence
         ),
+        RecordEntry::Part(part) => writeln!(
+            f,
+            "  @{:<7} archive part: instance {:016x}",
+            r.offset, part.instance_id
+        ),
     }
 }
 
@@ -539,7 +549,7 @@ mod tests {
                     record.label_values.clone(),
                     value.clone(),
                 )),
-                RecordEntry::Family(_) | RecordEntry::Folded(_) => None,
+                RecordEntry::Family(_) | RecordEntry::Folded(_) | RecordEntry::Part(_) => None,
             })
             .collect()
     }

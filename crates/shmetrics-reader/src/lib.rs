@@ -74,6 +74,12 @@ impl std::error::Error for ReaderError {}
 /// scrapes.
 pub const DEFAULT_RESIDENT_BUDGET: usize = 16 << 20;
 
+/// Default of [`Reader::set_archive_part_size`]: 64 MiB.
+pub const DEFAULT_ARCHIVE_PART_SIZE: usize = 64 << 20;
+
+/// Longest wait between two attempts of a compaction that keeps failing.
+const MAX_COMPACTION_BACKOFF: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A listing is trusted to be current only if it happened at least this long after the
 /// directory's mtime; filesystems with coarse timestamps round within less than this.
 const LISTING_TRUST_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
@@ -82,6 +88,9 @@ pub(crate) struct Tracked {
     seg: SegmentFile,
     links: SegmentLinks,
     seen: bool,
+    /// A sealed part of the archive (a hidden file no listing shows): kept while the
+    /// archive lists it.
+    part: bool,
 }
 
 /// A `prometheus_client` `.db` file merged beside the segments (see `legacy`).
@@ -129,6 +138,10 @@ pub struct Reader {
     resident_budget: usize,
     /// Automatic compaction: the interval and when it last ran.
     compaction: Option<(std::time::Duration, std::time::Instant)>,
+    /// Automatic compactions that failed in a row: each doubles the wait (up to an hour).
+    compaction_failures: u32,
+    /// Largest archive file a compaction writes (`set_archive_part_size`).
+    pub(crate) archive_part_size: usize,
     /// The names the archive may have (`compact::archive_names`).
     archive_names: Vec<String>,
     /// The archive found by the last listing: the index in `archive_names` of the first name
@@ -183,6 +196,8 @@ impl Reader {
             render_buf: Vec::new(),
             resident_budget: DEFAULT_RESIDENT_BUDGET,
             compaction: None,
+            compaction_failures: 0,
+            archive_part_size: DEFAULT_ARCHIVE_PART_SIZE,
             archive_names: compact::archive_names(euid),
             archive_entry: None,
             squatted: BTreeSet::new(),
@@ -199,15 +214,39 @@ impl Reader {
         self.compaction = interval.map(|i| (i, std::time::Instant::now()));
     }
 
+    /// Bounds what one compaction writes and holds in memory: the archive file stays below
+    /// `bytes` (dead segments are folded in batches of at most that size, and an archive that
+    /// would outgrow it is sealed as an immutable part, listed by the next archive), so a
+    /// compaction's memory is a few times `bytes` beyond the reader's own, whatever the size
+    /// of the dead data. Values below 1 MiB are raised to it, above 1 GiB (the largest
+    /// segment) lowered to it. Default: [`DEFAULT_ARCHIVE_PART_SIZE`].
+    pub fn set_archive_part_size(&mut self, bytes: usize) {
+        self.archive_part_size = bytes.clamp(1 << 20, shmetrics_layout::MAX_SEGMENT_SIZE as usize);
+    }
+
+    /// How long after the last attempt the next automatic compaction runs: the interval,
+    /// doubled after each failure in a row (up to an hour), so that a compaction that keeps
+    /// failing is not retried at full cost every interval.
+    fn compaction_wait(&self, interval: std::time::Duration) -> std::time::Duration {
+        interval
+            .saturating_mul(1 << self.compaction_failures.min(16))
+            .min(MAX_COMPACTION_BACKOFF.max(interval))
+    }
+
     fn compact_if_due(&mut self) {
         let Some((interval, last)) = self.compaction else {
             return;
         };
-        if last.elapsed() < interval {
+        if last.elapsed() < self.compaction_wait(interval) {
             return;
         }
         self.compaction = Some((interval, std::time::Instant::now()));
-        match self.compact() {
+        let result = self.compact();
+        match &result {
+            Ok(_) | Err(CompactError::Busy(_)) => self.compaction_failures = 0,
+            Err(_) => self.compaction_failures = self.compaction_failures.saturating_add(1),
+        }
+        match result {
             Ok(r) if r.folded_segments > 0 || r.removed_files > 0 => log::info!(
                 "compacted {}: {} dead segments folded into archive generation {}, {} files \
                  removed",
@@ -217,7 +256,11 @@ impl Reader {
                 r.removed_files
             ),
             Ok(_) | Err(CompactError::Busy(_)) => {}
-            Err(e) => log::warn!("compaction of {} failed: {e}", self.dir.display()),
+            Err(e) => log::warn!(
+                "compaction of {} failed: {e}; next attempt in {:?}",
+                self.dir.display(),
+                self.compaction_wait(interval)
+            ),
         }
     }
 
@@ -244,19 +287,30 @@ impl Reader {
         self.compact_if_due();
         let mut report = ScrapeReport::default();
         self.refresh(&mut report);
-        // The archive holds every dead segment it lists as folded: those are left out if a
-        // compactor has not removed them yet. Any other file claiming to be an archive is a
-        // stray (reported by `refresh`) and is left out whole.
+        // The archive and its parts hold every dead segment they list as folded: those are
+        // left out if a compactor has not removed them yet. Any other file claiming to be an
+        // archive is a stray (reported by `refresh`) and is left out whole.
         let archive = self.current_archive().map(|t| &t.seg);
+        let parts: Vec<&SegmentFile> = self
+            .segments
+            .values()
+            .filter(|t| t.part)
+            .map(|t| &t.seg)
+            .collect();
+        let held = |seg: &SegmentFile| {
+            let id = (seg.header.instance_id, seg.header.sequence);
+            archive.is_some_and(|a| a.folded.contains(&id))
+                || parts.iter().any(|p| p.folded.contains(&id))
+        };
         let mut sources: Vec<Source<'_>> = self
             .segments
             .values()
-            .filter(|t| match archive {
-                _ if t.seg.header.is_archive() => archive.is_some_and(|a| std::ptr::eq(a, &t.seg)),
-                Some(a) => !a
-                    .folded
-                    .contains(&(t.seg.header.instance_id, t.seg.header.sequence)),
-                None => true,
+            .filter(|t| {
+                if t.seg.header.is_archive() {
+                    t.part || archive.is_some_and(|a| std::ptr::eq(a, &t.seg))
+                } else {
+                    !held(&t.seg)
+                }
             })
             .map(|t| Source {
                 seg: &t.seg,
@@ -346,44 +400,6 @@ impl Reader {
         for (reason, n) in &self.listed_skips {
             *report.skipped.entry(*reason).or_insert(0) += n;
         }
-        // Names of ours taken by others that the listing did not see (the compactors' lock
-        // is hidden from listings).
-        let squatted_hidden = self
-            .squatted
-            .iter()
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
-            })
-            .count();
-        if squatted_hidden > 0 {
-            *report.skipped.entry(SkipReason::Squatted).or_insert(0) += squatted_hidden;
-        }
-        let current = self.archive_entry.map(|(_, ino)| ino);
-        for (&ino, t) in &self.segments {
-            if t.seg.header.is_archive() && Some(ino) != current {
-                *report.skipped.entry(SkipReason::StrayArchive).or_insert(0) += 1;
-                if self.logged.insert((t.seg.path.clone(), "stray_archive")) {
-                    log::warn!(
-                        "ignoring {}: it claims to be an archive but is not the one in use \
-                         (a copy or a stray file); it is neither merged nor removed",
-                        t.seg.path.display()
-                    );
-                }
-            }
-        }
-        if let Some((k, ino)) = self.archive_entry
-            && self.current_archive().is_none()
-        {
-            let path = self.dir.join(&self.archive_names[k]);
-            let _ = ino;
-            if self.logged.insert((path.clone(), "not_an_archive")) {
-                log::warn!(
-                    "{} is not a usable archive; compaction stops until it is moved away",
-                    path.display()
-                );
-            }
-        }
         for t in self.segments.values_mut() {
             t.seg.probe_liveness();
             t.seg.refresh_metadata();
@@ -402,6 +418,44 @@ impl Reader {
                 };
                 log_once(&mut self.logged, &problem);
                 report.problems.push(problem);
+            }
+        }
+        // Names of ours taken by others that the listing did not see (the compactors' lock
+        // is hidden from listings).
+        let squatted_hidden = self
+            .squatted
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+            })
+            .count();
+        if squatted_hidden > 0 {
+            *report.skipped.entry(SkipReason::Squatted).or_insert(0) += squatted_hidden;
+        }
+        self.track_parts(report);
+        let current = self.archive_entry.map(|(_, ino)| ino);
+        for (&ino, t) in &self.segments {
+            if t.seg.header.is_archive() && Some(ino) != current && !t.part {
+                *report.skipped.entry(SkipReason::StrayArchive).or_insert(0) += 1;
+                if self.logged.insert((t.seg.path.clone(), "stray_archive")) {
+                    log::warn!(
+                        "ignoring {}: it claims to be an archive but is not the one in use \
+                         (a copy or a stray file); it is neither merged nor removed",
+                        t.seg.path.display()
+                    );
+                }
+            }
+        }
+        if let Some((k, _)) = self.archive_entry
+            && self.current_archive().is_none()
+        {
+            let path = self.dir.join(&self.archive_names[k]);
+            if self.logged.insert((path.clone(), "not_an_archive")) {
+                log::warn!(
+                    "{} is not a usable archive; compaction stops until it is moved away",
+                    path.display()
+                );
             }
         }
         self.refresh_legacy(report);
@@ -427,6 +481,71 @@ impl Reader {
         report
             .problems
             .sort_by(|a, b| (a.reason, &a.path).cmp(&(b.reason, &b.path)));
+    }
+
+    /// Opens the archive's parts that are not open yet, and forgets those it no longer
+    /// lists. A part is found by name (`.shmetrics-archive-part-<id>.shm`, never listed) and
+    /// must be this user's regular file, an archive, with the instance id the archive names.
+    fn track_parts(&mut self, report: &mut ScrapeReport) {
+        let wanted: Vec<u64> = self
+            .current_archive()
+            .map(|t| t.seg.parts.clone())
+            .unwrap_or_default();
+        let before = self.segments.len();
+        self.segments
+            .retain(|_, t| !t.part || wanted.contains(&t.seg.header.instance_id));
+        self.index_garbage |= self.segments.len() < before;
+        for id in wanted {
+            let open = self
+                .segments
+                .values()
+                .any(|t| t.part && t.seg.header.instance_id == id);
+            if open {
+                continue;
+            }
+            let path = self.dir.join(compact::part_name(id));
+            let opened = match open_segment(&path, self.euid) {
+                Ok(seg) if seg.header.is_archive() && seg.header.instance_id == id => Ok(seg),
+                Ok(_) => Err((
+                    "bad_part",
+                    "not the archive part its archive names".to_owned(),
+                )),
+                Err(Rejection::Skip(reason, detail)) => {
+                    if reason.is_transient() {
+                        self.relist = true;
+                    }
+                    Err(("missing_part", detail))
+                }
+                Err(Rejection::Bad(e)) => Err(("bad_part", e.to_string())),
+            };
+            match opened {
+                Ok(mut seg) => {
+                    let ino = std::fs::symlink_metadata(&path).map_or(u64::MAX - id, |m| m.ino());
+                    let mut links = SegmentLinks::default();
+                    seg.refresh_metadata();
+                    self.index.link(&mut seg, &mut links);
+                    report.dead_segments += 1;
+                    self.segments.insert(
+                        ino,
+                        Tracked {
+                            seg,
+                            links,
+                            seen: true,
+                            part: true,
+                        },
+                    );
+                }
+                Err((reason, detail)) => {
+                    let problem = Problem {
+                        path,
+                        reason,
+                        detail: format!("its counts are missing from every scrape: {detail}"),
+                    };
+                    log_once(&mut self.logged, &problem);
+                    report.problems.push(problem);
+                }
+            }
+        }
     }
 
     /// Lets the index forget series no segment has any more.
@@ -552,7 +671,7 @@ impl Reader {
                     self.visit(&entry, &mut skipped);
                 }
                 let before = self.segments.len() + self.legacy.len();
-                self.segments.retain(|_, t| t.seen);
+                self.segments.retain(|_, t| t.seen || t.part);
                 self.legacy.retain(|_, t| t.seen);
                 self.rejected.retain(|_, r| r.seen);
                 self.index_garbage |= self.segments.len() + self.legacy.len() < before;
@@ -683,6 +802,7 @@ impl Reader {
                         seg,
                         links: SegmentLinks::default(),
                         seen: true,
+                        part: false,
                     },
                 );
             }

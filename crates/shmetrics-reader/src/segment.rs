@@ -79,6 +79,8 @@ pub(crate) struct SegmentFile {
     pub(crate) exact: FxHashMap<u32, Box<[f64]>>,
     /// In an archive: the segments (instance id, sequence) whose values it holds.
     pub(crate) folded: FxHashSet<(u64, u32)>,
+    /// In an archive: the instance ids of its sealed parts.
+    pub(crate) parts: Vec<u64>,
     /// Whether the writer still holds its lock.
     pub(crate) live: bool,
     /// Set when metadata failed validation; nothing after it is parsed.
@@ -141,6 +143,9 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
     Ok(segment)
 }
 
+/// Most parts an archive may list (at the default part size, 64 GiB of dead data).
+const MAX_PARTS: usize = 1024;
+
 /// A failed open, read or map, by its cause (a transient one is never cached).
 fn io_rejection(e: std::io::Error) -> Rejection {
     Rejection::Skip(SkipReason::of_io_error(&e), e.to_string())
@@ -173,6 +178,7 @@ impl SegmentFile {
             processes: FxHashMap::default(),
             exact: FxHashMap::default(),
             folded: FxHashSet::default(),
+            parts: Vec::new(),
             live: true,
             corrupt: None,
             final_dropped: None,
@@ -357,6 +363,18 @@ impl SegmentFile {
                     return Err(fail("a folded-segment record outside an archive".into()));
                 }
                 self.folded.insert((f.instance_id, f.sequence));
+            }
+            Record::Part(p) => {
+                if !self.header.is_archive() {
+                    return Err(fail("an archive part record outside an archive".into()));
+                }
+                if self.parts.len() >= MAX_PARTS || self.parts.contains(&p.instance_id) {
+                    return Err(fail(format!(
+                        "archive part {:016x} repeated or one too many",
+                        p.instance_id
+                    )));
+                }
+                self.parts.push(p.instance_id);
             }
             Record::Series(s) => {
                 let &family = self

@@ -110,6 +110,7 @@ impl Template {
                 Record::Family(f) => &*f.name,
                 Record::Series(_) => "series",
                 Record::Folded(_) => "folded",
+                Record::Part(_) => "part",
             })
             .collect();
         assert_eq!(kinds, ["tmpl_requests", "series", "tmpl_level", "series"]);

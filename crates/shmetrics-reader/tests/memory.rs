@@ -79,6 +79,7 @@ fn reader_memory_stays_flat_through_series_churn() {
     }
     reader.close_stdin();
     reader.expect_success(Duration::from_secs(30));
+    eprintln!("reader RSS (KiB) after each round: {rss:?}");
     let warm = rss[9];
     let last = *rss.last().unwrap();
     assert!(
@@ -130,6 +131,7 @@ fn sparse_db_files_cost_neither_memory_nor_reads() {
     );
     let line = reader.expect_line(Duration::from_secs(60));
     reader.expect_success(Duration::from_secs(30));
+    eprintln!("peak KiB, bytes read again, files rejected: {line}");
     let fields: Vec<u64> = line.split(' ').map(|f| f.parse().unwrap()).collect();
     let [peak_kib, reread, rejected] = fields[..] else {
         panic!("{line}")
@@ -140,4 +142,90 @@ fn sparse_db_files_cost_neither_memory_nor_reads() {
         "the reader's peak resident set was {peak_kib} KiB for files claiming 10 x 64 MiB"
     );
     assert!(reread < 4096, "{reread} bytes read again by 4 more scrapes");
+}
+
+const DEAD_PROCESSES: u32 = 48;
+
+/// Process `pid`, dead once returned: 1,500 counter series of its own and one shared.
+fn dead_process(dir: &std::path::Path, pid: u32) {
+    let r = Registry::open_simulating_pid(dir, Options::default(), pid).unwrap();
+    let c = r.counter("jobs_total", "Jobs.", &["job"]).unwrap();
+    for i in 0..1_500 {
+        c.labels(&[format!(
+            "process-{pid}-job-{i:06}-with-a-longer-label-value"
+        )])
+        .unwrap()
+        .inc_by(f64::from(i) + 0.25);
+    }
+    c.labels(&["shared"]).unwrap().inc_by(0.1);
+}
+
+/// 48 dead processes of about 0.3 MiB each, compacted with 1 MiB archive parts (standing
+/// in for the 1 GiB format limit): the compaction folds everything into bounded parts, the
+/// samples are unchanged, and the compactor's peak memory grows by a few parts' worth, not
+/// by the 15 MiB of dead data (it built the whole archive, several times over, before).
+#[test]
+fn compaction_of_more_than_a_part_stays_within_its_memory_budget() {
+    if child_role().as_deref() == Some("compactor") {
+        let dir: PathBuf = param::<String>("dir").into();
+        let mut reader = Reader::open(&dir).unwrap();
+        reader.set_archive_part_size(1 << 20);
+        let before = reader.snapshot().snapshot;
+        let peak_before = status_kib("VmHWM");
+        let report = reader.compact().unwrap();
+        let peak_after = status_kib("VmHWM");
+        assert_eq!(reader.snapshot().snapshot, before, "the compacting reader");
+        assert_eq!(
+            Reader::open(&dir).unwrap().snapshot().snapshot,
+            before,
+            "a fresh reader"
+        );
+        let parts = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".shmetrics-archive-part-")
+            })
+            .count();
+        say(format!(
+            "{} {} {} {}",
+            report.folded_segments, parts, peak_before, peak_after
+        ));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for pid in 0..DEAD_PROCESSES {
+        dead_process(dir.path(), 100 + pid);
+    }
+    let mut compactor = ChildProcess::spawn(
+        "compaction_of_more_than_a_part_stays_within_its_memory_budget",
+        "compactor",
+        &[("dir", dir.path().display().to_string())],
+    );
+    let line = compactor.expect_line(Duration::from_secs(120));
+    compactor.expect_success(Duration::from_secs(30));
+    eprintln!("folded segments, parts, peak KiB before and after compaction: {line}");
+    let fields: Vec<u64> = line.split(' ').map(|f| f.parse().unwrap()).collect();
+    let [folded, parts, peak_before, peak_after] = fields[..] else {
+        panic!("{line}")
+    };
+    assert!(folded >= u64::from(DEAD_PROCESSES), "{line}");
+    assert!(parts >= 5, "the dead data spans several parts: {line}");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(
+        names,
+        ["shmetrics-archive.shm"],
+        "every dead segment folded"
+    );
+    assert!(
+        peak_after <= peak_before + 8 * 1024,
+        "compaction raised the peak resident set from {peak_before} to {peak_after} KiB"
+    );
 }

@@ -109,6 +109,11 @@ pub struct CompactArgs {
     /// The metrics directory (as PROMETHEUS_MULTIPROC_DIR).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
+    /// Largest archive file a compaction writes, in MiB: dead segments are folded in
+    /// batches of at most this size and a full archive is sealed as an immutable part, so a
+    /// compaction holds a few times this much memory whatever the size of the dead data.
+    #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE >> 20)]
+    pub archive_part_mib: usize,
 }
 
 /// Arguments of `dump`.
@@ -198,6 +203,11 @@ pub struct HttpArgs {
     /// before a scrape at least this many seconds after the last time (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub compact_interval_secs: u64,
+    /// Largest archive file a compaction writes, in MiB: dead segments are folded in
+    /// batches of at most this size and a full archive is sealed as an immutable part, so a
+    /// compaction holds a few times this much memory whatever the size of the dead data.
+    #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE >> 20)]
+    pub archive_part_mib: usize,
 }
 
 /// Arguments of `serve`.

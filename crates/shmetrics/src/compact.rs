@@ -12,6 +12,7 @@ use crate::cli::{CliError, CompactArgs};
 pub fn run(args: &CompactArgs) -> Result<(), CliError> {
     let mut reader =
         Reader::open(&args.dir).map_err(|e| CliError::with_code(2, format!("compact: {e}")))?;
+    reader.set_archive_part_size(args.archive_part_mib.saturating_mul(1 << 20));
     let report = reader.compact().map_err(|e| match e {
         CompactError::Busy(_) => CliError::with_code(3, format!("compact: {e}")),
         e => CliError::new(format!("compact: {e}")),

@@ -127,6 +127,9 @@ pub struct ServerOptions {
     /// Compact the directory (fold dead processes into the archive, remove their files)
     /// before a scrape at least this long after the last compaction; `None`: never.
     pub compact_interval: Option<Duration>,
+    /// Largest archive file a compaction writes (see [`Reader::set_archive_part_size`]);
+    /// the default is [`shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE`].
+    pub archive_part_size: usize,
 }
 
 impl ServerOptions {
@@ -143,6 +146,7 @@ impl ServerOptions {
             format: None,
             resident_budget: shmetrics_reader::DEFAULT_RESIDENT_BUDGET,
             compact_interval: Some(DEFAULT_COMPACT_INTERVAL),
+            archive_part_size: shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE,
         }
     }
 }
@@ -185,6 +189,7 @@ impl Server {
         let mut reader = Reader::open(&options.dir).map_err(reader_error)?;
         reader.set_resident_budget(options.resident_budget);
         reader.set_compaction_interval(options.compact_interval);
+        reader.set_archive_part_size(options.archive_part_size);
         let listener = std::net::TcpListener::bind(options.listen).map_err(|e| {
             io::Error::new(
                 e.kind(),

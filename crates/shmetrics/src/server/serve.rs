@@ -44,6 +44,7 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         resident_budget: args.resident_budget_mib.saturating_mul(1 << 20),
         compact_interval: (args.compact_interval_secs > 0)
             .then(|| Duration::from_secs(args.compact_interval_secs)),
+        archive_part_size: args.archive_part_mib.saturating_mul(1 << 20),
     }
 }
 
