@@ -285,7 +285,10 @@ impl Reader {
     /// Takes a merged snapshot of the directory.
     pub fn snapshot(&mut self) -> Scrape {
         self.compact_if_due();
-        let mut report = ScrapeReport::default();
+        let mut report = ScrapeReport {
+            compaction_failures: self.compaction_failures,
+            ..ScrapeReport::default()
+        };
         self.refresh(&mut report);
         // The archive and its parts hold every dead segment they list as folded: those are
         // left out if a compactor has not removed them yet. Any other file claiming to be an

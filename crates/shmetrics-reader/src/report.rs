@@ -117,6 +117,9 @@ pub struct ScrapeReport {
     pub dropped_series: u64,
     /// Set when the directory itself could not be read.
     pub dir_error: Option<String>,
+    /// Automatic compactions that failed in a row (0 after a success); each failure doubles
+    /// the wait before the next attempt.
+    pub compaction_failures: u32,
 }
 
 impl ScrapeReport {

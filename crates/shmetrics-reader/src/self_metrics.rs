@@ -55,6 +55,11 @@ pub fn self_metrics(report: &ScrapeReport) -> Vec<Family> {
     invalid.sort_by(|a, b| a.0.cmp(&b.0));
     vec![
         gauge(
+            "shmetrics_reader_compaction_failures",
+            "Automatic compactions that failed in a row; each failure doubles the wait before the next attempt.",
+            vec![(vec![], f64::from(report.compaction_failures))],
+        ),
+        gauge(
             "shmetrics_reader_conflicts",
             "Families declared inconsistently across processes, by what differs.",
             CONFLICT_KINDS

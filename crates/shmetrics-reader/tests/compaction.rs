@@ -402,3 +402,31 @@ fn archive_parts_survive_a_compactor_killed_after_sealing() {
     assert_eq!(reader.snapshot().snapshot, before);
     assert_eq!(files(dir.path()), BTreeSet::from([ARCHIVE_NAME.to_owned()]));
 }
+
+/// A compaction that cannot succeed (here: a file of ours at the archive's name that is not
+/// an archive, which compaction refuses to replace) is retried with a doubling wait, not at
+/// every interval, and the failures are counted.
+#[test]
+fn a_failing_compaction_backs_off() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(process(dir.path(), 10));
+    std::fs::write(dir.path().join(ARCHIVE_NAME), [0u8; 4096]).unwrap();
+    let mut reader = Reader::open(dir.path()).unwrap();
+    reader.set_compaction_interval(Some(Duration::from_millis(10)));
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    let mut scrapes = 0;
+    while started.elapsed() < Duration::from_millis(700) {
+        failures = reader.snapshot().report.compaction_failures;
+        scrapes += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Attempts at about 10, 30, 70, 150, 310 and 630 ms: at most 7 in 700 ms, where a
+    // retry at every interval would have made dozens.
+    assert!(
+        (2..=7).contains(&failures),
+        "{failures} failures in {scrapes} scrapes"
+    );
+    // The dead process is still counted, from its own file.
+    assert_eq!(counter(&reader.snapshot().snapshot, "/a"), 10.0);
+}

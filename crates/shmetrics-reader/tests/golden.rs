@@ -509,7 +509,10 @@ fn empty_directory_and_self_metrics() {
         .unwrap();
     assert_eq!(
         String::from_utf8(out).unwrap(),
-        "# HELP shmetrics_reader_conflicts Families declared inconsistently across processes, by what differs.\n\
+        "# HELP shmetrics_reader_compaction_failures Automatic compactions that failed in a row; each failure doubles the wait before the next attempt.\n\
+         # TYPE shmetrics_reader_compaction_failures gauge\n\
+         shmetrics_reader_compaction_failures 0.0\n\
+         # HELP shmetrics_reader_conflicts Families declared inconsistently across processes, by what differs.\n\
          # TYPE shmetrics_reader_conflicts gauge\n\
          shmetrics_reader_conflicts{kind=\"buckets\"} 0.0\n\
          shmetrics_reader_conflicts{kind=\"gauge_mode\"} 0.0\n\

@@ -308,6 +308,7 @@ fn dump_formats_and_filters() {
     assert_eq!(text, dump(dir.path(), &[]), "prometheus is the default");
 
     let self_metrics: BTreeSet<String> = [
+        "shmetrics_reader_compaction_failures",
         "shmetrics_reader_conflicts",
         "shmetrics_reader_segments",
         "shmetrics_reader_series",
