@@ -181,8 +181,8 @@ fn a_crafted_archive_hides_nothing() {
     }
 }
 
-/// Another user's files at the names compaction uses, in a sticky world-writable directory
-/// (as `/tmp`; a Kubernetes `emptyDir` is world-writable too): the writers' user still
+/// Another user's files at the names compaction uses, in a world-writable directory (sticky
+/// as `/tmp`, or not, as a Kubernetes `emptyDir`): the writers' user still
 /// compacts, under the next names, and scrapes stay exact. Needs root to create the second
 /// user's files and to run the writers as a third user.
 #[test]
@@ -227,11 +227,14 @@ fn names_taken_by_another_user_are_worked_around() {
         eprintln!("skipped: needs root to create files of two other users");
         return;
     }
-    for squat in ["file", "directory"] {
+    // Sticky like /tmp, and world-writable without the sticky bit like a Kubernetes
+    // emptyDir (where another user could also rename our files: nothing can prevent that,
+    // but squatting alone is worked around the same way).
+    for (squat, mode) in [("file", 0o1777), ("directory", 0o1777), ("file", 0o777)] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
         // The squatter's lock file, mode 0666 and locked (by this root process, which
         // holds it for the squatter).
         let lock_path = path.join(COMPACT_LOCK_NAME);
@@ -252,7 +255,7 @@ fn names_taken_by_another_user_are_worked_around() {
             "writers",
             &[("dir", path.display().to_string())],
         );
-        assert_eq!(child.expect_line(Duration::from_secs(60)), "ok", "{squat}");
+        assert_eq!(child.expect_line(Duration::from_secs(60)), "ok", "{squat} {mode:o}");
         child.close_stdin();
         child.expect_success(Duration::from_secs(30));
         // The squatter's entries are untouched.
