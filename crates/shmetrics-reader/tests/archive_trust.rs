@@ -255,7 +255,11 @@ fn names_taken_by_another_user_are_worked_around() {
             "writers",
             &[("dir", path.display().to_string())],
         );
-        assert_eq!(child.expect_line(Duration::from_secs(60)), "ok", "{squat} {mode:o}");
+        assert_eq!(
+            child.expect_line(Duration::from_secs(60)),
+            "ok",
+            "{squat} {mode:o}"
+        );
         child.close_stdin();
         child.expect_success(Duration::from_secs(30));
         // The squatter's entries are untouched.
