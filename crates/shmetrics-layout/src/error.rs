@@ -30,6 +30,14 @@ pub enum LayoutError {
     },
     /// The file size is out of range or not a multiple of 8.
     BadFileSize(u64),
+    /// Reading the file's mapping faulted (`SIGBUS`, caught): the file shrank under the
+    /// reader, or its file system could not supply a page.
+    FaultedPage {
+        /// Size of the file when it was mapped.
+        mapped: u64,
+        /// Size of the file now.
+        actual: u64,
+    },
     /// The metadata and slot areas overlap or leave the file.
     BadAreaBounds {
         /// Published metadata length.
@@ -78,6 +86,7 @@ impl LayoutError {
             Self::BadHeaderSize(_) | Self::UnknownFlags(_) => "bad_header",
             Self::FileSizeMismatch { .. } => "file_size_mismatch",
             Self::BadFileSize(_) => "bad_file_size",
+            Self::FaultedPage { .. } => "faulted_page",
             Self::BadAreaBounds { .. } => "bad_area_bounds",
             Self::TruncatedRecord { .. } => "truncated_record",
             Self::BadRecordLength { .. } => "bad_record_length",
@@ -111,6 +120,12 @@ impl fmt::Display for LayoutError {
                 "header says the file has {header} bytes but it has {actual}"
             ),
             Self::BadFileSize(s) => write!(f, "file size {s} out of range or unaligned"),
+            Self::FaultedPage { mapped, actual } => write!(
+                f,
+                "a page of the file could not be read (mapped with {mapped} bytes, it has \
+                 {actual} now, or its file system could not supply the page): nothing read \
+                 from it is used"
+            ),
             Self::BadAreaBounds {
                 meta_len,
                 slot_floor,

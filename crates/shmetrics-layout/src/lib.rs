@@ -23,6 +23,8 @@
 //! or loom's for the models of `tests/loom.rs`). `docs/layout.md` maps every byte.
 
 mod error;
+#[cfg(not(loom))]
+pub mod fault;
 mod header;
 mod kind;
 pub mod names;

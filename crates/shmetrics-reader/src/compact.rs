@@ -124,6 +124,9 @@ pub enum CompactError {
     /// Every archive or lock name is taken by another user's file or by something that is
     /// not a regular file.
     NamesTaken(Vec<PathBuf>),
+    /// Reading a segment to fold faulted (it was truncated meanwhile): nothing was written
+    /// or removed; the next scrape drops that segment and the next compaction goes on.
+    Faulted(PathBuf),
 }
 
 impl std::fmt::Display for CompactError {
@@ -140,6 +143,11 @@ impl std::fmt::Display for CompactError {
                 f,
                 "{} is not a readable archive (see the scrape's problems); move it away to \
                  let compaction go on",
+                p.display()
+            ),
+            Self::Faulted(p) => write!(
+                f,
+                "{} could not be read while folding it (truncated?); nothing was changed",
                 p.display()
             ),
             Self::NamesTaken(names) => {
@@ -308,6 +316,11 @@ impl Reader {
                 .map(|t| (t.seg.header.instance_id, t.seg.header.sequence))
                 .collect();
             let folded = fold_dead(&self.index, &mut sources);
+            // A source whose pages faulted read as zeros: never archive that (and never
+            // remove its file).
+            if let Some(s) = sources.iter().find(|s| s.seg.faulted()) {
+                return Err(CompactError::Faulted(s.seg.path.clone()));
+            }
             report.conflicting_series += folded.conflicting_series;
             report.archived_series = folded.families.iter().map(|f| f.series.len()).sum();
             let image = archive_image(&ArchiveContents {

@@ -285,6 +285,62 @@ impl Reader {
     /// Takes a merged snapshot of the directory.
     pub fn snapshot(&mut self) -> Scrape {
         self.compact_if_due();
+        // A segment whose pages faulted while it was read (truncated under the reader, or a
+        // tmpfs that could not supply a page) is dropped and the snapshot taken again: what
+        // was read from it is never used. Each retry drops at least one segment.
+        const ATTEMPTS: usize = 4;
+        let mut scrape = self.snapshot_once();
+        for _ in 1..ATTEMPTS {
+            if !self.drop_faulted() {
+                break;
+            }
+            scrape = self.snapshot_once();
+        }
+        scrape
+    }
+
+    /// Drops every segment a fault was caught in (see `shmetrics_layout::fault`), rejecting
+    /// it until its file changes again. Returns whether there was one.
+    fn drop_faulted(&mut self) -> bool {
+        let faulted: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(_, t)| t.seg.faulted())
+            .map(|(&ino, _)| ino)
+            .collect();
+        for ino in &faulted {
+            let Some(t) = self.segments.remove(ino) else {
+                continue;
+            };
+            let meta = std::fs::symlink_metadata(&t.seg.path).ok();
+            let error = shmetrics_layout::LayoutError::FaultedPage {
+                mapped: t.seg.size() as u64,
+                actual: meta.as_ref().map_or(0, |m| m.len()),
+            };
+            log::warn!("skipping {}: {error}", t.seg.path.display());
+            if let Some(m) = meta {
+                self.rejected.insert(
+                    *ino,
+                    Rejected {
+                        path: t.seg.path.clone(),
+                        len: m.len(),
+                        mtime: (m.mtime(), m.mtime_nsec()),
+                        ctime: (m.ctime(), m.ctime_nsec()),
+                        rejection: Rejection::Bad(error),
+                        seen: true,
+                    },
+                );
+            }
+        }
+        if !faulted.is_empty() {
+            self.index_garbage = true;
+            self.dead_baseline = DeadBaseline::default();
+        }
+        !faulted.is_empty()
+    }
+
+    /// One snapshot: refresh, then merge.
+    fn snapshot_once(&mut self) -> Scrape {
         let mut report = ScrapeReport {
             compaction_failures: self.compaction_failures,
             ..ScrapeReport::default()

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use rustc_hash::{FxHashMap, FxHashSet};
+use shmetrics_layout::fault::{self, Watch};
 use shmetrics_layout::record::{
     FamilyRecord, ProcessOf, Record, check_label_values, parse_records,
 };
@@ -40,6 +41,9 @@ pub(crate) enum Rejection {
 
 /// An open, mapped, validated segment.
 pub(crate) struct SegmentFile {
+    /// `SIGBUS` watches over the mappings below (declared first: dropped before they are
+    /// unmapped).
+    watches: Vec<Watch>,
     pub(crate) path: PathBuf,
     /// The segment file, holding the writer's lock while the writer lives; closed (`None`)
     /// once the segment is dead and read for the last time, so that a reader holds no
@@ -162,7 +166,18 @@ impl SegmentFile {
     ) -> SegmentFile {
         let image = file.is_none();
         let (file, header_map) = file.unzip();
+        // A file's pages can vanish under the reader (truncation) or fail to be supplied
+        // (a full tmpfs): watch them. An image is anonymous memory of ours.
+        let watches = if image {
+            Vec::new()
+        } else {
+            std::iter::once(&map)
+                .chain(header_map.as_ref())
+                .map(|m| fault::watch(m.as_ptr(), m.len()))
+                .collect()
+        };
         SegmentFile {
+            watches,
             path: path.to_owned(),
             file,
             image,
@@ -199,6 +214,12 @@ impl SegmentFile {
             Some(e) => Err(e),
             None => Ok(segment),
         }
+    }
+
+    /// Whether reading a mapping of the file faulted (the file shrank or a page could not
+    /// be supplied): what was read from it is not to be used, and the segment is dropped.
+    pub(crate) fn faulted(&self) -> bool {
+        self.watches.iter().any(Watch::faulted)
     }
 
     /// The mapping as atomic words.

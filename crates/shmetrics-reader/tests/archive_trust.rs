@@ -93,7 +93,10 @@ fn a_copy_of_the_archive_is_neither_merged_nor_trusted() {
                 expected += f64::from(pid);
             }
             let report = reader.compact().unwrap();
-            assert_eq!(report.folded_segments, 3, "run {run} round {round}");
+            // At least the three: a segment of an earlier round can look alive for an
+            // instant if another test of this binary forks meanwhile (the child holds a copy
+            // of its locked descriptor until it execs); it is folded by a later run.
+            assert!(report.folded_segments >= 3, "run {run} round {round}");
             assert_eq!(total(&reader.snapshot().snapshot), expected, "run {run}");
             assert_eq!(
                 fresh_total(dir.path()),
@@ -102,6 +105,7 @@ fn a_copy_of_the_archive_is_neither_merged_nor_trusted() {
             );
             assert!(copy.exists(), "run {run}: the copy was removed");
         }
+        reader.compact().unwrap();
         assert_eq!(
             names(dir.path())
                 .iter()

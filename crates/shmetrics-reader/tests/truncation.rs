@@ -1,0 +1,154 @@
+//! Files truncated under the reader: a live writer's segment, a dead one's and the archive,
+//! each cut to 4 KiB while the reader has them mapped. Reading a page past the new end raises
+//! `SIGBUS`, which used to kill the reading process; the reader now catches it in its own
+//! mappings (`shmetrics_layout::fault`), drops the segment, reports it (`faulted_page`), and
+//! the scrape goes on with everything else.
+
+use std::path::{Path, PathBuf};
+
+use shmetrics_reader::snapshot::{Snapshot, Value};
+use shmetrics_reader::{Format, PrefixFilter, Reader};
+use shmetrics_writer::{Options, Registry};
+
+/// A process that counts `n` on `req_total{p}` with enough series to span several pages.
+fn process(dir: &Path, pid: u32, n: f64) -> Registry {
+    let r = Registry::open_simulating_pid(dir, Options::default(), pid).unwrap();
+    let c = r.counter("req_total", "Requests.", &["p", "i"]).unwrap();
+    for i in 0..400 {
+        c.labels(&[pid.to_string(), i.to_string()])
+            .unwrap()
+            .inc_by(n);
+    }
+    r
+}
+
+/// Total of `req_total` by process label.
+fn totals(s: &Snapshot) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(f) = s.family("req") {
+        for x in &f.series {
+            let Value::Counter(v) = x.value else { panic!() };
+            *out.entry(x.labels.get("p").unwrap().to_owned())
+                .or_default() += v;
+        }
+    }
+    out
+}
+
+fn segment_of(dir: &Path, pid: u32) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("shmetrics-{pid}-"))
+        })
+        .unwrap()
+}
+
+/// Longer than the reader's listing trust margin (50 ms).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
+
+fn truncate(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+}
+
+/// A snapshot and how many segments it reports as cut short: caught faulting
+/// (`faulted_page`), or found shorter than their header says when opened again after the
+/// truncation changed their status-change time (`file_size_mismatch`).
+fn faulted(reader: &mut Reader) -> (Snapshot, usize) {
+    let scrape = reader.snapshot();
+    let n = scrape
+        .report
+        .problems
+        .iter()
+        .filter(|p| matches!(p.reason, "faulted_page" | "file_size_mismatch"))
+        .inspect(|p| eprintln!("{}: {}", p.reason, p.detail))
+        .count();
+    assert_eq!(scrape.report.bad_segments, n, "{:?}", scrape.report);
+    (scrape.snapshot, n)
+}
+
+#[test]
+fn a_live_segment_truncated_under_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = process(dir.path(), 1, 1.0);
+    let victim = process(dir.path(), 2, 2.0);
+    let mut reader = Reader::open(dir.path()).unwrap();
+    assert_eq!(totals(&reader.snapshot().snapshot).len(), 2);
+    truncate(&segment_of(dir.path(), 2));
+    // Rendering reads every slot of every live segment.
+    let mut out = Vec::new();
+    reader
+        .scrape(Format::Prometheus, &PrefixFilter::default(), true, &mut out)
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("shmetrics_reader_invalid_segments{reason=\"faulted_page\"} 1"),
+        "{text}"
+    );
+    let (snapshot, n) = faulted(&mut reader);
+    assert_eq!(n, 1);
+    assert_eq!(totals(&snapshot), [("1".to_owned(), 400.0)].into());
+    // Another reader opening the truncated file rejects it by its header.
+    let fresh = Reader::open(dir.path()).unwrap().snapshot();
+    assert_eq!(totals(&fresh.snapshot), [("1".to_owned(), 400.0)].into());
+    drop((keep, victim));
+}
+
+#[test]
+fn a_dead_segment_truncated_under_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = process(dir.path(), 1, 1.0);
+    let dying = process(dir.path(), 3, 3.0);
+    drop(process(dir.path(), 2, 2.0));
+    // A listing well after the last change is trusted: later scrapes do not list again
+    // until the directory changes, so the truncated file stays the one the reader mapped.
+    std::thread::sleep(SETTLE);
+    let mut reader = Reader::open(dir.path()).unwrap();
+    assert_eq!(totals(&reader.snapshot().snapshot)["2"], 800.0);
+    truncate(&segment_of(dir.path(), 2));
+    // Dead segments are read into a cached baseline, read again when another process dies
+    // (no file comes or goes: the directory is not listed again).
+    drop(dying);
+    let (snapshot, n) = faulted(&mut reader);
+    assert_eq!(n, 1);
+    assert_eq!(
+        totals(&snapshot),
+        [("1".to_owned(), 400.0), ("3".to_owned(), 1200.0)].into()
+    );
+    // A compaction does not fold (or remove) what it could not read.
+    reader.compact().unwrap();
+    assert_eq!(totals(&reader.snapshot().snapshot)["3"], 1200.0);
+    drop(keep);
+}
+
+#[test]
+fn the_archive_truncated_under_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = process(dir.path(), 1, 1.0);
+    let dying = process(dir.path(), 3, 3.0);
+    drop(process(dir.path(), 2, 2.0));
+    let mut reader = Reader::open(dir.path()).unwrap();
+    reader.compact().unwrap();
+    std::thread::sleep(SETTLE);
+    assert_eq!(totals(&reader.snapshot().snapshot)["2"], 800.0);
+    truncate(&dir.path().join(shmetrics_reader::compact::ARCHIVE_NAME));
+    drop(dying);
+    let (snapshot, n) = faulted(&mut reader);
+    assert_eq!(n, 1);
+    assert_eq!(
+        totals(&snapshot),
+        [("1".to_owned(), 400.0), ("3".to_owned(), 1200.0)].into()
+    );
+    // Compaction stops at an archive it cannot read rather than replace it.
+    assert!(reader.compact().is_err());
+    drop(keep);
+}
