@@ -30,6 +30,15 @@ pub enum LayoutError {
     },
     /// The file size is out of range or not a multiple of 8.
     BadFileSize(u64),
+    /// A file on tmpfs with fewer pages allocated than its size: not written by a shmetrics
+    /// writer (which reserves every byte), and reading its holes would make tmpfs allocate
+    /// them (and raise `SIGBUS` when it is full).
+    SparseFile {
+        /// Bytes allocated to the file.
+        allocated: u64,
+        /// Size of the file.
+        size: u64,
+    },
     /// Reading the file's mapping faulted (`SIGBUS`, caught): the file shrank under the
     /// reader, or its file system could not supply a page.
     FaultedPage {
@@ -87,6 +96,7 @@ impl LayoutError {
             Self::FileSizeMismatch { .. } => "file_size_mismatch",
             Self::BadFileSize(_) => "bad_file_size",
             Self::FaultedPage { .. } => "faulted_page",
+            Self::SparseFile { .. } => "sparse_file",
             Self::BadAreaBounds { .. } => "bad_area_bounds",
             Self::TruncatedRecord { .. } => "truncated_record",
             Self::BadRecordLength { .. } => "bad_record_length",
@@ -120,6 +130,11 @@ impl fmt::Display for LayoutError {
                 "header says the file has {header} bytes but it has {actual}"
             ),
             Self::BadFileSize(s) => write!(f, "file size {s} out of range or unaligned"),
+            Self::SparseFile { allocated, size } => write!(
+                f,
+                "a sparse file on tmpfs ({allocated} of {size} bytes allocated): not read, \
+                 since reading its holes would allocate shared memory"
+            ),
             Self::FaultedPage { mapped, actual } => write!(
                 f,
                 "a page of the file could not be read (mapped with {mapped} bytes, it has \

@@ -130,6 +130,17 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
     if size < HEADER_SIZE as u64 {
         return Err(Rejection::Bad(LayoutError::TruncatedHeader { len: size }));
     }
+    // On tmpfs, reading a hole of a shared mapping allocates a page (and raises SIGBUS when
+    // the tmpfs is full): a writer reserves every byte of its segments, so a file with holes
+    // is not one of theirs. (Elsewhere holes read as zeros without allocating anything, and
+    // some file systems report fewer blocks than bytes for other reasons: compression.)
+    let allocated = meta.blocks().saturating_mul(512);
+    if allocated < size
+        && nix::sys::statfs::fstatfs(&file)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+    {
+        return Err(Rejection::Bad(LayoutError::SparseFile { allocated, size }));
+    }
     // A quick header check before mapping anything: the size must match what it claims.
     let mut head = [0u8; HEADER_SIZE];
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(io_rejection)?;

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use shmetrics_layout::MetricKind;
+use shmetrics_layout::record::{FamilyRecord, SeriesRecord};
 use shmetrics_reader::snapshot::{Snapshot, Value};
 use shmetrics_reader::{Format, PrefixFilter, Reader};
 use shmetrics_writer::{Options, Registry};
@@ -151,4 +153,118 @@ fn the_archive_truncated_under_the_reader() {
     // Compaction stops at an archive it cannot read rather than replace it.
     assert!(reader.compact().is_err());
     drop(keep);
+}
+
+/// Free bytes of the file system holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let s = nix::sys::statvfs::statvfs(path).unwrap();
+    s.blocks_free() as u64 * s.fragment_size() as u64
+}
+
+/// A same-user file with a valid header claiming 64 MiB (its size matches) but nothing
+/// written, on a 4 MiB tmpfs: reading its pages would make tmpfs allocate them, which fails
+/// when the tmpfs is full (SIGBUS in `dump`, `serve` and `compact`), and fills the tmpfs
+/// either way. It is rejected as `sparse_file` before anything is mapped, the reader
+/// allocates no tmpfs page, and a real writer beside it is read. Mounting needs root (CI
+/// runs as root); elsewhere the test says why it is skipped.
+#[test]
+fn a_sparse_file_on_a_small_tmpfs_allocates_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let mount = base.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mount);
+
+    let writer = Registry::open_with(
+        &mount,
+        Options {
+            initial_segment_size: 64 * 1024,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    writer
+        .counter("req_total", "Requests.", &["p", "i"])
+        .unwrap()
+        .labels(&["1", "0"])
+        .unwrap()
+        .inc_by(5.0);
+    // A counter family and 2,000 series whose slots lie one per page in the unwritten end of
+    // the file: reading them would allocate 8 MiB on a 4 MiB tmpfs.
+    let size: u64 = 64 << 20;
+    let mut meta = FamilyRecord {
+        id: 0,
+        kind: MetricKind::Counter,
+        mode: None,
+        name: "sparse".into(),
+        help: String::new(),
+        label_names: vec!["i".into()],
+        bounds: Vec::new(),
+    }
+    .encode();
+    let series = 2_000u64;
+    for k in 0..series {
+        meta.extend(
+            SeriesRecord {
+                family_id: 0,
+                slot_offset: size - (k + 1) * 4096,
+                label_values: vec![k.to_string()],
+                ..SeriesRecord::default()
+            }
+            .encode(),
+        );
+    }
+    let mut header = shmetrics_layout::SegmentHeader::new(
+        size,
+        shmetrics_layout::SegmentIdentity {
+            pid: 4242,
+            sequence: 0,
+            instance_id: 0xabc,
+            start_time_ticks: 0,
+            created_unix_nanos: 1,
+        },
+    );
+    header.meta_len = meta.len() as u64;
+    header.slot_floor = size - series * 4096;
+    let sparse = mount.join("shmetrics-4242-0000000000000abc-0.shm");
+    let file = std::fs::File::create(&sparse).unwrap();
+    file.set_len(size).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, header.as_bytes(), 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &meta, shmetrics_layout::HEADER_SIZE as u64)
+        .unwrap();
+    // A dead writer's file: no lock held.
+    drop(file);
+
+    let free = free_bytes(&mount);
+    let mut reader = Reader::open(&mount).unwrap();
+    for _ in 0..3 {
+        let scrape = reader.snapshot();
+        assert_eq!(totals(&scrape.snapshot), [("1".to_owned(), 5.0)].into());
+        let reasons: Vec<&str> = scrape.report.problems.iter().map(|p| p.reason).collect();
+        assert_eq!(reasons, ["sparse_file"]);
+    }
+    // What `compact` and a fresh `dump` do, too.
+    reader.compact().unwrap();
+    let fresh = Reader::open(&mount).unwrap().snapshot();
+    assert_eq!(fresh.report.bad_segments, 1);
+    assert_eq!(free_bytes(&mount), free, "the reader allocated tmpfs pages");
+    drop(writer);
 }
