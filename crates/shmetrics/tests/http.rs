@@ -1045,3 +1045,107 @@ fn directory_removed_and_recreated_under_a_running_server() {
     assert!(!body.contains("before_total"), "{body}");
     drop((before, after));
 }
+
+/// The segment files of writer `pid` in `dir`.
+fn segments_of(dir: &Path, pid: i32) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("shmetrics-{pid}-"))
+        })
+        .collect()
+}
+
+fn truncate_to_a_page(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+}
+
+/// Segment files truncated under a running `serve` (a live writer's, then a dead one's,
+/// read again when another writer dies): every scrape answers, the server stays up, and the
+/// truncated segments are reported while the other writers' values are served. The server
+/// died of SIGBUS at the first scrape after such a truncation before.
+#[test]
+fn segments_truncated_under_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let stayers = Stayers::start(dir.path(), 3, 5);
+    generate(dir.path(), 1, 7);
+    // Trust the listing: nothing below changes the directory, so the server keeps the
+    // files it mapped.
+    std::thread::sleep(Duration::from_millis(150));
+    let mut serve = ServeProcess::start(&["--dir", d, "--listen", "127.0.0.1:0"], &[]);
+    let before = samples(&scrape(serve.addr, &[]).text());
+    assert_eq!(
+        value(&before, r#"gen_c0_total{series="0"}"#),
+        3.0 * 5.0 + 7.0
+    );
+
+    for path in segments_of(dir.path(), stayers.0[0]) {
+        truncate_to_a_page(&path);
+    }
+    let resp = scrape(serve.addr, &[]);
+    assert_eq!(resp.status, 200);
+    let after = samples(&resp.text());
+    assert_eq!(
+        value(&after, r#"gen_c0_total{series="0"}"#),
+        2.0 * 5.0 + 7.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"shmetrics_reader_invalid_segments{reason="faulted_page"}"#
+        ),
+        1.0
+    );
+
+    // The dead writer's segment, read again into the dead baseline when a writer dies.
+    let dead: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("shmetrics-")
+                && !stayers
+                    .0
+                    .iter()
+                    .any(|pid| name.starts_with(&format!("shmetrics-{pid}-")))
+        })
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    truncate_to_a_page(&dead[0]);
+    kill(Pid::from_raw(stayers.0[1]), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let resp = scrape(serve.addr, &[]);
+        assert_eq!(resp.status, 200);
+        let all = samples(&resp.text());
+        if value(
+            &all,
+            r#"shmetrics_reader_invalid_segments{reason="faulted_page"}"#,
+        ) == 2.0
+        {
+            assert_eq!(value(&all, r#"gen_c0_total{series="0"}"#), 2.0 * 5.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second truncation was never reported"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "serve is still up"
+    );
+    assert_eq!(serve.signal_and_wait(Signal::SIGTERM).code(), Some(0));
+    drop(stayers);
+}
