@@ -22,16 +22,36 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-/// One watched range: `[start, end)` and its flag.
+/// How a watched mapping is used, and so what replaces a page that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read only (a reader's mapping): the page reads as zeros.
+    Read,
+    /// Read and written (a writer's own segment): the page becomes private zeros that take
+    /// the writes, which no one else sees.
+    ReadWrite,
+}
+
+impl Access {
+    fn prot(self) -> libc::c_int {
+        match self {
+            Access::Read => libc::PROT_READ,
+            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        }
+    }
+}
+
+/// One watched range: `[start, end)`, its protection and its flag.
 struct Range {
     start: usize,
     end: usize,
+    prot: libc::c_int,
     flag: Arc<AtomicBool>,
 }
 
-/// An immutable, sorted table the handler searches.
+/// An immutable, sorted table the handler searches: start, end, protection, flag.
 struct Table {
-    ranges: Vec<(usize, usize, *const AtomicBool)>,
+    ranges: Vec<(usize, usize, libc::c_int, *const AtomicBool)>,
 }
 
 /// The table in force (null: none yet).
@@ -76,9 +96,9 @@ impl Drop for Watch {
     }
 }
 
-/// Watches `len` bytes at `start` (a mapping of a file this process reads) for `SIGBUS`.
-/// Installs the handler on first use.
-pub fn watch(start: *const u8, len: usize) -> Watch {
+/// Watches `len` bytes at `start` (a mapping of a file, used as `access` says) for
+/// `SIGBUS`. Installs the handler on first use.
+pub fn watch(start: *const u8, len: usize, access: Access) -> Watch {
     install();
     let flag = Arc::new(AtomicBool::new(false));
     let start = start as usize;
@@ -86,6 +106,7 @@ pub fn watch(start: *const u8, len: usize) -> Watch {
     ranges.push(Range {
         start,
         end: start.saturating_add(len),
+        prot: access.prot(),
         flag: Arc::clone(&flag),
     });
     publish(&ranges);
@@ -95,9 +116,9 @@ pub fn watch(start: *const u8, len: usize) -> Watch {
 /// Replaces the table with one built from `ranges`, then frees the old one once no handler
 /// can be reading it.
 fn publish(ranges: &[Range]) {
-    let mut sorted: Vec<(usize, usize, *const AtomicBool)> = ranges
+    let mut sorted: Vec<(usize, usize, libc::c_int, *const AtomicBool)> = ranges
         .iter()
-        .map(|r| (r.start, r.end, Arc::as_ptr(&r.flag)))
+        .map(|r| (r.start, r.end, r.prot, Arc::as_ptr(&r.flag)))
         .collect();
     sorted.sort_unstable_by_key(|r| r.0);
     let new = Box::into_raw(Box::new(Table { ranges: sorted }));
@@ -159,7 +180,7 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, context: *
         // it was replaced; this handler counted itself before loading it.
         let ranges = unsafe { &(*table).ranges };
         let i = ranges.partition_point(|r| r.0 <= addr);
-        if let Some(&(start, end, flag)) = i.checked_sub(1).and_then(|i| ranges.get(i))
+        if let Some(&(start, end, prot, flag)) = i.checked_sub(1).and_then(|i| ranges.get(i))
             && addr >= start
             && addr < end
         {
@@ -172,7 +193,7 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, context: *
                 libc::mmap(
                     page_start as *mut libc::c_void,
                     page,
-                    libc::PROT_READ,
+                    prot,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
                     -1,
                     0,

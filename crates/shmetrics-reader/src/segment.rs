@@ -184,7 +184,7 @@ impl SegmentFile {
         } else {
             std::iter::once(&map)
                 .chain(header_map.as_ref())
-                .map(|m| fault::watch(m.as_ptr(), m.len()))
+                .map(|m| fault::watch(m.as_ptr(), m.len(), fault::Access::Read))
                 .collect()
         };
         SegmentFile {

@@ -41,7 +41,7 @@ pub use family::{
     Child, Counter, CounterFamily, Family, FamilyDef, Gauge, GaugeFamily, Histogram,
     HistogramFamily, Summary, SummaryFamily,
 };
-pub use registry::{DEFAULT_BUCKETS, DIR_ENV, Options, Registry};
+pub use registry::{DEFAULT_BUCKETS, DIR_ENV, GUARD_TRUNCATION_ENV, Options, Registry};
 pub use shmetrics_layout::{GaugeMode, MetricKind};
 
 /// How many times this process re-created its segments after a `fork()` (diagnostics).

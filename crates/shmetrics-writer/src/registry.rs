@@ -46,6 +46,16 @@ pub struct Options {
     /// dropped and get handles that write to private memory: the engine never fails or
     /// blocks on metrics.
     pub max_segments: usize,
+    /// Survive a segment file truncated under this process (default `false`). Only this
+    /// process and its own user can truncate its segments; if one does, the next write to a
+    /// page past the new end raises `SIGBUS`, which ends the process as for any mapped file.
+    /// With this set, a `SIGBUS` inside the process's own segments replaces the page with
+    /// private zeros instead: the engine goes on, the series on that page count again from
+    /// zero, privately (no reader sees them; the file's new size makes readers reject the
+    /// segment), and
+    /// [`Registry::truncated`] says so. It installs a process-wide `SIGBUS` handler that
+    /// passes any other fault to the handler the process had before.
+    pub guard_truncation: bool,
 }
 
 impl Default for Options {
@@ -55,6 +65,24 @@ impl Default for Options {
             initial_segment_size: 256 * 1024,
             max_segment_size: 64 * 1024 * 1024,
             max_segments: 64,
+            guard_truncation: false,
+        }
+    }
+}
+
+/// Environment variable that turns [`Options::guard_truncation`] on for registries opened
+/// with [`Options::from_env`] (`Registry::open`, `Registry::from_env`, and so the Python
+/// package): `1`.
+pub const GUARD_TRUNCATION_ENV: &str = "SHMETRICS_GUARD_TRUNCATION";
+
+impl Options {
+    /// The defaults, with [`Options::guard_truncation`] on when [`GUARD_TRUNCATION_ENV`] is
+    /// `1`: an engine that embeds the Python package or opens registries through
+    /// [`Registry::open`] can opt in without code.
+    pub fn from_env() -> Self {
+        Self {
+            guard_truncation: std::env::var(GUARD_TRUNCATION_ENV).as_deref() == Ok("1"),
+            ..Self::default()
         }
     }
 }
@@ -170,7 +198,13 @@ impl State {
             )));
         }
         let identity = self.segment_identity(self.segments.len() as u32);
-        let segment = Segment::create(&shared.dir, opts.file_mode, identity, size)?;
+        let segment = Segment::create(
+            &shared.dir,
+            opts.file_mode,
+            identity,
+            size,
+            opts.guard_truncation,
+        )?;
         self.segments.push(segment);
         Ok(())
     }
@@ -249,12 +283,13 @@ impl Registry {
         }
     }
 
-    /// Opens a registry in `dir` with default [`Options`].
+    /// Opens a registry in `dir` with [`Options::from_env`] (the defaults, and what the
+    /// environment turns on).
     ///
     /// # Errors
     /// See [`Registry::open_with`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(dir, Options::default())
+        Self::open_with(dir, Options::from_env())
     }
 
     /// Opens a registry in `dir`: creates, reserves, locks and publishes this process's
@@ -316,6 +351,7 @@ impl Registry {
             options.file_mode,
             identity,
             options.initial_segment_size,
+            options.guard_truncation,
         )?);
         let shared = Arc::new(Shared {
             dir,
@@ -343,6 +379,17 @@ impl Registry {
     /// Series that could not be placed in any segment (see [`Options::max_segments`]).
     pub fn dropped_series(&self) -> u64 {
         self.shared.lock_state().dropped_series
+    }
+
+    /// Whether a segment of this process was truncated under it and the pages it lost were
+    /// replaced by private memory (only with [`Options::guard_truncation`]; without it the
+    /// process would have ended with `SIGBUS`). Series on those pages count privately.
+    pub fn truncated(&self) -> bool {
+        self.shared
+            .lock_state()
+            .segments
+            .iter()
+            .any(|s| s.map.faulted())
     }
 
     fn register<C: Child>(&self, def: FamilyDef) -> Result<Family<C>> {

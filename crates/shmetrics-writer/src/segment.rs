@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustc_hash::FxHashMap;
+use shmetrics_layout::fault::{self, Access, Watch};
 use shmetrics_layout::view::SlotBlock;
 use shmetrics_layout::{
     HEADER_SIZE, SEGMENT_PREFIX, SEGMENT_SUFFIX, SLOT_FLOOR_WORD, SegmentHeader, SegmentIdentity,
@@ -22,6 +23,9 @@ use crate::error::{Error, Result};
 /// handle whose slots live in it, so the mapping and the lock outlive the registry if the
 /// handles do.
 pub(crate) struct SegmentMap {
+    /// With `Options::guard_truncation`: the `SIGBUS` watch over `raw` (declared first:
+    /// dropped before the mapping is unmapped).
+    guard: Option<Watch>,
     raw: MmapRaw,
     /// The open segment file; holding it holds the exclusive `flock` that tells readers
     /// this process is alive. Replaced in a forked child (see `fork.rs`).
@@ -35,6 +39,12 @@ impl SegmentMap {
         // as `self`; mappings are page aligned and segment sizes are multiples of 8; every
         // process touches segment memory only through atomic word accesses (layout::view).
         unsafe { view::words_from_raw(self.raw.as_ptr(), self.raw.len()) }
+    }
+
+    /// Whether a page of the mapping faulted (the file was truncated) and was replaced by
+    /// private memory (with `Options::guard_truncation` only).
+    pub(crate) fn faulted(&self) -> bool {
+        self.guard.as_ref().is_some_and(Watch::faulted)
     }
 
     /// Start address and length of the mapping.
@@ -160,10 +170,14 @@ impl Segment {
         file_mode: u32,
         identity: SegmentIdentity,
         size: usize,
+        guard_truncation: bool,
     ) -> Result<Self> {
         let (file, raw, path) = create_segment(dir, file_mode, identity, size, &[], size)?;
+        let guard =
+            guard_truncation.then(|| fault::watch(raw.as_ptr(), raw.len(), Access::ReadWrite));
         Ok(Self {
             map: Arc::new(SegmentMap {
+                guard,
                 raw,
                 lock: parking_lot::Mutex::new(file),
             }),
