@@ -636,3 +636,65 @@ fn compact_exits_3_while_another_compactor_runs_and_2_without_a_directory() {
     let out = shmetrics(&["compact", "--dir", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `dump` while segment files are truncated under it, one after another: every run ends with
+/// an exit status (0: a truncated file is skipped and reported), never by a signal. Before,
+/// a truncation between `dump`'s mapping and its reads killed it with SIGBUS.
+#[test]
+fn dump_survives_files_truncated_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 24, 400, 3, &[]);
+    let segments: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "shm"))
+        .collect();
+    assert!(segments.len() >= 24);
+    let cutter = {
+        let segments = segments.clone();
+        std::thread::spawn(move || {
+            for path in segments {
+                std::thread::sleep(Duration::from_millis(15));
+                let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                file.set_len(4096).unwrap();
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut runs = 0;
+    while !cutter.is_finished() && started.elapsed() < Duration::from_secs(60) {
+        let out = Command::new(BIN)
+            .args(["dump", "--dir", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            None,
+            "dump killed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        runs += 1;
+    }
+    cutter.join().unwrap();
+    assert!(runs > 0);
+    // Afterwards every file is rejected by its header, and reported.
+    let out = Command::new(BIN)
+        .args(["dump", "--dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "shmetrics_reader_segments{{state=\"bad\"}} {}.0",
+            segments.len()
+        )),
+        "{text}"
+    );
+}
