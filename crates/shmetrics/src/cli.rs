@@ -208,6 +208,16 @@ pub struct HttpArgs {
     /// compaction holds a few times this much memory whatever the size of the dead data.
     #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE >> 20)]
     pub archive_part_mib: usize,
+    /// Most HTTP connections open at once; when full, the connection stalled longest (half a
+    /// second or more) is closed for the new one, else the new one is refused.
+    #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Close a connection whose client reads nothing of a response for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = crate::server::DEFAULT_WRITE_TIMEOUT.as_secs())]
+    pub write_timeout_secs: u64,
+    /// Close a connection after answering this many requests on it.
+    #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_MAX_REQUESTS_PER_CONNECTION)]
+    pub max_requests_per_connection: u64,
 }
 
 /// Arguments of `serve`.

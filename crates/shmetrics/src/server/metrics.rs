@@ -2,6 +2,7 @@
 //! converted to [`Family`] values to be rendered beside the reader's self-metrics.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -33,9 +34,33 @@ struct Histogram {
     sum: f64,
 }
 
+/// Why the server closed a connection itself.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Closed {
+    /// At the connection limit with no stalled connection to evict: refused at once.
+    Refused = 0,
+    /// Stalled for longest when a new connection needed its place.
+    Evicted = 1,
+    /// Its client read nothing of a response for the write timeout.
+    WriteTimeout = 2,
+    /// It reached the most requests one connection may send.
+    RequestCap = 3,
+}
+
+const CLOSED_REASONS: [(Closed, &str); 4] = [
+    (Closed::Evicted, "evicted"),
+    (Closed::Refused, "refused"),
+    (Closed::RequestCap, "request_cap"),
+    (Closed::WriteTimeout, "write_timeout"),
+];
+
 /// Counts kept by the server.
 #[derive(Debug, Default)]
 pub(crate) struct ServerMetrics {
+    /// Connections open now.
+    pub(crate) open_connections: AtomicU64,
+    /// Connections the server closed itself, by [`Closed`] reason.
+    closed: [AtomicU64; 4],
     /// Scrape durations, by format (index as in [`FORMATS`]).
     durations: Mutex<[Histogram; 2]>,
     /// Requests by `(path, code)`.
@@ -75,6 +100,12 @@ impl ServerMetrics {
         h.sum += secs;
     }
 
+    /// Counts a connection the server closed itself.
+    pub(crate) fn count_closed(&self, why: Closed) {
+        // SYNC POINT server-counter: relaxed; a statistic.
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one answered request. `path` is one of a fixed set of values, so that
     /// arbitrary request paths cannot grow the label set.
     pub(crate) fn count_request(&self, path: &'static str, code: u16) {
@@ -82,8 +113,10 @@ impl ServerMetrics {
         *r.entry((path, code)).or_insert(0) += 1;
     }
 
-    /// The families, sorted by name: `shmetrics_http_requests` (a counter, rendered
-    /// `shmetrics_http_requests_total`) and `shmetrics_scrape_duration_seconds`.
+    /// The families, sorted by name: `shmetrics_http_connections` (open now),
+    /// `shmetrics_http_connections_closed` (a counter, by reason), `shmetrics_http_requests`
+    /// (a counter, rendered `shmetrics_http_requests_total`) and
+    /// `shmetrics_scrape_duration_seconds`.
     pub(crate) fn families(&self) -> Vec<Family> {
         let durations = self
             .durations
@@ -95,7 +128,36 @@ impl ServerMetrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut out = Vec::with_capacity(2);
+        let mut out = Vec::with_capacity(4);
+        out.push(Family {
+            name: Arc::from("shmetrics_http_connections"),
+            kind: MetricKind::Gauge,
+            help: Arc::from("HTTP connections open now."),
+            bounds: Arc::from(&[][..]),
+            series: vec![Series {
+                labels: labels(&[]),
+                pid: None,
+                // SYNC POINT server-counter: relaxed; a statistic.
+                value: Value::Gauge(self.open_connections.load(Ordering::Relaxed) as f64),
+            }],
+        });
+        out.push(Family {
+            name: Arc::from("shmetrics_http_connections_closed"),
+            kind: MetricKind::Counter,
+            help: Arc::from(
+                "Connections the server closed itself, by reason: refused at the connection limit, evicted (stalled longest when a new one needed the place), write_timeout (the client stopped reading), request_cap (too many requests on one connection).",
+            ),
+            bounds: Arc::from(&[][..]),
+            series: CLOSED_REASONS
+                .iter()
+                .map(|&(why, name)| Series {
+                    labels: labels(&[("reason", name)]),
+                    pid: None,
+                    // SYNC POINT server-counter: relaxed; a statistic.
+                    value: Value::Counter(self.closed[why as usize].load(Ordering::Relaxed) as f64),
+                })
+                .collect(),
+        });
         if !requests.is_empty() {
             let mut series: Vec<Series> = requests
                 .into_iter()
@@ -152,8 +214,8 @@ mod tests {
         m.observe_scrape(Format::Prometheus, Duration::from_secs(11));
         m.observe_scrape(Format::OpenMetrics, Duration::from_micros(50));
         let fams = m.families();
-        assert_eq!(fams.len(), 1, "no requests counted yet");
-        let h = &fams[0];
+        assert_eq!(fams.len(), 3, "no requests counted yet");
+        let h = &fams[2];
         assert_eq!(&*h.name, "shmetrics_scrape_duration_seconds");
         assert_eq!(h.series.len(), 2);
         assert_eq!(h.series[0].labels.get("format"), Some("openmetrics"));
@@ -181,8 +243,8 @@ mod tests {
         m.count_request("other", 404);
         m.count_request("/health", 200);
         let fams = m.families();
-        assert_eq!(&*fams[0].name, "shmetrics_http_requests");
-        let got: Vec<(String, f64)> = fams[0]
+        assert_eq!(&*fams[2].name, "shmetrics_http_requests");
+        let got: Vec<(String, f64)> = fams[2]
             .series
             .iter()
             .map(|s| {

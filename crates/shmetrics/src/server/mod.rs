@@ -25,6 +25,7 @@
 //! a writer wait.
 
 mod cache;
+mod connections;
 mod metrics;
 pub mod negotiate;
 pub mod serve;
@@ -54,7 +55,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use cache::{ExtraFn, Renderer, Scraper};
-use metrics::ServerMetrics;
+pub use connections::raise_descriptor_limit;
+use connections::{GuardedIo, Open, Progress, RESERVED_DESCRIPTORS, descriptor_limit};
+use metrics::{Closed, ServerMetrics};
 
 /// The port served when neither `--listen` nor `DYN_SYSTEM_PORT` says otherwise (the
 /// port of NVIDIA Dynamo's system server).
@@ -98,6 +101,13 @@ fn listen_for_port_env(value: Option<&std::ffi::OsStr>) -> io::Result<SocketAddr
     Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
 }
 
+/// Default of [`ServerOptions::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of [`ServerOptions::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`ServerOptions::max_requests_per_connection`].
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 1000;
+
 /// Default of [`ServerOptions::compact_interval`]: a minute.
 pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -130,6 +140,17 @@ pub struct ServerOptions {
     /// Largest archive file a compaction writes (see [`Reader::set_archive_part_size`]);
     /// the default is [`shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE`].
     pub archive_part_size: usize,
+    /// Most connections open at once (default [`DEFAULT_MAX_CONNECTIONS`]; never more than
+    /// the descriptor limit less 64 kept for the directory). When full, the connection that
+    /// made no progress for the longest time (at least half a second) is closed for the new one;
+    /// if none has stalled, the new one is closed at once. Both are counted.
+    pub max_connections: usize,
+    /// A response whose client reads nothing of it for this long is abandoned and its
+    /// connection closed (default [`DEFAULT_WRITE_TIMEOUT`]).
+    pub write_timeout: Duration,
+    /// Requests one connection may send (pipelined or not) before the server closes it
+    /// after answering the last (default [`DEFAULT_MAX_REQUESTS_PER_CONNECTION`]).
+    pub max_requests_per_connection: u64,
 }
 
 impl ServerOptions {
@@ -147,6 +168,9 @@ impl ServerOptions {
             resident_budget: shmetrics_reader::DEFAULT_RESIDENT_BUDGET,
             compact_interval: Some(DEFAULT_COMPACT_INTERVAL),
             archive_part_size: shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
         }
     }
 }
@@ -255,17 +279,63 @@ impl Server {
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let mut open = Open::default();
+        let epoch = Instant::now();
+        // Connections never take the descriptors the reader needs.
+        let limit = usize::try_from(descriptor_limit().saturating_sub(RESERVED_DESCRIPTORS))
+            .unwrap_or(usize::MAX);
+        let max_connections = self.options.max_connections.min(limit).max(1);
+        let limits = ConnectionLimits {
+            write_timeout: self.options.write_timeout,
+            max_requests: self.options.max_requests_per_connection.max(1),
+        };
+        // A descriptor kept free: when the table is full, accepting still works (closing this
+        // one first), so an excess connection is refused at once instead of left queued.
+        let mut spare = std::fs::File::open("/dev/null").ok();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        connections.spawn(serve_connection(stream, Arc::clone(&app), stop_rx.clone()));
+                        if open.len() >= max_connections && !open.evict_most_stalled(epoch) {
+                            app.metrics.count_closed(Closed::Refused);
+                            drop(stream);
+                            continue;
+                        }
+                        if open.len() >= max_connections {
+                            app.metrics.count_closed(Closed::Evicted);
+                        }
+                        let progress = Arc::new(Progress::default());
+                        let abort = connections.spawn(serve_connection(
+                            stream,
+                            Arc::clone(&app),
+                            stop_rx.clone(),
+                            GuardIo { progress: Arc::clone(&progress), epoch, limits },
+                        ));
+                        open.insert(abort, progress);
+                        app.metrics.open_connections.store(open.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                        // Out of descriptors: use the spare to take one connection off the
+                        // queue and refuse it, then keep a spare again.
+                        drop(spare.take());
+                        if let Ok((stream, _)) = listener.accept().await {
+                            drop(stream);
+                            app.metrics.count_closed(Closed::Refused);
+                        }
+                        spare = std::fs::File::open("/dev/null").ok();
+                        accept_failed(&e).await;
                     }
                     Err(e) => accept_failed(&e).await,
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
+                    match done {
+                        Ok((id, ())) => open.remove(id),
+                        Err(e) => open.remove(e.id()),
+                    }
+                    app.metrics.open_connections.store(open.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         drop(listener);
@@ -294,11 +364,52 @@ async fn accept_failed(e: &io::Error) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+/// Per-connection bounds.
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    write_timeout: Duration,
+    max_requests: u64,
+}
+
+/// What a connection's stream needs to report progress and give up on a stalled write.
+struct GuardIo {
+    progress: Arc<Progress>,
+    epoch: Instant,
+    limits: ConnectionLimits,
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    guard: GuardIo,
+) {
     let _ = stream.set_nodelay(true);
+    let metrics = Arc::clone(&app.metrics);
+    let stream = GuardedIo::new(
+        stream,
+        guard.progress,
+        guard.epoch,
+        guard.limits.write_timeout,
+        Arc::new(move || metrics.count_closed(Closed::WriteTimeout)),
+    );
+    let max_requests = guard.limits.max_requests;
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let service = service_fn(move |req| {
         let app = Arc::clone(&app);
-        async move { Ok::<_, Infallible>(app.handle(req).await) }
+        let served = Arc::clone(&served);
+        async move {
+            let mut resp = app.handle(req).await;
+            // SYNC POINT server-counter: relaxed; one connection's own count.
+            let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n == max_requests {
+                // The last answer on this connection: hyper closes it once it is written.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                app.metrics.count_closed(Closed::RequestCap);
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut builder = http1::Builder::new();
     builder

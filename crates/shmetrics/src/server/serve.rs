@@ -45,11 +45,19 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         compact_interval: (args.compact_interval_secs > 0)
             .then(|| Duration::from_secs(args.compact_interval_secs)),
         archive_part_size: args.archive_part_mib.saturating_mul(1 << 20),
+        max_connections: args.max_connections,
+        write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
+        max_requests_per_connection: args.max_requests_per_connection,
     }
 }
 
 /// Binds, failing with exit status 2 and a message naming the directory or address.
 pub(crate) fn bind(command: &str, options: ServerOptions) -> Result<Server, CliError> {
+    // A connection and an open segment each take a descriptor: use all the process may.
+    match crate::server::raise_descriptor_limit() {
+        Ok(limit) => log::debug!("{command}: descriptor limit {limit}"),
+        Err(e) => log::warn!("{command}: cannot raise the descriptor limit: {e}"),
+    }
     Server::bind(options).map_err(|e| CliError::with_code(2, format!("{command}: {e}")))
 }
 
