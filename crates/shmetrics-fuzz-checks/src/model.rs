@@ -464,7 +464,7 @@ impl Val {
     /// The merged value a scrape shows for this one series, `None` when it shows nothing.
     fn shown(&self, def: &Def, alive: bool) -> Option<Value> {
         Some(match self {
-            Val::Counter { int, frac } => Value::Counter(*int as f64 + *frac),
+            Val::Counter { int, frac } => Value::Counter(counter_value(*int, *frac)),
             Val::Gauge { value, written } => {
                 let mode = def.mode.expect("gauges have a mode");
                 if (mode.live_only() && !alive) || (mode.needs_timestamp() && !written) {
@@ -486,7 +486,9 @@ impl Val {
     /// Whether `inspect`'s reading of the slots is this value.
     fn matches_slots(&self, def: &Def, slots: &SlotValue) -> bool {
         match (self, slots) {
-            (Val::Counter { int, frac }, SlotValue::Counter(v)) => same_f64(*v, *int as f64 + frac),
+            (Val::Counter { int, frac }, SlotValue::Counter(v)) => {
+                same_f64(*v, counter_value(*int, *frac))
+            }
             (Val::Gauge { value, written }, SlotValue::Gauge(g)) => {
                 let timestamped = def.mode.is_some_and(GaugeMode::needs_timestamp) && *written;
                 same_f64(g.value, *value) && (g.timestamp > 0) == timestamped
@@ -1241,4 +1243,13 @@ impl Harness {
             assert!(*optional || seen.contains(key), "series {key:?} missing");
         }
     }
+}
+
+/// A counter's value from its two words: their exact sum, rounded once, as the reader
+/// merges them.
+fn counter_value(int: u64, frac: f64) -> f64 {
+    let mut exact = shmetrics_reader::exact::ExactSum::default();
+    exact.add_int(int);
+    exact.add(frac);
+    exact.value()
 }

@@ -9,6 +9,7 @@ use shmetrics::prometheus_collector::DirCollector;
 use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::FamilyRecord;
 use shmetrics_layout::{HEADER_SIZE, MIN_SEGMENT_SIZE, SegmentHeader, SegmentIdentity};
+use shmetrics_reader::exact::ExactSum;
 use shmetrics_reader::inspect::{RecordEntry, SegmentDump, SlotValue, inspect};
 use shmetrics_reader::snapshot::{Family, Series, Snapshot, Value};
 use shmetrics_reader::{Format, PrefixFilter, Reader, ScrapeReport, self_metrics};
@@ -101,7 +102,7 @@ pub fn check_segment_bytes(bytes: &[u8]) {
     check_report(&first.report, &dump);
     check_snapshot(&first.snapshot);
     check_render(&first.snapshot, &self_metrics(&first.report));
-    let blocked = check_against_dump(&first.snapshot, &dump);
+    let blocked = check_against_dump(&first.snapshot, &dump, bytes);
     assert_eq!(first.report.conflicts.len(), blocked, "{:?}", first.report);
     assert!(first.report.conflicts.iter().all(|c| c.kind == "name"));
     // A second scrape goes through the caches (parsed metadata, dead baseline).
@@ -204,12 +205,15 @@ pub fn series_key(f: &Family, s: &Series) -> SeriesKey {
 /// clash with an earlier family's is left out; `live*` gauges of a dead process and
 /// `mostrecent` gauges never written are not shown; `all` gauges carry the segment's pid.
 /// Returns how many families were left out.
-fn check_against_dump(snapshot: &Snapshot, dump: &SegmentDump) -> usize {
+fn check_against_dump(snapshot: &Snapshot, dump: &SegmentDump, bytes: &[u8]) -> usize {
     let pid = dump.header.as_ref().map_or(0, |h| h.header.pid);
     let mut claimed = HashSet::new();
     let mut blocked = HashSet::new();
     let mut defs: HashMap<&str, &FamilyRecord> = HashMap::new();
     let mut expected: BTreeMap<SeriesKey, Vec<Value>> = BTreeMap::new();
+    // The exact sum of each series' summed float (a counter's value, a `sum` gauge's, a
+    // histogram's or summary's `_sum`) over its records: the merge rounds it once.
+    let mut sums: BTreeMap<SeriesKey, ExactSum> = BTreeMap::new();
     for record in &dump.records {
         let (record, family, value) = match &record.entry {
             RecordEntry::Family(f) => {
@@ -271,10 +275,27 @@ fn check_against_dump(snapshot: &Snapshot, dump: &SegmentDump) -> usize {
             .collect();
         pairs.sort();
         defs.insert(&family.name, family);
-        expected
-            .entry((family.name.clone(), pairs, series_pid))
-            .or_default()
-            .push(value);
+        let key = (family.name.clone(), pairs, series_pid);
+        let sum = sums.entry(key.clone()).or_default();
+        // The float part: an archive's exact parts when it has them, else the slot's.
+        let float = match &value {
+            Value::Counter(_) => {
+                let word = |at: u64| {
+                    let at = at as usize;
+                    u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+                };
+                sum.add_int(word(record.slot_offset));
+                f64::from_bits(word(record.slot_offset + 8))
+            }
+            Value::Gauge(v) => *v,
+            Value::Histogram { sum, .. } | Value::Summary { sum, .. } => *sum,
+        };
+        if record.exact_parts.is_empty() {
+            sum.add(float);
+        } else {
+            record.exact_parts.iter().for_each(|&p| sum.add(p));
+        }
+        expected.entry(key).or_default().push(value);
     }
     let mut got: BTreeMap<SeriesKey, &Value> = BTreeMap::new();
     for f in &snapshot.families {
@@ -295,14 +316,20 @@ fn check_against_dump(snapshot: &Snapshot, dump: &SegmentDump) -> usize {
     );
     for (key, contributions) in &expected {
         let mode = defs[key.0.as_str()].mode;
-        check_fold(got[key], contributions, mode);
+        check_fold(got[key], contributions, mode, sums[key].value());
     }
     blocked.len()
 }
 
 /// A merged value against the values it folds, in record order: sums for counters, `sum`
-/// gauges, histograms and summaries; one of them for the other gauge modes.
-fn check_fold(got: &Value, contributions: &[Value], mode: Option<shmetrics_layout::GaugeMode>) {
+/// gauges, histograms and summaries (the float summed exactly, `exact_sum`); one of them
+/// for the other gauge modes.
+fn check_fold(
+    got: &Value,
+    contributions: &[Value],
+    mode: Option<shmetrics_layout::GaugeMode>,
+    exact_sum: f64,
+) {
     use shmetrics_layout::GaugeMode;
     let mut iter = contributions.iter();
     let mut want = iter.next().expect("a contribution").clone();
@@ -328,19 +355,21 @@ fn check_fold(got: &Value, contributions: &[Value], mode: Option<shmetrics_layou
     }
     for next in iter {
         match (&mut want, next) {
-            (Value::Counter(a), Value::Counter(b)) | (Value::Gauge(a), Value::Gauge(b)) => *a += b,
-            (Value::Histogram { buckets, sum }, Value::Histogram { buckets: b, sum: s }) => {
+            (Value::Counter(_), Value::Counter(_)) | (Value::Gauge(_), Value::Gauge(_)) => {}
+            (Value::Histogram { buckets, .. }, Value::Histogram { buckets: b, .. }) => {
                 for (t, b) in buckets.iter_mut().zip(b) {
                     *t = t.saturating_add(*b);
                 }
-                *sum += s;
             }
-            (Value::Summary { count, sum }, Value::Summary { count: c, sum: s }) => {
+            (Value::Summary { count, .. }, Value::Summary { count: c, .. }) => {
                 *count = count.saturating_add(*c);
-                *sum += s;
             }
             (a, b) => panic!("one series holds {a:?} and {b:?}"),
         }
+    }
+    match &mut want {
+        Value::Counter(v) | Value::Gauge(v) => *v = exact_sum,
+        Value::Histogram { sum, .. } | Value::Summary { sum, .. } => *sum = exact_sum,
     }
     assert!(
         same_value(got, &want),

@@ -23,7 +23,16 @@ const UNIT: f64 = 1.0 / 18_446_744_073_709_551_616.0;
 /// thousands of them add up before the `i128` could overflow (checked anyway).
 const MAX_SHIFT: i32 = 62;
 
-/// An exact sum of `f64` and integer values. See the module docs.
+/// An exact sum of `f64` and integer values, rounded once when read. See the module docs.
+///
+/// ```
+/// use shmetrics_reader::exact::ExactSum;
+/// let mut s = ExactSum::default();
+/// for v in [0.4, 0.1, 0.1] {
+///     s.add(v);
+/// }
+/// assert_eq!(s.value(), 0.6000000000000001); // 0.4 + 0.1 + 0.1 in f64 gives 0.6
+/// ```
 ///
 /// Values that are multiples of 2^-64 below 2^51 (latencies, token counts, byte counts,
 /// counter increments: nearly everything a metric holds) add into a fixed-point `i128` in a
@@ -31,7 +40,7 @@ const MAX_SHIFT: i32 = 62;
 /// to overflow) goes to non-overlapping `f64` partials on the heap (Shewchuk's algorithm).
 /// Either way the sum is exact.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct ExactSum {
+pub struct ExactSum {
     /// The fixed-point part, in units of 2^-64.
     fixed: i128,
     /// Finite partials, non-overlapping and in increasing magnitude, of what the fixed-point
@@ -48,7 +57,7 @@ pub(crate) struct ExactSum {
 impl ExactSum {
     /// Adds an integer exactly.
     #[inline]
-    pub(crate) fn add_int(&mut self, n: u64) {
+    pub fn add_int(&mut self, n: u64) {
         if n == 0 {
             return;
         }
@@ -65,7 +74,7 @@ impl ExactSum {
 
     /// Adds `x` exactly.
     #[inline]
-    pub(crate) fn add(&mut self, x: f64) {
+    pub fn add(&mut self, x: f64) {
         if x == 0.0 {
             return;
         }
@@ -169,7 +178,7 @@ impl ExactSum {
     }
 
     /// The sum, rounded once to the nearest `f64` (ties to even).
-    pub(crate) fn value(&self) -> f64 {
+    pub fn value(&self) -> f64 {
         if let Some(special) = self.special() {
             return special;
         }

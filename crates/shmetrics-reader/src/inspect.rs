@@ -28,7 +28,7 @@ use shmetrics_layout::record::{
     FamilyRecord, FoldedRecord, PartRecord, Record, SeriesRecord, parse_records,
 };
 use shmetrics_layout::slots::{
-    GaugeValue, HistogramValue, counter_read, gauge_read, histogram_read,
+    GaugeValue, HistogramValue, counter_read_words, gauge_read, histogram_read,
 };
 use shmetrics_layout::{
     DROPPED_SERIES_WORD, HEADER_SIZE, LayoutError, MAGIC, META_LEN_WORD, MetricKind,
@@ -251,7 +251,14 @@ fn accepted_records(seg: &SegmentFile) -> Vec<RecordInfo> {
 
 fn read_value(family: &FamilyRecord, words: &[std::sync::atomic::AtomicU64]) -> SlotValue {
     match family.kind {
-        MetricKind::Counter => SlotValue::Counter(counter_read(words)),
+        MetricKind::Counter => {
+            // As the merge reads it: the integer and fractional words summed exactly.
+            let (int, fraction) = counter_read_words(words);
+            let mut sum = crate::exact::ExactSum::default();
+            sum.add_int(int);
+            sum.add(fraction);
+            SlotValue::Counter(sum.value())
+        }
         MetricKind::Gauge => SlotValue::Gauge(gauge_read(words)),
         MetricKind::Histogram | MetricKind::Summary => {
             let mut h = HistogramValue {

@@ -19,7 +19,7 @@
 //! steady-state scrape only reads values and renders.
 
 pub mod compact;
-mod exact;
+pub mod exact;
 pub mod inspect;
 pub mod legacy;
 mod merge;

@@ -130,6 +130,10 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
     if size < HEADER_SIZE as u64 {
         return Err(Rejection::Bad(LayoutError::TruncatedHeader { len: size }));
     }
+    // A quick header check before mapping anything: the size must match what it claims.
+    let mut head = [0u8; HEADER_SIZE];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(io_rejection)?;
+    let header = SegmentHeader::parse(&head, size).map_err(Rejection::Bad)?;
     // On tmpfs, reading a hole of a shared mapping allocates a page (and raises SIGBUS when
     // the tmpfs is full): a writer reserves every byte of its segments, so a file with holes
     // is not one of theirs. (Elsewhere holes read as zeros without allocating anything, and
@@ -141,10 +145,6 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
     {
         return Err(Rejection::Bad(LayoutError::SparseFile { allocated, size }));
     }
-    // A quick header check before mapping anything: the size must match what it claims.
-    let mut head = [0u8; HEADER_SIZE];
-    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(io_rejection)?;
-    let header = SegmentHeader::parse(&head, size).map_err(Rejection::Bad)?;
     let map = MmapOptions::new()
         .len(size as usize)
         .map_raw_read_only(&file)
