@@ -218,6 +218,10 @@ pub struct HttpArgs {
     /// Close a connection after answering this many requests on it.
     #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_MAX_REQUESTS_PER_CONNECTION)]
     pub max_requests_per_connection: u64,
+    /// MiB of rendered bodies kept for clients (shared per snapshot); above it, connections
+    /// stalled for half a second or more are closed.
+    #[arg(long, value_name = "MIB", default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES >> 20)]
+    pub max_body_mib: u64,
 }
 
 /// Arguments of `serve`.

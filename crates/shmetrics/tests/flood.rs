@@ -124,3 +124,66 @@ fn a_flood_of_never_read_pipelined_connections_does_not_lock_out_scrapes() {
     assert!(closed("refused") + closed("evicted") + closed("write_timeout") >= 140.0);
     drop(flood);
 }
+
+/// A field of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap()
+}
+
+/// 60 clients that each ask for a body of about 8 MB and never read it, one every 50 ms
+/// (each gets the body of its own snapshot): the server's resident set stays bounded by
+/// its body budget (`--max-body-mib 32`) instead of holding every body (60 clients held
+/// 1 GB in the report), and a legitimate scrape still works.
+#[test]
+fn slow_readers_of_a_large_body_cannot_pin_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["generate", "--dir", dir.path().to_str().unwrap()])
+        .args(["--processes", "1", "--series", "18000", "--ops", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let serve = Serve::start(
+        dir.path().to_str().unwrap(),
+        &["--max-body-mib", "32", "--write-timeout-secs", "60"],
+    );
+    let addr = serve.addr;
+    let (body, _) = scrape(addr);
+    assert!(body.len() > 6 << 20, "a large body: {} bytes", body.len());
+    let pid = serve.child.id();
+    let before = status_kib(pid, "VmRSS");
+    let mut slow = Vec::new();
+    for _ in 0..60 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        // Read a little, so the response has started, then nothing more.
+        let mut first = [0u8; 64];
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = s.read(&mut first).unwrap();
+        slow.push(s);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let (body, _) = scrape(addr);
+    let rss = status_kib(pid, "VmRSS");
+    let peak = status_kib(pid, "VmHWM");
+    eprintln!(
+        "serve RSS before {before} KiB, after 60 slow readers {rss} KiB (peak {peak} KiB); \
+         held {} body bytes; evicted {}",
+        value(&body, "shmetrics_http_body_bytes"),
+        value(
+            &body,
+            "shmetrics_http_connections_closed_total{reason=\"evicted\"}"
+        )
+    );
+    assert!(
+        peak < before + 200 * 1024,
+        "60 slow readers raised the peak resident set from {before} to {peak} KiB"
+    );
+    drop(slow);
+}

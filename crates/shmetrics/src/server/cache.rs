@@ -139,13 +139,48 @@ fn join_error(what: &str, e: tokio::task::JoinError) -> io::Error {
     io::Error::other(format!("{what} failed: {e}"))
 }
 
-fn gzip(plain: &[u8]) -> io::Result<Bytes> {
+fn gzip(plain: &[u8], metrics: &Arc<ServerMetrics>) -> io::Result<Bytes> {
     let mut enc = GzEncoder::new(
         Vec::with_capacity(plain.len() / 4 + 64),
         Compression::fast(),
     );
     enc.write_all(plain)?;
-    Ok(Bytes::from(enc.finish()?))
+    Ok(held(enc.finish()?, metrics))
+}
+
+/// A rendered body's memory, counted in `ServerMetrics::body_bytes` while any response or
+/// cache entry holds it.
+struct Held {
+    data: Vec<u8>,
+    metrics: Arc<ServerMetrics>,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // SYNC POINT server-counter: relaxed; a statistic and a memory bound's input.
+        self.metrics
+            .body_bytes
+            .fetch_sub(self.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `data` as shared bytes whose size counts in the server's body bytes until the last
+/// holder drops them.
+fn held(data: Vec<u8>, metrics: &Arc<ServerMetrics>) -> Bytes {
+    // SYNC POINT server-counter: relaxed, as in `Held::drop`.
+    metrics
+        .body_bytes
+        .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Bytes::from_owner(Held {
+        data,
+        metrics: Arc::clone(metrics),
+    })
 }
 
 /// Snapshots shared between concurrent scrapes.
@@ -244,7 +279,7 @@ impl Scraper {
                         let took = (entry.finished - entry.started) + t.elapsed();
                         renderer.server_metrics.observe_scrape(format, took);
                         Ok::<_, io::Error>(Arc::new(Body {
-                            plain: Bytes::from(plain),
+                            plain: held(plain, &renderer.server_metrics),
                             gzip: OnceCell::new(),
                         }))
                     })
@@ -260,8 +295,9 @@ impl Scraper {
             .gzip
             .get_or_try_init(|| {
                 let body = Arc::clone(body);
+                let metrics = Arc::clone(&self.renderer.server_metrics);
                 async move {
-                    tokio::task::spawn_blocking(move || gzip(&body.plain))
+                    tokio::task::spawn_blocking(move || gzip(&body.plain, &metrics))
                         .await
                         .map_err(|e| join_error("compression", e))?
                 }

@@ -191,6 +191,23 @@ impl Open {
         self.conns.remove(&id);
     }
 
+    /// Aborts every connection that made no progress for at least [`EVICTABLE_AFTER`];
+    /// returns how many.
+    pub(crate) fn evict_all_stalled(&mut self, epoch: Instant) -> usize {
+        let stalled: Vec<Id> = self
+            .conns
+            .iter()
+            .filter(|(_, (_, p))| p.idle(epoch) >= EVICTABLE_AFTER)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &stalled {
+            if let Some((abort, _)) = self.conns.remove(id) {
+                abort.abort();
+            }
+        }
+        stalled.len()
+    }
+
     /// Aborts the connection that made no progress for the longest time, if that is at
     /// least [`EVICTABLE_AFTER`]. Returns whether one was.
     pub(crate) fn evict_most_stalled(&mut self, epoch: Instant) -> bool {

@@ -59,6 +59,8 @@ const CLOSED_REASONS: [(Closed, &str); 4] = [
 pub(crate) struct ServerMetrics {
     /// Connections open now.
     pub(crate) open_connections: AtomicU64,
+    /// Bytes of rendered bodies alive: the latest snapshot's and those still being sent.
+    pub(crate) body_bytes: AtomicU64,
     /// Connections the server closed itself, by [`Closed`] reason.
     closed: [AtomicU64; 4],
     /// Scrape durations, by format (index as in [`FORMATS`]).
@@ -128,7 +130,7 @@ impl ServerMetrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut out = Vec::with_capacity(4);
+        let mut out = Vec::with_capacity(5);
         out.push(Family {
             name: Arc::from("shmetrics_http_connections"),
             kind: MetricKind::Gauge,
@@ -139,6 +141,20 @@ impl ServerMetrics {
                 pid: None,
                 // SYNC POINT server-counter: relaxed; a statistic.
                 value: Value::Gauge(self.open_connections.load(Ordering::Relaxed) as f64),
+            }],
+        });
+        out.push(Family {
+            name: Arc::from("shmetrics_http_body_bytes"),
+            kind: MetricKind::Gauge,
+            help: Arc::from(
+                "Bytes of rendered /metrics bodies in memory: the latest snapshot's and those still being sent.",
+            ),
+            bounds: Arc::from(&[][..]),
+            series: vec![Series {
+                labels: labels(&[]),
+                pid: None,
+                // SYNC POINT server-counter: relaxed; a statistic.
+                value: Value::Gauge(self.body_bytes.load(Ordering::Relaxed) as f64),
             }],
         });
         out.push(Family {
@@ -198,6 +214,7 @@ impl ServerMetrics {
                 })
                 .collect(),
         });
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 }
@@ -214,8 +231,8 @@ mod tests {
         m.observe_scrape(Format::Prometheus, Duration::from_secs(11));
         m.observe_scrape(Format::OpenMetrics, Duration::from_micros(50));
         let fams = m.families();
-        assert_eq!(fams.len(), 3, "no requests counted yet");
-        let h = &fams[2];
+        assert_eq!(fams.len(), 4, "no requests counted yet");
+        let h = &fams[3];
         assert_eq!(&*h.name, "shmetrics_scrape_duration_seconds");
         assert_eq!(h.series.len(), 2);
         assert_eq!(h.series[0].labels.get("format"), Some("openmetrics"));
@@ -243,8 +260,8 @@ mod tests {
         m.count_request("other", 404);
         m.count_request("/health", 200);
         let fams = m.families();
-        assert_eq!(&*fams[2].name, "shmetrics_http_requests");
-        let got: Vec<(String, f64)> = fams[2]
+        assert_eq!(&*fams[3].name, "shmetrics_http_requests");
+        let got: Vec<(String, f64)> = fams[3]
             .series
             .iter()
             .map(|s| {

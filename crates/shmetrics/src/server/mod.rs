@@ -107,6 +107,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`ServerOptions::max_requests_per_connection`].
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 1000;
+/// Default of [`ServerOptions::max_body_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 << 20;
 
 /// Default of [`ServerOptions::compact_interval`]: a minute.
 pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(60);
@@ -151,6 +153,11 @@ pub struct ServerOptions {
     /// Requests one connection may send (pipelined or not) before the server closes it
     /// after answering the last (default [`DEFAULT_MAX_REQUESTS_PER_CONNECTION`]).
     pub max_requests_per_connection: u64,
+    /// Bytes of rendered bodies the server keeps in memory for clients (the latest
+    /// snapshot's and those still being sent; bodies of one snapshot are shared, not copied
+    /// per client). Above it, every connection stalled for half a second or more is closed,
+    /// so clients that stop reading cannot pin memory (default [`DEFAULT_MAX_BODY_BYTES`]).
+    pub max_body_bytes: u64,
 }
 
 impl ServerOptions {
@@ -171,6 +178,7 @@ impl ServerOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -276,11 +284,14 @@ impl Server {
             ),
             metrics: server_metrics,
             format: self.options.format,
+            open: Arc::new(std::sync::Mutex::new(Open::default())),
+            epoch: Instant::now(),
+            max_body_bytes: self.options.max_body_bytes,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
-        let mut open = Open::default();
-        let epoch = Instant::now();
+        let open = Arc::clone(&app.open);
+        let epoch = app.epoch;
         // Connections never take the descriptors the reader needs.
         let limit = usize::try_from(descriptor_limit().saturating_sub(RESERVED_DESCRIPTORS))
             .unwrap_or(usize::MAX);
@@ -298,6 +309,7 @@ impl Server {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
+                        let mut open = lock(&open);
                         if open.len() >= max_connections && !open.evict_most_stalled(epoch) {
                             app.metrics.count_closed(Closed::Refused);
                             drop(stream);
@@ -330,6 +342,7 @@ impl Server {
                     Err(e) => accept_failed(&e).await,
                 },
                 Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
+                    let mut open = lock(&open);
                     match done {
                         Ok((id, ())) => open.remove(id),
                         Err(e) => open.remove(e.id()),
@@ -487,6 +500,17 @@ struct App {
     metrics: Arc<ServerMetrics>,
     /// The format forced on every response, if any.
     format: Option<Format>,
+    /// The open connections (the accept loop adds and removes them).
+    open: Arc<std::sync::Mutex<Open>>,
+    /// When the server started: connections' progress is counted from it.
+    epoch: Instant,
+    /// See [`ServerOptions::max_body_bytes`].
+    max_body_bytes: u64,
+}
+
+fn lock(open: &std::sync::Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl App {
@@ -523,6 +547,19 @@ impl App {
             Ok(b) => b,
             Err(e) => return internal_error(&e),
         };
+        // SYNC POINT server-counter: relaxed; a memory bound's input.
+        if self
+            .metrics
+            .body_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > self.max_body_bytes
+        {
+            // Clients that stopped reading hold bodies: let them go.
+            let evicted = lock(&self.open).evict_all_stalled(self.epoch);
+            for _ in 0..evicted {
+                self.metrics.count_closed(Closed::Evicted);
+            }
+        }
         // For HEAD, hyper sends the headers (Content-Length included) and not the body.
         let mut resp = response(StatusCode::OK, format.content_type(), body);
         let headers = resp.headers_mut();

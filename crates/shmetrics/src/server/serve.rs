@@ -48,6 +48,7 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         max_connections: args.max_connections,
         write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
         max_requests_per_connection: args.max_requests_per_connection,
+        max_body_bytes: args.max_body_mib.saturating_mul(1 << 20),
     }
 }
 
