@@ -1,6 +1,6 @@
 //! Shared helpers for the shmetrics benches.
 //!
-//! The baselines of DESIGN.md §5 ("the physical limit") run on the same kind of memory the
+//! The baselines of the targets in docs/performance.md ("the physical limit") run on the same kind of memory the
 //! writer's handles use: words of a file mapped shared ([`MappedWords`]). The histogram
 //! baseline ([`raw_histogram_observe`]) and the shmetrics histogram bench share one
 //! pre-generated cycle of values ([`observation_cycle`]) so that both do identical work.
@@ -27,7 +27,7 @@ pub const BOUNDS_20: [f64; 20] = [
 ];
 
 /// The value of the predictable histogram benches (the same value every time, so the bucket
-/// search's branches are perfectly predicted, as in DESIGN.md §5's 5 ns anchor): inside the
+/// search's branches are perfectly predicted, as in the 5 ns anchor of docs/performance.md, "Targets"): inside the
 /// middle bucket (index 10 of 21, `(15, 20]`), so the search makes as many comparisons (11)
 /// as the average over [`observation_cycle`]'s buckets.
 pub const FIXED_OBSERVATION: f64 = 17.5;

@@ -1,5 +1,5 @@
 //! The reader: scrape cost by processes × series, render against the Rust peers and the
-//! physical limit, and vLLM's metric set (DESIGN.md §5; issue 4, item 2).
+//! physical limit, and vLLM's metric set (targets in docs/performance.md, "Targets").
 //!
 //! Every directory is written by simulated processes that stay alive (live, locked
 //! segments) for the duration of their benches (`shmetrics_benches::fixtures`), and every
@@ -381,7 +381,7 @@ const DEAD_LIVE: (usize, usize) = (4, 1_500);
 const DEAD_COUNT: (usize, usize) = (500, 30);
 
 /// Scrapes of 4 live processes: alone, after 500 processes wrote and died beside them, and
-/// after those were compacted (DESIGN.md §5: ≤ 1.1× the scrape with none).
+/// after those were compacted (target in docs/performance.md: ≤ 1.1× the scrape with none).
 fn dead_processes(c: &mut Criterion) {
     let filter = PrefixFilter::default();
     let dir = tempfile::Builder::new()

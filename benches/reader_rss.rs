@@ -1,4 +1,4 @@
-//! Peak memory of a reader scraping a big directory (DESIGN.md §5: reader RSS ≤ 64 MiB at
+//! Peak memory of a reader scraping a big directory (docs/performance.md, "Targets": reader RSS ≤ 64 MiB at
 //! 128 processes × 10,000 series).
 //!
 //! ```text

@@ -2,7 +2,7 @@
 # Runs the reader benches (benches/reader.rs) and prints three tables from criterion's
 # mean times: the scrape grid (time per scrape, ns and series/s per series read, and for
 # some sizes the snapshot and render parts), rendering 10,000 merged series against the
-# Rust peers and raw formatting (speedups and ratio, next to the DESIGN.md §5 target), and
+# Rust peers and raw formatting (speedups and ratio, next to the target of docs/performance.md), and
 # the vLLM metric set by engine count.
 #
 # Usage: benches/run-reader.sh [extra criterion args, e.g. a filter such as render_10k]
@@ -118,7 +118,7 @@ peers = [(r, b) for r, b in peers if r]
 if ours and peers:
     best, name = min(peers)
     print(f"best peer: {name}; shmetrics is {best[0] / ours[0]:.2f}x faster "
-          "(DESIGN.md §5 target: >= 5x faster than the best peer)")
+          "(target: >= 5x faster than the best peer)")
 if ours and raw:
     print(f"shmetrics render / raw formatting: {ours[0] / raw[0]:.2f}x")
 cached = result("render_10k", "raw_cached_prefixes")

@@ -2,7 +2,7 @@
 # Runs the writer benches (benches/writer.rs and, on two threads, benches/writer_threads.rs)
 # and prints, per operation, criterion's mean
 # time, its physical limit's mean time from the same group and their ratio (with the
-# DESIGN.md §5 target), then each peer's mean time (tikv `prometheus`, `prometheus-client`,
+# target of docs/performance.md), then each peer's mean time (tikv `prometheus`, `prometheus-client`,
 # `metrics`) and how many times faster shmetrics is (peer time / shmetrics time).
 #
 # Usage: benches/run-writer.sh [--quick] [extra criterion args, e.g. a filter or
@@ -46,7 +46,7 @@ started = int(started)
 
 TIKV = "tikv prometheus"
 PC = "prometheus-client"
-# group: (shmetrics benchmarks, raw baseline or None, DESIGN.md §5 target, peers)
+# group: (shmetrics benchmarks, raw baseline or None, target (docs/performance.md), peers)
 GROUPS = [
     ("counter_inc", ["shmetrics"], "raw_fetch_add", "<= 1.2x raw", [
         ("tikv_int_counter", f"{TIKV} IntCounter::inc"),

@@ -1,5 +1,5 @@
 //! `scaling`: aggregate writer throughput of N writer processes, and what a reader scraping
-//! every 10 ms costs them (DESIGN.md §5: ≤ 5 % writer throughput loss).
+//! every 10 ms costs them (docs/performance.md, "Targets": ≤ 5 % writer throughput loss).
 //!
 //! ```text
 //! cargo build --profile bench -p shmetrics-benches --bin scaling

@@ -1,4 +1,4 @@
-//! The writer's hot paths against the physical limit and the Rust peers (DESIGN.md §5).
+//! The writer's hot paths against the physical limit and the Rust peers (targets in docs/performance.md).
 //!
 //! Each criterion group runs one operation in shmetrics (`shmetrics*`), its physical limit
 //! on a mapped file (`raw_*`) and the same operation in the tikv `prometheus` crate

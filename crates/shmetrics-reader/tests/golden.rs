@@ -2,7 +2,7 @@
 //! and every gauge mode, from several simulated processes (two live, one dead).
 //!
 //! The expected files live in `tests/golden/`. They were written and checked by hand against
-//! DESIGN.md §3 and `prometheus_client`'s `MultiProcessCollector` (see the comments on each
+//! docs/semantics.md and `prometheus_client`'s `MultiProcessCollector` (see the comments on each
 //! test for the arithmetic). After a deliberate change of the output, regenerate them with
 //! `UPDATE_GOLDEN=1 cargo test -p shmetrics-reader --test golden` and review the diff line by
 //! line before accepting it; a normal run compares exactly and fails with a line diff.

@@ -1,5 +1,5 @@
 //! Property tests: random workloads over 1 to 5 simulated processes, checked against a naive
-//! in-memory model of `prometheus_client`'s multiprocess merge (DESIGN.md §3):
+//! in-memory model of `prometheus_client`'s multiprocess merge (docs/semantics.md):
 //!
 //! - counters, histograms and summaries sum over every process, dead ones included;
 //! - gauges merge by mode: `all`/`liveall` one series per process (a `pid`), `min`, `max`,
