@@ -168,8 +168,14 @@ impl HistogramValue {
     /// Total observations: the sum of the buckets, which is also the `+Inf` bucket.
     /// Saturates: counts read from a corrupt segment cannot overflow it.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().fold(0, |a, b| a.saturating_add(*b))
+        bucket_total(&self.buckets)
     }
+}
+
+/// The total of per-bucket counts, saturating (counts read from a corrupt segment cannot
+/// overflow it).
+pub fn bucket_total(buckets: &[u64]) -> u64 {
+    buckets.iter().fold(0, |a, b| a.saturating_add(*b))
 }
 
 /// How many times [`histogram_read`] retries before settling for an inconsistent read. Two

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::{FamilyRecord, ProcessOf};
-use shmetrics_layout::slots::{HistogramValue, counter_read_words, gauge_read, histogram_read};
+use shmetrics_layout::slots::{
+    HistogramValue, bucket_total, counter_read_words, gauge_read, histogram_read,
+};
 use shmetrics_layout::{GaugeMode, MetricKind};
 
 use crate::exact::ExactSum;
@@ -674,9 +676,7 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], mut acc: Vec<Acc>) ->
                     pid: None,
                     value: match res.def.kind {
                         MetricKind::Summary => Value::Summary {
-                            count: buckets
-                                .iter()
-                                .fold(0u64, |total, &b| total.saturating_add(b)),
+                            count: bucket_total(&buckets),
                             sum: sum.value(),
                         },
                         _ => Value::Histogram {

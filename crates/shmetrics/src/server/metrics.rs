@@ -85,6 +85,21 @@ fn labels(pairs: &[(&str, &str)]) -> Arc<SeriesLabels> {
     ))
 }
 
+/// A gauge family of one unlabelled series.
+fn one_gauge(name: &str, help: &str, value: u64) -> Family {
+    Family {
+        name: Arc::from(name),
+        kind: MetricKind::Gauge,
+        help: Arc::from(help),
+        bounds: Arc::from(&[][..]),
+        series: vec![Series {
+            labels: labels(&[]),
+            pid: None,
+            value: Value::Gauge(value as f64),
+        }],
+    }
+}
+
 impl ServerMetrics {
     /// Records the time taken to produce one exposition in `format`.
     pub(crate) fn observe_scrape(&self, format: Format, took: Duration) {
@@ -131,32 +146,17 @@ impl ServerMetrics {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let mut out = Vec::with_capacity(5);
-        out.push(Family {
-            name: Arc::from("shmetrics_http_connections"),
-            kind: MetricKind::Gauge,
-            help: Arc::from("HTTP connections open now."),
-            bounds: Arc::from(&[][..]),
-            series: vec![Series {
-                labels: labels(&[]),
-                pid: None,
-                // SYNC POINT server-counter: relaxed; a statistic.
-                value: Value::Gauge(self.open_connections.load(Ordering::Relaxed) as f64),
-            }],
-        });
-        out.push(Family {
-            name: Arc::from("shmetrics_http_body_bytes"),
-            kind: MetricKind::Gauge,
-            help: Arc::from(
-                "Bytes of rendered /metrics bodies in memory: the latest snapshot's and those still being sent.",
-            ),
-            bounds: Arc::from(&[][..]),
-            series: vec![Series {
-                labels: labels(&[]),
-                pid: None,
-                // SYNC POINT server-counter: relaxed; a statistic.
-                value: Value::Gauge(self.body_bytes.load(Ordering::Relaxed) as f64),
-            }],
-        });
+        // SYNC POINT server-counter: relaxed loads; statistics.
+        out.push(one_gauge(
+            "shmetrics_http_connections",
+            "HTTP connections open now.",
+            self.open_connections.load(Ordering::Relaxed),
+        ));
+        out.push(one_gauge(
+            "shmetrics_http_body_bytes",
+            "Bytes of rendered /metrics bodies in memory: the latest snapshot's and those still being sent.",
+            self.body_bytes.load(Ordering::Relaxed),
+        ));
         out.push(Family {
             name: Arc::from("shmetrics_http_connections_closed"),
             kind: MetricKind::Counter,
