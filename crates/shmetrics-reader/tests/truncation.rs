@@ -105,12 +105,28 @@ fn a_live_segment_truncated_under_the_reader() {
     drop((keep, victim));
 }
 
+/// Process 1 (kept), process 3 (to die later), process 2 dead already.
+fn one_kept_one_dying_one_dead(dir: &Path) -> (Registry, Registry) {
+    let keep = process(dir, 1, 1.0);
+    let dying = process(dir, 3, 3.0);
+    drop(process(dir, 2, 2.0));
+    (keep, dying)
+}
+
+/// After the cut and process 3's death: one segment reported, processes 1 and 3 exact.
+fn only_the_cut_file_is_missing(reader: &mut Reader) {
+    let (snapshot, n) = faulted(reader);
+    assert_eq!(n, 1);
+    assert_eq!(
+        totals(&snapshot),
+        [("1".to_owned(), 400.0), ("3".to_owned(), 1200.0)].into()
+    );
+}
+
 #[test]
 fn a_dead_segment_truncated_under_the_reader() {
     let dir = tempfile::tempdir().unwrap();
-    let keep = process(dir.path(), 1, 1.0);
-    let dying = process(dir.path(), 3, 3.0);
-    drop(process(dir.path(), 2, 2.0));
+    let (keep, dying) = one_kept_one_dying_one_dead(dir.path());
     // A listing well after the last change is trusted: later scrapes do not list again
     // until the directory changes, so the truncated file stays the one the reader mapped.
     std::thread::sleep(SETTLE);
@@ -120,12 +136,7 @@ fn a_dead_segment_truncated_under_the_reader() {
     // Dead segments are read into a cached baseline, read again when another process dies
     // (no file comes or goes: the directory is not listed again).
     drop(dying);
-    let (snapshot, n) = faulted(&mut reader);
-    assert_eq!(n, 1);
-    assert_eq!(
-        totals(&snapshot),
-        [("1".to_owned(), 400.0), ("3".to_owned(), 1200.0)].into()
-    );
+    only_the_cut_file_is_missing(&mut reader);
     // A compaction does not fold (or remove) what it could not read.
     reader.compact().unwrap();
     assert_eq!(totals(&reader.snapshot().snapshot)["3"], 1200.0);
@@ -135,21 +146,14 @@ fn a_dead_segment_truncated_under_the_reader() {
 #[test]
 fn the_archive_truncated_under_the_reader() {
     let dir = tempfile::tempdir().unwrap();
-    let keep = process(dir.path(), 1, 1.0);
-    let dying = process(dir.path(), 3, 3.0);
-    drop(process(dir.path(), 2, 2.0));
+    let (keep, dying) = one_kept_one_dying_one_dead(dir.path());
     let mut reader = Reader::open(dir.path()).unwrap();
     reader.compact().unwrap();
     std::thread::sleep(SETTLE);
     assert_eq!(totals(&reader.snapshot().snapshot)["2"], 800.0);
     truncate(&dir.path().join(shmetrics_reader::compact::ARCHIVE_NAME));
     drop(dying);
-    let (snapshot, n) = faulted(&mut reader);
-    assert_eq!(n, 1);
-    assert_eq!(
-        totals(&snapshot),
-        [("1".to_owned(), 400.0), ("3".to_owned(), 1200.0)].into()
-    );
+    only_the_cut_file_is_missing(&mut reader);
     // Compaction stops at an archive it cannot read rather than replace it.
     assert!(reader.compact().is_err());
     drop(keep);

@@ -46,6 +46,29 @@ impl Drop for Serve {
     }
 }
 
+/// A directory of `generate` output: `processes` dead writers of `series` series each.
+fn generated(processes: u32, series: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "generate",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--ops",
+            "2",
+        ])
+        .args(["--processes", &processes.to_string()])
+        .args(["--series", &series.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
 /// GET /metrics on a new connection: the body, and how long it took.
 fn scrape(addr: SocketAddr) -> (String, Duration) {
     let started = Instant::now();
@@ -80,13 +103,7 @@ fn value(text: &str, series: &str) -> f64 {
 /// ones, their responses time out, and excess ones are refused at once.
 #[test]
 fn a_flood_of_never_read_pipelined_connections_does_not_lock_out_scrapes() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["generate", "--dir", dir.path().to_str().unwrap()])
-        .args(["--processes", "2", "--series", "1500", "--ops", "2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let dir = generated(2, 1500);
     let serve = Serve::start(dir.path().to_str().unwrap(), &["--write-timeout-secs", "3"]);
     let addr = serve.addr;
     let pipelined = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").repeat(20);
@@ -141,13 +158,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 /// 1 GB in the report), and a legitimate scrape still works.
 #[test]
 fn slow_readers_of_a_large_body_cannot_pin_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["generate", "--dir", dir.path().to_str().unwrap()])
-        .args(["--processes", "1", "--series", "18000", "--ops", "2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let dir = generated(1, 18000);
     let serve = Serve::start(
         dir.path().to_str().unwrap(),
         &["--max-body-mib", "32", "--write-timeout-secs", "60"],
