@@ -6,9 +6,8 @@
 use std::collections::HashSet;
 
 use shmetrics_layout::MetricKind;
-use shmetrics_layout::names::{
-    MAX_BUCKETS, exposed_names, is_valid_label_name, is_valid_metric_name,
-};
+use shmetrics_layout::limits::{MAX_BUCKETS, MAX_LABEL_SET_LEN, MAX_LABELS};
+use shmetrics_layout::names::{exposed_names, is_valid_label_name, is_valid_metric_name};
 use shmetrics_reader::render::{Format, PrefixFilter, render_into};
 use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
 
@@ -35,7 +34,7 @@ pub fn check_snapshot(snapshot: &Snapshot) {
         }
         assert!(!f.series.is_empty(), "family {} without series", f.name);
         if f.kind == MetricKind::Histogram {
-            assert!(f.bounds.len() <= MAX_BUCKETS);
+            assert!(f.bounds.len() <= MAX_BUCKETS, "{} buckets", f.bounds.len());
             assert!(f.bounds.iter().all(|b| b.is_finite()), "{:?}", f.bounds);
             assert!(f.bounds.windows(2).all(|w| w[0] < w[1]), "{:?}", f.bounds);
         } else {
@@ -60,6 +59,12 @@ fn check_series(f: &Family, s: &Series) {
     for n in &names {
         assert!(is_valid_label_name(n), "bad label name {n:?} in {}", f.name);
     }
+    // Nothing over the limits reaches a snapshot.
+    let set_len: usize = s.labels.pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+    assert!(
+        names.len() <= MAX_LABELS && set_len <= MAX_LABEL_SET_LEN,
+        "{names:?}"
+    );
     let reserved = match f.kind {
         MetricKind::Histogram => Some("le"),
         MetricKind::Summary => Some("quantile"),

@@ -38,7 +38,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use arbitrary::{Arbitrary, Unstructured};
-use shmetrics_layout::names::{MAX_LABEL_VALUE_LEN, exposed_names};
+use shmetrics_layout::limits::{MAX_BUCKETS, MAX_LABEL_SET_LEN, MAX_LABEL_VALUE_LEN};
+use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::{FamilyRecord, SeriesRecord, check_family};
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::{HEADER_SIZE, META_LEN_WORD, SLOT_FLOOR_WORD};
@@ -281,12 +282,8 @@ fn listed_bounds(i: u8) -> Vec<f64> {
         5 => vec![f64::NAN],
         6 => vec![1.0, 1.0],
         7 => DEFAULT_BUCKETS.to_vec(),
-        8 => (0..shmetrics_layout::names::MAX_BUCKETS)
-            .map(|i| i as f64)
-            .collect(),
-        _ => (0..=shmetrics_layout::names::MAX_BUCKETS)
-            .map(|i| i as f64)
-            .collect(),
+        8 => (0..MAX_BUCKETS).map(|i| i as f64).collect(),
+        _ => (0..=MAX_BUCKETS).map(|i| i as f64).collect(),
     }
 }
 
@@ -859,8 +856,10 @@ impl Harness {
         let f = family as usize % self.model.families.len();
         let def = self.model.families[f].def.clone();
         let values = label_values(choice, def.labels.len());
+        let set_len: usize = def.labels.iter().chain(&values).map(String::len).sum();
         let valid = values.len() == def.labels.len()
-            && values.iter().all(|v| v.len() <= MAX_LABEL_VALUE_LEN);
+            && values.iter().all(|v| v.len() <= MAX_LABEL_VALUE_LEN)
+            && set_len <= MAX_LABEL_SET_LEN;
         let existed = self.model.families[f].series.contains_key(&values);
         let dropped_before = real.registry.dropped_series();
         match (valid, real.families[f].write(&values, write)) {

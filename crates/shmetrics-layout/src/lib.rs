@@ -26,7 +26,9 @@ mod error;
 #[cfg(not(loom))]
 pub mod fault;
 mod header;
+pub mod image;
 mod kind;
+pub mod limits;
 pub mod names;
 pub mod record;
 pub mod slots;

@@ -4,12 +4,6 @@
 pub const MAX_NAME_LEN: usize = 256;
 /// Longest help text accepted, in bytes.
 pub const MAX_HELP_LEN: usize = 16 * 1024;
-/// Longest label value accepted, in bytes.
-pub const MAX_LABEL_VALUE_LEN: usize = 4 * 1024;
-/// Most labels one family may declare.
-pub const MAX_LABELS: usize = 32;
-/// Most finite bucket bounds one histogram may declare.
-pub const MAX_BUCKETS: usize = 512;
 
 /// Whether `name` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`, at most
 /// [`MAX_NAME_LEN`] bytes.

@@ -7,10 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::names::{
-    MAX_BUCKETS, MAX_HELP_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, is_valid_label_name,
-    is_valid_metric_name, reserved_label,
-};
+use crate::names::{MAX_HELP_LEN, is_valid_label_name, is_valid_metric_name, reserved_label};
 use crate::{GaugeMode, LayoutError, MetricKind};
 
 /// Record kind of a [`FamilyRecord`].
@@ -199,9 +196,26 @@ impl Record {
     }
 }
 
-/// Checks a family definition; the writer calls this before encoding, the reader after
-/// decoding, so both sides agree on what is valid. The error says what is wrong.
+/// Checks a family definition, its [`limits`](crate::limits) included; the writer calls
+/// this before encoding, the legacy `.db` import before translating. The error says what
+/// is wrong.
 pub fn check_family(
+    kind: MetricKind,
+    mode: Option<GaugeMode>,
+    name: &str,
+    help: &str,
+    label_names: &[String],
+    bounds: &[f64],
+) -> Result<(), String> {
+    check_family_format(kind, mode, name, help, label_names, bounds)?;
+    crate::limits::check_family(name, label_names, bounds)
+}
+
+/// Checks what makes a family record well-formed: valid and distinct names, a mode exactly
+/// for gauges, increasing finite bounds. The parser applies this; the limits are the
+/// reader's to apply, family by family (a family over them is left out, not the rest of
+/// the segment).
+fn check_family_format(
     kind: MetricKind,
     mode: Option<GaugeMode>,
     name: &str,
@@ -216,9 +230,6 @@ pub fn check_family(
         return Err(format!(
             "help text of {name} longer than {MAX_HELP_LEN} bytes"
         ));
-    }
-    if label_names.len() > MAX_LABELS {
-        return Err(format!("{name} declares more than {MAX_LABELS} labels"));
     }
     for (i, label) in label_names.iter().enumerate() {
         if !is_valid_label_name(label) {
@@ -241,9 +252,6 @@ pub fn check_family(
     if kind != MetricKind::Histogram && !bounds.is_empty() {
         return Err(format!("{name}: only histograms have bucket bounds"));
     }
-    if bounds.len() > MAX_BUCKETS {
-        return Err(format!("{name} has more than {MAX_BUCKETS} buckets"));
-    }
     if bounds.iter().any(|b| !b.is_finite()) {
         return Err(format!(
             "{name}: bucket bounds must be finite (+Inf is implicit)"
@@ -255,21 +263,27 @@ pub fn check_family(
     Ok(())
 }
 
-/// Checks label values against the family's label count; shared by writer and reader.
-pub fn check_label_values(expected: usize, values: &[String]) -> Result<(), String> {
-    if values.len() != expected {
+/// Checks that a series gives one value per label name; the reader treats a mismatch as
+/// corruption.
+pub fn check_label_count<S>(label_names: &[String], values: &[S]) -> Result<(), String> {
+    if values.len() != label_names.len() {
         return Err(format!(
-            "{} label values given for {expected} label names",
-            values.len()
-        ));
-    }
-    if let Some(v) = values.iter().find(|v| v.len() > MAX_LABEL_VALUE_LEN) {
-        return Err(format!(
-            "label value of {} bytes exceeds {MAX_LABEL_VALUE_LEN}",
-            v.len()
+            "{} label values given for {} label names",
+            values.len(),
+            label_names.len()
         ));
     }
     Ok(())
+}
+
+/// Checks a series' label values: one per label name, within the
+/// [`limits`](crate::limits); shared by the writer and the legacy `.db` import.
+pub fn check_label_values<S: AsRef<str>>(
+    label_names: &[String],
+    values: &[S],
+) -> Result<(), String> {
+    check_label_count(label_names, values)?;
+    crate::limits::check_label_set(label_names, values)
 }
 
 /// Bytes [`push_str`] adds for `s`.
@@ -501,10 +515,9 @@ fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
                 .ok_or_else(|| c.fail(format!("unknown gauge mode code {code}")))?,
         ),
     };
+    // Counts are bounded by the record's length: each bound takes 8 bytes, each label
+    // name at least 4.
     let bucket_count = fixed.bucket_count as usize;
-    if bucket_count > MAX_BUCKETS || fixed.label_count as usize > MAX_LABELS {
-        return Err(c.fail("too many buckets or labels"));
-    }
     let bounds = c
         .take(bucket_count * 8)?
         .chunks_exact(8)
@@ -516,7 +529,7 @@ fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
         .map(|_| c.string(crate::names::MAX_NAME_LEN, "label name"))
         .collect::<Result<Vec<_>, _>>()?;
     c.finish()?;
-    check_family(kind, mode, &name, &help, &label_names, &bounds).map_err(|e| c.fail(e))?;
+    check_family_format(kind, mode, &name, &help, &label_names, &bounds).map_err(|e| c.fail(e))?;
     Ok(FamilyRecord {
         id: fixed.id,
         kind,
@@ -571,14 +584,11 @@ fn parse_series(c: &mut Cursor<'_>, extra: SeriesExtra) -> Result<SeriesRecord, 
     } else {
         Vec::new()
     };
-    if fixed.label_count as usize > MAX_LABELS {
-        return Err(c.fail("too many label values"));
-    }
     if !fixed.slot_offset.is_multiple_of(8) {
         return Err(c.fail(format!("unaligned slot offset {}", fixed.slot_offset)));
     }
     let label_values = (0..fixed.label_count)
-        .map(|_| c.string(MAX_LABEL_VALUE_LEN, "label value"))
+        .map(|_| c.string(MAX_RECORD_LEN, "label value"))
         .collect::<Result<Vec<_>, _>>()?;
     c.finish()?;
     Ok(SeriesRecord {

@@ -264,7 +264,9 @@ impl Reader {
             }
             if held(h.instance_id, h.sequence) {
                 leftovers.push(t);
-            } else if !t.seg.live {
+            } else if !t.seg.live && t.seg.refused.is_empty() {
+                // A segment with families or series over the limits keeps its file: what
+                // was left out of the merge is never folded away.
                 dead.push(t);
             }
         }

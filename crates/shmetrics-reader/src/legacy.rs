@@ -591,7 +591,7 @@ fn build_image(
             placed.push(None);
             continue;
         }
-        if let Err(e) = check_label_values(label_names.len(), &label_values) {
+        if let Err(e) = check_label_values(&label_names, &label_values) {
             left_out.push(format!("{}: {e}", families[family].record.name));
             placed.push(None);
             continue;

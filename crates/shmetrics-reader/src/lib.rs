@@ -478,6 +478,15 @@ impl Reader {
                 log_once(&mut self.logged, &problem);
                 report.problems.push(problem);
             }
+            if !t.seg.refused.is_empty() {
+                let problem = Problem {
+                    path: t.seg.path.clone(),
+                    reason: "over_limit",
+                    detail: t.seg.refused.describe(),
+                };
+                log_once(&mut self.logged, &problem);
+                report.problems.push(problem);
+            }
         }
         // Names of ours taken by others that the listing did not see (the compactors' lock
         // is hidden from listings).

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use rustc_hash::{FxHashMap, FxHashSet};
 use shmetrics_layout::fault::{self, Watch};
-use shmetrics_layout::record::{
-    FamilyRecord, ProcessOf, Record, check_label_values, parse_records,
-};
+use shmetrics_layout::limits;
+use shmetrics_layout::record::{FamilyRecord, ProcessOf, Record, check_label_count, parse_records};
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::{
     GaugeMode, HEADER_SIZE, LayoutError, MIN_SEGMENT_SIZE, MetricKind, SegmentHeader, view,
@@ -28,6 +27,39 @@ pub(crate) struct LocalSeries {
     pub(crate) family: u32,
     /// Word index of the first slot.
     pub(crate) slot_word: u32,
+}
+
+/// What a segment declared over the exposition limits (`shmetrics_layout::limits`): left
+/// out of every merge and compaction, reported at every scrape.
+#[derive(Debug, Default)]
+pub(crate) struct Refused {
+    /// Names of the refused families by id (their series are left out with them).
+    families: FxHashMap<u32, Box<str>>,
+    /// Series left out, those of refused families included.
+    pub(crate) series: usize,
+    /// The first refusal, in words.
+    pub(crate) first: Option<String>,
+}
+
+impl Refused {
+    /// Whether nothing was refused.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.families.is_empty() && self.series == 0
+    }
+
+    /// The refusals in one sentence.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} families and {} series over the exposition limits left out; the first: {}",
+            self.families.len(),
+            self.series,
+            self.first.as_deref().unwrap_or("")
+        )
+    }
+
+    fn note(&mut self, why: String) {
+        self.first.get_or_insert(why);
+    }
 }
 
 /// Why a file could not be used as a segment.
@@ -89,6 +121,8 @@ pub(crate) struct SegmentFile {
     pub(crate) live: bool,
     /// Set when metadata failed validation; nothing after it is parsed.
     pub(crate) corrupt: Option<LayoutError>,
+    /// Families and series over the exposition limits.
+    pub(crate) refused: Refused,
     /// Set once the segment was read after its writer died: its metadata and header are
     /// final, so later scrapes do not touch its header page again.
     final_dropped: Option<u64>,
@@ -207,6 +241,7 @@ impl SegmentFile {
             parts: Vec::new(),
             live: true,
             corrupt: None,
+            refused: Refused::default(),
             final_dropped: None,
         }
     }
@@ -381,11 +416,20 @@ impl SegmentFile {
         let fail = |what: String| LayoutError::BadRecord { offset, what };
         match record {
             Record::Family(f) => {
-                if self.family_index.contains_key(&f.id) {
+                if self.family_index.contains_key(&f.id)
+                    || self.refused.families.contains_key(&f.id)
+                {
                     return Err(fail(format!("family id {} declared twice", f.id)));
                 }
-                if self.families.iter().any(|g| g.name == f.name) {
+                if self.families.iter().any(|g| g.name == f.name)
+                    || self.refused.families.values().any(|n| **n == *f.name)
+                {
                     return Err(fail(format!("family {} declared twice", f.name)));
+                }
+                if let Err(why) = limits::check_family(&f.name, &f.label_names, &f.bounds) {
+                    self.refused.note(why);
+                    self.refused.families.insert(f.id, f.name.into());
+                    return Ok(());
                 }
                 self.family_index.insert(f.id, self.families.len());
                 self.families.push(Arc::new(f));
@@ -409,12 +453,15 @@ impl SegmentFile {
                 self.parts.push(p.instance_id);
             }
             Record::Series(s) => {
-                let &family = self
-                    .family_index
-                    .get(&s.family_id)
-                    .ok_or_else(|| fail(format!("series of undeclared family {}", s.family_id)))?;
+                let Some(&family) = self.family_index.get(&s.family_id) else {
+                    if self.refused.families.contains_key(&s.family_id) {
+                        self.refused.series += 1;
+                        return Ok(());
+                    }
+                    return Err(fail(format!("series of undeclared family {}", s.family_id)));
+                };
                 let def = &self.families[family];
-                check_label_values(def.label_names.len(), &s.label_values).map_err(&fail)?;
+                check_label_count(&def.label_names, &s.label_values).map_err(&fail)?;
                 let width = slot_words(def.kind, def.bounds.len()) as u64;
                 let slots_end = s.slot_offset.checked_add(width * 8);
                 let in_bounds = s.slot_offset >= (HEADER_SIZE + end) as u64
@@ -452,6 +499,14 @@ impl SegmentFile {
                                 .into(),
                         ));
                     }
+                }
+                if let Err(why) = limits::check_label_set(&def.label_names, &s.label_values) {
+                    self.refused
+                        .note(format!("a series of {}: {why}", def.name));
+                    self.refused.series += 1;
+                    return Ok(());
+                }
+                if !s.exact_parts.is_empty() {
                     self.exact
                         .insert(self.series.len() as u32, s.exact_parts.into_boxed_slice());
                 }

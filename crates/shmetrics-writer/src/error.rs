@@ -28,7 +28,8 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
-    /// A family definition is invalid (bad name, label or buckets); the text says why.
+    /// A family definition is invalid (bad name, label or buckets) or over the
+    /// [`limits`](shmetrics_layout::limits); the text says why.
     InvalidFamily(String),
     /// A family of this name was already registered with a different definition.
     Conflict {

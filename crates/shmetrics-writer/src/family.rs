@@ -85,7 +85,7 @@ impl<C: Child> Family<C> {
     ///
     /// # Errors
     /// [`Error::InvalidLabels`] when the number of values differs from the number of label
-    /// names or a value is longer than the layout allows.
+    /// names or the values are over the [`limits`](shmetrics_layout::limits).
     #[inline]
     pub fn labels<S: AsRef<str>>(&self, values: &[S]) -> Result<&C> {
         let hash = hash_values(values);
@@ -98,13 +98,13 @@ impl<C: Child> Family<C> {
     #[cold]
     fn create_child<S: AsRef<str>>(&self, hash: u64, values: &[S]) -> Result<&C> {
         let def = &self.core.def;
-        let owned: Vec<String> = values.iter().map(|v| v.as_ref().to_owned()).collect();
-        shmetrics_layout::record::check_label_values(def.label_names.len(), &owned).map_err(
+        shmetrics_layout::record::check_label_values(&def.label_names, values).map_err(
             |detail| Error::InvalidLabels {
                 name: def.name.clone(),
                 detail,
             },
         )?;
+        let owned: Vec<String> = values.iter().map(|v| v.as_ref().to_owned()).collect();
         // The registry lock serialises placement, so two threads creating the same child
         // place it once: the second finds it in the table under the lock.
         let mut state = self.core.shared.lock_state();

@@ -213,6 +213,46 @@ fn invalid_definitions_are_rejected() {
     }
 }
 
+/// The amplification case: 512 buckets and 32 label values of 4 KiB would render 67 MB per
+/// series. The writer refuses the family when it is registered and the label set when the
+/// child is created, saying which limit.
+#[test]
+fn families_and_label_sets_over_the_limits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::open(dir.path()).unwrap();
+    let bounds: Vec<f64> = (1..=512).map(f64::from).collect();
+    let err = r.histogram("wide", "", &[], &bounds).unwrap_err();
+    assert!(matches!(err, Error::InvalidFamily(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "wide has 512 buckets, more than the limit of 256"
+    );
+    let names: Vec<String> = (0..33).map(|i| format!("l{i}")).collect();
+    let names_ref: Vec<&str> = names.iter().map(String::as_str).collect();
+    let err = r.counter("many", "", &names_ref).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "many declares 33 labels, more than the limit of 32"
+    );
+    // At the limits: 256 buckets and 32 labels register.
+    let h = r
+        .histogram("h", "", &names_ref[..32], &bounds[..256])
+        .unwrap();
+    let value = "v".repeat(4096);
+    let values = vec![value.as_str(); 32];
+    let err = h.labels(&values).unwrap_err();
+    assert!(matches!(err, Error::InvalidLabels { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "labels of h: label names and values of 131158 bytes, more than the limit of 8192 for a \
+         label set"
+    );
+    // 32 values that fit the label set together are taken.
+    let short = "v".repeat(200);
+    h.labels(&vec![short.as_str(); 32]).unwrap().observe(1.0);
+    assert_eq!(h.children().len(), 1);
+}
+
 #[test]
 fn histogram_bounds_defaults_and_trailing_inf() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,7 +282,7 @@ fn label_values_must_match_label_names() {
     let err = family.labels(&["x", long.as_str()]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "labels of c: label value of 5000 bytes exceeds 4096"
+        "labels of c: a label value of 5000 bytes, more than the limit of 4096"
     );
     // The same values resolve to the same child.
     let first: *const _ = family.labels(&["x", "y"]).unwrap();

@@ -1,0 +1,130 @@
+//! Exposition limits: the most labels, label bytes and buckets one family or series may
+//! have. No real workload comes near them (the widest histogram of vLLM, LMCache and Dynamo
+//! has 22 buckets, and their label sets hold at most 5 short values); they exist so that one
+//! series renders in a bounded number of bytes, [`MAX_SERIES_TEXT`], whatever a process
+//! declares. A writer refuses a family or label set over a limit when it is registered or
+//! created; a reader leaves out, and reports, what another tool wrote over them.
+//! `docs/limits.md` lists them with the budgets a scrape applies on top.
+
+/// Most labels one family may declare.
+pub const MAX_LABELS: usize = 32;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE_LEN: usize = 4 * 1024;
+/// Most bytes of label names and values together in one series.
+pub const MAX_LABEL_SET_LEN: usize = 8 * 1024;
+/// Most finite bucket bounds one histogram may declare.
+pub const MAX_BUCKETS: usize = 256;
+
+/// An upper bound of the bytes one series renders in either format: its sample lines
+/// (`MAX_BUCKETS` + 1 buckets, `_count`, `_sum`), each at most a name, a suffix, the label
+/// set escaped (every byte doubled at worst, plus quotes, `=` and commas), a `pid` label,
+/// the `le` label and a value. About 4.3 MiB.
+pub const MAX_SERIES_TEXT: usize = {
+    let name = crate::names::MAX_NAME_LEN + "_bucket".len();
+    let labels = 2 * MAX_LABEL_SET_LEN + 4 * MAX_LABELS + "{}".len();
+    let pid = ",pid=\"4294967295\"".len();
+    let le = ",le=\"-1.7976931348623157e+308\"".len();
+    let value = " -1.7976931348623157e+308\n".len();
+    (MAX_BUCKETS + 3) * (name + labels + pid + le + value)
+};
+
+const _: () = assert!(
+    MAX_SERIES_TEXT < 5 << 20,
+    "one series renders in under 5 MiB"
+);
+
+/// Checks a family's label names and buckets against the limits; the error says which
+/// limit and by how much.
+pub fn check_family(name: &str, label_names: &[String], bounds: &[f64]) -> Result<(), String> {
+    if label_names.len() > MAX_LABELS {
+        return Err(format!(
+            "{name} declares {} labels, more than the limit of {MAX_LABELS}",
+            label_names.len()
+        ));
+    }
+    if bounds.len() > MAX_BUCKETS {
+        return Err(format!(
+            "{name} has {} buckets, more than the limit of {MAX_BUCKETS}",
+            bounds.len()
+        ));
+    }
+    let names: usize = label_names.iter().map(String::len).sum();
+    if names > MAX_LABEL_SET_LEN {
+        return Err(format!(
+            "the label names of {name} take {names} bytes, more than the limit of \
+             {MAX_LABEL_SET_LEN} for a label set"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one series' label values (as many as `label_names`) against the limits.
+pub fn check_label_set<S: AsRef<str>>(label_names: &[String], values: &[S]) -> Result<(), String> {
+    let mut total: usize = label_names.iter().map(String::len).sum();
+    for v in values {
+        let len = v.as_ref().len();
+        if len > MAX_LABEL_VALUE_LEN {
+            return Err(format!(
+                "a label value of {len} bytes, more than the limit of {MAX_LABEL_VALUE_LEN}"
+            ));
+        }
+        total += len;
+    }
+    if total > MAX_LABEL_SET_LEN {
+        return Err(format!(
+            "label names and values of {total} bytes, more than the limit of \
+             {MAX_LABEL_SET_LEN} for a label set"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize, len: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{i:0>len$}")).collect()
+    }
+
+    #[test]
+    fn families_at_the_limits_pass_and_one_more_fails() {
+        let bounds: Vec<f64> = (0..MAX_BUCKETS).map(|i| i as f64).collect();
+        assert_eq!(check_family("h", &names(MAX_LABELS, 8), &bounds), Ok(()));
+        assert_eq!(
+            check_family("h", &names(MAX_LABELS + 1, 8), &[]),
+            Err("h declares 33 labels, more than the limit of 32".into())
+        );
+        let over: Vec<f64> = (0..=MAX_BUCKETS).map(|i| i as f64).collect();
+        assert_eq!(
+            check_family("h", &[], &over),
+            Err("h has 257 buckets, more than the limit of 256".into())
+        );
+        // 32 names of 257 bytes: more name bytes than a whole label set may hold.
+        let long = names(MAX_LABELS, 257);
+        assert!(
+            check_family("h", &long, &[])
+                .unwrap_err()
+                .contains("8224 bytes")
+        );
+    }
+
+    #[test]
+    fn label_sets_are_limited_per_value_and_in_total() {
+        let two = names(2, 1);
+        let max = "v".repeat(MAX_LABEL_VALUE_LEN);
+        assert_eq!(check_label_set(&two, &[&max, "x"]), Ok(()));
+        assert_eq!(
+            check_label_set(&two, &[format!("{max}v"), String::new()]),
+            Err("a label value of 4097 bytes, more than the limit of 4096".into())
+        );
+        // Two values at the limit plus the names' 2 bytes: 8194 > 8192.
+        assert_eq!(
+            check_label_set(&two, &[&max, &max]),
+            Err(
+                "label names and values of 8194 bytes, more than the limit of 8192 for a label set"
+                    .into()
+            )
+        );
+    }
+}
