@@ -18,7 +18,7 @@ pub struct SeriesLabels {
     pub pairs: Vec<(Box<str>, Box<str>)>,
     /// The pairs as exposition text, without braces.
     pub rendered: Box<str>,
-    lines: OnceLock<LinePrefixes>,
+    lines: OnceLock<Option<LinePrefixes>>,
 }
 
 impl std::fmt::Debug for SeriesLabels {
@@ -78,12 +78,13 @@ impl SeriesLabels {
     }
 
     /// The cached sample-line prefixes of this series in `family`: built on first use; `None`
-    /// when they were built for another family (name, type or buckets), which only happens
-    /// to labels shared across families by hand.
+    /// when they are too large to cache, or were built for another family (name, type or
+    /// buckets), which only happens to labels shared across families by hand.
     pub(crate) fn line_prefixes(&self, family: &Family) -> Option<&LinePrefixes> {
         let lines = self
             .lines
-            .get_or_init(|| LinePrefixes::build(family, &self.rendered));
+            .get_or_init(|| LinePrefixes::build(family, &self.rendered))
+            .as_ref()?;
         lines.belongs_to(family).then_some(lines)
     }
 

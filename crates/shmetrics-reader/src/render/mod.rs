@@ -9,6 +9,7 @@ mod number;
 
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shmetrics_layout::MetricKind;
 
@@ -71,7 +72,8 @@ impl PrefixFilter {
 }
 
 /// Renders the families of `snapshot` kept by `filter`, then `extra` families (self-metrics,
-/// always kept), merged in name order. OpenMetrics output ends with `# EOF`.
+/// always kept), merged in name order. OpenMetrics output ends with `# EOF`. Written a piece
+/// of [`CHUNK`] bytes at a time: memory stays bounded however large the exposition is.
 pub fn render(
     snapshot: &Snapshot,
     extra: &[Family],
@@ -79,9 +81,22 @@ pub fn render(
     filter: &PrefixFilter,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let mut buf = Vec::new();
-    render_into(snapshot, extra, format, filter, &mut buf);
-    out.write_all(&buf)
+    let exposition = Exposition {
+        snapshot,
+        extra,
+        format,
+        filter,
+    };
+    let mut cursor = Cursor::default();
+    let mut buf = Vec::with_capacity(CHUNK);
+    loop {
+        let done = exposition.render_some(&mut cursor, &mut buf, CHUNK);
+        out.write_all(&buf)?;
+        buf.clear();
+        if done {
+            return Ok(());
+        }
+    }
 }
 
 /// As [`render`], appending to a buffer the caller owns (and can reuse between scrapes):
@@ -93,31 +108,126 @@ pub fn render_into(
     filter: &PrefixFilter,
     buf: &mut Vec<u8>,
 ) {
-    let mut kept = snapshot
-        .families
-        .iter()
-        .filter(|f| filter.keeps(&f.name))
-        .peekable();
-    let mut extra = extra.iter().peekable();
-    let mut scratch = Scratch::default();
-    loop {
-        let next = match (kept.peek(), extra.peek()) {
-            (Some(a), Some(b)) if a.name <= b.name => kept.next(),
-            (Some(_), Some(_)) | (None, Some(_)) => extra.next(),
-            (Some(_), None) => kept.next(),
-            (None, None) => break,
-        };
-        if let Some(family) = next {
-            render_family(family, format, &mut scratch, buf);
+    let exposition = Exposition {
+        snapshot,
+        extra,
+        format,
+        filter,
+    };
+    exposition.render_some(&mut Cursor::default(), buf, usize::MAX);
+}
+
+/// The size of the pieces [`render`] writes: large enough that a write costs little per
+/// byte, small enough to stay in cache.
+pub const CHUNK: usize = 256 * 1024;
+
+/// What one exposition shows: the families of `snapshot` kept by `filter` and the `extra`
+/// families, merged in name order, in `format`.
+#[derive(Clone, Copy, Debug)]
+pub struct Exposition<'a> {
+    /// The merged directory.
+    pub snapshot: &'a Snapshot,
+    /// Families rendered whatever the filter (self-metrics, an embedder's), sorted by name.
+    pub extra: &'a [Family],
+    /// The format.
+    pub format: Format,
+    /// Which of the snapshot's families to keep.
+    pub filter: &'a PrefixFilter,
+}
+
+/// Where the rendering of an [`Exposition`] stands, so that it can be rendered a piece at a
+/// time (a large body streamed rather than held whole). Starts at the beginning.
+#[derive(Clone, Debug, Default)]
+pub struct Cursor {
+    /// The next candidate family of the snapshot.
+    next_family: usize,
+    /// The next candidate extra family.
+    next_extra: usize,
+    /// The family being rendered (`true`: an extra one) and its next series.
+    current: Option<(bool, usize, usize)>,
+    /// Whether the end (`# EOF` in OpenMetrics) was written.
+    done: bool,
+    scratch: Scratch,
+}
+
+impl Cursor {
+    /// Whether the whole exposition was rendered.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+impl<'a> Exposition<'a> {
+    /// Appends to `buf`, from `cursor` on, until `buf` holds at least `at_least` bytes or the
+    /// exposition ends; returns whether it ended. A piece ends after a whole series, so it
+    /// passes `at_least` by at most one series' lines (bounded by
+    /// `shmetrics_layout::limits::MAX_SERIES_TEXT`) or one family's help text.
+    pub fn render_some(&self, cursor: &mut Cursor, buf: &mut Vec<u8>, at_least: usize) -> bool {
+        while !cursor.done && buf.len() < at_least {
+            let Some((extra, index, next)) = cursor.current else {
+                match self.next_family(cursor) {
+                    Some((extra, index)) => {
+                        let family = self.family(extra, index);
+                        render_header(family, self.format, &mut cursor.scratch, buf);
+                        cursor.current = Some((extra, index, 0));
+                    }
+                    None => {
+                        if self.format == Format::OpenMetrics {
+                            buf.extend_from_slice(b"# EOF\n");
+                        }
+                        cursor.done = true;
+                    }
+                }
+                continue;
+            };
+            let family = self.family(extra, index);
+            match family.series.get(next) {
+                Some(series) => {
+                    render_series(family, series, &mut cursor.scratch, buf);
+                    cursor.current = Some((extra, index, next + 1));
+                }
+                None => cursor.current = None,
+            }
+        }
+        cursor.done
+    }
+
+    fn family(&self, extra: bool, index: usize) -> &'a Family {
+        if extra {
+            &self.extra[index]
+        } else {
+            &self.snapshot.families[index]
         }
     }
-    if format == Format::OpenMetrics {
-        buf.extend_from_slice(b"# EOF\n");
+
+    /// The next family in name order (`true`: an extra one), advancing past it.
+    fn next_family(&self, cursor: &mut Cursor) -> Option<(bool, usize)> {
+        let families = &self.snapshot.families;
+        while cursor.next_family < families.len()
+            && !self.filter.keeps(&families[cursor.next_family].name)
+        {
+            cursor.next_family += 1;
+        }
+        let kept = families.get(cursor.next_family);
+        let extra = self.extra.get(cursor.next_extra);
+        let take_extra = match (kept, extra) {
+            (Some(a), Some(b)) => a.name > b.name,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (None, None) => return None,
+        };
+        if take_extra {
+            cursor.next_extra += 1;
+            Some((true, cursor.next_extra - 1))
+        } else {
+            cursor.next_family += 1;
+            Some((false, cursor.next_family - 1))
+        }
     }
 }
 
 /// Buffers reused across families.
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 struct Scratch {
     /// Every `le` value of the current family, concatenated.
     les: Vec<u8>,
@@ -127,7 +237,8 @@ struct Scratch {
     head: Vec<u8>,
 }
 
-fn render_family(family: &Family, format: Format, scratch: &mut Scratch, buf: &mut Vec<u8>) {
+/// Appends a family's `# HELP` and `# TYPE` lines and prepares its `le` values.
+fn render_header(family: &Family, format: Format, scratch: &mut Scratch, buf: &mut Vec<u8>) {
     let name = family.name.as_bytes();
     let counter_suffix: &[u8] = match (family.kind, format) {
         (MetricKind::Counter, Format::Prometheus) => b"_total",
@@ -156,9 +267,6 @@ fn render_family(family: &Family, format: Format, scratch: &mut Scratch, buf: &m
         }
         scratch.les.extend_from_slice(b"+Inf");
         scratch.le_ends.push(scratch.les.len());
-    }
-    for series in &family.series {
-        render_series(family, series, scratch, buf);
     }
 }
 
@@ -277,10 +385,57 @@ pub(crate) struct LinePrefixes {
     bytes: Box<[u8]>,
     /// End offset of each prefix in `bytes`.
     ends: Box<[u32]>,
+    /// Bytes counted in the process's cache budget until dropped.
+    claimed: usize,
+}
+
+impl Drop for LinePrefixes {
+    fn drop(&mut self) {
+        // SYNC POINT prefix-cache-budget: relaxed, as where it is claimed.
+        CACHED_PREFIX_BYTES.fetch_sub(self.claimed, Ordering::Relaxed);
+    }
+}
+
+/// The most bytes of line prefixes cached for one series: a series with wide labels or many
+/// buckets is assembled at each render instead.
+const MAX_CACHED_PREFIXES: usize = 16 * 1024;
+
+/// The most bytes of line prefixes cached in this process: the cache of a huge directory
+/// would otherwise hold about as much as its exposition. Series past it are assembled at
+/// each render.
+pub const MAX_CACHED_PREFIX_BYTES: usize = 64 << 20;
+
+/// Bytes of line prefixes cached now, in this process.
+static CACHED_PREFIX_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of line prefixes cached now in this process (at most [`MAX_CACHED_PREFIX_BYTES`]).
+pub fn cached_prefix_bytes() -> usize {
+    // SYNC POINT prefix-cache-budget: relaxed; a budget, not a publication.
+    CACHED_PREFIX_BYTES.load(Ordering::Relaxed)
 }
 
 impl LinePrefixes {
-    pub(crate) fn build(family: &Family, labels: &str) -> Self {
+    /// The prefixes of a series with `labels` in `family`; `None` when they would take more
+    /// than [`MAX_CACHED_PREFIXES`] bytes.
+    pub(crate) fn build(family: &Family, labels: &str) -> Option<Self> {
+        let lines = match family.kind {
+            MetricKind::Counter | MetricKind::Gauge => 1,
+            MetricKind::Histogram => family.bounds.len() + 3,
+            MetricKind::Summary => 2,
+        };
+        // Each line: the name, a suffix of at most 7 bytes, braces and the labels, and an
+        // `le` label of at most 32 bytes.
+        let estimate = lines * (family.name.len() + labels.len() + 48);
+        if estimate > MAX_CACHED_PREFIXES {
+            return None;
+        }
+        // Claimed before building, released on drop. SYNC POINT prefix-cache-budget:
+        // relaxed; only the total matters, and a race can at most pass it by a series.
+        let claimed = CACHED_PREFIX_BYTES.fetch_add(estimate, Ordering::Relaxed);
+        if claimed + estimate > MAX_CACHED_PREFIX_BYTES {
+            CACHED_PREFIX_BYTES.fetch_sub(estimate, Ordering::Relaxed);
+            return None;
+        }
         let name = family.name.as_bytes();
         let mut bytes = Vec::new();
         let mut ends = Vec::new();
@@ -311,13 +466,14 @@ impl LinePrefixes {
                 line(&mut bytes, &|b| sample(b, name, b"_sum", labels, None));
             }
         }
-        Self {
+        Some(Self {
             name: Arc::clone(&family.name),
             kind: family.kind,
             bounds: Arc::clone(&family.bounds),
             bytes: bytes.into_boxed_slice(),
             ends: ends.into_boxed_slice(),
-        }
+            claimed: estimate,
+        })
     }
 
     /// Whether these lines are `family`'s.
@@ -468,5 +624,144 @@ mod tests {
         for round in 0..3 {
             assert_eq!(text(build()), expected, "round {round}");
         }
+    }
+
+    #[test]
+    fn pieces_of_any_size_join_to_the_whole_exposition() {
+        let l = labels(&[("model", "m")]);
+        // Wide enough that its line prefixes are not cached.
+        let wide = labels(&[("path", &"p\\".repeat(2000))]);
+        let bounds: Vec<f64> = (0..200).map(f64::from).collect();
+        let families = vec![
+            family(
+                "a",
+                MetricKind::Counter,
+                &[],
+                vec![series(&l, None, Value::Counter(1.0))],
+            ),
+            family("empty", MetricKind::Gauge, &[], vec![]),
+            family(
+                "h",
+                MetricKind::Histogram,
+                &bounds,
+                vec![
+                    series(
+                        &l,
+                        None,
+                        Value::Histogram {
+                            buckets: vec![1; 201],
+                            sum: 2.0,
+                        },
+                    ),
+                    series(
+                        &wide,
+                        None,
+                        Value::Histogram {
+                            buckets: vec![2; 201],
+                            sum: 3.0,
+                        },
+                    ),
+                ],
+            ),
+        ];
+        let extra = vec![
+            family(
+                "b",
+                MetricKind::Gauge,
+                &[],
+                vec![series(&l, None, Value::Gauge(2.0))],
+            ),
+            family(
+                "z",
+                MetricKind::Gauge,
+                &[],
+                vec![series(&l, None, Value::Gauge(3.0))],
+            ),
+        ];
+        let snapshot = Snapshot { families };
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let filter = PrefixFilter::default();
+            let exposition = Exposition {
+                snapshot: &snapshot,
+                extra: &extra,
+                format,
+                filter: &filter,
+            };
+            let mut whole = Vec::new();
+            render_into(&snapshot, &extra, format, &filter, &mut whole);
+            let text = String::from_utf8(whole.clone()).unwrap();
+            let names: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .collect();
+            assert_eq!(names.len(), 5, "{names:?}");
+            assert!(text.contains(&format!("{}\"", "p\\\\".repeat(2000))));
+            for piece in [1, 100, 4096, 1 << 20] {
+                let mut cursor = Cursor::default();
+                let (mut joined, mut pieces) = (Vec::new(), 0);
+                loop {
+                    let mut buf = Vec::new();
+                    let done = exposition.render_some(&mut cursor, &mut buf, piece);
+                    assert!(!buf.is_empty() || done);
+                    joined.extend_from_slice(&buf);
+                    pieces += 1;
+                    if done {
+                        break;
+                    }
+                }
+                assert!(cursor.is_done());
+                assert_eq!(joined, whole, "{format:?} in pieces of {piece}");
+                if piece == 1 {
+                    // One piece per header (5) and per series (5), and the end.
+                    assert_eq!(pieces, 11);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_widest_series_within_the_limits_renders_in_max_series_text() {
+        use shmetrics_layout::limits::{
+            MAX_BUCKETS, MAX_LABEL_SET_LEN, MAX_LABELS, MAX_SERIES_TEXT,
+        };
+        // Every byte of the label set in values that escape to two bytes; bounds and
+        // counts with the longest renderings.
+        let names: Vec<String> = (0..MAX_LABELS).map(|i| format!("l{i:02}")).collect();
+        let per_value = (MAX_LABEL_SET_LEN - 3 * MAX_LABELS) / MAX_LABELS;
+        let pairs: Vec<(&str, String)> = names
+            .iter()
+            .map(|n| (n.as_str(), "\"".repeat(per_value)))
+            .collect();
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let l = labels(&pairs);
+        let bounds: Vec<f64> = (0..MAX_BUCKETS)
+            .map(|i| -1.2345678901234567e-300 * (MAX_BUCKETS - i) as f64)
+            .collect();
+        let mut buckets = vec![0; MAX_BUCKETS + 1];
+        buckets[0] = u64::MAX / 2;
+        let name = "n".repeat(shmetrics_layout::names::MAX_NAME_LEN);
+        let f = family(
+            &name,
+            MetricKind::Histogram,
+            &bounds,
+            vec![series(
+                &l,
+                None,
+                Value::Histogram {
+                    buckets,
+                    sum: -1.2345678901234567e-300,
+                },
+            )],
+        );
+        let text = text(vec![f]);
+        let header = text
+            .find("\n# TYPE")
+            .and_then(|i| text[i + 1..].find('\n').map(|j| i + j + 2));
+        let series_len = text.len() - header.unwrap();
+        assert!(series_len > MAX_SERIES_TEXT / 2, "{series_len}");
+        assert!(
+            series_len <= MAX_SERIES_TEXT,
+            "{series_len} > {MAX_SERIES_TEXT}"
+        );
     }
 }
