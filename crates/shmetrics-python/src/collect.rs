@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use shmetrics_reader::snapshot::{Family, Value};
@@ -94,15 +94,20 @@ impl Reader {
             Format::Prometheus
         };
         let filter = PrefixFilter::new(prefixes);
-        let text = py.detach(|| {
-            let mut state = self.lock();
-            let mut out = Vec::new();
-            let report = state
-                .reader
-                .scrape(format, &filter, self_metrics, &mut out)?;
-            state.last = report;
-            Ok::<_, std::io::Error>(out)
-        })?;
+        let text = py
+            .detach(|| {
+                let mut state = self.lock();
+                let mut out = FallibleVec(Vec::new());
+                let report = state
+                    .reader
+                    .scrape(format, &filter, self_metrics, &mut out)?;
+                state.last = report;
+                Ok::<_, std::io::Error>(out.0)
+            })
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::OutOfMemory => PyMemoryError::new_err(e.to_string()),
+                _ => PyErr::from(e),
+            })?;
         Ok(PyBytes::new(py, &text))
     }
 
@@ -176,4 +181,28 @@ fn report_to_py<'py>(py: Python<'py>, report: &ScrapeReport) -> PyResult<Bound<'
     d.set_item("conflicts", conflicts)?;
     d.set_item("dir_error", report.dir_error.clone())?;
     Ok(d)
+}
+
+/// A buffer that reports an allocation it cannot make as an error instead of aborting
+/// the interpreter.
+struct FallibleVec(Vec<u8>);
+
+impl std::io::Write for FallibleVec {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.try_reserve(bytes.len()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!(
+                    "cannot allocate {} bytes for the exposition",
+                    self.0.len() + bytes.len()
+                ),
+            )
+        })?;
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -297,3 +297,33 @@ def test_environment_variable_without_prometheus_client_keeps_the_native_api(met
     assert proc.stdout.strip() == "ok"
     assert "drop-in cannot be installed" in proc.stderr
     assert sample_value(metrics_dir, "c_total") == 4
+
+
+def test_metrics_over_the_limits_raise_nothing_and_are_reported(metrics_dir):
+    """prometheus_client takes any label value and bucket count: under the drop-in, a metric
+    or series over shmetrics' limits stays in prometheus_client's own file instead of
+    raising, and the reader leaves it out of the exposition and reports it."""
+    run_python(
+        """
+        import shmetrics.prometheus_client
+        shmetrics.prometheus_client.install()
+        from prometheus_client import Counter, Histogram
+        c = Counter('c', 'help', ['path'])
+        c.labels('short').inc(2)
+        c.labels('p' * 5000).inc(3)
+        Histogram('wide', 'help', buckets=list(range(300))).observe(1)
+        """,
+        metrics_dir,
+    )
+    assert len(segment_files(metrics_dir)) == 1
+    assert db_files(metrics_dir) != []
+    from shmetrics.prometheus_client import ShmetricsCollector
+
+    collector = ShmetricsCollector(None, path=metrics_dir)
+    families = {m.name: m for m in collector.collect()}
+    assert sorted(families) == ["c"]
+    assert [(s.labels, s.value) for s in families["c"].samples] == [({"path": "short"}, 2.0)]
+    details = sorted(p[2] for p in collector.last_report()["problems"] if p[1] == "legacy_unsupported")
+    assert len(details) == 2, collector.last_report()
+    assert "more than the limit of 4096" in details[0]
+    assert "wide has 300 buckets, more than the limit of 256" in details[1]

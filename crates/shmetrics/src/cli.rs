@@ -222,6 +222,10 @@ pub struct HttpArgs {
     /// stalled for half a second or more are closed.
     #[arg(long, value_name = "MIB", default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES >> 20)]
     pub max_body_mib: u64,
+    /// The most MiB one /metrics exposition may have, uncompressed; a larger one is
+    /// answered with a 500 that says so. Bodies over 32 MiB are streamed, not held.
+    #[arg(long, value_name = "MIB", default_value_t = crate::server::DEFAULT_MAX_SCRAPE_BYTES >> 20)]
+    pub max_scrape_mib: u64,
 }
 
 /// Arguments of `serve`.

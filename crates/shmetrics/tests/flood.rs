@@ -1,5 +1,7 @@
-//! A flood of connections that never read, against a `serve` whose descriptor limit is
-//! 1,024 (as a default container's), in a test binary of its own so that no other test
+//! What clients and files can make `serve` hold: a flood of connections that never read,
+//! against a `serve` whose descriptor limit is 1,024 (as a default container's); slow
+//! readers of large bodies; expositions amplified to hundreds of megabytes, against a
+//! `serve` whose address space is 1 GiB. In a test binary of its own so that no other test
 //! competes for the two cores while it measures a legitimate client's latency.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,16 +11,21 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
 
-/// `serve` under `prlimit --nofile=1024:1024`, killed on drop.
+/// `serve` under `prlimit`, killed on drop.
 struct Serve {
     child: Child,
     addr: SocketAddr,
 }
 
 impl Serve {
+    /// `serve` under `prlimit --nofile=1024:1024`.
     fn start(dir: &str, args: &[&str]) -> Self {
+        Self::start_limited("--nofile=1024:1024", dir, args)
+    }
+
+    fn start_limited(limit: &str, dir: &str, args: &[&str]) -> Self {
         let mut child = Command::new("prlimit")
-            .args(["--nofile=1024:1024", "--", BIN, "serve", "--dir", dir])
+            .args([limit, "--", BIN, "serve", "--dir", dir])
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
@@ -69,24 +76,12 @@ fn generated(processes: u32, series: u32) -> tempfile::TempDir {
     dir
 }
 
-/// GET /metrics on a new connection: the body, and how long it took.
+/// GET /metrics on a new connection, answered 200: the whole response, and how long it took.
 fn scrape(addr: SocketAddr) -> (String, Duration) {
     let started = Instant::now();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    assert!(
-        raw.starts_with("HTTP/1.1 200"),
-        "{}",
-        &raw[..raw.len().min(200)]
-    );
-    (raw, started.elapsed())
+    let (status, body) = get(addr);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    (String::from_utf8(body).unwrap(), started.elapsed())
 }
 
 /// The value of the sample line starting with `series ` in `text`.
@@ -197,4 +192,192 @@ fn slow_readers_of_a_large_body_cannot_pin_memory() {
         "60 slow readers raised the peak resident set from {before} to {peak} KiB"
     );
     drop(slow);
+}
+
+/// GET /metrics on a new connection: the status line and the body.
+fn get(addr: SocketAddr) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let body = raw.split_off(end + 4);
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+    {
+        assert_eq!(len.parse::<usize>().unwrap(), body.len(), "{head}");
+    }
+    (head.lines().next().unwrap().to_owned(), body)
+}
+
+/// A crafted file with the report's amplification workload, as another tool could write it:
+/// 40 series of a histogram with 512 buckets and 32 labels of 4 KiB values, 67 MB of text
+/// each.
+fn over_the_limits(path: &std::path::Path) {
+    use shmetrics_layout::image::SegmentImage;
+    use shmetrics_layout::record::{FamilyRecord, Record, SeriesRecord};
+    use shmetrics_layout::slots::slot_words;
+    use shmetrics_layout::{MetricKind, SegmentIdentity};
+    let mut image = SegmentImage::new(SegmentIdentity {
+        pid: 999_999,
+        sequence: 0,
+        instance_id: 99,
+        start_time_ticks: 0,
+        created_unix_nanos: 1,
+    });
+    let label_names: Vec<String> = (0..32).map(|i| format!("l{i:02}")).collect();
+    image.record(Record::Family(FamilyRecord {
+        id: 0,
+        kind: MetricKind::Histogram,
+        mode: None,
+        name: "crafted".into(),
+        help: "Amplified.".into(),
+        label_names,
+        bounds: (0..512).map(f64::from).collect(),
+    }));
+    for i in 0..40 {
+        let values = (0..32)
+            .map(|l| format!("{i}-{l}-{}", "v".repeat(4090)))
+            .collect();
+        let record = SeriesRecord {
+            family_id: 0,
+            label_values: values,
+            ..SeriesRecord::default()
+        };
+        image.series(record, vec![1; slot_words(MetricKind::Histogram, 512)]);
+    }
+    std::fs::write(path, image.build().unwrap()).unwrap();
+}
+
+/// A live process (simulated pid `pid`) with `series` series of histogram `amp` at the
+/// limits: 256 buckets, 32 labels whose names and values fill the 8 KiB of a label set with
+/// quotes (each escaped to two bytes): about 4.2 MB of text per series.
+fn at_the_limits(dir: &std::path::Path, pid: u32, series: u32) -> shmetrics_writer::Registry {
+    let r = shmetrics_writer::Registry::open_simulating_pid(
+        dir,
+        shmetrics_writer::Options::default(),
+        pid,
+    )
+    .unwrap();
+    let names: Vec<String> = (0..32).map(|i| format!("l{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let bounds: Vec<f64> = (0..256).map(f64::from).collect();
+    let h = r
+        .histogram("amp", "At the limits.", &names, &bounds)
+        .unwrap();
+    for i in 0..series {
+        let values: Vec<String> = (0..32)
+            .map(|l| format!("{pid}-{i}-{l}-{}", "\"".repeat(240)))
+            .collect();
+        h.labels(&values).unwrap().observe(f64::from(i));
+    }
+    r
+}
+
+/// The report's amplification workload against a `serve` limited to 1 GiB of address space:
+/// before, 40 such series made `serve` abort on an allocation. Now the family over the
+/// limits is left out and reported; families at the limits render 164 MB, streamed with a
+/// peak resident set far below it; past `--max-scrape-mib` the scrape is a clean 500,
+/// counted; the next normal scrape works.
+#[test]
+fn amplified_expositions_neither_abort_nor_fill_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let normal = shmetrics_writer::Registry::open_simulating_pid(
+        dir.path(),
+        shmetrics_writer::Options::default(),
+        1,
+    )
+    .unwrap();
+    normal
+        .counter("normal_total", "A normal counter.", &[])
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .inc();
+    over_the_limits(&dir.path().join("shmetrics-999999-0-crafted.shm"));
+    let first = at_the_limits(dir.path(), 2, 40);
+    let serve = Serve::start_limited(
+        "--as=1073741824",
+        dir.path().to_str().unwrap(),
+        &["--max-scrape-mib", "256"],
+    );
+    let pid = serve.child.id();
+    let before = status_kib(pid, "VmRSS");
+
+    // 40 series at the limits: about 170 MB, streamed.
+    let (status, body) = get(serve.addr);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.len() > 150 << 20, "{} bytes", body.len());
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("\nnormal_total 1.0\n"));
+    assert!(!text.contains("crafted"));
+    assert_eq!(
+        value(
+            &text,
+            "shmetrics_reader_invalid_segments{reason=\"over_limit\"}"
+        ),
+        1.0
+    );
+    let streamed_len = text.len();
+    drop(text);
+    let peak = status_kib(pid, "VmHWM");
+
+    // 80 series: past the 256 MiB limit.
+    let second = at_the_limits(dir.path(), 3, 40);
+    let (status, body) = get(serve.addr);
+    assert_eq!(status, "HTTP/1.1 500 Internal Server Error");
+    let message = String::from_utf8(body).unwrap();
+    assert!(
+        message.starts_with(
+            "the exposition is larger than the scrape limit of 268435456 bytes (at least "
+        ),
+        "{message}"
+    );
+
+    // The second process exits and its files go: the next scrape is served again.
+    drop(second);
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let path = e.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("shmetrics-3-")
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    let (status, body) = get(serve.addr);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("\nnormal_total 1.0\n"));
+    assert_eq!(
+        value(
+            &text,
+            "shmetrics_scrape_failures_total{reason=\"too_large\"}"
+        ),
+        1.0
+    );
+    let peak = peak.max(status_kib(pid, "VmHWM"));
+    eprintln!(
+        "serve RSS before {before} KiB, peak {peak} KiB while streaming {streamed_len} bytes \
+         twice and refusing one exposition past 256 MiB"
+    );
+    assert!(
+        peak < before + 128 * 1024,
+        "streaming raised the peak resident set from {before} to {peak} KiB"
+    );
+    drop(first);
 }

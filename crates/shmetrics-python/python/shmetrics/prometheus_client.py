@@ -30,6 +30,8 @@ What is patched (all undone by :func:`uninstall`):
 Metrics whose definition shmetrics cannot hold (for example one name registered with two
 different help texts in one process, or duplicate bucket bounds) fall back to
 ``prometheus_client``'s own ``*.db`` files, which the reader merges too: nothing is lost.
+So do series whose labels are over shmetrics' limits (``docs/limits.md``); the reader
+leaves those out of the exposition and reports them.
 """
 
 from __future__ import annotations
@@ -251,7 +253,15 @@ def _native_child(
         with _parents_lock:
             parent = _parents.setdefault(key, created)
     if labelvalues:
-        return parent.labels(*labelvalues)
+        try:
+            return parent.labels(*labelvalues)
+        except ValueError as e:
+            # A label set over the limits: prometheus_client would take it, so its own
+            # `.db` file does (the reader reports it there).
+            if key not in _warned:
+                _warned.add(key)
+                _log.warning("shmetrics: a series of %s %s stays in prometheus_client's own files: %s", kind, name, e)
+            return None
     return parent
 
 

@@ -15,14 +15,24 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use shmetrics_reader::render::{CHUNK, Cursor, Exposition};
 use shmetrics_reader::snapshot::Family;
-use shmetrics_reader::{Format, PrefixFilter, Scrape, render};
+use shmetrics_reader::{Format, PrefixFilter, Scrape};
 use tokio::sync::OnceCell;
 
-use super::metrics::ServerMetrics;
+use super::body::{ResponseBody, Stream, chunk_buffer, reserve};
+use super::metrics::{Failure, ServerMetrics};
+
+/// Bodies up to this size are rendered once per snapshot and shared by every response;
+/// larger ones are streamed, rendered anew for each response a chunk at a time.
+pub(crate) const MAX_WHOLE_BODY: usize = 32 << 20;
 
 /// Takes one snapshot (in production: `Reader::snapshot`).
 pub(crate) type SnapshotFn = Box<dyn FnMut() -> Scrape + Send>;
+
+/// Chunks of streamed bodies rendered at once (rendering is CPU-bound: more would only
+/// hold more buffers).
+const STREAM_RENDERS: usize = 4;
 
 /// Families appended to every `/metrics` body (see `Server::with_extra`).
 pub(crate) type ExtraFn = Arc<dyn Fn() -> Vec<Family> + Send + Sync>;
@@ -37,6 +47,13 @@ pub(crate) struct Renderer {
     pub(crate) server_metrics: Arc<ServerMetrics>,
     /// Families supplied by the embedder.
     pub(crate) extra: Option<ExtraFn>,
+    /// The most bytes one exposition may have (see `ServerOptions::max_scrape_bytes`).
+    pub(crate) max_scrape_bytes: u64,
+    /// Bodies up to this size are held whole ([`MAX_WHOLE_BODY`]; smaller in tests).
+    pub(crate) max_whole_body: usize,
+    /// Chunks of streamed bodies rendered at once, whatever the number of clients: each
+    /// holds a chunk's buffer while it renders.
+    pub(crate) stream_permits: Arc<tokio::sync::Semaphore>,
     /// Names of extra families already reported as duplicates.
     logged: Mutex<HashSet<String>>,
 }
@@ -57,12 +74,16 @@ impl Renderer {
         self_metrics: bool,
         server_metrics: Arc<ServerMetrics>,
         extra: Option<ExtraFn>,
+        max_scrape_bytes: u64,
     ) -> Self {
         Self {
             filter,
             self_metrics,
             server_metrics,
             extra,
+            max_scrape_bytes,
+            max_whole_body: MAX_WHOLE_BODY,
+            stream_permits: Arc::new(tokio::sync::Semaphore::new(STREAM_RENDERS)),
             logged: Mutex::new(HashSet::new()),
         }
     }
@@ -102,20 +123,93 @@ impl Renderer {
         out
     }
 
-    /// Renders `scrape` in `format`.
+    /// Renders `scrape` in `format`, whole (tests and small bodies).
+    #[cfg(test)]
     pub(crate) fn render(&self, scrape: &Scrape, format: Format) -> io::Result<Vec<u8>> {
         let extra = self.extra_families(scrape);
-        let mut out = Vec::with_capacity(64 * 1024);
-        render::render_into(&scrape.snapshot, &extra, format, &self.filter, &mut out);
+        let mut out = Vec::new();
+        shmetrics_reader::render::render_into(
+            &scrape.snapshot,
+            &extra,
+            format,
+            &self.filter,
+            &mut out,
+        );
         Ok(out)
+    }
+
+    /// Decides how `entry` is served in `format`: rendered whole when it is at most
+    /// [`MAX_WHOLE_BODY`] bytes (and one chunk), else measured (rendered without being kept) for a
+    /// streamed body, or refused when it passes the scrape byte limit. Memory it cannot
+    /// allocate is an `OutOfMemory` error, never an abort.
+    fn plan(&self, entry: &Entry, format: Format) -> io::Result<Body> {
+        let extra: Arc<[Family]> = self.extra_families(&entry.scrape).into();
+        let exposition = Exposition {
+            snapshot: &entry.scrape.snapshot,
+            extra: &extra,
+            format,
+            filter: &self.filter,
+        };
+        let mut cursor = Cursor::default();
+        let mut whole = Vec::new();
+        let mut done = false;
+        while !done && whole.len() <= self.max_whole_body {
+            reserve(&mut whole, CHUNK)?;
+            let at_least = whole.len() + CHUNK;
+            done = exposition.render_some(&mut cursor, &mut whole, at_least);
+        }
+        let mut len = whole.len() as u64;
+        if done && len <= self.max_scrape_bytes {
+            return Ok(Body::Whole {
+                plain: held(whole, &self.server_metrics),
+                gzip: OnceCell::new(),
+            });
+        }
+        drop(whole);
+        let mut piece = chunk_buffer(CHUNK)?;
+        while !done && len <= self.max_scrape_bytes {
+            piece.clear();
+            done = exposition.render_some(&mut cursor, &mut piece, CHUNK);
+            len += piece.len() as u64;
+        }
+        if len > self.max_scrape_bytes {
+            return Ok(Body::TooLarge { at_least: len });
+        }
+        Ok(Body::Streamed { len, extra })
     }
 }
 
-/// One rendered body and, once asked for, its gzip encoding.
+/// How one snapshot is served in one format.
 #[derive(Debug)]
-pub(crate) struct Body {
-    plain: Bytes,
-    gzip: OnceCell<Bytes>,
+pub(crate) enum Body {
+    /// Rendered whole, shared by every response; its gzip encoding once asked for.
+    Whole { plain: Bytes, gzip: OnceCell<Bytes> },
+    /// Too large to hold: each response renders it again, a chunk at a time.
+    Streamed {
+        /// Its exact length, uncompressed.
+        len: u64,
+        /// The families rendered after the merged ones, fixed for every response.
+        extra: Arc<[Family]>,
+    },
+    /// Over the scrape byte limit: every response is an error.
+    TooLarge {
+        /// Bytes rendered when the limit was passed.
+        at_least: u64,
+    },
+}
+
+/// Why a `/metrics` request gets no exposition.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The exposition passes the scrape byte limit.
+    TooLarge {
+        /// The limit.
+        limit: u64,
+        /// Bytes rendered when it was passed.
+        at_least: u64,
+    },
+    /// Rendering failed: out of memory (`ErrorKind::OutOfMemory`), or panicked.
+    Failed(io::Error),
 }
 
 /// One snapshot and the bodies rendered from it so far.
@@ -140,10 +234,20 @@ fn join_error(what: &str, e: tokio::task::JoinError) -> io::Error {
 }
 
 fn gzip(plain: &[u8], metrics: &Arc<ServerMetrics>) -> io::Result<Bytes> {
-    let mut enc = GzEncoder::new(
-        Vec::with_capacity(plain.len() / 4 + 64),
-        Compression::fast(),
-    );
+    // Deflate output passes its input by at most 5 bytes per 16 KiB block and a header:
+    // reserved up front, so compressing never grows (or fails to grow) the buffer.
+    let mut out = Vec::new();
+    out.try_reserve(plain.len() + plain.len() / 1024 + 1024)
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "cannot allocate {} bytes to compress the exposition",
+                    plain.len()
+                ),
+            )
+        })?;
+    let mut enc = GzEncoder::new(out, Compression::fast());
     enc.write_all(plain)?;
     Ok(held(enc.finish()?, metrics))
 }
@@ -172,7 +276,7 @@ impl Drop for Held {
 
 /// `data` as shared bytes whose size counts in the server's body bytes until the last
 /// holder drops them.
-fn held(data: Vec<u8>, metrics: &Arc<ServerMetrics>) -> Bytes {
+pub(crate) fn held(data: Vec<u8>, metrics: &Arc<ServerMetrics>) -> Bytes {
     // SYNC POINT server-counter: relaxed, as in `Held::drop`.
     metrics
         .body_bytes
@@ -237,6 +341,9 @@ impl Scraper {
         {
             return Ok(Arc::clone(e));
         }
+        // The previous snapshot goes before the next is taken (responses still streaming
+        // it keep their own reference): two never coexist for the cache's sake.
+        *latest = None;
         let source = Arc::clone(&self.source);
         let entry = tokio::task::spawn_blocking(move || {
             let mut take = source.lock().unwrap_or_else(PoisonError::into_inner);
@@ -256,54 +363,87 @@ impl Scraper {
         Ok(entry)
     }
 
-    /// The body of `entry` in `format`, gzip-encoded if asked; rendered (and encoded) once
-    /// per snapshot, on a blocking thread. Each rendering is recorded in the scrape
-    /// duration histogram as the snapshot's time plus its own.
+    /// The body of `entry` in `format`, gzip-encoded if asked: a whole body is rendered
+    /// (and encoded) once per snapshot, on a blocking thread, and shared; a larger one is
+    /// measured once and then streamed to each response. Each planning is recorded in the
+    /// scrape duration histogram as the snapshot's time plus its own.
     ///
     /// # Errors
-    /// When rendering or encoding failed or panicked.
+    /// [`BodyError::TooLarge`] past the scrape byte limit; [`BodyError::Failed`] when
+    /// rendering or encoding ran out of memory or panicked. Each is counted.
     pub(crate) async fn body(
         &self,
         entry: &Arc<Entry>,
         format: Format,
         gzip_it: bool,
-    ) -> io::Result<Bytes> {
-        let body = entry.bodies[format_index(format)]
+    ) -> Result<ResponseBody, BodyError> {
+        let metrics = &self.renderer.server_metrics;
+        let planned = entry.bodies[format_index(format)]
             .get_or_try_init(|| {
                 let entry = Arc::clone(entry);
                 let renderer = Arc::clone(&self.renderer);
                 async move {
                     tokio::task::spawn_blocking(move || {
                         let t = Instant::now();
-                        let plain = renderer.render(&entry.scrape, format)?;
+                        let body = renderer.plan(&entry, format)?;
                         let took = (entry.finished - entry.started) + t.elapsed();
                         renderer.server_metrics.observe_scrape(format, took);
-                        Ok::<_, io::Error>(Arc::new(Body {
-                            plain: held(plain, &renderer.server_metrics),
-                            gzip: OnceCell::new(),
-                        }))
+                        Ok::<_, io::Error>(Arc::new(body))
                     })
                     .await
                     .map_err(|e| join_error("rendering", e))?
                 }
             })
-            .await?;
-        if !gzip_it {
-            return Ok(body.plain.clone());
-        }
-        let encoded = body
-            .gzip
+            .await;
+        let planned = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::OutOfMemory {
+                    metrics.count_failure(Failure::OutOfMemory);
+                }
+                return Err(BodyError::Failed(e));
+            }
+        };
+        let plain = match &**planned {
+            Body::TooLarge { at_least } => {
+                metrics.count_failure(Failure::TooLarge);
+                return Err(BodyError::TooLarge {
+                    limit: self.renderer.max_scrape_bytes,
+                    at_least: *at_least,
+                });
+            }
+            Body::Streamed { len, extra } => {
+                return Ok(ResponseBody::Streamed(Box::new(Stream::new(
+                    Arc::clone(entry),
+                    Arc::clone(extra),
+                    format,
+                    Arc::clone(&self.renderer),
+                    *len,
+                    gzip_it,
+                ))));
+            }
+            Body::Whole { plain, .. } if !gzip_it => return Ok(ResponseBody::whole(plain.clone())),
+            Body::Whole { plain, gzip } => (plain, gzip),
+        };
+        let (plain, encoded) = plain;
+        let encoded = encoded
             .get_or_try_init(|| {
-                let body = Arc::clone(body);
-                let metrics = Arc::clone(&self.renderer.server_metrics);
+                let plain = plain.clone();
+                let metrics = Arc::clone(metrics);
                 async move {
-                    tokio::task::spawn_blocking(move || gzip(&body.plain, &metrics))
+                    tokio::task::spawn_blocking(move || gzip(&plain, &metrics))
                         .await
                         .map_err(|e| join_error("compression", e))?
                 }
             })
-            .await?;
-        Ok(encoded.clone())
+            .await
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::OutOfMemory {
+                    metrics.count_failure(Failure::OutOfMemory);
+                }
+                BodyError::Failed(e)
+            })?;
+        Ok(ResponseBody::whole(encoded.clone()))
     }
 }
 
@@ -367,7 +507,36 @@ mod tests {
             false,
             Arc::new(ServerMetrics::default()),
             None,
+            u64::MAX,
         )
+    }
+
+    /// The bytes of a body held whole.
+    fn whole(body: ResponseBody) -> Bytes {
+        match body {
+            ResponseBody::Whole(Some(b)) => b,
+            _ => panic!("not a whole body"),
+        }
+    }
+
+    /// Every byte of a body, and how many frames carried them.
+    async fn collect(body: ResponseBody) -> (Vec<u8>, usize) {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let (mut out, mut frames) = (Vec::new(), 0);
+        while let Some(frame) = body.frame().await {
+            out.extend_from_slice(frame.unwrap().data_ref().unwrap());
+            frames += 1;
+        }
+        (out, frames)
+    }
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,29 +593,35 @@ mod tests {
     async fn bodies_are_rendered_once_per_format_and_gzipped_losslessly() {
         let (source, _calls, _started, release) = gated_source();
         let metrics = Arc::new(ServerMetrics::default());
-        let renderer = Renderer::new(PrefixFilter::default(), false, Arc::clone(&metrics), None);
+        let renderer = Renderer::new(
+            PrefixFilter::default(),
+            false,
+            Arc::clone(&metrics),
+            None,
+            u64::MAX,
+        );
         let scraper = Scraper::new(source, Duration::ZERO, renderer);
         release.send(()).unwrap();
         let e = scraper.entry(Instant::now()).await.unwrap();
-        let text = scraper.body(&e, Format::Prometheus, false).await.unwrap();
+        let body = |format, gzip| {
+            let (scraper, e) = (&scraper, &e);
+            async move { whole(scraper.body(e, format, gzip).await.unwrap()) }
+        };
+        let text = body(Format::Prometheus, false).await;
         assert_eq!(
             &text[..],
             b"# HELP c_total h\n# TYPE c_total counter\nc_total 1.0\n"
         );
-        let again = scraper.body(&e, Format::Prometheus, false).await.unwrap();
+        let again = body(Format::Prometheus, false).await;
         assert_eq!(again.as_ptr(), text.as_ptr(), "rendered twice");
-        let om = scraper.body(&e, Format::OpenMetrics, false).await.unwrap();
+        let om = body(Format::OpenMetrics, false).await;
         assert_eq!(
             &om[..],
             b"# HELP c h\n# TYPE c counter\nc_total 1.0\n# EOF\n"
         );
-        let gz = scraper.body(&e, Format::Prometheus, true).await.unwrap();
-        let mut unzipped = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut unzipped)
-            .unwrap();
-        assert_eq!(unzipped, &text[..]);
-        let gz_again = scraper.body(&e, Format::Prometheus, true).await.unwrap();
+        let gz = body(Format::Prometheus, true).await;
+        assert_eq!(gunzip(&gz), &text[..]);
+        let gz_again = body(Format::Prometheus, true).await;
         assert_eq!(gz_again.as_ptr(), gz.as_ptr(), "compressed twice");
         // One rendering per format was timed.
         let fams = metrics.families();
@@ -477,6 +652,7 @@ mod tests {
             false,
             Arc::new(ServerMetrics::default()),
             Some(extra),
+            u64::MAX,
         );
         let scrape = Scrape {
             snapshot: Snapshot {
@@ -513,5 +689,117 @@ mod tests {
                 "zz_total 1.0"
             ]
         );
+    }
+
+    /// A snapshot of `n` counters `c{i="0"}`... with values 0..n.
+    fn counters(n: usize) -> Scrape {
+        let series = (0..n)
+            .map(|i| Series {
+                labels: Arc::new(SeriesLabels::new(vec![("i".into(), i.to_string().into())])),
+                pid: None,
+                value: Value::Counter(i as f64),
+            })
+            .collect();
+        Scrape {
+            snapshot: Snapshot {
+                families: vec![Family {
+                    series,
+                    ..family("c", 0.0)
+                }],
+            },
+            ..Scrape::default()
+        }
+    }
+
+    fn fixed_source(scrape: Scrape) -> SnapshotFn {
+        Box::new(move || scrape.clone())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_over_the_whole_body_size_are_streamed_with_the_same_bytes() {
+        let scrape = counters(200_000);
+        let expected = plain_renderer()
+            .render(&scrape, Format::OpenMetrics)
+            .unwrap();
+        assert!(expected.len() > 3 * super::super::body::STREAM_CHUNK);
+        let metrics = Arc::new(ServerMetrics::default());
+        let mut renderer = Renderer::new(
+            PrefixFilter::default(),
+            false,
+            Arc::clone(&metrics),
+            None,
+            u64::MAX,
+        );
+        renderer.max_whole_body = 64 * 1024;
+        let scraper = Scraper::new(fixed_source(scrape), Duration::ZERO, renderer);
+        let e = scraper.entry(Instant::now()).await.unwrap();
+        for gzip in [false, true] {
+            let body = scraper.body(&e, Format::OpenMetrics, gzip).await.unwrap();
+            let ResponseBody::Streamed(_) = &body else {
+                panic!("held whole")
+            };
+            let hint = hyper::body::Body::size_hint(&body).exact();
+            let (bytes, frames) = collect(body).await;
+            assert!(frames >= 3, "{frames} frames");
+            if gzip {
+                assert_eq!(hint, None);
+                assert_eq!(gunzip(&bytes), expected);
+            } else {
+                assert_eq!(hint, Some(expected.len() as u64));
+                assert_eq!(bytes, expected);
+            }
+        }
+        // Nothing stays counted once the responses are gone.
+        drop(e);
+        drop(scraper);
+        assert_eq!(metrics.body_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exposition_over_the_scrape_limit_is_refused_and_counted() {
+        let scrape = counters(10_000);
+        let len = plain_renderer()
+            .render(&scrape, Format::Prometheus)
+            .unwrap()
+            .len() as u64;
+        let metrics = Arc::new(ServerMetrics::default());
+        for (max_whole_body, limit) in [(MAX_WHOLE_BODY, len - 1), (1024, len - 1), (1024, len)] {
+            let mut renderer = Renderer::new(
+                PrefixFilter::default(),
+                false,
+                Arc::clone(&metrics),
+                None,
+                limit,
+            );
+            renderer.max_whole_body = max_whole_body;
+            let scraper = Scraper::new(fixed_source(scrape.clone()), Duration::ZERO, renderer);
+            let e = scraper.entry(Instant::now()).await.unwrap();
+            match scraper.body(&e, Format::Prometheus, false).await {
+                Err(BodyError::TooLarge { limit: l, at_least }) => {
+                    assert!(limit < len);
+                    assert_eq!(l, limit);
+                    assert!(at_least > limit, "{at_least}");
+                }
+                Ok(body) => {
+                    assert_eq!(
+                        limit, len,
+                        "a body of {len} bytes passed a limit of {limit}"
+                    );
+                    assert_eq!(collect(body).await.0.len() as u64, len);
+                }
+                Err(BodyError::Failed(e)) => panic!("{e}"),
+            }
+        }
+        let failures = metrics
+            .families()
+            .into_iter()
+            .find(|f| &*f.name == "shmetrics_scrape_failures")
+            .unwrap();
+        let too_large = failures
+            .series
+            .iter()
+            .find(|s| s.labels.get("reason") == Some("too_large"))
+            .unwrap();
+        assert_eq!(too_large.value, Value::Counter(2.0));
     }
 }

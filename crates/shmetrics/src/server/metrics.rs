@@ -54,6 +54,20 @@ const CLOSED_REASONS: [(Closed, &str); 4] = [
     (Closed::WriteTimeout, "write_timeout"),
 ];
 
+/// Why a `/metrics` request got no exposition.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Failure {
+    /// The exposition would pass the scrape byte limit.
+    TooLarge = 0,
+    /// Memory to render it could not be allocated.
+    OutOfMemory = 1,
+}
+
+const FAILURE_REASONS: [(Failure, &str); 2] = [
+    (Failure::OutOfMemory, "out_of_memory"),
+    (Failure::TooLarge, "too_large"),
+];
+
 /// Counts kept by the server.
 #[derive(Debug, Default)]
 pub(crate) struct ServerMetrics {
@@ -63,6 +77,8 @@ pub(crate) struct ServerMetrics {
     pub(crate) body_bytes: AtomicU64,
     /// Connections the server closed itself, by [`Closed`] reason.
     closed: [AtomicU64; 4],
+    /// `/metrics` requests answered without an exposition, by [`Failure`] reason.
+    failures: [AtomicU64; 2],
     /// Scrape durations, by format (index as in [`FORMATS`]).
     durations: Mutex<[Histogram; 2]>,
     /// Requests by `(path, code)`.
@@ -100,6 +116,25 @@ fn one_gauge(name: &str, help: &str, value: u64) -> Family {
     }
 }
 
+/// A counter family with one series per `reason`, in the order given.
+fn by_reason<const N: usize>(name: &str, help: &str, counts: [(&str, &AtomicU64); N]) -> Family {
+    Family {
+        name: Arc::from(name),
+        kind: MetricKind::Counter,
+        help: Arc::from(help),
+        bounds: Arc::from(&[][..]),
+        series: counts
+            .iter()
+            .map(|&(reason, count)| Series {
+                labels: labels(&[("reason", reason)]),
+                pid: None,
+                // SYNC POINT server-counter: relaxed; a statistic.
+                value: Value::Counter(count.load(Ordering::Relaxed) as f64),
+            })
+            .collect(),
+    }
+}
+
 impl ServerMetrics {
     /// Records the time taken to produce one exposition in `format`.
     pub(crate) fn observe_scrape(&self, format: Format, took: Duration) {
@@ -123,6 +158,12 @@ impl ServerMetrics {
         self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a `/metrics` request that got no exposition (or only part of a streamed one).
+    pub(crate) fn count_failure(&self, why: Failure) {
+        // SYNC POINT server-counter: relaxed; a statistic.
+        self.failures[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one answered request. `path` is one of a fixed set of values, so that
     /// arbitrary request paths cannot grow the label set.
     pub(crate) fn count_request(&self, path: &'static str, code: u16) {
@@ -132,8 +173,9 @@ impl ServerMetrics {
 
     /// The families, sorted by name: `shmetrics_http_connections` (open now),
     /// `shmetrics_http_connections_closed` (a counter, by reason), `shmetrics_http_requests`
-    /// (a counter, rendered `shmetrics_http_requests_total`) and
-    /// `shmetrics_scrape_duration_seconds`.
+    /// (a counter, rendered `shmetrics_http_requests_total`),
+    /// `shmetrics_scrape_duration_seconds` and `shmetrics_scrape_failures` (a counter, by
+    /// reason).
     pub(crate) fn families(&self) -> Vec<Family> {
         let durations = self
             .durations
@@ -157,23 +199,11 @@ impl ServerMetrics {
             "Bytes of rendered /metrics bodies in memory: the latest snapshot's and those still being sent.",
             self.body_bytes.load(Ordering::Relaxed),
         ));
-        out.push(Family {
-            name: Arc::from("shmetrics_http_connections_closed"),
-            kind: MetricKind::Counter,
-            help: Arc::from(
-                "Connections the server closed itself, by reason: refused at the connection limit, evicted (stalled longest when a new one needed the place), write_timeout (the client stopped reading), request_cap (too many requests on one connection).",
-            ),
-            bounds: Arc::from(&[][..]),
-            series: CLOSED_REASONS
-                .iter()
-                .map(|&(why, name)| Series {
-                    labels: labels(&[("reason", name)]),
-                    pid: None,
-                    // SYNC POINT server-counter: relaxed; a statistic.
-                    value: Value::Counter(self.closed[why as usize].load(Ordering::Relaxed) as f64),
-                })
-                .collect(),
-        });
+        out.push(by_reason(
+            "shmetrics_http_connections_closed",
+            "Connections the server closed itself, by reason: refused at the connection limit, evicted (stalled longest when a new one needed the place), write_timeout (the client stopped reading), request_cap (too many requests on one connection).",
+            CLOSED_REASONS.map(|(why, name)| (name, &self.closed[why as usize])),
+        ));
         if !requests.is_empty() {
             let mut series: Vec<Series> = requests
                 .into_iter()
@@ -214,6 +244,11 @@ impl ServerMetrics {
                 })
                 .collect(),
         });
+        out.push(by_reason(
+            "shmetrics_scrape_failures",
+            "/metrics requests answered without an exposition, by reason: too_large (over the scrape byte limit; 500), out_of_memory (rendering could not allocate; 503, or a streamed body cut short).",
+            FAILURE_REASONS.map(|(why, name)| (name, &self.failures[why as usize])),
+        ));
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -231,7 +266,7 @@ mod tests {
         m.observe_scrape(Format::Prometheus, Duration::from_secs(11));
         m.observe_scrape(Format::OpenMetrics, Duration::from_micros(50));
         let fams = m.families();
-        assert_eq!(fams.len(), 4, "no requests counted yet");
+        assert_eq!(fams.len(), 5, "no requests counted yet");
         let h = &fams[3];
         assert_eq!(&*h.name, "shmetrics_scrape_duration_seconds");
         assert_eq!(h.series.len(), 2);

@@ -24,6 +24,7 @@
 //! rendering run on Tokio's blocking threads, never on the async workers, and never make
 //! a writer wait.
 
+mod body;
 mod cache;
 mod connections;
 mod metrics;
@@ -42,7 +43,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -54,7 +54,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use cache::{ExtraFn, Renderer, Scraper};
+use body::ResponseBody;
+use cache::{BodyError, ExtraFn, Renderer, Scraper};
 pub use connections::raise_descriptor_limit;
 use connections::{GuardedIo, Open, Progress, RESERVED_DESCRIPTORS, descriptor_limit};
 use metrics::{Closed, ServerMetrics};
@@ -109,6 +110,8 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 1000;
 /// Default of [`ServerOptions::max_body_bytes`]: 256 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 << 20;
+/// Default of [`ServerOptions::max_scrape_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_SCRAPE_BYTES: u64 = 1 << 30;
 
 /// Default of [`ServerOptions::compact_interval`]: a minute.
 pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(60);
@@ -158,6 +161,12 @@ pub struct ServerOptions {
     /// per client). Above it, every connection stalled for half a second or more is closed,
     /// so clients that stop reading cannot pin memory (default [`DEFAULT_MAX_BODY_BYTES`]).
     pub max_body_bytes: u64,
+    /// The most bytes one `/metrics` exposition may have, uncompressed (default
+    /// [`DEFAULT_MAX_SCRAPE_BYTES`]). A larger one is answered with a 500 that says so,
+    /// counted in `shmetrics_scrape_failures_total{reason="too_large"}`. Bodies of up to
+    /// 32 MiB are rendered once per snapshot and shared; larger ones are streamed, so
+    /// this limit bounds the work and bytes of one scrape, not its memory.
+    pub max_scrape_bytes: u64,
 }
 
 impl ServerOptions {
@@ -179,6 +188,7 @@ impl ServerOptions {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_scrape_bytes: DEFAULT_MAX_SCRAPE_BYTES,
         }
     }
 }
@@ -275,6 +285,7 @@ impl Server {
             self.options.self_metrics,
             Arc::clone(&server_metrics),
             self.extra,
+            self.options.max_scrape_bytes,
         );
         let app = Arc::new(App {
             scraper: Scraper::new(
@@ -445,14 +456,10 @@ async fn serve_connection(
     }
 }
 
-type HttpResponse = Response<Full<Bytes>>;
+type HttpResponse = Response<ResponseBody>;
 
-fn response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> HttpResponse {
-    let mut resp = Response::new(Full::new(body.into()));
+fn response(status: StatusCode, content_type: &'static str, body: ResponseBody) -> HttpResponse {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -460,7 +467,11 @@ fn response(
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
-    response(status, "text/plain; charset=utf-8", body)
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        ResponseBody::whole(body),
+    )
 }
 
 fn method_not_allowed() -> HttpResponse {
@@ -545,7 +556,27 @@ impl App {
         }
         let body = match self.scraper.body(&entry, format, gzip).await {
             Ok(b) => b,
-            Err(e) => return internal_error(&e),
+            Err(BodyError::TooLarge { limit, at_least }) => {
+                log::error!(
+                    "scrape refused: the exposition passes the scrape limit of {limit} bytes"
+                );
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "the exposition is larger than the scrape limit of {limit} bytes (at \
+                         least {at_least}); raise --max-scrape-mib or keep fewer families \
+                         with --prefix\n"
+                    ),
+                );
+            }
+            Err(BodyError::Failed(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
+                log::error!("scrape failed: {e}");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("scrape failed, out of memory: {e}; the next scrape tries again\n"),
+                );
+            }
+            Err(BodyError::Failed(e)) => return internal_error(&e),
         };
         // SYNC POINT server-counter: relaxed; a memory bound's input.
         if self
@@ -605,7 +636,7 @@ impl App {
         match serde_json::to_vec(&health) {
             Ok(mut body) => {
                 body.push(b'\n');
-                response(status, "application/json", body)
+                response(status, "application/json", ResponseBody::whole(body))
             }
             Err(e) => internal_error(&io::Error::other(e)),
         }

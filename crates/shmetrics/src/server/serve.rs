@@ -49,6 +49,7 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
         max_requests_per_connection: args.max_requests_per_connection,
         max_body_bytes: args.max_body_mib.saturating_mul(1 << 20),
+        max_scrape_bytes: args.max_scrape_mib.saturating_mul(1 << 20),
     }
 }
 
