@@ -585,8 +585,10 @@ fn build_image(
         };
         if families[family].record.label_names != label_names {
             left_out.push(format!(
-                "{} has series with label names {:?} and {:?}; the second set is left out",
-                families[family].record.name, families[family].record.label_names, label_names
+                "{} has series with label names ({}) and ({}); the second set is left out",
+                families[family].record.name,
+                families[family].record.label_names.join(", "),
+                label_names.join(", ")
             ));
             placed.push(None);
             continue;

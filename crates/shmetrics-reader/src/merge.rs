@@ -491,14 +491,23 @@ fn conflict(def: &FamilyRecord, other: &FamilyRecord, seg: &SegmentFile) -> Opti
     let (kind, detail) = if def.kind != other.kind {
         ("type", format!("{} here, {} first", other.kind, def.kind))
     } else if def.mode != other.mode {
+        let mode = |m: Option<GaugeMode>| m.map_or_else(|| "none".to_owned(), |m| m.to_string());
         (
             "gauge_mode",
-            format!("{:?} here, {:?} first", other.mode, def.mode),
+            format!("{} here, {} first", mode(other.mode), mode(def.mode)),
         )
     } else if def.bounds != other.bounds {
+        let bounds = |b: &[f64]| {
+            let b: Vec<String> = b.iter().map(f64::to_string).collect();
+            format!("({})", b.join(", "))
+        };
         (
             "buckets",
-            format!("{:?} here, {:?} first", other.bounds, def.bounds),
+            format!(
+                "{} here, {} first",
+                bounds(&other.bounds),
+                bounds(&def.bounds)
+            ),
         )
     } else if def.help != other.help {
         (

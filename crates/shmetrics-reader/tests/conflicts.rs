@@ -114,6 +114,14 @@ fn gauge_mode_differs() {
     let (text, report) = scrape(dir.path());
     assert_eq!(text, "# HELP g G.\n# TYPE g gauge\ng 2.0\n");
     assert_eq!(kinds(&report), ["gauge_mode"]);
+    // In words, not as Rust values.
+    assert!(
+        report.conflicts[0]
+            .detail
+            .contains("sum here, max first; its series are left out"),
+        "{}",
+        report.conflicts[0].detail
+    );
 }
 
 #[test]
@@ -136,6 +144,13 @@ fn buckets_differ_and_are_never_mixed() {
          h_seconds_sum 2.0\n"
     );
     assert_eq!(kinds(&report), ["buckets"]);
+    assert!(
+        report.conflicts[0]
+            .detail
+            .contains("(1, 5) here, (1, 2) first"),
+        "{}",
+        report.conflicts[0].detail
+    );
 }
 
 #[test]

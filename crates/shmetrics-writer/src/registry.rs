@@ -520,15 +520,23 @@ fn def(
 }
 
 fn describe_difference(a: &FamilyDef, b: &FamilyDef) -> String {
-    if a.kind != b.kind {
-        format!("type {} vs {}", a.kind, b.kind)
+    let list = |items: Vec<String>| format!("({})", items.join(", "));
+    let (what, before, now) = if a.kind != b.kind {
+        ("type", a.kind.to_string(), b.kind.to_string())
     } else if a.mode != b.mode {
-        format!("gauge mode {:?} vs {:?}", a.mode, b.mode)
+        let mode = |m: Option<GaugeMode>| m.map_or_else(|| "none".to_owned(), |m| m.to_string());
+        ("gauge mode", mode(a.mode), mode(b.mode))
     } else if a.label_names != b.label_names {
-        format!("labels {:?} vs {:?}", a.label_names, b.label_names)
+        (
+            "label names",
+            list(a.label_names.clone()),
+            list(b.label_names.clone()),
+        )
     } else if a.bounds != b.bounds {
-        format!("buckets {:?} vs {:?}", a.bounds, b.bounds)
+        let bounds = |b: &[f64]| list(b.iter().map(f64::to_string).collect());
+        ("buckets", bounds(&a.bounds), bounds(&b.bounds))
     } else {
-        format!("help {:?} vs {:?}", a.help, b.help)
-    }
+        ("help", format!("{:?}", a.help), format!("{:?}", b.help))
+    };
+    format!("{what} {before} before, {now} now")
 }

@@ -115,16 +115,40 @@ fn registration_is_idempotent_and_conflicts_are_errors() {
     assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "metric requests is already registered with a different definition: labels [\"code\"] vs [\"method\"]"
+        "metric requests is already registered with a different definition: label names (code) \
+         before, (method) now"
     );
     let err = registry
         .gauge("requests", "Requests.", &["code"], GaugeMode::Sum)
         .unwrap_err();
-    assert!(err.to_string().contains("type counter vs gauge"), "{err}");
+    assert!(
+        err.to_string().ends_with("type counter before, gauge now"),
+        "{err}"
+    );
     let err = registry
         .counter("requests", "Other help.", &["code"])
         .unwrap_err();
-    assert!(err.to_string().contains("help"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("help \"Requests.\" before, \"Other help.\" now"),
+        "{err}"
+    );
+    registry.gauge("g", "G.", &[], GaugeMode::All).unwrap();
+    let err = registry
+        .gauge("g", "G.", &[], GaugeMode::LiveAll)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("gauge mode all before, liveall now"),
+        "{err}"
+    );
+    registry.histogram("h", "H.", &[], &[0.5, 1.0]).unwrap();
+    let err = registry.histogram("h", "H.", &[], &[0.25]).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("buckets (0.5, 1) before, (0.25) now"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -148,7 +172,8 @@ fn families_that_would_share_an_exposed_name_are_rejected() {
     );
     let err = registry.summary("lat", "", &[]).unwrap_err();
     assert!(
-        err.to_string().contains("type histogram vs summary"),
+        err.to_string()
+            .contains("type histogram before, summary now"),
         "{err}"
     );
 }
