@@ -18,4 +18,11 @@ fi
 (cd crates/shmetrics-python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
   maturin develop --release --quiet)
 
-"$venv/bin/python" -m pytest crates/shmetrics-python/tests -q -p no:cacheprovider "$@"
+# A wheel too, for the test that installs it into a venv of its own (the `.pth` start-up
+# hook of an installed wheel).
+wheels=$(mktemp -d)
+trap 'rm -rf "$wheels"' EXIT
+(cd crates/shmetrics-python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
+  maturin build --release --quiet -o "$wheels" >/dev/null)
+SHMETRICS_WHEEL=$(ls "$wheels"/shmetrics-*.whl) \
+  "$venv/bin/python" -m pytest crates/shmetrics-python/tests -q -p no:cacheprovider "$@"
