@@ -68,9 +68,18 @@ pub fn counter_read_words(words: &[AtomicU64]) -> (u64, f64) {
     (int, load_f64(&words[1], Ordering::Relaxed))
 }
 
+/// Sets a live counter back to zero (`Counter.reset()` in `prometheus_client`): the one way
+/// a counter word goes down, at its owner's explicit request.
+pub fn counter_reset(words: &[AtomicU64]) {
+    // SYNC POINT counter-reset: relaxed; a reset publishes nothing but the zeros.
+    words[0].store(0, Ordering::Relaxed);
+    // SYNC POINT counter-reset: relaxed, as above.
+    store_f64(&words[1], 0.0, Ordering::Relaxed);
+}
+
 /// Stores a counter's two words at once. For a segment no one else sees yet (a compactor's
 /// archive being built); live counters change only through [`counter_inc`] and
-/// [`counter_add`].
+/// [`counter_add`] (and [`counter_reset`]).
 pub fn counter_store(words: &[AtomicU64], int: u64, fraction: f64) {
     // SYNC POINT counter-build: relaxed; the segment is published later as a whole.
     words[0].store(int, Ordering::Relaxed);

@@ -106,15 +106,29 @@ impl Counter {
         Ok(self.node.child(&self.info)?.get())
     }
 
-    /// Refused: a counter shared by processes never goes down (`prometheus_client` calls
-    /// this from `Counter.reset()`).
+    /// `set(0)` sets this process's count back to zero: `prometheus_client`'s
+    /// `Counter.reset()` calls it, and the merged counter drops by what this process had
+    /// counted, as in its multiprocess mode. Any other value is refused: a counter only
+    /// goes up.
     #[pyo3(signature = (value, timestamp=None))]
-    fn set(&self, value: &Bound<'_, PyAny>, timestamp: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let _ = (value, timestamp);
-        Err(PyNotImplementedError::new_err(format!(
-            "counter {}: shmetrics counters cannot be reset or set; they only go up",
-            self.info.name
-        )))
+    fn set(&self, value: f64, timestamp: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let _ = timestamp;
+        if value != 0.0 {
+            return Err(PyNotImplementedError::new_err(format!(
+                "counter {}: a counter can only be set back to 0 (Counter.reset()); it \
+                 otherwise only goes up",
+                self.info.name
+            )));
+        }
+        self.node.child(&self.info)?.reset();
+        Ok(())
+    }
+
+    /// Sets this process's count back to zero, as `prometheus_client`'s `Counter.reset()`:
+    /// the merged counter drops by what this process had counted.
+    fn reset(&self) -> PyResult<()> {
+        self.node.child(&self.info)?.reset();
+        Ok(())
     }
 
     /// Counts exceptions of type `exception` raised out of a block or function.

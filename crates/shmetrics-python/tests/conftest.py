@@ -112,6 +112,18 @@ def workers(metrics_dir: str) -> Any:
         w.kill()
 
 
+def histogram_order(series: List[List[Any]]) -> List[Any]:
+    """The samples of a histogram's series (each ``[_sum, buckets..., _count]``) in the order
+    the installed ``MultiProcessCollector`` yields them: series by series from 0.24 on;
+    before, every ``_sum`` first, then each series' buckets and ``_count``."""
+    from importlib.metadata import version
+
+    major_minor = tuple(int(p) for p in version("prometheus_client").split(".")[:2])
+    if major_minor >= (0, 24):
+        return [s for one in series for s in one]
+    return [one[0] for one in series] + [s for one in series for s in one[1:]]
+
+
 def collect(path: str, prefixes: Any = ()) -> Dict[str, Any]:
     """The shmetrics collector's families by name."""
     from shmetrics.prometheus_client import ShmetricsCollector

@@ -85,6 +85,53 @@ def test_environment_variable_needs_no_code_change(metrics_dir):
     assert sample_value(metrics_dir, "s_sum") == 2
 
 
+SWITCH_CHECK = """
+from prometheus_client import Counter, values
+Counter('c', 'help').inc(2)
+print(values.ValueClass.__name__)
+"""
+
+
+def check_switch_starts_cleanly(python, metrics_dir):
+    """The environment switch installs the drop-in at start-up with nothing on stderr: the
+    ``.pth`` hook runs after the path entries that make the package importable."""
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, SHMETRICS_PROMETHEUS_CLIENT="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([python, "-c", SWITCH_CHECK], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.strip() == "_ShmetricsValue"
+    assert db_files(metrics_dir) == [] and len(segment_files(metrics_dir)) == 1
+
+
+def test_environment_switch_starts_cleanly_in_an_editable_install(metrics_dir):
+    check_switch_starts_cleanly(sys.executable, metrics_dir)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SHMETRICS_WHEEL"),
+    reason="needs SHMETRICS_WHEEL, a built wheel (ci/python-test.sh builds one)",
+)
+def test_environment_switch_starts_cleanly_from_an_installed_wheel(metrics_dir, tmp_path):
+    import prometheus_client
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    version = prometheus_client.__version__ if hasattr(prometheus_client, "__version__") else None
+    if version is None:
+        from importlib.metadata import version as dist_version
+
+        version = dist_version("prometheus_client")
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", os.environ["SHMETRICS_WHEEL"],
+         f"prometheus_client=={version}"],
+        check=True,
+        timeout=300,
+    )
+    check_switch_starts_cleanly(python, metrics_dir)
+
+
 def test_without_the_switch_prometheus_client_is_untouched(metrics_dir):
     run_python(
         """
@@ -152,13 +199,31 @@ def test_semantics_kept(workers):
     w.run("c = Counter('c', 'help', registry=None); g = Gauge('g', 'help', registry=None, multiprocess_mode='mostrecent')")
     for code, error in [
         ("c.inc(-1)", "ValueError: Counters can only be incremented by non-negative amounts"),
-        ("c.reset()", "NotImplementedError"),
+        ("c._value.set(5)", "NotImplementedError: counter c: a counter can only be set back to 0"),
         ("g.inc()", "RuntimeError: inc must not be used with the mostrecent mode"),
         ("Counter('l', 'help', ['a'], registry=None).inc()", "ValueError: counter metric is missing label values"),
         ("Histogram('hl', 'help', ['a'], registry=None).observe(1)", "ValueError: histogram metric is missing label values"),
     ]:
         with pytest.raises(AssertionError, match=error):
             w.run(code)
+
+
+def test_counter_reset_works_as_in_multiprocess_mode(workers, tmp_path):
+    """``Counter.reset()`` (a logical restart within a process) sets that process's share to
+    zero: the merged counter drops by it, as in plain multiprocess mode."""
+    merged = {}
+    for mode in ("plain", "dropin"):
+        directory = tmp_path / mode
+        directory.mkdir()
+        first, second = workers(mode, str(directory)), workers(mode, str(directory))
+        first.run("c = Counter('c', 'help', registry=None); c.inc(3)")
+        second.run("c = Counter('c', 'help', registry=None); c.inc(2)")
+        before = sample_value(str(directory), "c_total")
+        own = first.run("c.reset(); result = c._value.get()")
+        after = sample_value(str(directory), "c_total")
+        first.run("c.inc(1)")
+        merged[mode] = (before, own, after, sample_value(str(directory), "c_total"))
+    assert merged["dropin"] == merged["plain"] == (5.0, 0.0, 2.0, 3.0)
 
 
 def test_multiprocess_collector_reads_shmetrics(workers, metrics_dir):

@@ -160,3 +160,44 @@ def check_workload(tmp_path, work, same):
     finally:
         for w in plain + dropin:
             w.kill()
+
+
+EXPOSITION_CODE = """
+c = Counter('requests', 'Requests.', ['code'])
+g = Gauge('queue', 'Queue.', ['q'], multiprocess_mode='livesum')
+h = Histogram('latency_seconds', 'Latency.', ['view'], buckets=[0.5, 1, 2.5])
+s = Summary('size_bytes', 'Size.', ['kind'])
+for i, label in enumerate(['a', 'b', 'c']):
+    c.labels(label).inc(i + 1)
+    g.labels(label).set(i * 2)
+    h.labels(label).observe(i * 0.75)
+    h.labels(label).observe(3)
+    s.labels(label).observe(i + 0.25)
+"""
+
+
+def test_generate_latest_gives_the_same_bytes_as_plain_multiprocess_mode(tmp_path):
+    """The exposition a ``/metrics`` view renders with ``MultiProcessCollector`` and
+    ``generate_latest``: each family byte for byte that of plain multiprocess mode on the
+    same data, samples in the installed version's order (series are created in label order,
+    which is the order both sides then list them in). The order of the families themselves
+    is the file listing order in plain mode, which depends on the file system."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from shmetrics.prometheus_client import ShmetricsCollector
+
+    bodies = {}
+    for mode, collector in (("plain", MultiProcessCollector), ("dropin", ShmetricsCollector)):
+        directory = tmp_path / mode
+        directory.mkdir()
+        worker = Worker(str(directory), mode)
+        worker.run(EXPOSITION_CODE)
+        registry = CollectorRegistry()
+        collector(registry, path=str(directory))
+        text = generate_latest(registry).decode()
+        bodies[mode] = {block.split(" ", 1)[0]: block for block in text.split("# HELP ")[1:]}
+        worker.kill()
+    assert list(sorted(bodies["plain"])) == ["latency_seconds", "queue", "requests_total", "size_bytes"]
+    for family, block in bodies["plain"].items():
+        assert bodies["dropin"][family] == block

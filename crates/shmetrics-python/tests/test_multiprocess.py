@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.samples import Sample
 
-from conftest import collect, sample_value
+from conftest import collect, histogram_order, sample_value
 
 LABELS = {i: i for i in "abcd"}
 
@@ -189,7 +189,7 @@ def test_collect_exact_samples(workers, metrics_dir):
         [Sample("g", with_label("pid", str(wa.pid)), 1.0), Sample("g", with_label("pid", str(wb.pid)), 1.0)],
         key=lambda s: int(s.labels["pid"]),
     )
-    expected = [
+    buckets = [
         Sample("h_bucket", with_label("le", le), value)
         for le, value in [
             ("0.005", 0.0),
@@ -208,10 +208,11 @@ def test_collect_exact_samples(workers, metrics_dir):
             ("10.0", 2.0),
             ("+Inf", 2.0),
         ]
-    ] + [Sample("h_count", LABELS, 2.0), Sample("h_sum", LABELS, 6.0)]
+    ]
+    expected = histogram_order([[Sample("h_sum", LABELS, 6.0)] + buckets + [Sample("h_count", LABELS, 2.0)]])
     assert metrics["h"].samples == expected
     # Labels of every sample are sorted by name, then le / pid, as MultiProcessCollector's.
-    assert list(metrics["h"].samples[0].labels) == ["a", "b", "c", "d", "le"]
+    assert list(metrics["h"].samples[1].labels) == ["a", "b", "c", "d", "le"]
     assert list(metrics["g"].samples[0].labels) == ["a", "b", "c", "d", "pid"]
 
 
@@ -227,11 +228,14 @@ def test_collect_histogram_ordering(workers, metrics_dir):
     bounds = ["0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1.0", "2.5", "5.0", "7.5", "10.0", "+Inf"]
     view1 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
     view2 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
-    expected = []
+    series = []
     for view, counts, total in (("view1", view1, 6.0), ("view2", view2, 1.0)):
-        expected += [Sample("h_bucket", {"view": view, "le": le}, float(n)) for le, n in zip(bounds, counts)]
-        expected += [Sample("h_count", {"view": view}, float(counts[-1])), Sample("h_sum", {"view": view}, total)]
-    assert samples == expected
+        series.append(
+            [Sample("h_sum", {"view": view}, total)]
+            + [Sample("h_bucket", {"view": view, "le": le}, float(n)) for le, n in zip(bounds, counts)]
+            + [Sample("h_count", {"view": view}, float(counts[-1]))]
+        )
+    assert samples == histogram_order(series)
 
 
 def test_collect_preserves_help(workers, metrics_dir):

@@ -160,6 +160,14 @@ impl Counter {
     pub fn get(&self) -> f64 {
         slots::counter_read(self.slots.words())
     }
+
+    /// Sets what this process has counted back to zero, as `prometheus_client`'s
+    /// `Counter.reset()` does for a logical restart: the merged counter drops by this
+    /// process's count, which Prometheus's `rate()` reads as a counter reset. The only way a
+    /// counter goes down; increments racing with it may land before or after it.
+    pub fn reset(&self) {
+        slots::counter_reset(self.slots.words());
+    }
 }
 
 /// A gauge child.

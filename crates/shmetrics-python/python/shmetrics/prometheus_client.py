@@ -85,15 +85,28 @@ def _float_to_go_string() -> Callable[[float], str]:
     return floatToGoString
 
 
+def _prometheus_client_version() -> Tuple[int, ...]:
+    from importlib.metadata import version
+
+    parts = []
+    for part in version("prometheus_client").split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
 def _families_to_metrics(families: List[Tuple[Any, ...]]) -> List[Any]:
     """Turns ``Reader.collect()`` output into ``prometheus_client`` ``Metric`` objects with
-    exactly the samples ``MultiProcessCollector`` yields (names, label dicts, float values;
-    no timestamps, exemplars or ``_created`` samples). Per series the order is that of a
-    single-process ``prometheus_client`` metric: buckets by bound, ``_count``, ``_sum``."""
+    exactly the samples the installed ``MultiProcessCollector`` yields (names, label dicts,
+    float values; no timestamps, exemplars or ``_created`` samples), in its order: per
+    series a counter's or gauge's sample, a summary's ``_count`` then ``_sum``, a
+    histogram's ``_sum``, buckets by bound and ``_count`` (before 0.24, every ``_sum`` of a
+    histogram comes first, then each series' buckets and ``_count``)."""
     from prometheus_client.metrics_core import Metric
     from prometheus_client.samples import Sample
 
     go_string = _float_to_go_string()
+    sums_first = _prometheus_client_version() < (0, 24)
     out = []
     for name, typ, documentation, bounds, series in families:
         metric = Metric(name, documentation, typ)
@@ -115,7 +128,12 @@ def _families_to_metrics(families: List[Tuple[Any, ...]]) -> List[Any]:
         else:
             les = [go_string(b) for b in bounds]
             bucket_name, count_name, sum_name = name + "_bucket", name + "_count", name + "_sum"
+            if sums_first:
+                for labels, _pid, (_counts, total) in series:
+                    samples.append(Sample(sum_name, labels, total))
             for labels, _pid, (counts, total) in series:
+                if not sums_first:
+                    samples.append(Sample(sum_name, labels, total))
                 acc = 0.0
                 for le, n in zip(les, counts):
                     acc += n
@@ -123,7 +141,6 @@ def _families_to_metrics(families: List[Tuple[Any, ...]]) -> List[Any]:
                     with_le["le"] = le
                     samples.append(Sample(bucket_name, with_le, acc))
                 samples.append(Sample(count_name, labels, acc))
-                samples.append(Sample(sum_name, labels, total))
         out.append(metric)
     return out
 
