@@ -194,11 +194,18 @@ impl<C: Child + Clone> Node<C> {
     }
 }
 
-/// Checks an exemplar as `prometheus_client` does (valid label names, at most 128
-/// characters in all). Exemplars are not stored: `prometheus_client`'s multiprocess mode
-/// drops them too.
+/// Checks an exemplar: with `prometheus_client`'s own check once it is imported (its
+/// version's label-name rules, UTF-8 or legacy), else with the legacy rules (valid label
+/// names, at most 128 characters in all). Exemplars are not stored:
+/// `prometheus_client`'s multiprocess mode drops them too.
 pub(crate) fn check_exemplar(exemplar: &Bound<'_, PyAny>) -> PyResult<()> {
     if !exemplar.is_truthy()? {
+        return Ok(());
+    }
+    // Once prometheus_client is loaded, its own check decides, so the drop-in accepts and
+    // refuses exactly what it does in the same version and name-validation mode.
+    if let Some(validate) = upstream_exemplar_check(exemplar.py())? {
+        validate.call1(exemplar.py(), (exemplar,))?;
         return Ok(());
     }
     let mut runes = 0;
@@ -217,6 +224,24 @@ pub(crate) fn check_exemplar(exemplar: &Bound<'_, PyAny>) -> PyResult<()> {
         )));
     }
     Ok(())
+}
+
+static UPSTREAM_EXEMPLAR_CHECK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `prometheus_client`'s `_validate_exemplar` (in `validation` from 0.22, in `metrics`
+/// before), once `prometheus_client` is imported; `None` before.
+fn upstream_exemplar_check(py: Python<'_>) -> PyResult<Option<&Py<PyAny>>> {
+    if let Some(check) = UPSTREAM_EXEMPLAR_CHECK.get(py) {
+        return Ok(Some(check));
+    }
+    let modules = py.import("sys")?.getattr("modules")?;
+    if !modules.contains("prometheus_client")? {
+        return Ok(None);
+    }
+    let found = ["prometheus_client.validation", "prometheus_client.metrics"]
+        .iter()
+        .find_map(|m| py.import(*m).ok()?.getattr("_validate_exemplar").ok());
+    Ok(found.map(|f| UPSTREAM_EXEMPLAR_CHECK.get_or_init(py, || f.unbind())))
 }
 
 static HELPERS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();

@@ -208,6 +208,53 @@ def test_semantics_kept(workers):
             w.run(code)
 
 
+EXEMPLAR_CODE = """
+import os
+from prometheus_client import validation
+if legacy:
+    validation.enable_legacy_validation()
+c = Counter('c_ex', 'help', registry=None)
+h = Histogram('h_ex', 'help', registry=None, buckets=[1])
+result = []
+for exemplar in exemplars:
+    outcome = []
+    for call in (lambda: c.inc(1, exemplar), lambda: h.observe(0.5, exemplar)):
+        try:
+            call()
+            outcome.append(None)
+        except Exception as e:
+            outcome.append(f"{type(e).__name__}: {e}")
+    result.append(outcome)
+if legacy:
+    validation.disable_legacy_validation()
+"""
+
+EXEMPLARS = [
+    {":o)": "smile"},
+    {"trace.id": "x"},
+    {"__reserved": "x"},
+    {"trace_id": "x" * 120},
+    {"trace_id": "x" * 121},
+    {"é": "ü"},
+    {},
+    {"trace_id": "abc", "span_id": "def"},
+]
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_exemplars_are_accepted_and_refused_as_by_prometheus_client(workers, tmp_path, legacy):
+    """Exemplar checks are prometheus_client's own, in its name-validation mode (UTF-8 names
+    by default in 0.26, the legacy rules when enabled)."""
+    outcomes = {}
+    for mode in ("plain", "dropin"):
+        directory = tmp_path / mode
+        directory.mkdir()
+        outcomes[mode] = workers(mode, str(directory)).run(EXEMPLAR_CODE, exemplars=EXEMPLARS, legacy=legacy)
+    assert outcomes["dropin"] == outcomes["plain"]
+    refused = [o[0] is not None for o in outcomes["plain"]]
+    assert any(refused) and not all(refused)
+
+
 def test_counter_reset_works_as_in_multiprocess_mode(workers, tmp_path):
     """``Counter.reset()`` (a logical restart within a process) sets that process's share to
     zero: the merged counter drops by it, as in plain multiprocess mode."""
