@@ -18,15 +18,34 @@ pub(crate) struct Registry {
 
 #[pymethods]
 impl Registry {
+    /// `process`: the logical process this registry writes for, instead of this one (a
+    /// `prometheus_client` custom process identifier); readers see it alive until
+    /// `end_liveness()`.
     #[new]
-    #[pyo3(signature = (path=None))]
-    fn new(path: Option<PathBuf>) -> PyResult<Self> {
-        let inner = match path {
-            Some(path) => shmetrics_writer::Registry::open(path),
-            None => shmetrics_writer::Registry::from_env(),
+    #[pyo3(signature = (path=None, *, process=None))]
+    fn new(path: Option<PathBuf>, process: Option<u32>) -> PyResult<Self> {
+        let inner = match (path, process) {
+            (Some(path), Some(pid)) => shmetrics_writer::Registry::open_simulating_pid(
+                path,
+                shmetrics_writer::Options::from_env(),
+                pid,
+            ),
+            (Some(path), None) => shmetrics_writer::Registry::open(path),
+            (None, None) => shmetrics_writer::Registry::from_env(),
+            (None, Some(_)) => {
+                return Err(PyValueError::new_err(
+                    "a registry for another process needs its directory",
+                ));
+            }
         }
         .map_err(to_py_err)?;
         Ok(Self { inner })
+    }
+
+    /// Tells readers this registry's process is dead (`mark_process_dead` for a logical
+    /// process): its `live*` gauges leave the merge.
+    fn end_liveness(&self) {
+        self.inner.end_liveness();
     }
 
     /// The metrics directory.

@@ -439,3 +439,105 @@ def test_metrics_over_the_limits_raise_nothing_and_are_reported(metrics_dir):
     assert len(details) == 2, collector.last_report()
     assert "more than the limit of 4096" in details[0]
     assert "wide has 300 buckets, more than the limit of 256" in details[1]
+
+
+def test_a_metric_created_after_the_directory_changed_writes_into_the_new_one(tmp_path):
+    """As prometheus_client opens its files: the directory of the moment a metric is
+    created; metrics created before keep theirs."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    code = textwrap.dedent(
+        f"""
+        import os
+        from prometheus_client import Counter
+        a = Counter('a', 'help')
+        a.inc(1)
+        os.environ['PROMETHEUS_MULTIPROC_DIR'] = {str(second)!r}
+        b = Counter('b', 'help')
+        b.inc(2)
+        a.inc(10)
+        """
+    )
+    run_python(code, str(first), SHMETRICS_PROMETHEUS_CLIENT="1")
+    assert sorted(collect(str(first))) == ["a"]
+    assert sample_value(str(first), "a_total") == 11
+    assert sorted(collect(str(second))) == ["b"]
+    assert sample_value(str(second), "b_total") == 2
+    assert db_files(str(first)) == db_files(str(second)) == []
+
+
+def test_a_fresh_directory_per_test_in_one_process(tmp_path):
+    """The way applications test their metrics: each test sets a new directory, creates its
+    metrics, reads them with MultiProcessCollector, closes the files and removes the
+    directory. Every test sees exactly its own values, and descriptors do not pile up."""
+    code = textwrap.dedent(
+        f"""
+        import os, shutil, tempfile
+        from prometheus_client import CollectorRegistry, Counter, Gauge, values
+        from prometheus_client.multiprocess import MultiProcessCollector
+        def fds():
+            return len(os.listdir('/proc/self/fd'))
+        counts = []
+        for i in range(300):
+            d = tempfile.mkdtemp(dir={str(tmp_path)!r})
+            os.environ['PROMETHEUS_MULTIPROC_DIR'] = d
+            values.ValueClass = values.MultiProcessValue()
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            Counter('c', 'help', registry=None).inc(i)
+            Gauge('g', 'help', registry=None, multiprocess_mode='livesum').set(2 * i)
+            assert registry.get_sample_value('c_total') == i, (i, registry.get_sample_value('c_total'))
+            assert registry.get_sample_value('g') == 2 * i
+            del os.environ['PROMETHEUS_MULTIPROC_DIR']
+            values.close_all_multiprocess_files()
+            values.ValueClass = values.MutexValue
+            shutil.rmtree(d)
+            counts.append(fds())
+        assert max(counts[100:]) <= counts[99] + 4, (counts[99], max(counts[100:]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={k: v for k, v in dict(os.environ, SHMETRICS_PROMETHEUS_CLIENT="1").items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_custom_process_identifiers_are_processes(tmp_path):
+    """``values.ValueClass = MultiProcessValue(process_identifier)``: the identifier decides
+    which process a value belongs to (the ``pid`` label, the live modes), and a value asks it
+    at every operation, as prometheus_client's files do; ``mark_process_dead`` ends a
+    logical process's liveness."""
+    code = textwrap.dedent(
+        """
+        from prometheus_client import CollectorRegistry, Counter, Gauge, values
+        from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        get = registry.get_sample_value
+        values.ValueClass = values.MultiProcessValue(lambda: 123)
+        g1 = Gauge('g', 'help', registry=None)
+        l1 = Gauge('l', 'help', registry=None, multiprocess_mode='livesum')
+        values.ValueClass = values.MultiProcessValue(lambda: 456)
+        g2 = Gauge('g', 'help', registry=None)
+        l2 = Gauge('l', 'help', registry=None, multiprocess_mode='livesum')
+        g1.set(1); g2.set(2); l1.set(10); l2.set(20)
+        assert (get('g', {'pid': '123'}), get('g', {'pid': '456'}), get('l')) == (1, 2, 30)
+        mark_process_dead(123)
+        assert (get('g', {'pid': '123'}), get('g', {'pid': '456'}), get('l')) == (1, 2, 20)
+        pid = 0
+        values.ValueClass = values.MultiProcessValue(lambda: pid)
+        c = Counter('c', 'help', registry=None)
+        c.inc(2)
+        pid = 1
+        c.inc(1)
+        assert get('c_total') == 3 and c._value.get() == 1
+        print('ok')
+        """
+    )
+    assert run_python(code, str(tmp_path), SHMETRICS_PROMETHEUS_CLIENT="1").strip() == "ok"
+    assert db_files(str(tmp_path)) == []

@@ -113,6 +113,8 @@ pub(crate) struct State {
     pub(crate) identity: ProcessIdentity,
     pub(crate) segments: Vec<Segment>,
     pub(crate) dropped_series: u64,
+    /// Set by [`Registry::end_liveness`]: segments are left unlocked.
+    pub(crate) ended: bool,
 }
 
 impl State {
@@ -205,6 +207,9 @@ impl State {
             size,
             opts.guard_truncation,
         )?;
+        if self.ended {
+            segment.unlock();
+        }
         self.segments.push(segment);
         Ok(())
     }
@@ -304,10 +309,26 @@ impl Registry {
     }
 
     /// Opens a registry that presents itself as process `pid`: for tests that simulate
-    /// several processes (or a reused pid) inside one. Not for production use.
+    /// several processes (or a reused pid) inside one, and for `prometheus_client`'s custom
+    /// process identifiers (`MultiProcessValue(process_identifier)`), where one process
+    /// writes for logical processes of its choosing. Readers see it alive while it (or a
+    /// handle of it) exists, until [`Registry::end_liveness`].
     #[doc(hidden)]
     pub fn open_simulating_pid(dir: impl AsRef<Path>, options: Options, pid: u32) -> Result<Self> {
         Self::open_inner(dir.as_ref(), options, Some(pid))
+    }
+
+    /// Tells readers this registry's process is dead, as `prometheus_client`'s
+    /// `mark_process_dead(pid)` does for a logical process: every segment's lock is
+    /// released (and later segments are not locked), so its `live*` gauges leave the
+    /// merge and its other values count as a dead process's. Writes still land in its
+    /// segments; a reader that saw them dead may not read them again.
+    pub fn end_liveness(&self) {
+        let mut state = self.shared.lock_state();
+        state.ended = true;
+        for segment in &state.segments {
+            segment.unlock();
+        }
     }
 
     fn open_inner(dir: &Path, options: Options, pid: Option<u32>) -> Result<Self> {
@@ -344,6 +365,7 @@ impl Registry {
             identity,
             segments: Vec::new(),
             dropped_series: 0,
+            ended: false,
         };
         let identity = state.segment_identity(0);
         state.segments.push(Segment::create(

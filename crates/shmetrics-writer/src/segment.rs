@@ -190,6 +190,13 @@ impl Segment {
         })
     }
 
+    /// Releases the lock that tells readers this process is alive (`Registry::end_liveness`).
+    pub(crate) fn unlock(&self) {
+        if let Err(e) = self.map.lock.lock().unlock() {
+            log::warn!("cannot unlock segment {}: {e}", self.path.display());
+        }
+    }
+
     /// Whether `record_bytes` of metadata plus `slot_words` words of slots still fit.
     pub(crate) fn fits(&self, record_bytes: usize, slot_words: usize) -> bool {
         let meta_end = HEADER_SIZE + self.meta_len + record_bytes;

@@ -72,6 +72,9 @@ def _reader_for(path: Optional[str]) -> Reader:
     key = os.path.realpath(path)
     reader = _readers.get(key)
     if reader is None:
+        # Readers of directories that are gone (a test's) go.
+        for gone in [k for k in _readers if not os.path.isdir(k)]:
+            _readers.pop(gone, None)
         reader = _readers.setdefault(key, Reader(key))
     return reader
 

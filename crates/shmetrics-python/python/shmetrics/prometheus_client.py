@@ -41,6 +41,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from . import _native
@@ -59,10 +60,12 @@ _LIVE_GAUGE_MODES = ("liveall", "livemin", "livemax", "livesum", "livemostrecent
 
 
 def mark_process_dead(pid: int, path: Optional[str] = None) -> None:
-    """Kept for compatibility; never needed for shmetrics segments, whose liveness the
-    kernel tracks. Removes the ``live*`` gauge ``*.db`` files of ``pid`` that plain
+    """Never needed for shmetrics segments of real processes, whose liveness the kernel
+    tracks. Removes the ``live*`` gauge ``*.db`` files of ``pid`` that plain
     ``prometheus_client`` processes may have left, exactly as
-    ``prometheus_client.multiprocess.mark_process_dead`` does."""
+    ``prometheus_client.multiprocess.mark_process_dead`` does, and ends the liveness of the
+    logical process ``pid`` of a custom process identifier written by this process (its
+    ``live*`` gauges leave the merge, as when its files are removed)."""
     if path is None:
         path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", os.environ.get("prometheus_multiproc_dir"))
     if not path:
@@ -73,6 +76,12 @@ def mark_process_dead(pid: int, path: Optional[str] = None) -> None:
                 os.remove(f)
             except FileNotFoundError:
                 pass
+    number = _process_number(pid)
+    dkey = _dir_key(path)
+    with _lock:
+        registry = _registries.get((dkey, number)) if number is not None and dkey is not None else None
+    if registry is not None:
+        registry.end_liveness()
 
 
 # --------------------------------------------------------------------------------------
@@ -150,10 +159,14 @@ _readers_lock = threading.Lock()
 
 
 def _reader(path: str) -> _native.Reader:
+    """The reader of a directory, kept between collections (its parsed metadata is reused);
+    readers of directories that are gone are dropped when another is opened."""
     key = os.path.realpath(path)
     with _readers_lock:
         reader = _readers.get(key)
         if reader is None:
+            for gone in [k for k in _readers if not os.path.isdir(k)]:
+                del _readers[gone]
             reader = _readers[key] = _native.Reader(key)
         return reader
 
@@ -209,26 +222,105 @@ def _multiprocess_collector_collect(self: Any) -> List[Any]:
 
 
 _fallback = threading.local()
-_parents: Dict[Tuple[Any, ...], Any] = {}
-_parents_lock = threading.Lock()
 _warned: set = set()
-_legacy_value_class: List[Any] = []
+_lock = threading.RLock()
+
+#: Registries by (directory key, logical process): ``None`` for this process (the native
+#: registry follows forks itself), an ``int`` for a custom process identifier's value.
+_registries: Dict[Tuple[Any, Optional[int]], Any] = {}
+#: Native parent metrics by (registry key, kind, name, help, label names, options).
+_parents: Dict[Tuple[Any, ...], Any] = {}
+#: ``prometheus_client``'s own value classes for metrics shmetrics does not hold, by
+#: process identifier function.
+_legacy_classes: Dict[Any, Any] = {}
 
 
-def _legacy_values() -> Any:
-    """``prometheus_client``'s own value class for metrics shmetrics does not hold: files in
-    ``PROMETHEUS_MULTIPROC_DIR`` when it is set (merged by the reader), memory otherwise."""
-    from prometheus_client import values
+def _dir_key(directory: str) -> Optional[Tuple[str, int, int]]:
+    """What identifies a metrics directory: its real path and inode (a directory removed
+    and created again under the same name is another one); ``None`` when it is gone."""
+    path = os.path.realpath(directory)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, st.st_dev, st.st_ino)
 
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not os.environ.get("prometheus_multiproc_dir"):
-        return values.MutexValue
-    if not _legacy_value_class:
-        original = _originals.get(("values", "ValueClass"))
-        if getattr(original, "_multiprocess", False):
-            _legacy_value_class.append(original)
-        else:
-            _legacy_value_class.append(values.MultiProcessValue())
-    return _legacy_value_class[0]
+
+def _prune() -> None:
+    """Forgets the registries and parents of directories that are gone (a test suite's
+    fresh directory per test): their descriptors and mappings go once no metric object
+    holds them."""
+    for key in [k for k in _registries if _dir_key(k[0][0]) != k[0]]:
+        del _registries[key]
+    for key in [k for k in _parents if _dir_key(k[0][0][0]) != k[0][0]]:
+        del _parents[key]
+
+
+def _multiproc_dir_now() -> Optional[str]:
+    """``PROMETHEUS_MULTIPROC_DIR`` as ``prometheus_client`` reads it when it opens a file:
+    the deprecated lower-case variable is copied to it, with its warning."""
+    if "prometheus_multiproc_dir" in os.environ and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["prometheus_multiproc_dir"]
+        warnings.warn(
+            "prometheus_multiproc_dir variable has been deprecated in favor of the upper case naming "
+            "PROMETHEUS_MULTIPROC_DIR",
+            DeprecationWarning,
+        )
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _process_number(identifier: Any) -> Optional[int]:
+    """A custom process identifier's value as the process number a segment records, or
+    ``None`` when it is not a non-negative 32-bit integer (such processes keep
+    ``prometheus_client``'s own files)."""
+    try:
+        number = int(identifier)
+    except (TypeError, ValueError):
+        return None
+    if str(number) != str(identifier) or not 0 <= number < 2**32:
+        return None
+    return number
+
+
+def _registry(directory: str, process: Optional[int]) -> Any:
+    """The native registry writing into ``directory`` for this process (``process`` None) or
+    for a logical process of a custom identifier."""
+    dkey = _dir_key(directory)
+    if dkey is None:
+        raise ValueError(f"metrics directory {directory} does not exist")
+    key = (dkey, process)
+    with _lock:
+        registry = _registries.get(key)
+        if registry is None:
+            _prune()
+            default = _native.configured_registry() if process is None else None
+            if default is not None and _dir_key(default.path) == dkey:
+                registry = default
+            elif process is None:
+                registry = _native.Registry(dkey[0])
+            else:
+                registry = _native.Registry(dkey[0], process=process)
+            _registries[key] = registry
+        return registry
+
+
+def _parent(registry_key: Any, registry: Any, kind: str, name: str, documentation: str,
+            labelnames: Tuple[str, ...], extra: Dict[str, Any]) -> Any:
+    """The native metric of one ``prometheus_client`` metric in one registry; raises
+    ``ValueError`` when the writer refuses its definition."""
+    key = (registry_key, kind, name, documentation, tuple(labelnames), tuple(sorted(extra.items())))
+    parent = _parents.get(key)
+    if parent is None:
+        created = _NATIVE[kind](name, documentation, list(labelnames), registry=registry, **extra)
+        with _lock:
+            parent = _parents.setdefault(key, created)
+    return parent
+
+
+def _warn_once(key: Any, message: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        _log.warning(message, *args)
 
 
 _NATIVE = {
@@ -248,38 +340,111 @@ def _native_child(
     **extra: Any,
 ) -> Any:
     """The native child for one ``prometheus_client`` series, or ``None`` when shmetrics is
-    not to hold it (no metrics directory, a fallback in progress, or a definition the
-    writer refuses)."""
+    not to hold it: ``values.ValueClass`` is not multiprocess now (or is
+    ``prometheus_client``'s own class), no metrics directory is set, a fallback is in
+    progress, or the writer refuses the definition or the labels. The directory and the
+    process are those of the moment, as ``prometheus_client``'s files are opened: a
+    metric created after ``PROMETHEUS_MULTIPROC_DIR`` changed writes into the new one. With
+    a custom process identifier the child asks it at every operation (``_Identified``)."""
     if getattr(_fallback, "active", False):
         return None
-    registry = _native.configured_registry()
-    if registry is None:
+    from prometheus_client import values
+
+    identifier = getattr(values.ValueClass, "_shmetrics_identifier", None)
+    if identifier is None:
         return None
-    key = (kind, name, documentation, tuple(labelnames), tuple(sorted(extra.items())))
-    parent = _parents.get(key)
-    if parent is None:
-        try:
-            created = _NATIVE[kind](name, documentation, list(labelnames), registry=registry, **extra)
-        except ValueError as e:
-            if key not in _warned:
-                _warned.add(key)
-                _log.warning(
-                    "shmetrics: %s %s stays in prometheus_client's own files: %s", kind, name, e
-                )
+    directory = _multiproc_dir_now()
+    if directory is None or _dir_key(directory) is None:
+        return None
+
+    def child_of(process: Optional[int]) -> Any:
+        registry = _registry(directory, process)
+        parent = _parent((_dir_key(directory), process), registry, kind, name, documentation, labelnames, extra)
+        return parent.labels(*labelvalues) if labelvalues else parent
+
+    try:
+        if identifier is os.getpid:
+            return child_of(None)
+        process = _process_number(identifier())
+        if process is None:
             return None
-        with _parents_lock:
-            parent = _parents.setdefault(key, created)
-    if labelvalues:
-        try:
-            return parent.labels(*labelvalues)
-        except ValueError as e:
-            # A label set over the limits: prometheus_client would take it, so its own
-            # `.db` file does (the reader reports it there).
-            if key not in _warned:
-                _warned.add(key)
-                _log.warning("shmetrics: a series of %s %s stays in prometheus_client's own files: %s", kind, name, e)
-            return None
-    return parent
+        return _Identified(kind, identifier, child_of, child_of(process), process)
+    except ValueError as e:
+        # prometheus_client would take it, so its own `.db` file does (the reader reports
+        # what it cannot merge there).
+        _warn_once((kind, name, documentation), "shmetrics: %s %s stays in prometheus_client's own files: %s",
+                   kind, name, e)
+        return None
+
+
+class _Identified:
+    """A series written for a custom process identifier: the identifier is asked at every
+    operation and, when its value changed (as after a fork), the operation goes to that
+    process's series, as ``MultiProcessValue``'s files do."""
+
+    __slots__ = ("_kind", "_identifier", "_child_of", "_child", "_process")
+
+    def __init__(self, kind: str, identifier: Callable[[], Any], child_of: Callable[[Optional[int]], Any],
+                 child: Any, process: int) -> None:
+        self._kind = kind
+        self._identifier = identifier
+        self._child_of = child_of
+        self._child = child
+        self._process = process
+
+    def _current(self) -> Any:
+        process = _process_number(self._identifier())
+        if process is None:
+            raise ValueError("shmetrics: the process identifier changed to a value that is not a process number")
+        if process != self._process:
+            self._child = self._child_of(process)
+            self._process = process
+        return self._child
+
+    def inc(self, amount: float = 1.0, exemplar: Any = None) -> None:
+        if self._kind == "counter":
+            self._current().inc(amount, exemplar)
+        else:
+            self._current().inc(amount)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._current().dec(amount)
+
+    def set(self, value: float, timestamp: Any = None) -> None:
+        self._current().set(value, timestamp)
+
+    def reset(self) -> None:
+        self._current().reset()
+
+    def get(self) -> Any:
+        return self._current().get()
+
+    def observe(self, amount: float, exemplar: Any = None) -> None:
+        if self._kind == "histogram":
+            self._current().observe(amount, exemplar)
+        else:
+            self._current().observe(amount)
+
+    def _parts(self) -> Tuple[Any, Any]:
+        first, rest = self._current()._parts()
+        if isinstance(rest, list):
+            return _IdentifiedPart(self, 0, None), [_IdentifiedPart(self, 1, i) for i in range(len(rest))]
+        return _IdentifiedPart(self, 0, None), _IdentifiedPart(self, 1, None)
+
+
+class _IdentifiedPart:
+    """One of ``_parts()`` of an ``_Identified`` series, read from the current process's."""
+
+    __slots__ = ("_owner", "_which", "_index")
+
+    def __init__(self, owner: _Identified, which: int, index: Optional[int]) -> None:
+        self._owner = owner
+        self._which = which
+        self._index = index
+
+    def get(self) -> float:
+        part = self._owner._current()._parts()[self._which]
+        return (part if self._index is None else part[self._index]).get()
 
 
 def _run_original(metric: Any, original: Callable[[Any], None]) -> None:
@@ -292,11 +457,24 @@ def _run_original(metric: Any, original: Callable[[Any], None]) -> None:
         _fallback.active = previous
 
 
+def _legacy_value_class(identifier: Callable[[], Any]) -> Any:
+    """``prometheus_client``'s own ``MultiProcessValue(identifier)`` class (one per
+    identifier, as its files are cached per class)."""
+    with _lock:
+        cls = _legacy_classes.get(identifier)
+        if cls is None:
+            cls = _legacy_classes[identifier] = _originals[("values", "MultiProcessValue")](identifier)
+        return cls
+
+
 class _ShmetricsValue:
-    """Installed as ``prometheus_client.values.ValueClass``: shmetrics value objects for
-    counters and gauges, ``prometheus_client``'s own class for everything else."""
+    """Installed as ``prometheus_client.values.ValueClass`` (and returned by
+    ``values.MultiProcessValue``): shmetrics value objects for counters and gauges,
+    ``prometheus_client``'s own multiprocess class for everything else."""
 
     _multiprocess = True
+    #: The process identifier (``MultiProcessValue``'s argument).
+    _shmetrics_identifier: Callable[[], Any] = os.getpid
 
     def __new__(  # type: ignore[misc]
         cls,
@@ -323,10 +501,27 @@ class _ShmetricsValue:
             )
         if native is not None:
             return native
-        legacy = _legacy_values()
+        if _multiproc_dir_now() is None:
+            from prometheus_client import values
+
+            legacy = values.MutexValue
+        else:
+            legacy = _legacy_value_class(cls._shmetrics_identifier)
         if multiprocess_mode:
             kwargs["multiprocess_mode"] = multiprocess_mode
         return legacy(typ, metric_name, name, labelnames, labelvalues, help_text, **kwargs)
+
+    @classmethod
+    def close_all_files(cls) -> None:
+        """As ``MmapedValue.close_all_files``: shmetrics segments need no closing."""
+
+
+def _multi_process_value(process_identifier: Callable[[], Any] = os.getpid) -> Any:
+    """``values.MultiProcessValue`` once installed: the shmetrics value class for
+    ``process_identifier`` (the default is this process, followed across forks)."""
+    if process_identifier is os.getpid:
+        return _ShmetricsValue
+    return type("_ShmetricsValue", (_ShmetricsValue,), {"_shmetrics_identifier": staticmethod(process_identifier)})
 
 
 _originals: Dict[Tuple[str, str], Any] = {}
@@ -446,12 +641,19 @@ def install() -> None:
         if _originals:
             return
         _originals[("values", "ValueClass")] = values.ValueClass
+        _originals[("values", "MultiProcessValue")] = values.MultiProcessValue
+        _originals[("multiprocess", "mark_process_dead")] = multiprocess.mark_process_dead
         _originals[("MultiProcessCollector", "collect")] = multiprocess.MultiProcessCollector.collect
         for cls_name, attr, replacement in _PATCHES:
             cls = getattr(metrics, cls_name)
             _originals[(cls_name, attr)] = cls.__dict__[attr]
             setattr(cls, attr, replacement)
-        values.ValueClass = _ShmetricsValue
+        values.MultiProcessValue = _multi_process_value
+        # Multiprocess mode stays what prometheus_client chose at its import (or what was
+        # set since): in-memory values stay in memory.
+        if getattr(values.ValueClass, "_multiprocess", False) or _multiproc_dir_now():
+            values.ValueClass = _ShmetricsValue
+        multiprocess.mark_process_dead = mark_process_dead
         multiprocess.MultiProcessCollector.collect = _multiprocess_collector_collect
 
 
@@ -466,9 +668,11 @@ def uninstall() -> None:
         for cls_name, attr, _ in _PATCHES:
             setattr(getattr(metrics, cls_name), attr, _originals[(cls_name, attr)])
         values.ValueClass = _originals[("values", "ValueClass")]
+        values.MultiProcessValue = _originals[("values", "MultiProcessValue")]
+        multiprocess.mark_process_dead = _originals[("multiprocess", "mark_process_dead")]
         multiprocess.MultiProcessCollector.collect = _originals[("MultiProcessCollector", "collect")]
         _originals.clear()
-        _legacy_value_class.clear()
+        _legacy_classes.clear()
 
 
 def installed() -> bool:
