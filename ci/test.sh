@@ -38,6 +38,9 @@ cargo test --workspace --locked
 step "python package: build into .venv, pytest"
 bash ci/python-test.sh
 
+step "prometheus_client's own tests against the drop-in (0.20.0, 0.24.1, 0.26.0)"
+bash ci/upstream-prometheus-client.sh
+
 step "loom: models of the publish protocols"
 bash ci/loom.sh
 

@@ -46,6 +46,30 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from . import _native
 
+#: The ``prometheus_client`` releases the drop-in is tested with (ci/upstream-prometheus-client.sh
+#: runs their own test suites against it): 0.20 to 0.26.
+TESTED_VERSIONS = ((0, 20), (0, 26))
+
+
+def _check_prometheus_client_version() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("prometheus_client")
+    except PackageNotFoundError:
+        raise ImportError("the drop-in needs prometheus_client, which is not installed") from None
+    low, high = TESTED_VERSIONS
+    major_minor = tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in installed.split(".")[:2])
+    if not low <= major_minor <= high:
+        raise ImportError(
+            f"the shmetrics drop-in is tested with prometheus_client {low[0]}.{low[1]} to {high[0]}.{high[1]}, "
+            f"and {installed} is installed: install one of those (pip install 'prometheus_client>=0.20,<0.27'), "
+            "or use shmetrics' native API"
+        )
+
+
+_check_prometheus_client_version()
+
 __all__ = [
     "ShmetricsCollector",
     "install",
