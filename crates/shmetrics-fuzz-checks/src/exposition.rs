@@ -7,7 +7,10 @@ use std::collections::HashSet;
 
 use shmetrics_layout::MetricKind;
 use shmetrics_layout::limits::{MAX_BUCKETS, MAX_LABEL_SET_LEN, MAX_LABELS};
-use shmetrics_layout::names::{exposed_names, is_valid_label_name, is_valid_metric_name};
+use shmetrics_layout::names::{
+    Escaping, escaped_name, exposed_names, is_legacy_label_name, is_valid_label_name,
+    is_valid_metric_name,
+};
 use shmetrics_reader::render::{Format, PrefixFilter, render_into};
 use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
 
@@ -128,10 +131,11 @@ pub fn check_render(snapshot: &Snapshot, extra: &[Family]) {
 fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<Item = &'a str>) {
     let mut next = || lines.next().expect("exposition ends early");
     let name = &*family.name;
-    let head = match (family.kind, format) {
+    // Names outside the classic set are exposed with underscores (the default escaping).
+    let head = exposed(&match (family.kind, format) {
         (MetricKind::Counter, Format::Prometheus) => format!("{name}_total"),
         _ => name.to_owned(),
-    };
+    });
     let help = next()
         .strip_prefix(&format!("# HELP {head} "))
         .unwrap_or_else(|| panic!("no HELP line for {head}"));
@@ -143,7 +147,10 @@ fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<It
     assert_eq!(next(), format!("# TYPE {head} {}", family.kind));
     for series in &family.series {
         let expected = |labels: Vec<(String, String)>| {
-            let mut pairs = owned_pairs(&series.labels);
+            let mut pairs: Vec<(String, String)> = owned_pairs(&series.labels)
+                .into_iter()
+                .map(|(n, v)| (escaped_name(&n, false, Escaping::Underscores), v))
+                .collect();
             if let Some(pid) = series.pid {
                 pairs.push(("pid".into(), pid.to_string()));
             }
@@ -213,12 +220,18 @@ fn read_count_and_sum(
     assert_same_f64(parse_f64(v), sum);
 }
 
-/// Splits `name{labels} value` into unescaped label pairs and the value text.
+/// `name` as the default escaping exposes a metric name.
+fn exposed(name: &str) -> String {
+    escaped_name(name, true, Escaping::Underscores)
+}
+
+/// Splits `name{labels} value` (the sample name `name` + `suffix`, exposed) into unescaped
+/// label pairs and the value text.
 fn read_sample<'a>(line: &'a str, name: &str, suffix: &str) -> (Vec<(String, String)>, &'a str) {
+    let sample = exposed(&format!("{name}{suffix}"));
     let rest = line
-        .strip_prefix(name)
-        .and_then(|r| r.strip_prefix(suffix))
-        .unwrap_or_else(|| panic!("{line:?} is not a sample of {name}{suffix}"));
+        .strip_prefix(sample.as_str())
+        .unwrap_or_else(|| panic!("{line:?} is not a sample of {sample}"));
     let mut labels = Vec::new();
     let rest = match rest.strip_prefix('{') {
         None => rest,
@@ -226,7 +239,7 @@ fn read_sample<'a>(line: &'a str, name: &str, suffix: &str) -> (Vec<(String, Str
             let (label, after) = r
                 .split_once("=\"")
                 .unwrap_or_else(|| panic!("label without value in {line:?}"));
-            assert!(is_valid_label_name(label), "label {label:?} in {line:?}");
+            assert!(is_legacy_label_name(label), "label {label:?} in {line:?}");
             let mut value = String::new();
             let mut chars = after.char_indices();
             let end = loop {

@@ -7,7 +7,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::names::{MAX_HELP_LEN, is_valid_label_name, is_valid_metric_name, reserved_label};
+use crate::names::{
+    Escaping, MAX_HELP_LEN, escaped_name, is_valid_label_name, is_valid_metric_name, reserved_label,
+};
 use crate::{GaugeMode, LayoutError, MetricKind};
 
 /// Record kind of a [`FamilyRecord`].
@@ -231,19 +233,32 @@ fn check_family_format(
             "help text of {name} longer than {MAX_HELP_LEN} bytes"
         ));
     }
+    // Label names are compared as the classic formats expose them: `a.b` and `a_b` would
+    // be one label there.
+    let exposed: Vec<String> = label_names
+        .iter()
+        .map(|l| escaped_name(l, false, Escaping::Underscores))
+        .collect();
     for (i, label) in label_names.iter().enumerate() {
         if !is_valid_label_name(label) {
             return Err(format!("invalid label name {label:?} in {name}"));
         }
-        if reserved_label(kind, mode, label) {
+        if reserved_label(kind, mode, &exposed[i]) {
             let what = match mode {
                 Some(mode) => format!("a gauge in mode {mode}"),
                 None => format!("a {kind}"),
             };
             return Err(format!("label name {label:?} is reserved for {what}"));
         }
-        if label_names[..i].contains(label) {
-            return Err(format!("duplicate label name {label:?} in {name}"));
+        if let Some(j) = exposed[..i].iter().position(|e| *e == exposed[i]) {
+            return Err(if label_names[j] == *label {
+                format!("duplicate label name {label:?} in {name}")
+            } else {
+                format!(
+                    "label names {:?} and {label:?} of {name} are both exposed as {}",
+                    label_names[j], exposed[i]
+                )
+            });
         }
     }
     if (kind == MetricKind::Gauge) != mode.is_some() {
@@ -881,9 +896,15 @@ mod tests {
     #[test]
     fn rejects_invalid_names_and_utf8() {
         let mut f = family();
-        f.name = "bad name".into();
+        f.name = String::new();
         let err = parse_records(&f.encode(), 0).next().unwrap().unwrap_err();
         assert!(err.to_string().contains("invalid metric name"), "{err}");
+        // Any UTF-8 name is valid (exposed escaped); `__` label names stay reserved.
+        f.name = "my.dotted name".into();
+        assert!(parse_records(&f.encode(), 0).next().unwrap().is_ok());
+        f.label_names = vec!["__x".into()];
+        let err = parse_records(&f.encode(), 0).next().unwrap().unwrap_err();
+        assert!(err.to_string().contains("invalid label name"), "{err}");
 
         let mut bytes = series().encode();
         // The first label value starts after header (8), fixed part (16) and its length (4).
@@ -946,6 +967,15 @@ mod tests {
             check_family(MetricKind::Histogram, None, "h", "", &[], &[2.0, 1.0]),
             check_family(MetricKind::Histogram, None, "h", "", &[], &[f64::NAN]),
             check_family(MetricKind::Counter, None, "c", "", &[], &[1.0]),
+            check_family(
+                MetricKind::Counter,
+                None,
+                "c",
+                "",
+                &labels(&["a.b", "a_b"]),
+                &[],
+            ),
+            check_family(MetricKind::Histogram, None, "h", "", &labels(&["le"]), &[]),
         ];
         for result in bad {
             assert!(result.is_err());

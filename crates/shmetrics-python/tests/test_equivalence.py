@@ -201,3 +201,52 @@ def test_generate_latest_gives_the_same_bytes_as_plain_multiprocess_mode(tmp_pat
     assert list(sorted(bodies["plain"])) == ["latency_seconds", "queue", "requests_total", "size_bytes"]
     for family, block in bodies["plain"].items():
         assert bodies["dropin"][family] == block
+
+
+UTF8_CODE = """
+c = Counter('my.dotted', 'Dotted.', ['lbl.x'])
+h = Histogram('lat.seconds', 'Latency.', ['a:b'], buckets=[0.5, 1])
+g = Gauge('é', 'Accented.', multiprocess_mode='livesum')
+c.labels('v').inc(2)
+h.labels('x').observe(0.25)
+g.set(1.5)
+"""
+
+
+def test_utf8_names_render_as_in_plain_multiprocess_mode(tmp_path):
+    """prometheus_client 0.26 takes any UTF-8 metric and label name: through the drop-in
+    (shmetrics segments) and from plain processes' ``.db`` files (the legacy reader), every
+    family renders as plain multiprocess mode renders it, in each escaping scheme."""
+    pytest.importorskip("prometheus_client.validation", reason="UTF-8 names since 0.22")
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from shmetrics.prometheus_client import ShmetricsCollector
+
+    dirs = {}
+    for mode in ("plain", "dropin"):
+        directory = tmp_path / mode
+        directory.mkdir()
+        worker = Worker(str(directory), mode)
+        worker.run(UTF8_CODE)
+        dirs[mode] = (str(directory), worker)
+    import inspect
+
+    escapings = ["underscores", "allow-utf-8", "dots", "values"]
+    if "escaping" not in inspect.signature(generate_latest).parameters:
+        escapings = [None]
+    for escaping in escapings:
+        bodies = {}
+        for name, (directory, collector) in {
+            "plain": (dirs["plain"][0], MultiProcessCollector),
+            "plain files, shmetrics reader": (dirs["plain"][0], ShmetricsCollector),
+            "dropin": (dirs["dropin"][0], ShmetricsCollector),
+        }.items():
+            registry = CollectorRegistry()
+            collector(registry, path=directory)
+            text = (generate_latest(registry) if escaping is None else generate_latest(registry, escaping)).decode()
+            bodies[name] = {block.split("\n", 1)[0]: block for block in text.split("# HELP ")[1:]}
+        assert len(bodies["plain"]) == 3, bodies["plain"]
+        for name in ("plain files, shmetrics reader", "dropin"):
+            assert bodies[name] == bodies["plain"], (escaping, name)
+    for _, worker in dirs.values():
+        worker.kill()

@@ -60,7 +60,11 @@ def test_counter_errors(registry):
     c.inc(1, exemplar={"trace_id": "abc"})
     assert c.get() == 1
     with pytest.raises(ValueError):
-        shmetrics.Counter("bad name", "help", registry=registry)
+        shmetrics.Counter("", "help", registry=registry)
+    with pytest.raises(ValueError, match="invalid label name"):
+        shmetrics.Counter("reserved", "help", ["__x"], registry=registry)
+    # Any other UTF-8 name is taken, as by prometheus_client 0.26 (exposed escaped).
+    shmetrics.Counter("my.dotted name", "help", ["lbl.x"], registry=registry).labels("v").inc()
     with pytest.raises(ValueError, match="labelnames"):
         shmetrics.Counter("s", "help", "ab", registry=registry)
 

@@ -967,10 +967,10 @@ mod tests {
                 0.0,
                 0.0,
             ),
-            // Left out: an unknown sample, a second label set, an invalid label name.
+            // Left out: an unknown sample, a second label set, a reserved label name.
             entry(r#"["h", "h_other", {"a": "x"}, "help"]"#, 1.0, 0.0),
             entry(r#"["h", "h_sum", {"b": "x"}, "help"]"#, 1.0, 0.0),
-            entry(r#"["bad name", "bad name_sum", {}, "help"]"#, 1.0, 0.0),
+            entry(r#"["h2", "h2_sum", {"__x": "y"}, "help"]"#, 1.0, 0.0),
         ]);
         assert_eq!(translate(&bytes, histogram), Ok(2));
         let mut left_out = Vec::new();

@@ -16,8 +16,11 @@ use crate::render::LinePrefixes;
 pub struct SeriesLabels {
     /// `(name, value)` pairs sorted by name.
     pub pairs: Vec<(Box<str>, Box<str>)>,
-    /// The pairs as exposition text, without braces.
+    /// The pairs as exposition text, without braces, names as they are.
     pub rendered: Box<str>,
+    /// Whether every label name is classic (`[a-zA-Z_][a-zA-Z0-9_]*`), so that `rendered`
+    /// is what every escaping scheme but dots exposes.
+    pub classic_names: bool,
     lines: OnceLock<Option<LinePrefixes>>,
 }
 
@@ -70,9 +73,13 @@ impl SeriesLabels {
             crate::render::escape_label_value(value, &mut rendered);
             rendered.push('"');
         }
+        let classic_names = pairs
+            .iter()
+            .all(|(n, _)| shmetrics_layout::names::is_legacy_label_name(n));
         Self {
             pairs,
             rendered: rendered.into(),
+            classic_names,
             lines: OnceLock::new(),
         }
     }

@@ -545,3 +545,73 @@ fn empty_directory_and_self_metrics() {
     );
     drop(registry);
 }
+
+/// Names outside the classic character sets (`prometheus_client` 0.26 and Prometheus 3
+/// accept any UTF-8), in both formats and every escaping scheme: `underscores` (the
+/// default), `allow-utf-8` (names quoted, the sample name inside the braces), `dots` and
+/// `values`. A classic family renders the same in every scheme but `dots`. The expected text
+/// is `prometheus_client` 0.26's `generate_latest(registry, escaping)` and
+/// `openmetrics.generate_latest(registry, escaping)` on the same metrics, compared line by
+/// line, but for three things: bucket counts are integers here; the `all`-mode gauge has
+/// its `pid` label (in-process `prometheus_client` has none); and in OpenMetrics
+/// `prometheus_client` 0.26 escapes a sample name with the label-name character set, so
+/// `vllm:num_requests` samples come out as `vllm_num_requests` under a `# TYPE
+/// vllm:num_requests` line, which names them as another family: here the sample names
+/// are the family's.
+#[test]
+fn utf8_names_in_every_escaping() {
+    use shmetrics_reader::render::{Escaping, Exposition};
+    let dir = tempfile::tempdir().unwrap();
+    let p = process(dir.path(), 901);
+    p.counter("my.dotted", "Dotted \"name\".", &["lbl.x", "plain"])
+        .unwrap()
+        .labels(&["v\"1", "p"])
+        .unwrap()
+        .inc_by(2.0);
+    p.histogram("lat.seconds", "Latency.", &["a:b"], &[0.5])
+        .unwrap()
+        .labels(&["x"])
+        .unwrap()
+        .observe(0.25);
+    p.gauge(
+        "vllm:num_requests",
+        "Classic.",
+        &["model_name"],
+        GaugeMode::MostRecent,
+    )
+    .unwrap()
+    .labels(&["m_1"])
+    .unwrap()
+    .set(3.0);
+    p.gauge("é", "Accented.", &[], GaugeMode::All)
+        .unwrap()
+        .labels::<&str>(&[])
+        .unwrap()
+        .set(1.5);
+    let mut reader = Reader::open(dir.path()).unwrap();
+    let scrape = reader.snapshot();
+    let mut failures = Vec::new();
+    for escaping in [
+        Escaping::Underscores,
+        Escaping::AllowUtf8,
+        Escaping::Dots,
+        Escaping::Values,
+    ] {
+        for (format, ext) in [(Format::Prometheus, "prom"), (Format::OpenMetrics, "om")] {
+            let mut out = Vec::new();
+            Exposition {
+                snapshot: &scrape.snapshot,
+                extra: &[],
+                format,
+                filter: &PrefixFilter::default(),
+                escaping,
+            }
+            .write(&mut out)
+            .unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let name = format!("utf8.{}.{ext}", escaping.as_str());
+            failures.extend(compare_golden(&name, &text));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

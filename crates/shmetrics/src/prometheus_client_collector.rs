@@ -78,6 +78,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use shmetrics_layout::MetricKind;
+use shmetrics_layout::names::{Escaping, escaped_name};
 use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Value};
 use shmetrics_reader::{PrefixFilter, Reader, ScrapeReport};
 
@@ -140,7 +141,9 @@ struct SeriesLabelSet<'a>(&'a Series);
 impl EncodeLabelSet for SeriesLabelSet<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         for (name, value) in &self.0.labels.pairs {
-            (&**name, &**value).encode(encoder.encode_label())?;
+            // As the classic formats expose names outside their character set.
+            let name = escaped_name(name, false, Escaping::Underscores);
+            (name.as_str(), &**value).encode(encoder.encode_label())?;
         }
         if let Some(pid) = self.0.pid {
             ("pid", pid.to_string().as_str()).encode(encoder.encode_label())?;
@@ -173,7 +176,8 @@ fn encode_families(
             MetricKind::Gauge => MetricType::Gauge,
             MetricKind::Histogram | MetricKind::Summary => MetricType::Histogram,
         };
-        let mut descriptor = encoder.encode_descriptor(&family.name, &help, None, metric_type)?;
+        let name = escaped_name(&family.name, true, Escaping::Underscores);
+        let mut descriptor = encoder.encode_descriptor(&name, &help, None, metric_type)?;
         for series in &family.series {
             let labels = SeriesLabelSet(series);
             let mut metric = descriptor.encode_family(&labels)?;
@@ -201,7 +205,11 @@ fn encode_summary(
     encoder: &mut DescriptorEncoder<'_>,
 ) -> Result<(), std::fmt::Error> {
     for part in ["count", "sum"] {
-        let name = format!("{}_{part}", family.name);
+        let name = escaped_name(
+            &format!("{}_{part}", family.name),
+            true,
+            Escaping::Underscores,
+        );
         let help = format!("{help} ({part} of the summary's observations)");
         let mut descriptor = encoder.encode_descriptor(&name, &help, None, MetricType::Unknown)?;
         for series in &family.series {

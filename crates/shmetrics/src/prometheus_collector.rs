@@ -92,6 +92,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
 use shmetrics_layout::MetricKind;
+use shmetrics_layout::names::{Escaping, escaped_name};
 use shmetrics_reader::snapshot::{Family, Series, Value};
 use shmetrics_reader::{PrefixFilter, Reader, ScrapeReport};
 
@@ -272,9 +273,11 @@ fn clashes_family(count: usize) -> MetricFamily {
     mf
 }
 
+/// A label pair, its name as the classic formats expose it (the tikv encoder prints names
+/// as they are; `lbl.x` becomes `lbl_x`).
 fn label_pair(name: &str, value: &str) -> proto::LabelPair {
     let mut pair = proto::LabelPair::default();
-    pair.set_name(name.to_owned());
+    pair.set_name(escaped_name(name, false, Escaping::Underscores));
     pair.set_value(value.to_owned());
     pair
 }
@@ -301,6 +304,8 @@ fn to_proto(family: &Family) -> MetricFamily {
         MetricKind::Histogram => (family.name.to_string(), MetricType::HISTOGRAM),
         MetricKind::Summary => (family.name.to_string(), MetricType::SUMMARY),
     };
+    // As the classic formats expose names outside their character set.
+    let name = escaped_name(&name, true, Escaping::Underscores);
     let metrics = family
         .series
         .iter()

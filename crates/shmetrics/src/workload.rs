@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde_json::Value;
-use shmetrics_layout::names::is_valid_label_name;
+use shmetrics_layout::names::is_legacy_label_name;
 use shmetrics_writer::{
     Child, Counter, DEFAULT_BUCKETS, Family, Gauge, GaugeMode, Histogram, MetricKind, Registry,
     Summary,
@@ -545,14 +545,14 @@ impl MetricSet {
         }
     }
 
-    /// The label names of `metric`. An entry that is not a valid label name describes
+    /// The label names of `metric`. An entry that is not a classic label name describes
     /// labels instead of naming one: `<every CacheConfig field name>` (any entry mentioning
     /// `CacheConfig`) expands to [`CACHE_CONFIG_LABELS`]; any other is dropped. Duplicates
     /// are dropped.
     pub fn label_names(&self, metric: &MetricSpec) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for label in metric.labels.iter().flatten() {
-            let names: Vec<String> = if is_valid_label_name(label) {
+            let names: Vec<String> = if is_legacy_label_name(label) {
                 vec![label.clone()]
             } else if label.contains("CacheConfig") {
                 CACHE_CONFIG_LABELS

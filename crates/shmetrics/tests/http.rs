@@ -343,7 +343,10 @@ fn content_type_follows_real_accept_headers() {
     let cases: &[(Option<&str>, &str)] = &[
         (None, TEXT),
         (Some(PROMETHEUS_2_ACCEPT), OPENMETRICS),
-        (Some(PROMETHEUS_3_ACCEPT), OPENMETRICS),
+        (
+            Some(PROMETHEUS_3_ACCEPT),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
+        ),
         (Some("text/plain;version=0.0.4"), TEXT),
         (Some("*/*"), TEXT),
         (Some("application/openmetrics-text;version=1.0.0;q=0"), TEXT),
@@ -366,7 +369,7 @@ fn content_type_follows_real_accept_headers() {
         let all = samples(&body);
         assert_eq!(value(&all, r#"gen_c0_total{series="0"}"#), 6.0);
         assert_eq!(value(&all, r#"gen_h0_seconds_count{series="0"}"#), 6.0);
-        if want == OPENMETRICS {
+        if want.starts_with(OPENMETRICS) {
             assert!(body.ends_with("\n# EOF\n"), "Accept: {accept:?}");
             assert!(body.contains("\n# TYPE gen_c0 counter\n"));
         } else {
@@ -374,6 +377,78 @@ fn content_type_follows_real_accept_headers() {
             assert!(body.contains("\n# TYPE gen_c0_total counter\n"));
         }
     }
+}
+
+/// Names outside the classic character set, as a scraper asks for them: the classic
+/// underscore escaping by default and for clients that never ask (Prometheus 2), quoted
+/// UTF-8 names for Prometheus 3 (`escaping=allow-utf-8`, named in the content type), and
+/// the `dots`, `values` and `underscores` schemes when asked for with version 1.0.0.
+#[test]
+fn utf8_names_are_escaped_as_the_scraper_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    registry
+        .counter("my.dotted", "Dotted.", &["lbl.x"])
+        .unwrap()
+        .labels(&["v"])
+        .unwrap()
+        .inc_by(3.0);
+    let server = TestServer::with(options(dir.path()));
+    let text_1 = "text/plain; version=1.0.0; charset=utf-8";
+    let cases: &[(Option<&str>, String, &str)] = &[
+        (None, TEXT.to_owned(), "my_dotted_total{lbl_x=\"v\"} 3.0"),
+        (
+            Some(PROMETHEUS_2_ACCEPT),
+            OPENMETRICS.to_owned(),
+            "my_dotted_total{lbl_x=\"v\"} 3.0",
+        ),
+        (
+            Some(PROMETHEUS_3_ACCEPT),
+            format!("{OPENMETRICS}; escaping=allow-utf-8"),
+            "{\"my.dotted_total\",\"lbl.x\"=\"v\"} 3.0",
+        ),
+        (
+            Some("text/plain;version=1.0.0;escaping=allow-utf-8"),
+            format!("{text_1}; escaping=allow-utf-8"),
+            "{\"my.dotted_total\",\"lbl.x\"=\"v\"} 3.0",
+        ),
+        (
+            Some("text/plain;version=1.0.0;escaping=dots"),
+            format!("{text_1}; escaping=dots"),
+            "my_dot_dotted__total{lbl_dot_x=\"v\"} 3.0",
+        ),
+        (
+            Some("application/openmetrics-text;version=1.0.0;escaping=values"),
+            format!("{OPENMETRICS}; escaping=values"),
+            "U__my_2e_dotted__total{U__lbl_2e_x=\"v\"} 3.0",
+        ),
+        (
+            Some("application/openmetrics-text;version=1.0.0;escaping=nonsense"),
+            format!("{OPENMETRICS}; escaping=underscores"),
+            "my_dotted_total{lbl_x=\"v\"} 3.0",
+        ),
+        // Only version 1.0.0 has the parameter.
+        (
+            Some("text/plain;version=0.0.4;escaping=allow-utf-8"),
+            TEXT.to_owned(),
+            "my_dotted_total{lbl_x=\"v\"} 3.0",
+        ),
+    ];
+    for (accept, content_type, line) in cases {
+        let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", *a)).collect();
+        let resp = scrape(server.addr, &headers);
+        assert_eq!(
+            resp.header("content-type"),
+            Some(content_type.as_str()),
+            "Accept: {accept:?}"
+        );
+        let body = resp.text();
+        assert!(
+            body.lines().any(|l| l == *line),
+            "Accept: {accept:?}: no line {line:?} in\n{body}"
+        );
+    }
+    drop(registry);
 }
 
 #[test]

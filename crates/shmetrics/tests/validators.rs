@@ -130,9 +130,17 @@ fn golden_renders_pass_validators() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let what = path.display().to_string();
+        let file = path.file_name().unwrap().to_str().unwrap();
+        // Names escaped with dots or values are for scrapers that unescape them (Prometheus
+        // 3): `U__a_2e_b__bucket` is not `U__a_2e_b` + `_bucket` to a classic parser, as in
+        // prometheus_client's output of the same. Debian's promtool (2.42) predates quoted
+        // UTF-8 names.
+        if file.starts_with("utf8.dots.") || file.starts_with("utf8.values.") {
+            continue;
+        }
         match path.extension().and_then(|e| e.to_str()) {
             Some("prom") => {
-                if promtool {
+                if promtool && !file.starts_with("utf8.allow-utf-8.") {
                     promtool_check(&text, &what);
                 }
                 if let Some(p) = &python {

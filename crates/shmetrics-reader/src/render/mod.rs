@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shmetrics_layout::MetricKind;
+pub use shmetrics_layout::names::Escaping;
+use shmetrics_layout::names::{escape_name, escaped_name, is_legacy_metric_name};
 
 pub use escape::{escape_help, escape_label_value};
 pub use number::{write_f64, write_le};
@@ -81,22 +83,14 @@ pub fn render(
     filter: &PrefixFilter,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let exposition = Exposition {
+    Exposition {
         snapshot,
         extra,
         format,
         filter,
-    };
-    let mut cursor = Cursor::default();
-    let mut buf = Vec::with_capacity(CHUNK);
-    loop {
-        let done = exposition.render_some(&mut cursor, &mut buf, CHUNK);
-        out.write_all(&buf)?;
-        buf.clear();
-        if done {
-            return Ok(());
-        }
+        escaping: Escaping::default(),
     }
+    .write(out)
 }
 
 /// As [`render`], appending to a buffer the caller owns (and can reuse between scrapes):
@@ -113,6 +107,7 @@ pub fn render_into(
         extra,
         format,
         filter,
+        escaping: Escaping::default(),
     };
     exposition.render_some(&mut Cursor::default(), buf, usize::MAX);
 }
@@ -133,6 +128,8 @@ pub struct Exposition<'a> {
     pub format: Format,
     /// Which of the snapshot's families to keep.
     pub filter: &'a PrefixFilter,
+    /// How names outside the classic character sets are exposed.
+    pub escaping: Escaping,
 }
 
 /// Where the rendering of an [`Exposition`] stands, so that it can be rendered a piece at a
@@ -158,6 +155,21 @@ impl Cursor {
 }
 
 impl<'a> Exposition<'a> {
+    /// Writes the whole exposition to `out`, a piece of [`CHUNK`] bytes at a time: memory
+    /// stays bounded however large the exposition is.
+    pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        let mut cursor = Cursor::default();
+        let mut buf = Vec::with_capacity(CHUNK);
+        loop {
+            let done = self.render_some(&mut cursor, &mut buf, CHUNK);
+            out.write_all(&buf)?;
+            buf.clear();
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
     /// Appends to `buf`, from `cursor` on, until `buf` holds at least `at_least` bytes or the
     /// exposition ends; returns whether it ended. A piece ends after a whole series, so it
     /// passes `at_least` by at most one series' lines (bounded by
@@ -168,7 +180,8 @@ impl<'a> Exposition<'a> {
                 match self.next_family(cursor) {
                     Some((extra, index)) => {
                         let family = self.family(extra, index);
-                        render_header(family, self.format, &mut cursor.scratch, buf);
+                        let (format, escaping) = (self.format, self.escaping);
+                        render_header(family, format, escaping, &mut cursor.scratch, buf);
                         cursor.current = Some((extra, index, 0));
                     }
                     None => {
@@ -183,7 +196,12 @@ impl<'a> Exposition<'a> {
             let family = self.family(extra, index);
             match family.series.get(next) {
                 Some(series) => {
-                    render_series(family, series, &mut cursor.scratch, buf);
+                    let scratch = &mut cursor.scratch;
+                    if scratch.classic && series.labels.classic_names {
+                        render_series(family, series, scratch, buf);
+                    } else {
+                        render_escaped_series(family, series, self.escaping, scratch, buf);
+                    }
                     cursor.current = Some((extra, index, next + 1));
                 }
                 None => cursor.current = None,
@@ -235,22 +253,31 @@ struct Scratch {
     le_ends: Vec<usize>,
     /// `name_bucket{labels,` of the current histogram series.
     head: Vec<u8>,
+    /// Whether the current family's name is exposed as it is (classic, and the escaping
+    /// keeps classic names): its series with classic label names take the fast path.
+    classic: bool,
 }
 
 /// Appends a family's `# HELP` and `# TYPE` lines and prepares its `le` values.
-fn render_header(family: &Family, format: Format, scratch: &mut Scratch, buf: &mut Vec<u8>) {
-    let name = family.name.as_bytes();
-    let counter_suffix: &[u8] = match (family.kind, format) {
-        (MetricKind::Counter, Format::Prometheus) => b"_total",
-        _ => b"",
+fn render_header(
+    family: &Family,
+    format: Format,
+    escaping: Escaping,
+    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+) {
+    let counter_suffix = match (family.kind, format) {
+        (MetricKind::Counter, Format::Prometheus) => "_total",
+        _ => "",
     };
+    scratch.classic = escaping.keeps_legacy_names() && is_legacy_metric_name(&family.name);
+    let name = escaped_name(&format!("{}{counter_suffix}", family.name), true, escaping);
     for (line, value) in [
         (&b"# HELP "[..], None),
         (b"# TYPE ", Some(family.kind.as_str())),
     ] {
         buf.extend_from_slice(line);
-        buf.extend_from_slice(name);
-        buf.extend_from_slice(counter_suffix);
+        buf.extend_from_slice(name.as_bytes());
         buf.push(b' ');
         match value {
             None => escape_help(&family.help, format == Format::OpenMetrics, buf),
@@ -366,6 +393,100 @@ fn render_series(family: &Family, series: &Series, scratch: &mut Scratch, buf: &
             sample(buf, name, b"_count", labels, pid);
             write_count(buf, *count);
             sample(buf, name, b"_sum", labels, pid);
+            write_f64(*sum, buf);
+            buf.push(b'\n');
+        }
+    }
+}
+
+/// Appends the lines of a series whose family or label names are not exposed as they are:
+/// each name escaped by `escaping`, and under [`Escaping::AllowUtf8`] a quoted sample name
+/// inside the braces (`{"my.name_total",a="x"} 1.0`).
+fn render_escaped_series(
+    family: &Family,
+    series: &Series,
+    escaping: Escaping,
+    scratch: &Scratch,
+    buf: &mut Vec<u8>,
+) {
+    let mut labels = String::new();
+    for (name, value) in &series.labels.pairs {
+        if !labels.is_empty() {
+            labels.push(',');
+        }
+        escape_name(name, false, escaping, &mut labels);
+        labels.push_str("=\"");
+        escape_label_value(value, &mut labels);
+        labels.push('"');
+    }
+    if let Some(pid) = series.pid {
+        if !labels.is_empty() {
+            labels.push(',');
+        }
+        labels.push_str(&format!("pid=\"{pid}\""));
+    }
+    let line = |buf: &mut Vec<u8>, suffix: &str, le: Option<&[u8]>| {
+        let sample = format!("{}{suffix}", family.name);
+        let quoted = escaping == Escaping::AllowUtf8 && !is_legacy_metric_name(&sample);
+        let name = escaped_name(&sample, true, escaping);
+        let any_labels = quoted || !labels.is_empty() || le.is_some();
+        if quoted {
+            buf.push(b'{');
+            buf.extend_from_slice(name.as_bytes());
+            if !labels.is_empty() || le.is_some() {
+                buf.push(b',');
+            }
+        } else {
+            buf.extend_from_slice(name.as_bytes());
+            if any_labels {
+                buf.push(b'{');
+            }
+        }
+        buf.extend_from_slice(labels.as_bytes());
+        if let Some(le) = le {
+            if !labels.is_empty() {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(b"le=\"");
+            buf.extend_from_slice(le);
+            buf.push(b'"');
+        }
+        if any_labels {
+            buf.push(b'}');
+        }
+        buf.push(b' ');
+    };
+    match &series.value {
+        Value::Counter(v) => {
+            line(buf, "_total", None);
+            write_f64(*v, buf);
+            buf.push(b'\n');
+        }
+        Value::Gauge(v) => {
+            line(buf, "", None);
+            write_f64(*v, buf);
+            buf.push(b'\n');
+        }
+        Value::Histogram { buckets, sum } => {
+            let mut cumulative = 0u64;
+            let mut start = 0;
+            for (count, &end) in buckets.iter().zip(&scratch.le_ends) {
+                // Saturating, as the other paths.
+                cumulative = cumulative.saturating_add(*count);
+                line(buf, "_bucket", Some(&scratch.les[start..end]));
+                write_count(buf, cumulative);
+                start = end;
+            }
+            line(buf, "_count", None);
+            write_count(buf, cumulative);
+            line(buf, "_sum", None);
+            write_f64(*sum, buf);
+            buf.push(b'\n');
+        }
+        Value::Summary { count, sum } => {
+            line(buf, "_count", None);
+            write_count(buf, *count);
+            line(buf, "_sum", None);
             write_f64(*sum, buf);
             buf.push(b'\n');
         }
@@ -686,6 +807,7 @@ mod tests {
                 extra: &extra,
                 format,
                 filter: &filter,
+                escaping: Escaping::default(),
             };
             let mut whole = Vec::new();
             render_into(&snapshot, &extra, format, &filter, &mut whole);

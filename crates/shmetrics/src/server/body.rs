@@ -13,7 +13,7 @@ use flate2::write::GzEncoder;
 use hyper::body::{Body, Frame, SizeHint};
 use shmetrics_layout::limits::MAX_SERIES_TEXT;
 use shmetrics_reader::Format;
-use shmetrics_reader::render::{Cursor, Exposition};
+use shmetrics_reader::render::{Cursor, Escaping, Exposition};
 use shmetrics_reader::snapshot::Family;
 
 use super::cache::{Entry, Renderer, held};
@@ -77,18 +77,21 @@ struct StreamState {
     entry: Arc<Entry>,
     extra: Arc<[Family]>,
     format: Format,
+    escaping: Escaping,
     renderer: Arc<Renderer>,
     cursor: Cursor,
     gzip: Option<GzEncoder<Vec<u8>>>,
 }
 
 impl Stream {
-    /// A stream of the exposition of `entry` (with `extra` families) in `format`, of `len`
-    /// bytes uncompressed.
+    /// A stream of the exposition of `entry` (with `extra` families) in `format` with names
+    /// escaped by `escaping`, of `len` bytes uncompressed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         entry: Arc<Entry>,
         extra: Arc<[Family]>,
         format: Format,
+        escaping: Escaping,
         renderer: Arc<Renderer>,
         len: u64,
         gzip: bool,
@@ -97,6 +100,7 @@ impl Stream {
             entry,
             extra,
             format,
+            escaping,
             renderer,
             cursor: Cursor::default(),
             gzip: gzip.then(|| GzEncoder::new(Vec::new(), Compression::fast())),
@@ -117,6 +121,7 @@ impl StreamState {
             extra: &self.extra,
             format: self.format,
             filter: &self.renderer.filter,
+            escaping: self.escaping,
         };
         let mut buf = chunk_buffer(STREAM_CHUNK)?;
         let done = exposition.render_some(&mut self.cursor, &mut buf, STREAM_CHUNK);

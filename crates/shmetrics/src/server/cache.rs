@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use shmetrics_reader::render::{CHUNK, Cursor, Exposition};
+use shmetrics_reader::render::{CHUNK, Cursor, Escaping, Exposition};
 use shmetrics_reader::snapshot::Family;
 use shmetrics_reader::{Format, PrefixFilter, Scrape};
 use tokio::sync::OnceCell;
@@ -142,13 +142,14 @@ impl Renderer {
     /// [`MAX_WHOLE_BODY`] bytes (and one chunk), else measured (rendered without being kept) for a
     /// streamed body, or refused when it passes the scrape byte limit. Memory it cannot
     /// allocate is an `OutOfMemory` error, never an abort.
-    fn plan(&self, entry: &Entry, format: Format) -> io::Result<Body> {
+    fn plan(&self, entry: &Entry, format: Format, escaping: Escaping) -> io::Result<Body> {
         let extra: Arc<[Family]> = self.extra_families(&entry.scrape).into();
         let exposition = Exposition {
             snapshot: &entry.scrape.snapshot,
             extra: &extra,
             format,
             filter: &self.filter,
+            escaping,
         };
         let mut cursor = Cursor::default();
         let mut whole = Vec::new();
@@ -219,14 +220,22 @@ pub(crate) struct Entry {
     pub(crate) scrape: Scrape,
     started: Instant,
     finished: Instant,
-    bodies: [OnceCell<Arc<Body>>; 2],
+    bodies: [OnceCell<Arc<Body>>; 8],
 }
 
-fn format_index(format: Format) -> usize {
-    match format {
+/// The slot of `entry.bodies` of a format and escaping.
+fn body_index(format: Format, escaping: Escaping) -> usize {
+    let format = match format {
         Format::Prometheus => 0,
         Format::OpenMetrics => 1,
-    }
+    };
+    let escaping = match escaping {
+        Escaping::Underscores => 0,
+        Escaping::AllowUtf8 => 1,
+        Escaping::Dots => 2,
+        Escaping::Values => 3,
+    };
+    format * 4 + escaping
 }
 
 fn join_error(what: &str, e: tokio::task::JoinError) -> io::Error {
@@ -353,7 +362,7 @@ impl Scraper {
                 scrape,
                 started,
                 finished: Instant::now(),
-                bodies: [OnceCell::new(), OnceCell::new()],
+                bodies: Default::default(),
             }
         })
         .await
@@ -375,17 +384,18 @@ impl Scraper {
         &self,
         entry: &Arc<Entry>,
         format: Format,
+        escaping: Escaping,
         gzip_it: bool,
     ) -> Result<ResponseBody, BodyError> {
         let metrics = &self.renderer.server_metrics;
-        let planned = entry.bodies[format_index(format)]
+        let planned = entry.bodies[body_index(format, escaping)]
             .get_or_try_init(|| {
                 let entry = Arc::clone(entry);
                 let renderer = Arc::clone(&self.renderer);
                 async move {
                     tokio::task::spawn_blocking(move || {
                         let t = Instant::now();
-                        let body = renderer.plan(&entry, format)?;
+                        let body = renderer.plan(&entry, format, escaping)?;
                         let took = (entry.finished - entry.started) + t.elapsed();
                         renderer.server_metrics.observe_scrape(format, took);
                         Ok::<_, io::Error>(Arc::new(body))
@@ -417,6 +427,7 @@ impl Scraper {
                     Arc::clone(entry),
                     Arc::clone(extra),
                     format,
+                    escaping,
                     Arc::clone(&self.renderer),
                     *len,
                     gzip_it,
@@ -605,7 +616,14 @@ mod tests {
         let e = scraper.entry(Instant::now()).await.unwrap();
         let body = |format, gzip| {
             let (scraper, e) = (&scraper, &e);
-            async move { whole(scraper.body(e, format, gzip).await.unwrap()) }
+            async move {
+                whole(
+                    scraper
+                        .body(e, format, Escaping::default(), gzip)
+                        .await
+                        .unwrap(),
+                )
+            }
         };
         let text = body(Format::Prometheus, false).await;
         assert_eq!(
@@ -734,7 +752,10 @@ mod tests {
         let scraper = Scraper::new(fixed_source(scrape), Duration::ZERO, renderer);
         let e = scraper.entry(Instant::now()).await.unwrap();
         for gzip in [false, true] {
-            let body = scraper.body(&e, Format::OpenMetrics, gzip).await.unwrap();
+            let body = scraper
+                .body(&e, Format::OpenMetrics, Escaping::default(), gzip)
+                .await
+                .unwrap();
             let ResponseBody::Streamed(_) = &body else {
                 panic!("held whole")
             };
@@ -774,7 +795,10 @@ mod tests {
             renderer.max_whole_body = max_whole_body;
             let scraper = Scraper::new(fixed_source(scrape.clone()), Duration::ZERO, renderer);
             let e = scraper.entry(Instant::now()).await.unwrap();
-            match scraper.body(&e, Format::Prometheus, false).await {
+            match scraper
+                .body(&e, Format::Prometheus, Escaping::default(), false)
+                .await
+            {
                 Err(BodyError::TooLarge { limit: l, at_least }) => {
                     assert!(limit < len);
                     assert_eq!(l, limit);

@@ -15,7 +15,10 @@
 //! - `GET /metrics` (and `HEAD`): the merged directory, filtered by prefix, plus the
 //!   `shmetrics_*` self-metrics, as OpenMetrics 1.0 when the `Accept` header prefers it
 //!   (as Prometheus sends it) and as text 0.0.4 otherwise, unless
-//!   [`ServerOptions::format`] forces one; gzip-encoded when `Accept-Encoding` allows it.
+//!   [`ServerOptions::format`] forces one; names outside the classic character sets
+//!   escaped as the `escaping` parameter of `Accept` asks (Prometheus 3's `allow-utf-8`,
+//!   `dots`, `values`; `underscores` by default: `negotiate`); gzip-encoded when
+//!   `Accept-Encoding` allows it.
 //!   Other methods: 405; other paths: 404.
 //! - `GET /health`: `{"status":"ok","live_segments":N,"dead_segments":N,"bad_segments":N,"series":N}`
 //!   from the latest snapshot.
@@ -540,9 +543,13 @@ impl App {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return method_not_allowed();
         }
-        let format = self
-            .format
-            .unwrap_or_else(|| negotiate::format(header_str(req, header::ACCEPT).as_deref()));
+        let choice = match self.format {
+            Some(format) => negotiate::Choice {
+                format,
+                escaping: None,
+            },
+            None => negotiate::negotiate(header_str(req, header::ACCEPT).as_deref()),
+        };
         let gzip = negotiate::gzip(header_str(req, header::ACCEPT_ENCODING).as_deref());
         let entry = match self.scraper.entry(requested).await {
             Ok(e) => e,
@@ -554,7 +561,11 @@ impl App {
                 format!("cannot read metrics directory {e}\n"),
             );
         }
-        let body = match self.scraper.body(&entry, format, gzip).await {
+        let body = match self
+            .scraper
+            .body(&entry, choice.format, choice.escaping(), gzip)
+            .await
+        {
             Ok(b) => b,
             Err(BodyError::TooLarge { limit, at_least }) => {
                 log::error!(
@@ -592,7 +603,11 @@ impl App {
             }
         }
         // For HEAD, hyper sends the headers (Content-Length included) and not the body.
-        let mut resp = response(StatusCode::OK, format.content_type(), body);
+        let mut resp = Response::new(body);
+        if let Ok(content_type) = HeaderValue::from_str(&choice.content_type()) {
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+        }
         let headers = resp.headers_mut();
         // A forced format does not depend on `Accept`.
         let vary = if self.format.is_some() {

@@ -7,6 +7,7 @@
 //! we do not produce) gets text.
 
 use shmetrics_reader::Format;
+use shmetrics_reader::render::Escaping;
 
 /// One element of an `Accept` or `Accept-Encoding` list: the value before the first `;`
 /// (lower-cased), its parameters other than `q` (names lower-cased), and its quality.
@@ -57,7 +58,8 @@ fn elements(header: &str) -> Vec<Element> {
 /// that describe output we produce (the first is what we label it with).
 fn offer(format: Format) -> (&'static str, &'static [&'static str]) {
     match format {
-        Format::Prometheus => ("text/plain", &["0.0.4"]),
+        // Text 1.0.0 is 0.0.4 with quoted UTF-8 names (under `escaping=allow-utf-8`).
+        Format::Prometheus => ("text/plain", &["0.0.4", "1.0.0"]),
         // OpenMetrics 0.0.1 is the same text format as 1.0.0; Prometheus asks for both.
         Format::OpenMetrics => ("application/openmetrics-text", &["1.0.0", "0.0.1"]),
     }
@@ -76,7 +78,7 @@ fn specificity(range: &Element, format: Format) -> Option<u8> {
         (t, s) if t == offer_ty && s == offer_sub => {
             match range.params.iter().find(|(n, _)| n == "version") {
                 None => Some(2),
-                Some((_, v)) if v == versions[0] => Some(4),
+                Some((_, v)) if v == versions[0] || v == "1.0.0" => Some(4),
                 Some((_, v)) if versions.contains(&v.as_str()) => Some(3),
                 Some(_) => None,
             }
@@ -85,32 +87,93 @@ fn specificity(range: &Element, format: Format) -> Option<u8> {
     }
 }
 
-/// The quality the `Accept` ranges give `format`: that of the most specific matching
-/// range (the highest among equally specific ones); 0 when none matches.
-fn quality(ranges: &[Element], format: Format) -> f32 {
-    let mut best: Option<(u8, f32)> = None;
+/// The quality the `Accept` ranges give `format` and the range that gave it (the most
+/// specific matching range, the highest quality among equally specific ones); 0 when none
+/// matches.
+fn quality(ranges: &[Element], format: Format) -> (f32, Option<&Element>) {
+    let mut best: Option<(u8, f32, &Element)> = None;
     for range in ranges {
         if let Some(s) = specificity(range, format) {
             best = match best {
-                Some((bs, bq)) if bs > s || (bs == s && bq >= range.q) => Some((bs, bq)),
-                _ => Some((s, range.q)),
+                Some((bs, bq, b)) if bs > s || (bs == s && bq >= range.q) => Some((bs, bq, b)),
+                _ => Some((s, range.q, range)),
             };
         }
     }
-    best.map_or(0.0, |(_, q)| q)
+    best.map_or((0.0, None), |(_, q, r)| (q, Some(r)))
+}
+
+/// What a `/metrics` response is: its format and, when the client asked for one with a
+/// version that has it (text or OpenMetrics 1.0.0), the escaping of names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// The exposition format.
+    pub format: Format,
+    /// `Some` when the chosen media range had `version=1.0.0` and an `escaping` parameter:
+    /// that scheme (`underscores` when unknown), named in the response's content type.
+    pub escaping: Option<Escaping>,
+}
+
+impl Choice {
+    /// The escaping the body is rendered with.
+    pub fn escaping(self) -> Escaping {
+        self.escaping.unwrap_or_default()
+    }
+
+    /// The response's exact `Content-Type`.
+    pub fn content_type(self) -> String {
+        match (self.format, self.escaping) {
+            (format, None) => format.content_type().to_owned(),
+            (Format::Prometheus, Some(e)) => {
+                format!(
+                    "text/plain; version=1.0.0; charset=utf-8; escaping={}",
+                    e.as_str()
+                )
+            }
+            (Format::OpenMetrics, Some(e)) => format!(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping={}",
+                e.as_str()
+            ),
+        }
+    }
+}
+
+/// The format and escaping to answer with, given the request's `Accept` header (absent:
+/// text 0.0.4, names escaped with underscores).
+pub fn negotiate(accept: Option<&str>) -> Choice {
+    let Some(accept) = accept else {
+        return Choice {
+            format: Format::Prometheus,
+            escaping: None,
+        };
+    };
+    let ranges = elements(accept);
+    let (om, om_range) = quality(&ranges, Format::OpenMetrics);
+    let (text, text_range) = quality(&ranges, Format::Prometheus);
+    let (format, range) = if om > text {
+        (Format::OpenMetrics, om_range)
+    } else {
+        (Format::Prometheus, text_range)
+    };
+    let param = |name: &str| {
+        range.and_then(|r| {
+            r.params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        })
+    };
+    // Named only when asked for, so clients that never ask (Prometheus 2) see the content
+    // types they always saw; an unknown scheme gets the default, named.
+    let escaping = param("escaping")
+        .filter(|_| param("version") == Some("1.0.0"))
+        .map(|e| Escaping::parse(e).unwrap_or_default());
+    Choice { format, escaping }
 }
 
 /// The format to answer with, given the request's `Accept` header (absent: text).
 pub fn format(accept: Option<&str>) -> Format {
-    let Some(accept) = accept else {
-        return Format::Prometheus;
-    };
-    let ranges = elements(accept);
-    if quality(&ranges, Format::OpenMetrics) > quality(&ranges, Format::Prometheus) {
-        Format::OpenMetrics
-    } else {
-        Format::Prometheus
-    }
+    negotiate(accept).format
 }
 
 /// Whether the response may be gzip-compressed, given `Accept-Encoding`: `gzip` (or
