@@ -383,3 +383,32 @@ fn prometheus_client_server_example_serves_both_formats() {
     assert!(om.contains("\nserver_scrapes_total 1\n"), "{om}");
     assert!(prom.contains("\nserver_scrapes_total 2\n"), "{prom}");
 }
+
+/// Names outside the classic character sets reach the prometheus-client encoder as the
+/// classic formats expose them (`my.dotted` as `my_dotted`).
+#[test]
+fn utf8_names_are_exposed_with_underscores() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = shmetrics_writer::Registry::open(dir.path()).unwrap();
+    writer
+        .counter("my.dotted", "Dotted.", &["lbl.x"])
+        .unwrap()
+        .labels(&["v"])
+        .unwrap()
+        .inc_by(2.0);
+    let collector = DirCollector::open(dir.path(), PrefixFilter::default()).unwrap();
+    let mut out = String::new();
+    encode_with_host(
+        &mut out,
+        &Registry::default(),
+        &collector,
+        TextFormat::Prometheus,
+    )
+    .unwrap();
+    assert!(
+        out.contains("\nmy_dotted_total{lbl_x=\"v\"} 2.0\n"),
+        "{out}"
+    );
+    assert!(!out.contains("my.dotted"), "{out}");
+    check(&out, TextFormat::Prometheus);
+}

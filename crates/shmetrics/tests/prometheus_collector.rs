@@ -359,3 +359,30 @@ fn collector_is_usable_from_several_threads() {
         }
     }
 }
+
+/// Names outside the classic character sets reach the tikv encoder as the classic formats
+/// expose them (`my.dotted` as `my_dotted`): it prints names as they are.
+#[test]
+fn utf8_names_are_exposed_with_underscores() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = shmetrics_writer::Registry::open_with(dir.path(), Options::default()).unwrap();
+    writer
+        .counter("my.dotted", "Dotted.", &["lbl.x"])
+        .unwrap()
+        .labels(&["v"])
+        .unwrap()
+        .inc_by(2.0);
+    let registry = Registry::new();
+    registry
+        .register(Box::new(
+            DirCollector::open(dir.path(), PrefixFilter::default()).unwrap(),
+        ))
+        .unwrap();
+    let text = encode(&registry.gather());
+    assert_eq!(
+        text,
+        "# HELP my_dotted_total Dotted.\n# TYPE my_dotted_total counter\n\
+         my_dotted_total{lbl_x=\"v\"} 2\n"
+    );
+    promtool_check(&text, "UTF-8 names through the tikv collector");
+}
