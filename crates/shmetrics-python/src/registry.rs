@@ -20,18 +20,28 @@ pub(crate) struct Registry {
 impl Registry {
     /// `process`: the logical process this registry writes for, instead of this one (a
     /// `prometheus_client` custom process identifier); readers see it alive until
-    /// `end_liveness()`.
+    /// `end_liveness()`. `follow_environment`: a forked child writes into the directory
+    /// `PROMETHEUS_MULTIPROC_DIR` names at the fork, as `prometheus_client`'s files do.
     #[new]
-    #[pyo3(signature = (path=None, *, process=None))]
-    fn new(path: Option<PathBuf>, process: Option<u32>) -> PyResult<Self> {
+    #[pyo3(signature = (path=None, *, process=None, follow_environment=false))]
+    fn new(
+        path: Option<PathBuf>,
+        process: Option<u32>,
+        follow_environment: bool,
+    ) -> PyResult<Self> {
+        let options = shmetrics_writer::Options {
+            follow_env_dir_after_fork: follow_environment,
+            ..shmetrics_writer::Options::from_env()
+        };
         let inner = match (path, process) {
-            (Some(path), Some(pid)) => shmetrics_writer::Registry::open_simulating_pid(
-                path,
-                shmetrics_writer::Options::from_env(),
-                pid,
-            ),
-            (Some(path), None) => shmetrics_writer::Registry::open(path),
-            (None, None) => shmetrics_writer::Registry::from_env(),
+            (Some(path), Some(pid)) => {
+                shmetrics_writer::Registry::open_simulating_pid(path, options, pid)
+            }
+            (Some(path), None) => shmetrics_writer::Registry::open_with(path, options),
+            (None, None) => match std::env::var_os(shmetrics_writer::DIR_ENV) {
+                Some(dir) if !dir.is_empty() => shmetrics_writer::Registry::open_with(dir, options),
+                _ => Err(shmetrics_writer::Error::DirUnset),
+            },
             (None, Some(_)) => {
                 return Err(PyValueError::new_err(
                     "a registry for another process needs its directory",
@@ -81,7 +91,16 @@ static DEFAULT: PyOnceLock<Py<Registry>> = PyOnceLock::new();
 pub(crate) fn default_registry(py: Python<'_>) -> PyResult<Py<Registry>> {
     DEFAULT
         .get_or_try_init(py, || {
-            let inner = shmetrics_writer::Registry::from_env().map_err(to_py_err)?;
+            // Defined by the variable, after a fork too.
+            let options = shmetrics_writer::Options {
+                follow_env_dir_after_fork: true,
+                ..shmetrics_writer::Options::from_env()
+            };
+            let inner = match std::env::var_os(shmetrics_writer::DIR_ENV) {
+                Some(dir) if !dir.is_empty() => shmetrics_writer::Registry::open_with(dir, options),
+                _ => Err(shmetrics_writer::Error::DirUnset),
+            }
+            .map_err(to_py_err)?;
             Py::new(py, Registry { inner })
         })
         .map(|r| r.clone_ref(py))

@@ -544,3 +544,55 @@ def test_custom_process_identifiers_are_processes(tmp_path):
     )
     assert run_python(code, str(tmp_path), SHMETRICS_PROMETHEUS_CLIENT="1").strip() == "ok"
     assert db_files(str(tmp_path)) == []
+
+
+FORK_AFTER_CHANGE = """
+import os, shutil
+from prometheus_client import Counter, values
+if plain:
+    values.ValueClass = values.MultiProcessValue()
+a = Counter('a', 'help')
+a.inc(1)
+os.environ['PROMETHEUS_MULTIPROC_DIR'] = second
+if remove_first:
+    shutil.rmtree(first)
+pid = os.fork()
+if pid == 0:
+    try:
+        a.inc(5)
+        Counter('b', 'help').inc(2)
+    finally:
+        os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+print('ok')
+"""
+
+
+@pytest.mark.parametrize("remove_first", [False, True])
+def test_a_fork_after_the_directory_changed_writes_into_the_new_one(tmp_path, remove_first):
+    """As prometheus_client reopens its files after a fork: a child forked after
+    ``PROMETHEUS_MULTIPROC_DIR`` changed writes every metric, old ones too, into the new
+    directory, even when the old one was removed."""
+    totals = {}
+    for mode in ("plain", "dropin"):
+        first, second = tmp_path / mode / "first", tmp_path / mode / "second"
+        first.mkdir(parents=True)
+        second.mkdir()
+        code = textwrap.dedent(
+            f"plain = {mode == 'plain'}; first = {str(first)!r}; second = {str(second)!r}; "
+            f"remove_first = {remove_first}\n"
+        ) + FORK_AFTER_CHANGE
+        extra = {} if mode == "plain" else {"SHMETRICS_PROMETHEUS_CLIENT": "1"}
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(first), **extra)
+        if mode == "plain":
+            env.pop("SHMETRICS_PROMETHEUS_CLIENT", None)
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+        assert proc.stderr == "", proc.stderr
+        totals[mode] = (
+            None if remove_first else sample_value(str(first), "a_total"),
+            sample_value(str(second), "a_total"),
+            sample_value(str(second), "b_total"),
+        )
+    assert totals["dropin"] == totals["plain"] == ((None if remove_first else 1.0), 5.0, 2.0)

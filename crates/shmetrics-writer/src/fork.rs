@@ -18,6 +18,7 @@
 //! the child's metrics are lost, the parent's are never touched.
 
 use std::cell::RefCell;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
@@ -108,6 +109,11 @@ extern "C" fn child() {
 /// Gives the child its own segments in place of the parent's (see the module docs).
 fn recreate_in_child(shared: &Shared, state: &mut State) {
     CHILD_RECREATIONS.fetch_add(1, Ordering::Relaxed);
+    if shared.options.follow_env_dir_after_fork
+        && let Some(dir) = env_dir().filter(|d| d.is_dir())
+    {
+        state.dir = dir;
+    }
     state.identity = ProcessIdentity::current();
     state.dropped_series = 0;
     for sequence in 0..state.segments.len() {
@@ -123,7 +129,7 @@ fn recreate_in_child(shared: &Shared, state: &mut State) {
         );
         let (addr, len) = seg.map.region();
         let created = create_segment(
-            &shared.dir,
+            &state.dir,
             shared.options.file_mode,
             identity,
             seg.size,
@@ -158,6 +164,23 @@ fn recreate_in_child(shared: &Shared, state: &mut State) {
             }
         }
     }
+}
+
+/// `PROMETHEUS_MULTIPROC_DIR` in a forked child, read without the standard library's
+/// environment lock, which another thread of the parent may have held at the fork.
+fn env_dir() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = c"PROMETHEUS_MULTIPROC_DIR";
+    // SAFETY: `name` is a NUL-terminated C string; in the child only the forking thread
+    // exists, so nothing modifies the environment while the returned pointer is read, and
+    // its bytes are copied before anything else runs.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null `getenv` result points to a NUL-terminated string (see above).
+    let bytes = unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes();
+    (!bytes.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
 }
 
 /// Maps `file` (or zeroed private memory) over exactly `[addr, addr + len)`.

@@ -56,6 +56,13 @@ pub struct Options {
     /// [`Registry::truncated`] says so. It installs a process-wide `SIGBUS` handler that
     /// passes any other fault to the handler the process had before.
     pub guard_truncation: bool,
+    /// In a child forked from this process, create the child's segments in the directory
+    /// `PROMETHEUS_MULTIPROC_DIR` names at the fork (when it names one), instead of this
+    /// registry's (default `false`). As `prometheus_client` reopens its files after a fork:
+    /// the Python drop-in sets it, so a child forked after the variable changed writes
+    /// into the new directory, and one whose registry's directory was removed does not
+    /// lose its metrics while the variable names another.
+    pub follow_env_dir_after_fork: bool,
 }
 
 impl Default for Options {
@@ -66,6 +73,7 @@ impl Default for Options {
             max_segment_size: 64 * 1024 * 1024,
             max_segments: 64,
             guard_truncation: false,
+            follow_env_dir_after_fork: false,
         }
     }
 }
@@ -90,7 +98,6 @@ impl Options {
 /// State shared by the registry and its families, guarded by one mutex that only
 /// registration and first-time child creation take.
 pub(crate) struct Shared {
-    pub(crate) dir: PathBuf,
     pub(crate) options: Options,
     /// A std (futex) mutex rather than parking_lot's: it is held across `fork()` (see
     /// `fork.rs`) and released in the child, where the threads that were waiting for it do
@@ -110,6 +117,9 @@ impl Shared {
 }
 
 pub(crate) struct State {
+    /// The metrics directory (changes only in a forked child that follows
+    /// `PROMETHEUS_MULTIPROC_DIR`).
+    pub(crate) dir: PathBuf,
     pub(crate) identity: ProcessIdentity,
     pub(crate) segments: Vec<Segment>,
     pub(crate) dropped_series: u64,
@@ -201,7 +211,7 @@ impl State {
         }
         let identity = self.segment_identity(self.segments.len() as u32);
         let segment = Segment::create(
-            &shared.dir,
+            &self.dir,
             opts.file_mode,
             identity,
             size,
@@ -270,7 +280,10 @@ pub struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("dir", &self.shared.dir)
+            .field(
+                "dir",
+                &self.shared.state.try_lock().map(|s| s.dir.clone()).ok(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -362,6 +375,7 @@ impl Registry {
             identity.pid = pid;
         }
         let mut state = State {
+            dir,
             identity,
             segments: Vec::new(),
             dropped_series: 0,
@@ -369,14 +383,13 @@ impl Registry {
         };
         let identity = state.segment_identity(0);
         state.segments.push(Segment::create(
-            &dir,
+            &state.dir,
             options.file_mode,
             identity,
             options.initial_segment_size,
             options.guard_truncation,
         )?);
         let shared = Arc::new(Shared {
-            dir,
             options,
             state: std::sync::Mutex::new(state),
         });
@@ -387,9 +400,10 @@ impl Registry {
         })
     }
 
-    /// The metrics directory.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
+    /// The metrics directory (in a forked child with
+    /// [`Options::follow_env_dir_after_fork`], the one it followed).
+    pub fn dir(&self) -> PathBuf {
+        self.shared.lock_state().dir.clone()
     }
 
     /// Paths of this process's segment files, first segment first.

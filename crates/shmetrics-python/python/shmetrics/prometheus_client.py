@@ -321,7 +321,7 @@ def _registry(directory: str, process: Optional[int]) -> Any:
             if default is not None and _dir_key(default.path) == dkey:
                 registry = default
             elif process is None:
-                registry = _native.Registry(dkey[0])
+                registry = _native.Registry(dkey[0], follow_environment=True)
             else:
                 registry = _native.Registry(dkey[0], process=process)
             _registries[key] = registry
@@ -381,10 +381,15 @@ def _native_child(
     if directory is None or _dir_key(directory) is None:
         return None
 
-    def child_of(process: Optional[int]) -> Any:
+    def child_of(process: Optional[int], directory: str = directory) -> Any:
         registry = _registry(directory, process)
         parent = _parent((_dir_key(directory), process), registry, kind, name, documentation, labelnames, extra)
         return parent.labels(*labelvalues) if labelvalues else parent
+
+    def child_now(process: Optional[int]) -> Any:
+        # When the identifier changes (as after a fork), prometheus_client reopens its
+        # files in the directory of that moment.
+        return child_of(process, _multiproc_dir_now() or directory)
 
     try:
         if identifier is os.getpid:
@@ -392,7 +397,7 @@ def _native_child(
         process = _process_number(identifier())
         if process is None:
             return None
-        return _Identified(kind, identifier, child_of, child_of(process), process)
+        return _Identified(kind, identifier, child_now, child_of(process), process)
     except ValueError as e:
         # prometheus_client would take it, so its own `.db` file does (the reader reports
         # what it cannot merge there).
