@@ -596,3 +596,44 @@ def test_a_fork_after_the_directory_changed_writes_into_the_new_one(tmp_path, re
             sample_value(str(second), "b_total"),
         )
     assert totals["dropin"] == totals["plain"] == ((None if remove_first else 1.0), 5.0, 2.0)
+
+
+def test_a_metric_shmetrics_cannot_store_is_said_in_words_when_created_and_read(metrics_dir):
+    """A definition over the limits stays in prometheus_client's own file: a warning says so
+    when the metric is created and when a collection leaves it out, in words (no Rust
+    values)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import logging
+                logging.basicConfig(level=logging.WARNING, format='%(message)s')
+                from prometheus_client import CollectorRegistry, Histogram
+                from prometheus_client.multiprocess import MultiProcessCollector
+                Histogram('wide', 'help', buckets=list(range(300))).observe(1)
+                registry = CollectorRegistry()
+                MultiProcessCollector(registry)
+                for _ in range(2):
+                    assert registry.get_sample_value('wide_count') is None
+                """
+            ),
+        ],
+        env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, SHMETRICS_PROMETHEUS_CLIENT="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == (
+        "shmetrics: histogram wide stays in prometheus_client's own files: wide has 300 buckets, "
+        "more than the limit of 256"
+    ), lines
+    [db] = db_files(metrics_dir)
+    assert lines[1] == (
+        f"shmetrics: {os.path.join(os.path.realpath(metrics_dir), db)}: wide left out: wide has 300 buckets, "
+        "more than the limit of 256 (legacy_unsupported)"
+    ), lines
+    assert len(lines) == 2, lines

@@ -228,8 +228,10 @@ class ShmetricsCollector:
             registry.register(self)
 
     def collect(self) -> List[Any]:
-        """The merged families as ``prometheus_client`` ``Metric`` objects."""
-        return _families_to_metrics(self._reader.collect(self._prefixes))
+        """The merged families as ``prometheus_client`` ``Metric`` objects. What the reader
+        left out or found damaged is logged once per file and reason (``last_report()`` has
+        all of it)."""
+        return _collected(self._reader, self._prefixes)
 
     def last_report(self) -> Dict[str, Any]:
         """What the last collection skipped or found corrupt (see ``Reader.last_report``)."""
@@ -238,7 +240,21 @@ class ShmetricsCollector:
 
 def _multiprocess_collector_collect(self: Any) -> List[Any]:
     """``MultiProcessCollector.collect`` once installed: the shmetrics reader."""
-    return _families_to_metrics(_reader(self._path).collect([]))
+    return _collected(_reader(self._path), [])
+
+
+_reported: set = set()
+
+
+def _collected(reader: Any, prefixes: List[str]) -> List[Any]:
+    """``reader``'s merged families as ``Metric`` objects, logging each problem of the
+    collection once per (file, reason): a metric left out is said when it is read, too."""
+    families = reader.collect(prefixes)
+    for path, reason, detail in reader.last_report()["problems"]:
+        if (path, reason) not in _reported:
+            _reported.add((path, reason))
+            _log.warning("shmetrics: %s: %s (%s)", path, detail, reason)
+    return _families_to_metrics(families)
 
 
 # --------------------------------------------------------------------------------------
