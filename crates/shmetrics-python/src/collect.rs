@@ -80,14 +80,20 @@ impl Reader {
     /// The merged directory rendered as Prometheus text (or OpenMetrics), filtered by
     /// family-name prefixes; with `self_metrics`, the reader's own `shmetrics_reader_*`
     /// families are appended.
-    #[pyo3(signature = (openmetrics=false, prefixes=Vec::new(), self_metrics=false))]
+    #[pyo3(signature = (openmetrics=false, prefixes=Vec::new(), self_metrics=false, escaping="underscores"))]
     fn render<'py>(
         &self,
         py: Python<'py>,
         openmetrics: bool,
         prefixes: Vec<String>,
         self_metrics: bool,
+        escaping: &str,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let escaping = shmetrics_reader::Escaping::parse(escaping).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "unknown escaping {escaping:?}; expected underscores, allow-utf-8, dots or values"
+            ))
+        })?;
         let format = if openmetrics {
             Format::OpenMetrics
         } else {
@@ -98,9 +104,13 @@ impl Reader {
             .detach(|| {
                 let mut state = self.lock();
                 let mut out = FallibleVec(Vec::new());
-                let report = state
-                    .reader
-                    .scrape(format, &filter, self_metrics, &mut out)?;
+                let report = state.reader.scrape_escaped(
+                    format,
+                    escaping,
+                    &filter,
+                    self_metrics,
+                    &mut out,
+                )?;
                 state.last = report;
                 Ok::<_, std::io::Error>(out.0)
             })

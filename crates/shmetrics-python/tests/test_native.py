@@ -214,6 +214,18 @@ def test_generate_latest(registry, metrics_dir):
     assert shmetrics.generate_latest(metrics_dir, prefixes=["x"]) == b""
 
 
+def test_generate_latest_escapes_names_as_asked(registry, metrics_dir):
+    shmetrics.Counter("my.dotted", "help", ["lbl.x"], registry=registry).labels("v").inc(2)
+    sample = lambda **kw: [  # noqa: E731
+        line for line in shmetrics.generate_latest(metrics_dir, **kw).decode().splitlines() if not line.startswith("#")
+    ]
+    assert sample() == ['my_dotted_total{lbl_x="v"} 2.0']
+    assert sample(escaping="allow-utf-8") == ['{"my.dotted_total","lbl.x"="v"} 2.0']
+    assert sample(escaping="dots", openmetrics=True) == ['my_dot_dotted__total{lbl_dot_x="v"} 2.0']
+    with pytest.raises(ValueError, match="unknown escaping"):
+        shmetrics.generate_latest(metrics_dir, escaping="legacy")
+
+
 def test_registry(metrics_dir, tmp_path):
     r = shmetrics.Registry(metrics_dir)
     assert r.path == metrics_dir

@@ -38,7 +38,7 @@ use rustc_hash::FxHashMap;
 use shmetrics_layout::{SEGMENT_PREFIX, SEGMENT_SUFFIX};
 
 pub use compact::{CompactError, CompactReport};
-pub use render::{Format, PrefixFilter};
+pub use render::{Escaping, Format, PrefixFilter};
 pub use report::{Conflict, Problem, ScrapeReport, SkipReason};
 pub use self_metrics::self_metrics;
 pub use snapshot::Snapshot;
@@ -405,13 +405,31 @@ impl Reader {
 
     /// Takes a snapshot and renders it, filtered, into `out`; with `self_metrics`, the
     /// `shmetrics_reader_*` families are appended whatever the filter, except one whose name
-    /// a kept family of the directory already has (that family is emitted, once).
+    /// a kept family of the directory already has (that family is emitted, once). Names
+    /// outside the classic character sets are escaped with underscores.
     ///
     /// # Errors
     /// Only errors of `out`.
     pub fn scrape(
         &mut self,
         format: Format,
+        filter: &PrefixFilter,
+        self_metrics: bool,
+        out: &mut dyn Write,
+    ) -> io::Result<ScrapeReport> {
+        self.scrape_escaped(format, Escaping::default(), filter, self_metrics, out)
+    }
+
+    /// As [`Reader::scrape`], names escaped by `escaping`. Written to `out` a piece of
+    /// [`render::CHUNK`] bytes at a time, through a buffer kept between scrapes: memory stays
+    /// bounded however large the exposition, and a steady state allocates nothing.
+    ///
+    /// # Errors
+    /// Only errors of `out`.
+    pub fn scrape_escaped(
+        &mut self,
+        format: Format,
+        escaping: Escaping,
         filter: &PrefixFilter,
         self_metrics: bool,
         out: &mut dyn Write,
@@ -424,11 +442,24 @@ impl Reader {
         };
         // A segment may declare a family under a self-metric's name: never name one twice.
         extra.retain(|f| !(filter.keeps(&f.name) && scrape.snapshot.family(&f.name).is_some()));
-        // The buffer keeps its capacity between scrapes: no regrowth in steady state.
+        let exposition = render::Exposition {
+            snapshot: &scrape.snapshot,
+            extra: &extra,
+            format,
+            filter,
+            escaping,
+        };
         let mut buf = std::mem::take(&mut self.render_buf);
-        buf.clear();
-        render::render_into(&scrape.snapshot, &extra, format, filter, &mut buf);
-        let written = out.write_all(&buf);
+        let mut cursor = render::Cursor::default();
+        let written = loop {
+            buf.clear();
+            let done = exposition.render_some(&mut cursor, &mut buf, render::CHUNK);
+            match out.write_all(&buf) {
+                Ok(()) if done => break Ok(()),
+                Ok(()) => {}
+                Err(e) => break Err(e),
+            }
+        };
         self.render_buf = buf;
         written?;
         Ok(scrape.report)

@@ -128,9 +128,19 @@ pub struct DumpArgs {
     /// Exposition format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Prometheus)]
     pub format: OutputFormat,
+    /// How names outside the classic character sets are written: underscores (the
+    /// classic formats' default), allow-utf-8 (quoted), dots or values.
+    #[arg(long, value_name = "SCHEME", default_value = "underscores", value_parser = parse_escaping)]
+    pub escaping: shmetrics_reader::Escaping,
     /// Leave out the reader's own shmetrics_* families.
     #[arg(long)]
     pub no_self_metrics: bool,
+}
+
+fn parse_escaping(s: &str) -> Result<shmetrics_reader::Escaping, String> {
+    shmetrics_reader::Escaping::parse(s).ok_or_else(|| {
+        format!("unknown escaping {s:?}; expected underscores, allow-utf-8, dots or values")
+    })
 }
 
 /// Parses `--listen`: `IP:PORT` (`[IPv6]:PORT` for IPv6) or a bare `PORT` (all IPv4

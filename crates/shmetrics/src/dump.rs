@@ -20,7 +20,13 @@ pub fn run(args: &DumpArgs) -> Result<(), CliError> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let result = reader
-        .scrape(args.format.into(), &filter, !args.no_self_metrics, &mut out)
+        .scrape_escaped(
+            args.format.into(),
+            args.escaping,
+            &filter,
+            !args.no_self_metrics,
+            &mut out,
+        )
         .and_then(|report| out.flush().map(|()| report));
     match result {
         Ok(report) => {

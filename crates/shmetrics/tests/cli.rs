@@ -341,6 +341,52 @@ fn dump_formats_and_filters() {
     assert_eq!(none, "");
 }
 
+/// `--escaping` writes names outside the classic sets as the scheme says; underscores by
+/// default; an unknown scheme is refused with the list.
+#[test]
+fn dump_escapes_names_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = shmetrics_writer::Registry::open(dir.path()).unwrap();
+    registry
+        .counter("my.dotted", "Dotted.", &["lbl.x"])
+        .unwrap()
+        .labels(&["v"])
+        .unwrap()
+        .inc_by(2.0);
+    let bare = ["--no-self-metrics"];
+    let line = |args: &[&str]| {
+        let text = dump(dir.path(), &[&bare[..], args].concat());
+        text.lines()
+            .find(|l| !l.starts_with('#'))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(line(&[]), "my_dotted_total{lbl_x=\"v\"} 2.0");
+    assert_eq!(
+        line(&["--escaping", "allow-utf-8"]),
+        "{\"my.dotted_total\",\"lbl.x\"=\"v\"} 2.0"
+    );
+    assert_eq!(
+        line(&["--escaping", "values", "--format", "openmetrics"]),
+        "U__my_2e_dotted__total{U__lbl_2e_x=\"v\"} 2.0"
+    );
+    let out = shmetrics(&[
+        "dump",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--escaping",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("unknown escaping \"x\"; expected underscores, allow-utf-8, dots or values"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(registry);
+}
+
 #[test]
 fn dump_of_a_missing_or_non_directory_path_exits_2() {
     let dir = tempfile::tempdir().unwrap();

@@ -84,12 +84,15 @@ def generate_latest(
     openmetrics: bool = False,
     prefixes: Iterable[str] = (),
     self_metrics: bool = False,
+    escaping: str = "underscores",
 ) -> bytes:
     """Merges the metrics directory (default ``PROMETHEUS_MULTIPROC_DIR``) and renders it as
     Prometheus text, or OpenMetrics with ``openmetrics=True``, keeping only families whose
     names start with one of ``prefixes`` (all when empty). The reader of each directory is
-    kept between calls, so a steady-state call only reads values and renders."""
-    return _reader_for(path).render(openmetrics, list(prefixes), self_metrics)
+    kept between calls, so a steady-state call only reads values and renders. Names outside
+    the classic character sets are escaped as ``escaping`` says (``underscores``,
+    ``allow-utf-8``, ``dots`` or ``values``, as ``prometheus_client``'s)."""
+    return _reader_for(path).render(openmetrics, list(prefixes), self_metrics, escaping)
 
 
 def _drop_in_requested() -> bool:
