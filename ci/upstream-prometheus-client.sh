@@ -65,4 +65,4 @@ echo "$out" | grep -q "tested with prometheus_client 0.20 to 0.26, and 0.19.0 is
 warning=$(SHMETRICS_PROMETHEUS_CLIENT=1 "$dir/bin/python" -c 'import prometheus_client' 2>&1)
 echo "$warning" | grep -q "RuntimeWarning: SHMETRICS_PROMETHEUS_CLIENT is set but the drop-in cannot be installed" ||
   { echo "FAIL: the switch under 0.19.0 said: $warning" >&2; exit 1; }
-echo "ok: $out"
+echo "ok: $(echo "$out" | tail -1)"
