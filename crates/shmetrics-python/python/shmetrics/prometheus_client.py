@@ -15,8 +15,12 @@ attributes in place.
 
 What is patched (all undone by :func:`uninstall`):
 
-- ``prometheus_client.values.ValueClass``: a factory that returns shmetrics value objects for
-  counters and gauges (used by any code that builds values itself);
+- ``prometheus_client.values.ValueClass`` (when multiprocess mode is on) and
+  ``values.MultiProcessValue``: shmetrics value classes, one per process identifier, that
+  return shmetrics value objects for counters and gauges (used by any code that builds
+  values itself); ``ValueClass`` decides, when a metric is created, whether it goes to
+  shmetrics segments (these classes), stays in memory (``MutexValue``) or keeps
+  ``prometheus_client``'s own files (a class made before ``install()``);
 - ``_metric_init`` of ``Counter``, ``Gauge``, ``Histogram`` and ``Summary``: each child gets
   a native shmetrics child as its value, and (unless a subclass overrides them) its
   ``inc``/``dec``/``set``/``observe`` are bound straight to the native methods, so a call is
@@ -25,7 +29,9 @@ What is patched (all undone by :func:`uninstall`):
   written together;
 - ``MetricWrapperBase.labels``: binds a native ``labels`` to each labelled metric, which
   finds a label set seen before without a Python frame or a lock;
-- ``MultiProcessCollector.collect``: reads the directory with the shmetrics reader.
+- ``MultiProcessCollector.collect``: reads the directory with the shmetrics reader;
+- ``multiprocess.mark_process_dead``: also ends the liveness of a custom identifier's
+  logical process written by this one.
 
 Metrics whose definition shmetrics cannot hold (for example one name registered with two
 different help texts in one process, or duplicate bucket bounds) fall back to
