@@ -1,13 +1,22 @@
 //! What clients and files can make `serve` hold: a flood of connections that never read,
 //! against a `serve` whose descriptor limit is 1,024 (as a default container's); slow
 //! readers of large bodies; expositions amplified to hundreds of megabytes, against a
-//! `serve` whose address space is 1 GiB. In a test binary of its own so that no other test
-//! competes for the two cores while it measures a legitimate client's latency.
+//! `serve` whose address space is 1 GiB. In a test binary of its own, its tests one at a
+//! time ([`one_at_a_time`]), so that no other test competes for the cores while one
+//! measures a legitimate client's latency or a server's memory.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+/// Held by each test for its whole run: the test harness runs tests in parallel, and the
+/// amplification test's rendering would otherwise slow the flood test's measured scrapes.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
 
@@ -98,6 +107,7 @@ fn value(text: &str, series: &str) -> f64 {
 /// ones, their responses time out, and excess ones are refused at once.
 #[test]
 fn a_flood_of_never_read_pipelined_connections_does_not_lock_out_scrapes() {
+    let _serial = one_at_a_time();
     let dir = generated(2, 1500);
     let serve = Serve::start(dir.path().to_str().unwrap(), &["--write-timeout-secs", "3"]);
     let addr = serve.addr;
@@ -153,6 +163,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 /// 1 GB in the report), and a legitimate scrape still works.
 #[test]
 fn slow_readers_of_a_large_body_cannot_pin_memory() {
+    let _serial = one_at_a_time();
     let dir = generated(1, 18000);
     let serve = Serve::start(
         dir.path().to_str().unwrap(),
@@ -291,6 +302,7 @@ fn at_the_limits(dir: &std::path::Path, pid: u32, series: u32) -> shmetrics_writ
 /// counted; the next normal scrape works.
 #[test]
 fn amplified_expositions_neither_abort_nor_fill_memory() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let normal = shmetrics_writer::Registry::open_simulating_pid(
         dir.path(),
