@@ -52,7 +52,7 @@ use shmetrics_benches::fixtures::{
 };
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Series, Snapshot, Value};
-use shmetrics_reader::{Format, PrefixFilter, Reader, render};
+use shmetrics_reader::{Escaping, Format, PrefixFilter, Reader, render};
 use shmetrics_writer::{Options, Registry};
 
 const PROCESSES: [usize; 4] = [1, 8, 32, 128];
@@ -116,9 +116,7 @@ fn steady_reader_with_dead(
 fn scrapes(b: &mut Bencher<'_>, reader: &mut Reader, filter: &PrefixFilter, out: &mut Vec<u8>) {
     b.iter(|| {
         out.clear();
-        reader
-            .scrape(Format::Prometheus, filter, false, out)
-            .expect("scrape");
+        reader.scrape_into(Format::Prometheus, Escaping::default(), filter, false, out);
         black_box(out.len())
     })
 }

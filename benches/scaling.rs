@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use nix::time::{ClockId, clock_gettime};
 use shmetrics::workload::GenWorkload;
 use shmetrics_benches::fixtures::{BoxError, gen_segment_size};
-use shmetrics_reader::{Format, PrefixFilter, Reader};
+use shmetrics_reader::{Escaping, Format, PrefixFilter, Reader};
 use shmetrics_writer::{Options, Registry};
 
 const USAGE: &str = "usage: scaling [--writers 1,2,4,8,16] [--series S] [--duration-ms MS] \
@@ -268,7 +268,13 @@ fn phase(config: &Config, n: usize, scrape: bool) -> Result<PhaseResult, BoxErro
     let mut out = Vec::new();
     // One scrape before the start, so the scraped phase measures steady state, not the
     // first parse of every segment's metadata.
-    reader.scrape(Format::Prometheus, &filter, false, &mut out)?;
+    reader.scrape_into(
+        Format::Prometheus,
+        Escaping::default(),
+        &filter,
+        false,
+        &mut out,
+    );
 
     for w in &mut writers {
         w.stdin.write_all(b"go\n")?;
@@ -287,9 +293,13 @@ fn phase(config: &Config, n: usize, scrape: bool) -> Result<PhaseResult, BoxErro
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 out.clear();
-                reader
-                    .scrape(Format::Prometheus, &filter, false, &mut out)
-                    .map_err(|e| e.to_string())?;
+                reader.scrape_into(
+                    Format::Prometheus,
+                    Escaping::default(),
+                    &filter,
+                    false,
+                    &mut out,
+                );
                 busy += started.elapsed();
                 scrapes += 1;
                 next += every;

@@ -41,6 +41,7 @@ pub use compact::{CompactError, CompactReport};
 pub use render::{Escaping, Format, PrefixFilter};
 pub use report::{Conflict, Problem, ScrapeReport, SkipReason};
 pub use self_metrics::self_metrics;
+use snapshot::Family;
 pub use snapshot::Snapshot;
 
 use merge::{DeadBaseline, Index, SegmentLinks, Source};
@@ -434,14 +435,7 @@ impl Reader {
         self_metrics: bool,
         out: &mut dyn Write,
     ) -> io::Result<ScrapeReport> {
-        let scrape = self.snapshot();
-        let mut extra = if self_metrics {
-            self_metrics::self_metrics(&scrape.report)
-        } else {
-            Vec::new()
-        };
-        // A segment may declare a family under a self-metric's name: never name one twice.
-        extra.retain(|f| !(filter.keeps(&f.name) && scrape.snapshot.family(&f.name).is_some()));
+        let (scrape, extra) = self.snapshot_with_extra(filter, self_metrics);
         let exposition = render::Exposition {
             snapshot: &scrape.snapshot,
             extra: &extra,
@@ -463,6 +457,47 @@ impl Reader {
         self.render_buf = buf;
         written?;
         Ok(scrape.report)
+    }
+
+    /// As [`Reader::scrape_escaped`], the whole exposition appended to `out` with no
+    /// intermediate copy: for a caller that keeps the whole body anyway (a cache, a test),
+    /// where `out`'s memory grows with the exposition.
+    pub fn scrape_into(
+        &mut self,
+        format: Format,
+        escaping: Escaping,
+        filter: &PrefixFilter,
+        self_metrics: bool,
+        out: &mut Vec<u8>,
+    ) -> ScrapeReport {
+        let (scrape, extra) = self.snapshot_with_extra(filter, self_metrics);
+        render::Exposition {
+            snapshot: &scrape.snapshot,
+            extra: &extra,
+            format,
+            filter,
+            escaping,
+        }
+        .render_some(&mut render::Cursor::default(), out, usize::MAX);
+        scrape.report
+    }
+
+    /// A snapshot and, with `self_metrics`, the self-metric families to render after it,
+    /// less any whose name a kept family of the directory already has (a segment may declare
+    /// a family under a self-metric's name: never name one twice).
+    fn snapshot_with_extra(
+        &mut self,
+        filter: &PrefixFilter,
+        self_metrics: bool,
+    ) -> (Scrape, Vec<Family>) {
+        let scrape = self.snapshot();
+        let mut extra = if self_metrics {
+            self_metrics::self_metrics(&scrape.report)
+        } else {
+            Vec::new()
+        };
+        extra.retain(|f| !(filter.keeps(&f.name) && scrape.snapshot.family(&f.name).is_some()));
+        (scrape, extra)
     }
 
     /// The archive: the tracked segment found by the last listing at the first archive name
