@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::Path;
 
-use shmetrics::workload::{GEN_BUCKETS, GEN_FAMILIES, GenWorkload, MetricSet, VllmWorkload};
 use shmetrics_layout::MetricKind;
 use shmetrics_layout::slots::slot_words;
 use shmetrics_reader::snapshot::{Snapshot, Value};
+use shmetrics_workload::{GEN_BUCKETS, GEN_FAMILIES, GenWorkload, MetricSet, VllmWorkload};
 use shmetrics_writer::{Options, Registry};
 use tempfile::TempDir;
 
@@ -52,7 +52,7 @@ pub fn gen_segment_size(series: usize) -> usize {
             1 => slot_words(MetricKind::Gauge, 0),
             _ => slot_words(MetricKind::Histogram, GEN_BUCKETS),
         };
-        shmetrics::workload::gen_series_count(series, j) * (SERIES_RECORD + 8 * words)
+        shmetrics_workload::gen_series_count(series, j) * (SERIES_RECORD + 8 * words)
     };
     let bytes = 4096 + FAMILY_RECORDS + (0..GEN_FAMILIES).map(per_family).sum::<usize>();
     bytes.div_ceil(4096) * 4096
@@ -152,10 +152,10 @@ pub fn count_segments(dir: &Path) -> std::io::Result<usize> {
 }
 
 /// The observations a [`GenFixture`] process made on `gen` histogram series `series`, in
-/// order ([`shmetrics::workload::gen_value`] of each round): what another library must
+/// order ([`shmetrics_workload::gen_value`] of each round): what another library must
 /// observe to hold the same histogram, sum included, as a one-process fixture.
 pub fn gen_observations(series: usize) -> impl Iterator<Item = f64> {
-    (0..GEN_ROUNDS).map(move |round| shmetrics::workload::gen_value(round, series))
+    (0..GEN_ROUNDS).map(move |round| shmetrics_workload::gen_value(round, series))
 }
 
 /// `N` simulated vLLM engines (`engine="0"`..`engine="N-1"`) in a temporary directory,

@@ -45,7 +45,6 @@ use prometheus_client::metrics::family::Family as PcFamily;
 use prometheus_client::metrics::gauge::Gauge as PcGauge;
 use prometheus_client::metrics::histogram::Histogram as PcHistogram;
 use shmetrics::prometheus_collector::DirCollector;
-use shmetrics::workload::GenWorkload;
 use shmetrics_benches::fixtures::{
     GenFixture, RawExposition, VllmFixture, count_segments, gen_observations, gen_segment_size,
     samples,
@@ -53,6 +52,7 @@ use shmetrics_benches::fixtures::{
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Series, Snapshot, Value};
 use shmetrics_reader::{Escaping, Format, PrefixFilter, Reader, render};
+use shmetrics_workload::GenWorkload;
 use shmetrics_writer::{Options, Registry};
 
 const PROCESSES: [usize; 4] = [1, 8, 32, 128];

@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::time::{ClockId, clock_gettime};
-use shmetrics::workload::GenWorkload;
 use shmetrics_benches::fixtures::{BoxError, gen_segment_size};
 use shmetrics_reader::{Escaping, Format, PrefixFilter, Reader};
+use shmetrics_workload::GenWorkload;
 use shmetrics_writer::{Options, Registry};
 
 const USAGE: &str = "usage: scaling [--writers 1,2,4,8,16] [--series S] [--duration-ms MS] \

@@ -186,7 +186,7 @@ def parse_args(argv):
 
 
 # ---------------------------------------------------------------------------------------
-# The gen workload, as crates/shmetrics/src/workload.rs defines it.
+# The gen workload, as crates/shmetrics-workload/src/lib.rs defines it.
 # ---------------------------------------------------------------------------------------
 
 GEN_FAMILIES = 15

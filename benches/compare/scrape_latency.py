@@ -109,7 +109,7 @@ def parse_args(argv):
 # ---------------------------------------------------------------------------------------
 
 def gauge_modes():
-    path = os.path.join(REPO, "crates", "shmetrics", "workloads", "vllm_metrics.json")
+    path = os.path.join(REPO, "crates", "shmetrics-workload", "workloads", "vllm_metrics.json")
     with open(path, encoding="utf-8") as f:
         metrics = json.load(f)["metrics"]
     return {m["name"]: m.get("multiprocess_mode", "all") for m in metrics if m["type"] == "gauge"}

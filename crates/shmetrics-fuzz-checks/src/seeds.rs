@@ -4,8 +4,8 @@
 //! each target's input format, and real `Accept` headers. `writer_model` needs no seeds:
 //! any input decodes to a scenario.
 
-use shmetrics::workload::{MetricSet, VllmWorkload};
 use shmetrics_layout::{HEADER_SIZE, SegmentHeader};
+use shmetrics_workload::{MetricSet, VllmWorkload};
 use shmetrics_writer::{GaugeMode, Options, Registry};
 
 use crate::scratch_dir;

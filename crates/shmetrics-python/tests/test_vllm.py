@@ -1,4 +1,4 @@
-"""vLLM's complete metric set (crates/shmetrics/workloads/vllm_metrics.json: every metric
+"""vLLM's complete metric set (crates/shmetrics-workload/workloads/vllm_metrics.json: every metric
 vLLM's PrometheusStatLogger and friends create, with their real names, help texts, labels,
 buckets and gauge modes) written with unchanged prometheus_client code by two engine
 processes: the drop-in and plain multiprocess mode give the same samples."""
@@ -15,7 +15,7 @@ from conftest import Worker, collect
 from test_equivalence import WORKER_CODE, normalized
 
 WORKLOAD = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shmetrics", "workloads", "vllm_metrics.json"
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shmetrics-workload", "workloads", "vllm_metrics.json"
 )
 # vLLM's cache_config_info has one label per CacheConfig field; three of them stand in.
 CACHE_CONFIG_FIELDS = ["block_size", "cache_dtype", "enable_prefix_caching"]

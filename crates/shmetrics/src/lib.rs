@@ -1,5 +1,6 @@
-//! The `shmetrics` worker and command line: `dump`, `inspect` and `generate` on metrics
-//! directories, and the workloads `generate` runs (reusable by demos and benchmarks).
+//! The shmetrics worker as a library: the [`server`] behind `shmetrics serve` (`/metrics`
+//! and `/health` for a metrics directory), and collectors that put a metrics directory into
+//! another crate's registry. The `shmetrics` command line is the binary of this package.
 //!
 //! Embedding in another server: with the tikv `prometheus` crate, see
 //! [`prometheus_collector`]; with the official `prometheus-client` crate, see
@@ -22,18 +23,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod cli;
-pub mod compact;
-pub mod demo;
 mod dir_source;
-pub mod dump;
-pub mod generate;
-pub mod inspect;
 pub mod prometheus_client_collector;
 pub mod prometheus_collector;
-pub mod run;
 pub mod server;
-pub mod workload;
 
 pub use shmetrics_reader::{Format, PrefixFilter, Reader, ReaderError, ScrapeReport};
 

@@ -1,6 +1,8 @@
-//! The `shmetrics` command line; see [`shmetrics::cli`].
+//! The `shmetrics` command line; its subcommands are in `cli/`.
 #![forbid(unsafe_code)]
 
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    shmetrics::cli::main()
+    cli::main()
 }

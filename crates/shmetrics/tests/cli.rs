@@ -556,7 +556,7 @@ fn inspect_of_a_missing_file_exits_2() {
 #[test]
 fn vllm_workload_exposes_every_metric_of_the_json() {
     let json: serde_json::Value =
-        serde_json::from_str(include_str!("../workloads/vllm_metrics.json")).unwrap();
+        serde_json::from_str(shmetrics_workload::VLLM_METRICS_JSON).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // --stay keeps the livesum gauges (in-flight operations, websocket connections) live.
     let out = generate(dir.path(), 2, 0, 20, &["--workload", "vllm", "--stay"]);

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use shmetrics::server::{Server, ServerOptions};
-use shmetrics::workload::GenWorkload;
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Value};
+use shmetrics_workload::GenWorkload;
 use shmetrics_writer::Registry;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");

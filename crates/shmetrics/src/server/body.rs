@@ -17,7 +17,7 @@ use shmetrics_reader::render::{Cursor, Escaping, Exposition};
 use shmetrics_reader::snapshot::Family;
 
 use super::cache::{Entry, Renderer, held};
-use super::metrics::Failure;
+use super::self_metrics::Failure;
 
 /// Bytes a streamed body renders at a time.
 pub(crate) const STREAM_CHUNK: usize = 1 << 20;

@@ -21,7 +21,7 @@ use shmetrics_reader::{Format, PrefixFilter, Scrape};
 use tokio::sync::OnceCell;
 
 use super::body::{ResponseBody, Stream, chunk_buffer, reserve};
-use super::metrics::{Failure, ServerMetrics};
+use super::self_metrics::{Failure, ServerMetrics};
 
 /// Bodies up to this size are rendered once per snapshot and shared by every response;
 /// larger ones are streamed, rendered anew for each response a chunk at a time.

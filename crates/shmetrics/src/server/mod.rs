@@ -30,9 +30,8 @@
 mod body;
 mod cache;
 mod connections;
-mod metrics;
 pub mod negotiate;
-pub mod serve;
+mod self_metrics;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -61,7 +60,7 @@ use body::ResponseBody;
 use cache::{BodyError, ExtraFn, Renderer, Scraper};
 pub use connections::raise_descriptor_limit;
 use connections::{GuardedIo, Open, Progress, RESERVED_DESCRIPTORS, descriptor_limit};
-use metrics::{Closed, ServerMetrics};
+use self_metrics::{Closed, ServerMetrics};
 
 /// The port served when neither `--listen` nor `DYN_SYSTEM_PORT` says otherwise (the
 /// port of NVIDIA Dynamo's system server).
@@ -683,7 +682,7 @@ impl Signals {
     }
 
     /// Catches the given signals from now on.
-    pub(crate) fn with(kinds: &[SignalKind]) -> io::Result<Self> {
+    pub fn with(kinds: &[SignalKind]) -> io::Result<Self> {
         let streams = kinds
             .iter()
             .map(|&k| Ok((k.as_raw_value(), signal(k)?)))

@@ -26,12 +26,25 @@ use nix::unistd::Pid;
 use shmetrics_writer::DIR_ENV;
 use tokio::signal::unix::SignalKind;
 
-use crate::cli::{CliError, RunArgs};
-use crate::server::serve::{announce, bind, listen_address, options, runtime};
-use crate::server::{Server, Signals};
+use clap::Args;
+use shmetrics::server::{Server, Signals};
+
+use super::error::CliError;
+use super::http::{HttpArgs, announce, bind, listen_address, options, runtime};
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The HTTP endpoint.
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+    /// The command to run, after `--`, with its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<OsString>,
+}
 
 /// Name prefix of the private directories `run` creates.
-pub const PRIVATE_DIR_PREFIX: &str = "shmetrics-run-";
+pub(crate) const PRIVATE_DIR_PREFIX: &str = "shmetrics-run-";
 
 /// The directory a `run` serves; removed when dropped if `run` created it.
 #[derive(Debug)]
@@ -177,7 +190,7 @@ async fn supervise(server: Server, command: &[OsString]) -> Result<ExitCode, Cli
 /// Exit status 2 for a missing user directory, an address that cannot be bound or a bad
 /// `DYN_SYSTEM_PORT`; 127 when the command is not found, 126 when it cannot be started;
 /// 1 when the private directory, the runtime or the signal handlers cannot be set up.
-pub fn run(args: &RunArgs) -> Result<ExitCode, CliError> {
+pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, CliError> {
     let listen = listen_address("run", &args.http)?;
     let dir = match std::env::var_os(DIR_ENV) {
         Some(user) if !user.is_empty() => MetricsDir {

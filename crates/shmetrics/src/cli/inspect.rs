@@ -3,7 +3,19 @@
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use crate::cli::{CliError, InspectArgs};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::error::CliError;
+
+/// Arguments of `inspect`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The segment file (`shmetrics-<pid>-<instance>-<seq>.shm`).
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+}
 
 /// Prints the analysis of `args.file` ([`shmetrics_reader::inspect::inspect`]) to stdout.
 ///
@@ -12,7 +24,7 @@ use crate::cli::{CliError, InspectArgs};
 ///
 /// # Errors
 /// Exit status 2 when the file cannot be opened or read; 1 when stdout cannot be written.
-pub fn run(args: &InspectArgs) -> Result<ExitCode, CliError> {
+pub(crate) fn run(args: &InspectArgs) -> Result<ExitCode, CliError> {
     let dump = shmetrics_reader::inspect::inspect(&args.file).map_err(|e| {
         CliError::with_code(
             2,

@@ -2,8 +2,9 @@
 //! by tests and benchmarks, and a model of vLLM's metric set (read from
 //! `workloads/vllm_metrics.json`) updated as an inference engine would.
 //!
-//! Both are plain library code over a [`Registry`], so `shmetrics generate`, demos and
-//! benchmarks drive them the same way: register once, then call a step function.
+//! Both are plain library code over a [`Registry`], so `shmetrics generate`, the demo and the
+//! benchmarks drive them the same way: register once, then call a step function. This crate
+//! is not part of the `shmetrics` library: it exists for the command line, benches and tests.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -262,6 +263,9 @@ impl GenWorkload {
 
 /// vLLM's metric set as shipped in `workloads/vllm_metrics.json`.
 pub const VLLM_METRICS_JSON: &str = include_str!("../workloads/vllm_metrics.json");
+
+/// Dynamo's own metric set as shipped in `workloads/dynamo_metrics.json`.
+pub const DYNAMO_METRICS_JSON: &str = include_str!("../workloads/dynamo_metrics.json");
 
 /// A metric set file: the metrics, and example label values.
 #[derive(Clone, Debug, Deserialize)]

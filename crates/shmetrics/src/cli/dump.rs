@@ -4,7 +4,56 @@ use std::io::{self, Write};
 
 use shmetrics_reader::{PrefixFilter, Reader};
 
-use crate::cli::{CliError, DumpArgs};
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::error::CliError;
+
+/// Arguments of `dump`.
+#[derive(Debug, Args)]
+pub(crate) struct DumpArgs {
+    /// The metrics directory (as PROMETHEUS_MULTIPROC_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    /// Keep only families whose name starts with this prefix (repeatable; all when absent).
+    #[arg(long = "prefix", value_name = "P")]
+    pub(crate) prefixes: Vec<String>,
+    /// Exposition format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Prometheus)]
+    pub(crate) format: OutputFormat,
+    /// How names outside the classic character sets are written: underscores (the
+    /// classic formats' default), allow-utf-8 (quoted), dots or values.
+    #[arg(long, value_name = "SCHEME", default_value = "underscores", value_parser = parse_escaping)]
+    pub(crate) escaping: shmetrics_reader::Escaping,
+    /// Leave out the reader's own shmetrics_* families.
+    #[arg(long)]
+    pub(crate) no_self_metrics: bool,
+}
+
+fn parse_escaping(s: &str) -> Result<shmetrics_reader::Escaping, String> {
+    shmetrics_reader::Escaping::parse(s).ok_or_else(|| {
+        format!("unknown escaping {s:?}; expected underscores, allow-utf-8, dots or values")
+    })
+}
+
+/// Exposition format of `dump`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+    /// OpenMetrics 1.0 text (ends with `# EOF`).
+    Openmetrics,
+}
+
+impl From<OutputFormat> for shmetrics_reader::Format {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Prometheus => Self::Prometheus,
+            OutputFormat::Openmetrics => Self::OpenMetrics,
+        }
+    }
+}
 
 /// Scrapes `args.dir` once and writes the rendering to stdout. Problems the reader finds in
 /// segments are logged (`log::warn!`, to stderr) and do not fail the dump.
@@ -12,7 +61,7 @@ use crate::cli::{CliError, DumpArgs};
 /// # Errors
 /// Exit status 2 when the directory is missing, not a directory or unreadable; 1 when
 /// stdout cannot be written (a closed pipe ends the dump quietly with success).
-pub fn run(args: &DumpArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: &DumpArgs) -> Result<(), CliError> {
     // Every `ReaderError` names the path: missing, not a directory, or not accessible.
     let mut reader =
         Reader::open(&args.dir).map_err(|e| CliError::with_code(2, format!("dump: {e}")))?;

@@ -8,7 +8,7 @@
 //! line, and exits, leaving the workers running.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -18,8 +18,83 @@ use nix::unistd::Pid;
 use shmetrics_layout::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use shmetrics_writer::{Options, Registry};
 
-use crate::cli::{CliError, GenerateArgs, WorkerArgs, WorkloadKind};
-use crate::workload::{GenWorkload, MetricSet, VllmWorkload, WorkloadError};
+use clap::{Args, ValueEnum};
+use shmetrics_workload::{GenWorkload, MetricSet, VllmWorkload, WorkloadError};
+
+use super::error::CliError;
+
+/// The workloads `generate` can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WorkloadKind {
+    /// Deterministic: gen_c*_total counters, gen_g* gauges, gen_h*_seconds histograms.
+    Gen,
+    /// Every vLLM metric (workloads/vllm_metrics.json), updated as engine steps.
+    Vllm,
+}
+
+impl WorkloadKind {
+    /// The value as spelled on the command line.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Gen => "gen",
+            Self::Vllm => "vllm",
+        }
+    }
+}
+
+/// Arguments of `generate`.
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// The metrics directory; it must exist.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    /// Writer processes to start.
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) processes: u32,
+    /// Series per process, split evenly over the 15 gen families (ignored for vllm).
+    #[arg(long, value_name = "S", default_value_t = 15)]
+    pub(crate) series: usize,
+    /// Rounds of operations (gen: updates of every series; vllm: engine steps).
+    #[arg(long, value_name = "N")]
+    pub(crate) ops: u64,
+    /// Keep the writers alive after their operations until each gets SIGTERM; print their
+    /// pids, one per line, once all are done.
+    #[arg(long)]
+    pub(crate) stay: bool,
+    /// Which workload to run.
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Gen)]
+    pub(crate) workload: WorkloadKind,
+    /// Size of each writer's first segment in bytes (a multiple of 4096; default: the
+    /// writer's default).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) segment_size: Option<usize>,
+}
+
+/// Arguments of the hidden `generate-worker` subcommand: one writer process.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The metrics directory.
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
+    /// Index of this process among the workers (0-based).
+    #[arg(long)]
+    pub(crate) index: u32,
+    /// Series (gen workload).
+    #[arg(long)]
+    pub(crate) series: usize,
+    /// Rounds of operations.
+    #[arg(long)]
+    pub(crate) ops: u64,
+    /// Stay alive after the operations until SIGTERM, after writing `ready <pid>`.
+    #[arg(long)]
+    pub(crate) stay: bool,
+    /// Which workload to run.
+    #[arg(long, value_enum)]
+    pub(crate) workload: WorkloadKind,
+    /// Size of the first segment in bytes.
+    #[arg(long)]
+    pub(crate) segment_size: Option<usize>,
+}
 
 /// Checks what the workers would otherwise each fail on, so the user gets one message.
 fn check_args(args: &GenerateArgs) -> Result<(), CliError> {
@@ -110,7 +185,7 @@ fn describe(status: io::Result<ExitStatus>) -> String {
 /// # Errors
 /// Exit status 2 for a missing directory or a bad `--segment-size`; 1 when a worker cannot
 /// be started or fails.
-pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: &GenerateArgs) -> Result<(), CliError> {
     check_args(args)?;
     let exe = std::env::current_exe().map_err(|e| {
         CliError::new(format!(
@@ -252,7 +327,7 @@ fn workload_err(index: u32) -> impl FnOnce(WorkloadError) -> CliError {
 /// # Errors
 /// When the registry or the workload cannot be set up, or the ready line cannot be
 /// written.
-pub fn run_worker(args: &WorkerArgs) -> Result<(), CliError> {
+pub(crate) fn run_worker(args: &WorkerArgs) -> Result<(), CliError> {
     let index = args.index;
     if args.stay {
         // A staying worker outlives its parent and maybe the terminal session: only

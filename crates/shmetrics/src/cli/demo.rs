@@ -25,28 +25,50 @@ use shmetrics_reader::Reader;
 use shmetrics_reader::snapshot::{Snapshot, Value};
 use shmetrics_writer::{Counter, Gauge, GaugeMode, Histogram, Registry};
 
-use crate::cli::CliError;
-use crate::server::{Server, ServerOptions, Signals};
-use crate::workload::{MetricSet, Rng, VllmWorkload};
+use clap::Args;
+use shmetrics::server::{Server, ServerOptions, Signals};
+use shmetrics_workload::{DYNAMO_METRICS_JSON, MetricSet, Rng, VllmWorkload};
 
-/// The Dynamo metric set shipped with the demo.
-const DYNAMO_METRICS_JSON: &str = include_str!("../workloads/dynamo_metrics.json");
+use super::error::CliError;
+use super::http::parse_listen;
+
+/// Arguments of `demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Simulated engine processes to start.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) engines: u32,
+    /// Address to listen on: IP:PORT, or a PORT on all interfaces; port 0 picks a free one.
+    /// Default: 0.0.0.0:8081, or 0.0.0.0:$DYN_SYSTEM_PORT when DYN_SYSTEM_PORT is set.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Stop by itself after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) duration: Option<u64>,
+    /// Mean pause between two engine steps, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub(crate) step_ms: u64,
+}
+
+/// Arguments of the hidden `demo-engine` subcommand.
+#[derive(Debug, Args)]
+pub(crate) struct DemoEngineArgs {
+    /// The demo's metrics directory.
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
+    /// Engine index (the `engine` label).
+    #[arg(long)]
+    pub(crate) index: u32,
+    /// Mean pause between steps, in milliseconds.
+    #[arg(long)]
+    pub(crate) step_ms: u64,
+    /// Pid of the demo, to exit if it is already gone.
+    #[arg(long)]
+    pub(crate) parent: u32,
+}
 
 /// Families the demo serves, as a Dynamo worker does.
-pub const DEMO_PREFIXES: [&str; 3] = ["vllm:", "lmcache:", "dynamo_"];
-
-/// How the demo runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DemoOptions {
-    /// Engine processes to start.
-    pub engines: u32,
-    /// Where to serve `/metrics`.
-    pub listen: SocketAddr,
-    /// Stop by itself after this long (for scripts and tests); run until a signal if None.
-    pub duration: Option<Duration>,
-    /// Mean pause between two engine steps.
-    pub step: Duration,
-}
+pub(crate) const DEMO_PREFIXES: [&str; 3] = ["vllm:", "lmcache:", "dynamo_"];
 
 /// A private directory removed on drop.
 struct DemoDir(PathBuf);
@@ -268,11 +290,17 @@ fn url(addr: SocketAddr) -> String {
     format!("http://{host}:{}/metrics", addr.port())
 }
 
-/// Runs the demo until a signal or the end of `options.duration`.
+/// Runs the demo until a signal or the end of `--duration`.
 ///
 /// # Errors
 /// When the directory, an engine, the server or the runtime cannot be set up.
-pub fn run(options: &DemoOptions) -> Result<(), CliError> {
+pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
+    let listen = match args.listen {
+        Some(addr) => addr,
+        None => shmetrics::server::default_listen()
+            .map_err(|e| CliError::with_code(2, format!("demo: {e}")))?,
+    };
+    let step = Duration::from_millis(args.step_ms);
     let dir = DemoDir::create()
         .map_err(|e| CliError::new(format!("demo: cannot create a metrics directory: {e}")))?;
     let registry = Registry::open(&dir.0).map_err(|e| CliError::new(format!("demo: {e}")))?;
@@ -280,17 +308,17 @@ pub fn run(options: &DemoOptions) -> Result<(), CliError> {
         .map_err(|e| CliError::new(format!("demo: {e}")))?
         .model_name();
     let mut dynamo = DynamoMetrics::register(&registry, &model)?;
-    let mut server_options = ServerOptions::new(&dir.0, options.listen);
+    let mut server_options = ServerOptions::new(&dir.0, listen);
     server_options.prefixes = DEMO_PREFIXES.iter().map(|p| (*p).to_owned()).collect();
     let server =
         Server::bind(server_options).map_err(|e| CliError::with_code(2, format!("demo: {e}")))?;
     let address = server.local_addr();
-    let mut engines = Engines::start(&dir.0, options.engines, options.step)?;
+    let mut engines = Engines::start(&dir.0, args.engines, step)?;
     let mut reader = Reader::open(&dir.0).map_err(|e| CliError::new(format!("demo: {e}")))?;
 
     println!(
         "shmetrics demo: {} simulated vLLM engines ({model}) writing to {}",
-        options.engines,
+        args.engines,
         dir.0.display()
     );
     println!("serving {}  (Ctrl-C to stop)", url(address));
@@ -305,7 +333,7 @@ pub fn run(options: &DemoOptions) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::new(format!("demo: cannot start the runtime: {e}")))?;
     let started = Instant::now();
-    let duration = options.duration;
+    let duration = args.duration.map(Duration::from_secs);
     let tty = std::io::stdout().is_terminal();
     let engines_ref = &mut engines;
     let reader_ref = &mut reader;
@@ -332,7 +360,7 @@ pub fn run(options: &DemoOptions) -> Result<(), CliError> {
             let line = format!(
                 "[{:>4}s] engines {live}/{} live | requests {} | prompt tokens {} | generation tokens {} | running {} | series {} | snapshot {scrape_ms:.2} ms",
                 started.elapsed().as_secs(),
-                options.engines,
+                args.engines,
                 human(now.requests),
                 human(now.prompt_tokens),
                 human(now.generation_tokens),
@@ -377,7 +405,14 @@ pub fn run(options: &DemoOptions) -> Result<(), CliError> {
 ///
 /// # Errors
 /// When the registry or the metric set cannot be set up.
-pub fn run_engine(dir: &Path, index: u32, step: Duration, parent: u32) -> Result<(), CliError> {
+pub(crate) fn run_engine(args: &DemoEngineArgs) -> Result<(), CliError> {
+    let DemoEngineArgs {
+        ref dir,
+        index,
+        step_ms,
+        parent,
+    } = *args;
+    let step = Duration::from_millis(step_ms);
     // Die with the demo even if it is killed without a chance to stop us.
     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
         .map_err(|e| CliError::new(format!("demo-engine: prctl: {e}")))?;

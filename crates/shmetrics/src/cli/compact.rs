@@ -2,14 +2,31 @@
 
 use shmetrics_reader::{CompactError, Reader};
 
-use crate::cli::{CliError, CompactArgs};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::error::CliError;
+
+/// Arguments of `compact`.
+#[derive(Debug, Args)]
+pub(crate) struct CompactArgs {
+    /// The metrics directory (as PROMETHEUS_MULTIPROC_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    /// Largest archive file a compaction writes, in MiB: dead segments are folded in
+    /// batches of at most this size and a full archive is sealed as an immutable part, so a
+    /// compaction holds a few times this much memory whatever the size of the dead data.
+    #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE >> 20)]
+    pub(crate) archive_part_mib: usize,
+}
 
 /// Compacts `args.dir` and prints what was done on stdout.
 ///
 /// # Errors
 /// Exit status 2 when the directory is missing or not a directory; 3 when another compactor
 /// is running; 1 when a file operation fails (the message names it; nothing is lost).
-pub fn run(args: &CompactArgs) -> Result<(), CliError> {
+pub(crate) fn run(args: &CompactArgs) -> Result<(), CliError> {
     let mut reader =
         Reader::open(&args.dir).map_err(|e| CliError::with_code(2, format!("compact: {e}")))?;
     reader.set_archive_part_size(args.archive_part_mib.saturating_mul(1 << 20));

@@ -1,0 +1,169 @@
+//! The HTTP endpoint `serve`, `run` and `demo` share: its arguments, how they become
+//! [`ServerOptions`], binding and the runtime.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use shmetrics::server::{Server, ServerOptions, default_listen};
+
+use super::error::CliError;
+
+/// Parses `--listen`: `IP:PORT` (`[IPv6]:PORT` for IPv6) or a bare `PORT` (all IPv4
+/// interfaces).
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    }
+    Err(format!(
+        "{s:?} is not an address to listen on; expected IP:PORT (such as 127.0.0.1:8081 or [::1]:8081) or a port"
+    ))
+}
+
+/// Exposition format of the `/metrics` endpoint of `serve` and `run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ServeFormat {
+    /// Negotiated from the request's `Accept` header: OpenMetrics 1.0 when the client
+    /// prefers it (as Prometheus does), else text 0.0.4.
+    Auto,
+    /// Prometheus text format 0.0.4 for every request, whatever `Accept` says.
+    Prometheus,
+    /// OpenMetrics 1.0 for every request, whatever `Accept` says.
+    Openmetrics,
+}
+
+impl ServeFormat {
+    /// The format every response is forced to; `None` for `auto` (negotiated).
+    pub(crate) fn forced(self) -> Option<shmetrics_reader::Format> {
+        match self {
+            Self::Auto => None,
+            Self::Prometheus => Some(shmetrics_reader::Format::Prometheus),
+            Self::Openmetrics => Some(shmetrics_reader::Format::OpenMetrics),
+        }
+    }
+}
+
+/// How the HTTP endpoint of `serve` and `run` listens and what it serves.
+#[derive(Debug, Args)]
+pub(crate) struct HttpArgs {
+    /// Address to listen on: IP:PORT, or a PORT on all interfaces; port 0 picks a free one
+    /// (the address bound is printed on stderr). Default: 0.0.0.0:8081, or
+    /// 0.0.0.0:$DYN_SYSTEM_PORT when DYN_SYSTEM_PORT is set.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Keep only families whose name starts with this prefix (repeatable; all when
+    /// absent). The shmetrics_* self-metrics are always kept.
+    #[arg(long = "prefix", value_name = "P")]
+    pub(crate) prefixes: Vec<String>,
+    /// Leave out the shmetrics_* self-metrics.
+    #[arg(long)]
+    pub(crate) no_self_metrics: bool,
+    /// Reuse the latest snapshot for scrapes arriving less than N milliseconds after it was
+    /// taken (0: only scrapes arriving while a snapshot is being taken share it).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) max_age_ms: u64,
+    /// Exposition format of /metrics: `auto` negotiates it from the request's Accept
+    /// header; `prometheus` (text 0.0.4) or `openmetrics` answer every request in that
+    /// format (for scrapers whose Accept header cannot be changed).
+    #[arg(long, value_enum, default_value_t = ServeFormat::Auto)]
+    pub(crate) format: ServeFormat,
+    /// MiB of segments whose pages stay mapped between scrapes (oldest live segments
+    /// first); the pages of the others are released after each read, which bounds the
+    /// server's resident set on huge directories at the cost of minor page faults.
+    #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_RESIDENT_BUDGET >> 20)]
+    pub(crate) resident_budget_mib: usize,
+    /// Fold dead processes' segments into the directory's archive and remove their files
+    /// before a scrape at least this many seconds after the last time (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub(crate) compact_interval_secs: u64,
+    /// Largest archive file a compaction writes, in MiB: dead segments are folded in
+    /// batches of at most this size and a full archive is sealed as an immutable part, so a
+    /// compaction holds a few times this much memory whatever the size of the dead data.
+    #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE >> 20)]
+    pub(crate) archive_part_mib: usize,
+    /// Most HTTP connections open at once; when full, the connection stalled longest (half a
+    /// second or more) is closed for the new one, else the new one is refused.
+    #[arg(long, value_name = "N", default_value_t = shmetrics::server::DEFAULT_MAX_CONNECTIONS)]
+    pub(crate) max_connections: usize,
+    /// Close a connection whose client reads nothing of a response for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = shmetrics::server::DEFAULT_WRITE_TIMEOUT.as_secs())]
+    pub(crate) write_timeout_secs: u64,
+    /// Close a connection after answering this many requests on it.
+    #[arg(long, value_name = "N", default_value_t = shmetrics::server::DEFAULT_MAX_REQUESTS_PER_CONNECTION)]
+    pub(crate) max_requests_per_connection: u64,
+    /// MiB of rendered bodies kept for clients (shared per snapshot); above it, connections
+    /// stalled for half a second or more are closed.
+    #[arg(long, value_name = "MIB", default_value_t = shmetrics::server::DEFAULT_MAX_BODY_BYTES >> 20)]
+    pub(crate) max_body_mib: u64,
+    /// The most MiB one /metrics exposition may have, uncompressed; a larger one is
+    /// answered with a 500 that says so. Bodies over 32 MiB are streamed, not held.
+    #[arg(long, value_name = "MIB", default_value_t = shmetrics::server::DEFAULT_MAX_SCRAPE_BYTES >> 20)]
+    pub(crate) max_scrape_mib: u64,
+}
+
+/// Worker threads of the runtime: requests are light, snapshots and rendering run on the
+/// blocking pool.
+const WORKER_THREADS: usize = 2;
+
+/// Builds the runtime `serve` and `run` use.
+pub(crate) fn runtime(command: &str) -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("shmetrics-http")
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("{command}: cannot start the async runtime: {e}")))
+}
+
+/// The address to listen on: `--listen`, else the default (which honours
+/// `DYN_SYSTEM_PORT`).
+pub(crate) fn listen_address(command: &str, args: &HttpArgs) -> Result<SocketAddr, CliError> {
+    match args.listen {
+        Some(addr) => Ok(addr),
+        None => default_listen().map_err(|e| CliError::with_code(2, format!("{command}: {e}"))),
+    }
+}
+
+/// Server options from the command line.
+pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> ServerOptions {
+    ServerOptions {
+        dir: dir.to_owned(),
+        listen,
+        prefixes: args.prefixes.clone(),
+        self_metrics: !args.no_self_metrics,
+        max_snapshot_age: Duration::from_millis(args.max_age_ms),
+        format: args.format.forced(),
+        resident_budget: args.resident_budget_mib.saturating_mul(1 << 20),
+        compact_interval: (args.compact_interval_secs > 0)
+            .then(|| Duration::from_secs(args.compact_interval_secs)),
+        archive_part_size: args.archive_part_mib.saturating_mul(1 << 20),
+        max_connections: args.max_connections,
+        write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
+        max_requests_per_connection: args.max_requests_per_connection,
+        max_body_bytes: args.max_body_mib.saturating_mul(1 << 20),
+        max_scrape_bytes: args.max_scrape_mib.saturating_mul(1 << 20),
+    }
+}
+
+/// Binds, failing with exit status 2 and a message naming the directory or address.
+pub(crate) fn bind(command: &str, options: ServerOptions) -> Result<Server, CliError> {
+    // A connection and an open segment each take a descriptor: use all the process may.
+    match shmetrics::server::raise_descriptor_limit() {
+        Ok(limit) => log::debug!("{command}: descriptor limit {limit}"),
+        Err(e) => log::warn!("{command}: cannot raise the descriptor limit: {e}"),
+    }
+    Server::bind(options).map_err(|e| CliError::with_code(2, format!("{command}: {e}")))
+}
+
+/// The line printed on stderr once the server listens.
+pub(crate) fn announce(server: &Server) {
+    eprintln!(
+        "serving http://{}/metrics from {}",
+        server.local_addr(),
+        server.dir().display()
+    );
+}
