@@ -482,21 +482,20 @@ impl Reader {
         scrape.report
     }
 
-    /// A snapshot and, with `self_metrics`, the self-metric families to render after it,
-    /// less any whose name a kept family of the directory already has (a segment may declare
-    /// a family under a self-metric's name: never name one twice).
+    /// A snapshot and, with `self_metrics`, the self-metric families to render after it
+    /// ([`Snapshot::extra_families`]: a segment may declare a family under a self-metric's
+    /// name, and no name is emitted twice).
     fn snapshot_with_extra(
         &mut self,
         filter: &PrefixFilter,
         self_metrics: bool,
     ) -> (Scrape, Vec<Family>) {
         let scrape = self.snapshot();
-        let mut extra = if self_metrics {
-            self_metrics::self_metrics(&scrape.report)
-        } else {
-            Vec::new()
-        };
-        extra.retain(|f| !(filter.keeps(&f.name) && scrape.snapshot.family(&f.name).is_some()));
+        if !self_metrics {
+            return (scrape, Vec::new());
+        }
+        let own = self_metrics::self_metrics(&scrape.report);
+        let (extra, _) = scrape.snapshot.extra_families(filter, own);
         (scrape, extra)
     }
 

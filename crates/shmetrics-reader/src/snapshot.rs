@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use shmetrics_layout::MetricKind;
 
-use crate::render::LinePrefixes;
+use crate::render::{LinePrefixes, PrefixFilter};
 
 /// The labels of one merged series, sorted by label name, with their exposition text
 /// rendered once (`a="x",b="y"`, escaped) and shared by every snapshot.
@@ -173,5 +173,76 @@ impl Snapshot {
     /// Number of series.
     pub fn series_count(&self) -> usize {
         self.families.iter().map(|f| f.series.len()).sum()
+    }
+
+    /// Families to render after this snapshot's (self-metrics, an embedder's), sorted by
+    /// name, less any whose name a family kept by `filter` already has or an earlier one of
+    /// `extra` has: no name is emitted twice. Stable: of equal names the first given wins.
+    /// The second list names what was left out, for the caller to report.
+    pub fn extra_families(
+        &self,
+        filter: &PrefixFilter,
+        mut extra: Vec<Family>,
+    ) -> (Vec<Family>, Vec<Arc<str>>) {
+        extra.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut kept: Vec<Family> = Vec::with_capacity(extra.len());
+        let mut left_out = Vec::new();
+        for family in extra {
+            let merged = filter.keeps(&family.name) && self.family(&family.name).is_some();
+            let repeated = kept.last().is_some_and(|l| l.name == family.name);
+            if merged || repeated {
+                left_out.push(family.name);
+            } else {
+                kept.push(family);
+            }
+        }
+        (kept, left_out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge(name: &str, help: &str) -> Family {
+        Family {
+            name: name.into(),
+            kind: MetricKind::Gauge,
+            help: help.into(),
+            bounds: Arc::from(&[][..]),
+            series: vec![Series {
+                labels: Arc::new(SeriesLabels::new(Vec::new())),
+                pid: None,
+                value: Value::Gauge(1.0),
+            }],
+        }
+    }
+
+    #[test]
+    fn extra_families_never_name_a_family_twice() {
+        let snapshot = Snapshot {
+            families: vec![gauge("app_up", "merged"), gauge("zz_up", "merged")],
+        };
+        let filter = PrefixFilter::new(["app_", "shmetrics_"]);
+        let extra = vec![
+            gauge("shmetrics_b", "first"),
+            gauge("app_up", "extra"),
+            gauge("zz_up", "extra"),
+            gauge("shmetrics_a", "only"),
+            gauge("shmetrics_b", "second"),
+        ];
+        let (kept, left_out) = snapshot.extra_families(&filter, extra);
+        let kept: Vec<(&str, &str)> = kept.iter().map(|f| (&*f.name, &*f.help)).collect();
+        // `zz_up` is filtered out of the merged families, so the extra one is emitted.
+        assert_eq!(
+            kept,
+            [
+                ("shmetrics_a", "only"),
+                ("shmetrics_b", "first"),
+                ("zz_up", "extra")
+            ]
+        );
+        let left_out: Vec<&str> = left_out.iter().map(|n| &**n).collect();
+        assert_eq!(left_out, ["app_up", "shmetrics_b"]);
     }
 }

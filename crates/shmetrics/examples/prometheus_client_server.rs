@@ -22,8 +22,8 @@ use std::path::PathBuf;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use shmetrics::PrefixFilter;
-use shmetrics::prometheus_client_collector::{DirCollector, TextFormat, encode_with_host};
+use shmetrics::prometheus_client_collector::{DirCollector, encode_with_host};
+use shmetrics::{Format, PrefixFilter};
 use shmetrics_writer::GaugeMode;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -94,9 +94,9 @@ fn respond(stream: TcpStream, host: &Registry, engines: &DirCollector) -> std::i
         );
     }
     let format = if openmetrics {
-        TextFormat::OpenMetrics
+        Format::OpenMetrics
     } else {
-        TextFormat::Prometheus
+        Format::Prometheus
     };
     let mut body = String::new();
     encode_with_host(&mut body, host, engines, format).map_err(std::io::Error::other)?;

@@ -83,14 +83,12 @@ impl DirSource {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .snapshot();
-        let mut extra = if self.self_metrics {
+        let own = if self.self_metrics {
             shmetrics_reader::self_metrics(&scrape.report)
         } else {
             Vec::new()
         };
-        // A segment may declare a family under a self-metric's name: never emit one twice.
-        extra
-            .retain(|f| !(self.filter.keeps(&f.name) && scrape.snapshot.family(&f.name).is_some()));
+        let (extra, _) = scrape.snapshot.extra_families(&self.filter, own);
         let families = scrape
             .snapshot
             .families

@@ -47,7 +47,8 @@
 //! use prometheus_client::metrics::counter::Counter;
 //! use prometheus_client::registry::Registry;
 //! use shmetrics::PrefixFilter;
-//! use shmetrics::prometheus_client_collector::{DirCollector, TextFormat, encode_with_host};
+//! use shmetrics::Format;
+//! use shmetrics::prometheus_client_collector::{DirCollector, encode_with_host};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut host = Registry::default();
@@ -61,7 +62,7 @@
 //!
 //! // On each scrape of /metrics:
 //! let mut body = String::new();
-//! let encoded = encode_with_host(&mut body, &host, &engines, TextFormat::OpenMetrics)?;
+//! let encoded = encode_with_host(&mut body, &host, &engines, Format::OpenMetrics)?;
 //! for name in &encoded.clashes {
 //!     eprintln!("{name} is served by the host; the engines' family was dropped");
 //! }
@@ -80,7 +81,7 @@ use prometheus_client::registry::Registry;
 use shmetrics_layout::MetricKind;
 use shmetrics_layout::names::{Escaping, escaped_name};
 use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Value};
-use shmetrics_reader::{PrefixFilter, Reader, ScrapeReport};
+use shmetrics_reader::{Format, PrefixFilter, Reader, ScrapeReport};
 
 use crate::dir_source::{DirSource, dir_collector_builders};
 pub use crate::prometheus_collector::CLASHES_FAMILY;
@@ -262,31 +263,13 @@ fn exposition_names(text: &str) -> HashSet<String> {
     names
 }
 
-/// The text format [`encode_with_host`] writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TextFormat {
-    /// OpenMetrics 1.0 text, ending in `# EOF`
-    /// ([`prometheus_client::encoding::text`]).
-    OpenMetrics,
-    /// Prometheus text format 0.0.4
-    /// ([`prometheus_client::encoding::prometheus_text`]).
-    Prometheus,
-}
-
-impl TextFormat {
-    /// The `Content-Type` of a response in this format.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
-        }
-    }
-
-    fn encode_registry(self, out: &mut String, registry: &Registry) -> std::fmt::Result {
-        match self {
-            Self::OpenMetrics => prometheus_client::encoding::text::encode_registry(out, registry),
-            Self::Prometheus => prometheus_client::encoding::prometheus_text::encode(out, registry),
-        }
+/// Encodes `registry` in `format` with prometheus-client's encoder of that format
+/// ([`prometheus_client::encoding::text`] for OpenMetrics,
+/// [`prometheus_client::encoding::prometheus_text`] for text 0.0.4).
+fn encode_registry(format: Format, out: &mut String, registry: &Registry) -> std::fmt::Result {
+    match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode_registry(out, registry),
+        Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(out, registry),
     }
 }
 
@@ -312,10 +295,10 @@ pub fn encode_with_host(
     out: &mut String,
     host: &Registry,
     dir: &DirCollector,
-    format: TextFormat,
+    format: Format,
 ) -> Result<Encoded, std::fmt::Error> {
     let start = out.len();
-    format.encode_registry(out, host)?;
+    encode_registry(format, out, host)?;
     let host_names = exposition_names(&out[start..]);
     let (families, report) = dir.source.families();
     let mut clashes = Vec::new();
@@ -341,8 +324,8 @@ pub fn encode_with_host(
     }
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Taken(kept)));
-    format.encode_registry(out, &registry)?;
-    if format == TextFormat::OpenMetrics {
+    encode_registry(format, out, &registry)?;
+    if format == Format::OpenMetrics {
         prometheus_client::encoding::text::encode_eof(out)?;
     }
     Ok(Encoded { clashes, report })

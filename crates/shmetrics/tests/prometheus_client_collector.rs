@@ -10,10 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use shmetrics::PrefixFilter;
-use shmetrics::prometheus_client_collector::{
-    CLASHES_FAMILY, DirCollector, TextFormat, encode_with_host,
-};
+use shmetrics::prometheus_client_collector::{CLASHES_FAMILY, DirCollector, encode_with_host};
+use shmetrics::{Format, PrefixFilter};
 
 mod support;
 use support::engines::{assert_clashing_histogram_left_out, start_engines, vllm_filter};
@@ -52,7 +50,7 @@ fn host() -> Registry {
     host
 }
 
-fn encode(host: &Registry, dir: &DirCollector, format: TextFormat) -> (String, Vec<String>) {
+fn encode(host: &Registry, dir: &DirCollector, format: Format) -> (String, Vec<String>) {
     let mut out = String::new();
     let encoded = encode_with_host(&mut out, host, dir, format).unwrap();
     (out, encoded.clashes)
@@ -153,11 +151,11 @@ vllm:request_queue_time_seconds_count{model_name=\"m\"} 2
 vllm:request_queue_time_seconds_sum{model_name=\"m\"} 2.0
 ";
 
-fn clashes_family(n: usize, format: TextFormat) -> String {
+fn clashes_family(n: usize, format: Format) -> String {
     assert_eq!(CLASHES_FAMILY, "shmetrics_collector_clashes");
     let eof = match format {
-        TextFormat::OpenMetrics => "# EOF\n",
-        TextFormat::Prometheus => "",
+        Format::OpenMetrics => "# EOF\n",
+        Format::Prometheus => "",
     };
     format!(
         "# HELP shmetrics_collector_clashes Families of the metrics directory dropped from \
@@ -167,9 +165,9 @@ fn clashes_family(n: usize, format: TextFormat) -> String {
 }
 
 /// The Prometheus text must pass promtool; both formats must name each family once.
-fn check(text: &str, format: TextFormat) {
+fn check(text: &str, format: Format) {
     assert_type_lines_unique(text);
-    if format == TextFormat::Prometheus {
+    if format == Format::Prometheus {
         promtool_check(text, "the prometheus-client collector output");
     }
 }
@@ -180,8 +178,8 @@ fn host_and_directory_encode_together_with_each_family_once() {
     let host = host();
     let collector = DirCollector::open(engines.dir.path(), vllm_filter()).unwrap();
     for (format, host_text, engines_text) in [
-        (TextFormat::OpenMetrics, OM_HOST, OM_ENGINES),
-        (TextFormat::Prometheus, PROM_HOST, PROM_ENGINES),
+        (Format::OpenMetrics, OM_HOST, OM_ENGINES),
+        (Format::Prometheus, PROM_HOST, PROM_ENGINES),
     ] {
         let (text, clashes) = encode(&host, &collector, format);
         // The host's families as prometheus-client writes them (its `vllm:num_requests_running`,
@@ -209,7 +207,7 @@ fn host_and_directory_encode_together_with_each_family_once() {
 fn without_a_clash_every_engine_family_is_emitted() {
     let engines = start_engines();
     let collector = DirCollector::open(engines.dir.path(), vllm_filter()).unwrap();
-    let (text, clashes) = encode(&Registry::default(), &collector, TextFormat::OpenMetrics);
+    let (text, clashes) = encode(&Registry::default(), &collector, Format::OpenMetrics);
     assert!(clashes.is_empty());
     let (before, after) =
         OM_ENGINES.split_at(OM_ENGINES.find("# HELP vllm:num_requests_waiting").unwrap());
@@ -217,10 +215,10 @@ fn without_a_clash_every_engine_family_is_emitted() {
         text,
         format!(
             "{before}{OM_ENGINES_RUNNING}{after}{}",
-            clashes_family(0, TextFormat::OpenMetrics)
+            clashes_family(0, Format::OpenMetrics)
         )
     );
-    check(&text, TextFormat::OpenMetrics);
+    check(&text, Format::OpenMetrics);
 }
 
 #[test]
@@ -236,7 +234,7 @@ fn a_clashing_sample_name_counts_as_a_clash() {
     );
     gauge.set(1);
     let collector = DirCollector::open(engines.dir.path(), vllm_filter()).unwrap();
-    for format in [TextFormat::OpenMetrics, TextFormat::Prometheus] {
+    for format in [Format::OpenMetrics, Format::Prometheus] {
         let (text, clashes) = encode(&host, &collector, format);
         assert_eq!(clashes, ["vllm:e2e_request_latency_seconds"]);
         assert_clashing_histogram_left_out(&text, |n| format!("{n}.0"));
@@ -256,11 +254,11 @@ fn registered_directly_with_the_host_names_excluded() {
     let mut om = String::new();
     prometheus_client::encoding::text::encode(&mut om, &registry).unwrap();
     assert_eq!(om, format!("{OM_HOST}{OM_ENGINES}# EOF\n"));
-    check(&om, TextFormat::OpenMetrics);
+    check(&om, Format::OpenMetrics);
     let mut prom = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut prom, &registry).unwrap();
     assert_eq!(prom, format!("{PROM_HOST}{PROM_ENGINES}"));
-    check(&prom, TextFormat::Prometheus);
+    check(&prom, Format::Prometheus);
 
     // A counter is excluded by its base name or its exposition name.
     for name in ["vllm:prompt_tokens", "vllm:prompt_tokens_total"] {
@@ -283,7 +281,7 @@ fn self_metrics_describe_the_directory() {
     let collector = DirCollector::open(engines.dir.path(), PrefixFilter::new(["nothing:"]))
         .unwrap()
         .with_self_metrics(true);
-    let (text, _) = encode(&Registry::default(), &collector, TextFormat::Prometheus);
+    let (text, _) = encode(&Registry::default(), &collector, Format::Prometheus);
     assert!(
         text.contains(
             "shmetrics_reader_segments{state=\"bad\"} 0.0\n\
@@ -293,7 +291,7 @@ fn self_metrics_describe_the_directory() {
         "{text}"
     );
     assert!(!text.contains("vllm:"));
-    check(&text, TextFormat::Prometheus);
+    check(&text, Format::Prometheus);
 }
 
 #[test]
@@ -309,11 +307,11 @@ fn help_text_with_a_newline_stays_on_one_line() {
     let collector = DirCollector::open(dir.path(), PrefixFilter::default()).unwrap();
     for (format, expected) in [
         (
-            TextFormat::OpenMetrics,
+            Format::OpenMetrics,
             "# HELP jobs Jobs done, counted \\ once.\n# TYPE jobs counter\njobs_total 1.0\n",
         ),
         (
-            TextFormat::Prometheus,
+            Format::Prometheus,
             "# HELP jobs_total Jobs done, counted \\\\ once.\n# TYPE jobs_total counter\njobs_total 1.0\n",
         ),
     ] {
@@ -363,10 +361,7 @@ fn prometheus_client_server_example_serves_both_formats() {
         head.contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    for (text, format) in [
-        (&om, TextFormat::OpenMetrics),
-        (&prom, TextFormat::Prometheus),
-    ] {
+    for (text, format) in [(&om, Format::OpenMetrics), (&prom, Format::Prometheus)] {
         // The server's gauge wins over the demo engine's; the clash is counted.
         assert!(text.contains("\nvllm:num_requests_running 0\n"), "{text}");
         assert!(
@@ -402,7 +397,7 @@ fn utf8_names_are_exposed_with_underscores() {
         &mut out,
         &Registry::default(),
         &collector,
-        TextFormat::Prometheus,
+        Format::Prometheus,
     )
     .unwrap();
     assert!(
@@ -410,5 +405,5 @@ fn utf8_names_are_exposed_with_underscores() {
         "{out}"
     );
     assert!(!out.contains("my.dotted"), "{out}");
-    check(&out, TextFormat::Prometheus);
+    check(&out, Format::Prometheus);
 }

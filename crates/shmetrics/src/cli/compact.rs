@@ -1,10 +1,9 @@
 //! `shmetrics compact`: fold the segments of dead processes into the archive, once.
 
-use shmetrics_reader::{CompactError, Reader};
-
 use std::path::PathBuf;
 
 use clap::Args;
+use shmetrics_reader::{CompactError, Reader};
 
 use super::error::CliError;
 

@@ -19,15 +19,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shmetrics::server::{Server, ServerOptions, Signals};
 use shmetrics_reader::Reader;
 use shmetrics_reader::snapshot::{Snapshot, Value};
-use shmetrics_writer::{Counter, Gauge, GaugeMode, Histogram, Registry};
-
-use clap::Args;
-use shmetrics::server::{Server, ServerOptions, Signals};
 use shmetrics_workload::{DYNAMO_METRICS_JSON, MetricSet, Rng, VllmWorkload};
+use shmetrics_writer::{Counter, Gauge, GaugeMode, Histogram, Registry};
 
 use super::error::CliError;
 use super::http::parse_listen;

@@ -1,14 +1,13 @@
 //! `shmetrics dump`: merge a metrics directory once and print the exposition.
 
 use std::io::{self, Write};
-
-use shmetrics_reader::{PrefixFilter, Reader};
-
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use shmetrics_reader::{Format, PrefixFilter, Reader};
 
 use super::error::CliError;
+use super::http::format_parser;
 
 /// Arguments of `dump`.
 #[derive(Debug, Args)]
@@ -20,8 +19,8 @@ pub(crate) struct DumpArgs {
     #[arg(long = "prefix", value_name = "P")]
     pub(crate) prefixes: Vec<String>,
     /// Exposition format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Prometheus)]
-    pub(crate) format: OutputFormat,
+    #[arg(long, value_name = "FORMAT", default_value = "prometheus", value_parser = format_parser())]
+    pub(crate) format: Format,
     /// How names outside the classic character sets are written: underscores (the
     /// classic formats' default), allow-utf-8 (quoted), dots or values.
     #[arg(long, value_name = "SCHEME", default_value = "underscores", value_parser = parse_escaping)]
@@ -35,24 +34,6 @@ fn parse_escaping(s: &str) -> Result<shmetrics_reader::Escaping, String> {
     shmetrics_reader::Escaping::parse(s).ok_or_else(|| {
         format!("unknown escaping {s:?}; expected underscores, allow-utf-8, dots or values")
     })
-}
-
-/// Exposition format of `dump`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum OutputFormat {
-    /// Prometheus text format 0.0.4.
-    Prometheus,
-    /// OpenMetrics 1.0 text (ends with `# EOF`).
-    Openmetrics,
-}
-
-impl From<OutputFormat> for shmetrics_reader::Format {
-    fn from(f: OutputFormat) -> Self {
-        match f {
-            OutputFormat::Prometheus => Self::Prometheus,
-            OutputFormat::Openmetrics => Self::OpenMetrics,
-        }
-    }
 }
 
 /// Scrapes `args.dir` once and writes the rendering to stdout. Problems the reader finds in
@@ -70,7 +51,7 @@ pub(crate) fn run(args: &DumpArgs) -> Result<(), CliError> {
     let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let result = reader
         .scrape_escaped(
-            args.format.into(),
+            args.format,
             args.escaping,
             &filter,
             !args.no_self_metrics,

@@ -13,13 +13,12 @@ use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use clap::{Args, ValueEnum};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::unistd::Pid;
 use shmetrics_layout::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
-use shmetrics_writer::{Options, Registry};
-
-use clap::{Args, ValueEnum};
 use shmetrics_workload::{GenWorkload, MetricSet, VllmWorkload, WorkloadError};
+use shmetrics_writer::{Options, Registry};
 
 use super::error::CliError;
 

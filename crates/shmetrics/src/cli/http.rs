@@ -5,7 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use shmetrics::Format;
 use shmetrics::server::{Server, ServerOptions, default_listen};
 
 use super::error::CliError;
@@ -24,28 +26,33 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     ))
 }
 
-/// Exposition format of the `/metrics` endpoint of `serve` and `run`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum ServeFormat {
-    /// Negotiated from the request's `Accept` header: OpenMetrics 1.0 when the client
-    /// prefers it (as Prometheus does), else text 0.0.4.
-    Auto,
-    /// Prometheus text format 0.0.4 for every request, whatever `Accept` says.
-    Prometheus,
-    /// OpenMetrics 1.0 for every request, whatever `Accept` says.
-    Openmetrics,
+/// Parses `--format` of `dump`: an exposition format by name.
+pub(crate) fn format_parser() -> impl TypedValueParser<Value = Format> {
+    PossibleValuesParser::new([
+        PossibleValue::new("prometheus").help("Prometheus text format 0.0.4"),
+        PossibleValue::new("openmetrics").help("OpenMetrics 1.0 text (ends with `# EOF`)"),
+    ])
+    .map(|name| name.parse().expect("a possible value names a format"))
 }
 
-impl ServeFormat {
-    /// The format every response is forced to; `None` for `auto` (negotiated).
-    pub(crate) fn forced(self) -> Option<shmetrics_reader::Format> {
-        match self {
-            Self::Auto => None,
-            Self::Prometheus => Some(shmetrics_reader::Format::Prometheus),
-            Self::Openmetrics => Some(shmetrics_reader::Format::OpenMetrics),
-        }
-    }
+/// Parses `--format` of `serve` and `run`: `auto`, or the format every response is forced
+/// to.
+fn forced_format_parser() -> impl TypedValueParser<Value = ForcedFormat> {
+    PossibleValuesParser::new([
+        PossibleValue::new("auto").help(
+            "Negotiated from the request's Accept header: OpenMetrics 1.0 when the client prefers it (as Prometheus does), else text 0.0.4",
+        ),
+        PossibleValue::new("prometheus")
+            .help("Prometheus text format 0.0.4 for every request, whatever Accept says"),
+        PossibleValue::new("openmetrics")
+            .help("OpenMetrics 1.0 for every request, whatever Accept says"),
+    ])
+    .map(|name| ForcedFormat(name.parse().ok()))
 }
+
+/// The format every `/metrics` response is forced to; `None` for `auto` (negotiated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ForcedFormat(pub(crate) Option<Format>);
 
 /// How the HTTP endpoint of `serve` and `run` listens and what it serves.
 #[derive(Debug, Args)]
@@ -69,8 +76,8 @@ pub(crate) struct HttpArgs {
     /// Exposition format of /metrics: `auto` negotiates it from the request's Accept
     /// header; `prometheus` (text 0.0.4) or `openmetrics` answer every request in that
     /// format (for scrapers whose Accept header cannot be changed).
-    #[arg(long, value_enum, default_value_t = ServeFormat::Auto)]
-    pub(crate) format: ServeFormat,
+    #[arg(long, value_name = "FORMAT", default_value = "auto", value_parser = forced_format_parser())]
+    pub(crate) format: ForcedFormat,
     /// MiB of segments whose pages stay mapped between scrapes (oldest live segments
     /// first); the pages of the others are released after each read, which bounds the
     /// server's resident set on huge directories at the cost of minor page faults.
@@ -136,7 +143,7 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         prefixes: args.prefixes.clone(),
         self_metrics: !args.no_self_metrics,
         max_snapshot_age: Duration::from_millis(args.max_age_ms),
-        format: args.format.forced(),
+        format: args.format.0,
         resident_budget: args.resident_budget_mib.saturating_mul(1 << 20),
         compact_interval: (args.compact_interval_secs > 0)
             .then(|| Duration::from_secs(args.compact_interval_secs)),

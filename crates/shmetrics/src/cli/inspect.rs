@@ -1,9 +1,8 @@
 //! `shmetrics inspect`: print one segment file for a human.
 
 use std::io::{self, Write};
-use std::process::ExitCode;
-
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Args;
 

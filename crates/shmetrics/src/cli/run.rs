@@ -21,13 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
 use std::time::{Duration, SystemTime};
 
+use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shmetrics::server::{Server, Signals};
 use shmetrics_writer::DIR_ENV;
 use tokio::signal::unix::SignalKind;
-
-use clap::Args;
-use shmetrics::server::{Server, Signals};
 
 use super::error::CliError;
 use super::http::{HttpArgs, announce, bind, listen_address, options, runtime};

@@ -101,26 +101,19 @@ impl Renderer {
         if let Some(f) = &self.extra {
             extra.extend(f());
         }
-        // Stable: among equal names the self-metrics come first.
-        extra.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut out: Vec<Family> = Vec::with_capacity(extra.len());
-        for family in extra {
-            let merged =
-                self.filter.keeps(&family.name) && scrape.snapshot.family(&family.name).is_some();
-            let repeated = out.last().is_some_and(|l| l.name == family.name);
-            if merged || repeated {
-                let mut logged = self.logged.lock().unwrap_or_else(PoisonError::into_inner);
-                if logged.insert(family.name.to_string()) {
+        // Of equal names the self-metrics, given first, win.
+        let (kept, left_out) = scrape.snapshot.extra_families(&self.filter, extra);
+        if !left_out.is_empty() {
+            let mut logged = self.logged.lock().unwrap_or_else(PoisonError::into_inner);
+            for name in left_out {
+                if logged.insert(name.to_string()) {
                     log::warn!(
-                        "family {} is defined twice (by the metrics directory or another extra family); emitting the first only",
-                        family.name
+                        "family {name} is defined twice (by the metrics directory or another extra family); emitting the first only"
                     );
                 }
-                continue;
             }
-            out.push(family);
         }
-        out
+        kept
     }
 
     /// Renders `scrape` in `format`, whole (tests and small bodies).
