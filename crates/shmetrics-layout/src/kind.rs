@@ -47,6 +47,32 @@ impl MetricKind {
             Self::Summary => "summary",
         }
     }
+
+    /// The suffixes of the sample names a family of this kind writes after its name, in
+    /// the order the renderers write them (a counter's family name has no `_total`; a
+    /// gauge's sample is its name). OpenMetrics adds [`suffix::CREATED`] to some kinds.
+    pub const fn sample_suffixes(self) -> &'static [&'static str] {
+        match self {
+            Self::Counter => &[suffix::TOTAL],
+            Self::Gauge => &[""],
+            Self::Histogram => &[suffix::BUCKET, suffix::COUNT, suffix::SUM],
+            Self::Summary => &[suffix::COUNT, suffix::SUM],
+        }
+    }
+}
+
+/// The sample-name suffixes of the exposition formats, each spelled once.
+pub mod suffix {
+    /// A counter's sample.
+    pub const TOTAL: &str = "_total";
+    /// A histogram's cumulative bucket counts.
+    pub const BUCKET: &str = "_bucket";
+    /// A histogram's or a summary's observation count.
+    pub const COUNT: &str = "_count";
+    /// A histogram's or a summary's observation sum.
+    pub const SUM: &str = "_sum";
+    /// OpenMetrics' creation time of a counter, histogram or summary series.
+    pub const CREATED: &str = "_created";
 }
 
 impl fmt::Display for MetricKind {

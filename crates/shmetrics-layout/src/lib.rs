@@ -41,7 +41,7 @@ pub use header::{
     MAX_SEGMENT_SIZE, META_LEN_WORD, MIN_SEGMENT_SIZE, SLOT_FLOOR_WORD, SegmentHeader,
     SegmentIdentity, check_bounds,
 };
-pub use kind::{GaugeMode, MetricKind, UnknownGaugeMode};
+pub use kind::{GaugeMode, MetricKind, UnknownGaugeMode, suffix};
 
 /// File name suffix of segment files.
 pub const SEGMENT_SUFFIX: &str = ".shm";

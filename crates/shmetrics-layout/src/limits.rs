@@ -20,7 +20,7 @@ pub const MAX_BUCKETS: usize = 256;
 /// set escaped (every byte doubled at worst, plus quotes, `=` and commas), a `pid` label,
 /// the `le` label and a value. About 4.3 MiB.
 pub const MAX_SERIES_TEXT: usize = {
-    let name = crate::names::MAX_NAME_LEN + "_bucket".len();
+    let name = crate::names::MAX_NAME_LEN + crate::suffix::BUCKET.len();
     let labels = 2 * MAX_LABEL_SET_LEN + 4 * MAX_LABELS + "{}".len();
     let pid = ",pid=\"4294967295\"".len();
     let le = ",le=\"-1.7976931348623157e+308\"".len();

@@ -162,14 +162,11 @@ pub fn reserved_label(kind: crate::MetricKind, mode: Option<crate::GaugeMode>, n
 /// `a_b` are one name there). Two families whose sets intersect cannot be exposed together.
 pub fn exposed_names(kind: crate::MetricKind, name: &str) -> Vec<String> {
     let name = escaped_name(name, true, Escaping::Underscores);
-    use crate::MetricKind;
-    let suffixes: &[&str] = match kind {
-        MetricKind::Counter => &["", "_total"],
-        MetricKind::Gauge => &[""],
-        MetricKind::Histogram => &["", "_bucket", "_count", "_sum"],
-        MetricKind::Summary => &["", "_count", "_sum"],
-    };
-    suffixes.iter().map(|s| format!("{name}{s}")).collect()
+    let samples = kind.sample_suffixes().iter().filter(|s| !s.is_empty());
+    std::iter::once(&"")
+        .chain(samples)
+        .map(|s| format!("{name}{s}"))
+        .collect()
 }
 
 #[cfg(test)]

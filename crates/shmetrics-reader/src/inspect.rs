@@ -32,7 +32,7 @@ use shmetrics_layout::slots::{
 };
 use shmetrics_layout::{
     DROPPED_SERIES_WORD, HEADER_SIZE, LayoutError, MAGIC, META_LEN_WORD, MetricKind,
-    SLOT_FLOOR_WORD, SegmentHeader, view,
+    SLOT_FLOOR_WORD, SegmentHeader, suffix, view,
 };
 
 use crate::segment::{Rejection, SegmentFile, open_segment};
@@ -320,7 +320,7 @@ fn labels_text(names: &[String], values: &[String]) -> String {
 
 fn exposed_name(f: &FamilyRecord) -> String {
     match f.kind {
-        MetricKind::Counter => format!("{}_total", f.name),
+        MetricKind::Counter => format!("{}{}", f.name, suffix::TOTAL),
         _ => f.name.clone(),
     }
 }

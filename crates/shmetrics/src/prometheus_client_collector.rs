@@ -78,8 +78,8 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use shmetrics_layout::MetricKind;
 use shmetrics_layout::names::{Escaping, escaped_name};
+use shmetrics_layout::{MetricKind, suffix};
 use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Value};
 use shmetrics_reader::{Format, PrefixFilter, Reader, ScrapeReport};
 
@@ -232,13 +232,17 @@ fn encode_summary(
 /// without `_total`) and its sample names, in either text format.
 fn occupied_names(family: &Family) -> Vec<String> {
     let name = &*family.name;
-    let suffixes: &[&str] = match family.kind {
-        MetricKind::Counter => &["", "_total", "_created"],
-        MetricKind::Gauge => &[""],
-        MetricKind::Histogram => &["", "_bucket", "_sum", "_count", "_created"],
-        MetricKind::Summary => &["", "_sum", "_count"],
+    // prometheus-client writes `_created` for counters and histograms.
+    let created = match family.kind {
+        MetricKind::Counter | MetricKind::Histogram => Some(suffix::CREATED),
+        MetricKind::Gauge | MetricKind::Summary => None,
     };
-    suffixes.iter().map(|s| format!("{name}{s}")).collect()
+    let samples = family.kind.sample_suffixes().iter().copied();
+    std::iter::once("")
+        .chain(samples.filter(|s| !s.is_empty()))
+        .chain(created)
+        .map(|s| format!("{name}{s}"))
+        .collect()
 }
 
 /// The names a text exposition uses: the family names of its `# HELP`/`# TYPE`/`# UNIT`

@@ -91,8 +91,8 @@ use std::io::{self, Write};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
-use shmetrics_layout::MetricKind;
 use shmetrics_layout::names::{Escaping, escaped_name};
+use shmetrics_layout::{MetricKind, suffix};
 use shmetrics_reader::snapshot::{Family, Series, Value};
 use shmetrics_reader::{PrefixFilter, Reader, ScrapeReport};
 
@@ -254,12 +254,18 @@ pub fn render_with_host(
 /// The sample names a family writes in the text format.
 fn sample_names(family: &MetricFamily) -> impl Iterator<Item = String> + '_ {
     let name = family.name();
+    // The tikv crate's counters carry `_total` in their family name; a summary's quantile
+    // samples are named as the family.
     let suffixes: &[&str] = match family.get_field_type() {
-        MetricType::HISTOGRAM => &["_bucket", "_sum", "_count"],
-        MetricType::SUMMARY => &["", "_sum", "_count"],
-        MetricType::COUNTER | MetricType::GAUGE | MetricType::UNTYPED => &[""],
+        MetricType::HISTOGRAM => MetricKind::Histogram.sample_suffixes(),
+        MetricType::SUMMARY => MetricKind::Summary.sample_suffixes(),
+        MetricType::COUNTER | MetricType::GAUGE | MetricType::UNTYPED => &[],
     };
-    suffixes.iter().map(move |s| format!("{name}{s}"))
+    let bare = family.get_field_type() != MetricType::HISTOGRAM;
+    bare.then_some("")
+        .into_iter()
+        .chain(suffixes.iter().copied())
+        .map(move |s| format!("{name}{s}"))
 }
 
 fn clashes_family(count: usize) -> MetricFamily {
@@ -299,7 +305,10 @@ fn labels(series: &Series) -> Vec<proto::LabelPair> {
 
 fn to_proto(family: &Family) -> MetricFamily {
     let (name, field_type) = match family.kind {
-        MetricKind::Counter => (format!("{}_total", family.name), MetricType::COUNTER),
+        MetricKind::Counter => (
+            format!("{}{}", family.name, suffix::TOTAL),
+            MetricType::COUNTER,
+        ),
         MetricKind::Gauge => (family.name.to_string(), MetricType::GAUGE),
         MetricKind::Histogram => (family.name.to_string(), MetricType::HISTOGRAM),
         MetricKind::Summary => (family.name.to_string(), MetricType::SUMMARY),

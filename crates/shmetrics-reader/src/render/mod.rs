@@ -11,9 +11,9 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use shmetrics_layout::MetricKind;
 pub use shmetrics_layout::names::Escaping;
 use shmetrics_layout::names::{escape_name, escaped_name, is_legacy_metric_name};
+use shmetrics_layout::{MetricKind, suffix};
 
 pub use escape::{escape_help, escape_label_value};
 pub use number::{write_f64, write_le};
@@ -267,7 +267,7 @@ fn render_header(
     buf: &mut Vec<u8>,
 ) {
     let counter_suffix = match (family.kind, format) {
-        (MetricKind::Counter, Format::Prometheus) => "_total",
+        (MetricKind::Counter, Format::Prometheus) => suffix::TOTAL,
         _ => "",
     };
     scratch.classic = escaping.keeps_legacy_names() && is_legacy_metric_name(&family.name);
@@ -334,7 +334,7 @@ fn sample(buf: &mut Vec<u8>, name: &[u8], suffix: &[u8], labels: &str, pid: Opti
 
 /// Appends `name_bucket{labels,le="` (the bound and `"} ` follow).
 fn open_bucket(buf: &mut Vec<u8>, name: &[u8], labels: &str, pid: Option<u32>) {
-    if open_sample(buf, name, b"_bucket", labels, pid) {
+    if open_sample(buf, name, suffix::BUCKET.as_bytes(), labels, pid) {
         buf.push(b',');
     } else {
         buf.push(b'{');
@@ -358,7 +358,7 @@ fn render_series(family: &Family, series: &Series, scratch: &mut Scratch, buf: &
     let (labels, pid) = (&*series.labels.rendered, series.pid);
     match &series.value {
         Value::Counter(v) => {
-            sample(buf, name, b"_total", labels, pid);
+            sample(buf, name, suffix::TOTAL.as_bytes(), labels, pid);
             write_f64(*v, buf);
             buf.push(b'\n');
         }
@@ -383,16 +383,16 @@ fn render_series(family: &Family, series: &Series, scratch: &mut Scratch, buf: &
                 write_count(buf, cumulative);
                 start = end;
             }
-            sample(buf, name, b"_count", labels, pid);
+            sample(buf, name, suffix::COUNT.as_bytes(), labels, pid);
             write_count(buf, cumulative);
-            sample(buf, name, b"_sum", labels, pid);
+            sample(buf, name, suffix::SUM.as_bytes(), labels, pid);
             write_f64(*sum, buf);
             buf.push(b'\n');
         }
         Value::Summary { count, sum } => {
-            sample(buf, name, b"_count", labels, pid);
+            sample(buf, name, suffix::COUNT.as_bytes(), labels, pid);
             write_count(buf, *count);
-            sample(buf, name, b"_sum", labels, pid);
+            sample(buf, name, suffix::SUM.as_bytes(), labels, pid);
             write_f64(*sum, buf);
             buf.push(b'\n');
         }
@@ -458,7 +458,7 @@ fn render_escaped_series(
     };
     match &series.value {
         Value::Counter(v) => {
-            line(buf, "_total", None);
+            line(buf, suffix::TOTAL, None);
             write_f64(*v, buf);
             buf.push(b'\n');
         }
@@ -473,20 +473,20 @@ fn render_escaped_series(
             for (count, &end) in buckets.iter().zip(&scratch.le_ends) {
                 // Saturating, as the other paths.
                 cumulative = cumulative.saturating_add(*count);
-                line(buf, "_bucket", Some(&scratch.les[start..end]));
+                line(buf, suffix::BUCKET, Some(&scratch.les[start..end]));
                 write_count(buf, cumulative);
                 start = end;
             }
-            line(buf, "_count", None);
+            line(buf, suffix::COUNT, None);
             write_count(buf, cumulative);
-            line(buf, "_sum", None);
+            line(buf, suffix::SUM, None);
             write_f64(*sum, buf);
             buf.push(b'\n');
         }
         Value::Summary { count, sum } => {
-            line(buf, "_count", None);
+            line(buf, suffix::COUNT, None);
             write_count(buf, *count);
-            line(buf, "_sum", None);
+            line(buf, suffix::SUM, None);
             write_f64(*sum, buf);
             buf.push(b'\n');
         }
@@ -565,7 +565,9 @@ impl LinePrefixes {
             ends.push(bytes.len() as u32);
         };
         match family.kind {
-            MetricKind::Counter => line(&mut bytes, &|b| sample(b, name, b"_total", labels, None)),
+            MetricKind::Counter => line(&mut bytes, &|b| {
+                sample(b, name, suffix::TOTAL.as_bytes(), labels, None)
+            }),
             MetricKind::Gauge => line(&mut bytes, &|b| sample(b, name, b"", labels, None)),
             MetricKind::Histogram => {
                 let bounds = family.bounds.iter().map(Some).chain([None]);
@@ -579,12 +581,20 @@ impl LinePrefixes {
                         b.extend_from_slice(b"\"} ");
                     });
                 }
-                line(&mut bytes, &|b| sample(b, name, b"_count", labels, None));
-                line(&mut bytes, &|b| sample(b, name, b"_sum", labels, None));
+                line(&mut bytes, &|b| {
+                    sample(b, name, suffix::COUNT.as_bytes(), labels, None)
+                });
+                line(&mut bytes, &|b| {
+                    sample(b, name, suffix::SUM.as_bytes(), labels, None)
+                });
             }
             MetricKind::Summary => {
-                line(&mut bytes, &|b| sample(b, name, b"_count", labels, None));
-                line(&mut bytes, &|b| sample(b, name, b"_sum", labels, None));
+                line(&mut bytes, &|b| {
+                    sample(b, name, suffix::COUNT.as_bytes(), labels, None)
+                });
+                line(&mut bytes, &|b| {
+                    sample(b, name, suffix::SUM.as_bytes(), labels, None)
+                });
             }
         }
         Some(Self {
