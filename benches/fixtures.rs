@@ -289,7 +289,7 @@ impl RawExposition {
                     .series
                     .iter()
                     .map(|s| {
-                        let mut labels = s.labels.rendered.as_bytes().to_vec();
+                        let mut labels = s.labels.to_string().into_bytes();
                         if let Some(pid) = s.pid {
                             if !labels.is_empty() {
                                 labels.push(b',');
@@ -557,7 +557,7 @@ mod tests {
         assert_eq!(c0.series.len(), 3);
         // Counters: 3 processes x GEN_ROUNDS increments.
         assert_eq!(c0.series[0].value, Value::Counter(9.0));
-        assert_eq!(c0.series[0].labels.rendered.as_ref(), "series=\"0\"");
+        assert_eq!(c0.series[0].labels.to_string(), "series=\"0\"");
         // mostrecent: the round count; livesum: 1 per live process.
         assert_eq!(
             snap.family("gen_g0").unwrap().series[0].value,

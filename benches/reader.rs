@@ -10,7 +10,7 @@
 //!   of the `shmetrics generate` mix, P ∈ {1, 8, 32, 128}, S ∈ {100, 1,000, 10,000};
 //!   throughput in series read (`P × S`).
 //! - `snapshot_only/{P}x{S}` and `render_only/{P}x{S}` for 32×1,000, 128×1,000 and
-//!   128×10,000: `Reader::snapshot()` alone (throughput `P × S`), and `render::render` of
+//!   128×10,000: `Reader::snapshot()` alone (throughput `P × S`), and the render alone of
 //!   one fixed snapshot alone (throughput `S`, the merged series).
 //! - `render_10k/*`: 10,000 merged series (1 process × 10,000) rendered by shmetrics (text
 //!   and OpenMetrics), by the `prometheus-client` crate (its OpenMetrics `text::encode` and
@@ -51,7 +51,7 @@ use shmetrics_benches::fixtures::{
 };
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Series, Snapshot, Value};
-use shmetrics_reader::{Escaping, Format, PrefixFilter, Reader, render};
+use shmetrics_reader::{Escaping, Format, PrefixFilter, Reader, Scrape, render};
 use shmetrics_workload::GenWorkload;
 use shmetrics_writer::{Options, Registry};
 
@@ -145,15 +145,14 @@ fn scrape_grid(c: &mut Criterion) {
             group.bench_function(&id, |b| b.iter(|| black_box(reader.snapshot())));
             group.finish();
 
-            let snapshot = reader.snapshot().snapshot;
+            let scrape = reader.snapshot();
             let mut group = c.benchmark_group("render_only");
             tune(&mut group, s);
             group.throughput(Throughput::Elements(s as u64));
             group.bench_function(&id, |b| {
                 b.iter(|| {
                     out.clear();
-                    render::render(&snapshot, &[], Format::Prometheus, &filter, &mut out)
-                        .expect("render");
+                    render_into(&scrape, Format::Prometheus, &filter, &mut out);
                     black_box(out.len())
                 })
             });
@@ -235,21 +234,35 @@ fn sample_lines(text: &[u8]) -> usize {
         .count()
 }
 
+/// Renders a reader's snapshot whole into `out`, with the label texts the reader keeps.
+fn render_into(scrape: &Scrape, format: Format, filter: &PrefixFilter, out: &mut Vec<u8>) {
+    render::Exposition {
+        snapshot: &scrape.snapshot,
+        text: Some(&scrape.text),
+        extra: &[],
+        format,
+        filter,
+        escaping: Escaping::default(),
+    }
+    .render_some(&mut render::Cursor::default(), out, usize::MAX);
+}
+
 fn render_10k(c: &mut Criterion) {
     const SERIES: usize = 10_000;
     let fixture = GenFixture::build(1, SERIES).expect("build the gen fixture");
     let (mut reader, ours) = steady_reader(fixture.dir(), 1, Some(SERIES));
-    let snapshot = reader.snapshot().snapshot;
+    let scrape = reader.snapshot();
+    let snapshot = &scrape.snapshot;
     let filter = PrefixFilter::default();
 
     // The peers' inputs, built once.
-    let pc_registry = prometheus_client_registry(&snapshot);
+    let pc_registry = prometheus_client_registry(snapshot);
     let tikv_families = DirCollector::open(fixture.dir(), PrefixFilter::default())
         .expect("open a collector")
         .collect_with_report()
         .0;
     let tikv = prometheus::TextEncoder::new();
-    let raw = RawExposition::new(&snapshot);
+    let raw = RawExposition::new(snapshot);
 
     // Every encoder prints the same samples.
     let mut text = String::new();
@@ -294,7 +307,7 @@ fn render_10k(c: &mut Criterion) {
         "raw formatting (cached prefixes) differs from shmetrics"
     );
     bytes.clear();
-    render::render(&snapshot, &[], Format::OpenMetrics, &filter, &mut bytes).expect("render");
+    render_into(&scrape, Format::OpenMetrics, &filter, &mut bytes);
     check(
         "shmetrics OpenMetrics",
         std::str::from_utf8(&bytes).expect("UTF-8"),
@@ -307,14 +320,14 @@ fn render_10k(c: &mut Criterion) {
     group.bench_function("shmetrics", |b| {
         b.iter(|| {
             out.clear();
-            render::render(&snapshot, &[], Format::Prometheus, &filter, &mut out).expect("render");
+            render_into(&scrape, Format::Prometheus, &filter, &mut out);
             black_box(out.len())
         })
     });
     group.bench_function("shmetrics_openmetrics", |b| {
         b.iter(|| {
             out.clear();
-            render::render(&snapshot, &[], Format::OpenMetrics, &filter, &mut out).expect("render");
+            render_into(&scrape, Format::OpenMetrics, &filter, &mut out);
             black_box(out.len())
         })
     });

@@ -20,6 +20,7 @@
 
 pub mod compact;
 pub mod exact;
+mod filter;
 pub mod inspect;
 pub mod legacy;
 mod merge;
@@ -38,7 +39,8 @@ use rustc_hash::FxHashMap;
 use shmetrics_layout::{SEGMENT_PREFIX, SEGMENT_SUFFIX};
 
 pub use compact::{CompactError, CompactReport};
-pub use render::{Escaping, Format, PrefixFilter};
+pub use filter::PrefixFilter;
+pub use render::{Escaping, Format, SnapshotText};
 pub use report::{Conflict, Problem, ScrapeReport, SkipReason};
 pub use self_metrics::self_metrics;
 use snapshot::Family;
@@ -117,6 +119,9 @@ struct Rejected {
 pub struct Scrape {
     /// The merged families.
     pub snapshot: Snapshot,
+    /// The text of the snapshot's series labels, kept across scrapes (see
+    /// [`render::Exposition::text`]).
+    pub text: SnapshotText,
     /// Counts, problems and conflicts.
     pub report: ScrapeReport,
 }
@@ -383,7 +388,7 @@ impl Reader {
                 })
             }))
             .collect();
-        let snapshot = merge::merge(
+        let (snapshot, text) = merge::merge(
             &mut self.index,
             &mut sources,
             &mut report.conflicts,
@@ -401,7 +406,11 @@ impl Reader {
             }
         }
         report.series = snapshot.series_count();
-        Scrape { snapshot, report }
+        Scrape {
+            snapshot,
+            text,
+            report,
+        }
     }
 
     /// Takes a snapshot and renders it, filtered, into `out`; with `self_metrics`, the
@@ -438,6 +447,7 @@ impl Reader {
         let (scrape, extra) = self.snapshot_with_extra(filter, self_metrics);
         let exposition = render::Exposition {
             snapshot: &scrape.snapshot,
+            text: Some(&scrape.text),
             extra: &extra,
             format,
             filter,
@@ -473,6 +483,7 @@ impl Reader {
         let (scrape, extra) = self.snapshot_with_extra(filter, self_metrics);
         render::Exposition {
             snapshot: &scrape.snapshot,
+            text: Some(&scrape.text),
             extra: &extra,
             format,
             filter,

@@ -19,6 +19,7 @@ use shmetrics_layout::slots::{
 use shmetrics_layout::{GaugeMode, MetricKind};
 
 use crate::exact::ExactSum;
+use crate::render::{SeriesText, SnapshotText};
 use crate::report::Conflict;
 use crate::segment::SegmentFile;
 use crate::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
@@ -33,6 +34,8 @@ struct MergedFamily {
 struct MergedSeries {
     family: u32,
     labels: Arc<SeriesLabels>,
+    /// The labels' exposition text, with the renderer's cache of the series' lines.
+    text: Arc<SeriesText>,
 }
 
 /// The interned families and series, kept across scrapes.
@@ -81,7 +84,12 @@ impl Index {
                 .entry((family, Arc::clone(&labels)))
                 .or_insert(next);
             if id == next {
-                self.series.push(MergedSeries { family, labels });
+                let text = Arc::new(SeriesText::new(&labels));
+                self.series.push(MergedSeries {
+                    family,
+                    labels,
+                    text,
+                });
                 let fam = &mut self.families[family as usize];
                 fam.series.push(id);
                 fam.sorted = false;
@@ -283,15 +291,16 @@ struct Resolved {
     bounds: Arc<[f64]>,
 }
 
-/// Merges `sources` (any order) into a snapshot, reporting conflicts. Live segments up to
-/// `resident_budget` bytes (oldest first) stay mapped after their read.
+/// Merges `sources` (any order) into a snapshot and the text of its series, reporting
+/// conflicts. Live segments up to `resident_budget` bytes (oldest first) stay mapped after
+/// their read.
 pub(crate) fn merge(
     index: &mut Index,
     sources: &mut [Source<'_>],
     conflicts: &mut Vec<Conflict>,
     baseline: &mut DeadBaseline,
     resident_budget: usize,
-) -> Snapshot {
+) -> (Snapshot, SnapshotText) {
     sources.sort_by_key(|s| s.seg.age_key());
     // Definitions, compatibility and conflicts only change when segments or families come
     // or go: reuse them otherwise.
@@ -346,9 +355,9 @@ pub(crate) fn merge(
             );
         }
     }
-    let snapshot = build(index, resolved, acc);
+    let built = build(index, resolved, acc);
     baseline.resolution = resolution;
-    snapshot
+    built
 }
 
 /// Folds every series of one segment into `acc`.
@@ -644,7 +653,11 @@ fn fold_gauge(
     }
 }
 
-fn build(index: &mut Index, resolved: &[Option<Resolved>], mut acc: Vec<Acc>) -> Snapshot {
+fn build(
+    index: &mut Index,
+    resolved: &[Option<Resolved>],
+    mut acc: Vec<Acc>,
+) -> (Snapshot, SnapshotText) {
     let mut order: Vec<u32> = (0..index.families.len() as u32).collect();
     order.sort_by(|&a, &b| {
         index.families[a as usize]
@@ -652,14 +665,17 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], mut acc: Vec<Acc>) ->
             .cmp(&index.families[b as usize].name)
     });
     let mut families = Vec::new();
+    let mut text = SnapshotText::default();
     for fid in order {
         let Some(res) = &resolved[fid as usize] else {
             continue;
         };
         sort_series(index, fid);
         let mut series = Vec::new();
+        let mut texts = Vec::new();
         for &sid in &index.families[fid as usize].series {
             let labels = &index.series[sid as usize].labels;
+            let before = series.len();
             match std::mem::replace(&mut acc[sid as usize], Acc::Empty) {
                 Acc::Empty => {}
                 Acc::Sum(sum) => series.push(Series {
@@ -707,6 +723,8 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], mut acc: Vec<Acc>) ->
                     }
                 }
             }
+            let text = &index.series[sid as usize].text;
+            texts.extend((before..series.len()).map(|_| Arc::clone(text)));
         }
         if series.is_empty() {
             continue;
@@ -718,8 +736,9 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], mut acc: Vec<Acc>) ->
             bounds: Arc::clone(&res.bounds),
             series,
         });
+        text.push_family(texts);
     }
-    Snapshot { families }
+    (Snapshot { families }, text)
 }
 
 /// The fold of dead segments, as a compactor archives it (`compact.rs`): per family, its

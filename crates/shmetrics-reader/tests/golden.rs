@@ -601,6 +601,7 @@ fn utf8_names_in_every_escaping() {
             let mut out = Vec::new();
             Exposition {
                 snapshot: &scrape.snapshot,
+                text: Some(&scrape.text),
                 extra: &[],
                 format,
                 filter: &PrefixFilter::default(),

@@ -43,7 +43,7 @@ fn counter(snapshot: &Snapshot, name: &str, labels: &str) -> Option<f64> {
     family
         .series
         .iter()
-        .find(|s| &*s.labels.rendered == labels)
+        .find(|s| s.labels.to_string() == labels)
         .map(|s| match s.value {
             Value::Counter(v) => v,
             ref other => panic!("{name}{{{labels}}}: {other:?}"),
@@ -224,7 +224,7 @@ impl Expected {
         let mut histograms = BTreeMap::new();
         for family in &snapshot.families {
             for series in &family.series {
-                let key = format!("{}{{{}}}", family.name, series.labels.rendered);
+                let key = format!("{}{{{}}}", family.name, series.labels);
                 match &series.value {
                     Value::Counter(v) => {
                         counters.insert(key, *v);
@@ -260,7 +260,7 @@ impl Monotonic {
         let mut partial = false;
         for family in &scrape.snapshot.families {
             for series in &family.series {
-                let key = format!("{}{{{}}}", family.name, series.labels.rendered);
+                let key = format!("{}{{{}}}", family.name, series.labels);
                 match &series.value {
                     Value::Counter(v) => {
                         let max = expected.counters[&key];
@@ -327,7 +327,7 @@ fn check_renders(snapshot: &Snapshot) {
         {
             let name = &family.name;
             for series in &family.series {
-                let labels = &series.labels.rendered;
+                let labels = &series.labels.to_string();
                 let Value::Histogram { buckets, .. } = &series.value else {
                     panic!("{name}: {:?}", series.value)
                 };
@@ -1002,7 +1002,7 @@ fn fork_while_threads_register() {
         if thread == "grandchild" {
             by_grandchild.insert(n.parse::<usize>().unwrap(), v);
         } else {
-            assert_eq!(v, 1.0, "{}", series.labels.rendered);
+            assert_eq!(v, 1.0, "{}", series.labels);
             per_thread[thread.parse::<usize>().unwrap()] += 1;
         }
     }

@@ -166,7 +166,7 @@ fn monotone_values(s: &Snapshot) -> HashMap<String, Vec<f64>> {
     let mut out = HashMap::new();
     for family in &s.families {
         for series in &family.series {
-            let key = format!("{}{{{}}}", family.name, series.labels.rendered);
+            let key = format!("{}{{{}}}", family.name, series.labels);
             match &series.value {
                 Value::Counter(v) => {
                     out.insert(key, vec![*v]);

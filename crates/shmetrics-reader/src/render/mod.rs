@@ -6,18 +6,24 @@
 
 mod escape;
 mod number;
+mod text;
 
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use shmetrics_layout::names::Escaping;
-use shmetrics_layout::names::{escape_name, escaped_name, is_legacy_metric_name};
+use shmetrics_layout::names::{
+    escape_name, escaped_name, is_legacy_label_name, is_legacy_metric_name,
+};
 use shmetrics_layout::{MetricKind, suffix};
 
 pub use escape::{escape_help, escape_label_value};
 pub use number::{write_f64, write_le};
+use text::write_labels;
+pub use text::{SeriesText, SnapshotText};
 
+pub use crate::filter::PrefixFilter;
 use crate::snapshot::{Family, Series, Snapshot, Value};
 
 /// An exposition format.
@@ -52,30 +58,11 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// Which families to keep: those whose name starts with one of the prefixes; all when the
-/// list is empty. A filter keeps or drops whole families.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PrefixFilter {
-    prefixes: Vec<String>,
-}
-
-impl PrefixFilter {
-    /// A filter keeping families that start with any of `prefixes` (all if empty).
-    pub fn new<S: Into<String>>(prefixes: impl IntoIterator<Item = S>) -> Self {
-        Self {
-            prefixes: prefixes.into_iter().map(Into::into).collect(),
-        }
-    }
-
-    /// Whether family `name` is kept.
-    pub fn keeps(&self, name: &str) -> bool {
-        self.prefixes.is_empty() || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
-    }
-}
-
 /// Renders the families of `snapshot` kept by `filter`, then `extra` families (self-metrics,
 /// always kept), merged in name order. OpenMetrics output ends with `# EOF`. Written a piece
 /// of [`CHUNK`] bytes at a time: memory stays bounded however large the exposition is.
+/// Labels are written out at each call: to render one snapshot many times, give an
+/// [`Exposition`] its [`SnapshotText`].
 pub fn render(
     snapshot: &Snapshot,
     extra: &[Family],
@@ -85,6 +72,7 @@ pub fn render(
 ) -> io::Result<()> {
     Exposition {
         snapshot,
+        text: None,
         extra,
         format,
         filter,
@@ -104,6 +92,7 @@ pub fn render_into(
 ) {
     let exposition = Exposition {
         snapshot,
+        text: None,
         extra,
         format,
         filter,
@@ -122,6 +111,10 @@ pub const CHUNK: usize = 256 * 1024;
 pub struct Exposition<'a> {
     /// The merged directory.
     pub snapshot: &'a Snapshot,
+    /// The text of the snapshot's series labels, with the renderer's cache of their line
+    /// prefixes (as a reader hands it out with the snapshot); without it, labels are written
+    /// out at each rendering.
+    pub text: Option<&'a SnapshotText>,
     /// Families rendered whatever the filter (self-metrics, an embedder's), sorted by name.
     pub extra: &'a [Family],
     /// The format.
@@ -197,8 +190,16 @@ impl<'a> Exposition<'a> {
             match family.series.get(next) {
                 Some(series) => {
                     let scratch = &mut cursor.scratch;
-                    if scratch.classic && series.labels.classic_names {
-                        render_series(family, series, scratch, buf);
+                    let text = match (extra, self.text) {
+                        (false, Some(text)) => text.get(index, series, next),
+                        _ => None,
+                    };
+                    let classic_names = match text {
+                        Some(text) => text.classic_names,
+                        None => (series.labels.pairs.iter()).all(|(n, _)| is_legacy_label_name(n)),
+                    };
+                    if scratch.classic && classic_names {
+                        render_series(family, series, text, scratch, buf);
                     } else {
                         render_escaped_series(family, series, self.escaping, scratch, buf);
                     }
@@ -253,6 +254,8 @@ struct Scratch {
     le_ends: Vec<usize>,
     /// `name_bucket{labels,` of the current histogram series.
     head: Vec<u8>,
+    /// The current series' labels as text, when the exposition has no text for them.
+    labels: String,
     /// Whether the current family's name is exposed as it is (classic, and the escaping
     /// keeps classic names): its series with classic label names take the fast path.
     classic: bool,
@@ -347,15 +350,33 @@ fn write_count(buf: &mut Vec<u8>, n: u64) {
     buf.push(b'\n');
 }
 
-fn render_series(family: &Family, series: &Series, scratch: &mut Scratch, buf: &mut Vec<u8>) {
-    if series.pid.is_none()
-        && let Some(lines) = series.labels.line_prefixes(family)
-        && lines.render(&series.value, buf)
-    {
-        return;
-    }
+/// Appends the lines of a series whose family and label names are exposed as they are:
+/// from its cached line prefixes when `text` has them.
+fn render_series(
+    family: &Family,
+    series: &Series,
+    text: Option<&SeriesText>,
+    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+) {
+    let labels: &str = match text {
+        Some(text) => {
+            if series.pid.is_none()
+                && let Some(lines) = text.line_prefixes(family)
+                && lines.render(&series.value, buf)
+            {
+                return;
+            }
+            &text.rendered
+        }
+        None => {
+            scratch.labels.clear();
+            write_labels(&series.labels, &mut scratch.labels);
+            &scratch.labels
+        }
+    };
     let name = family.name.as_bytes();
-    let (labels, pid) = (&*series.labels.rendered, series.pid);
+    let pid = series.pid;
     match &series.value {
         Value::Counter(v) => {
             sample(buf, name, suffix::TOTAL.as_bytes(), labels, pid);
@@ -679,16 +700,19 @@ mod tests {
         }
     }
 
-    fn text(families: Vec<Family>) -> String {
+    /// Renders `snapshot` in text format, with `text` when given.
+    fn text(snapshot: &Snapshot, text: Option<&SnapshotText>) -> String {
         let mut buf = Vec::new();
-        let snapshot = Snapshot { families };
-        render_into(
-            &snapshot,
-            &[],
-            Format::Prometheus,
-            &PrefixFilter::default(),
-            &mut buf,
-        );
+        let filter = PrefixFilter::default();
+        Exposition {
+            snapshot,
+            text,
+            extra: &[],
+            format: Format::Prometheus,
+            filter: &filter,
+            escaping: Escaping::default(),
+        }
+        .render_some(&mut Cursor::default(), &mut buf, usize::MAX);
         String::from_utf8(buf).unwrap()
     }
 
@@ -749,12 +773,17 @@ mod tests {
             c_bucket{le=\"0.5\"} 1\nc_bucket{le=\"1.0\"} 1\nc_bucket{le=\"+Inf\"} 3\n\
             c_count 3\nc_sum 4.25\n\
             # HELP d Help.\n# TYPE d summary\nd_count 3\nd_sum 1.5\n";
-        // The first render builds the caches of `l` (for counter `a`) and `empty` (for gauge
-        // `b`); the others use them, or fall back to assembling the lines where the same
-        // labels appear in another family (`c`, `d`) or with a pid.
+        // The first render with texts builds each series' line prefixes, the others use
+        // them (a series with a pid assembles its lines); without texts every line is
+        // assembled. A text whose labels are not the series' own is not used.
+        let snapshot = Snapshot { families: build() };
+        let texts = SnapshotText::of(&snapshot);
         for round in 0..3 {
-            assert_eq!(text(build()), expected, "round {round}");
+            assert_eq!(text(&snapshot, Some(&texts)), expected, "round {round}");
         }
+        assert_eq!(text(&snapshot, None), expected);
+        let other = Snapshot { families: build() };
+        assert_eq!(text(&other, Some(&texts)), expected);
     }
 
     #[test]
@@ -812,8 +841,10 @@ mod tests {
         let snapshot = Snapshot { families };
         for format in [Format::Prometheus, Format::OpenMetrics] {
             let filter = PrefixFilter::default();
+            let texts = SnapshotText::of(&snapshot);
             let exposition = Exposition {
                 snapshot: &snapshot,
+                text: Some(&texts),
                 extra: &extra,
                 format,
                 filter: &filter,
@@ -885,7 +916,7 @@ mod tests {
                 },
             )],
         );
-        let text = text(vec![f]);
+        let text = text(&Snapshot { families: vec![f] }, None);
         let header = text
             .find("\n# TYPE")
             .and_then(|i| text[i + 1..].find('\n').map(|j| i + j + 2));

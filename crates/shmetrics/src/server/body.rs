@@ -118,6 +118,7 @@ impl StreamState {
     fn next_chunk(mut self: Box<Self>) -> io::Result<Rendered> {
         let exposition = Exposition {
             snapshot: &self.entry.scrape.snapshot,
+            text: Some(&self.entry.scrape.text),
             extra: &self.extra,
             format: self.format,
             filter: &self.renderer.filter,

@@ -139,6 +139,7 @@ impl Renderer {
         let extra: Arc<[Family]> = self.extra_families(&entry.scrape).into();
         let exposition = Exposition {
             snapshot: &entry.scrape.snapshot,
+            text: Some(&entry.scrape.text),
             extra: &extra,
             format,
             filter: &self.filter,

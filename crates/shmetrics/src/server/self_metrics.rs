@@ -303,7 +303,7 @@ mod tests {
                 let Value::Counter(v) = s.value else {
                     panic!("not a counter")
                 };
-                (s.labels.rendered.to_string(), v)
+                (s.labels.to_string(), v)
             })
             .collect();
         assert_eq!(
