@@ -827,3 +827,150 @@ enum SlotInit {
     /// Per-bucket counts and sum.
     Histogram(Vec<u64>, f64),
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shmetrics_layout::GaugeMode;
+
+    use shmetrics_layout::record::{Record, parse_records};
+
+    use super::*;
+    use crate::merge::FoldedFamily;
+
+    /// FNV-1a of `bytes`: a fingerprint of an image to pin its bytes.
+    pub(crate) fn fingerprint(bytes: impl IntoIterator<Item = u8>) -> u64 {
+        bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    fn sum(values: &[f64]) -> ExactSum {
+        let mut s = ExactSum::default();
+        for &v in values {
+            s.add(v);
+        }
+        s
+    }
+
+    fn family(
+        kind: MetricKind,
+        mode: Option<GaugeMode>,
+        name: &str,
+        bounds: &[f64],
+    ) -> Arc<FamilyRecord> {
+        Arc::new(FamilyRecord {
+            id: 99,
+            kind,
+            mode,
+            name: name.into(),
+            help: format!("Help of {name}."),
+            label_names: vec!["a".into()],
+            bounds: bounds.to_vec(),
+        })
+    }
+
+    /// Every kind of archived value, the records an archive lists, and its header fields: the
+    /// image's bytes (its random instance id aside) are those this version has always written.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn archive_image_bytes_are_pinned() {
+        let labels = |v: &str| vec![v.to_owned()];
+        let folded = Folded {
+            families: vec![
+                FoldedFamily {
+                    def: family(MetricKind::Counter, None, "c", &[]),
+                    series: vec![
+                        (labels("x"), FoldedValue::Sum(sum(&[3.0, 0.25]))),
+                        (labels("y"), FoldedValue::Sum(sum(&[0.1, 0.2, 1e-300]))),
+                        (labels("z"), FoldedValue::Sum(sum(&[f64::INFINITY]))),
+                    ],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Gauge, Some(GaugeMode::Sum), "gs", &[]),
+                    series: vec![(labels("x"), FoldedValue::Sum(sum(&[0.1, 0.7])))],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Gauge, Some(GaugeMode::MostRecent), "gm", &[]),
+                    series: vec![
+                        (
+                            labels("x"),
+                            FoldedValue::Gauge {
+                                value: 2.5,
+                                timestamp: 77,
+                            },
+                        ),
+                        (
+                            labels("y"),
+                            FoldedValue::Gauge {
+                                value: -1.0,
+                                timestamp: 0,
+                            },
+                        ),
+                    ],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Histogram, None, "h", &[1.0, 2.0]),
+                    series: vec![(
+                        labels("x"),
+                        FoldedValue::Histogram {
+                            buckets: vec![1, 2, 3],
+                            sum: sum(&[0.5, 1.5, 0.1, 0.2]),
+                        },
+                    )],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Summary, None, "s", &[]),
+                    series: vec![(
+                        labels("x"),
+                        FoldedValue::Histogram {
+                            buckets: vec![4],
+                            sum: sum(&[4.5]),
+                        },
+                    )],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Gauge, Some(GaugeMode::All), "ga", &[]),
+                    series: vec![(
+                        labels("x"),
+                        FoldedValue::PerProcess(vec![(10, 100, 1.5), (11, 200, 2.5)]),
+                    )],
+                },
+            ],
+            conflicting_series: 0,
+        };
+        let words = archive_image(&ArchiveContents {
+            folded: &folded,
+            folded_ids: &[(1, 0), (2, 3)],
+            parts: &[77],
+            generation: 3,
+            created: 42,
+            dropped: 5,
+        })
+        .unwrap();
+        // The instance id (word 5) is random.
+        words[5].store(0, Ordering::Relaxed);
+        let bytes: Vec<u8> = words
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+            .collect();
+        let header = SegmentHeader::parse(&bytes, bytes.len() as u64).unwrap();
+        assert_eq!(
+            (bytes.len(), header.meta_len, header.slot_floor),
+            (4096, 832, 3904)
+        );
+        let meta = &bytes[HEADER_SIZE..HEADER_SIZE + header.meta_len as usize];
+        let records: Vec<Record> = parse_records(meta, 0).map(|r| r.unwrap().0).collect();
+        let series = |f: fn(&SeriesRecord) -> bool| {
+            records
+                .iter()
+                .filter(|r| matches!(r, Record::Series(s) if f(s)))
+                .count()
+        };
+        assert_eq!(records.len(), 3 + 6 + 10);
+        assert_eq!(series(|s| !s.exact_parts.is_empty()), 3);
+        assert_eq!(series(|s| s.process.is_some()), 2);
+        assert_eq!(fingerprint(bytes), 0x1e83_1ca5_188e_3128);
+    }
+}

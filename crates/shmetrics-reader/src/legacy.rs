@@ -943,14 +943,9 @@ mod tests {
         assert_eq!(parse_db(&good, 8), Ok(vec![]));
     }
 
-    #[test]
-    fn translation() {
-        let histogram = DbName {
-            kind: MetricKind::Histogram,
-            mode: None,
-            pid: 3,
-        };
-        let bytes = file(&[
+    /// Histogram entries, three of which are left out.
+    fn histogram_entries() -> Vec<Vec<u8>> {
+        vec![
             entry(r#"["h", "h_sum", {"a": "x"}, "help"]"#, 2.5, 0.0),
             entry(
                 r#"["h", "h_bucket", {"a": "x", "le": "1.0"}, "help"]"#,
@@ -971,7 +966,17 @@ mod tests {
             entry(r#"["h", "h_other", {"a": "x"}, "help"]"#, 1.0, 0.0),
             entry(r#"["h", "h_sum", {"b": "x"}, "help"]"#, 1.0, 0.0),
             entry(r#"["h2", "h2_sum", {"__x": "y"}, "help"]"#, 1.0, 0.0),
-        ]);
+        ]
+    }
+
+    #[test]
+    fn translation() {
+        let histogram = DbName {
+            kind: MetricKind::Histogram,
+            mode: None,
+            pid: 3,
+        };
+        let bytes = file(&histogram_entries());
         assert_eq!(translate(&bytes, histogram), Ok(2));
         let mut left_out = Vec::new();
         let used = db_used(&bytes, bytes.len() as u64).unwrap();
@@ -1000,6 +1005,70 @@ mod tests {
             translate(&bad_key, gauge),
             Err(DbError::Corrupt { offset: 8, .. })
         ));
+    }
+
+    /// One file of each kind: the translated images' bytes are those this version has
+    /// always built (families first, then their series; slots down from the end).
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn image_bytes_are_pinned() {
+        let name = |kind, mode| DbName { kind, mode, pid: 3 };
+        let files = [
+            (
+                name(MetricKind::Counter, None),
+                vec![
+                    entry(
+                        r#"["c", "c_total", {"a": "x", "b": "1"}, "help"]"#,
+                        2.0,
+                        0.0,
+                    ),
+                    entry(
+                        r#"["c", "c_total", {"a": "y", "b": "2"}, "help"]"#,
+                        3.5,
+                        0.0,
+                    ),
+                    entry(r#"["d_total", "d_total", {}, "D."]"#, 1.0, 0.0),
+                    entry(r#"["c", "c_total", {"a": "x"}, "help"]"#, 1.0, 0.0),
+                ],
+                0xb8ae_08f6_b071_f201,
+            ),
+            (
+                name(MetricKind::Gauge, Some(GaugeMode::MostRecent)),
+                vec![
+                    entry(r#"["g", "g", {"a": "x"}, "help"]"#, 7.0, 2.0),
+                    entry(r#"["g", "g", {"a": "y"}, "help"]"#, 8.0, 1.0),
+                ],
+                0x7854_fccf_3571_f401,
+            ),
+            (
+                name(MetricKind::Histogram, None),
+                histogram_entries(),
+                0xafaf_58f3_9dfd_6636,
+            ),
+            (
+                name(MetricKind::Summary, None),
+                vec![
+                    entry(r#"["s", "s_count", {"a": "x"}, "help"]"#, 4.0, 0.0),
+                    entry(r#"["s", "s_sum", {"a": "x"}, "help"]"#, 4.5, 0.0),
+                ],
+                0x8ae5_0387_f887_7074,
+            ),
+        ];
+        for (name, entries, expected) in files {
+            let bytes = file(&entries);
+            let used = db_used(&bytes, bytes.len() as u64).unwrap();
+            let entries = parse_db(&bytes, used).unwrap();
+            let image = build_image(Path::new("t"), name, 5, 9, &entries, &mut Vec::new()).unwrap();
+            let fnv = image
+                .seg
+                .words()
+                .iter()
+                .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+            assert_eq!(fnv, expected, "{name:?}: {fnv:#x}");
+        }
     }
 
     #[test]
