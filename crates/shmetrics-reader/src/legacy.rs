@@ -28,12 +28,10 @@ use std::sync::atomic::Ordering;
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustc_hash::FxHashMap;
-use shmetrics_layout::record::{FamilyRecord, SeriesRecord, check_family, check_label_values};
+use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};
+use shmetrics_layout::record::{FamilyRecord, SeriesFields, check_family, check_label_values};
 use shmetrics_layout::slots::slot_words;
-use shmetrics_layout::{
-    GaugeMode, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind, SegmentHeader,
-    SegmentIdentity,
-};
+use shmetrics_layout::{GaugeMode, MAX_SEGMENT_SIZE, MetricKind, SegmentIdentity};
 
 use crate::report::{Problem, SkipReason};
 use crate::segment::SegmentFile;
@@ -278,7 +276,6 @@ struct FamilyPlan {
 struct SeriesPlan {
     family: usize,
     label_values: Vec<String>,
-    slot_offset: u64,
 }
 
 /// What an image was built from, to refresh its values without decoding keys again.
@@ -610,7 +607,6 @@ fn build_image(
                 series.push(SeriesPlan {
                     family,
                     label_values,
-                    slot_offset: 0,
                 });
                 families[family].series.push(series.len() - 1);
                 series.len() - 1
@@ -627,67 +623,44 @@ fn build_image(
             left_out.push(problem);
         }
     }
-    // Image series: the series of valid families, family by family.
+    // Image series: the series of valid families, family by family; their records follow
+    // the families'.
     let mut image_family_id = FxHashMap::default();
-    let mut records = Vec::new();
     let mut image_series: Vec<usize> = Vec::new();
     let mut image_index = vec![usize::MAX; series.len()];
+    let mut size = ImageSize::default();
     for (i, f) in families.iter_mut().enumerate().filter(|(_, f)| f.valid) {
         f.record.id = image_family_id.len() as u32;
         image_family_id.insert(i, f.record.id);
-        records.push(f.record.encode());
+        size.record(f.record.encoded_len());
         for &s in &f.series {
             image_index[s] = image_series.len();
             image_series.push(s);
         }
     }
-    let width = |s: &SeriesPlan| {
-        let r = &families[s.family].record;
-        slot_words(r.kind, r.bounds.len()) * 8
+    let fields = |s: usize| SeriesFields {
+        family_id: image_family_id[&series[s].family],
+        slot_offset: 0,
+        label_values: &series[s].label_values,
+        process: None,
+        exact_parts: &[],
     };
-    let series_len: usize = image_series
-        .iter()
-        .map(|&s| {
-            SeriesRecord {
-                family_id: 0,
-                slot_offset: 0,
-                label_values: series[s].label_values.clone(),
-                process: None,
-                exact_parts: Vec::new(),
-            }
-            .encode()
-            .len()
-        })
-        .sum();
-    let meta_len = records.iter().map(Vec::len).sum::<usize>() + series_len;
-    let slots_len: usize = image_series.iter().map(|&s| width(&series[s])).sum();
-    let size = (HEADER_SIZE + meta_len + slots_len)
-        .next_multiple_of(4096)
-        .max(MIN_SEGMENT_SIZE as usize);
-    if size as u64 > MAX_SEGMENT_SIZE {
-        return Err(DbError::Corrupt {
-            offset: 0,
-            what: format!("{size} bytes of metadata and values exceed the largest segment"),
-        });
-    }
-    let mut floor = size;
+    let width = |s: usize| {
+        let r = &families[series[s].family].record;
+        slot_words(r.kind, r.bounds.len())
+    };
     for &s in &image_series {
-        floor -= width(&series[s]);
-        series[s].slot_offset = floor as u64;
+        size.record(fields(s).encoded_len());
+        size.slots(width(s));
     }
-    for &s in &image_series {
-        let plan = &series[s];
-        records.push(
-            SeriesRecord {
-                family_id: image_family_id[&plan.family],
-                slot_offset: plan.slot_offset,
-                label_values: plan.label_values.clone(),
-                process: None,
-                exact_parts: Vec::new(),
-            }
-            .encode(),
-        );
-    }
+    let corrupt = |what: String| DbError::Corrupt { offset: 0, what };
+    let size = size
+        .file_size()
+        .map_err(|e| corrupt(format!("translated image: {e}")))?;
+    let mut map = MmapOptions::new()
+        .len(size)
+        .map_anon()
+        .map_err(|e| corrupt(format!("cannot map {size} bytes: {e}")))?;
     let identity = SegmentIdentity {
         pid,
         sequence: 0,
@@ -695,28 +668,19 @@ fn build_image(
         start_time_ticks: 0,
         created_unix_nanos,
     };
-    let mut header = SegmentHeader::new(size as u64, identity);
-    header.meta_len = meta_len as u64;
-    header.slot_floor = floor as u64;
-    let mut map = MmapOptions::new()
-        .len(size)
-        .map_anon()
-        .map_err(|e| DbError::Corrupt {
-            offset: 0,
-            what: format!("cannot map {size} bytes: {e}"),
-        })?;
-    map[..HEADER_SIZE].copy_from_slice(header.as_bytes());
-    let mut at = HEADER_SIZE;
-    for r in &records {
-        map[at..at + r.len()].copy_from_slice(r);
-        at += r.len();
-    }
-    let seg = SegmentFile::from_image(path, MmapRaw::from(map), header).map_err(|e| {
-        DbError::Corrupt {
-            offset: 0,
-            what: format!("translated image rejected: {e}"),
+    let mut image = ImageBuilder::new(&mut map[..], identity);
+    let built = (|| {
+        for f in families.iter().filter(|f| f.valid) {
+            image.record(&f.record)?;
         }
-    })?;
+        for &s in &image_series {
+            image.series(fields(s), Slots::Zero(width(s)))?;
+        }
+        image.finish()
+    })();
+    let header = built.map_err(|e| corrupt(format!("translated image: {e}")))?;
+    let seg = SegmentFile::from_image(path, MmapRaw::from(map), header)
+        .map_err(|e| corrupt(format!("translated image rejected: {e}")))?;
     let plan_series = image_series
         .iter()
         .map(|&s| {
