@@ -143,6 +143,28 @@ pub struct SeriesRecord {
     pub exact_parts: Vec<f64>,
 }
 
+/// A series record's fields, borrowed: what [`SeriesRecord`] encodes, for a series whose
+/// strings and partials live elsewhere (an image builder's, [`crate::image`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SeriesFields<'a> {
+    /// As [`SeriesRecord::family_id`].
+    pub family_id: u32,
+    /// As [`SeriesRecord::slot_offset`].
+    pub slot_offset: u64,
+    /// As [`SeriesRecord::label_values`].
+    pub label_values: &'a [String],
+    /// As [`SeriesRecord::process`].
+    pub process: Option<ProcessOf>,
+    /// As [`SeriesRecord::exact_parts`].
+    pub exact_parts: &'a [f64],
+}
+
+/// A record that encodes into a buffer: what an image builder appends.
+pub trait EncodeRecord {
+    /// Appends the record's bytes to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>);
+}
+
 /// The process an archived series came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcessOf {
@@ -187,13 +209,29 @@ pub enum Record {
 }
 
 impl Record {
+    /// Length of [`Record::encode`]'s output, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Record::Family(f) => f.encoded_len(),
+            Record::Series(s) => s.encoded_len(),
+            Record::Folded(f) => f.encoded_len(),
+            Record::Part(p) => p.encoded_len(),
+        }
+    }
+
     /// The record's bytes, as written.
     pub fn encode(&self) -> Vec<u8> {
+        encode(self, self.encoded_len())
+    }
+}
+
+impl EncodeRecord for Record {
+    fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
-            Record::Family(f) => f.encode(),
-            Record::Series(s) => s.encode(),
-            Record::Folded(f) => f.encode(),
-            Record::Part(p) => p.encode(),
+            Record::Family(f) => f.encode_into(out),
+            Record::Series(s) => s.encode_into(out),
+            Record::Folded(f) => f.encode_into(out),
+            Record::Part(p) => p.encode_into(out),
         }
     }
 }
@@ -307,7 +345,7 @@ fn str_len(s: &str) -> usize {
 }
 
 /// A record of `payload` bytes after its header, as encoded: padded to a multiple of 8.
-fn record_len(payload: usize) -> usize {
+const fn record_len(payload: usize) -> usize {
     (std::mem::size_of::<RecordHeader>() + payload).next_multiple_of(8)
 }
 
@@ -316,16 +354,29 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn finish(mut out: Vec<u8>, kind: u16) -> Vec<u8> {
-    while !out.len().is_multiple_of(8) {
-        out.push(0);
-    }
+/// Starts a record at the end of `out`: a placeholder for its header. Returns where it starts.
+fn start(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0; 8]);
+    at
+}
+
+/// Ends the record started at `at`: pads it to a multiple of 8 bytes and writes its header.
+fn finish(out: &mut Vec<u8>, at: usize, kind: u16) {
+    let len = (out.len() - at).next_multiple_of(8);
+    out.resize(at + len, 0);
     let header = RecordHeader {
-        len: out.len() as u32,
+        len: len as u32,
         kind,
         reserved: 0,
     };
-    out[..8].copy_from_slice(bytemuck::bytes_of(&header));
+    out[at..at + 8].copy_from_slice(bytemuck::bytes_of(&header));
+}
+
+/// `record`'s bytes in a buffer of their own.
+fn encode(record: &impl EncodeRecord, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    record.encode_into(&mut out);
     out
 }
 
@@ -344,8 +395,13 @@ impl FamilyRecord {
     /// Encodes the record, padded to a multiple of 8 bytes. The caller has checked it with
     /// [`check_family`].
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len());
-        out.extend_from_slice(&[0; 8]);
+        encode(self, self.encoded_len())
+    }
+}
+
+impl EncodeRecord for FamilyRecord {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let at = start(out);
         let fixed = FamilyFixed {
             id: self.id,
             kind: self.kind.code(),
@@ -358,18 +414,51 @@ impl FamilyRecord {
         for b in &self.bounds {
             out.extend_from_slice(&b.to_ne_bytes());
         }
-        push_str(&mut out, &self.name);
-        push_str(&mut out, &self.help);
+        push_str(out, &self.name);
+        push_str(out, &self.help);
         for l in &self.label_names {
-            push_str(&mut out, l);
+            push_str(out, l);
         }
-        finish(out, RECORD_FAMILY)
+        finish(out, at, RECORD_FAMILY);
     }
 }
 
 impl SeriesRecord {
+    /// The record's fields, borrowed.
+    pub fn fields(&self) -> SeriesFields<'_> {
+        SeriesFields {
+            family_id: self.family_id,
+            slot_offset: self.slot_offset,
+            label_values: &self.label_values,
+            process: self.process,
+            exact_parts: &self.exact_parts,
+        }
+    }
+
     /// Length of [`SeriesRecord::encode`]'s output, without encoding. It does not depend on
     /// `family_id` or `slot_offset`.
+    pub fn encoded_len(&self) -> usize {
+        self.fields().encoded_len()
+    }
+
+    /// Encodes the record, padded to a multiple of 8 bytes.
+    ///
+    /// # Panics
+    /// When both `process` and `exact_parts` are set, or there are more than
+    /// [`MAX_EXACT_PARTS`] partials.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self, self.encoded_len())
+    }
+}
+
+impl EncodeRecord for SeriesRecord {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        self.fields().encode_into(out);
+    }
+}
+
+impl SeriesFields<'_> {
+    /// As [`SeriesRecord::encoded_len`].
     pub fn encoded_len(&self) -> usize {
         let process = match self.process {
             Some(_) => std::mem::size_of::<ProcessFixed>(),
@@ -386,20 +475,17 @@ impl SeriesRecord {
                 + self.label_values.iter().map(|v| str_len(v)).sum::<usize>(),
         )
     }
+}
 
-    /// Encodes the record, padded to a multiple of 8 bytes.
-    ///
-    /// # Panics
-    /// When both `process` and `exact_parts` are set, or there are more than
-    /// [`MAX_EXACT_PARTS`] partials.
-    pub fn encode(&self) -> Vec<u8> {
+/// Panics as [`SeriesRecord::encode`].
+impl EncodeRecord for SeriesFields<'_> {
+    fn encode_into(&self, out: &mut Vec<u8>) {
         assert!(
             self.process.is_none() || self.exact_parts.is_empty(),
             "a series record has a process or exact parts, not both"
         );
         assert!(self.exact_parts.len() <= MAX_EXACT_PARTS);
-        let mut out = Vec::with_capacity(self.encoded_len());
-        out.extend_from_slice(&[0; 8]);
+        let at = start(out);
         let fixed = SeriesFixed {
             family_id: self.family_id,
             label_count: self.label_values.len() as u16,
@@ -421,46 +507,68 @@ impl SeriesRecord {
                 reserved: 0,
             };
             out.extend_from_slice(bytemuck::bytes_of(&exact));
-            for p in &self.exact_parts {
+            for p in self.exact_parts {
                 out.extend_from_slice(&p.to_ne_bytes());
             }
         }
-        for v in &self.label_values {
-            push_str(&mut out, v);
+        for v in self.label_values {
+            push_str(out, v);
         }
         let kind = match (self.process, self.exact_parts.is_empty()) {
             (Some(_), _) => RECORD_PROCESS_SERIES,
             (None, false) => RECORD_EXACT_SERIES,
             (None, true) => RECORD_SERIES,
         };
-        finish(out, kind)
+        finish(out, at, kind);
     }
 }
 
 impl FoldedRecord {
+    /// Length of [`FoldedRecord::encode`]'s output: 24 bytes.
+    pub const fn encoded_len(&self) -> usize {
+        record_len(std::mem::size_of::<FoldedFixed>())
+    }
+
     /// Encodes the record (24 bytes).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![0u8; 8];
+        encode(self, self.encoded_len())
+    }
+}
+
+impl EncodeRecord for FoldedRecord {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let at = start(out);
         let fixed = FoldedFixed {
             instance_id: self.instance_id,
             sequence: self.sequence,
             reserved: 0,
         };
         out.extend_from_slice(bytemuck::bytes_of(&fixed));
-        finish(out, RECORD_FOLDED)
+        finish(out, at, RECORD_FOLDED);
     }
 }
 
 impl PartRecord {
+    /// Length of [`PartRecord::encode`]'s output: 24 bytes.
+    pub const fn encoded_len(&self) -> usize {
+        record_len(std::mem::size_of::<PartFixed>())
+    }
+
     /// Encodes the record (24 bytes).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![0u8; 8];
+        encode(self, self.encoded_len())
+    }
+}
+
+impl EncodeRecord for PartRecord {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let at = start(out);
         let fixed = PartFixed {
             instance_id: self.instance_id,
             reserved: 0,
         };
         out.extend_from_slice(bytemuck::bytes_of(&fixed));
-        finish(out, RECORD_PART)
+        finish(out, at, RECORD_PART);
     }
 }
 
@@ -792,6 +900,26 @@ mod tests {
                 ..series()
             };
             assert_eq!(s.encoded_len(), s.encode().len(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn records_encode_into_one_buffer_as_alone() {
+        let records = [
+            Record::Family(family()),
+            Record::Series(series()),
+            Record::Folded(FoldedRecord {
+                instance_id: 1,
+                sequence: 2,
+            }),
+            Record::Part(PartRecord { instance_id: 3 }),
+        ];
+        let mut out = Vec::new();
+        for r in &records {
+            let at = out.len();
+            r.encode_into(&mut out);
+            assert_eq!(out[at..], r.encode(), "{r:?}");
+            assert_eq!(out.len() - at, r.encoded_len(), "{r:?}");
         }
     }
 

@@ -22,6 +22,7 @@
 //! archive and some files it lists (after it): the next compaction removes those files and
 //! any stale temporary file.
 
+use std::convert::Infallible;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -29,16 +30,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use shmetrics_layout::record::{FamilyRecord, FoldedRecord, PartRecord, ProcessOf, SeriesRecord};
-use shmetrics_layout::slots::{counter_store, gauge_set, histogram_store, slot_words};
-use shmetrics_layout::{
-    FLAG_ARCHIVE, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind, SEGMENT_SUFFIX,
-    SegmentHeader, SegmentIdentity,
+use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};
+use shmetrics_layout::record::{
+    FamilyRecord, FoldedRecord, PartRecord, ProcessOf, Record, SeriesFields,
 };
+use shmetrics_layout::{MAX_SEGMENT_SIZE, MetricKind, SEGMENT_SUFFIX, SegmentIdentity};
 
 use crate::Reader;
 use crate::exact::{self, ExactSum};
-use crate::merge::{Folded, FoldedValue, Source, fold_dead};
+use crate::merge::{Folded, FoldedFamily, FoldedValue, Source, fold_dead};
 
 /// File name of the archive.
 pub const ARCHIVE_NAME: &str = "shmetrics-archive.shm";
@@ -639,119 +639,41 @@ struct ArchiveContents<'a> {
     dropped: u64,
 }
 
-/// Builds the archive file's words: header, `Folded` and `Part` records, then each family
-/// and its series (`all` gauges one process series per process), values in slots at the end
-/// of the file. Each record is built and encoded once (its length known before the slot
-/// offsets are), and the file's bytes exist once, as the words.
+/// Builds the archive file's words: `Folded` and `Part` records, then each family and its
+/// series (`all` gauges one process series per process), values in slots at the end of the
+/// file, the header last. The records are measured, then encoded once each, straight into
+/// the words, which are the only copy of the file.
 fn archive_image(c: &ArchiveContents<'_>) -> Result<Vec<AtomicU64>, CompactError> {
-    let mut head: Vec<Vec<u8>> = c
-        .folded_ids
-        .iter()
-        .map(|&(instance_id, sequence)| {
-            FoldedRecord {
+    let head = || {
+        let folded = c.folded_ids.iter().map(|&(instance_id, sequence)| {
+            Record::Folded(FoldedRecord {
                 instance_id,
                 sequence,
-            }
-            .encode()
-        })
-        .chain(
-            c.parts
-                .iter()
-                .map(|&instance_id| PartRecord { instance_id }.encode()),
-        )
-        .collect();
-    // Families, and each one's series with their slots (width in words, value), before any
-    // slot offset is known.
-    let mut families: Vec<(FamilyRecord, Vec<(SeriesRecord, SlotInit)>)> = Vec::new();
-    for (id, family) in c.folded.families.iter().enumerate() {
-        let def = FamilyRecord {
-            id: id as u32,
-            ..(*family.def).clone()
-        };
-        let mut series = Vec::new();
-        for (values, value) in &family.series {
-            let record = |process, exact_parts| SeriesRecord {
-                family_id: def.id,
-                slot_offset: 0,
-                label_values: values.clone(),
-                process,
-                exact_parts,
-            };
-            match value {
-                FoldedValue::Sum(sum) if def.kind == MetricKind::Counter => {
-                    let (int, float, parts) = stored_sum(sum, true);
-                    series.push((record(None, parts), SlotInit::Counter(int, float)));
-                }
-                FoldedValue::Sum(sum) => {
-                    let (_, float, parts) = stored_sum(sum, false);
-                    series.push((record(None, parts), SlotInit::Gauge(float, 0)));
-                }
-                FoldedValue::Gauge { value, timestamp } => {
-                    series.push((
-                        record(None, Vec::new()),
-                        SlotInit::Gauge(*value, *timestamp),
-                    ));
-                }
-                FoldedValue::Histogram { buckets, sum } => {
-                    let (_, float, parts) = stored_sum(sum, false);
-                    let init = SlotInit::Histogram(buckets.clone(), float);
-                    series.push((record(None, parts), init));
-                }
-                FoldedValue::PerProcess(list) => {
-                    for &(pid, created_unix_nanos, v) in list {
-                        let process = ProcessOf {
-                            pid,
-                            created_unix_nanos,
-                        };
-                        series.push((record(Some(process), Vec::new()), SlotInit::Gauge(v, 0)));
-                    }
-                }
-            }
-        }
-        families.push((def, series));
-    }
-    let meta_len: usize = head.iter().map(Vec::len).sum::<usize>()
-        + families
-            .iter()
-            .map(|(def, series)| {
-                def.encoded_len() + series.iter().map(|(r, _)| r.encoded_len()).sum::<usize>()
             })
-            .sum::<usize>();
-    let slot_bytes: usize = families
-        .iter()
-        .map(|(def, series)| series.len() * slot_words(def.kind, def.bounds.len()) * 8)
-        .sum();
-    let needed = (HEADER_SIZE + meta_len + slot_bytes) as u64;
-    let size = needed.next_multiple_of(4096).max(MIN_SEGMENT_SIZE);
-    if size > MAX_SEGMENT_SIZE {
-        return Err(CompactError::TooLarge(needed));
+        });
+        let parts = c
+            .parts
+            .iter()
+            .map(|&instance_id| Record::Part(PartRecord { instance_id }));
+        folded.chain(parts)
+    };
+    let mut size = ImageSize::default();
+    head().for_each(|r| size.record(r.encoded_len()));
+    for family in &c.folded.families {
+        size.record(family.def.encoded_len());
+        let Ok(()) = archive_series(0, family, |series, slots| {
+            size.record(series.encoded_len());
+            size.slots(slots.width());
+            Ok::<_, Infallible>(())
+        });
     }
-    let size = size as usize;
-
-    let words: Vec<AtomicU64> = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
-    let mut meta = Vec::with_capacity(meta_len);
-    for record in head.drain(..) {
-        meta.extend(record);
-    }
-    let mut slot_floor = size;
-    for (def, series) in families {
-        meta.extend(def.encode());
-        let width = slot_words(def.kind, def.bounds.len());
-        for (mut record, value) in series {
-            slot_floor -= width * 8;
-            record.slot_offset = slot_floor as u64;
-            meta.extend(record.encode());
-            let w = &words[slot_floor / 8..slot_floor / 8 + width];
-            match value {
-                SlotInit::Counter(int, fraction) => counter_store(w, int, fraction),
-                SlotInit::Gauge(v, ts) => gauge_set(w, v, (ts != 0).then_some(ts)),
-                SlotInit::Histogram(buckets, sum) => histogram_store(w, &buckets, sum),
-            }
-        }
-    }
-    debug_assert_eq!(meta.len(), meta_len);
-    let mut header = SegmentHeader::new(
-        size as u64,
+    // Also for an image that outgrows its measure, which no archive does.
+    let too_large = |_| CompactError::TooLarge(size.needed());
+    let mut words: Vec<AtomicU64> = (0..size.file_size().map_err(too_large)? / 8)
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    let mut image = ImageBuilder::new(
+        &mut words[..],
         SegmentIdentity {
             pid: 0,
             sequence: c.generation,
@@ -760,20 +682,85 @@ fn archive_image(c: &ArchiveContents<'_>) -> Result<Vec<AtomicU64>, CompactError
             created_unix_nanos: c.created,
         },
     );
-    header.flags = FLAG_ARCHIVE;
-    header.meta_len = meta.len() as u64;
-    header.slot_floor = slot_floor as u64;
-    header.dropped_series = c.dropped;
-    let mut front = header.as_bytes().to_vec();
-    front.extend(meta);
-    for (word, bytes) in words.iter().zip(front.chunks_exact(8)) {
-        // SYNC POINT counter-build: relaxed; the image is private until written and renamed.
-        word.store(
-            u64::from_ne_bytes(bytes.try_into().expect("chunks of 8")),
-            Ordering::Relaxed,
-        );
-    }
+    image.archive().dropped_series(c.dropped);
+    let built = (|| {
+        head().try_for_each(|r| image.record(&r))?;
+        for (id, family) in c.folded.families.iter().enumerate() {
+            let def = FamilyRecord {
+                id: id as u32,
+                ..(*family.def).clone()
+            };
+            image.record(&def)?;
+            archive_series(def.id, family, |series, slots| {
+                image.series(series, slots).map(drop)
+            })?;
+        }
+        image.finish()
+    })();
+    built.map_err(too_large)?;
     Ok(words)
+}
+
+/// Calls `f` with each series of `family` (family id `id` in the archive) as the archive
+/// stores it: its record's fields and its slot values.
+fn archive_series<E>(
+    id: u32,
+    family: &FoldedFamily,
+    mut f: impl FnMut(SeriesFields<'_>, Slots<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    for (values, value) in &family.series {
+        let series = SeriesFields {
+            family_id: id,
+            slot_offset: 0,
+            label_values: values,
+            process: None,
+            exact_parts: &[],
+        };
+        let exact = |exact_parts| SeriesFields {
+            exact_parts,
+            ..series
+        };
+        match value {
+            FoldedValue::Sum(sum) if family.def.kind == MetricKind::Counter => {
+                let (int, fraction, parts) = stored_sum(sum, true);
+                f(exact(&parts), Slots::Counter { int, fraction })?;
+            }
+            FoldedValue::Sum(sum) => {
+                let (_, value, parts) = stored_sum(sum, false);
+                f(
+                    exact(&parts),
+                    Slots::Gauge {
+                        value,
+                        timestamp: 0,
+                    },
+                )?;
+            }
+            &FoldedValue::Gauge { value, timestamp } => {
+                f(series, Slots::Gauge { value, timestamp })?;
+            }
+            FoldedValue::Histogram { buckets, sum } => {
+                let (_, sum, parts) = stored_sum(sum, false);
+                f(exact(&parts), Slots::Histogram { buckets, sum })?;
+            }
+            FoldedValue::PerProcess(list) => {
+                for &(pid, created_unix_nanos, value) in list {
+                    let process = Some(ProcessOf {
+                        pid,
+                        created_unix_nanos,
+                    });
+                    let series = SeriesFields { process, ..series };
+                    f(
+                        series,
+                        Slots::Gauge {
+                            value,
+                            timestamp: 0,
+                        },
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `words` as the file's bytes, a chunk at a time.
@@ -818,12 +805,150 @@ fn stored_sum(sum: &ExactSum, with_int: bool) -> (u64, f64, Vec<f64>) {
     }
 }
 
-/// A value to store in an archive's slots.
-enum SlotInit {
-    /// Integer and fractional words.
-    Counter(u64, f64),
-    /// Value and time (0: none).
-    Gauge(f64, u64),
-    /// Per-bucket counts and sum.
-    Histogram(Vec<u64>, f64),
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shmetrics_layout::GaugeMode;
+
+    use shmetrics_layout::record::{SeriesRecord, parse_records};
+    use shmetrics_layout::{HEADER_SIZE, SegmentHeader};
+
+    use super::*;
+    use crate::merge::FoldedFamily;
+
+    /// FNV-1a of `bytes`: a fingerprint of an image to pin its bytes.
+    pub(crate) fn fingerprint(bytes: impl IntoIterator<Item = u8>) -> u64 {
+        bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    fn sum(values: &[f64]) -> ExactSum {
+        let mut s = ExactSum::default();
+        for &v in values {
+            s.add(v);
+        }
+        s
+    }
+
+    fn family(
+        kind: MetricKind,
+        mode: Option<GaugeMode>,
+        name: &str,
+        bounds: &[f64],
+    ) -> Arc<FamilyRecord> {
+        Arc::new(FamilyRecord {
+            id: 99,
+            kind,
+            mode,
+            name: name.into(),
+            help: format!("Help of {name}."),
+            label_names: vec!["a".into()],
+            bounds: bounds.to_vec(),
+        })
+    }
+
+    /// Every kind of archived value, the records an archive lists, and its header fields: the
+    /// image's bytes (its random instance id aside) are those this version has always written.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn archive_image_bytes_are_pinned() {
+        let labels = |v: &str| vec![v.to_owned()];
+        let folded = Folded {
+            families: vec![
+                FoldedFamily {
+                    def: family(MetricKind::Counter, None, "c", &[]),
+                    series: vec![
+                        (labels("x"), FoldedValue::Sum(sum(&[3.0, 0.25]))),
+                        (labels("y"), FoldedValue::Sum(sum(&[0.1, 0.2, 1e-300]))),
+                        (labels("z"), FoldedValue::Sum(sum(&[f64::INFINITY]))),
+                    ],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Gauge, Some(GaugeMode::Sum), "gs", &[]),
+                    series: vec![(labels("x"), FoldedValue::Sum(sum(&[0.1, 0.7])))],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Gauge, Some(GaugeMode::MostRecent), "gm", &[]),
+                    series: vec![
+                        (
+                            labels("x"),
+                            FoldedValue::Gauge {
+                                value: 2.5,
+                                timestamp: 77,
+                            },
+                        ),
+                        (
+                            labels("y"),
+                            FoldedValue::Gauge {
+                                value: -1.0,
+                                timestamp: 0,
+                            },
+                        ),
+                    ],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Histogram, None, "h", &[1.0, 2.0]),
+                    series: vec![(
+                        labels("x"),
+                        FoldedValue::Histogram {
+                            buckets: vec![1, 2, 3],
+                            sum: sum(&[0.5, 1.5, 0.1, 0.2]),
+                        },
+                    )],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Summary, None, "s", &[]),
+                    series: vec![(
+                        labels("x"),
+                        FoldedValue::Histogram {
+                            buckets: vec![4],
+                            sum: sum(&[4.5]),
+                        },
+                    )],
+                },
+                FoldedFamily {
+                    def: family(MetricKind::Gauge, Some(GaugeMode::All), "ga", &[]),
+                    series: vec![(
+                        labels("x"),
+                        FoldedValue::PerProcess(vec![(10, 100, 1.5), (11, 200, 2.5)]),
+                    )],
+                },
+            ],
+            conflicting_series: 0,
+        };
+        let words = archive_image(&ArchiveContents {
+            folded: &folded,
+            folded_ids: &[(1, 0), (2, 3)],
+            parts: &[77],
+            generation: 3,
+            created: 42,
+            dropped: 5,
+        })
+        .unwrap();
+        // The instance id (word 5) is random.
+        words[5].store(0, Ordering::Relaxed);
+        let bytes: Vec<u8> = words
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+            .collect();
+        let header = SegmentHeader::parse(&bytes, bytes.len() as u64).unwrap();
+        assert_eq!(
+            (bytes.len(), header.meta_len, header.slot_floor),
+            (4096, 832, 3904)
+        );
+        let meta = &bytes[HEADER_SIZE..HEADER_SIZE + header.meta_len as usize];
+        let records: Vec<Record> = parse_records(meta, 0).map(|r| r.unwrap().0).collect();
+        let series = |f: fn(&SeriesRecord) -> bool| {
+            records
+                .iter()
+                .filter(|r| matches!(r, Record::Series(s) if f(s)))
+                .count()
+        };
+        assert_eq!(records.len(), 3 + 6 + 10);
+        assert_eq!(series(|s| !s.exact_parts.is_empty()), 3);
+        assert_eq!(series(|s| s.process.is_some()), 2);
+        assert_eq!(fingerprint(bytes), 0x1e83_1ca5_188e_3128);
+    }
 }

@@ -28,12 +28,10 @@ use std::sync::atomic::Ordering;
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustc_hash::FxHashMap;
-use shmetrics_layout::record::{FamilyRecord, SeriesRecord, check_family, check_label_values};
+use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};
+use shmetrics_layout::record::{FamilyRecord, SeriesFields, check_family, check_label_values};
 use shmetrics_layout::slots::slot_words;
-use shmetrics_layout::{
-    GaugeMode, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind, SegmentHeader,
-    SegmentIdentity,
-};
+use shmetrics_layout::{GaugeMode, MAX_SEGMENT_SIZE, MetricKind, SegmentIdentity};
 
 use crate::report::{Problem, SkipReason};
 use crate::segment::SegmentFile;
@@ -278,7 +276,6 @@ struct FamilyPlan {
 struct SeriesPlan {
     family: usize,
     label_values: Vec<String>,
-    slot_offset: u64,
 }
 
 /// What an image was built from, to refresh its values without decoding keys again.
@@ -610,7 +607,6 @@ fn build_image(
                 series.push(SeriesPlan {
                     family,
                     label_values,
-                    slot_offset: 0,
                 });
                 families[family].series.push(series.len() - 1);
                 series.len() - 1
@@ -627,67 +623,44 @@ fn build_image(
             left_out.push(problem);
         }
     }
-    // Image series: the series of valid families, family by family.
+    // Image series: the series of valid families, family by family; their records follow
+    // the families'.
     let mut image_family_id = FxHashMap::default();
-    let mut records = Vec::new();
     let mut image_series: Vec<usize> = Vec::new();
     let mut image_index = vec![usize::MAX; series.len()];
+    let mut size = ImageSize::default();
     for (i, f) in families.iter_mut().enumerate().filter(|(_, f)| f.valid) {
         f.record.id = image_family_id.len() as u32;
         image_family_id.insert(i, f.record.id);
-        records.push(f.record.encode());
+        size.record(f.record.encoded_len());
         for &s in &f.series {
             image_index[s] = image_series.len();
             image_series.push(s);
         }
     }
-    let width = |s: &SeriesPlan| {
-        let r = &families[s.family].record;
-        slot_words(r.kind, r.bounds.len()) * 8
+    let fields = |s: usize| SeriesFields {
+        family_id: image_family_id[&series[s].family],
+        slot_offset: 0,
+        label_values: &series[s].label_values,
+        process: None,
+        exact_parts: &[],
     };
-    let series_len: usize = image_series
-        .iter()
-        .map(|&s| {
-            SeriesRecord {
-                family_id: 0,
-                slot_offset: 0,
-                label_values: series[s].label_values.clone(),
-                process: None,
-                exact_parts: Vec::new(),
-            }
-            .encode()
-            .len()
-        })
-        .sum();
-    let meta_len = records.iter().map(Vec::len).sum::<usize>() + series_len;
-    let slots_len: usize = image_series.iter().map(|&s| width(&series[s])).sum();
-    let size = (HEADER_SIZE + meta_len + slots_len)
-        .next_multiple_of(4096)
-        .max(MIN_SEGMENT_SIZE as usize);
-    if size as u64 > MAX_SEGMENT_SIZE {
-        return Err(DbError::Corrupt {
-            offset: 0,
-            what: format!("{size} bytes of metadata and values exceed the largest segment"),
-        });
-    }
-    let mut floor = size;
+    let width = |s: usize| {
+        let r = &families[series[s].family].record;
+        slot_words(r.kind, r.bounds.len())
+    };
     for &s in &image_series {
-        floor -= width(&series[s]);
-        series[s].slot_offset = floor as u64;
+        size.record(fields(s).encoded_len());
+        size.slots(width(s));
     }
-    for &s in &image_series {
-        let plan = &series[s];
-        records.push(
-            SeriesRecord {
-                family_id: image_family_id[&plan.family],
-                slot_offset: plan.slot_offset,
-                label_values: plan.label_values.clone(),
-                process: None,
-                exact_parts: Vec::new(),
-            }
-            .encode(),
-        );
-    }
+    let corrupt = |what: String| DbError::Corrupt { offset: 0, what };
+    let size = size
+        .file_size()
+        .map_err(|e| corrupt(format!("translated image: {e}")))?;
+    let mut map = MmapOptions::new()
+        .len(size)
+        .map_anon()
+        .map_err(|e| corrupt(format!("cannot map {size} bytes: {e}")))?;
     let identity = SegmentIdentity {
         pid,
         sequence: 0,
@@ -695,28 +668,19 @@ fn build_image(
         start_time_ticks: 0,
         created_unix_nanos,
     };
-    let mut header = SegmentHeader::new(size as u64, identity);
-    header.meta_len = meta_len as u64;
-    header.slot_floor = floor as u64;
-    let mut map = MmapOptions::new()
-        .len(size)
-        .map_anon()
-        .map_err(|e| DbError::Corrupt {
-            offset: 0,
-            what: format!("cannot map {size} bytes: {e}"),
-        })?;
-    map[..HEADER_SIZE].copy_from_slice(header.as_bytes());
-    let mut at = HEADER_SIZE;
-    for r in &records {
-        map[at..at + r.len()].copy_from_slice(r);
-        at += r.len();
-    }
-    let seg = SegmentFile::from_image(path, MmapRaw::from(map), header).map_err(|e| {
-        DbError::Corrupt {
-            offset: 0,
-            what: format!("translated image rejected: {e}"),
+    let mut image = ImageBuilder::new(&mut map[..], identity);
+    let built = (|| {
+        for f in families.iter().filter(|f| f.valid) {
+            image.record(&f.record)?;
         }
-    })?;
+        for &s in &image_series {
+            image.series(fields(s), Slots::Zero(width(s)))?;
+        }
+        image.finish()
+    })();
+    let header = built.map_err(|e| corrupt(format!("translated image: {e}")))?;
+    let seg = SegmentFile::from_image(path, MmapRaw::from(map), header)
+        .map_err(|e| corrupt(format!("translated image rejected: {e}")))?;
     let plan_series = image_series
         .iter()
         .map(|&s| {
@@ -943,14 +907,9 @@ mod tests {
         assert_eq!(parse_db(&good, 8), Ok(vec![]));
     }
 
-    #[test]
-    fn translation() {
-        let histogram = DbName {
-            kind: MetricKind::Histogram,
-            mode: None,
-            pid: 3,
-        };
-        let bytes = file(&[
+    /// Histogram entries, three of which are left out.
+    fn histogram_entries() -> Vec<Vec<u8>> {
+        vec![
             entry(r#"["h", "h_sum", {"a": "x"}, "help"]"#, 2.5, 0.0),
             entry(
                 r#"["h", "h_bucket", {"a": "x", "le": "1.0"}, "help"]"#,
@@ -971,7 +930,17 @@ mod tests {
             entry(r#"["h", "h_other", {"a": "x"}, "help"]"#, 1.0, 0.0),
             entry(r#"["h", "h_sum", {"b": "x"}, "help"]"#, 1.0, 0.0),
             entry(r#"["h2", "h2_sum", {"__x": "y"}, "help"]"#, 1.0, 0.0),
-        ]);
+        ]
+    }
+
+    #[test]
+    fn translation() {
+        let histogram = DbName {
+            kind: MetricKind::Histogram,
+            mode: None,
+            pid: 3,
+        };
+        let bytes = file(&histogram_entries());
         assert_eq!(translate(&bytes, histogram), Ok(2));
         let mut left_out = Vec::new();
         let used = db_used(&bytes, bytes.len() as u64).unwrap();
@@ -1000,6 +969,70 @@ mod tests {
             translate(&bad_key, gauge),
             Err(DbError::Corrupt { offset: 8, .. })
         ));
+    }
+
+    /// One file of each kind: the translated images' bytes are those this version has
+    /// always built (families first, then their series; slots down from the end).
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn image_bytes_are_pinned() {
+        let name = |kind, mode| DbName { kind, mode, pid: 3 };
+        let files = [
+            (
+                name(MetricKind::Counter, None),
+                vec![
+                    entry(
+                        r#"["c", "c_total", {"a": "x", "b": "1"}, "help"]"#,
+                        2.0,
+                        0.0,
+                    ),
+                    entry(
+                        r#"["c", "c_total", {"a": "y", "b": "2"}, "help"]"#,
+                        3.5,
+                        0.0,
+                    ),
+                    entry(r#"["d_total", "d_total", {}, "D."]"#, 1.0, 0.0),
+                    entry(r#"["c", "c_total", {"a": "x"}, "help"]"#, 1.0, 0.0),
+                ],
+                0xb8ae_08f6_b071_f201,
+            ),
+            (
+                name(MetricKind::Gauge, Some(GaugeMode::MostRecent)),
+                vec![
+                    entry(r#"["g", "g", {"a": "x"}, "help"]"#, 7.0, 2.0),
+                    entry(r#"["g", "g", {"a": "y"}, "help"]"#, 8.0, 1.0),
+                ],
+                0x7854_fccf_3571_f401,
+            ),
+            (
+                name(MetricKind::Histogram, None),
+                histogram_entries(),
+                0xafaf_58f3_9dfd_6636,
+            ),
+            (
+                name(MetricKind::Summary, None),
+                vec![
+                    entry(r#"["s", "s_count", {"a": "x"}, "help"]"#, 4.0, 0.0),
+                    entry(r#"["s", "s_sum", {"a": "x"}, "help"]"#, 4.5, 0.0),
+                ],
+                0x8ae5_0387_f887_7074,
+            ),
+        ];
+        for (name, entries, expected) in files {
+            let bytes = file(&entries);
+            let used = db_used(&bytes, bytes.len() as u64).unwrap();
+            let entries = parse_db(&bytes, used).unwrap();
+            let image = build_image(Path::new("t"), name, 5, 9, &entries, &mut Vec::new()).unwrap();
+            let fnv = image
+                .seg
+                .words()
+                .iter()
+                .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+            assert_eq!(fnv, expected, "{name:?}: {fnv:#x}");
+        }
     }
 
     #[test]

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 use rustc_hash::FxHashMap;
 use shmetrics_layout::fault::{self, Access, Watch};
+use shmetrics_layout::image::{ImageBuilder, ImageError, ImageSink};
 use shmetrics_layout::view::SlotBlock;
 use shmetrics_layout::{
-    HEADER_SIZE, SEGMENT_PREFIX, SEGMENT_SUFFIX, SLOT_FLOOR_WORD, SegmentHeader, SegmentIdentity,
-    view,
+    HEADER_SIZE, SEGMENT_PREFIX, SEGMENT_SUFFIX, SLOT_FLOOR_WORD, SegmentIdentity, view,
 };
 
 use crate::error::{Error, Result};
@@ -91,7 +91,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
 ///
 /// Steps: create a `.tmp-` name exclusively (no symlink following), take the exclusive
 /// lock, reserve every byte with `posix_fallocate` (so a full filesystem fails here, never
-/// later with SIGBUS), write the header, map, and rename into place.
+/// later with SIGBUS), write the metadata and then the header, map, and rename into place.
 pub(crate) fn create_segment(
     dir: &Path,
     file_mode: u32,
@@ -148,19 +148,51 @@ fn init_segment(
         }
         Err(e) => return Err(io_err("reserve segment space", path)(e.into())),
     }
-    let mut header = SegmentHeader::new(size as u64, identity);
-    header.meta_len = meta.len() as u64;
-    header.slot_floor = slot_floor as u64;
-    file.write_all_at(header.as_bytes(), 0)
-        .map_err(io_err("write segment header", path))?;
-    if !meta.is_empty() {
-        file.write_all_at(meta, HEADER_SIZE as u64)
-            .map_err(io_err("write segment metadata", path))?;
+    let mut sink = FileSink { file, path, size };
+    let mut image = ImageBuilder::new(&mut sink, identity);
+    let written = image
+        .encoded_records(meta)
+        .and_then(|()| image.reserve_slots((size - slot_floor) / 8))
+        .and_then(|_| image.finish());
+    match written {
+        Ok(_) => {}
+        Err(ImageError::Sink(e)) => return Err(e),
+        Err(e) => {
+            let source = io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+            return Err(io_err("write segment", path)(source));
+        }
     }
     MmapOptions::new()
         .len(size)
         .map_raw(file)
         .map_err(io_err("map segment", path))
+}
+
+/// A segment file being created, written with `pwrite`; `posix_fallocate` reserved its
+/// bytes, which read as zeros until written.
+struct FileSink<'a> {
+    file: &'a File,
+    path: &'a Path,
+    size: usize,
+}
+
+impl ImageSink for FileSink<'_> {
+    type Error = Error;
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn put_bytes(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        let op = if offset == 0 {
+            "write segment header"
+        } else {
+            "write segment metadata"
+        };
+        self.file
+            .write_all_at(bytes, offset as u64)
+            .map_err(io_err(op, self.path))
+    }
 }
 
 impl Segment {
@@ -224,5 +256,56 @@ impl Segment {
     /// [`Segment::fits`].
     pub(crate) fn append_record(&mut self, bytes: &[u8]) {
         self.meta_len = view::append_records(self.map.words(), self.meta_len, bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shmetrics_layout::record::{FamilyRecord, Record, SeriesRecord, parse_records};
+    use shmetrics_layout::{MetricKind, SegmentHeader};
+
+    use super::*;
+
+    /// What a forked child's segment starts as: the parent's records and slot floor, its own
+    /// identity, zeroed slots.
+    #[test]
+    fn a_created_segment_holds_the_records_and_floor_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = [
+            Record::Family(FamilyRecord {
+                id: 0,
+                kind: MetricKind::Counter,
+                mode: None,
+                name: "c".into(),
+                help: "C.".into(),
+                label_names: vec![],
+                bounds: vec![],
+            }),
+            Record::Series(SeriesRecord {
+                slot_offset: 8192 - 16,
+                ..SeriesRecord::default()
+            }),
+        ];
+        let meta: Vec<u8> = records.iter().flat_map(Record::encode).collect();
+        let identity = SegmentIdentity {
+            pid: 7,
+            sequence: 1,
+            instance_id: 9,
+            start_time_ticks: 3,
+            created_unix_nanos: 4,
+        };
+        let (_file, _map, path) =
+            create_segment(dir.path(), 0o600, identity, 8192, &meta, 8192 - 16).unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        let header = SegmentHeader::parse(&bytes, 8192).unwrap();
+        let mut expected = SegmentHeader::new(8192, identity);
+        expected.meta_len = meta.len() as u64;
+        expected.slot_floor = 8192 - 16;
+        assert_eq!(header, expected);
+        let parsed: Vec<Record> = parse_records(&bytes[HEADER_SIZE..][..meta.len()], 0)
+            .map(|r| r.unwrap().0)
+            .collect();
+        assert_eq!(parsed, records);
+        assert!(bytes[HEADER_SIZE + meta.len()..].iter().all(|&b| b == 0));
     }
 }
