@@ -31,7 +31,7 @@ use rustc_hash::FxHashMap;
 use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};
 use shmetrics_layout::record::{FamilyRecord, SeriesFields, check_family, check_label_values};
 use shmetrics_layout::slots::slot_words;
-use shmetrics_layout::{GaugeMode, MAX_SEGMENT_SIZE, MetricKind, SegmentIdentity};
+use shmetrics_layout::{GaugeMode, MAX_SEGMENT_SIZE, MetricKind, SegmentIdentity, suffix};
 
 use crate::report::{Problem, SkipReason};
 use crate::segment::SegmentFile;
@@ -531,13 +531,13 @@ fn build_image(
             MetricKind::Counter => Some(Role::Counter),
             MetricKind::Gauge => Some(Role::Gauge),
             MetricKind::Summary => match sample_name.strip_prefix(metric_name.as_str()) {
-                Some("_count") => Some(Role::Count),
-                Some("_sum") => Some(Role::Sum),
+                Some(suffix::COUNT) => Some(Role::Count),
+                Some(suffix::SUM) => Some(Role::Sum),
                 _ => None,
             },
             MetricKind::Histogram => match sample_name.strip_prefix(metric_name.as_str()) {
-                Some("_sum") => Some(Role::Sum),
-                Some("_bucket") => labels
+                Some(suffix::SUM) => Some(Role::Sum),
+                Some(suffix::BUCKET) => labels
                     .remove("le")
                     .and_then(|le| parse_le(&le))
                     .map(Role::Bucket),
@@ -553,7 +553,7 @@ fn build_image(
         };
         let name = match kind {
             MetricKind::Counter => metric_name
-                .strip_suffix("_total")
+                .strip_suffix(suffix::TOTAL)
                 .unwrap_or(&metric_name)
                 .to_owned(),
             _ => metric_name,
