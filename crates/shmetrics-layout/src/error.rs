@@ -172,3 +172,135 @@ impl fmt::Display for LayoutError {
 }
 
 impl std::error::Error for LayoutError {}
+
+/// Why a family definition or a series' label values are refused: a name, label or bucket
+/// layout that the formats cannot express, or a [`limits`](crate::limits) passed. Shared by
+/// the writer (refused at registration), the legacy `.db` import and the reader (left out).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DefinitionError {
+    /// The metric name is not valid UTF-8 text of an allowed length.
+    #[error("invalid metric name {0:?}")]
+    InvalidMetricName(Box<str>),
+    /// The help text is too long.
+    #[error("help text of {family} longer than {max} bytes", max = crate::names::MAX_HELP_LEN)]
+    HelpTooLong {
+        /// The family.
+        family: Box<str>,
+    },
+    /// A label name is not valid.
+    #[error("invalid label name {label:?} in {family}")]
+    InvalidLabelName {
+        /// The family.
+        family: Box<str>,
+        /// The label name.
+        label: Box<str>,
+    },
+    /// A label name the formats reserve for this kind of family (`le`, `quantile`, `pid`).
+    #[error("label name {label:?} is reserved for {}", reserved_for(*kind, *mode))]
+    ReservedLabel {
+        /// The label name.
+        label: Box<str>,
+        /// The family's type.
+        kind: crate::MetricKind,
+        /// The family's gauge mode.
+        mode: Option<crate::GaugeMode>,
+    },
+    /// The same label name twice.
+    #[error("duplicate label name {label:?} in {family}")]
+    DuplicateLabel {
+        /// The family.
+        family: Box<str>,
+        /// The label name.
+        label: Box<str>,
+    },
+    /// Two label names that the classic formats expose alike (`a.b` and `a_b`).
+    #[error("label names {first:?} and {second:?} of {family} are both exposed as {exposed}")]
+    LabelsExposedAlike {
+        /// The family.
+        family: Box<str>,
+        /// The first label name.
+        first: Box<str>,
+        /// The second label name.
+        second: Box<str>,
+        /// How both are exposed.
+        exposed: Box<str>,
+    },
+    /// A gauge without a mode, or a mode on another type.
+    #[error("{family}: a gauge mode is given exactly for gauges")]
+    ModeMismatch {
+        /// The family.
+        family: Box<str>,
+    },
+    /// Bucket bounds on a family that is not a histogram.
+    #[error("{family}: only histograms have bucket bounds")]
+    BoundsWithoutHistogram {
+        /// The family.
+        family: Box<str>,
+    },
+    /// A NaN or infinite bucket bound.
+    #[error("{family}: bucket bounds must be finite (+Inf is implicit)")]
+    NonFiniteBound {
+        /// The family.
+        family: Box<str>,
+    },
+    /// Bucket bounds out of order or repeated.
+    #[error("{family}: bucket bounds must be strictly increasing")]
+    UnsortedBounds {
+        /// The family.
+        family: Box<str>,
+    },
+    /// More label names than [`MAX_LABELS`](crate::limits::MAX_LABELS).
+    #[error("{family} declares {count} labels, more than the limit of {max}", max = crate::limits::MAX_LABELS)]
+    TooManyLabels {
+        /// The family.
+        family: Box<str>,
+        /// Label names declared.
+        count: usize,
+    },
+    /// More bucket bounds than [`MAX_BUCKETS`](crate::limits::MAX_BUCKETS).
+    #[error("{family} has {count} buckets, more than the limit of {max}", max = crate::limits::MAX_BUCKETS)]
+    TooManyBuckets {
+        /// The family.
+        family: Box<str>,
+        /// Bounds declared.
+        count: usize,
+    },
+    /// Label names longer in all than [`MAX_LABEL_SET_LEN`](crate::limits::MAX_LABEL_SET_LEN).
+    #[error("the label names of {family} take {bytes} bytes, more than the limit of {max} for a label set", max = crate::limits::MAX_LABEL_SET_LEN)]
+    LabelNamesTooLong {
+        /// The family.
+        family: Box<str>,
+        /// Bytes of label names.
+        bytes: usize,
+    },
+    /// Not one label value per label name.
+    #[error("{values} label values given for {names} label names")]
+    LabelCount {
+        /// Values given.
+        values: usize,
+        /// Label names of the family.
+        names: usize,
+    },
+    /// A label value longer than [`MAX_LABEL_VALUE_LEN`](crate::limits::MAX_LABEL_VALUE_LEN).
+    #[error("a label value of {len} bytes, more than the limit of {max}", max = crate::limits::MAX_LABEL_VALUE_LEN)]
+    LabelValueTooLong {
+        /// Bytes of the value.
+        len: usize,
+    },
+    /// Label names and values longer in all than
+    /// [`MAX_LABEL_SET_LEN`](crate::limits::MAX_LABEL_SET_LEN).
+    #[error("label names and values of {bytes} bytes, more than the limit of {max} for a label set", max = crate::limits::MAX_LABEL_SET_LEN)]
+    LabelSetTooLong {
+        /// Bytes of names and values.
+        bytes: usize,
+    },
+}
+
+/// What a reserved label is reserved for, in words.
+fn reserved_for(kind: crate::MetricKind, mode: Option<crate::GaugeMode>) -> String {
+    match mode {
+        Some(mode) => format!("a gauge in mode {mode}"),
+        None => format!("a {kind}"),
+    }
+}

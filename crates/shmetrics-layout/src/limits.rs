@@ -6,6 +6,8 @@
 //! created; a reader leaves out, and reports, what another tool wrote over them.
 //! `docs/limits.md` lists them with the budgets a scrape applies on top.
 
+use crate::DefinitionError;
+
 /// Most labels one family may declare.
 pub const MAX_LABELS: usize = 32;
 /// Longest label value, in bytes.
@@ -35,46 +37,49 @@ const _: () = assert!(
 
 /// Checks a family's label names and buckets against the limits; the error says which
 /// limit and by how much.
-pub fn check_family(name: &str, label_names: &[String], bounds: &[f64]) -> Result<(), String> {
+pub fn check_family(
+    name: &str,
+    label_names: &[String],
+    bounds: &[f64],
+) -> Result<(), DefinitionError> {
+    let family = || Box::from(name);
     if label_names.len() > MAX_LABELS {
-        return Err(format!(
-            "{name} declares {} labels, more than the limit of {MAX_LABELS}",
-            label_names.len()
-        ));
+        return Err(DefinitionError::TooManyLabels {
+            family: family(),
+            count: label_names.len(),
+        });
     }
     if bounds.len() > MAX_BUCKETS {
-        return Err(format!(
-            "{name} has {} buckets, more than the limit of {MAX_BUCKETS}",
-            bounds.len()
-        ));
+        return Err(DefinitionError::TooManyBuckets {
+            family: family(),
+            count: bounds.len(),
+        });
     }
-    let names: usize = label_names.iter().map(String::len).sum();
-    if names > MAX_LABEL_SET_LEN {
-        return Err(format!(
-            "the label names of {name} take {names} bytes, more than the limit of \
-             {MAX_LABEL_SET_LEN} for a label set"
-        ));
+    let bytes: usize = label_names.iter().map(String::len).sum();
+    if bytes > MAX_LABEL_SET_LEN {
+        return Err(DefinitionError::LabelNamesTooLong {
+            family: family(),
+            bytes,
+        });
     }
     Ok(())
 }
 
 /// Checks one series' label values (as many as `label_names`) against the limits.
-pub fn check_label_set<S: AsRef<str>>(label_names: &[String], values: &[S]) -> Result<(), String> {
-    let mut total: usize = label_names.iter().map(String::len).sum();
+pub fn check_label_set<S: AsRef<str>>(
+    label_names: &[String],
+    values: &[S],
+) -> Result<(), DefinitionError> {
+    let mut bytes: usize = label_names.iter().map(String::len).sum();
     for v in values {
         let len = v.as_ref().len();
         if len > MAX_LABEL_VALUE_LEN {
-            return Err(format!(
-                "a label value of {len} bytes, more than the limit of {MAX_LABEL_VALUE_LEN}"
-            ));
+            return Err(DefinitionError::LabelValueTooLong { len });
         }
-        total += len;
+        bytes += len;
     }
-    if total > MAX_LABEL_SET_LEN {
-        return Err(format!(
-            "label names and values of {total} bytes, more than the limit of \
-             {MAX_LABEL_SET_LEN} for a label set"
-        ));
+    if bytes > MAX_LABEL_SET_LEN {
+        return Err(DefinitionError::LabelSetTooLong { bytes });
     }
     Ok(())
 }
@@ -87,25 +92,37 @@ mod tests {
         (0..n).map(|i| format!("{i:0>len$}")).collect()
     }
 
+    /// The error's message, as users see it.
+    fn message<T>(r: Result<T, DefinitionError>) -> String {
+        r.err().expect("an error").to_string()
+    }
+
     #[test]
     fn families_at_the_limits_pass_and_one_more_fails() {
         let bounds: Vec<f64> = (0..MAX_BUCKETS).map(|i| i as f64).collect();
         assert_eq!(check_family("h", &names(MAX_LABELS, 8), &bounds), Ok(()));
+        let over = check_family("h", &names(MAX_LABELS + 1, 8), &[]);
         assert_eq!(
-            check_family("h", &names(MAX_LABELS + 1, 8), &[]),
-            Err("h declares 33 labels, more than the limit of 32".into())
+            over,
+            Err(DefinitionError::TooManyLabels {
+                family: "h".into(),
+                count: 33
+            })
+        );
+        assert_eq!(
+            message(over),
+            "h declares 33 labels, more than the limit of 32"
         );
         let over: Vec<f64> = (0..=MAX_BUCKETS).map(|i| i as f64).collect();
         assert_eq!(
-            check_family("h", &[], &over),
-            Err("h has 257 buckets, more than the limit of 256".into())
+            message(check_family("h", &[], &over)),
+            "h has 257 buckets, more than the limit of 256"
         );
         // 32 names of 257 bytes: more name bytes than a whole label set may hold.
         let long = names(MAX_LABELS, 257);
-        assert!(
-            check_family("h", &long, &[])
-                .unwrap_err()
-                .contains("8224 bytes")
+        assert_eq!(
+            message(check_family("h", &long, &[])),
+            "the label names of h take 8224 bytes, more than the limit of 8192 for a label set"
         );
     }
 
@@ -115,16 +132,17 @@ mod tests {
         let max = "v".repeat(MAX_LABEL_VALUE_LEN);
         assert_eq!(check_label_set(&two, &[&max, "x"]), Ok(()));
         assert_eq!(
-            check_label_set(&two, &[format!("{max}v"), String::new()]),
-            Err("a label value of 4097 bytes, more than the limit of 4096".into())
+            message(check_label_set(&two, &[format!("{max}v"), String::new()])),
+            "a label value of 4097 bytes, more than the limit of 4096"
         );
         // Two values at the limit plus the names' 2 bytes: 8194 > 8192.
         assert_eq!(
             check_label_set(&two, &[&max, &max]),
-            Err(
-                "label names and values of 8194 bytes, more than the limit of 8192 for a label set"
-                    .into()
-            )
+            Err(DefinitionError::LabelSetTooLong { bytes: 8194 })
+        );
+        assert_eq!(
+            message(check_label_set(&two, &[&max, &max])),
+            "label names and values of 8194 bytes, more than the limit of 8192 for a label set"
         );
     }
 }

@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::names::{
     Escaping, MAX_HELP_LEN, escaped_name, is_valid_label_name, is_valid_metric_name, reserved_label,
 };
-use crate::{GaugeMode, LayoutError, MetricKind};
+use crate::{DefinitionError, GaugeMode, LayoutError, MetricKind};
 
 /// Record kind of a [`FamilyRecord`].
 pub const RECORD_FAMILY: u16 = 1;
@@ -246,7 +246,7 @@ pub fn check_family(
     help: &str,
     label_names: &[String],
     bounds: &[f64],
-) -> Result<(), String> {
+) -> Result<(), DefinitionError> {
     check_family_format(kind, mode, name, help, label_names, bounds)?;
     crate::limits::check_family(name, label_names, bounds)
 }
@@ -262,14 +262,13 @@ fn check_family_format(
     help: &str,
     label_names: &[String],
     bounds: &[f64],
-) -> Result<(), String> {
+) -> Result<(), DefinitionError> {
+    let family = || Box::from(name);
     if !is_valid_metric_name(name) {
-        return Err(format!("invalid metric name {name:?}"));
+        return Err(DefinitionError::InvalidMetricName(family()));
     }
     if help.len() > MAX_HELP_LEN {
-        return Err(format!(
-            "help text of {name} longer than {MAX_HELP_LEN} bytes"
-        ));
+        return Err(DefinitionError::HelpTooLong { family: family() });
     }
     // Label names are compared as the classic formats expose them: `a.b` and `a_b` would
     // be one label there.
@@ -279,52 +278,57 @@ fn check_family_format(
         .collect();
     for (i, label) in label_names.iter().enumerate() {
         if !is_valid_label_name(label) {
-            return Err(format!("invalid label name {label:?} in {name}"));
+            return Err(DefinitionError::InvalidLabelName {
+                family: family(),
+                label: label.as_str().into(),
+            });
         }
         if reserved_label(kind, mode, &exposed[i]) {
-            let what = match mode {
-                Some(mode) => format!("a gauge in mode {mode}"),
-                None => format!("a {kind}"),
-            };
-            return Err(format!("label name {label:?} is reserved for {what}"));
+            return Err(DefinitionError::ReservedLabel {
+                label: label.as_str().into(),
+                kind,
+                mode,
+            });
         }
         if let Some(j) = exposed[..i].iter().position(|e| *e == exposed[i]) {
             return Err(if label_names[j] == *label {
-                format!("duplicate label name {label:?} in {name}")
+                DefinitionError::DuplicateLabel {
+                    family: family(),
+                    label: label.as_str().into(),
+                }
             } else {
-                format!(
-                    "label names {:?} and {label:?} of {name} are both exposed as {}",
-                    label_names[j], exposed[i]
-                )
+                DefinitionError::LabelsExposedAlike {
+                    family: family(),
+                    first: label_names[j].as_str().into(),
+                    second: label.as_str().into(),
+                    exposed: exposed[i].as_str().into(),
+                }
             });
         }
     }
     if (kind == MetricKind::Gauge) != mode.is_some() {
-        return Err(format!("{name}: a gauge mode is given exactly for gauges"));
+        return Err(DefinitionError::ModeMismatch { family: family() });
     }
     if kind != MetricKind::Histogram && !bounds.is_empty() {
-        return Err(format!("{name}: only histograms have bucket bounds"));
+        return Err(DefinitionError::BoundsWithoutHistogram { family: family() });
     }
     if bounds.iter().any(|b| !b.is_finite()) {
-        return Err(format!(
-            "{name}: bucket bounds must be finite (+Inf is implicit)"
-        ));
+        return Err(DefinitionError::NonFiniteBound { family: family() });
     }
     if bounds.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(format!("{name}: bucket bounds must be strictly increasing"));
+        return Err(DefinitionError::UnsortedBounds { family: family() });
     }
     Ok(())
 }
 
 /// Checks that a series gives one value per label name; the reader treats a mismatch as
 /// corruption.
-pub fn check_label_count<S>(label_names: &[String], values: &[S]) -> Result<(), String> {
+pub fn check_label_count<S>(label_names: &[String], values: &[S]) -> Result<(), DefinitionError> {
     if values.len() != label_names.len() {
-        return Err(format!(
-            "{} label values given for {} label names",
-            values.len(),
-            label_names.len()
-        ));
+        return Err(DefinitionError::LabelCount {
+            values: values.len(),
+            names: label_names.len(),
+        });
     }
     Ok(())
 }
@@ -334,7 +338,7 @@ pub fn check_label_count<S>(label_names: &[String], values: &[S]) -> Result<(), 
 pub fn check_label_values<S: AsRef<str>>(
     label_names: &[String],
     values: &[S],
-) -> Result<(), String> {
+) -> Result<(), DefinitionError> {
     check_label_count(label_names, values)?;
     crate::limits::check_label_set(label_names, values)
 }
@@ -580,10 +584,10 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn fail(&self, what: impl Into<String>) -> LayoutError {
+    fn fail(&self, what: impl ToString) -> LayoutError {
         LayoutError::BadRecord {
             offset: self.record_offset,
-            what: what.into(),
+            what: what.to_string(),
         }
     }
 

@@ -130,11 +130,7 @@ pub(crate) fn to_py_err(e: shmetrics_writer::Error) -> PyErr {
     use shmetrics_writer::Error;
     match e {
         Error::NoSpace { .. } | Error::Io { .. } => PyOSError::new_err(e.to_string()),
-        Error::DirUnset
-        | Error::DirMissing(_)
-        | Error::NotADirectory(_)
-        | Error::InvalidFamily(_)
-        | Error::Conflict { .. }
-        | Error::InvalidLabels { .. } => PyValueError::new_err(e.to_string()),
+        // Bad definitions, labels, options or directories, full segments.
+        _ => PyValueError::new_err(e.to_string()),
     }
 }

@@ -427,7 +427,7 @@ impl SegmentFile {
                     return Err(fail(format!("family {} declared twice", f.name)));
                 }
                 if let Err(why) = limits::check_family(&f.name, &f.label_names, &f.bounds) {
-                    self.refused.note(why);
+                    self.refused.note(why.to_string());
                     self.refused.families.insert(f.id, f.name.into());
                     return Ok(());
                 }
@@ -461,7 +461,8 @@ impl SegmentFile {
                     return Err(fail(format!("series of undeclared family {}", s.family_id)));
                 };
                 let def = &self.families[family];
-                check_label_count(&def.label_names, &s.label_values).map_err(&fail)?;
+                check_label_count(&def.label_names, &s.label_values)
+                    .map_err(|e| fail(e.to_string()))?;
                 let width = slot_words(def.kind, def.bounds.len()) as u64;
                 let slots_end = s.slot_offset.checked_add(width * 8);
                 let in_bounds = s.slot_offset >= (HEADER_SIZE + end) as u64

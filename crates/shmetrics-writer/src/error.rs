@@ -3,16 +3,23 @@
 use std::io;
 use std::path::PathBuf;
 
+use shmetrics_layout::DefinitionError;
+
 /// Why opening a registry, registering a family or resolving a child failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// `PROMETHEUS_MULTIPROC_DIR` is not set and no directory was given.
+    #[error("PROMETHEUS_MULTIPROC_DIR is not set; set it to a directory or pass one explicitly")]
     DirUnset,
     /// The metrics directory does not exist.
+    #[error("metrics directory {} does not exist", .0.display())]
     DirMissing(PathBuf),
     /// The metrics path exists but is not a directory.
+    #[error("{} is not a directory", .0.display())]
     NotADirectory(PathBuf),
     /// Creating the segment failed because the filesystem is full; nothing was written.
+    #[error("no space left to reserve {size} bytes for segment {}", path.display())]
     NoSpace {
         /// The segment being created.
         path: PathBuf,
@@ -20,6 +27,7 @@ pub enum Error {
         size: u64,
     },
     /// A system call on a segment or the directory failed.
+    #[error("{op} {}: {source}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,
@@ -28,58 +36,44 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// Options out of range (segment sizes, segment count).
+    #[error("segment sizes must be multiples of 4096 in {min}..={max} and max_segments > 0: {options}", min = shmetrics_layout::MIN_SEGMENT_SIZE, max = shmetrics_layout::MAX_SEGMENT_SIZE)]
+    InvalidOptions {
+        /// The options given, as `Debug` prints them.
+        options: String,
+    },
     /// A family definition is invalid (bad name, label or buckets) or over the
-    /// [`limits`](shmetrics_layout::limits); the text says why.
-    InvalidFamily(String),
+    /// [`limits`](shmetrics_layout::limits).
+    #[error(transparent)]
+    InvalidFamily(DefinitionError),
     /// A family of this name was already registered with a different definition.
+    #[error("metric {name} is already registered with a different definition: {detail}")]
     Conflict {
         /// The family name.
         name: String,
         /// What differs.
         detail: String,
     },
-    /// Label values do not match the family's label names; the text says how.
+    /// Label values do not match the family's label names or pass the limits.
+    #[error("labels of {name}: {source}")]
     InvalidLabels {
         /// The family name.
         name: String,
         /// What is wrong.
-        detail: String,
+        source: DefinitionError,
     },
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::DirUnset => f.write_str(
-                "PROMETHEUS_MULTIPROC_DIR is not set; set it to a directory or pass one explicitly",
-            ),
-            Self::DirMissing(p) => write!(f, "metrics directory {} does not exist", p.display()),
-            Self::NotADirectory(p) => write!(f, "{} is not a directory", p.display()),
-            Self::NoSpace { path, size } => write!(
-                f,
-                "no space left to reserve {size} bytes for segment {}",
-                path.display()
-            ),
-            Self::Io { op, path, source } => {
-                write!(f, "{op} {}: {source}", path.display())
-            }
-            Self::InvalidFamily(detail) => f.write_str(detail),
-            Self::Conflict { name, detail } => write!(
-                f,
-                "metric {name} is already registered with a different definition: {detail}"
-            ),
-            Self::InvalidLabels { name, detail } => write!(f, "labels of {name}: {detail}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
+    /// Every segment this process may create is full.
+    #[error("all {max_segments} segments of this process are full")]
+    SegmentsFull {
+        /// The most segments per process (`Options::max_segments`).
+        max_segments: usize,
+    },
+    /// One series needs more bytes than the largest segment holds.
+    #[error("a series needing {bytes} bytes exceeds the largest segment")]
+    SeriesTooLarge {
+        /// Bytes the series needs.
+        bytes: usize,
+    },
 }
 
 /// Result of writer operations.

@@ -99,9 +99,9 @@ impl<C: Child> Family<C> {
     fn create_child<S: AsRef<str>>(&self, hash: u64, values: &[S]) -> Result<&C> {
         let def = &self.core.def;
         shmetrics_layout::record::check_label_values(&def.label_names, values).map_err(
-            |detail| Error::InvalidLabels {
+            |source| Error::InvalidLabels {
                 name: def.name.clone(),
-                detail,
+                source,
             },
         )?;
         let owned: Vec<String> = values.iter().map(|v| v.as_ref().to_owned()).collect();

@@ -194,10 +194,9 @@ impl State {
     fn open_continuation(&mut self, shared: &Shared, minimum: usize) -> Result<()> {
         let opts = &shared.options;
         if self.segments.len() >= opts.max_segments {
-            return Err(Error::InvalidFamily(format!(
-                "all {} segments of this process are full",
-                opts.max_segments
-            )));
+            return Err(Error::SegmentsFull {
+                max_segments: opts.max_segments,
+            });
         }
         let previous = self.segments.last().map_or(0, |s| s.size);
         let size = (previous * 2)
@@ -205,9 +204,7 @@ impl State {
             .min(opts.max_segment_size)
             .max(minimum.next_multiple_of(4096));
         if size as u64 > MAX_SEGMENT_SIZE {
-            return Err(Error::InvalidFamily(format!(
-                "a series needing {minimum} bytes exceeds the largest segment"
-            )));
+            return Err(Error::SeriesTooLarge { bytes: minimum });
         }
         let identity = self.segment_identity(self.segments.len() as u32);
         let segment = Segment::create(
@@ -316,7 +313,7 @@ impl Registry {
     /// # Errors
     /// [`Error::DirMissing`], [`Error::NotADirectory`], [`Error::NoSpace`] when the
     /// filesystem cannot hold the segment, [`Error::Io`] for other failures, and
-    /// [`Error::InvalidFamily`] for options out of range.
+    /// [`Error::InvalidOptions`] for options out of range.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
         Self::open_inner(dir.as_ref(), options, None)
     }
@@ -366,9 +363,9 @@ impl Registry {
             || !options.initial_segment_size.is_multiple_of(4096)
             || options.max_segments == 0
         {
-            return Err(Error::InvalidFamily(format!(
-                "segment sizes must be multiples of 4096 in {size_range:?} and max_segments > 0: {options:?}"
-            )));
+            return Err(Error::InvalidOptions {
+                options: format!("{options:?}"),
+            });
         }
         let mut identity = ProcessIdentity::current();
         if let Some(pid) = pid {

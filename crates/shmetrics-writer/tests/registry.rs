@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use shmetrics_layout::DefinitionError;
 use shmetrics_writer::{DEFAULT_BUCKETS, Error, GaugeMode, Options, Registry};
 
 fn segments(dir: &Path) -> Vec<String> {
@@ -264,6 +265,12 @@ fn families_and_label_sets_over_the_limits_are_refused() {
     let values = vec![value.as_str(); 32];
     let err = h.labels(&values).unwrap_err();
     assert!(matches!(err, Error::InvalidLabels { .. }), "{err:?}");
+    // The typed reason is the error's source.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert_eq!(
+        source.downcast_ref::<DefinitionError>(),
+        Some(&DefinitionError::LabelSetTooLong { bytes: 131_158 })
+    );
     assert_eq!(
         err.to_string(),
         "labels of h: label names and values of 131158 bytes, more than the limit of 8192 for a \
