@@ -21,6 +21,7 @@
 //! `unsafe` that turns memory into atomics ([`view`]) together with the slot operations
 //! ([`slots`]) that writers and readers perform on them, over the atomics of [`sync`] (std's,
 //! or loom's for the models of `tests/loom.rs`). `docs/layout.md` maps every byte.
+#![warn(missing_docs)]
 
 mod error;
 #[cfg(not(loom))]

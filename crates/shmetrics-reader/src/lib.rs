@@ -17,6 +17,7 @@
 //! [`ScrapeReport`], a log line once, and the `shmetrics_reader_*` self-metrics) while the
 //! rest of the directory is scraped. Metadata is parsed once per segment and cached, so a
 //! steady-state scrape only reads values and renders.
+#![warn(missing_docs)]
 
 pub mod compact;
 pub mod exact;

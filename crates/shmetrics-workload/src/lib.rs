@@ -5,6 +5,7 @@
 //! Both are plain library code over a [`Registry`], so `shmetrics generate`, the demo and the
 //! benchmarks drive them the same way: register once, then call a step function. This crate
 //! is not part of the `shmetrics` library: it exists for the command line, benches and tests.
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -27,6 +27,7 @@
 //! process holds an exclusive `flock` on each of its segments for as long as any handle or
 //! the registry lives; the kernel drops it when the process dies, which is how readers tell
 //! live processes from dead ones.
+#![warn(missing_docs)]
 
 mod child_table;
 mod error;

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod dir_source;
 pub mod prometheus_client_collector;
