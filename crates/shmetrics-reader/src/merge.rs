@@ -45,6 +45,9 @@ pub(crate) struct Index {
     family_ids: FxHashMap<Arc<str>, u32>,
     series: Vec<MergedSeries>,
     series_ids: FxHashMap<(u32, Arc<SeriesLabels>), u32>,
+    /// Each series' text, by merged id, shared with the snapshots; rebuilt when a series
+    /// comes or the ids are renumbered.
+    texts: Option<Arc<[Arc<SeriesText>]>>,
 }
 
 /// Per-segment resolution of its series into merged ids.
@@ -90,6 +93,7 @@ impl Index {
                     labels,
                     text,
                 });
+                self.texts = None;
                 let fam = &mut self.families[family as usize];
                 fam.series.push(id);
                 fam.sorted = false;
@@ -159,6 +163,7 @@ impl Index {
             .enumerate()
             .map(|(id, f)| (Arc::clone(&f.name), id as u32))
             .collect();
+        self.texts = None;
         let old_series = std::mem::take(&mut self.series);
         self.series = old_series
             .into_iter()
@@ -184,6 +189,15 @@ impl Index {
             }
         }
         true
+    }
+
+    /// Each series' text, by merged id.
+    fn texts(&mut self) -> Arc<[Arc<SeriesText>]> {
+        let series = &self.series;
+        let texts = self
+            .texts
+            .get_or_insert_with(|| series.iter().map(|s| Arc::clone(&s.text)).collect());
+        Arc::clone(texts)
     }
 
     fn family_id(&mut self, name: &str) -> u32 {
@@ -665,14 +679,14 @@ fn build(
             .cmp(&index.families[b as usize].name)
     });
     let mut families = Vec::new();
-    let mut text = SnapshotText::default();
+    let mut text = SnapshotText::with_table(index.texts(), index.series.len());
     for fid in order {
         let Some(res) = &resolved[fid as usize] else {
             continue;
         };
         sort_series(index, fid);
         let mut series = Vec::new();
-        let mut texts = Vec::new();
+        text.start_family();
         for &sid in &index.families[fid as usize].series {
             let labels = &index.series[sid as usize].labels;
             let before = series.len();
@@ -723,10 +737,10 @@ fn build(
                     }
                 }
             }
-            let text = &index.series[sid as usize].text;
-            texts.extend((before..series.len()).map(|_| Arc::clone(text)));
+            text.push(sid, series.len() - before);
         }
         if series.is_empty() {
+            text.cancel_family();
             continue;
         }
         families.push(Family {
@@ -736,7 +750,6 @@ fn build(
             bounds: Arc::clone(&res.bounds),
             series,
         });
-        text.push_family(texts);
     }
     (Snapshot { families }, text)
 }

@@ -175,6 +175,10 @@ impl<'a> Exposition<'a> {
                         let family = self.family(extra, index);
                         let (format, escaping) = (self.format, self.escaping);
                         render_header(family, format, escaping, &mut cursor.scratch, buf);
+                        cursor.scratch.texts = match (extra, self.text) {
+                            (false, Some(text)) => text.family(index),
+                            _ => (0, 0),
+                        };
                         cursor.current = Some((extra, index, 0));
                     }
                     None => {
@@ -190,10 +194,7 @@ impl<'a> Exposition<'a> {
             match family.series.get(next) {
                 Some(series) => {
                     let scratch = &mut cursor.scratch;
-                    let text = match (extra, self.text) {
-                        (false, Some(text)) => text.get(index, series, next),
-                        _ => None,
-                    };
+                    let text = self.text.and_then(|t| t.get(scratch.texts, series, next));
                     let classic_names = match text {
                         Some(text) => text.classic_names,
                         None => (series.labels.pairs.iter()).all(|(n, _)| is_legacy_label_name(n)),
@@ -256,6 +257,9 @@ struct Scratch {
     head: Vec<u8>,
     /// The current series' labels as text, when the exposition has no text for them.
     labels: String,
+    /// Where the current family's series texts are in the exposition's `SnapshotText`
+    /// (empty for an extra family).
+    texts: (usize, usize),
     /// Whether the current family's name is exposed as it is (classic, and the escaping
     /// keeps classic names): its series with classic label names take the fast path.
     classic: bool,

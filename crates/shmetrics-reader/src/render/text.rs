@@ -56,44 +56,93 @@ impl SeriesText {
     }
 }
 
-/// The [`SeriesText`] of each series of one snapshot: `families[f][s]` is the text of
-/// `snapshot.families[f].series[s]`. A reader hands one out with each snapshot, from the
-/// texts its merge index keeps; a caller that renders a snapshot of its own many times can
-/// build one with [`SnapshotText::of`].
+/// The [`SeriesText`] of each series of one snapshot. A reader hands one out with each
+/// snapshot: a table of the texts its merge index keeps (shared until a series comes or
+/// goes) and, per series of the snapshot, its entry in that table. A caller that renders a
+/// snapshot of its own many times can build one with [`SnapshotText::of`].
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotText {
-    families: Vec<Vec<Arc<SeriesText>>>,
+    table: Arc<[Arc<SeriesText>]>,
+    /// The entry in `table` of each series, family after family.
+    entries: Vec<u32>,
+    /// Where each family's series start in `entries`.
+    starts: Vec<u32>,
 }
 
 impl SnapshotText {
     /// Texts for every series of `snapshot` (one per distinct labels of a family).
     pub fn of(snapshot: &Snapshot) -> Self {
-        let families = snapshot
-            .families
-            .iter()
-            .map(|family| {
-                let mut texts: Vec<Arc<SeriesText>> = Vec::with_capacity(family.series.len());
-                for series in &family.series {
-                    let text = match texts.last() {
-                        Some(last) if last.is_for(series) => Arc::clone(last),
-                        _ => Arc::new(SeriesText::new(&series.labels)),
-                    };
-                    texts.push(text);
+        let mut table: Vec<Arc<SeriesText>> = Vec::new();
+        let mut text = Self::default();
+        for family in &snapshot.families {
+            text.starts.push(text.entries.len() as u32);
+            let first = table.len();
+            for series in &family.series {
+                if table.len() == first || !table[table.len() - 1].is_for(series) {
+                    table.push(Arc::new(SeriesText::new(&series.labels)));
                 }
-                texts
-            })
-            .collect();
-        Self { families }
+                text.entries.push(table.len() as u32 - 1);
+            }
+        }
+        text.table = table.into();
+        text
     }
 
-    /// Starts the texts of the next family.
-    pub(crate) fn push_family(&mut self, texts: Vec<Arc<SeriesText>>) {
-        self.families.push(texts);
+    /// The texts of a snapshot whose series' entries in `table` [`SnapshotText::push`]
+    /// will give.
+    pub(crate) fn with_table(table: Arc<[Arc<SeriesText>]>, series: usize) -> Self {
+        Self {
+            table,
+            entries: Vec::with_capacity(series),
+            starts: Vec::new(),
+        }
     }
 
-    /// The text of series `series` of family `family`, if there is one for that series.
-    pub(super) fn get(&self, family: usize, series: &Series, index: usize) -> Option<&SeriesText> {
-        let text = self.families.get(family)?.get(index)?;
+    /// Starts the next family.
+    pub(crate) fn start_family(&mut self) {
+        self.starts.push(self.entries.len() as u32);
+    }
+
+    /// Forgets the family just started, which has no series.
+    pub(crate) fn cancel_family(&mut self) {
+        debug_assert_eq!(self.starts.last(), Some(&(self.entries.len() as u32)));
+        self.starts.pop();
+    }
+
+    /// Gives the next `count` series of the current family the text at `entry` of the table.
+    pub(crate) fn push(&mut self, entry: u32, count: usize) {
+        if count == 1 {
+            self.entries.push(entry);
+        } else {
+            self.entries.extend(std::iter::repeat_n(entry, count));
+        }
+    }
+
+    /// Where family `family`'s entries are: a range to give [`SnapshotText::get`].
+    pub(super) fn family(&self, family: usize) -> (usize, usize) {
+        let Some(&start) = self.starts.get(family) else {
+            return (0, 0);
+        };
+        let end = self
+            .starts
+            .get(family + 1)
+            .map_or(self.entries.len(), |&e| e as usize);
+        (start as usize, end)
+    }
+
+    /// The text of `series`, the `index`-th of the family whose entries are at `range`, if
+    /// there is one for that series.
+    pub(super) fn get(
+        &self,
+        range: (usize, usize),
+        series: &Series,
+        index: usize,
+    ) -> Option<&SeriesText> {
+        let at = range.0 + index;
+        if at >= range.1 {
+            return None;
+        }
+        let text = self.table.get(self.entries[at] as usize)?;
         text.is_for(series).then_some(&**text)
     }
 }
