@@ -7,26 +7,10 @@ use shmetrics_layout::view::SlotBlock;
 use shmetrics_layout::{GaugeMode, MetricKind};
 
 use crate::child_table::{ChildTable, hash_values};
+use crate::def::FamilyDef;
 use crate::error::{Error, Result};
 use crate::identity::now_nanos;
-use crate::registry::Shared;
-
-/// The definition of a family, as registered.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FamilyDef {
-    /// Metric type.
-    pub kind: MetricKind,
-    /// Gauge merge mode; `Some` exactly for gauges.
-    pub mode: Option<GaugeMode>,
-    /// Family name (a counter's without its `_total` suffix).
-    pub name: String,
-    /// Help text.
-    pub help: String,
-    /// Label names.
-    pub label_names: Vec<String>,
-    /// Finite bucket bounds (histograms only).
-    pub bounds: Arc<[f64]>,
-}
+use crate::placement::Shared;
 
 /// A child handle type: what a family hands out per label set.
 pub trait Child: Send + Sync + Sized + 'static {
