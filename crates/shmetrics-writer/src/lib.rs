@@ -32,7 +32,7 @@
 // child_table import no other; segment imports error; placement (the shared state and the
 // placing of series) imports those; family and fork import placement; registry imports
 // family and fork.
-mod child_table;
+pub mod child_table;
 mod def;
 mod error;
 mod family;
