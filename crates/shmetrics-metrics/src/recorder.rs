@@ -669,7 +669,12 @@ impl metrics::Recorder for ShmetricsRecorder {
 #[inline]
 fn handle<H: Clone>(table: &ChildTable<Key, H>, key: &Key, make: impl FnOnce() -> H) -> H {
     let hash = key.get_hash();
-    let eq = |stored: &Key| stored == key;
+    // `metrics` compares keys' labels as sets, sorting 3 to 7 of them; keys from one call
+    // site list their labels in one order, so compare in that order first.
+    let eq = |stored: &Key| {
+        (stored.name() == key.name() && stored.labels().as_slice() == key.labels().as_slice())
+            || stored == key
+    };
     match table.get(hash, eq) {
         Some(handle) => handle.clone(),
         None => table
@@ -697,5 +702,15 @@ mod tests {
         assert_eq!(handle(&table, &y, || "y"), "y");
         assert_eq!(handle(&table, &ba, || "new"), "ab");
         assert_eq!(table.len(), 3);
+        // Three labels (which `metrics` compares by sorting them), in and out of order.
+        let labels = |order: [usize; 3]| order.map(|i| Label::new(["a", "b", "c"][i], "v"));
+        let abc = Key::from_parts("z", labels([0, 1, 2]).to_vec());
+        let cab = Key::from_parts("z", labels([2, 0, 1]).to_vec());
+        let other = Key::from_parts("z", vec![Label::new("a", "v"), Label::new("b", "v")]);
+        assert_eq!(handle(&table, &abc, || "abc"), "abc");
+        assert_eq!(handle(&table, &abc, || "new"), "abc");
+        assert_eq!(handle(&table, &cab, || "cab"), "abc");
+        assert_eq!(handle(&table, &other, || "other"), "other");
+        assert_eq!(table.len(), 5);
     }
 }
