@@ -1,4 +1,6 @@
-//! Instruction-count harness for labelled children, in shmetrics or in tikv `prometheus`:
+//! Instruction-count harness for labelled children, in shmetrics, in tikv `prometheus`, or
+//! in shmetrics behind the `metrics` facade (`facade`: the recorder's `register_counter`
+//! with a key built beforehand, which is what a `counter!` call does once it has its key):
 //! `lookup` runs `calls` lookups of one label set among 100 children, each followed by
 //! `inc`; `create` creates `calls` new children after the same 100, each followed by `inc`.
 //! `run-lookup-callgrind.sh` runs it under `valgrind --tool=callgrind` twice, with and
@@ -7,12 +9,14 @@
 //! that wall-clock times carry on a shared machine.
 //!
 //! ```text
-//! lookup-instructions lookup|create ours|tikv 2|4 CALLS [--dry]
+//! lookup-instructions lookup|create ours|tikv|facade 2|4 CALLS [--dry]
 //! ```
 
 use std::hint::black_box;
 
+use metrics::{Key, Label, Level, Metadata, Recorder};
 use shmetrics_benches::{label_sets_2, label_sets_4};
+use shmetrics_metrics::ShmetricsRecorder;
 use shmetrics_writer::Registry;
 
 /// What to run: the operation, the peer, and how many times (0 with `--dry`).
@@ -23,10 +27,10 @@ struct Run<'a> {
     dry: bool,
 }
 
-fn run<const N: usize>(r: &Run<'_>, sets: &[[String; N]], names: &[&str]) {
+fn run<const N: usize>(r: &Run<'_>, sets: &[[String; N]], names: &[&'static str]) {
     let lookup: [&str; N] = std::array::from_fn(|i| sets[0][i].as_str());
     // Lookups to run (none with `create` or `--dry`).
-    let fresh: Vec<[String; N]> = match r.op {
+    let prepared: Vec<[String; N]> = match r.op {
         "create" => (0..r.calls)
             .map(|i| std::array::from_fn(|k| format!("new-{i}-{k}")))
             .collect(),
@@ -37,7 +41,7 @@ fn run<const N: usize>(r: &Run<'_>, sets: &[[String; N]], names: &[&str]) {
     } else {
         r.calls
     };
-    let fresh = &fresh[..if r.dry { 0 } else { fresh.len() }];
+    let fresh = &prepared[..if r.dry { 0 } else { prepared.len() }];
     match r.peer {
         "ours" => {
             let dir = tempfile::tempdir().expect("a temporary directory");
@@ -75,7 +79,36 @@ fn run<const N: usize>(r: &Run<'_>, sets: &[[String; N]], names: &[&str]) {
             }
             assert_eq!(vec.with_label_values(&lookup).get(), calls);
         }
-        other => panic!("unknown peer {other:?}: ours or tikv"),
+        "facade" => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let recorder = ShmetricsRecorder::open(dir.path()).expect("open a recorder");
+            let metadata = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+            let key = |values: &[String; N]| {
+                let labels = names.iter().zip(values);
+                let labels: Vec<Label> = labels.map(|(n, v)| Label::new(*n, v.clone())).collect();
+                Key::from_parts("bench_tokens_total", labels)
+            };
+            for set in sets {
+                recorder.register_counter(&key(set), &metadata).increment(1);
+            }
+            let lookup = key(&sets[0]);
+            let keys: Vec<Key> = prepared.iter().map(key).collect();
+            let fresh = &keys[..fresh.len()];
+            for _ in 0..calls {
+                let counter = recorder.register_counter(black_box(&lookup), &metadata);
+                counter.increment(1);
+            }
+            for key in fresh {
+                let counter = recorder.register_counter(black_box(key), &metadata);
+                counter.increment(1);
+            }
+            let stats = recorder.stats();
+            assert_eq!(
+                (stats.keys, stats.rejected_keys),
+                (sets.len() + fresh.len(), 0)
+            );
+        }
+        other => panic!("unknown peer {other:?}: ours, tikv or facade"),
     }
 }
 
@@ -85,7 +118,9 @@ fn main() {
         [op, peer, labels, calls] => (op, peer, labels, calls, false),
         [op, peer, labels, calls, dry] if dry == "--dry" => (op, peer, labels, calls, true),
         _ => {
-            eprintln!("usage: lookup-instructions lookup|create ours|tikv 2|4 CALLS [--dry]");
+            eprintln!(
+                "usage: lookup-instructions lookup|create ours|tikv|facade 2|4 CALLS [--dry]"
+            );
             std::process::exit(2);
         }
     };

@@ -110,7 +110,6 @@ mod handles;
 mod names;
 mod recorder;
 mod rules;
-mod table;
 
 pub use recorder::{DEFAULT_GAUGE_MODE, Error, RecorderBuilder, ShmetricsRecorder, Stats};
 pub use shmetrics_writer::{DEFAULT_BUCKETS, GaugeMode, Options, Registry};

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
 use shmetrics_layout::names::MAX_HELP_LEN;
+use shmetrics_writer::child_table::ChildTable;
 use shmetrics_writer::{
     CounterFamily, DEFAULT_BUCKETS, GaugeFamily, GaugeMode, HistogramFamily, Options, Registry,
 };
@@ -14,7 +15,6 @@ use shmetrics_writer::{
 use crate::handles::{CounterHandle, GaugeHandle, HistogramHandle};
 use crate::names;
 use crate::rules::Rules;
-use crate::table::KeyTable;
 
 /// The gauge mode of gauges no rule names: see the crate documentation for why.
 pub const DEFAULT_GAUGE_MODE: GaugeMode = GaugeMode::LiveSum;
@@ -204,9 +204,9 @@ impl RecorderBuilder {
                 buckets: self.buckets,
                 gauge_modes: self.gauge_modes,
                 unit_suffix: self.unit_suffix,
-                counters: KeyTable::new(),
-                gauges: KeyTable::new(),
-                histograms: KeyTable::new(),
+                counters: ChildTable::new(),
+                gauges: ChildTable::new(),
+                histograms: ChildTable::new(),
                 state: Mutex::new(State::default()),
                 absolute: Arc::new(Mutex::new(())),
                 rejected_keys: AtomicU64::new(0),
@@ -383,9 +383,10 @@ struct Inner {
     buckets: Rules<Arc<[f64]>>,
     gauge_modes: Rules<GaugeMode>,
     unit_suffix: bool,
-    counters: KeyTable<Counter>,
-    gauges: KeyTable<Gauge>,
-    histograms: KeyTable<Histogram>,
+    /// Handles by key, per metric type: the macros' lock-free lookup.
+    counters: ChildTable<Key, Counter>,
+    gauges: ChildTable<Key, Gauge>,
+    histograms: ChildTable<Key, Histogram>,
     state: Mutex<State>,
     absolute: Arc<Mutex<()>>,
     rejected_keys: AtomicU64,
@@ -647,36 +648,69 @@ impl metrics::Recorder for ShmetricsRecorder {
     #[inline]
     fn register_counter(&self, key: &Key, _metadata: &Metadata<'_>) -> Counter {
         let inner = &*self.inner;
-        match inner.counters.get(key) {
-            Some(handle) => handle.clone(),
-            None => inner
-                .counters
-                .get_or_insert_with(key, || inner.counter(key))
-                .clone(),
-        }
+        handle(&inner.counters, key, || inner.counter(key))
     }
 
     #[inline]
     fn register_gauge(&self, key: &Key, _metadata: &Metadata<'_>) -> Gauge {
         let inner = &*self.inner;
-        match inner.gauges.get(key) {
-            Some(handle) => handle.clone(),
-            None => inner
-                .gauges
-                .get_or_insert_with(key, || inner.gauge(key))
-                .clone(),
-        }
+        handle(&inner.gauges, key, || inner.gauge(key))
     }
 
     #[inline]
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
         let inner = &*self.inner;
-        match inner.histograms.get(key) {
-            Some(handle) => handle.clone(),
-            None => inner
-                .histograms
-                .get_or_insert_with(key, || inner.histogram(key))
-                .clone(),
-        }
+        handle(&inner.histograms, key, || inner.histogram(key))
+    }
+}
+
+/// The handle stored for `key`: found without a lock (the key's precomputed hash, a probe,
+/// a key comparison), else made by `make` and stored, under the table's insert mutex.
+#[inline]
+fn handle<H: Clone>(table: &ChildTable<Key, H>, key: &Key, make: impl FnOnce() -> H) -> H {
+    let hash = key.get_hash();
+    // `metrics` compares keys' labels as sets, sorting 3 to 7 of them; keys from one call
+    // site list their labels in one order, so compare in that order first.
+    let eq = |stored: &Key| {
+        (stored.name() == key.name() && stored.labels().as_slice() == key.labels().as_slice())
+            || stored == key
+    };
+    match table.get(hash, eq) {
+        Some(handle) => handle.clone(),
+        None => table
+            .get_or_insert_with(hash, eq, || (key.clone(), make()))
+            .clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::Label;
+
+    #[test]
+    fn keys_differ_by_name_and_labels_not_by_label_order() {
+        // `metrics` keys compare labels as a set, and hash them order-independently.
+        let table = ChildTable::new();
+        let ab = Key::from_parts("x", vec![Label::new("a", "1"), Label::new("b", "2")]);
+        let ba = Key::from_parts("x", vec![Label::new("b", "2"), Label::new("a", "1")]);
+        let ab3 = Key::from_parts("x", vec![Label::new("a", "1"), Label::new("b", "3")]);
+        let y = Key::from_parts("y", vec![Label::new("a", "1"), Label::new("b", "2")]);
+        assert_eq!(handle(&table, &ab, || "ab"), "ab");
+        assert_eq!(handle(&table, &ba, || "ba"), "ab");
+        assert_eq!(handle(&table, &ab3, || "ab3"), "ab3");
+        assert_eq!(handle(&table, &y, || "y"), "y");
+        assert_eq!(handle(&table, &ba, || "new"), "ab");
+        assert_eq!(table.len(), 3);
+        // Three labels (which `metrics` compares by sorting them), in and out of order.
+        let labels = |order: [usize; 3]| order.map(|i| Label::new(["a", "b", "c"][i], "v"));
+        let abc = Key::from_parts("z", labels([0, 1, 2]).to_vec());
+        let cab = Key::from_parts("z", labels([2, 0, 1]).to_vec());
+        let other = Key::from_parts("z", vec![Label::new("a", "v"), Label::new("b", "v")]);
+        assert_eq!(handle(&table, &abc, || "abc"), "abc");
+        assert_eq!(handle(&table, &abc, || "new"), "abc");
+        assert_eq!(handle(&table, &cab, || "cab"), "abc");
+        assert_eq!(handle(&table, &other, || "other"), "other");
+        assert_eq!(table.len(), 5);
     }
 }

@@ -1,11 +1,14 @@
-//! An insert-only concurrent hash table from label values to child handles.
+//! An insert-only concurrent hash map, for finding a label child's handle: the families of
+//! this crate map label values to their children with it, and `shmetrics-metrics`' recorder
+//! maps `metrics` keys to handles. Public for that recorder; not part of the metrics API.
 //!
-//! Lookups take no lock and write nothing shared: hash the values, load the table pointer,
-//! probe. So threads resolving the same label values never contend on a cache line.
-//! Inserts are rare (first sight of a label set) and serialised by a mutex. Entries and
-//! tables are never freed before the table itself is dropped, which is what makes handing
-//! out `&V` from a lock-free lookup sound: a grown table copies the entry pointers, and
-//! old tables stay allocated (their total size is less than the current one's).
+//! Lookups take no lock and write nothing shared: hash the key (the caller does, once),
+//! load the table pointer, probe, compare the stored hash and then the key. So threads
+//! resolving the same key never contend on a cache line. Inserts are rare (first sight of a
+//! key) and serialised by a mutex. Entries and tables are never freed before the map itself
+//! is dropped, which is what makes handing out `&V` from a lock-free lookup sound: a grown
+//! table copies the entry pointers, and old tables stay allocated (their total size is less
+//! than the current one's).
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ptr;
@@ -19,6 +22,17 @@ pub(crate) fn hash_values<S: AsRef<str>>(values: &[S]) -> u64 {
         v.as_ref().hash(&mut h);
     }
     h.finish()
+}
+
+/// Whether `stored` holds `values`, with [`short_eq`] on each value: the key comparison of
+/// the families' tables.
+#[inline(always)]
+pub(crate) fn values_eq<S: AsRef<str>>(stored: &[Box<str>], values: &[S]) -> bool {
+    stored.len() == values.len()
+        && stored
+            .iter()
+            .zip(values)
+            .all(|(a, b)| short_eq(a.as_bytes(), b.as_ref().as_bytes()))
 }
 
 /// Byte equality without a `memcmp` call for the short strings label values usually are
@@ -44,18 +58,18 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-struct Entry<V> {
+struct Entry<K, V> {
     hash: u64,
-    key: Box<[Box<str>]>,
+    key: K,
     value: V,
 }
 
-struct Table<V> {
+struct Table<K, V> {
     mask: usize,
-    slots: Box<[AtomicPtr<Entry<V>>]>,
+    slots: Box<[AtomicPtr<Entry<K, V>>]>,
 }
 
-impl<V> Table<V> {
+impl<K, V> Table<K, V> {
     fn with_capacity(capacity: usize) -> Self {
         Self {
             mask: capacity - 1,
@@ -67,7 +81,7 @@ impl<V> Table<V> {
 
     /// Puts `entry` in the first empty slot of its probe sequence. Only the inserter
     /// (holding the mutex) writes slots.
-    fn place(&self, entry: *mut Entry<V>, hash: u64) {
+    fn place(&self, entry: *mut Entry<K, V>, hash: u64) {
         let mut i = hash as usize & self.mask;
         // SYNC POINT child-slot: relaxed load by the only writer of the slots.
         while !self.slots[i].load(Ordering::Relaxed).is_null() {
@@ -78,27 +92,52 @@ impl<V> Table<V> {
     }
 }
 
-struct Owned<V> {
-    entries: Vec<*mut Entry<V>>,
-    tables: Vec<*mut Table<V>>,
+struct Owned<K, V> {
+    entries: Vec<*mut Entry<K, V>>,
+    tables: Vec<*mut Table<K, V>>,
 }
 
-/// The table. `V` is a child handle.
-pub(crate) struct ChildTable<V> {
-    current: AtomicPtr<Table<V>>,
-    owned: Mutex<Owned<V>>,
+/// The map from keys `K` to values `V` (handles), insert-only.
+///
+/// The caller hashes keys (the same function for every call on one map) and passes an
+/// equality test, so a lookup can take a borrowed form of the key (label values as `&str`s
+/// where the map stores owned ones).
+///
+/// Fork safety: [`ChildTable::get`] takes no lock, so it works in a child forked while
+/// another thread was inside any method. The other methods take the insert mutex (std's,
+/// which a forked child can take if no thread held it at the fork); the writer calls them
+/// only under its registry's state lock, which its fork handler holds across `fork()`, so
+/// a forked child never inherits that mutex held (see the `fork` module).
+pub struct ChildTable<K, V> {
+    current: AtomicPtr<Table<K, V>>,
+    owned: Mutex<Owned<K, V>>,
 }
 
-// SAFETY: the table hands out `&V` to any thread and moves `V`s in from the inserting
-// thread, so it is Send/Sync exactly when V is; the raw pointers are owned by the table.
-unsafe impl<V: Send + Sync> Send for ChildTable<V> {}
+// SAFETY: the map lends `&K` (to equality tests) and `&V` to any thread, moves `K`s and `V`s
+// in from the inserting thread and drops them on the dropping one, so it is Send and Sync
+// when both are; the raw pointers are owned by the map.
+unsafe impl<K: Send + Sync, V: Send + Sync> Send for ChildTable<K, V> {}
 // SAFETY: as above.
-unsafe impl<V: Send + Sync> Sync for ChildTable<V> {}
+unsafe impl<K: Send + Sync, V: Send + Sync> Sync for ChildTable<K, V> {}
 
 const INITIAL_CAPACITY: usize = 8;
 
-impl<V> ChildTable<V> {
-    pub(crate) fn new() -> Self {
+impl<K, V> Default for ChildTable<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V> std::fmt::Debug for ChildTable<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No lock: a `Debug` call must not wait for an insert.
+        f.debug_struct("ChildTable").finish_non_exhaustive()
+    }
+}
+
+impl<K, V> ChildTable<K, V> {
+    /// An empty map.
+    pub fn new() -> Self {
         let table = Box::into_raw(Box::new(Table::with_capacity(INITIAL_CAPACITY)));
         Self {
             current: AtomicPtr::new(table),
@@ -109,9 +148,9 @@ impl<V> ChildTable<V> {
         }
     }
 
-    /// Finds the value stored for `key` (with `hash` from [`hash_values`]).
+    /// The value stored for the key with this `hash` for which `eq` holds, without a lock.
     #[inline]
-    pub(crate) fn get<S: AsRef<str>>(&self, hash: u64, key: &[S]) -> Option<&V> {
+    pub fn get(&self, hash: u64, eq: impl Fn(&K) -> bool) -> Option<&V> {
         // SYNC POINT child-table: acquire; pairs with the release that published the table.
         let table_ptr = self.current.load(Ordering::Acquire);
         // SAFETY: tables are freed only in Drop, which needs `&mut self`.
@@ -126,38 +165,29 @@ impl<V> ChildTable<V> {
             // SAFETY: entries are freed only in Drop; the acquire above makes the entry's
             // contents visible.
             let entry = unsafe { &*entry_ptr };
-            if entry.hash == hash
-                && entry.key.len() == key.len()
-                && entry
-                    .key
-                    .iter()
-                    .zip(key)
-                    .all(|(a, b)| short_eq(a.as_bytes(), b.as_ref().as_bytes()))
-            {
+            if entry.hash == hash && eq(&entry.key) {
                 return Some(&entry.value);
             }
             i = (i + 1) & table.mask;
         }
     }
 
-    /// Inserts `value` for `key` unless present, and returns the stored value. The caller
-    /// normally checked [`ChildTable::get`] first; a concurrent insert of the same key is
-    /// resolved here, under the mutex, keeping the first value.
-    pub(crate) fn insert_with<S: AsRef<str>>(
+    /// The value stored for the key (as in [`ChildTable::get`]), or else the key and value
+    /// `make` returns, stored. Takes the insert mutex: call [`ChildTable::get`] first.
+    /// `make` runs under the mutex, at most once per key; of concurrent inserts of one key
+    /// the first is kept.
+    pub fn get_or_insert_with(
         &self,
         hash: u64,
-        key: &[S],
-        make: impl FnOnce() -> V,
+        eq: impl Fn(&K) -> bool,
+        make: impl FnOnce() -> (K, V),
     ) -> &V {
         let mut owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = self.get(hash, key) {
+        if let Some(v) = self.get(hash, eq) {
             return v;
         }
-        let entry = Box::into_raw(Box::new(Entry {
-            hash,
-            key: key.iter().map(|s| Box::from(s.as_ref())).collect(),
-            value: make(),
-        }));
+        let (key, value) = make();
+        let entry = Box::into_raw(Box::new(Entry { hash, key, value }));
         owned.entries.push(entry);
         // SYNC POINT child-table: relaxed; only the mutex holder replaces the table.
         let table_ptr = self.current.load(Ordering::Relaxed);
@@ -181,8 +211,8 @@ impl<V> ChildTable<V> {
         unsafe { &(*entry).value }
     }
 
-    /// Every stored value, in insertion order.
-    pub(crate) fn values(&self) -> Vec<&V> {
+    /// Every stored value, in insertion order. Takes the insert mutex.
+    pub fn values(&self) -> Vec<&V> {
         let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
         owned
             .entries
@@ -191,13 +221,27 @@ impl<V> ChildTable<V> {
             .map(|&e| unsafe { &(*e).value })
             .collect()
     }
+
+    /// How many keys are stored. Takes the insert mutex.
+    pub fn len(&self) -> usize {
+        self.owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .len()
+    }
+
+    /// Whether no key is stored. Takes the insert mutex.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
-impl<V> Drop for ChildTable<V> {
+impl<K, V> Drop for ChildTable<K, V> {
     fn drop(&mut self) {
         let owned = self.owned.get_mut().unwrap_or_else(|p| p.into_inner());
         for &e in &owned.entries {
-            // SAFETY: created by Box::into_raw in insert_with and freed only here, once.
+            // SAFETY: created by Box::into_raw in get_or_insert_with and freed only here, once.
             drop(unsafe { Box::from_raw(e) });
         }
         for &t in &owned.tables {
@@ -212,21 +256,37 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    type Key = Box<[Box<str>]>;
+
+    fn key<S: AsRef<str>>(values: &[S]) -> Key {
+        values.iter().map(|s| Box::from(s.as_ref())).collect()
+    }
+
+    fn get<'t, V, S: AsRef<str>>(table: &'t ChildTable<Key, V>, values: &[S]) -> Option<&'t V> {
+        table.get(hash_values(values), |k| values_eq(k, values))
+    }
+
+    fn insert<'t, V, S: AsRef<str>>(table: &'t ChildTable<Key, V>, values: &[S], v: V) -> &'t V {
+        let eq = |k: &Key| values_eq(k, values);
+        table.get_or_insert_with(hash_values(values), eq, || (key(values), v))
+    }
+
     #[test]
     fn insert_and_find_across_growth() {
         let table = ChildTable::new();
         for i in 0..1000u32 {
             let key = [format!("k{i}"), "x".to_string()];
-            let v = table.insert_with(hash_values(&key), &key, || i);
-            assert_eq!(*v, i);
+            assert_eq!(*insert(&table, &key, i), i);
         }
         for i in 0..1000u32 {
             let key = [format!("k{i}"), "x".to_string()];
-            assert_eq!(table.get(hash_values(&key), &key), Some(&i));
+            assert_eq!(get(&table, &key), Some(&i));
         }
-        let missing = ["k1".to_string()];
-        assert_eq!(table.get(hash_values(&missing), &missing), None);
+        assert_eq!(get(&table, &["k1"]), None);
         assert_eq!(table.values().len(), 1000);
+        assert_eq!(table.len(), 1000);
+        let values: Vec<u32> = table.values().into_iter().copied().collect();
+        assert!(values.iter().copied().eq(0..1000), "insertion order");
     }
 
     #[test]
@@ -256,9 +316,26 @@ mod tests {
     #[test]
     fn second_insert_keeps_first_value() {
         let table = ChildTable::new();
-        let key = ["a"];
-        table.insert_with(hash_values(&key), &key, || 1);
-        assert_eq!(*table.insert_with(hash_values(&key), &key, || 2), 1);
+        insert(&table, &["a"], 1);
+        assert_eq!(*insert(&table, &["a"], 2), 1);
+        assert_eq!(table.len(), 1);
+        assert!(!table.is_empty());
+    }
+
+    #[test]
+    fn equal_hashes_are_told_apart_by_the_key() {
+        // Every key with one hash: lookups must compare keys, not trust the hash.
+        let table = ChildTable::new();
+        for i in 0..100u32 {
+            let values = [i.to_string()];
+            let eq = |k: &Key| values_eq(k, &values);
+            table.get_or_insert_with(7, eq, || (key(&values), i));
+        }
+        for i in 0..100u32 {
+            let values = [i.to_string()];
+            assert_eq!(table.get(7, |k| values_eq(k, &values)), Some(&i));
+        }
+        assert_eq!(table.get(7, |k| values_eq(k, &["x"])), None);
     }
 
     #[test]
@@ -268,8 +345,7 @@ mod tests {
             let table = Arc::clone(&table);
             std::thread::spawn(move || {
                 for i in 0..2000u32 {
-                    let key = [i.to_string()];
-                    table.insert_with(hash_values(&key), &key, || i);
+                    insert(&table, &[i.to_string()], i);
                 }
             })
         };
@@ -279,8 +355,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..20 {
                         for i in 0..2000u32 {
-                            let key = [i.to_string()];
-                            if let Some(v) = table.get(hash_values(&key), &key) {
+                            if let Some(v) = get(&table, &[i.to_string()]) {
                                 assert_eq!(*v, i);
                             }
                         }
@@ -292,5 +367,34 @@ mod tests {
         for r in readers {
             r.join().unwrap();
         }
+    }
+
+    #[test]
+    fn concurrent_lookups_and_inserts_agree() {
+        // Several threads insert the same keys in different orders: each key is stored
+        // once, and every thread gets the stored value.
+        let table = Arc::new(ChildTable::new());
+        let threads: Vec<_> = (0..3)
+            .map(|t| {
+                let table = Arc::clone(&table);
+                std::thread::spawn(move || {
+                    for round in 0..3 {
+                        for i in 0..2000 {
+                            let i = (i * 7 + t * 13 + round) % 2000;
+                            let values = [i.to_string()];
+                            let v = match get(&table, &values) {
+                                Some(v) => *v,
+                                None => *insert(&table, &values, i),
+                            };
+                            assert_eq!(v, i);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(table.len(), 2000);
     }
 }

@@ -6,27 +6,11 @@ use shmetrics_layout::slots;
 use shmetrics_layout::view::SlotBlock;
 use shmetrics_layout::{GaugeMode, MetricKind};
 
-use crate::child_table::{ChildTable, hash_values};
+use crate::child_table::{ChildTable, hash_values, values_eq};
+use crate::def::FamilyDef;
 use crate::error::{Error, Result};
 use crate::identity::now_nanos;
-use crate::registry::Shared;
-
-/// The definition of a family, as registered.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FamilyDef {
-    /// Metric type.
-    pub kind: MetricKind,
-    /// Gauge merge mode; `Some` exactly for gauges.
-    pub mode: Option<GaugeMode>,
-    /// Family name (a counter's without its `_total` suffix).
-    pub name: String,
-    /// Help text.
-    pub help: String,
-    /// Label names.
-    pub label_names: Vec<String>,
-    /// Finite bucket bounds (histograms only).
-    pub bounds: Arc<[f64]>,
-}
+use crate::placement::Shared;
 
 /// A child handle type: what a family hands out per label set.
 pub trait Child: Send + Sync + Sized + 'static {
@@ -36,10 +20,13 @@ pub trait Child: Send + Sync + Sized + 'static {
     fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self;
 }
 
+/// A child's label values, as its family's table stores them.
+type LabelValues = Box<[Box<str>]>;
+
 pub(crate) struct FamilyCore<C> {
     pub(crate) def: FamilyDef,
     pub(crate) shared: Arc<Shared>,
-    children: ChildTable<C>,
+    children: ChildTable<LabelValues, C>,
 }
 
 /// A registered family; resolve a child with [`Family::labels`]. Cheap to clone.
@@ -89,7 +76,7 @@ impl<C: Child> Family<C> {
     #[inline]
     pub fn labels<S: AsRef<str>>(&self, values: &[S]) -> Result<&C> {
         let hash = hash_values(values);
-        match self.core.children.get(hash, values) {
+        match self.core.children.get(hash, |key| values_eq(key, values)) {
             Some(child) => Ok(child),
             None => self.create_child(hash, values),
         }
@@ -105,17 +92,19 @@ impl<C: Child> Family<C> {
             },
         )?;
         let owned: Vec<String> = values.iter().map(|v| v.as_ref().to_owned()).collect();
-        // The registry lock serialises placement, so two threads creating the same child
-        // place it once: the second finds it in the table under the lock.
+        // The registry lock serialises placement, and the table places a child only when
+        // it finds none under its insert lock, so two threads creating the same child place
+        // it once. Inserting under the registry lock keeps the table's lock fork-safe.
         let mut state = self.core.shared.lock_state();
-        if let Some(child) = self.core.children.get(hash, values) {
-            return Ok(child);
-        }
-        let slots = state.place_series(&self.core.shared, def, owned);
-        let child = self
-            .core
-            .children
-            .insert_with(hash, values, || C::from_slots(slots, def));
+        let child = self.core.children.get_or_insert_with(
+            hash,
+            |key| values_eq(key, values),
+            || {
+                let slots = state.place_series(&self.core.shared, def, owned);
+                let key = values.iter().map(|v| Box::from(v.as_ref())).collect();
+                (key, C::from_slots(slots, def))
+            },
+        );
         drop(state);
         Ok(child)
     }

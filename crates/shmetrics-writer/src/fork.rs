@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use shmetrics_layout::{HEADER_SIZE, META_LEN_WORD, view};
 
 use crate::identity::ProcessIdentity;
-use crate::registry::{Shared, State};
+use crate::placement::{Shared, State};
 use crate::segment::create_segment;
 
 /// Every registry opened in this process. A std (futex) mutex, like the registries' state

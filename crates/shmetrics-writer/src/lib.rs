@@ -29,20 +29,29 @@
 //! live processes from dead ones.
 #![warn(missing_docs)]
 
-mod child_table;
+// The modules import one another without a cycle: error, identity, options, def and
+// child_table import no other; segment imports error; placement (the shared state and the
+// placing of series) imports those; family and fork import placement; registry imports
+// family and fork.
+pub mod child_table;
+mod def;
 mod error;
 mod family;
 mod fork;
 mod identity;
+mod options;
+mod placement;
 mod registry;
 mod segment;
 
+pub use def::FamilyDef;
 pub use error::{Error, Result};
 pub use family::{
-    Child, Counter, CounterFamily, Family, FamilyDef, Gauge, GaugeFamily, Histogram,
-    HistogramFamily, Summary, SummaryFamily,
+    Child, Counter, CounterFamily, Family, Gauge, GaugeFamily, Histogram, HistogramFamily, Summary,
+    SummaryFamily,
 };
-pub use registry::{DEFAULT_BUCKETS, DIR_ENV, GUARD_TRUNCATION_ENV, Options, Registry};
+pub use options::{GUARD_TRUNCATION_ENV, Options};
+pub use registry::{DEFAULT_BUCKETS, DIR_ENV, Registry};
 pub use shmetrics_layout::{GaugeMode, MetricKind};
 
 /// How many times this process re-created its segments after a `fork()` (diagnostics).

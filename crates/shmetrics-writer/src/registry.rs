@@ -1,28 +1,21 @@
-//! The registry: opens the process's segment in the metrics directory, registers families
-//! and places their series in segments.
+//! The registry: opens the process's segment in the metrics directory and registers
+//! families; placement (`placement.rs`) puts their series in segments.
 
 use std::any::Any;
-use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use shmetrics_layout::names::exposed_names;
-use shmetrics_layout::record::{FamilyRecord, SeriesRecord, check_family};
-use shmetrics_layout::slots::slot_words;
-use shmetrics_layout::view::SlotBlock;
-use shmetrics_layout::{
-    DROPPED_SERIES_WORD, GaugeMode, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind,
-    SegmentIdentity,
-};
+use shmetrics_layout::record::check_family;
+use shmetrics_layout::{GaugeMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind};
 
+use crate::def::FamilyDef;
 use crate::error::{Error, Result};
-use crate::family::{
-    Child, CounterFamily, Family, FamilyDef, GaugeFamily, HistogramFamily, SummaryFamily,
-};
-use crate::identity::{ProcessIdentity, now_nanos};
-use crate::segment::Segment;
+use crate::family::{Child, CounterFamily, Family, GaugeFamily, HistogramFamily, SummaryFamily};
+use crate::identity::ProcessIdentity;
+use crate::options::Options;
+use crate::placement::Shared;
 
 /// The environment variable naming the metrics directory, shared with `prometheus_client`.
 pub const DIR_ENV: &str = "PROMETHEUS_MULTIPROC_DIR";
@@ -31,224 +24,6 @@ pub const DIR_ENV: &str = "PROMETHEUS_MULTIPROC_DIR";
 pub const DEFAULT_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
-
-/// Registry settings; the defaults suit most processes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Options {
-    /// Permission bits of new segment files (default `0o600`: only the owner may read).
-    pub file_mode: u32,
-    /// Size of the first segment in bytes (default 256 KiB). Each continuation segment
-    /// doubles the previous size, up to `max_segment_size`.
-    pub initial_segment_size: usize,
-    /// Largest segment in bytes (default 64 MiB).
-    pub max_segment_size: usize,
-    /// Most segments per process (default 64). Series beyond what they hold are counted as
-    /// dropped and get handles that write to private memory: the engine never fails or
-    /// blocks on metrics.
-    pub max_segments: usize,
-    /// Survive a segment file truncated under this process (default `false`). Only this
-    /// process and its own user can truncate its segments; if one does, the next write to a
-    /// page past the new end raises `SIGBUS`, which ends the process as for any mapped file.
-    /// With this set, a `SIGBUS` inside the process's own segments replaces the page with
-    /// private zeros instead: the engine goes on, the series on that page count again from
-    /// zero, privately (no reader sees them; the file's new size makes readers reject the
-    /// segment), and
-    /// [`Registry::truncated`] says so. It installs a process-wide `SIGBUS` handler that
-    /// passes any other fault to the handler the process had before.
-    pub guard_truncation: bool,
-    /// In a child forked from this process, create the child's segments in the directory
-    /// `PROMETHEUS_MULTIPROC_DIR` names at the fork (when it names one), instead of this
-    /// registry's (default `false`). As `prometheus_client` reopens its files after a fork:
-    /// the Python drop-in sets it, so a child forked after the variable changed writes
-    /// into the new directory, and one whose registry's directory was removed does not
-    /// lose its metrics while the variable names another.
-    pub follow_env_dir_after_fork: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            file_mode: 0o600,
-            initial_segment_size: 256 * 1024,
-            max_segment_size: 64 * 1024 * 1024,
-            max_segments: 64,
-            guard_truncation: false,
-            follow_env_dir_after_fork: false,
-        }
-    }
-}
-
-/// Environment variable that turns [`Options::guard_truncation`] on for registries opened
-/// with [`Options::from_env`] (`Registry::open`, `Registry::from_env`, and so the Python
-/// package): `1`.
-pub const GUARD_TRUNCATION_ENV: &str = "SHMETRICS_GUARD_TRUNCATION";
-
-impl Options {
-    /// The defaults, with [`Options::guard_truncation`] on when [`GUARD_TRUNCATION_ENV`] is
-    /// `1`: an engine that embeds the Python package or opens registries through
-    /// [`Registry::open`] can opt in without code.
-    pub fn from_env() -> Self {
-        Self {
-            guard_truncation: std::env::var(GUARD_TRUNCATION_ENV).as_deref() == Ok("1"),
-            ..Self::default()
-        }
-    }
-}
-
-/// State shared by the registry and its families, guarded by one mutex that only
-/// registration and first-time child creation take.
-pub(crate) struct Shared {
-    pub(crate) options: Options,
-    /// A std (futex) mutex rather than parking_lot's: it is held across `fork()` (see
-    /// `fork.rs`) and released in the child, where the threads that were waiting for it do
-    /// not exist. parking_lot's unlock may hand the lock to such a waiter (its eventual
-    /// fairness) and keeps waiters in a process-wide table; std's just clears the word.
-    pub(crate) state: std::sync::Mutex<State>,
-}
-
-impl Shared {
-    /// Locks the state. A panic while it was held (only possible on a bug or an allocation
-    /// failure) does not stop metrics: the lock is taken anyway, as parking_lot would.
-    pub(crate) fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-pub(crate) struct State {
-    /// The metrics directory (changes only in a forked child that follows
-    /// `PROMETHEUS_MULTIPROC_DIR`).
-    pub(crate) dir: PathBuf,
-    pub(crate) identity: ProcessIdentity,
-    pub(crate) segments: Vec<Segment>,
-    pub(crate) dropped_series: u64,
-    /// Set by [`Registry::end_liveness`]: segments are left unlocked.
-    pub(crate) ended: bool,
-}
-
-impl State {
-    pub(crate) fn segment_identity(&self, sequence: u32) -> SegmentIdentity {
-        SegmentIdentity {
-            pid: self.identity.pid,
-            sequence,
-            instance_id: self.identity.instance_id,
-            start_time_ticks: self.identity.start_time_ticks,
-            created_unix_nanos: now_nanos(),
-        }
-    }
-
-    /// Places a new series: declares its family in the current segment if needed, reserves
-    /// its slots, publishes its record. Opens a continuation segment when the current one
-    /// is full; when none can be opened the series gets private slots and is counted as
-    /// dropped.
-    pub(crate) fn place_series(
-        &mut self,
-        shared: &Shared,
-        def: &FamilyDef,
-        values: Vec<String>,
-    ) -> SlotBlock {
-        let width = slot_words(def.kind, def.bounds.len());
-        let mut series = SeriesRecord {
-            family_id: 0,
-            slot_offset: 0,
-            label_values: values,
-            process: None,
-            exact_parts: Vec::new(),
-        };
-        let series_len = series.encoded_len();
-        // The family record is measured only when one must be written (a segment's first
-        // series of the family), and then once: the common case builds no family record.
-        let family_len = OnceCell::new();
-        let family_len = || *family_len.get_or_init(|| family_record(def, 0).encoded_len());
-        let fits = self.segments.last().is_some_and(|seg| {
-            let declare = if seg.declared.contains_key(&def.name) {
-                0
-            } else {
-                family_len()
-            };
-            seg.fits(declare + series_len, width)
-        });
-        if !fits {
-            let minimum = HEADER_SIZE + family_len() + series_len + width * 8;
-            if let Err(e) = self.open_continuation(shared, minimum) {
-                return self.drop_series(def, &e);
-            }
-        }
-        let seg = self.segments.last_mut().expect("a segment exists");
-        series.family_id = match seg.declared.get(&def.name) {
-            Some(&id) => id,
-            None => {
-                let id = seg.declared.len() as u32;
-                seg.append_record(&family_record(def, id).encode());
-                seg.declared.insert(def.name.clone(), id);
-                id
-            }
-        };
-        let slot_offset = seg.alloc_slots(width);
-        series.slot_offset = slot_offset as u64;
-        seg.append_record(&series.encode());
-        seg.slot_block(slot_offset, width)
-    }
-
-    fn open_continuation(&mut self, shared: &Shared, minimum: usize) -> Result<()> {
-        let opts = &shared.options;
-        if self.segments.len() >= opts.max_segments {
-            return Err(Error::SegmentsFull {
-                max_segments: opts.max_segments,
-            });
-        }
-        let previous = self.segments.last().map_or(0, |s| s.size);
-        let size = (previous * 2)
-            .max(opts.initial_segment_size)
-            .min(opts.max_segment_size)
-            .max(minimum.next_multiple_of(4096));
-        if size as u64 > MAX_SEGMENT_SIZE {
-            return Err(Error::SeriesTooLarge { bytes: minimum });
-        }
-        let identity = self.segment_identity(self.segments.len() as u32);
-        let segment = Segment::create(
-            &self.dir,
-            opts.file_mode,
-            identity,
-            size,
-            opts.guard_truncation,
-        )?;
-        if self.ended {
-            segment.unlock();
-        }
-        self.segments.push(segment);
-        Ok(())
-    }
-
-    #[cold]
-    fn drop_series(&mut self, def: &FamilyDef, why: &Error) -> SlotBlock {
-        self.dropped_series += 1;
-        if let Some(first) = self.segments.first().filter(|s| s.writable) {
-            // SYNC POINT dropped-series: relaxed; a statistic, publishes nothing.
-            first.map.words()[DROPPED_SERIES_WORD].fetch_add(1, Ordering::Relaxed);
-        }
-        if self.dropped_series == 1 {
-            log::warn!(
-                "shmetrics: series of {} not exported ({why}); further drops are counted in the segment header",
-                def.name
-            );
-        }
-        SlotBlock::detached(slot_words(def.kind, def.bounds.len()))
-    }
-}
-
-fn family_record(def: &FamilyDef, id: u32) -> FamilyRecord {
-    FamilyRecord {
-        id,
-        kind: def.kind,
-        mode: def.mode,
-        name: def.name.clone(),
-        help: def.help.clone(),
-        label_names: def.label_names.clone(),
-        bounds: def.bounds.to_vec(),
-    }
-}
 
 struct Registered {
     def: FamilyDef,
@@ -334,11 +109,7 @@ impl Registry {
     /// merge and its other values count as a dead process's. Writes still land in its
     /// segments; a reader that saw them dead may not read them again.
     pub fn end_liveness(&self) {
-        let mut state = self.shared.lock_state();
-        state.ended = true;
-        for segment in &state.segments {
-            segment.unlock();
-        }
+        self.shared.lock_state().end_liveness();
     }
 
     fn open_inner(dir: &Path, options: Options, pid: Option<u32>) -> Result<Self> {
@@ -371,25 +142,7 @@ impl Registry {
         if let Some(pid) = pid {
             identity.pid = pid;
         }
-        let mut state = State {
-            dir,
-            identity,
-            segments: Vec::new(),
-            dropped_series: 0,
-            ended: false,
-        };
-        let identity = state.segment_identity(0);
-        state.segments.push(Segment::create(
-            &state.dir,
-            options.file_mode,
-            identity,
-            options.initial_segment_size,
-            options.guard_truncation,
-        )?);
-        let shared = Arc::new(Shared {
-            options,
-            state: std::sync::Mutex::new(state),
-        });
+        let shared = Arc::new(Shared::open(dir, identity, options)?);
         crate::fork::track(&shared);
         Ok(Self {
             shared,

@@ -1,0 +1,210 @@
+//! Where a process's series go: the state a registry shares with its families (its
+//! segments, directory and identity, under one mutex) and the placing of a new series in
+//! it: declare its family in the current segment, reserve its slots, publish its record,
+//! and open a continuation segment when the current one is full.
+
+use std::cell::OnceCell;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use shmetrics_layout::record::{FamilyRecord, SeriesRecord};
+use shmetrics_layout::slots::slot_words;
+use shmetrics_layout::view::SlotBlock;
+use shmetrics_layout::{DROPPED_SERIES_WORD, HEADER_SIZE, MAX_SEGMENT_SIZE, SegmentIdentity};
+
+use crate::def::FamilyDef;
+use crate::error::{Error, Result};
+use crate::identity::{ProcessIdentity, now_nanos};
+use crate::options::Options;
+use crate::segment::Segment;
+
+/// State shared by the registry and its families, guarded by one mutex that only
+/// registration and first-time child creation take.
+pub(crate) struct Shared {
+    pub(crate) options: Options,
+    /// A std (futex) mutex rather than parking_lot's: it is held across `fork()` (see
+    /// `fork.rs`) and released in the child, where the threads that were waiting for it do
+    /// not exist. parking_lot's unlock may hand the lock to such a waiter (its eventual
+    /// fairness) and keeps waiters in a process-wide table; std's just clears the word.
+    pub(crate) state: std::sync::Mutex<State>,
+}
+
+impl Shared {
+    /// The state of a new registry: this process's first segment, created, reserved,
+    /// locked and published in `dir`.
+    ///
+    /// # Errors
+    /// Those of creating the segment.
+    pub(crate) fn open(dir: PathBuf, identity: ProcessIdentity, options: Options) -> Result<Self> {
+        let mut state = State {
+            dir,
+            identity,
+            segments: Vec::new(),
+            dropped_series: 0,
+            ended: false,
+        };
+        let identity = state.segment_identity(0);
+        state.segments.push(Segment::create(
+            &state.dir,
+            options.file_mode,
+            identity,
+            options.initial_segment_size,
+            options.guard_truncation,
+        )?);
+        Ok(Self {
+            options,
+            state: std::sync::Mutex::new(state),
+        })
+    }
+
+    /// Locks the state. A panic while it was held (only possible on a bug or an allocation
+    /// failure) does not stop metrics: the lock is taken anyway, as parking_lot would.
+    pub(crate) fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub(crate) struct State {
+    /// The metrics directory (changes only in a forked child that follows
+    /// `PROMETHEUS_MULTIPROC_DIR`).
+    pub(crate) dir: PathBuf,
+    pub(crate) identity: ProcessIdentity,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) dropped_series: u64,
+    /// Set by [`State::end_liveness`]: segments are left unlocked.
+    pub(crate) ended: bool,
+}
+
+impl State {
+    pub(crate) fn segment_identity(&self, sequence: u32) -> SegmentIdentity {
+        SegmentIdentity {
+            pid: self.identity.pid,
+            sequence,
+            instance_id: self.identity.instance_id,
+            start_time_ticks: self.identity.start_time_ticks,
+            created_unix_nanos: now_nanos(),
+        }
+    }
+
+    /// Tells readers this process is dead (see `Registry::end_liveness`): unlocks every
+    /// segment, and later segments are not locked.
+    pub(crate) fn end_liveness(&mut self) {
+        self.ended = true;
+        for segment in &self.segments {
+            segment.unlock();
+        }
+    }
+
+    /// Places a new series: declares its family in the current segment if needed, reserves
+    /// its slots, publishes its record. Opens a continuation segment when the current one
+    /// is full; when none can be opened the series gets private slots and is counted as
+    /// dropped.
+    pub(crate) fn place_series(
+        &mut self,
+        shared: &Shared,
+        def: &FamilyDef,
+        values: Vec<String>,
+    ) -> SlotBlock {
+        let width = slot_words(def.kind, def.bounds.len());
+        let mut series = SeriesRecord {
+            family_id: 0,
+            slot_offset: 0,
+            label_values: values,
+            process: None,
+            exact_parts: Vec::new(),
+        };
+        let series_len = series.encoded_len();
+        // The family record is measured only when one must be written (a segment's first
+        // series of the family), and then once: the common case builds no family record.
+        let family_len = OnceCell::new();
+        let family_len = || *family_len.get_or_init(|| family_record(def, 0).encoded_len());
+        let fits = self.segments.last().is_some_and(|seg| {
+            let declare = if seg.declared.contains_key(&def.name) {
+                0
+            } else {
+                family_len()
+            };
+            seg.fits(declare + series_len, width)
+        });
+        if !fits {
+            let minimum = HEADER_SIZE + family_len() + series_len + width * 8;
+            if let Err(e) = self.open_continuation(shared, minimum) {
+                return self.drop_series(def, &e);
+            }
+        }
+        let seg = self.segments.last_mut().expect("a segment exists");
+        series.family_id = match seg.declared.get(&def.name) {
+            Some(&id) => id,
+            None => {
+                let id = seg.declared.len() as u32;
+                seg.append_record(&family_record(def, id).encode());
+                seg.declared.insert(def.name.clone(), id);
+                id
+            }
+        };
+        let slot_offset = seg.alloc_slots(width);
+        series.slot_offset = slot_offset as u64;
+        seg.append_record(&series.encode());
+        seg.slot_block(slot_offset, width)
+    }
+
+    fn open_continuation(&mut self, shared: &Shared, minimum: usize) -> Result<()> {
+        let opts = &shared.options;
+        if self.segments.len() >= opts.max_segments {
+            return Err(Error::SegmentsFull {
+                max_segments: opts.max_segments,
+            });
+        }
+        let previous = self.segments.last().map_or(0, |s| s.size);
+        let size = (previous * 2)
+            .max(opts.initial_segment_size)
+            .min(opts.max_segment_size)
+            .max(minimum.next_multiple_of(4096));
+        if size as u64 > MAX_SEGMENT_SIZE {
+            return Err(Error::SeriesTooLarge { bytes: minimum });
+        }
+        let identity = self.segment_identity(self.segments.len() as u32);
+        let segment = Segment::create(
+            &self.dir,
+            opts.file_mode,
+            identity,
+            size,
+            opts.guard_truncation,
+        )?;
+        if self.ended {
+            segment.unlock();
+        }
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    #[cold]
+    fn drop_series(&mut self, def: &FamilyDef, why: &Error) -> SlotBlock {
+        self.dropped_series += 1;
+        if let Some(first) = self.segments.first().filter(|s| s.writable) {
+            // SYNC POINT dropped-series: relaxed; a statistic, publishes nothing.
+            first.map.words()[DROPPED_SERIES_WORD].fetch_add(1, Ordering::Relaxed);
+        }
+        if self.dropped_series == 1 {
+            log::warn!(
+                "shmetrics: series of {} not exported ({why}); further drops are counted in the segment header",
+                def.name
+            );
+        }
+        SlotBlock::detached(slot_words(def.kind, def.bounds.len()))
+    }
+}
+
+fn family_record(def: &FamilyDef, id: u32) -> FamilyRecord {
+    FamilyRecord {
+        id,
+        kind: def.kind,
+        mode: def.mode,
+        name: def.name.clone(),
+        help: def.help.clone(),
+        label_names: def.label_names.clone(),
+        bounds: def.bounds.to_vec(),
+    }
+}
