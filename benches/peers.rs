@@ -129,7 +129,7 @@ impl FloatCounters {
         let shmetrics = registry
             .counter("bench_tokens_total", "Tokens.", &[])
             .expect("register the counter")
-            .labels::<&str>(&[])
+            .unlabelled()
             .expect("resolve the child")
             .clone();
         Self {
@@ -173,7 +173,7 @@ impl Gauges {
             registry
                 .gauge(name, "A gauge.", &[], mode)
                 .expect("register the gauge")
-                .labels::<&str>(&[])
+                .unlabelled()
                 .expect("resolve the child")
                 .clone()
         };
@@ -215,7 +215,7 @@ impl Histograms {
         let shmetrics = registry
             .histogram(METRICS_HISTOGRAM, "Latency.", &[], &BOUNDS_20)
             .expect("register the histogram")
-            .labels::<&str>(&[])
+            .unlabelled()
             .expect("resolve the child")
             .clone();
         assert_eq!(shmetrics.bounds(), &BOUNDS_20[..]);

@@ -100,7 +100,7 @@ fn run(batches: usize, batch: Duration) -> Result<String, Box<dyn std::error::Er
 
     let counter = registry
         .counter("bench_requests_total", "Requests.", &[])?
-        .labels::<&str>(&[])?
+        .unlabelled()?
         .clone();
     let counter_inc = time_op(batches, batch, |_| black_box(&counter).inc());
     if counter.get() < 1.0 {
@@ -125,7 +125,7 @@ fn run(batches: usize, batch: Duration) -> Result<String, Box<dyn std::error::Er
 
     let histogram = registry
         .histogram("bench_latency_seconds", "Latency.", &[], &BOUNDS_20)?
-        .labels::<&str>(&[])?
+        .unlabelled()?
         .clone();
     let values = observation_cycle(&BOUNDS_20, CYCLE_LEN);
     let histogram_observe = time_op(batches, batch, |i| {

@@ -49,7 +49,7 @@ fn counter_inc(c: &mut Criterion) {
     let counter = registry
         .counter("bench_requests_total", "Requests.", &[])
         .expect("register the counter")
-        .labels::<&str>(&[])
+        .unlabelled()
         .expect("resolve the child")
         .clone();
     let map = mapped();
@@ -563,7 +563,7 @@ fn counter_inc_two_threads(c: &mut Criterion) {
     let counter = registry
         .counter("bench_requests_total", "Requests.", &[])
         .expect("register the counter")
-        .labels::<&str>(&[])
+        .unlabelled()
         .expect("resolve the child")
         .clone();
     let map = mapped();

@@ -83,7 +83,7 @@ fn every_type() -> Vec<Vec<u8>> {
     let s = reg
         .summary("seed_size_bytes", "Sizes.", &[])
         .expect("summary");
-    s.labels::<&str>(&[]).expect("child").observe(42.0);
+    s.unlabelled().expect("child").observe(42.0);
     read_segments(&reg)
 }
 

@@ -173,6 +173,17 @@ pub struct HistogramValue {
     pub consistent: bool,
 }
 
+impl Default for HistogramValue {
+    /// Empty, consistent: what [`histogram_read`] fills.
+    fn default() -> Self {
+        Self {
+            buckets: Vec::new(),
+            sum: 0.0,
+            consistent: true,
+        }
+    }
+}
+
 impl HistogramValue {
     /// Total observations: the sum of the buckets, which is also the `+Inf` bucket.
     /// Saturates: counts read from a corrupt segment cannot overflow it.

@@ -88,9 +88,7 @@ impl<C: Child + Clone> Node<C> {
     /// A parent for a family with label names; the child for a family without.
     pub(crate) fn new(py: Python<'_>, family: Family<C>) -> PyResult<Self> {
         if family.def().label_names.is_empty() {
-            let child = family
-                .labels::<&str>(&[])
-                .map_err(crate::registry::to_py_err)?;
+            let child = family.unlabelled().map_err(crate::registry::to_py_err)?;
             Ok(Self::Child(child.clone()))
         } else {
             Ok(Self::Parent {

@@ -420,7 +420,8 @@ impl Histogram {
 
     /// What this process observed: per-bucket counts (not cumulative) and the sum.
     fn get(&self) -> PyResult<(Vec<u64>, f64)> {
-        Ok(self.node.child(&self.info)?.get())
+        let t = self.node.child(&self.info)?.get();
+        Ok((t.buckets, t.sum))
     }
 
     /// The bucket upper bounds, `+Inf` last.
@@ -517,7 +518,8 @@ impl Summary {
 
     /// What this process observed: `(count, sum)`.
     fn get(&self) -> PyResult<(u64, f64)> {
-        Ok(self.node.child(&self.info)?.get())
+        let t = self.node.child(&self.info)?.get();
+        Ok((t.count, t.sum))
     }
 
     /// Read-only value objects for `prometheus_client`'s `_count` and `_sum` attributes.
@@ -581,10 +583,10 @@ impl ValuePart {
     /// This process's value (a bucket's own count, not cumulative).
     fn get(&self) -> f64 {
         match &self.part {
-            Part::Bucket(h, i) => h.get().0[*i] as f64,
-            Part::HistogramSum(h) => h.get().1,
-            Part::Count(s) => s.get().0 as f64,
-            Part::SummarySum(s) => s.get().1,
+            Part::Bucket(h, i) => h.get().buckets[*i] as f64,
+            Part::HistogramSum(h) => h.get().sum,
+            Part::Count(s) => s.get().count as f64,
+            Part::SummarySum(s) => s.get().sum,
         }
     }
 

@@ -261,11 +261,7 @@ fn read_value(family: &FamilyRecord, words: &[std::sync::atomic::AtomicU64]) -> 
         }
         MetricKind::Gauge => SlotValue::Gauge(gauge_read(words)),
         MetricKind::Histogram | MetricKind::Summary => {
-            let mut h = HistogramValue {
-                buckets: Vec::new(),
-                sum: 0.0,
-                consistent: true,
-            };
+            let mut h = HistogramValue::default();
             histogram_read(words, family.bounds.len(), &mut h);
             if family.kind == MetricKind::Summary {
                 SlotValue::Summary {
@@ -568,12 +564,12 @@ mod tests {
         let c = reg.counter("c_total", "C.", &["k"]).unwrap();
         c.labels(&["a"]).unwrap().inc_by(3.5);
         let g = reg.gauge("g", "G.", &[], GaugeMode::MostRecent).unwrap();
-        g.labels::<&str>(&[]).unwrap().set(-2.0);
+        g.unlabelled().unwrap().set(-2.0);
         let h = reg.histogram("h", "H.", &[], &[1.0, 2.0]).unwrap();
-        h.labels::<&str>(&[]).unwrap().observe(0.5);
-        h.labels::<&str>(&[]).unwrap().observe(9.0);
+        h.unlabelled().unwrap().observe(0.5);
+        h.unlabelled().unwrap().observe(9.0);
         let s = reg.summary("s", "S.", &[]).unwrap();
-        s.labels::<&str>(&[]).unwrap().observe(3.0);
+        s.unlabelled().unwrap().observe(3.0);
         let path = only_segment(dir.path());
 
         let dump = inspect(&path).unwrap();
@@ -637,12 +633,12 @@ mod tests {
         let reg = Registry::open(dir.path()).unwrap();
         reg.counter("a", "A.", &[])
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .inc();
         reg.counter("b", "B.", &[])
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .inc();
         drop(reg);

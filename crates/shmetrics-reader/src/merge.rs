@@ -338,11 +338,7 @@ pub(crate) fn merge(
     let resolution = std::mem::take(&mut baseline.resolution);
     conflicts.extend(resolution.conflicts.iter().cloned());
     let (resolved, compat) = (&resolution.resolved, &resolution.compat);
-    let mut scratch = HistogramValue {
-        buckets: Vec::new(),
-        sum: 0.0,
-        consistent: true,
-    };
+    let mut scratch = HistogramValue::default();
     let signature = dead_signature(index, sources, resolved);
     if baseline.signature != signature || baseline.acc.len() != index.series.len() {
         let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
@@ -787,11 +783,7 @@ pub(crate) fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
     sources.sort_by_key(|s| s.seg.age_key());
     let mut conflicts = Vec::new();
     let resolved = resolve(index, sources, &mut conflicts);
-    let mut scratch = HistogramValue {
-        buckets: Vec::new(),
-        sum: 0.0,
-        consistent: true,
-    };
+    let mut scratch = HistogramValue::default();
     let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
     let mut conflicting_series = 0;
     for source in sources.iter() {

@@ -186,7 +186,7 @@ impl Fixture {
         root.inc_by(0.5);
         good.gauge("good_level", "Level.", &[], GaugeMode::LiveMax)
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .set(2.0);
         Self { dir, good }

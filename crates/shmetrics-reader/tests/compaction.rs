@@ -41,7 +41,7 @@ fn process(dir: &Path, pid: u32) -> Registry {
         h.labels(&["/a"]).unwrap().observe(v);
     }
     let s = r.summary("size", "Sizes.", &[]).unwrap();
-    s.labels::<&str>(&[]).unwrap().observe(p * 2.0);
+    s.unlabelled().unwrap().observe(p * 2.0);
     for mode in MODES {
         let g = r
             .gauge(&format!("g_{mode}"), "A gauge.", &["k"], mode)

@@ -46,12 +46,12 @@ fn help_text_differs() {
     let p = processes(dir.path(), 2);
     p[0].counter("req_total", "Old help.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc_by(2.0);
     p[1].counter("req_total", "New help.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc_by(3.0);
     let (text, report) = scrape(dir.path());
@@ -74,12 +74,12 @@ fn type_differs() {
     let p = processes(dir.path(), 2);
     p[0].gauge("t", "T.", &[], GaugeMode::Sum)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(4.0);
     p[1].counter("t", "T.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     let (text, report) = scrape(dir.path());
@@ -98,17 +98,17 @@ fn gauge_mode_differs() {
     let p = processes(dir.path(), 3);
     p[0].gauge("g", "G.", &[], GaugeMode::Max)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(1.0);
     p[1].gauge("g", "G.", &[], GaugeMode::Max)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(2.0);
     p[2].gauge("g", "G.", &[], GaugeMode::Sum)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(50.0);
     let (text, report) = scrape(dir.path());
@@ -129,10 +129,10 @@ fn buckets_differ_and_are_never_mixed() {
     let dir = tempfile::tempdir().unwrap();
     let p = processes(dir.path(), 2);
     let h0 = p[0].histogram("h_seconds", "H.", &[], &[1.0, 2.0]).unwrap();
-    h0.labels::<&str>(&[]).unwrap().observe(0.5);
-    h0.labels::<&str>(&[]).unwrap().observe(1.5);
+    h0.unlabelled().unwrap().observe(0.5);
+    h0.unlabelled().unwrap().observe(1.5);
     let h1 = p[1].histogram("h_seconds", "H.", &[], &[1.0, 5.0]).unwrap();
-    h1.labels::<&str>(&[]).unwrap().observe(4.0);
+    h1.unlabelled().unwrap().observe(4.0);
     let (text, report) = scrape(dir.path());
     assert_eq!(
         text,
@@ -159,12 +159,12 @@ fn families_that_would_share_an_exposed_name() {
     let p = processes(dir.path(), 2);
     p[0].counter("x", "Counter.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     p[1].gauge("x_total", "Gauge.", &[], GaugeMode::Sum)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(9.0);
     let (text, report) = scrape(dir.path());
@@ -184,12 +184,12 @@ fn families_that_would_share_an_exposed_name() {
     let p = processes(dir.path(), 2);
     p[0].gauge("y_total", "Gauge.", &[], GaugeMode::Sum)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(9.0);
     p[1].counter("y", "Counter.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     let (text, report) = scrape(dir.path());
@@ -206,22 +206,22 @@ fn conflicts_appear_in_self_metrics() {
     let p = processes(dir.path(), 2);
     p[0].counter("a", "One.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     p[1].counter("a", "Two.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     p[0].gauge("b", "B.", &[], GaugeMode::Sum)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(1.0);
     p[1].counter("b", "B.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     let mut reader = Reader::open(dir.path()).unwrap();

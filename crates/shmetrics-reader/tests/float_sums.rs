@@ -76,19 +76,19 @@ fn start(dir: &Path, pid: u32) -> Process {
         counter: registry
             .counter("c_total", "C.", &[])
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .clone(),
         gauge: registry
             .gauge("g", "G.", &[], GaugeMode::Sum)
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .clone(),
         histogram: registry
             .histogram("h", "H.", &[], &BOUNDS)
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .clone(),
         _registry: registry,

@@ -207,7 +207,7 @@ fn every_type() {
         let size = p103
             .summary("request_size_bytes", "Request size.", &[])
             .unwrap();
-        size.labels::<&str>(&[]).unwrap().observe(0.25);
+        size.unlabelled().unwrap().observe(0.25);
         // Process 103 exits: the registry and every family and handle are dropped here.
     }
 
@@ -235,7 +235,7 @@ fn every_type() {
     }
     p101.summary("request_size_bytes", "Request size.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .observe(100.0);
     let formats = p101
@@ -271,7 +271,7 @@ fn every_type() {
     requests.labels(&["/b", "500"]).unwrap().inc();
     p102.counter("errors_total", "Errors seen.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap();
     let latency = p102
         .histogram(
@@ -285,7 +285,7 @@ fn every_type() {
     latency.labels(&["m"]).unwrap().observe(2.0);
     p102.summary("request_size_bytes", "Request size.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .observe(50.5);
 
@@ -417,22 +417,22 @@ fn prefix_filter() {
         .set(1.0);
         reg.gauge("vllm_legacy_requests", "Dropped.", &[], GaugeMode::LiveSum)
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .set(1.0);
         reg.gauge("xvllm:requests", "Dropped.", &[], GaugeMode::Max)
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .set(1.0);
         reg.counter("lmcache:hits", "Dropped unless asked for.", &[])
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .inc();
         reg.counter("http_requests", "Dropped.", &[])
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .inc();
     }
@@ -495,7 +495,7 @@ fn empty_directory_and_self_metrics() {
     registry
         .counter("jobs_total", "Jobs.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     let mut out = Vec::new();
@@ -585,7 +585,7 @@ fn utf8_names_in_every_escaping() {
     .set(3.0);
     p.gauge("é", "Accented.", &[], GaugeMode::All)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(1.5);
     let mut reader = Reader::open(dir.path()).unwrap();

@@ -113,19 +113,19 @@ fn write_same_pid_series(registry: &Registry, value: f64) {
     registry
         .counter("req_total", "Requests.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc_by(value);
     registry
         .gauge("up", "Up.", &[], GaugeMode::LiveSum)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(1.0);
     registry
         .gauge("mem", "Memory.", &[], GaugeMode::All)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(value * 100.0);
 }

@@ -40,12 +40,12 @@ fn process(dir: &std::path::Path, pid: u32, inc: f64) -> Registry {
     let r = Registry::open_simulating_pid(dir, Options::default(), pid).unwrap();
     r.counter("req_total", "Requests.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc_by(inc);
     r.gauge("up", "Live processes.", &[], GaugeMode::LiveSum)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(1.0);
     r
@@ -77,7 +77,7 @@ fn appearing_dying_and_vanishing_segments() {
     first
         .counter("req_total", "Requests.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc_by(10.0);
     assert_eq!(total(&mut reader), (13.0, Some(1.0), 1, 1));

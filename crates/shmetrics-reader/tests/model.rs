@@ -923,19 +923,19 @@ fn death_keeps_counters_and_drops_live_gauges() {
     for (reg, n) in [(&a, 1.0), (&b, 2.0)] {
         reg.counter("c_total", "C.", &[])
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .inc_by(n * 10.0);
         for mode in [GaugeMode::LiveSum, GaugeMode::LiveAll, GaugeMode::All] {
             reg.gauge(&format!("g_{mode}"), "G.", &[], mode)
                 .unwrap()
-                .labels::<&str>(&[])
+                .unlabelled()
                 .unwrap()
                 .set(n);
         }
         reg.histogram("h", "H.", &[], &[1.5])
             .unwrap()
-            .labels::<&str>(&[])
+            .unlabelled()
             .unwrap()
             .observe(n);
     }

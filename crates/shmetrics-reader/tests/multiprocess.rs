@@ -151,9 +151,9 @@ fn writer_child() {
     let post = requests.labels(&["post"]).unwrap();
     let fast = latency.labels(&["fast"]).unwrap();
     let slow = latency.labels(&["slow"]).unwrap();
-    let last_op = last_op.labels::<&str>(&[]).unwrap();
-    let started = started.labels::<&str>(&[]).unwrap();
-    let busy = busy.labels::<&str>(&[]).unwrap();
+    let last_op = last_op.unlabelled().unwrap();
+    let started = started.unlabelled().unwrap();
+    let busy = busy.unlabelled().unwrap();
     say("ready");
     assert_eq!(wait_for_line(), "go");
     std::thread::scope(|s| {
@@ -466,7 +466,7 @@ fn victim_child() {
     ];
     for (name, mode, value) in gauges {
         let family = registry.gauge(name, "A gauge.", &[], mode).unwrap();
-        family.labels::<&str>(&[]).unwrap().set(value);
+        family.unlabelled().unwrap().set(value);
     }
     say(format!("ready {}", std::process::id()));
     wait_for_eof();
@@ -581,7 +581,7 @@ fn single_thread_fork_child() {
     let ops = registry
         .counter("forked_ops_total", "Operations.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .clone();
     let own = registry
@@ -592,7 +592,7 @@ fn single_thread_fork_child() {
             GaugeMode::All,
         )
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .clone();
     for _ in 0..3 {
@@ -783,7 +783,7 @@ fn churn(
                     &[],
                 )
                 .unwrap()
-                .labels::<&str>(&[])
+                .unlabelled()
                 .unwrap()
                 .inc();
             families += 1;
@@ -872,7 +872,7 @@ fn fork_under_churn_child() {
                     registry
                         .counter(&format!("after_fork_{k}"), "Registered after fork.", &[])
                         .unwrap()
-                        .labels::<&str>(&[])
+                        .unlabelled()
                         .unwrap()
                         .inc();
                     say(format!(

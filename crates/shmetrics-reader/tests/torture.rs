@@ -80,7 +80,7 @@ fn writer() {
             GaugeMode::MostRecent,
         )
         .expect("gauge family");
-    up.labels::<&str>(&[]).expect("child").set(1.0);
+    up.unlabelled().expect("child").set(1.0);
     say("ready");
     for batch in 0u64.. {
         let k = rng.below(SERIES);
@@ -100,7 +100,7 @@ fn writer() {
                 h.observe((i % 6) as f64);
             }
         }
-        last.labels::<&str>(&[]).expect("child").set(amount as f64);
+        last.unlabelled().expect("child").set(amount as f64);
         say(format!("done {batch}"));
     }
 }

@@ -34,7 +34,7 @@ fn a_segment_that_could_not_be_opened_is_retried() {
 
     let writer = Registry::open(dir.path()).unwrap();
     let c = writer.counter("req_total", "Requests.", &[]).unwrap();
-    c.labels::<&str>(&[]).unwrap().inc_by(5.0);
+    c.unlabelled().unwrap().inc_by(5.0);
 
     // The lowest free descriptor: the listing takes it, so opening the segment fails.
     let lowest = std::fs::File::open("/dev/null").unwrap().as_raw_fd() as u64;
@@ -48,7 +48,7 @@ fn a_segment_that_could_not_be_opened_is_retried() {
     // Descriptors are back: the next scrape sees the writer, with nothing changed in the
     // directory or the file.
     assert_eq!(counter(&mut reader), (Some(5.0), None));
-    c.labels::<&str>(&[]).unwrap().inc();
+    c.unlabelled().unwrap().inc();
     assert_eq!(counter(&mut reader), (Some(6.0), None));
     drop(writer);
 }

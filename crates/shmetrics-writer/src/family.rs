@@ -109,6 +109,15 @@ impl<C: Child> Family<C> {
         Ok(child)
     }
 
+    /// The one child of a family without labels: `labels` with no values.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLabels`] when the family has label names.
+    #[inline]
+    pub fn unlabelled(&self) -> Result<&C> {
+        self.labels::<&str>(&[])
+    }
+
     /// Every child created so far, in creation order.
     pub fn children(&self) -> Vec<&C> {
         // Under the registry lock, which fork's prepare handler holds: a forked child must
@@ -249,16 +258,14 @@ impl Histogram {
         &self.bounds
     }
 
-    /// What this process has observed: per-bucket counts (not cumulative; the last is
-    /// `+Inf`) and their sum, read consistently.
-    pub fn get(&self) -> (Vec<u64>, f64) {
-        let mut value = slots::HistogramValue {
-            buckets: Vec::new(),
-            sum: 0.0,
-            consistent: true,
-        };
+    /// What this process has observed, read consistently.
+    pub fn get(&self) -> HistogramTotals {
+        let mut value = slots::HistogramValue::default();
         slots::histogram_read(self.slots.words(), self.bounds.len(), &mut value);
-        (value.buckets, value.sum)
+        HistogramTotals {
+            buckets: value.buckets,
+            sum: value.sum,
+        }
     }
 }
 
@@ -282,16 +289,33 @@ impl Summary {
         slots::histogram_observe(self.slots.words(), 0, v);
     }
 
-    /// What this process has observed: the count and the sum, read consistently.
-    pub fn get(&self) -> (u64, f64) {
-        let mut value = slots::HistogramValue {
-            buckets: Vec::new(),
-            sum: 0.0,
-            consistent: true,
-        };
+    /// What this process has observed, read consistently.
+    pub fn get(&self) -> SummaryTotals {
+        let mut value = slots::HistogramValue::default();
         slots::histogram_read(self.slots.words(), 0, &mut value);
-        (value.count(), value.sum)
+        SummaryTotals {
+            count: value.count(),
+            sum: value.sum,
+        }
     }
+}
+
+/// What one process's histogram child has observed ([`Histogram::get`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistogramTotals {
+    /// Per-bucket counts, not cumulative; the last is `+Inf`.
+    pub buckets: Vec<u64>,
+    /// The sum of the observations.
+    pub sum: f64,
+}
+
+/// What one process's summary child has observed ([`Summary::get`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SummaryTotals {
+    /// Observations.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
 }
 
 /// A counter family.

@@ -15,10 +15,10 @@
 //! ok.inc();
 //!
 //! let latency = registry.histogram("http_latency_seconds", "Latency.", &[], &[0.1, 0.5, 1.0])?;
-//! latency.labels::<&str>(&[])?.observe(0.27);
+//! latency.unlabelled()?.observe(0.27);
 //!
 //! let in_flight = registry.gauge("http_in_flight", "In flight.", &[], GaugeMode::LiveSum)?;
-//! in_flight.labels::<&str>(&[])?.inc();
+//! in_flight.unlabelled()?.inc();
 //! # Ok(()) }
 //! ```
 //!
@@ -47,8 +47,8 @@ mod segment;
 pub use def::FamilyDef;
 pub use error::{Error, Result};
 pub use family::{
-    Child, Counter, CounterFamily, Family, Gauge, GaugeFamily, Histogram, HistogramFamily, Summary,
-    SummaryFamily,
+    Child, Counter, CounterFamily, Family, Gauge, GaugeFamily, Histogram, HistogramFamily,
+    HistogramTotals, Summary, SummaryFamily, SummaryTotals,
 };
 pub use options::{GUARD_TRUNCATION_ENV, Options};
 pub use registry::{DEFAULT_BUCKETS, DIR_ENV, Registry};

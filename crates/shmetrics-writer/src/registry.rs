@@ -40,7 +40,7 @@ struct Registered {
 /// let llama = tokens.labels(&["llama"])?.clone(); // keep the handle: no lookup at all
 /// llama.inc_by(512.0);
 /// let running = registry.gauge("vllm:num_requests_running", "Running.", &[], GaugeMode::MostRecent)?;
-/// running.labels::<&str>(&[])?.set(3.0);
+/// running.unlabelled()?.set(3.0);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -307,7 +307,7 @@ fn histogram_bounds_defaults_and_trailing_inf() {
         .histogram("e_seconds", "", &[], &[0.5, 1.0, f64::INFINITY])
         .unwrap();
     assert_eq!(&*explicit.def().bounds, &[0.5, 1.0][..]);
-    let child = explicit.labels::<&str>(&[]).unwrap();
+    let child = explicit.unlabelled().unwrap();
     assert_eq!(child.bounds(), &[0.5, 1.0][..]);
 }
 
@@ -340,7 +340,7 @@ fn gauge_and_counter_operations() {
     let dir = tempfile::tempdir().unwrap();
     let r = Registry::open(dir.path()).unwrap();
     let g = r.gauge("g", "", &[], GaugeMode::LiveSum).unwrap();
-    let g = g.labels::<&str>(&[]).unwrap();
+    let g = g.unlabelled().unwrap();
     g.set(10.0);
     g.inc();
     g.dec();
@@ -349,7 +349,7 @@ fn gauge_and_counter_operations() {
     g.sub(0.5);
     assert_eq!(g.get(), 11.0);
     let c = r.counter("c", "", &[]).unwrap();
-    let c = c.labels::<&str>(&[]).unwrap();
+    let c = c.unlabelled().unwrap();
     c.inc();
     c.inc_by(2.0);
     c.inc_by(0.5);
@@ -473,4 +473,31 @@ fn full_filesystem_fails_at_creation() {
         c.labels(&[j.to_string()]).unwrap().inc();
     }
     assert_eq!(segments(&mount).len(), 1);
+}
+
+/// `unlabelled()` is the one child of a family without labels, and refuses a family with
+/// labels as `labels` with no values does.
+#[test]
+fn unlabelled_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::open(dir.path()).unwrap();
+    let plain = r.counter("plain", "", &[]).unwrap();
+    plain.unlabelled().unwrap().inc_by(2.0);
+    assert_eq!(plain.unlabelled().unwrap().get(), 2.0);
+    let h = r.histogram("h", "", &[], &[1.0]).unwrap();
+    h.unlabelled().unwrap().observe(0.5);
+    let totals = h.unlabelled().unwrap().get();
+    assert_eq!(
+        totals,
+        shmetrics_writer::HistogramTotals {
+            buckets: vec![1, 0],
+            sum: 0.5
+        }
+    );
+    let labelled = r.counter("labelled", "", &["k"]).unwrap();
+    let err = labelled.unlabelled().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "labels of labelled: 0 label values given for 1 label names"
+    );
 }

@@ -128,7 +128,7 @@ fn demo_engine(
             &[],
             GaugeMode::LiveSum,
         )?
-        .labels::<&str>(&[])?
+        .unlabelled()?
         .set(3.0);
     let latency = registry.histogram(
         "vllm:e2e_request_latency_seconds",

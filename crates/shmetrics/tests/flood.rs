@@ -313,7 +313,7 @@ fn amplified_expositions_neither_abort_nor_fill_memory() {
     normal
         .counter("normal_total", "A normal counter.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     over_the_limits(&dir.path().join("shmetrics-999999-0-crafted.shm"));

@@ -693,7 +693,7 @@ fn snapshots_are_fresh_by_default_and_reused_within_max_age() {
     let counter = registry
         .counter("app_requests", "Requests.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .clone();
     counter.inc();
@@ -1085,7 +1085,7 @@ fn directory_removed_and_recreated_under_a_running_server() {
     before
         .counter("before_total", "Before.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     let server = TestServer::start(Server::bind(options(&dir)).unwrap());
@@ -1112,7 +1112,7 @@ fn directory_removed_and_recreated_under_a_running_server() {
     after
         .counter("after_total", "After.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc_by(2.0);
     let body = String::from_utf8(scrape(server.addr, &[]).body).unwrap();

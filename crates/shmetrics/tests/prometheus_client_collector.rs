@@ -301,7 +301,7 @@ fn help_text_with_a_newline_stays_on_one_line() {
     registry
         .counter("jobs", "Jobs done,\ncounted \\ once.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc();
     let collector = DirCollector::open(dir.path(), PrefixFilter::default()).unwrap();

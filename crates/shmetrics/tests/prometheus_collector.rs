@@ -302,7 +302,7 @@ fn names_the_directory_would_duplicate_are_written_once() {
         shmetrics_writer::Registry::open_simulating_pid(dir.path(), Options::default(), 7).unwrap();
     old.counter("vllm:x", "A counter.", &[])
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .inc_by(2.0);
     assert!(
@@ -318,7 +318,7 @@ fn names_the_directory_would_duplicate_are_written_once() {
         shmetrics_writer::Registry::open_simulating_pid(dir.path(), Options::default(), 8).unwrap();
     new.gauge("vllm:x_total", "A gauge.", &[], GaugeMode::Sum)
         .unwrap()
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(9.0);
     let collector = DirCollector::open(dir.path(), vllm_filter()).unwrap();

@@ -145,7 +145,7 @@ pub(crate) fn start_engines() -> Engines {
         &[],
         GaugeMode::MostRecent,
     )
-    .labels::<&str>(&[])
+    .unlabelled()
     .unwrap()
     .set(5.0);
 
@@ -157,7 +157,7 @@ pub(crate) fn start_engines() -> Engines {
             &[],
             GaugeMode::All,
         )
-        .labels::<&str>(&[])
+        .unlabelled()
         .unwrap()
         .set(1.0);
     }
@@ -182,7 +182,7 @@ pub(crate) fn start_engines() -> Engines {
         &[],
     )
     .unwrap()
-    .labels::<&str>(&[])
+    .unlabelled()
     .unwrap()
     .inc();
 
