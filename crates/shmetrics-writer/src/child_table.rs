@@ -16,7 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Hashes label values, length-delimited, with a fixed fast hasher.
-pub(crate) fn hash_values<S: AsRef<str>>(values: &[S]) -> u64 {
+#[inline(always)]
+pub(crate) fn hash_values<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> u64 {
     let mut h = rustc_hash::FxBuildHasher.build_hasher();
     for v in values {
         v.as_ref().hash(&mut h);
@@ -24,15 +25,21 @@ pub(crate) fn hash_values<S: AsRef<str>>(values: &[S]) -> u64 {
     h.finish()
 }
 
-/// Whether `stored` holds `values`, with [`short_eq`] on each value: the key comparison of
-/// the families' tables.
+/// Whether `stored` holds exactly `values`, with [`short_eq`] on each value: the key
+/// comparison of the families' tables.
 #[inline(always)]
-pub(crate) fn values_eq<S: AsRef<str>>(stored: &[Box<str>], values: &[S]) -> bool {
-    stored.len() == values.len()
-        && stored
-            .iter()
-            .zip(values)
-            .all(|(a, b)| short_eq(a.as_bytes(), b.as_ref().as_bytes()))
+pub(crate) fn values_eq<S: AsRef<str>>(
+    stored: &[Box<str>],
+    values: impl IntoIterator<Item = S>,
+) -> bool {
+    let mut values = values.into_iter();
+    for a in stored {
+        match values.next() {
+            Some(b) if short_eq(a.as_bytes(), b.as_ref().as_bytes()) => {}
+            _ => return false,
+        }
+    }
+    values.next().is_none()
 }
 
 /// Byte equality without a `memcmp` call for the short strings label values usually are
@@ -335,7 +342,7 @@ mod tests {
             let values = [i.to_string()];
             assert_eq!(table.get(7, |k| values_eq(k, &values)), Some(&i));
         }
-        assert_eq!(table.get(7, |k| values_eq(k, &["x"])), None);
+        assert_eq!(table.get(7, |k| values_eq(k, ["x"])), None);
     }
 
     #[test]

@@ -66,24 +66,41 @@ impl<C: Child> Family<C> {
         &self.core.def
     }
 
-    /// The child for these label values (in the order of the label names), created on
-    /// first use. Repeated lookups take no lock; keep the returned handle (or a clone of
-    /// it) to skip even the lookup.
+    /// The child for these label values (in the order of the label names: a slice, an
+    /// array, a `Vec` or any iterator that can be gone through twice), created on first use.
+    /// Repeated lookups take no lock; keep the returned handle (or a clone of it) to skip
+    /// even the lookup.
     ///
     /// # Errors
     /// [`Error::InvalidLabels`] when the number of values differs from the number of label
     /// names or the values are over the [`limits`](shmetrics_layout::limits).
     #[inline]
-    pub fn labels<S: AsRef<str>>(&self, values: &[S]) -> Result<&C> {
-        let hash = hash_values(values);
-        match self.core.children.get(hash, |key| values_eq(key, values)) {
+    pub fn labels<I>(&self, values: I) -> Result<&C>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+        I::IntoIter: Clone,
+    {
+        let values = values.into_iter();
+        let hash = hash_values(values.clone());
+        match self
+            .core
+            .children
+            .get(hash, |key| values_eq(key, values.clone()))
+        {
             Some(child) => Ok(child),
             None => self.create_child(hash, values),
         }
     }
 
     #[cold]
-    fn create_child<S: AsRef<str>>(&self, hash: u64, values: &[S]) -> Result<&C> {
+    fn create_child<S: AsRef<str>>(
+        &self,
+        hash: u64,
+        values: impl Iterator<Item = S>,
+    ) -> Result<&C> {
+        let values: Vec<S> = values.collect();
+        let values = &values[..];
         let def = &self.core.def;
         shmetrics_layout::record::check_label_values(&def.label_names, values).map_err(
             |source| Error::InvalidLabels {
@@ -115,7 +132,7 @@ impl<C: Child> Family<C> {
     /// [`Error::InvalidLabels`] when the family has label names.
     #[inline]
     pub fn unlabelled(&self) -> Result<&C> {
-        self.labels::<&str>(&[])
+        self.labels(std::iter::empty::<&str>())
     }
 
     /// Every child created so far, in creation order.

@@ -501,3 +501,27 @@ fn unlabelled_children() {
         "labels of labelled: 0 label values given for 1 label names"
     );
 }
+
+/// Label values come as any iterable of strings: a slice, an array, a `Vec` by value, an
+/// iterator; each names the same child, and a wrong count is refused whatever the form.
+#[test]
+fn label_values_from_any_iterable() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::open(dir.path()).unwrap();
+    let family = r.counter("req", "", &["method", "code"]).unwrap();
+    family.labels(&["get", "200"]).unwrap().inc();
+    family.labels(["get", "200"]).unwrap().inc();
+    family
+        .labels(vec!["get".to_string(), "200".to_string()])
+        .unwrap()
+        .inc();
+    let owned = [String::from("get"), String::from("200")];
+    family.labels(owned.iter()).unwrap().inc();
+    family.labels("get 200".split(' ')).unwrap().inc();
+    assert_eq!(family.children().len(), 1);
+    assert_eq!(family.labels(["get", "200"]).unwrap().get(), 5.0);
+    let err = family.labels(["get"].iter()).unwrap_err();
+    assert!(matches!(err, Error::InvalidLabels { .. }), "{err:?}");
+    let err = family.labels(["get", "200", "x"]).unwrap_err();
+    assert!(matches!(err, Error::InvalidLabels { .. }), "{err:?}");
+}
