@@ -1,7 +1,7 @@
 //! What a scrape found wrong or skipped: the report behind the `shmetrics_reader_*`
 //! self-metrics and the log lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 /// Why a directory entry was not read as a segment.
@@ -130,5 +130,44 @@ impl ScrapeReport {
             *out.entry(p.reason).or_insert(0) += 1;
         }
         out
+    }
+}
+
+/// Log lines written once per file (or family) and reason.
+#[derive(Debug, Default)]
+pub(crate) struct LogOnce {
+    seen: HashSet<(PathBuf, &'static str)>,
+}
+
+impl LogOnce {
+    /// Whether to log `(path, what)` now: the first time it comes up.
+    pub(crate) fn first(&mut self, path: PathBuf, what: &'static str) -> bool {
+        self.seen.insert((path, what))
+    }
+
+    /// Logs `p` once.
+    pub(crate) fn problem(&mut self, p: &Problem) {
+        if self.first(p.path.clone(), p.reason) {
+            log::warn!("skipping {} ({}): {}", p.path.display(), p.reason, p.detail);
+        }
+    }
+
+    /// Logs `c` once.
+    pub(crate) fn conflict(&mut self, c: &Conflict) {
+        if self.first(PathBuf::from(&c.family), c.kind) {
+            log::warn!(
+                "conflicting definitions of {} ({}): {}",
+                c.family,
+                c.kind,
+                c.detail
+            );
+        }
+    }
+
+    /// Bounds the memory: a file that keeps coming back may be logged again.
+    pub(crate) fn bound(&mut self) {
+        if self.seen.len() > 10_000 {
+            self.seen.clear();
+        }
     }
 }
