@@ -27,7 +27,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};
@@ -37,7 +38,8 @@ use shmetrics_layout::record::{
 use shmetrics_layout::{MAX_SEGMENT_SIZE, MetricKind, SEGMENT_SUFFIX, SegmentIdentity};
 
 use crate::directory::{
-    ALTERNATIVE_NAMES, Directory, Entry, PART_PREFIX, Tracked, own_regular_file,
+    ALTERNATIVE_NAMES, Directory, Entry, PART_PREFIX, Purpose, ReaderError, Tracked,
+    own_regular_file,
 };
 pub use crate::directory::{ARCHIVE_NAME, archive_names, part_name};
 use crate::exact::{self, ExactSum};
@@ -47,7 +49,8 @@ use crate::report::ScrapeReport;
 /// File name of the compactors' lock (hidden: readers skip it).
 pub const COMPACT_LOCK_NAME: &str = ".shmetrics-compact.lock";
 
-/// Default of [`crate::Reader::set_archive_part_size`]: 64 MiB.
+/// Default of [`crate::Reader::set_archive_part_size`] and
+/// [`Compactor::set_archive_part_size`]: 64 MiB.
 pub const DEFAULT_ARCHIVE_PART_SIZE: usize = 64 << 20;
 
 /// Longest wait between two attempts of a compaction that keeps failing.
@@ -205,6 +208,12 @@ impl Schedule {
             .min(MAX_COMPACTION_BACKOFF.max(interval))
     }
 
+    /// How long until the next attempt is due (zero when it is); `None` when off.
+    pub(crate) fn due_in(&self) -> Option<Duration> {
+        let (interval, last) = self.interval?;
+        Some(self.wait(interval).saturating_sub(last.elapsed()))
+    }
+
     /// Whether an attempt is due; if so, it counts as begun now.
     pub(crate) fn begin_if_due(&mut self) -> bool {
         let Some((interval, last)) = self.interval else {
@@ -244,23 +253,186 @@ impl Schedule {
     }
 }
 
+/// Compacts a directory on a schedule, beside a [`crate::Reader`] that scrapes it (as
+/// `shmetrics serve` does, on a thread of its own so that no scrape waits for a
+/// compaction). It reads only what compaction needs: segments' series once they are dead,
+/// the archive and its parts; what it finds wrong with the files is left to the reader to
+/// log and report, and its failures reach the reader's reports through
+/// [`crate::Reader::follow_compactor`].
+pub struct Compactor {
+    directory: Directory,
+    merger: Merger,
+    part_size: usize,
+    schedule: Schedule,
+    handle: CompactorHandle,
+    hook: Option<Box<dyn FnMut() + Send>>,
+}
+
+impl std::fmt::Debug for Compactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compactor")
+            .field("dir", &self.directory.path())
+            .field("schedule", &self.schedule)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compactor {
+    /// A compactor of `dir` compacting every `interval` (the first time `interval` from
+    /// now), the wait doubled after each failure in a row (up to an hour).
+    ///
+    /// # Errors
+    /// When `dir` is missing or not a directory.
+    pub fn open(dir: impl AsRef<Path>, interval: Duration) -> Result<Self, ReaderError> {
+        let mut schedule = Schedule::default();
+        schedule.set_interval(Some(interval));
+        Ok(Self {
+            directory: Directory::open(dir.as_ref(), Purpose::Compact)?,
+            // It never merges: nothing stays mapped for it.
+            merger: Merger::new(0),
+            part_size: DEFAULT_ARCHIVE_PART_SIZE,
+            schedule,
+            handle: CompactorHandle::default(),
+            hook: None,
+        })
+    }
+
+    /// As [`crate::Reader::set_archive_part_size`].
+    pub fn set_archive_part_size(&mut self, bytes: usize) {
+        self.part_size = clamp_part_size(bytes);
+    }
+
+    /// What this compactor shares with the threads beside it.
+    pub fn handle(&self) -> CompactorHandle {
+        self.handle.clone()
+    }
+
+    /// How long until the next compaction is due (zero when it is).
+    pub fn due_in(&self) -> Duration {
+        self.schedule.due_in().unwrap_or(Duration::ZERO)
+    }
+
+    /// Compacts if due and not stopped ([`CompactorHandle::stop`]): logs what it did or why
+    /// it failed, and counts the failure in the handle. Returns whether it ran.
+    pub fn compact_if_due(&mut self) -> bool {
+        if self.handle.stopped() || !self.schedule.begin_if_due() {
+            return false;
+        }
+        let result = self.compact();
+        self.schedule.end(self.directory.path(), &result);
+        // SYNC POINT compactor-status: relaxed; a statistic.
+        self.handle
+            .0
+            .failures
+            .store(self.schedule.failures(), Ordering::Relaxed);
+        true
+    }
+
+    /// Compacts now, as [`crate::Reader::compact`] does; stops after the batch in progress
+    /// once [`CompactorHandle::stop`] is called.
+    ///
+    /// # Errors
+    /// As [`crate::Reader::compact`].
+    pub fn compact(&mut self) -> Result<CompactReport, CompactError> {
+        // No snapshot drops what faulted (as a reader's does), so each compaction does.
+        self.directory.drop_faulted(&mut self.merger);
+        let result = compact(
+            &mut self.directory,
+            &mut self.merger,
+            self.part_size,
+            Controls {
+                stop: None,
+                cancel: Some(&self.handle.0.stop),
+                hook: self.hook.as_deref_mut().map(|h| h as _),
+            },
+        );
+        // SYNC POINT compactor-status: relaxed, as above.
+        self.handle
+            .0
+            .hidden_squatted
+            .store(self.directory.hidden_squatted(), Ordering::Relaxed);
+        result
+    }
+
+    /// Calls `hook` in every compaction once it holds the compactors' lock (tests hold a
+    /// compaction there).
+    #[doc(hidden)]
+    pub fn set_hook(&mut self, hook: Box<dyn FnMut() + Send>) {
+        self.hook = Some(hook);
+    }
+}
+
+/// What a [`Compactor`] shares with the threads beside it: its failures and the names it
+/// found taken, for a reader's reports ([`crate::Reader::follow_compactor`]), and a switch
+/// that stops it.
+#[derive(Clone, Debug, Default)]
+pub struct CompactorHandle(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Scheduled compactions that failed in a row.
+    failures: AtomicU32,
+    /// Names of the compactors' lock taken by others, found by the last compaction.
+    hidden_squatted: AtomicUsize,
+    /// Set by [`CompactorHandle::stop`].
+    stop: AtomicBool,
+}
+
+impl CompactorHandle {
+    /// Scheduled compactions that failed in a row (0 after a success); each failure
+    /// doubles the wait before the next attempt.
+    pub fn failures(&self) -> u32 {
+        // SYNC POINT compactor-status: relaxed; a statistic.
+        self.0.failures.load(Ordering::Relaxed)
+    }
+
+    /// Names of the compactors' lock (which no listing shows) that the last compaction
+    /// found taken by another user or by something that is not a regular file.
+    pub(crate) fn hidden_squatted(&self) -> usize {
+        // SYNC POINT compactor-status: relaxed; a statistic.
+        self.0.hidden_squatted.load(Ordering::Relaxed)
+    }
+
+    /// Stops the compactor: a compaction in progress stops after its batch (what it did is
+    /// complete, the rest is left for later), and no other one starts.
+    pub fn stop(&self) {
+        // SYNC POINT compactor-stop: relaxed; a request, publishing nothing else.
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        // SYNC POINT compactor-stop: relaxed, as in `stop`.
+        self.0.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// What a compaction may be told besides what to compact.
+#[derive(Default)]
+pub(crate) struct Controls<'a> {
+    /// Where to stop early (tests of crash safety).
+    pub(crate) stop: Option<CompactStop>,
+    /// Set to stop after the batch in progress ([`CompactorHandle::stop`]).
+    pub(crate) cancel: Option<&'a AtomicBool>,
+    /// Called once the compactors' lock is held (tests hold a compaction there).
+    pub(crate) hook: Option<&'a mut (dyn FnMut() + Send)>,
+}
+
 /// Compacts the directory: folds every dead process's segments into the archive and removes
 /// their files (see the module docs and `docs/concurrency.md`), the dead segments' series
-/// linked into `merger`'s index, the archive files at most `part_size` bytes, stopping
-/// early where `stop` says (tests of crash safety).
+/// linked into `merger`'s index, the archive files at most `part_size` bytes.
 pub(crate) fn compact(
     directory: &mut Directory,
     merger: &mut Merger,
     part_size: usize,
-    stop: Option<CompactStop>,
+    controls: Controls<'_>,
 ) -> Result<CompactReport, CompactError> {
     Compaction {
         directory,
         merger,
         part_size,
-        stop,
+        stop: controls.stop,
     }
-    .run()
+    .run(controls.cancel, controls.hook)
 }
 
 /// One compaction of a directory.
@@ -273,7 +445,11 @@ struct Compaction<'a> {
 }
 
 impl Compaction<'_> {
-    fn run(&mut self) -> Result<CompactReport, CompactError> {
+    fn run(
+        &mut self,
+        cancel: Option<&AtomicBool>,
+        hook: Option<&mut (dyn FnMut() + Send)>,
+    ) -> Result<CompactReport, CompactError> {
         self.directory.clear_squatted();
         let (lock, lock_path) = self.open_lock()?;
         match lock.try_lock() {
@@ -283,12 +459,16 @@ impl Compaction<'_> {
                 return Err(io_err(format!("lock {}", lock_path.display()))(e));
             }
         }
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut report = CompactReport {
             removed_temporary: self.remove_stale_temporaries(),
             ..CompactReport::default()
         };
         let mut first = true;
-        loop {
+        // SYNC POINT compactor-stop: relaxed; a request, publishing nothing else.
+        while !cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             // See the directory as it is now, whatever the listing cache says.
             self.directory.forget_listing();
             self.directory

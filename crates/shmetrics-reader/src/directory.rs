@@ -121,10 +121,23 @@ struct Rejected {
     seen: bool,
 }
 
+/// What a directory is read for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Scrapes (and compactions by the same reader): every file and series, problems
+    /// logged.
+    Scrape,
+    /// Compactions only, beside a reader that scrapes (`compact::Compactor`): live
+    /// segments' series are parsed once they are dead, `.db` files are not read (neither
+    /// is ever folded), and what the reader reports too is not logged.
+    Compact,
+}
+
 /// One metrics directory and the files in it, kept between listings.
 pub(crate) struct Directory {
     path: PathBuf,
     euid: u32,
+    purpose: Purpose,
     segments: FxHashMap<u64, Tracked>,
     legacy: FxHashMap<u64, LegacyTracked>,
     rejected: FxHashMap<u64, Rejected>,
@@ -149,11 +162,11 @@ pub(crate) struct Directory {
 }
 
 impl Directory {
-    /// Opens `path`.
+    /// Opens `path` for `purpose`.
     ///
     /// # Errors
     /// When `path` is missing or not a directory.
-    pub(crate) fn open(path: &Path) -> Result<Self, ReaderError> {
+    pub(crate) fn open(path: &Path, purpose: Purpose) -> Result<Self, ReaderError> {
         let path = path.to_owned();
         let euid = nix::unistd::geteuid().as_raw();
         match std::fs::metadata(&path) {
@@ -167,12 +180,16 @@ impl Directory {
         Ok(Self {
             path,
             euid,
+            purpose,
             segments: FxHashMap::default(),
             legacy: FxHashMap::default(),
             rejected: FxHashMap::default(),
             listed: None,
             listed_skips: BTreeMap::new(),
-            logged: LogOnce::default(),
+            logged: match purpose {
+                Purpose::Scrape => LogOnce::default(),
+                Purpose::Compact => LogOnce::quiet(),
+            },
             archive_names: archive_names(euid),
             archive_entry: None,
             squatted: BTreeSet::new(),
@@ -230,7 +247,14 @@ impl Directory {
 
     /// Logs (once) that `path`, a name compaction may use, is taken, and counts it.
     pub(crate) fn report_squatted(&mut self, path: &Path, why: &str) {
-        if self.logged.first(path.to_owned(), "squatted") {
+        // A name no listing shows (the compactors' lock) is this compactor's to report, even
+        // beside a reader.
+        let first = if is_hidden(path) {
+            self.logged.first_of_own(path.to_owned(), "squatted")
+        } else {
+            self.logged.first(path.to_owned(), "squatted")
+        };
+        if first {
             log::warn!(
                 "{} is {why}: compaction will not use that name and tries the next one",
                 path.display()
@@ -310,7 +334,9 @@ impl Directory {
                 mapped: t.seg.size() as u64,
                 actual: meta.as_ref().map_or(0, |m| m.len()),
             };
-            log::warn!("skipping {}: {error}", t.seg.path.display());
+            if !self.logged.is_quiet() {
+                log::warn!("skipping {}: {error}", t.seg.path.display());
+            }
             if let Some(m) = meta {
                 self.rejected.insert(
                     *ino,
@@ -351,6 +377,11 @@ impl Directory {
         }
         for t in self.segments.values_mut() {
             t.seg.probe_liveness();
+            if t.seg.live && self.purpose == Purpose::Compact {
+                // Never folded while live: its series are parsed once it is dead.
+                report.live_segments += 1;
+                continue;
+            }
             t.seg.refresh_metadata();
             merger.link(&mut t.seg, &mut t.links);
             if t.seg.live {
@@ -578,11 +609,13 @@ impl Directory {
                 self.path.display()
             );
         }
-        log::warn!(
-            "{}: the archive kept changing over {ATTEMPTS} listings; this scrape may miss \
-             processes compacted meanwhile",
-            self.path.display()
-        );
+        if !self.logged.is_quiet() {
+            log::warn!(
+                "{}: the archive kept changing over {ATTEMPTS} listings; this scrape may miss \
+                 processes compacted meanwhile",
+                self.path.display()
+            );
+        }
     }
 
     /// Whether the archive in the directory now is the one the last listing found (or there
@@ -693,6 +726,9 @@ impl Directory {
             return skip(SkipReason::NotRegular);
         }
         if let Some(db) = legacy::parse_db_name(&name) {
+            if self.purpose == Purpose::Compact {
+                return; // Never folded.
+            }
             return match legacy::open_db(&path, db, self.euid) {
                 Ok(file) => {
                     self.legacy.insert(
@@ -755,11 +791,13 @@ impl Directory {
                 // scrape (which lists the directory again for it).
                 self.relist = true;
                 self.rejected.remove(&ino);
-                log::warn!(
-                    "cannot open {} for now ({}): {detail}; retrying at the next scrape",
-                    path.display(),
-                    reason.as_str()
-                );
+                if !self.logged.is_quiet() {
+                    log::warn!(
+                        "cannot open {} for now ({}): {detail}; retrying at the next scrape",
+                        path.display(),
+                        reason.as_str()
+                    );
+                }
                 skip(reason);
             }
             Err(rejection) => {

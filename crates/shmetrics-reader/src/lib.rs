@@ -34,7 +34,9 @@ pub mod snapshot;
 use std::io::{self, Write};
 use std::path::Path;
 
-pub use compact::{CompactError, CompactReport, DEFAULT_ARCHIVE_PART_SIZE};
+pub use compact::{
+    CompactError, CompactReport, Compactor, CompactorHandle, DEFAULT_ARCHIVE_PART_SIZE,
+};
 pub use directory::ReaderError;
 pub use filter::PrefixFilter;
 pub use render::{Escaping, Format, SnapshotText};
@@ -43,8 +45,8 @@ pub use self_metrics::self_metrics;
 use snapshot::Family;
 pub use snapshot::Snapshot;
 
-use compact::{CompactStop, Schedule};
-use directory::Directory;
+use compact::{CompactStop, Controls, Schedule};
+use directory::{Directory, Purpose};
 use merge::Merger;
 
 /// Default of [`Reader::set_resident_budget`]: 16 MiB of segment pages stay mapped between
@@ -74,6 +76,8 @@ pub struct Reader {
     compaction: Schedule,
     /// Largest archive file a compaction writes (`set_archive_part_size`).
     archive_part_size: usize,
+    /// The compactor whose figures this reader reports (`follow_compactor`).
+    followed: Option<CompactorHandle>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -92,11 +96,12 @@ impl Reader {
     /// When `dir` is missing or not a directory.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, ReaderError> {
         Ok(Self {
-            directory: Directory::open(dir.as_ref())?,
+            directory: Directory::open(dir.as_ref(), Purpose::Scrape)?,
             merger: Merger::new(DEFAULT_RESIDENT_BUDGET),
             render_buf: Vec::new(),
             compaction: Schedule::default(),
             archive_part_size: DEFAULT_ARCHIVE_PART_SIZE,
+            followed: None,
         })
     }
 
@@ -104,8 +109,17 @@ impl Reader {
     /// least `interval` after the last compaction (or after this call) runs one first.
     /// Failures are logged and retried after the next interval; a run that finds another
     /// compactor at work is skipped. `None` (the default of a library reader) turns it off.
+    /// (A [`Compactor`] compacts beside a reader instead, and no snapshot waits for it.)
     pub fn set_compaction_interval(&mut self, interval: Option<std::time::Duration>) {
         self.compaction.set_interval(interval);
+    }
+
+    /// Reports the compactions of the [`Compactor`] behind `handle` (running beside this
+    /// reader on the same directory, as `serve` runs one) in this reader's scrapes:
+    /// `compaction_failures` counts its failures instead of this reader's automatic
+    /// compaction's, and the compactors' lock names it found taken count as `squatted`.
+    pub fn follow_compactor(&mut self, handle: CompactorHandle) {
+        self.followed = Some(handle);
     }
 
     /// Bounds what one compaction writes and holds in memory: the archive file stays below
@@ -147,7 +161,10 @@ impl Reader {
             &mut self.directory,
             &mut self.merger,
             self.archive_part_size,
-            stop,
+            Controls {
+                stop,
+                ..Controls::default()
+            },
         )
     }
 
@@ -189,10 +206,18 @@ impl Reader {
     /// One snapshot: refresh, then merge.
     fn snapshot_once(&mut self) -> Scrape {
         let mut report = ScrapeReport {
-            compaction_failures: self.compaction.failures(),
+            compaction_failures: self
+                .followed
+                .as_ref()
+                .map_or(self.compaction.failures(), CompactorHandle::failures),
             ..ScrapeReport::default()
         };
         self.directory.refresh(&mut self.merger, &mut report);
+        if let Some(taken) = self.followed.as_ref().map(CompactorHandle::hidden_squatted)
+            && taken > 0
+        {
+            *report.skipped.entry(SkipReason::Squatted).or_insert(0) += taken;
+        }
         let mut sources = self.directory.sources();
         let (snapshot, text) = self.merger.merge(&mut sources, &mut report.conflicts);
         for c in &report.conflicts {

@@ -137,11 +137,31 @@ impl ScrapeReport {
 #[derive(Debug, Default)]
 pub(crate) struct LogOnce {
     seen: HashSet<(PathBuf, &'static str)>,
+    /// Set for a compactor beside a scraping reader: what both see is the reader's to log.
+    quiet: bool,
 }
 
 impl LogOnce {
-    /// Whether to log `(path, what)` now: the first time it comes up.
+    /// A log that writes only what [`LogOnce::first_of_own`] lets through.
+    pub(crate) fn quiet() -> Self {
+        Self {
+            quiet: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether lines that a reader beside this one logs too are left to it.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Whether to log `(path, what)` now: the first time it comes up, unless quiet.
     pub(crate) fn first(&mut self, path: PathBuf, what: &'static str) -> bool {
+        !self.quiet && self.seen.insert((path, what))
+    }
+
+    /// As [`LogOnce::first`], quiet or not: for what only this one sees.
+    pub(crate) fn first_of_own(&mut self, path: PathBuf, what: &'static str) -> bool {
         self.seen.insert((path, what))
     }
 
