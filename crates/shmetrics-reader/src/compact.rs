@@ -7,7 +7,7 @@
 //!    a time; another one gets [`CompactError::Busy`].
 //! 2. List the directory and probe liveness, as a scrape does. The inputs are the newest
 //!    archive and every dead segment it does not already hold.
-//! 3. Fold them with the merge rules (`merge::fold_dead`): counters, histograms and
+//! 3. Fold them with the merge rules (`Merger::fold_dead`): counters, histograms and
 //!    summaries summed; gauges by mode (`live*` dropped: their processes are dead; `min`,
 //!    `max`, `sum` folded; `mostrecent` keeps its time; `all` keeps one value per process).
 //! 4. Write the new archive (a segment with `FLAG_ARCHIVE`, one generation newer, listing
@@ -27,8 +27,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};
 use shmetrics_layout::record::{
@@ -36,37 +37,24 @@ use shmetrics_layout::record::{
 };
 use shmetrics_layout::{MAX_SEGMENT_SIZE, MetricKind, SEGMENT_SUFFIX, SegmentIdentity};
 
-use crate::Reader;
+use crate::directory::{
+    ALTERNATIVE_NAMES, Directory, Entry, PART_PREFIX, Purpose, ReaderError, Tracked,
+    own_regular_file,
+};
+pub use crate::directory::{ARCHIVE_NAME, archive_names, part_name};
 use crate::exact::{self, ExactSum};
-use crate::merge::{Folded, FoldedFamily, FoldedValue, Source, fold_dead};
+use crate::merge::{Folded, FoldedFamily, FoldedValue, Merger, Source};
+use crate::report::ScrapeReport;
 
-/// File name of the archive.
-pub const ARCHIVE_NAME: &str = "shmetrics-archive.shm";
 /// File name of the compactors' lock (hidden: readers skip it).
 pub const COMPACT_LOCK_NAME: &str = ".shmetrics-compact.lock";
-/// Per-user names tried, in order, when the fixed archive or lock name is taken by another
-/// user's file or by something that is not a regular file.
-const ALTERNATIVE_NAMES: usize = 4;
 
-/// The names the archive may have, in order: [`ARCHIVE_NAME`], then per-user names. The
-/// archive is the first of them that holds a regular file of this user; a compactor that
-/// finds none writes the first one that is free. An entry at one of these names that belongs
-/// to another user, or is not a regular file, is squatting: skipped, reported, never renamed
-/// over or removed.
-pub fn archive_names(euid: u32) -> Vec<String> {
-    let mut names = vec![ARCHIVE_NAME.to_owned()];
-    names.extend((0..ALTERNATIVE_NAMES).map(|k| format!("shmetrics-archive-u{euid}-{k}.shm")));
-    names
-}
+/// Default of [`crate::Reader::set_archive_part_size`] and
+/// [`Compactor::set_archive_part_size`]: 64 MiB.
+pub const DEFAULT_ARCHIVE_PART_SIZE: usize = 64 << 20;
 
-/// The file name of the archive part with instance id `id` (hidden: no listing shows it;
-/// only its archive's part record leads to it).
-pub fn part_name(id: u64) -> String {
-    format!("{PART_PREFIX}{id:016x}.shm")
-}
-
-/// Prefix of archive parts' file names.
-const PART_PREFIX: &str = ".shmetrics-archive-part-";
+/// Longest wait between two attempts of a compaction that keeps failing.
+const MAX_COMPACTION_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// The names of the compactors' lock, in order, as [`archive_names`]: the first that is a
 /// regular file of this user, or that does not exist (then it is created), is the lock.
@@ -186,25 +174,283 @@ pub enum CompactStop {
     AfterRemoving(usize),
 }
 
-impl Reader {
-    /// Compacts the directory: folds every dead process's segments into the archive and
-    /// removes their files (see the module docs of `compact.rs` and `docs/concurrency.md`).
-    /// Scrapes by this reader and others stay exact meanwhile, and the next scrape reads the
-    /// archive instead of the removed files.
-    ///
-    /// # Errors
-    /// [`CompactError::Busy`] when another compactor runs; I/O errors with what failed.
-    pub fn compact(&mut self) -> Result<CompactReport, CompactError> {
-        self.compact_stopping(None)
+/// Bounds an archive part size as [`crate::Reader::set_archive_part_size`] says.
+pub(crate) fn clamp_part_size(bytes: usize) -> usize {
+    bytes.clamp(1 << 20, MAX_SEGMENT_SIZE as usize)
+}
+
+/// Automatic compaction's timing: an attempt every interval, the wait doubled after each
+/// failure in a row (up to an hour), so that a compaction that keeps failing is not retried
+/// at full cost every interval.
+#[derive(Debug, Default)]
+pub(crate) struct Schedule {
+    /// The interval and when the last attempt began (or the interval was set); `None`: off.
+    interval: Option<(Duration, Instant)>,
+    /// Attempts that failed in a row.
+    failures: u32,
+}
+
+impl Schedule {
+    /// Turns automatic compaction on (the first attempt `interval` from now) or off.
+    pub(crate) fn set_interval(&mut self, interval: Option<Duration>) {
+        self.interval = interval.map(|i| (i, Instant::now()));
     }
 
-    /// [`Reader::compact`], stopping where `stop` says (tests of crash safety).
+    /// Attempts that failed in a row (0 after a success).
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// How long after the last attempt the next one runs.
+    fn wait(&self, interval: Duration) -> Duration {
+        interval
+            .saturating_mul(1 << self.failures.min(16))
+            .min(MAX_COMPACTION_BACKOFF.max(interval))
+    }
+
+    /// How long until the next attempt is due (zero when it is); `None` when off.
+    pub(crate) fn due_in(&self) -> Option<Duration> {
+        let (interval, last) = self.interval?;
+        Some(self.wait(interval).saturating_sub(last.elapsed()))
+    }
+
+    /// Whether an attempt is due; if so, it counts as begun now.
+    pub(crate) fn begin_if_due(&mut self) -> bool {
+        let Some((interval, last)) = self.interval else {
+            return false;
+        };
+        if last.elapsed() < self.wait(interval) {
+            return false;
+        }
+        self.interval = Some((interval, Instant::now()));
+        true
+    }
+
+    /// Counts the attempt's `result` (finding another compactor at work is no failure) and
+    /// logs what it did to `dir`, or why it failed.
+    pub(crate) fn end(&mut self, dir: &Path, result: &Result<CompactReport, CompactError>) {
+        match result {
+            Ok(_) | Err(CompactError::Busy(_)) => self.failures = 0,
+            Err(_) => self.failures = self.failures.saturating_add(1),
+        }
+        match result {
+            Ok(r) if r.folded_segments > 0 || r.removed_files > 0 => log::info!(
+                "compacted {}: {} dead segments folded into archive generation {}, {} files \
+                 removed",
+                dir.display(),
+                r.folded_segments,
+                r.generation.unwrap_or(0),
+                r.removed_files
+            ),
+            Ok(_) | Err(CompactError::Busy(_)) => {}
+            Err(e) => log::warn!(
+                "compaction of {} failed: {e}; next attempt in {:?}",
+                dir.display(),
+                self.interval
+                    .map_or(Duration::ZERO, |(interval, _)| self.wait(interval))
+            ),
+        }
+    }
+}
+
+/// Compacts a directory on a schedule, beside a [`crate::Reader`] that scrapes it (as
+/// `shmetrics serve` does, on a thread of its own so that no scrape waits for a
+/// compaction). It reads only what compaction needs: segments' series once they are dead,
+/// the archive and its parts; what it finds wrong with the files is left to the reader to
+/// log and report, and its failures reach the reader's reports through
+/// [`crate::Reader::follow_compactor`].
+pub struct Compactor {
+    directory: Directory,
+    merger: Merger,
+    part_size: usize,
+    schedule: Schedule,
+    handle: CompactorHandle,
+    hook: Option<Box<dyn FnMut() + Send>>,
+}
+
+impl std::fmt::Debug for Compactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compactor")
+            .field("dir", &self.directory.path())
+            .field("schedule", &self.schedule)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compactor {
+    /// A compactor of `dir` compacting every `interval` (the first time `interval` from
+    /// now), the wait doubled after each failure in a row (up to an hour).
+    ///
+    /// # Errors
+    /// When `dir` is missing or not a directory.
+    pub fn open(dir: impl AsRef<Path>, interval: Duration) -> Result<Self, ReaderError> {
+        let mut schedule = Schedule::default();
+        schedule.set_interval(Some(interval));
+        Ok(Self {
+            directory: Directory::open(dir.as_ref(), Purpose::Compact)?,
+            // It never merges: nothing stays mapped for it.
+            merger: Merger::new(0),
+            part_size: DEFAULT_ARCHIVE_PART_SIZE,
+            schedule,
+            handle: CompactorHandle::default(),
+            hook: None,
+        })
+    }
+
+    /// As [`crate::Reader::set_archive_part_size`].
+    pub fn set_archive_part_size(&mut self, bytes: usize) {
+        self.part_size = clamp_part_size(bytes);
+    }
+
+    /// What this compactor shares with the threads beside it.
+    pub fn handle(&self) -> CompactorHandle {
+        self.handle.clone()
+    }
+
+    /// How long until the next compaction is due (zero when it is).
+    pub fn due_in(&self) -> Duration {
+        self.schedule.due_in().unwrap_or(Duration::ZERO)
+    }
+
+    /// Compacts if due and not stopped ([`CompactorHandle::stop`]): logs what it did or why
+    /// it failed, and counts the failure in the handle. Returns whether it ran.
+    pub fn compact_if_due(&mut self) -> bool {
+        if self.handle.stopped() || !self.schedule.begin_if_due() {
+            return false;
+        }
+        let result = self.compact();
+        self.schedule.end(self.directory.path(), &result);
+        // SYNC POINT compactor-status: relaxed; a statistic.
+        self.handle
+            .0
+            .failures
+            .store(self.schedule.failures(), Ordering::Relaxed);
+        true
+    }
+
+    /// Compacts now, as [`crate::Reader::compact`] does; stops after the batch in progress
+    /// once [`CompactorHandle::stop`] is called.
+    ///
+    /// # Errors
+    /// As [`crate::Reader::compact`].
+    pub fn compact(&mut self) -> Result<CompactReport, CompactError> {
+        // No snapshot drops what faulted (as a reader's does), so each compaction does.
+        self.directory.drop_faulted(&mut self.merger);
+        let result = compact(
+            &mut self.directory,
+            &mut self.merger,
+            self.part_size,
+            Controls {
+                stop: None,
+                cancel: Some(&self.handle.0.stop),
+                hook: self.hook.as_deref_mut().map(|h| h as _),
+            },
+        );
+        // SYNC POINT compactor-status: relaxed, as above.
+        self.handle
+            .0
+            .hidden_squatted
+            .store(self.directory.hidden_squatted(), Ordering::Relaxed);
+        result
+    }
+
+    /// Calls `hook` in every compaction once it holds the compactors' lock (tests hold a
+    /// compaction there).
     #[doc(hidden)]
-    pub fn compact_stopping(
+    pub fn set_hook(&mut self, hook: Box<dyn FnMut() + Send>) {
+        self.hook = Some(hook);
+    }
+}
+
+/// What a [`Compactor`] shares with the threads beside it: its failures and the names it
+/// found taken, for a reader's reports ([`crate::Reader::follow_compactor`]), and a switch
+/// that stops it.
+#[derive(Clone, Debug, Default)]
+pub struct CompactorHandle(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Scheduled compactions that failed in a row.
+    failures: AtomicU32,
+    /// Names of the compactors' lock taken by others, found by the last compaction.
+    hidden_squatted: AtomicUsize,
+    /// Set by [`CompactorHandle::stop`].
+    stop: AtomicBool,
+}
+
+impl CompactorHandle {
+    /// Scheduled compactions that failed in a row (0 after a success); each failure
+    /// doubles the wait before the next attempt.
+    pub fn failures(&self) -> u32 {
+        // SYNC POINT compactor-status: relaxed; a statistic.
+        self.0.failures.load(Ordering::Relaxed)
+    }
+
+    /// Names of the compactors' lock (which no listing shows) that the last compaction
+    /// found taken by another user or by something that is not a regular file.
+    pub(crate) fn hidden_squatted(&self) -> usize {
+        // SYNC POINT compactor-status: relaxed; a statistic.
+        self.0.hidden_squatted.load(Ordering::Relaxed)
+    }
+
+    /// Stops the compactor: a compaction in progress stops after its batch (what it did is
+    /// complete, the rest is left for later), and no other one starts.
+    pub fn stop(&self) {
+        // SYNC POINT compactor-stop: relaxed; a request, publishing nothing else.
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        // SYNC POINT compactor-stop: relaxed, as in `stop`.
+        self.0.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// What a compaction may be told besides what to compact.
+#[derive(Default)]
+pub(crate) struct Controls<'a> {
+    /// Where to stop early (tests of crash safety).
+    pub(crate) stop: Option<CompactStop>,
+    /// Set to stop after the batch in progress ([`CompactorHandle::stop`]).
+    pub(crate) cancel: Option<&'a AtomicBool>,
+    /// Called once the compactors' lock is held (tests hold a compaction there).
+    pub(crate) hook: Option<&'a mut (dyn FnMut() + Send)>,
+}
+
+/// Compacts the directory: folds every dead process's segments into the archive and removes
+/// their files (see the module docs and `docs/concurrency.md`), the dead segments' series
+/// linked into `merger`'s index, the archive files at most `part_size` bytes.
+pub(crate) fn compact(
+    directory: &mut Directory,
+    merger: &mut Merger,
+    part_size: usize,
+    controls: Controls<'_>,
+) -> Result<CompactReport, CompactError> {
+    Compaction {
+        directory,
+        merger,
+        part_size,
+        stop: controls.stop,
+    }
+    .run(controls.cancel, controls.hook)
+}
+
+/// One compaction of a directory.
+struct Compaction<'a> {
+    directory: &'a mut Directory,
+    merger: &'a mut Merger,
+    /// Largest archive file written (`set_archive_part_size`).
+    part_size: usize,
+    stop: Option<CompactStop>,
+}
+
+impl Compaction<'_> {
+    fn run(
         &mut self,
-        stop: Option<CompactStop>,
+        cancel: Option<&AtomicBool>,
+        hook: Option<&mut (dyn FnMut() + Send)>,
     ) -> Result<CompactReport, CompactError> {
-        self.squatted.clear();
+        self.directory.clear_squatted();
         let (lock, lock_path) = self.open_lock()?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -213,20 +459,25 @@ impl Reader {
                 return Err(io_err(format!("lock {}", lock_path.display()))(e));
             }
         }
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut report = CompactReport {
             removed_temporary: self.remove_stale_temporaries(),
             ..CompactReport::default()
         };
         let mut first = true;
-        loop {
+        // SYNC POINT compactor-stop: relaxed; a request, publishing nothing else.
+        while !cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             // See the directory as it is now, whatever the listing cache says.
-            self.listed = None;
-            self.refresh(&mut crate::ScrapeReport::default());
+            self.directory.forget_listing();
+            self.directory
+                .refresh(self.merger, &mut ScrapeReport::default());
             if first {
                 first = false;
                 report.removed_files += self.remove_orphan_parts();
             }
-            match self.compact_batch(stop, &mut report)? {
+            match self.batch(&mut report)? {
                 Batch::More => {}
                 Batch::Done => break,
                 Batch::Stopped => return Ok(report),
@@ -240,23 +491,21 @@ impl Reader {
     /// archive (sealing the archive as a part first when it would outgrow that size), then
     /// removes their files. Memory and writing stay bounded by the part size, however much
     /// dead data there is; the caller repeats until nothing is left.
-    fn compact_batch(
-        &mut self,
-        stop: Option<CompactStop>,
-        report: &mut CompactReport,
-    ) -> Result<Batch, CompactError> {
-        let (archive_ino, archive_path) = self.archive_target()?;
-        let archive = archive_ino.and_then(|ino| self.segments.get(&ino));
-        let parts: Vec<&crate::Tracked> = self.segments.values().filter(|t| t.part).collect();
+    fn batch(&mut self, report: &mut CompactReport) -> Result<Batch, CompactError> {
+        let stop = self.stop;
+        let archive_path = self.archive_target()?;
+        let directory = &*self.directory;
+        let archive = directory.current_archive();
+        let parts: Vec<&Tracked> = directory.tracked().filter(|t| t.part).collect();
         let held = |instance: u64, sequence: u32| {
             let id = (instance, sequence);
             archive.is_some_and(|a| a.seg.folded.contains(&id))
                 || parts.iter().any(|p| p.seg.folded.contains(&id))
         };
         // Files folded by an earlier run that did not get to remove them, and dead ones.
-        let mut leftovers: Vec<&crate::Tracked> = Vec::new();
-        let mut dead: Vec<&crate::Tracked> = Vec::new();
-        for t in self.segments.values() {
+        let mut leftovers: Vec<&Tracked> = Vec::new();
+        let mut dead: Vec<&Tracked> = Vec::new();
+        for t in directory.tracked() {
             let h = &t.seg.header;
             // Archives (the current one, its parts, strays) are never folded or removed here.
             if h.is_archive() {
@@ -275,7 +524,7 @@ impl Reader {
         let batch_len = dead
             .iter()
             .take_while(|t| {
-                let fits = batch_bytes == 0 || batch_bytes + t.seg.size() <= self.archive_part_size;
+                let fits = batch_bytes == 0 || batch_bytes + t.seg.size() <= self.part_size;
                 if fits {
                     batch_bytes += t.seg.size();
                 }
@@ -291,7 +540,7 @@ impl Reader {
             let mut part_ids: Vec<u64> = archive.map(|a| a.seg.parts.clone()).unwrap_or_default();
             // Seal the archive as a part when it would outgrow the part size with this batch:
             // the new archive then holds the batch alone, and the sealed one never changes.
-            let seal = archive.filter(|a| a.seg.size() + batch_bytes > self.archive_part_size);
+            let seal = archive.filter(|a| a.seg.size() + batch_bytes > self.part_size);
             if let Some(a) = seal {
                 let id = a.seg.header.instance_id;
                 self.seal_part(&archive_path, id)?;
@@ -317,7 +566,7 @@ impl Reader {
                 .chain(batch)
                 .map(|t| (t.seg.header.instance_id, t.seg.header.sequence))
                 .collect();
-            let folded = fold_dead(&self.index, &mut sources);
+            let folded = self.merger.fold_dead(&mut sources);
             // A source whose pages faulted read as zeros: never archive that (and never
             // remove its file).
             if let Some(s) = sources.iter().find(|s| s.seg.faulted()) {
@@ -356,7 +605,7 @@ impl Reader {
             }
         }
         if !remove.is_empty() {
-            sync_dir(&self.dir)?;
+            sync_dir(directory.path())?;
         }
         Ok(if more && !batch.is_empty() {
             Batch::More
@@ -369,18 +618,19 @@ impl Reader {
     /// it is immutable), so that the next archive can list it as a part. A part left by a
     /// run that stopped before its archive was renamed into place is reused.
     fn seal_part(&self, archive: &Path, id: u64) -> Result<(), CompactError> {
-        let part = self.dir.join(part_name(id));
+        let part = self.directory.path().join(part_name(id));
         match std::fs::hard_link(archive, &part) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if !matches!(own_regular_file(&part, self.euid), Entry::Own) {
+                if !matches!(own_regular_file(&part, self.directory.euid()), Entry::Own) {
                     return Err(io_err(format!("seal {}", part.display()))(e));
                 }
             }
             // A file system without hard links: a copy, synced, serves as well.
             Err(_) => {
                 let tmp = self
-                    .dir
+                    .directory
+                    .path()
                     .join(format!("{TEMPORARY_PREFIX}part-{:016x}", random_u64()));
                 let copied = std::fs::copy(archive, &tmp)
                     .and_then(|_| File::open(&tmp)?.sync_all())
@@ -391,7 +641,7 @@ impl Reader {
                 }
             }
         }
-        sync_dir(&self.dir)
+        sync_dir(self.directory.path())
     }
 
     /// Removes archive parts the archive in place does not list: left by a run that stopped
@@ -399,10 +649,11 @@ impl Reader {
     /// place listed them, so no reader uses them.
     fn remove_orphan_parts(&self) -> usize {
         let listed: Vec<u64> = self
+            .directory
             .current_archive()
             .map(|t| t.seg.parts.clone())
             .unwrap_or_default();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(entries) = std::fs::read_dir(self.directory.path()) else {
             return 0;
         };
         let mut removed = 0;
@@ -416,7 +667,10 @@ impl Reader {
                 continue;
             };
             if listed.contains(&id)
-                || !matches!(own_regular_file(&entry.path(), self.euid), Entry::Own)
+                || !matches!(
+                    own_regular_file(&entry.path(), self.directory.euid()),
+                    Entry::Own
+                )
             {
                 continue;
             }
@@ -432,12 +686,12 @@ impl Reader {
     /// something else are skipped and reported, so no one else can hold or break our lock.
     fn open_lock(&mut self) -> Result<(File, PathBuf), CompactError> {
         let mut taken = Vec::new();
-        for name in lock_names(self.euid) {
-            let path = self.dir.join(&name);
+        for name in lock_names(self.directory.euid()) {
+            let path = self.directory.path().join(&name);
             // Twice: a name created by another compactor of ours between our look and our
             // create is looked at again.
             for _ in 0..2 {
-                match own_regular_file(&path, self.euid) {
+                match own_regular_file(&path, self.directory.euid()) {
                     Entry::Own => {
                         let file = OpenOptions::new()
                             .read(true)
@@ -449,7 +703,7 @@ impl Reader {
                         let meta = file
                             .metadata()
                             .map_err(io_err(format!("stat {}", path.display())))?;
-                        if meta.is_file() && meta.uid() == self.euid {
+                        if meta.is_file() && meta.uid() == self.directory.euid() {
                             return Ok((file, path));
                         }
                         break;
@@ -469,7 +723,7 @@ impl Reader {
                         }
                     }
                     Entry::Taken(why) => {
-                        self.report_squatted(&path, &why);
+                        self.directory.report_squatted(&path, &why);
                         break;
                     }
                 }
@@ -479,42 +733,31 @@ impl Reader {
         Err(CompactError::NamesTaken(taken))
     }
 
-    /// The current archive (from the last listing) and the path the next one is renamed
-    /// to: the current archive's name, or the first free name of [`archive_names`].
-    fn archive_target(&mut self) -> Result<(Option<u64>, PathBuf), CompactError> {
-        let names = archive_names(self.euid);
-        if let Some((k, ino)) = self.archive_entry {
-            let path = self.dir.join(&names[k]);
-            return match self.current_archive() {
-                Some(_) => Ok((Some(ino), path)),
+    /// The path the next archive is renamed to: the current archive's name (from the last
+    /// listing), or the first free name of [`archive_names`].
+    fn archive_target(&mut self) -> Result<PathBuf, CompactError> {
+        let directory = &mut *self.directory;
+        if let Some((k, _)) = directory.archive_entry() {
+            let path = directory.path().join(&directory.archive_names()[k]);
+            return match directory.current_archive() {
+                Some(_) => Ok(path),
                 None => Err(CompactError::BadArchive(path)),
             };
         }
         let mut taken = Vec::new();
-        for name in &names {
-            let path = self.dir.join(name);
-            match own_regular_file(&path, self.euid) {
-                Entry::Missing => return Ok((None, path)),
+        for k in 0..directory.archive_names().len() {
+            let path = directory.path().join(&directory.archive_names()[k]);
+            match own_regular_file(&path, directory.euid()) {
+                Entry::Missing => return Ok(path),
                 // Ours, but the listing did not see it: it appeared since; next time.
                 Entry::Own => return Err(CompactError::BadArchive(path)),
                 Entry::Taken(why) => {
-                    self.report_squatted(&path, &why);
+                    directory.report_squatted(&path, &why);
                     taken.push(path);
                 }
             }
         }
         Err(CompactError::NamesTaken(taken))
-    }
-
-    /// Logs (once) that `path`, a name compaction may use, is taken, and counts it.
-    fn report_squatted(&mut self, path: &Path, why: &str) {
-        if self.logged.insert((path.to_owned(), "squatted")) {
-            log::warn!(
-                "{} is {why}: compaction will not use that name and tries the next one",
-                path.display()
-            );
-        }
-        self.squatted.insert(path.to_owned());
     }
 
     /// Writes `image` to a temporary file, syncs it, renames it to `archive` and syncs the
@@ -526,7 +769,8 @@ impl Reader {
         stop: Option<CompactStop>,
     ) -> Result<(), CompactError> {
         let tmp = self
-            .dir
+            .directory
+            .path()
             .join(format!("{TEMPORARY_PREFIX}archive-{:016x}", random_u64()));
         let mut file = OpenOptions::new()
             .write(true)
@@ -549,12 +793,12 @@ impl Reader {
             let _ = std::fs::remove_file(&tmp);
             io_err(format!("rename {} to {}", tmp.display(), archive.display()))(e)
         })?;
-        sync_dir(&self.dir)
+        sync_dir(self.directory.path())
     }
 
     /// Removes temporary files left by processes that died while creating them.
     fn remove_stale_temporaries(&self) -> usize {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(entries) = std::fs::read_dir(self.directory.path()) else {
             return 0;
         };
         let now = SystemTime::now();
@@ -570,7 +814,7 @@ impl Reader {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .is_some_and(|age| age >= STALE_TEMPORARY_AGE);
-            if !meta.file_type().is_file() || meta.uid() != self.euid || !old {
+            if !meta.file_type().is_file() || meta.uid() != self.directory.euid() || !old {
                 continue;
             }
             let Ok(file) = OpenOptions::new()
@@ -586,26 +830,6 @@ impl Reader {
             }
         }
         removed
-    }
-}
-
-/// What is at a name compaction may use.
-pub(crate) enum Entry {
-    Missing,
-    /// A regular file of this user.
-    Own,
-    /// Anything else, and why (for the log).
-    Taken(String),
-}
-
-/// Looks at `path` without following a link.
-pub(crate) fn own_regular_file(path: &Path, euid: u32) -> Entry {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Entry::Missing,
-        Err(e) => Entry::Taken(format!("not examinable ({e})")),
-        Ok(m) if !m.file_type().is_file() => Entry::Taken("not a regular file".into()),
-        Ok(m) if m.uid() != euid => Entry::Taken(format!("owned by uid {}", m.uid())),
-        Ok(_) => Entry::Own,
     }
 }
 

@@ -7,6 +7,9 @@
 //! merge by mode, the `live*` modes over live processes only. A family's definition is the
 //! one of the oldest segment declaring it; a segment that declares another type, gauge mode
 //! or bucket layout is reported and its series of that family are left out, never mixed.
+//!
+//! [`Merger`] holds what is kept from one scrape to the next: the index of merged families
+//! and series, the fold of the dead segments, and the resident budget.
 
 use std::sync::Arc;
 
@@ -40,7 +43,7 @@ struct MergedSeries {
 
 /// The interned families and series, kept across scrapes.
 #[derive(Default)]
-pub(crate) struct Index {
+struct Index {
     families: Vec<MergedFamily>,
     family_ids: FxHashMap<Arc<str>, u32>,
     series: Vec<MergedSeries>,
@@ -63,7 +66,7 @@ impl Index {
     /// Interns the families and series that `seg` declared since `links` was last updated.
     /// The segment's label values move into the index here (the segment keeps none: a
     /// series is identified by its merged id from then on).
-    pub(crate) fn link(&mut self, seg: &mut SegmentFile, links: &mut SegmentLinks) {
+    fn link(&mut self, seg: &mut SegmentFile, links: &mut SegmentLinks) {
         for f in &seg.families[links.families.len()..] {
             let id = self.family_id(&f.name);
             links.families.push(id);
@@ -108,7 +111,7 @@ impl Index {
     /// Runs only when at least a quarter of the series (or 65,536) are garbage, so its cost,
     /// linear in the links, is amortised over the deaths that made the garbage. Returns
     /// whether it renumbered (then anything keyed on merged ids must be recomputed).
-    pub(crate) fn collect_garbage(&mut self, links: &mut [&mut SegmentLinks]) -> bool {
+    fn collect_garbage(&mut self, links: &mut [&mut SegmentLinks]) -> bool {
         const ENOUGH_GARBAGE: usize = 65_536;
         let mut series_used = vec![false; self.series.len()];
         let mut families_used = vec![false; self.families.len()];
@@ -256,7 +259,7 @@ impl Acc {
 /// steady-state scrape folds only live segments on top of it and its cost does not grow
 /// with the number of processes that have come and gone.
 #[derive(Default)]
-pub(crate) struct DeadBaseline {
+struct DeadBaseline {
     /// What the baseline was computed from: dead segments, their parsed metadata, the
     /// merged series count and the resolved definitions.
     signature: u64,
@@ -305,69 +308,123 @@ struct Resolved {
     bounds: Arc<[f64]>,
 }
 
-/// Merges `sources` (any order) into a snapshot and the text of its series, reporting
-/// conflicts. Live segments up to `resident_budget` bytes (oldest first) stay mapped after
-/// their read.
-pub(crate) fn merge(
-    index: &mut Index,
-    sources: &mut [Source<'_>],
-    conflicts: &mut Vec<Conflict>,
-    baseline: &mut DeadBaseline,
+/// The merge's state kept across scrapes: the interned families and series, the fold of
+/// the dead segments, and how many bytes of live segments stay mapped.
+pub(crate) struct Merger {
+    index: Index,
+    dead_baseline: DeadBaseline,
     resident_budget: usize,
-) -> (Snapshot, SnapshotText) {
-    sources.sort_by_key(|s| s.seg.age_key());
-    // Definitions, compatibility and conflicts only change when segments or families come
-    // or go: reuse them otherwise.
-    let signature = sources_signature(index, sources);
-    if baseline.resolution_signature != signature {
-        let mut found = Vec::new();
-        let resolved = resolve(index, sources, &mut found);
-        // Whether each segment's declaration of each family matches the resolved
-        // definition: decided once per family and segment, not once per series.
-        let compat = sources
-            .iter()
-            .map(|source| family_compat(source, &resolved))
-            .collect();
-        baseline.resolution = Resolution {
-            resolved,
-            compat,
-            conflicts: found,
-        };
-        baseline.resolution_signature = signature;
+}
+
+impl Merger {
+    /// A merger keeping up to `resident_budget` bytes of live segments mapped after their
+    /// read (oldest first).
+    pub(crate) fn new(resident_budget: usize) -> Self {
+        Self {
+            index: Index::default(),
+            dead_baseline: DeadBaseline::default(),
+            resident_budget,
+        }
     }
-    let resolution = std::mem::take(&mut baseline.resolution);
-    conflicts.extend(resolution.conflicts.iter().cloned());
-    let (resolved, compat) = (&resolution.resolved, &resolution.compat);
-    let mut scratch = HistogramValue::default();
-    let signature = dead_signature(index, sources, resolved);
-    if baseline.signature != signature || baseline.acc.len() != index.series.len() {
-        let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
+
+    /// See `Reader::set_resident_budget`.
+    pub(crate) fn set_resident_budget(&mut self, bytes: usize) {
+        self.resident_budget = bytes;
+    }
+
+    /// Interns the families and series that `seg` declared since `links` was last updated
+    /// (see `Index::link`).
+    pub(crate) fn link(&mut self, seg: &mut SegmentFile, links: &mut SegmentLinks) {
+        self.index.link(seg, links);
+    }
+
+    /// Lets the index forget series that none of `links` has any more (see
+    /// `Index::collect_garbage`), and the dead fold with them when it renumbers.
+    pub(crate) fn collect_garbage(&mut self, links: &mut [&mut SegmentLinks]) {
+        if self.index.collect_garbage(links) {
+            // Cached merge state is keyed on merged ids.
+            self.forget_dead();
+        }
+    }
+
+    /// Forgets the fold of the dead segments (one of them was not read correctly).
+    pub(crate) fn forget_dead(&mut self) {
+        self.dead_baseline = DeadBaseline::default();
+    }
+
+    /// Merges `sources` (any order) into a snapshot and the text of its series, reporting
+    /// conflicts. Live segments up to the resident budget (oldest first) stay mapped after
+    /// their read.
+    pub(crate) fn merge(
+        &mut self,
+        sources: &mut [Source<'_>],
+        conflicts: &mut Vec<Conflict>,
+    ) -> (Snapshot, SnapshotText) {
+        let Self {
+            index,
+            dead_baseline: baseline,
+            resident_budget,
+        } = self;
+        sources.sort_by_key(|s| s.seg.age_key());
+        // Definitions, compatibility and conflicts only change when segments or families
+        // come or go: reuse them otherwise.
+        let signature = sources_signature(index, sources);
+        if baseline.resolution_signature != signature {
+            let mut found = Vec::new();
+            let resolved = resolve(index, sources, &mut found);
+            // Whether each segment's declaration of each family matches the resolved
+            // definition: decided once per family and segment, not once per series.
+            let compat = sources
+                .iter()
+                .map(|source| family_compat(source, &resolved))
+                .collect();
+            baseline.resolution = Resolution {
+                resolved,
+                compat,
+                conflicts: found,
+            };
+            baseline.resolution_signature = signature;
+        }
+        let resolution = std::mem::take(&mut baseline.resolution);
+        conflicts.extend(resolution.conflicts.iter().cloned());
+        let (resolved, compat) = (&resolution.resolved, &resolution.compat);
+        let mut scratch = HistogramValue::default();
+        let signature = dead_signature(index, sources, resolved);
+        if baseline.signature != signature || baseline.acc.len() != index.series.len() {
+            let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
+            for (source, compat) in sources.iter().zip(compat) {
+                if !source.seg.live {
+                    // Read once into the baseline: no page of a dead segment stays mapped.
+                    fold_segment(&mut acc, source, compat, resolved, &mut scratch, &mut 0);
+                }
+            }
+            baseline.signature = signature;
+            baseline.acc = acc;
+        }
+        let mut acc = baseline.acc.clone();
+        let mut budget = *resident_budget;
         for (source, compat) in sources.iter().zip(compat) {
-            if !source.seg.live {
-                // Read once into the baseline: no page of a dead segment stays mapped.
-                fold_segment(&mut acc, source, compat, resolved, &mut scratch, &mut 0);
+            if source.seg.live {
+                fold_segment(
+                    &mut acc,
+                    source,
+                    compat,
+                    resolved,
+                    &mut scratch,
+                    &mut budget,
+                );
             }
         }
-        baseline.signature = signature;
-        baseline.acc = acc;
+        let built = build(index, resolved, acc);
+        baseline.resolution = resolution;
+        built
     }
-    let mut acc = baseline.acc.clone();
-    let mut budget = resident_budget;
-    for (source, compat) in sources.iter().zip(compat) {
-        if source.seg.live {
-            fold_segment(
-                &mut acc,
-                source,
-                compat,
-                resolved,
-                &mut scratch,
-                &mut budget,
-            );
-        }
+
+    /// Folds `sources` (all dead, any order) with the merge rules, keeping what an archive
+    /// needs to be merged again later exactly as they would have been.
+    pub(crate) fn fold_dead(&self, sources: &mut [Source<'_>]) -> Folded {
+        fold_dead(&self.index, sources)
     }
-    let built = build(index, resolved, acc);
-    baseline.resolution = resolution;
-    built
 }
 
 /// Folds every series of one segment into `acc`.
@@ -777,9 +834,8 @@ pub(crate) enum FoldedValue {
     PerProcess(Vec<(u32, u64, f64)>),
 }
 
-/// Folds `sources` (all dead, any order) with the merge rules, keeping what an archive
-/// needs to be merged again later exactly as they would have been.
-pub(crate) fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
+/// See [`Merger::fold_dead`].
+fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
     sources.sort_by_key(|s| s.seg.age_key());
     let mut conflicts = Vec::new();
     let resolved = resolve(index, sources, &mut conflicts);

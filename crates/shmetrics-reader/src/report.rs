@@ -1,7 +1,7 @@
 //! What a scrape found wrong or skipped: the report behind the `shmetrics_reader_*`
 //! self-metrics and the log lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 /// Why a directory entry was not read as a segment.
@@ -130,5 +130,64 @@ impl ScrapeReport {
             *out.entry(p.reason).or_insert(0) += 1;
         }
         out
+    }
+}
+
+/// Log lines written once per file (or family) and reason.
+#[derive(Debug, Default)]
+pub(crate) struct LogOnce {
+    seen: HashSet<(PathBuf, &'static str)>,
+    /// Set for a compactor beside a scraping reader: what both see is the reader's to log.
+    quiet: bool,
+}
+
+impl LogOnce {
+    /// A log that writes only what [`LogOnce::first_of_own`] lets through.
+    pub(crate) fn quiet() -> Self {
+        Self {
+            quiet: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether lines that a reader beside this one logs too are left to it.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Whether to log `(path, what)` now: the first time it comes up, unless quiet.
+    pub(crate) fn first(&mut self, path: PathBuf, what: &'static str) -> bool {
+        !self.quiet && self.seen.insert((path, what))
+    }
+
+    /// As [`LogOnce::first`], quiet or not: for what only this one sees.
+    pub(crate) fn first_of_own(&mut self, path: PathBuf, what: &'static str) -> bool {
+        self.seen.insert((path, what))
+    }
+
+    /// Logs `p` once.
+    pub(crate) fn problem(&mut self, p: &Problem) {
+        if self.first(p.path.clone(), p.reason) {
+            log::warn!("skipping {} ({}): {}", p.path.display(), p.reason, p.detail);
+        }
+    }
+
+    /// Logs `c` once.
+    pub(crate) fn conflict(&mut self, c: &Conflict) {
+        if self.first(PathBuf::from(&c.family), c.kind) {
+            log::warn!(
+                "conflicting definitions of {} ({}): {}",
+                c.family,
+                c.kind,
+                c.detail
+            );
+        }
+    }
+
+    /// Bounds the memory: a file that keeps coming back may be logged again.
+    pub(crate) fn bound(&mut self) {
+        if self.seen.len() > 10_000 {
+            self.seen.clear();
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use shmetrics_reader::compact::{ARCHIVE_NAME, COMPACT_LOCK_NAME, CompactStop};
 use shmetrics_reader::snapshot::{Snapshot, Value};
-use shmetrics_reader::{CompactError, Reader};
+use shmetrics_reader::{CompactError, Compactor, Reader};
 use shmetrics_writer::{GaugeMode, Options, Registry};
 
 const MODES: [GaugeMode; 10] = [
@@ -403,14 +403,20 @@ fn archive_parts_survive_a_compactor_killed_after_sealing() {
     assert_eq!(files(dir.path()), BTreeSet::from([ARCHIVE_NAME.to_owned()]));
 }
 
-/// A compaction that cannot succeed (here: a file of ours at the archive's name that is not
-/// an archive, which compaction refuses to replace) is retried with a doubling wait, not at
-/// every interval, and the failures are counted.
-#[test]
-fn a_failing_compaction_backs_off() {
+/// A dead process, and a file of ours at the archive's name that is not an archive, which
+/// compaction refuses to replace: every compaction fails.
+fn compaction_cannot_succeed() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     drop(process(dir.path(), 10));
     std::fs::write(dir.path().join(ARCHIVE_NAME), [0u8; 4096]).unwrap();
+    dir
+}
+
+/// A compaction that cannot succeed is retried with a doubling wait, not at every interval,
+/// and the failures are counted.
+#[test]
+fn a_failing_compaction_backs_off() {
+    let dir = compaction_cannot_succeed();
     let mut reader = Reader::open(dir.path()).unwrap();
     reader.set_compaction_interval(Some(Duration::from_millis(10)));
     let started = std::time::Instant::now();
@@ -429,4 +435,89 @@ fn a_failing_compaction_backs_off() {
     );
     // The dead process is still counted, from its own file.
     assert_eq!(counter(&reader.snapshot().snapshot, "/a"), 10.0);
+}
+
+/// A `Compactor` beside a reader (as `serve` runs one): it folds what dies, also a process
+/// that was live at its earlier runs (whose series it parses only once it is dead) and dead
+/// data beyond one archive part; the reader's samples never change, and a fresh reader agrees.
+#[test]
+fn a_compactor_beside_a_reader_changes_no_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = process(dir.path(), 1);
+    let dying = process(dir.path(), 2);
+    for pid in 3..6 {
+        drop(process(dir.path(), pid));
+    }
+    let mut reader = Reader::open(dir.path()).unwrap();
+    let mut compactor = Compactor::open(dir.path(), Duration::from_secs(3600)).unwrap();
+    reader.follow_compactor(compactor.handle());
+    let before = reader.snapshot().snapshot;
+    let report = compactor.compact().unwrap();
+    assert_eq!((report.folded_segments, report.removed_files), (3, 3));
+    assert_eq!(reader.snapshot().snapshot, before);
+    drop(dying);
+    let before = reader.snapshot().snapshot;
+    let report = compactor.compact().unwrap();
+    assert_eq!(report.folded_segments, 1, "{report:?}");
+    assert_eq!(reader.snapshot().snapshot, before);
+    compactor.set_archive_part_size(1 << 20);
+    for pid in 0..12 {
+        big_dead_process(dir.path(), 100 + pid);
+    }
+    let before = reader.snapshot().snapshot;
+    compactor.compact().unwrap();
+    let (listed, present) = parts_listed_and_present(dir.path());
+    assert!(listed.len() >= 2, "{listed:?}");
+    assert_eq!(listed, present);
+    let after = reader.snapshot();
+    assert_eq!(after.snapshot, before);
+    assert_eq!(snapshot(dir.path()), before);
+    assert_eq!(after.report.compaction_failures, 0);
+    assert_eq!(after.report.live_segments, 1);
+    // The live segment and the archive.
+    assert_eq!(files(dir.path()).len(), 2);
+    drop(live);
+}
+
+/// A compactor's failures back off as a reader's automatic compaction's do, and the reader
+/// following it reports them.
+#[test]
+fn a_failing_compactor_backs_off_and_its_reader_reports_it() {
+    let dir = compaction_cannot_succeed();
+    let mut reader = Reader::open(dir.path()).unwrap();
+    let mut compactor = Compactor::open(dir.path(), Duration::from_millis(10)).unwrap();
+    reader.follow_compactor(compactor.handle());
+    let started = std::time::Instant::now();
+    let mut attempts = 0;
+    while started.elapsed() < Duration::from_millis(700) {
+        std::thread::sleep(compactor.due_in().min(Duration::from_millis(2)));
+        attempts += usize::from(compactor.compact_if_due());
+    }
+    let failures = compactor.handle().failures();
+    assert_eq!(failures, attempts as u32);
+    assert!((2..=7).contains(&failures), "{failures} failures");
+    let report = reader.snapshot().report;
+    assert_eq!(report.compaction_failures, failures);
+    assert_eq!(counter(&reader.snapshot().snapshot, "/a"), 10.0);
+}
+
+/// A stopped compactor does not go on to its next batch and starts no other compaction;
+/// what it did not fold is still counted from its files.
+#[test]
+fn a_stopped_compactor_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    for pid in 0..3 {
+        drop(process(dir.path(), pid));
+    }
+    let before = snapshot(dir.path());
+    let mut compactor = Compactor::open(dir.path(), Duration::ZERO).unwrap();
+    let handle = compactor.handle();
+    let stop = handle.clone();
+    // Stopped once it holds the lock, before its first batch.
+    compactor.set_hook(Box::new(move || stop.stop()));
+    let report = compactor.compact().unwrap();
+    assert_eq!(report.folded_segments, 0, "{report:?}");
+    assert!(!compactor.compact_if_due(), "a stopped compactor started");
+    assert_eq!(files(dir.path()).len(), 3);
+    assert_eq!(snapshot(dir.path()), before);
 }

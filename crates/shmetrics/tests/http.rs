@@ -1,7 +1,7 @@
 //! The `/metrics` endpoint over real HTTP on 127.0.0.1: content negotiation from the
 //! `Accept` headers clients really send, gzip, `HEAD`, 404 and 405, `/health`, the
-//! self-metrics, snapshot sharing, concurrent scrapes while writers run, graceful
-//! shutdown, and the `serve` command itself.
+//! self-metrics, snapshot sharing, concurrent scrapes while writers run, compaction beside
+//! the scrapes, graceful shutdown, and the `serve` command itself.
 //!
 //! The client side speaks minimal HTTP/1.1 over `std::net::TcpStream` (one request per
 //! connection, `Connection: close`); the server is the real hyper stack.
@@ -1223,4 +1223,168 @@ fn segments_truncated_under_a_running_server() {
     );
     assert_eq!(serve.signal_and_wait(Signal::SIGTERM).code(), Some(0));
     drop(stayers);
+}
+
+/// The samples of the metrics directory in `text` (no self-metric).
+fn directory_samples(text: &str) -> HashMap<String, f64> {
+    let mut all = samples(text);
+    all.retain(|series, _| !series.starts_with("shmetrics_"));
+    all
+}
+
+/// The samples of `dir` as a reader of its own sees them.
+fn read_directly(dir: &Path) -> HashMap<String, f64> {
+    let mut out = Vec::new();
+    shmetrics_reader::Reader::open(dir).unwrap().scrape_into(
+        shmetrics_reader::Format::Prometheus,
+        shmetrics_reader::Escaping::default(),
+        &shmetrics_reader::PrefixFilter::default(),
+        false,
+        &mut out,
+    );
+    directory_samples(&String::from_utf8(out).unwrap())
+}
+
+/// Segment files of writers (not the archive) in `dir`.
+fn writer_segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("shmetrics-") && !name.starts_with("shmetrics-archive")
+        })
+        .count()
+}
+
+/// A compaction hook that holds every compaction (once it has the compactors' lock) until
+/// released, announcing each on the receiver; once the sender is dropped, it holds none.
+fn held_compactions() -> (
+    Box<dyn FnMut() + Send>,
+    mpsc::Receiver<()>,
+    mpsc::Sender<()>,
+) {
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let hook = Box::new(move || {
+        let _ = entered_tx.send(());
+        let _ = released.recv_timeout(WAIT);
+    });
+    (hook, entered, release)
+}
+
+/// Compaction runs on a task of its own: a scrape that arrives while a compaction is in
+/// progress (held, by a test hook, with the compactors' lock taken) is answered at once,
+/// from the files as they are; once the compaction completes, the scrapes read the archive
+/// and the same samples.
+#[test]
+fn scrapes_never_wait_for_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 3, 5);
+    let (hook, entered, release) = held_compactions();
+    let mut opts = options(dir.path());
+    opts.compact_interval = Some(Duration::from_millis(20));
+    let server = TestServer::start(Server::bind(opts).unwrap().with_compaction_hook(hook));
+    let addr = server.addr;
+    // A scrape once a compaction is due (a compaction that ran before a scrape, in the
+    // scrape, would start here).
+    std::thread::sleep(Duration::from_millis(50));
+    let first = std::thread::spawn(move || scrape(addr, &[]).status);
+    entered.recv_timeout(WAIT).expect("a compaction started");
+    let busy = shmetrics_reader::Reader::open(dir.path())
+        .unwrap()
+        .compact();
+    assert!(
+        matches!(busy, Err(shmetrics_reader::CompactError::Busy(_))),
+        "the compaction holds the compactors' lock: {busy:?}"
+    );
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || done_tx.send(scrape(addr, &[])));
+    let during = done
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the scrape waited for the compaction");
+    assert_eq!(during.status, 200);
+    let all = samples(&during.text());
+    assert_eq!(
+        value(&all, "shmetrics_reader_segments{state=\"dead\"}"),
+        3.0,
+        "nothing compacted yet"
+    );
+    assert_eq!(writer_segments(dir.path()), 3);
+    drop(release);
+    assert_eq!(first.join().unwrap(), 200);
+    let started = Instant::now();
+    while writer_segments(dir.path()) > 0 {
+        assert!(started.elapsed() < WAIT, "the compaction never completed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = scrape(server.addr, &[]);
+    assert_eq!(
+        directory_samples(&after.text()),
+        directory_samples(&during.text())
+    );
+    let all = samples(&after.text());
+    assert_eq!(value(&all, "shmetrics_reader_compaction_failures"), 0.0);
+    assert_eq!(
+        value(&all, "shmetrics_reader_segments{state=\"dead\"}"),
+        1.0,
+        "the archive alone"
+    );
+}
+
+/// The compaction task's failures (here: a file of ours at the archive's name that is not an
+/// archive) are served in `shmetrics_reader_compaction_failures`, and backed off; the dead
+/// process is still served from its own file.
+#[test]
+fn compaction_failures_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 5);
+    std::fs::write(dir.path().join("shmetrics-archive.shm"), [0u8; 4096]).unwrap();
+    let mut opts = options(dir.path());
+    opts.compact_interval = Some(Duration::from_millis(10));
+    let server = TestServer::with(opts);
+    let before = directory_samples(&scrape(server.addr, &[]).text());
+    let started = Instant::now();
+    loop {
+        let resp = scrape(server.addr, &[]);
+        let failures = value(
+            &samples(&resp.text()),
+            "shmetrics_reader_compaction_failures",
+        );
+        if failures >= 2.0 {
+            assert_eq!(directory_samples(&resp.text()), before);
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{failures} failures");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(writer_segments(dir.path()), 1);
+}
+
+/// Shutdown stops the compaction task: a compaction in progress ends (after its batch, or
+/// before its first once told to stop) before `run` returns, and none starts afterwards.
+#[test]
+fn shutdown_ends_the_compaction_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 3, 5);
+    let expected = read_directly(dir.path());
+    let (hook, entered, release) = held_compactions();
+    let mut opts = options(dir.path());
+    opts.compact_interval = Some(Duration::from_millis(20));
+    let mut server = TestServer::start(Server::bind(opts).unwrap().with_compaction_hook(hook));
+    entered.recv_timeout(WAIT).expect("a compaction started");
+    let stop = server.stop.take().unwrap();
+    let _ = stop.send(());
+    std::thread::sleep(Duration::from_millis(100));
+    release.send(()).unwrap();
+    server.shutdown().expect("the server ended");
+    // The server's compaction is over: the lock is free, and another compactor finishes
+    // whatever it left.
+    shmetrics_reader::Reader::open(dir.path())
+        .unwrap()
+        .compact()
+        .expect("the compactors' lock is free");
+    assert!(entered.try_recv().is_err(), "a compaction started later");
+    assert_eq!(writer_segments(dir.path()), 0);
+    assert_eq!(read_directly(dir.path()), expected);
 }

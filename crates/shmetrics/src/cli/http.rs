@@ -84,7 +84,8 @@ pub(crate) struct HttpArgs {
     #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_RESIDENT_BUDGET >> 20)]
     pub(crate) resident_budget_mib: usize,
     /// Fold dead processes' segments into the directory's archive and remove their files
-    /// before a scrape at least this many seconds after the last time (0: never).
+    /// every this many seconds, beside the scrapes (which never wait for it); the wait
+    /// doubles after each failure in a row (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub(crate) compact_interval_secs: u64,
     /// Largest archive file a compaction writes, in MiB: dead segments are folded in

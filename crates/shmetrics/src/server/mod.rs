@@ -25,10 +25,12 @@
 //!
 //! Concurrent scrapes share work (see [`ServerOptions::max_snapshot_age`]); snapshots and
 //! rendering run on Tokio's blocking threads, never on the async workers, and never make
-//! a writer wait.
+//! a writer wait. Compaction runs on a task of its own (see
+//! [`ServerOptions::compact_interval`]): no scrape waits for it.
 
 mod body;
 mod cache;
+mod compaction;
 mod connections;
 pub mod negotiate;
 mod self_metrics;
@@ -50,7 +52,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use shmetrics_reader::snapshot::Family;
-use shmetrics_reader::{Format, PrefixFilter, Reader, ReaderError};
+use shmetrics_reader::{Compactor, Format, PrefixFilter, Reader, ReaderError};
 use tokio::net::TcpStream;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -58,6 +60,7 @@ use tokio::task::JoinSet;
 
 use body::ResponseBody;
 use cache::{BodyError, ExtraFn, Renderer, Scraper};
+use compaction::Compaction;
 pub use connections::raise_descriptor_limit;
 use connections::{GuardedIo, Open, Progress, RESERVED_DESCRIPTORS, descriptor_limit};
 use self_metrics::{Closed, ServerMetrics};
@@ -142,7 +145,9 @@ pub struct ServerOptions {
     /// [`shmetrics_reader::DEFAULT_RESIDENT_BUDGET`].
     pub resident_budget: usize,
     /// Compact the directory (fold dead processes into the archive, remove their files)
-    /// before a scrape at least this long after the last compaction; `None`: never.
+    /// every this long, the first time this long after [`Server::bind`], on a task of its
+    /// own: scrapes never wait for it. After a failure the wait doubles (up to an hour;
+    /// `shmetrics_reader_compaction_failures` counts the failures in a row). `None`: never.
     pub compact_interval: Option<Duration>,
     /// Largest archive file a compaction writes (see [`Reader::set_archive_part_size`]);
     /// the default is [`shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE`].
@@ -200,6 +205,7 @@ pub struct Server {
     listener: std::net::TcpListener,
     local_addr: SocketAddr,
     reader: Reader,
+    compactor: Option<Compactor>,
     options: ServerOptions,
     extra: Option<ExtraFn>,
 }
@@ -232,8 +238,16 @@ impl Server {
     pub fn bind(options: ServerOptions) -> io::Result<Self> {
         let mut reader = Reader::open(&options.dir).map_err(reader_error)?;
         reader.set_resident_budget(options.resident_budget);
-        reader.set_compaction_interval(options.compact_interval);
-        reader.set_archive_part_size(options.archive_part_size);
+        let compactor = match options.compact_interval {
+            Some(interval) => {
+                let mut compactor =
+                    Compactor::open(&options.dir, interval).map_err(reader_error)?;
+                compactor.set_archive_part_size(options.archive_part_size);
+                reader.follow_compactor(compactor.handle());
+                Some(compactor)
+            }
+            None => None,
+        };
         let listener = std::net::TcpListener::bind(options.listen).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -246,6 +260,7 @@ impl Server {
             listener,
             local_addr,
             reader,
+            compactor,
             options,
             extra: None,
         })
@@ -261,6 +276,17 @@ impl Server {
         self
     }
 
+    /// Calls `hook` in every compaction once it holds the compactors' lock (tests hold a
+    /// compaction there); nothing without compaction.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_compaction_hook(mut self, hook: Box<dyn FnMut() + Send>) -> Self {
+        if let Some(compactor) = &mut self.compactor {
+            compactor.set_hook(hook);
+        }
+        self
+    }
+
     /// The address actually bound (with the port picked when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -271,9 +297,10 @@ impl Server {
         &self.options.dir
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
-    /// finish (for at most [`SHUTDOWN_GRACE`]) and returns. Must run in a Tokio runtime
-    /// with IO and time enabled.
+    /// Serves until `shutdown` completes, then stops accepting and compacting, lets
+    /// in-flight requests and the compaction batch in progress finish (for at most
+    /// [`SHUTDOWN_GRACE`] each) and returns. Must run in a Tokio runtime with IO and time
+    /// enabled.
     ///
     /// # Errors
     /// When the listener cannot be registered with the runtime. Failed connections and
@@ -302,6 +329,9 @@ impl Server {
             max_body_bytes: self.options.max_body_bytes,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
+        let compaction = self
+            .compactor
+            .map(|c| Compaction::start(c, stop_rx.clone()));
         let mut connections = JoinSet::new();
         let open = Arc::clone(&app.open);
         let epoch = app.epoch;
@@ -366,6 +396,9 @@ impl Server {
         }
         drop(listener);
         let _ = stop_tx.send(true);
+        if let Some(c) = &compaction {
+            c.stop();
+        }
         let drain = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
             log::warn!(
@@ -373,6 +406,9 @@ impl Server {
                 connections.len()
             );
             connections.shutdown().await;
+        }
+        if let Some(c) = compaction {
+            c.finish(SHUTDOWN_GRACE).await;
         }
         Ok(())
     }
