@@ -20,27 +20,19 @@ use crate::report::{LogOnce, Problem, ScrapeReport, SkipReason};
 use crate::segment::{Rejection, SegmentFile, open_segment};
 
 /// Why a reader could not be opened.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReaderError {
     /// The directory does not exist.
+    #[error("metrics directory {} does not exist", .0.display())]
     DirMissing(PathBuf),
     /// The path is not a directory.
+    #[error("{} is not a directory", .0.display())]
     NotADirectory(PathBuf),
     /// Another I/O failure.
-    Io(PathBuf, io::Error),
+    #[error("{path}: {source}", path = .0.display(), source = .1)]
+    Io(PathBuf, #[source] io::Error),
 }
-
-impl std::fmt::Display for ReaderError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::DirMissing(p) => write!(f, "metrics directory {} does not exist", p.display()),
-            Self::NotADirectory(p) => write!(f, "{} is not a directory", p.display()),
-            Self::Io(p, e) => write!(f, "{}: {e}", p.display()),
-        }
-    }
-}
-
-impl std::error::Error for ReaderError {}
 
 /// File name of the archive.
 pub const ARCHIVE_NAME: &str = "shmetrics-archive.shm";

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use shmetrics::server::{Server, ServerOptions};
+use shmetrics::server::{Server, ServerError, ServerOptions};
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Value};
 use shmetrics_workload::GenWorkload;
@@ -1387,4 +1387,41 @@ fn shutdown_ends_the_compaction_in_progress() {
     assert!(entered.try_recv().is_err(), "a compaction started later");
     assert_eq!(writer_segments(dir.path()), 0);
     assert_eq!(read_directly(dir.path()), expected);
+}
+
+/// `Server::bind` says what failed with a typed error whose source is the cause: a missing
+/// directory (the reader's error, naming it), an address taken (`AddrInUse` underneath).
+#[test]
+fn bind_errors_are_typed_with_their_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("gone");
+    let err = Server::bind(options(&missing)).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ServerError::Directory(shmetrics::ReaderError::DirMissing(p)) if *p == missing
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("metrics directory {} does not exist", missing.display())
+    );
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = Server::bind(ServerOptions::new(dir.path(), addr)).unwrap_err();
+    assert!(
+        matches!(&err, ServerError::Listen { addr: a, .. } if *a == addr),
+        "{err:?}"
+    );
+    let source = std::error::Error::source(&err).expect("a source");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot listen on {addr}: ")),
+        "{err}"
+    );
 }

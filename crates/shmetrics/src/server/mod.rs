@@ -2,14 +2,14 @@
 //!
 //! ```no_run
 //! use shmetrics::server::{Server, ServerOptions, default_listen, shutdown_signal};
-//! # fn main() -> std::io::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut options = ServerOptions::new("/tmp/metrics", default_listen()?);
 //! options.prefixes = vec!["vllm:".into(), "lmcache:".into()];
 //! let server = Server::bind(options)?;
 //! eprintln!("serving http://{}/metrics", server.local_addr());
 //! let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-//! rt.block_on(server.run(shutdown_signal()))
-//! # }
+//! rt.block_on(server.run(shutdown_signal()))?;
+//! # Ok(()) }
 //! ```
 //!
 //! - `GET /metrics` (and `HEAD`): the merged directory, filtered by prefix, plus the
@@ -220,42 +220,49 @@ impl std::fmt::Debug for Server {
     }
 }
 
-fn reader_error(e: ReaderError) -> io::Error {
-    let kind = match &e {
-        ReaderError::DirMissing(_) => io::ErrorKind::NotFound,
-        ReaderError::NotADirectory(_) => io::ErrorKind::NotADirectory,
-        ReaderError::Io(_, e) => e.kind(),
-    };
-    io::Error::new(kind, e.to_string())
+/// Why a server could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The metrics directory cannot be read: missing, not a directory, or inaccessible.
+    #[error(transparent)]
+    Directory(#[from] ReaderError),
+    /// The address cannot be listened on (`AddrInUse` when taken).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 impl Server {
     /// Opens a reader on `options.dir` and binds `options.listen`. Needs no runtime.
     ///
     /// # Errors
-    /// When the directory is missing, not a directory or inaccessible (the message names
-    /// it), or the address cannot be bound (the message names it; `AddrInUse` when taken).
-    pub fn bind(options: ServerOptions) -> io::Result<Self> {
-        let mut reader = Reader::open(&options.dir).map_err(reader_error)?;
+    /// [`ServerError::Directory`] when the directory is missing, not a directory or
+    /// inaccessible, [`ServerError::Listen`] when the address cannot be bound; each names
+    /// the path or address, with the underlying error as its source.
+    pub fn bind(options: ServerOptions) -> Result<Self, ServerError> {
+        let mut reader = Reader::open(&options.dir)?;
         reader.set_resident_budget(options.resident_budget);
         let compactor = match options.compact_interval {
             Some(interval) => {
-                let mut compactor =
-                    Compactor::open(&options.dir, interval).map_err(reader_error)?;
+                let mut compactor = Compactor::open(&options.dir, interval)?;
                 compactor.set_archive_part_size(options.archive_part_size);
                 reader.follow_compactor(compactor.handle());
                 Some(compactor)
             }
             None => None,
         };
-        let listener = std::net::TcpListener::bind(options.listen).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", options.listen),
-            )
-        })?;
-        listener.set_nonblocking(true)?;
-        let local_addr = listener.local_addr()?;
+        let listen = |source| ServerError::Listen {
+            addr: options.listen,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(options.listen).map_err(listen)?;
+        listener.set_nonblocking(true).map_err(listen)?;
+        let local_addr = listener.local_addr().map_err(listen)?;
         Ok(Self {
             listener,
             local_addr,
