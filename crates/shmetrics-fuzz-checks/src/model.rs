@@ -45,7 +45,7 @@ use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::{HEADER_SIZE, META_LEN_WORD, SLOT_FLOOR_WORD};
 use shmetrics_reader::inspect::{RecordEntry, SlotValue, inspect};
 use shmetrics_reader::snapshot::Value;
-use shmetrics_reader::{Reader, Scrape, self_metrics};
+use shmetrics_reader::{ProblemReason, Reader, Scrape, self_metrics};
 use shmetrics_writer::{
     CounterFamily, DEFAULT_BUCKETS, Error, GaugeFamily, GaugeMode, HistogramFamily, MetricKind,
     Options, Registry, SummaryFamily,
@@ -1039,13 +1039,13 @@ impl Harness {
                 .as_ref()
                 .expect_err("a resized segment is rejected");
             if let Some(reason) = seg.truncation_reason() {
-                assert_eq!(e.reason(), reason, "{e}");
+                assert_eq!(ProblemReason::from(e).as_str(), reason, "{e}");
             }
             return;
         }
         let info = match &dump.header {
             Ok(info) => info,
-            Err(e) if seg.holes && e.reason() == "sparse_file" => return,
+            Err(e) if seg.holes && ProblemReason::from(e) == ProblemReason::SparseFile => return,
             Err(e) => {
                 assert!(header_changed, "intact header rejected: {e}");
                 return;
@@ -1149,7 +1149,7 @@ impl Harness {
                 .problems
                 .iter()
                 .filter(|p| p.path == seg.path)
-                .map(|p| p.reason)
+                .map(|p| p.reason.as_str())
                 .collect();
             if seg.len != seg.size {
                 if let Some(reason) = seg.truncation_reason() {

@@ -12,7 +12,9 @@ use shmetrics_layout::{HEADER_SIZE, MIN_SEGMENT_SIZE, SegmentHeader, SegmentIden
 use shmetrics_reader::exact::ExactSum;
 use shmetrics_reader::inspect::{RecordEntry, SegmentDump, SlotValue, inspect};
 use shmetrics_reader::snapshot::{Family, Series, Snapshot, Value};
-use shmetrics_reader::{Format, PrefixFilter, Reader, ScrapeReport, self_metrics};
+use shmetrics_reader::{
+    ConflictKind, Format, PrefixFilter, ProblemReason, Reader, ScrapeReport, self_metrics,
+};
 
 use crate::exposition::{check_render, check_snapshot, owned_pairs};
 use crate::scratch_dir;
@@ -104,7 +106,13 @@ pub fn check_segment_bytes(bytes: &[u8]) {
     check_render(&first.snapshot, &self_metrics(&first.report));
     let blocked = check_against_dump(&first.snapshot, &dump, bytes);
     assert_eq!(first.report.conflicts.len(), blocked, "{:?}", first.report);
-    assert!(first.report.conflicts.iter().all(|c| c.kind == "name"));
+    assert!(
+        first
+            .report
+            .conflicts
+            .iter()
+            .all(|c| c.kind == ConflictKind::Name)
+    );
     // A second scrape goes through the caches (parsed metadata, dead baseline).
     let second = reader.snapshot();
     assert_eq!(second.report, first.report);
@@ -160,7 +168,7 @@ fn check_report(report: &ScrapeReport, dump: &SegmentDump) {
     assert_eq!(report.dir_error, None);
     assert!(report.skipped.is_empty(), "{report:?}");
     assert_eq!(report.live_segments, 0);
-    let reasons: Vec<&str> = report.problems.iter().map(|p| p.reason).collect();
+    let reasons: Vec<&str> = report.problems.iter().map(|p| p.reason.as_str()).collect();
     match &dump.header {
         Err(e) => {
             assert_eq!(
@@ -168,7 +176,7 @@ fn check_report(report: &ScrapeReport, dump: &SegmentDump) {
                 (1, 0),
                 "{report:?}"
             );
-            assert_eq!(reasons, [e.reason()]);
+            assert_eq!(reasons, [ProblemReason::from(e).as_str()]);
         }
         Ok(info) => {
             assert_eq!(dump.live, Some(false));
@@ -184,7 +192,11 @@ fn check_report(report: &ScrapeReport, dump: &SegmentDump) {
                 .iter()
                 .filter(|r| matches!(r.entry, RecordEntry::Part(_)))
                 .count();
-            let mut want: Vec<&str> = dump.record_error.iter().map(|e| e.reason()).collect();
+            let mut want: Vec<&str> = dump
+                .record_error
+                .iter()
+                .map(|e| ProblemReason::from(e).as_str())
+                .collect();
             want.extend(std::iter::repeat_n("missing_part", parts));
             want.sort_unstable();
             assert_eq!(reasons, want);

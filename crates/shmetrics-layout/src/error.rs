@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// A reason to reject untrusted segment bytes. Each variant names what was wrong, so that a
-/// reader can report it; [`LayoutError::reason`] gives a short stable label for metrics.
+/// reader can report it (the reader's `ProblemReason` gives each a stable label).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LayoutError {
     /// The file is shorter than a header.
@@ -82,28 +82,6 @@ pub enum LayoutError {
         /// What is wrong.
         what: String,
     },
-}
-
-impl LayoutError {
-    /// A short, stable label for this kind of error, used as a metric label value.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::TruncatedHeader { .. } => "truncated_header",
-            Self::BadMagic => "bad_magic",
-            Self::EndianMismatch => "endian_mismatch",
-            Self::UnsupportedVersion(_) => "unsupported_version",
-            Self::BadHeaderSize(_) | Self::UnknownFlags(_) => "bad_header",
-            Self::FileSizeMismatch { .. } => "file_size_mismatch",
-            Self::BadFileSize(_) => "bad_file_size",
-            Self::FaultedPage { .. } => "faulted_page",
-            Self::SparseFile { .. } => "sparse_file",
-            Self::BadAreaBounds { .. } => "bad_area_bounds",
-            Self::TruncatedRecord { .. } => "truncated_record",
-            Self::BadRecordLength { .. } => "bad_record_length",
-            Self::UnknownRecordKind { .. } => "unknown_record_kind",
-            Self::BadRecord { .. } => "bad_record",
-        }
-    }
 }
 
 impl fmt::Display for LayoutError {

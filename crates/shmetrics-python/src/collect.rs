@@ -181,12 +181,12 @@ fn report_to_py<'py>(py: Python<'py>, report: &ScrapeReport) -> PyResult<Bound<'
     d.set_item("skipped", skipped)?;
     let problems = PyList::empty(py);
     for p in &report.problems {
-        problems.append((p.path.to_string_lossy(), p.reason, &p.detail))?;
+        problems.append((p.path.to_string_lossy(), p.reason.as_str(), &p.detail))?;
     }
     d.set_item("problems", problems)?;
     let conflicts = PyList::empty(py);
     for c in &report.conflicts {
-        conflicts.append((&c.family, c.kind, &c.detail))?;
+        conflicts.append((&c.family, c.kind.as_str(), &c.detail))?;
     }
     d.set_item("conflicts", conflicts)?;
     d.set_item("dir_error", report.dir_error.clone())?;

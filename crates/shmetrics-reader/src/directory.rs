@@ -16,7 +16,7 @@ use shmetrics_layout::{SEGMENT_PREFIX, SEGMENT_SUFFIX};
 
 use crate::legacy;
 use crate::merge::{Merger, SegmentLinks, Source};
-use crate::report::{LogOnce, Problem, ScrapeReport, SkipReason};
+use crate::report::{LogOnce, Problem, ProblemReason, ScrapeReport, SkipReason};
 use crate::segment::{Rejection, SegmentFile, open_segment};
 
 /// Why a reader could not be opened.
@@ -385,7 +385,7 @@ impl Directory {
             if let Some(e) = &t.seg.corrupt {
                 let problem = Problem {
                     path: t.seg.path.clone(),
-                    reason: e.reason(),
+                    reason: ProblemReason::from(e),
                     detail: format!("metadata after this point ignored: {e}"),
                 };
                 self.logged.problem(&problem);
@@ -394,7 +394,7 @@ impl Directory {
             if !t.seg.refused.is_empty() {
                 let problem = Problem {
                     path: t.seg.path.clone(),
-                    reason: "over_limit",
+                    reason: ProblemReason::OverLimit,
                     detail: t.seg.refused.describe(),
                 };
                 self.logged.problem(&problem);
@@ -445,7 +445,7 @@ impl Directory {
             .extend(self.rejected.values().filter_map(|r| match &r.rejection {
                 Rejection::Bad(e) => Some(Problem {
                     path: r.path.clone(),
-                    reason: e.reason(),
+                    reason: ProblemReason::from(e),
                     detail: e.to_string(),
                 }),
                 Rejection::Skip(..) => None,
@@ -479,16 +479,16 @@ impl Directory {
             let opened = match open_segment(&path, self.euid) {
                 Ok(seg) if seg.header.is_archive() && seg.header.instance_id == id => Ok(seg),
                 Ok(_) => Err((
-                    "bad_part",
+                    ProblemReason::BadPart,
                     "not the archive part its archive names".to_owned(),
                 )),
                 Err(Rejection::Skip(reason, detail)) => {
                     if reason.is_transient() {
                         self.relist = true;
                     }
-                    Err(("missing_part", detail))
+                    Err((ProblemReason::MissingPart, detail))
                 }
-                Err(Rejection::Bad(e)) => Err(("bad_part", e.to_string())),
+                Err(Rejection::Bad(e)) => Err((ProblemReason::BadPart, e.to_string())),
             };
             match opened {
                 Ok(mut seg) => {
@@ -795,13 +795,9 @@ impl Directory {
             Err(rejection) => {
                 let (reason, detail) = match &rejection {
                     Rejection::Skip(r, d) => (r.as_str(), d.clone()),
-                    Rejection::Bad(e) => (e.reason(), e.to_string()),
+                    Rejection::Bad(e) => (ProblemReason::from(e).as_str(), e.to_string()),
                 };
-                self.logged.problem(&Problem {
-                    path: path.clone(),
-                    reason,
-                    detail,
-                });
+                self.logged.skipping(&path, reason, &detail);
                 self.rejected.insert(
                     ino,
                     Rejected {

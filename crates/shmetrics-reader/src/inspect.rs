@@ -366,7 +366,11 @@ impl fmt::Display for SegmentDump {
         match &self.header {
             Ok(info) => write_header(f, info)?,
             Err(e) => {
-                writeln!(f, "header: INVALID ({}): {e}", e.reason())?;
+                writeln!(
+                    f,
+                    "header: INVALID ({}): {e}",
+                    crate::ProblemReason::from(e)
+                )?;
                 write!(f, "  first bytes:")?;
                 if self.leading_bytes.is_empty() {
                     write!(f, " (none)")?;
@@ -403,17 +407,17 @@ impl fmt::Display for SegmentDump {
             Some(e @ LayoutError::BadAreaBounds { .. }) if self.header.is_ok() => writeln!(
                 f,
                 "validation: FAILED ({}): published metadata no longer fits: {e}",
-                e.reason()
+                crate::ProblemReason::from(e)
             ),
             Some(e) if self.header.is_ok() => writeln!(
                 f,
                 "validation: FAILED ({}): {e}; readers ignore the metadata from there on",
-                e.reason()
+                crate::ProblemReason::from(e)
             ),
             Some(e) => writeln!(
                 f,
                 "validation: FAILED ({}): {e}; readers skip this segment",
-                e.reason()
+                crate::ProblemReason::from(e)
             ),
         }
     }

@@ -33,7 +33,7 @@ use shmetrics_layout::record::{FamilyRecord, SeriesFields, check_family, check_l
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::{GaugeMode, MAX_SEGMENT_SIZE, MetricKind, SegmentIdentity, suffix};
 
-use crate::report::{Problem, SkipReason};
+use crate::report::{Problem, ProblemReason, SkipReason};
 use crate::segment::SegmentFile;
 
 /// Largest `.db` file read, as for segments.
@@ -95,12 +95,12 @@ pub enum DbError {
 
 impl DbError {
     /// A stable short reason, as for segment problems.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> ProblemReason {
         match self {
-            Self::Empty => "legacy_empty",
-            Self::Truncated { .. } => "legacy_truncated",
-            Self::Corrupt { .. } => "legacy_corrupt",
-            Self::Unreadable(_) => "legacy_unreadable",
+            Self::Empty => ProblemReason::LegacyEmpty,
+            Self::Truncated { .. } => ProblemReason::LegacyTruncated,
+            Self::Corrupt { .. } => ProblemReason::LegacyCorrupt,
+            Self::Unreadable(_) => ProblemReason::LegacyUnreadable,
         }
     }
 }
@@ -473,7 +473,7 @@ impl LegacyFile {
             .into_iter()
             .map(|detail| Problem {
                 path: self.path.clone(),
-                reason: "legacy_unsupported",
+                reason: ProblemReason::LegacyUnsupported,
                 detail,
             })
             .collect();

@@ -41,7 +41,7 @@ pub use compact::{
 pub use directory::ReaderError;
 pub use filter::PrefixFilter;
 pub use render::{Escaping, Format, SnapshotText};
-pub use report::{Conflict, Problem, ScrapeReport, SkipReason};
+pub use report::{Conflict, ConflictKind, Problem, ProblemReason, ScrapeReport, SkipReason};
 pub use self_metrics::self_metrics;
 use snapshot::Family;
 pub use snapshot::Snapshot;

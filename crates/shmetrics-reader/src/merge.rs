@@ -23,7 +23,7 @@ use shmetrics_layout::{GaugeMode, MetricKind};
 
 use crate::exact::ExactSum;
 use crate::render::{SeriesText, SnapshotText};
-use crate::report::Conflict;
+use crate::report::{Conflict, ConflictKind};
 use crate::segment::SegmentFile;
 use crate::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
 
@@ -532,7 +532,7 @@ fn resolve(
                         blocked[merged as usize] = true;
                         conflicts.push(Conflict {
                             family: local.name.clone(),
-                            kind: "name",
+                            kind: ConflictKind::Name,
                             detail: format!(
                                 "{}: {} {} would be exposed as {name}, which {} already is; left out",
                                 source.seg.path.display(),
@@ -565,11 +565,14 @@ fn resolve(
 
 fn conflict(def: &FamilyRecord, other: &FamilyRecord, seg: &SegmentFile) -> Option<Conflict> {
     let (kind, detail) = if def.kind != other.kind {
-        ("type", format!("{} here, {} first", other.kind, def.kind))
+        (
+            ConflictKind::Type,
+            format!("{} here, {} first", other.kind, def.kind),
+        )
     } else if def.mode != other.mode {
         let mode = |m: Option<GaugeMode>| m.map_or_else(|| "none".to_owned(), |m| m.to_string());
         (
-            "gauge_mode",
+            ConflictKind::GaugeMode,
             format!("{} here, {} first", mode(other.mode), mode(def.mode)),
         )
     } else if def.bounds != other.bounds {
@@ -578,7 +581,7 @@ fn conflict(def: &FamilyRecord, other: &FamilyRecord, seg: &SegmentFile) -> Opti
             format!("({})", b.join(", "))
         };
         (
-            "buckets",
+            ConflictKind::Buckets,
             format!(
                 "{} here, {} first",
                 bounds(&other.bounds),
@@ -587,13 +590,13 @@ fn conflict(def: &FamilyRecord, other: &FamilyRecord, seg: &SegmentFile) -> Opti
         )
     } else if def.help != other.help {
         (
-            "help",
+            ConflictKind::Help,
             format!("{:?} here, {:?} first", other.help, def.help),
         )
     } else {
         return None;
     };
-    let excluded = if kind == "help" {
+    let excluded = if kind == ConflictKind::Help {
         "kept, with the first help text"
     } else {
         "its series are left out"

@@ -1,8 +1,9 @@
 //! What a scrape found wrong or skipped: the report behind the `shmetrics_reader_*`
 //! self-metrics and the log lines.
 
+use shmetrics_layout::LayoutError;
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Why a directory entry was not read as a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,10 +79,130 @@ impl SkipReason {
 pub struct Problem {
     /// The file.
     pub path: PathBuf,
-    /// Stable short reason, e.g. `bad_magic` (see `LayoutError::reason`).
-    pub reason: &'static str,
+    /// Why, as the `reason` label of `shmetrics_reader_invalid_segments` names it.
+    pub reason: ProblemReason,
     /// Human-readable detail.
     pub detail: String,
+}
+
+/// Why a segment, a `.db` file or a part of one was left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProblemReason {
+    /// The file is shorter than a header.
+    TruncatedHeader,
+    /// Not a shmetrics segment.
+    BadMagic,
+    /// Written on a machine of the other byte order.
+    EndianMismatch,
+    /// A layout version this reader does not know.
+    UnsupportedVersion,
+    /// A header size or flags this reader does not know.
+    BadHeader,
+    /// The header's file size differs from the file's.
+    FileSizeMismatch,
+    /// A file size the format does not allow.
+    BadFileSize,
+    /// A page of the mapping faulted (the file shrank under it).
+    FaultedPage,
+    /// A file with holes on a file system where reading them would allocate.
+    SparseFile,
+    /// Metadata and slot areas that overlap or pass the end.
+    BadAreaBounds,
+    /// A record cut short.
+    TruncatedRecord,
+    /// A record length the format does not allow.
+    BadRecordLength,
+    /// A record kind this reader does not know.
+    UnknownRecordKind,
+    /// A record whose contents are invalid.
+    BadRecord,
+    /// Families or series over the exposition limits, left out.
+    OverLimit,
+    /// Entries of a `.db` file that cannot be represented, left out.
+    LegacyUnsupported,
+    /// An empty `.db` file.
+    LegacyEmpty,
+    /// A `.db` file shorter than it claims.
+    LegacyTruncated,
+    /// A `.db` file whose entries are corrupt.
+    LegacyCorrupt,
+    /// A `.db` file that cannot be read.
+    LegacyUnreadable,
+    /// An archive part that is not the one its archive names, or is invalid.
+    BadPart,
+    /// An archive part that cannot be opened.
+    MissingPart,
+}
+
+impl ProblemReason {
+    /// The stable label: `bad_magic`, `over_limit`, ...
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TruncatedHeader => "truncated_header",
+            Self::BadMagic => "bad_magic",
+            Self::EndianMismatch => "endian_mismatch",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::BadHeader => "bad_header",
+            Self::FileSizeMismatch => "file_size_mismatch",
+            Self::BadFileSize => "bad_file_size",
+            Self::FaultedPage => "faulted_page",
+            Self::SparseFile => "sparse_file",
+            Self::BadAreaBounds => "bad_area_bounds",
+            Self::TruncatedRecord => "truncated_record",
+            Self::BadRecordLength => "bad_record_length",
+            Self::UnknownRecordKind => "unknown_record_kind",
+            Self::BadRecord => "bad_record",
+            Self::OverLimit => "over_limit",
+            Self::LegacyUnsupported => "legacy_unsupported",
+            Self::LegacyEmpty => "legacy_empty",
+            Self::LegacyTruncated => "legacy_truncated",
+            Self::LegacyCorrupt => "legacy_corrupt",
+            Self::LegacyUnreadable => "legacy_unreadable",
+            Self::BadPart => "bad_part",
+            Self::MissingPart => "missing_part",
+        }
+    }
+}
+
+impl From<&LayoutError> for ProblemReason {
+    fn from(e: &LayoutError) -> Self {
+        match e {
+            LayoutError::TruncatedHeader { .. } => Self::TruncatedHeader,
+            LayoutError::BadMagic => Self::BadMagic,
+            LayoutError::EndianMismatch => Self::EndianMismatch,
+            LayoutError::UnsupportedVersion(_) => Self::UnsupportedVersion,
+            LayoutError::BadHeaderSize(_) | LayoutError::UnknownFlags(_) => Self::BadHeader,
+            LayoutError::FileSizeMismatch { .. } => Self::FileSizeMismatch,
+            LayoutError::BadFileSize(_) => Self::BadFileSize,
+            LayoutError::FaultedPage { .. } => Self::FaultedPage,
+            LayoutError::SparseFile { .. } => Self::SparseFile,
+            LayoutError::BadAreaBounds { .. } => Self::BadAreaBounds,
+            LayoutError::TruncatedRecord { .. } => Self::TruncatedRecord,
+            LayoutError::BadRecordLength { .. } => Self::BadRecordLength,
+            LayoutError::UnknownRecordKind { .. } => Self::UnknownRecordKind,
+            LayoutError::BadRecord { .. } => Self::BadRecord,
+        }
+    }
+}
+
+/// Ordered by label, as reports list them.
+impl Ord for ProblemReason {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for ProblemReason {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for ProblemReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A family that processes declare inconsistently.
@@ -89,11 +210,55 @@ pub struct Problem {
 pub struct Conflict {
     /// The family name.
     pub family: String,
-    /// `type`, `gauge_mode`, `buckets`, `help`, or `name` (two families would expose the
-    /// same name, e.g. a counter `x` and a gauge `x_total`).
-    pub kind: &'static str,
+    /// What differs.
+    pub kind: ConflictKind,
     /// Human-readable detail, naming the segment that disagrees.
     pub detail: String,
+}
+
+/// What two declarations of a family disagree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// The bucket bounds.
+    Buckets,
+    /// The gauge mode.
+    GaugeMode,
+    /// The help text (the first is kept).
+    Help,
+    /// The exposed names: two families would expose the same name (a counter `x` and a
+    /// gauge `x_total`).
+    Name,
+    /// The metric type.
+    Type,
+}
+
+impl ConflictKind {
+    /// Every kind, in label order.
+    pub const ALL: [Self; 5] = [
+        Self::Buckets,
+        Self::GaugeMode,
+        Self::Help,
+        Self::Name,
+        Self::Type,
+    ];
+
+    /// The stable label: `buckets`, `gauge_mode`, `help`, `name`, `type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Buckets => "buckets",
+            Self::GaugeMode => "gauge_mode",
+            Self::Help => "help",
+            Self::Name => "name",
+            Self::Type => "type",
+        }
+    }
+}
+
+impl std::fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Everything a scrape skipped or found wrong, plus segment counts.
@@ -124,7 +289,7 @@ pub struct ScrapeReport {
 
 impl ScrapeReport {
     /// Problems counted by reason.
-    pub fn problems_by_reason(&self) -> BTreeMap<&'static str, usize> {
+    pub fn problems_by_reason(&self) -> BTreeMap<ProblemReason, usize> {
         let mut out = BTreeMap::new();
         for p in &self.problems {
             *out.entry(p.reason).or_insert(0) += 1;
@@ -167,14 +332,19 @@ impl LogOnce {
 
     /// Logs `p` once.
     pub(crate) fn problem(&mut self, p: &Problem) {
-        if self.first(p.path.clone(), p.reason) {
-            log::warn!("skipping {} ({}): {}", p.path.display(), p.reason, p.detail);
+        self.skipping(&p.path, p.reason.as_str(), &p.detail);
+    }
+
+    /// Logs once that `path` is skipped, and why (`reason`, a stable label).
+    pub(crate) fn skipping(&mut self, path: &Path, reason: &'static str, detail: &str) {
+        if self.first(path.to_owned(), reason) {
+            log::warn!("skipping {} ({reason}): {detail}", path.display());
         }
     }
 
     /// Logs `c` once.
     pub(crate) fn conflict(&mut self, c: &Conflict) {
-        if self.first(PathBuf::from(&c.family), c.kind) {
+        if self.first(PathBuf::from(&c.family), c.kind.as_str()) {
             log::warn!(
                 "conflicting definitions of {} ({}): {}",
                 c.family,

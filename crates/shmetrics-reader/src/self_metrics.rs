@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use shmetrics_layout::MetricKind;
 
-use crate::report::{ScrapeReport, SkipReason};
+use crate::report::{ConflictKind, ScrapeReport, SkipReason};
 use crate::snapshot::{Family, Series, SeriesLabels, Value};
 
 const SKIP_REASONS: [SkipReason; 10] = [
@@ -19,8 +19,6 @@ const SKIP_REASONS: [SkipReason; 10] = [
     SkipReason::Symlink,
     SkipReason::Unreadable,
 ];
-
-const CONFLICT_KINDS: [&str; 5] = ["buckets", "gauge_mode", "help", "name", "type"];
 
 fn gauge(name: &str, help: &str, series: Vec<(Vec<(&str, &str)>, f64)>) -> Family {
     Family {
@@ -50,7 +48,7 @@ pub fn self_metrics(report: &ScrapeReport) -> Vec<Family> {
     let mut invalid: Vec<(Vec<(&str, &str)>, f64)> = report
         .problems_by_reason()
         .into_iter()
-        .map(|(reason, n)| (vec![("reason", reason)], n as f64))
+        .map(|(reason, n)| (vec![("reason", reason.as_str())], n as f64))
         .collect();
     invalid.sort_by(|a, b| a.0.cmp(&b.0));
     vec![
@@ -62,11 +60,11 @@ pub fn self_metrics(report: &ScrapeReport) -> Vec<Family> {
         gauge(
             "shmetrics_reader_conflicts",
             "Families declared inconsistently across processes, by what differs.",
-            CONFLICT_KINDS
+            ConflictKind::ALL
                 .iter()
                 .map(|&k| {
                     let n = report.conflicts.iter().filter(|c| c.kind == k).count();
-                    (vec![("kind", k)], n as f64)
+                    (vec![("kind", k.as_str())], n as f64)
                 })
                 .collect(),
         ),

@@ -275,7 +275,7 @@ fn check(fx: &Fixture, bad: &Path, expect: Expect, template_text: &str) -> Outco
             let tail = matches!(expect, Expect::CorruptTail(_));
             assert_eq!(r.problems.len(), 1, "{r:?}");
             assert_eq!(r.problems[0].path, bad);
-            assert_eq!(r.problems[0].reason, reason, "{r:?}");
+            assert_eq!(r.problems[0].reason.as_str(), reason, "{r:?}");
             assert_eq!(
                 r.problems[0]
                     .detail
@@ -791,7 +791,7 @@ fn everything_at_once() {
         .iter()
         .map(|p| {
             let name = p.path.file_name().unwrap().to_string_lossy().into_owned();
-            (p.reason, name)
+            (p.reason.as_str(), name)
         })
         .collect();
     assert_eq!(

@@ -37,7 +37,7 @@ fn scrape(dir: &Path) -> (String, ScrapeReport) {
 }
 
 fn kinds(report: &ScrapeReport) -> Vec<&'static str> {
-    report.conflicts.iter().map(|c| c.kind).collect()
+    report.conflicts.iter().map(|c| c.kind.as_str()).collect()
 }
 
 #[test]

@@ -94,7 +94,10 @@ fn what_is_over_the_limits_is_left_out_reported_and_kept() {
         let problems: Vec<_> = scrape.report.problems.iter().collect();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].path, path);
-        assert_eq!(problems[0].reason, "over_limit");
+        assert_eq!(
+            problems[0].reason,
+            shmetrics_reader::ProblemReason::OverLimit
+        );
         assert_eq!(
             problems[0].detail,
             "1 families and 2 series over the exposition limits left out; the first: a \

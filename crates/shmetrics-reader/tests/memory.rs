@@ -110,7 +110,7 @@ fn sparse_db_files_cost_neither_memory_nor_reads() {
                 .report
                 .problems
                 .iter()
-                .filter(|p| p.reason == "legacy_corrupt")
+                .filter(|p| p.reason == shmetrics_reader::ProblemReason::LegacyCorrupt)
                 .count()
         ));
         return;

@@ -71,7 +71,7 @@ fn faulted(reader: &mut Reader) -> (Snapshot, usize) {
         .report
         .problems
         .iter()
-        .filter(|p| matches!(p.reason, "faulted_page" | "file_size_mismatch"))
+        .filter(|p| matches!(p.reason.as_str(), "faulted_page" | "file_size_mismatch"))
         .inspect(|p| eprintln!("{}: {}", p.reason, p.detail))
         .count();
     assert_eq!(scrape.report.bad_segments, n, "{:?}", scrape.report);
@@ -262,7 +262,12 @@ fn a_sparse_file_on_a_small_tmpfs_allocates_nothing() {
     for _ in 0..3 {
         let scrape = reader.snapshot();
         assert_eq!(totals(&scrape.snapshot), [("1".to_owned(), 5.0)].into());
-        let reasons: Vec<&str> = scrape.report.problems.iter().map(|p| p.reason).collect();
+        let reasons: Vec<&str> = scrape
+            .report
+            .problems
+            .iter()
+            .map(|p| p.reason.as_str())
+            .collect();
         assert_eq!(reasons, ["sparse_file"]);
     }
     // What `compact` and a fresh `dump` do, too.

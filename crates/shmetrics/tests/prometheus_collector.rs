@@ -328,7 +328,10 @@ fn names_the_directory_would_duplicate_are_written_once() {
         "# HELP vllm:x_total A counter.\n# TYPE vllm:x_total counter\nvllm:x_total 2\n"
     );
     assert_eq!(report.conflicts.len(), 1);
-    assert_eq!(report.conflicts[0].kind, "name");
+    assert_eq!(
+        report.conflicts[0].kind,
+        shmetrics_reader::ConflictKind::Name
+    );
     promtool_check(&encode(&families), "the collector output");
 }
 
