@@ -8,10 +8,11 @@
 //! [`distinct_label_values`]) with their peers, and the two-thread benches share
 //! [`on_two_threads`].
 
+use shmetrics_layout::sync::AtomicU64;
 use std::fs::File;
 use std::io;
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;

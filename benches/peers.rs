@@ -2,8 +2,8 @@
 //! words of the physical limits, fresh registries, the `metrics` recorder and the
 //! `prometheus-client` label sets.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicU64;
 
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,

@@ -31,8 +31,8 @@
 //! samples in flat sampling mode (a 128 × 10,000 scrape reads 1.28 M series); smaller ones
 //! with 30 samples. `run-reader.sh` prints the table.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::hint::black_box;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use criterion::measurement::WallTime;

@@ -326,7 +326,7 @@ fn labels_lookup_two_threads(
     name: &str,
     family: &shmetrics_writer::CounterFamily,
     lookup: &[&str],
-    word: &std::sync::atomic::AtomicU64,
+    word: &shmetrics_layout::sync::AtomicU64,
     peers: &[Peer<'_>],
 ) {
     let before = family.labels(lookup).unwrap().get();

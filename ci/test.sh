@@ -29,8 +29,9 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "module layering: no import circle inside a crate"
+step "module layering: no import circle inside a crate; atomics through the layout's facade"
 python3 ci/module-cycles.py crates/*/src
+bash ci/atomics-facade.sh
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet

@@ -5,8 +5,9 @@
 //! Under `cargo test` they are ordinary tests of the same behaviour.
 #![cfg(not(loom))]
 
+use shmetrics_layout::sync::AtomicU64;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use shmetrics_layout::record::{FamilyRecord, Record, SeriesRecord, parse_records};
 use shmetrics_layout::slots::{

@@ -1,8 +1,9 @@
 //! The recorder: `metrics` keys to shmetrics families and children.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};

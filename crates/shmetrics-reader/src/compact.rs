@@ -22,13 +22,14 @@
 //! archive and some files it lists (after it): the next compaction removes those files and
 //! any stale temporary file.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::convert::Infallible;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};

@@ -249,7 +249,7 @@ fn accepted_records(seg: &SegmentFile) -> Vec<RecordInfo> {
     out
 }
 
-fn read_value(family: &FamilyRecord, words: &[std::sync::atomic::AtomicU64]) -> SlotValue {
+fn read_value(family: &FamilyRecord, words: &[shmetrics_layout::sync::AtomicU64]) -> SlotValue {
     match family.kind {
         MetricKind::Counter => {
             // As the merge reads it: the integer and fractional words summed exactly.

@@ -630,7 +630,7 @@ fn fold(
     def: &FamilyRecord,
     seg: &SegmentFile,
     archived: Archived<'_>,
-    words: &[std::sync::atomic::AtomicU64],
+    words: &[shmetrics_layout::sync::AtomicU64],
     scratch: &mut HistogramValue,
 ) {
     match def.kind {

@@ -1,11 +1,12 @@
 //! One segment as the reader sees it: opened without following links, checked, mapped
 //! read-only, its metadata parsed incrementally and never trusted.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use rustc_hash::{FxHashMap, FxHashSet};

@@ -2,10 +2,11 @@
 //! scrape shows changes: not after a complete run, not after a run killed at any step, not
 //! while other readers scrape.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use shmetrics_reader::compact::{ARCHIVE_NAME, COMPACT_LOCK_NAME, CompactStop};

@@ -12,10 +12,11 @@
 
 mod common;
 
+use shmetrics_layout::sync::AtomicU64;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{ChildProcess, child_role, param, say, wait_for_eof, wait_for_line, wait_pid};

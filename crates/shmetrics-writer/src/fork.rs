@@ -17,9 +17,10 @@
 //! file (a full disk, say), the old range is replaced by private zeroed memory instead:
 //! the child's metrics are lost, the parent's are never touched.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
 use shmetrics_layout::{HEADER_SIZE, META_LEN_WORD, view};

@@ -1,12 +1,13 @@
 //! One segment file of this process: creation (reserve, initialise, lock, then link into
 //! the directory), and appending records and slots to it.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustc_hash::FxHashMap;

@@ -6,12 +6,13 @@
 //! The client side speaks minimal HTTP/1.1 over `std::net::TcpStream` (one request per
 //! connection, `Connection: close`); the server is the real hyper stack.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

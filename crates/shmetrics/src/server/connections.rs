@@ -4,11 +4,12 @@
 //! that a full table never stops the accept loop, and the connection limit kept below the
 //! process's descriptor limit so that the metrics directory can always be read).
 
+use shmetrics_layout::sync::AtomicU64;
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 

@@ -463,7 +463,7 @@ async fn serve_connection(
         Arc::new(move || metrics.count_closed(Closed::WriteTimeout)),
     );
     let max_requests = guard.limits.max_requests;
-    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let served = Arc::new(shmetrics_layout::sync::AtomicU64::new(0));
     let service = service_fn(move |req| {
         let app = Arc::clone(&app);
         let served = Arc::clone(&served);

@@ -1,8 +1,9 @@
 //! The server's own metrics: scrape duration and HTTP requests, kept in process and
 //! converted to [`Family`] values to be rendered beside the reader's self-metrics.
 
+use shmetrics_layout::sync::AtomicU64;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
