@@ -9,6 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use common::{ChildProcess, child_role, param, say};
@@ -20,6 +21,14 @@ use shmetrics_reader::{Reader, SkipReason};
 use shmetrics_writer::{Options, Registry};
 
 /// A process that adds `pid` to `req_total` and stays alive while the registry does.
+/// Serialises this binary's tests: a child a test starts holds, between its fork and its
+/// exec, a copy of every descriptor open in the process, the segment locks of the other
+/// tests included, and a segment whose lock is held looks alive to a compaction.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn process(dir: &Path, pid: u32) -> Registry {
     let r = Registry::open_simulating_pid(dir, Options::default(), pid).unwrap();
     let c = r.counter("req_total", "Requests.", &["p"]).unwrap();
@@ -60,6 +69,7 @@ fn segment_ids(dir: &Path) -> Vec<(u64, u32)> {
 
 #[test]
 fn a_copy_of_the_archive_is_neither_merged_nor_trusted() {
+    let _serial = one_at_a_time();
     for run in 0..6 {
         let dir = tempfile::tempdir().unwrap();
         let live = process(dir.path(), 1);
@@ -93,10 +103,7 @@ fn a_copy_of_the_archive_is_neither_merged_nor_trusted() {
                 expected += f64::from(pid);
             }
             let report = reader.compact().unwrap();
-            // At least the three: a segment of an earlier round can look alive for an
-            // instant if another test of this binary forks meanwhile (the child holds a copy
-            // of its locked descriptor until it execs); it is folded by a later run.
-            assert!(report.folded_segments >= 3, "run {run} round {round}");
+            assert_eq!(report.folded_segments, 3, "run {run} round {round}");
             assert_eq!(total(&reader.snapshot().snapshot), expected, "run {run}");
             assert_eq!(
                 fresh_total(dir.path()),
@@ -105,23 +112,12 @@ fn a_copy_of_the_archive_is_neither_merged_nor_trusted() {
             );
             assert!(copy.exists(), "run {run}: the copy was removed");
         }
-        // Bounded retries for the same reason as above: a segment that looked alive for an
-        // instant is folded by a later compaction.
-        let visible = || {
-            names(dir.path())
-                .iter()
-                .filter(|n| !n.starts_with('.'))
-                .count()
-        };
-        for _ in 0..50 {
-            reader.compact().unwrap();
-            if visible() == 3 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let visible = names(dir.path())
+            .iter()
+            .filter(|n| !n.starts_with('.'))
+            .count();
         assert_eq!(
-            visible(),
+            visible,
             3,
             "the live segment, the archive and the copy: {:?}",
             names(dir.path())
@@ -165,6 +161,7 @@ fn crafted_archive(dir: &Path, path: &Path) {
 
 #[test]
 fn a_crafted_archive_hides_nothing() {
+    let _serial = one_at_a_time();
     for run in 0..4 {
         let dir = tempfile::tempdir().unwrap();
         let live = process(dir.path(), 1);
@@ -202,6 +199,7 @@ fn a_crafted_archive_hides_nothing() {
 /// user's files and to run the writers as a third user.
 #[test]
 fn names_taken_by_another_user_are_worked_around() {
+    let _serial = one_at_a_time();
     const WRITERS_UID: u32 = 60_001;
     const SQUATTER_UID: u32 = 60_002;
     if child_role().as_deref() == Some("writers") {
