@@ -264,28 +264,9 @@ impl Reader {
         out: &mut dyn Write,
     ) -> io::Result<ScrapeReport> {
         let (scrape, extra) = self.snapshot_with_extra(filter, self_metrics);
-        let exposition = render::Exposition {
-            snapshot: &scrape.snapshot,
-            text: Some(&scrape.text),
-            extra: &extra,
-            format,
-            filter,
-            escaping,
-        };
-        let mut buf = std::mem::take(&mut self.render_buf);
-        let mut cursor = render::Cursor::default();
-        let written = loop {
-            buf.clear();
-            let done = exposition.render_some(&mut cursor, &mut buf, render::CHUNK);
-            match out.write_all(&buf) {
-                Ok(()) if done => break Ok(()),
-                Ok(()) => {}
-                Err(e) => break Err(e),
-            }
-        };
-        self.render_buf = buf;
-        written?;
-        Ok(scrape.report)
+        let written = exposition(&scrape, &extra, format, filter, escaping)
+            .write_through(out, &mut self.render_buf);
+        written.map(|()| scrape.report)
     }
 
     /// As [`Reader::scrape_escaped`], the whole exposition appended to `out` with no
@@ -300,15 +281,11 @@ impl Reader {
         out: &mut Vec<u8>,
     ) -> ScrapeReport {
         let (scrape, extra) = self.snapshot_with_extra(filter, self_metrics);
-        render::Exposition {
-            snapshot: &scrape.snapshot,
-            text: Some(&scrape.text),
-            extra: &extra,
-            format,
-            filter,
-            escaping,
-        }
-        .render_some(&mut render::Cursor::default(), out, usize::MAX);
+        exposition(&scrape, &extra, format, filter, escaping).render_some(
+            &mut render::Cursor::default(),
+            out,
+            usize::MAX,
+        );
         scrape.report
     }
 
@@ -327,5 +304,23 @@ impl Reader {
         let own = self_metrics::self_metrics(&scrape.report);
         let (extra, _) = scrape.snapshot.extra_families(filter, own);
         (scrape, extra)
+    }
+}
+
+/// What a reader's scrape shows: `scrape` with its label texts, then `extra`.
+fn exposition<'a>(
+    scrape: &'a Scrape,
+    extra: &'a [Family],
+    format: Format,
+    filter: &'a PrefixFilter,
+    escaping: Escaping,
+) -> render::Exposition<'a> {
+    render::Exposition {
+        snapshot: &scrape.snapshot,
+        text: Some(&scrape.text),
+        extra,
+        format,
+        filter,
+        escaping,
     }
 }

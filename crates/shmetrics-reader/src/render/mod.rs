@@ -151,12 +151,17 @@ impl<'a> Exposition<'a> {
     /// Writes the whole exposition to `out`, a piece of [`CHUNK`] bytes at a time: memory
     /// stays bounded however large the exposition is.
     pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        self.write_through(out, &mut Vec::with_capacity(CHUNK))
+    }
+
+    /// As [`Exposition::write`], through `buf` (cleared first; a caller keeps it between
+    /// renderings so that a steady state allocates nothing).
+    pub fn write_through(&self, out: &mut dyn Write, buf: &mut Vec<u8>) -> io::Result<()> {
         let mut cursor = Cursor::default();
-        let mut buf = Vec::with_capacity(CHUNK);
         loop {
-            let done = self.render_some(&mut cursor, &mut buf, CHUNK);
-            out.write_all(&buf)?;
             buf.clear();
+            let done = self.render_some(&mut cursor, buf, CHUNK);
+            out.write_all(buf)?;
             if done {
                 return Ok(());
             }
