@@ -283,6 +283,17 @@ pub fn filtered() -> bool {
     false
 }
 
+/// One whole scrape of `reader` in the text format, appended to `out`, without
+/// self-metrics: what the scrape benches time.
+pub fn scrape_text(
+    reader: &mut shmetrics_reader::Reader,
+    filter: &shmetrics_reader::PrefixFilter,
+    out: &mut Vec<u8>,
+) -> shmetrics_reader::ScrapeReport {
+    use shmetrics_reader::{Escaping, Format};
+    reader.scrape_into(Format::Prometheus, Escaping::default(), filter, false, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

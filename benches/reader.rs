@@ -116,7 +116,7 @@ fn steady_reader_with_dead(
 fn scrapes(b: &mut Bencher<'_>, reader: &mut Reader, filter: &PrefixFilter, out: &mut Vec<u8>) {
     b.iter(|| {
         out.clear();
-        reader.scrape_into(Format::Prometheus, Escaping::default(), filter, false, out);
+        shmetrics_benches::scrape_text(reader, filter, out);
         black_box(out.len())
     })
 }

@@ -20,7 +20,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use shmetrics_benches::fixtures::{BoxError, GenFixture};
-use shmetrics_reader::{DEFAULT_RESIDENT_BUDGET, Escaping, Format, PrefixFilter, Reader};
+use shmetrics_reader::{DEFAULT_RESIDENT_BUDGET, PrefixFilter, Reader};
 
 const USAGE: &str =
     "usage: reader-rss [--processes P] [--series S] [--scrapes N] [--resident-budget-mib M]";
@@ -123,11 +123,9 @@ fn measure_reader(dir: &Path, scrapes: usize, budget: usize) -> Result<(), BoxEr
     for i in 1..=scrapes {
         out.clear();
         let started = Instant::now();
-        report = Some(reader.scrape_into(
-            Format::Prometheus,
-            Escaping::default(),
+        report = Some(shmetrics_benches::scrape_text(
+            &mut reader,
             &filter,
-            false,
             &mut out,
         ));
         row(

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use nix::time::{ClockId, clock_gettime};
 use shmetrics_benches::fixtures::{BoxError, gen_segment_size};
-use shmetrics_reader::{Escaping, Format, PrefixFilter, Reader};
+use shmetrics_reader::{PrefixFilter, Reader};
 use shmetrics_workload::GenWorkload;
 use shmetrics_writer::{Options, Registry};
 
@@ -268,13 +268,7 @@ fn phase(config: &Config, n: usize, scrape: bool) -> Result<PhaseResult, BoxErro
     let mut out = Vec::new();
     // One scrape before the start, so the scraped phase measures steady state, not the
     // first parse of every segment's metadata.
-    reader.scrape_into(
-        Format::Prometheus,
-        Escaping::default(),
-        &filter,
-        false,
-        &mut out,
-    );
+    shmetrics_benches::scrape_text(&mut reader, &filter, &mut out);
 
     for w in &mut writers {
         w.stdin.write_all(b"go\n")?;
@@ -293,13 +287,7 @@ fn phase(config: &Config, n: usize, scrape: bool) -> Result<PhaseResult, BoxErro
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 out.clear();
-                reader.scrape_into(
-                    Format::Prometheus,
-                    Escaping::default(),
-                    &filter,
-                    false,
-                    &mut out,
-                );
+                shmetrics_benches::scrape_text(&mut reader, &filter, &mut out);
                 busy += started.elapsed();
                 scrapes += 1;
                 next += every;

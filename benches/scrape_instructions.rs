@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use shmetrics_benches::fixtures::{GenFixture, VllmFixture};
-use shmetrics_reader::{Escaping, Format, PrefixFilter, Reader};
+use shmetrics_reader::{PrefixFilter, Reader};
 
 fn scrapes(dir: &Path, count: usize, compact: bool) {
     let mut reader = Reader::open(dir).expect("open the reader");
@@ -26,13 +26,7 @@ fn scrapes(dir: &Path, count: usize, compact: bool) {
     let mut out = Vec::new();
     for _ in 0..=count {
         out.clear();
-        reader.scrape_into(
-            Format::Prometheus,
-            Escaping::default(),
-            &filter,
-            false,
-            &mut out,
-        );
+        shmetrics_benches::scrape_text(&mut reader, &filter, &mut out);
         black_box(out.len());
     }
 }
