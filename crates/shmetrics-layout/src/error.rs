@@ -4,24 +4,35 @@ use std::fmt;
 
 /// A reason to reject untrusted segment bytes. Each variant names what was wrong, so that a
 /// reader can report it (the reader's `ProblemReason` gives each a stable label).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// The file is shorter than a header.
+    #[error("truncated header: {len} bytes, need {need}", need = crate::HEADER_SIZE)]
     TruncatedHeader {
         /// Bytes available.
         len: u64,
     },
     /// The first eight bytes are not the shmetrics magic.
+    #[error("not a shmetrics segment (bad magic)")]
     BadMagic,
     /// The segment was written on a machine of the other byte order.
+    #[error("segment written with the other byte order")]
     EndianMismatch,
     /// A layout version this reader does not know.
+    #[error(
+        "unsupported layout version {0} (this build reads version {current})",
+        current = crate::LAYOUT_VERSION
+    )]
     UnsupportedVersion(u32),
     /// The header size field is not [`crate::HEADER_SIZE`].
+    #[error("bad header size {0}")]
     BadHeaderSize(u32),
     /// The header sets flags this reader does not know.
+    #[error("unknown header flags {0:#x}")]
     UnknownFlags(u32),
     /// The header's file size differs from the file's actual size.
+    #[error("header says the file has {header} bytes but it has {actual}")]
     FileSizeMismatch {
         /// Size recorded in the header.
         header: u64,
@@ -29,10 +40,15 @@ pub enum LayoutError {
         actual: u64,
     },
     /// The file size is out of range or not a multiple of 8.
+    #[error("file size {0} out of range or unaligned")]
     BadFileSize(u64),
     /// A file on tmpfs with fewer pages allocated than its size: not written by a shmetrics
     /// writer (which reserves every byte), and reading its holes would make tmpfs allocate
     /// them (and raise `SIGBUS` when it is full).
+    #[error(
+        "a sparse file on tmpfs ({allocated} of {size} bytes allocated): not read, since \
+         reading its holes would allocate shared memory"
+    )]
     SparseFile {
         /// Bytes allocated to the file.
         allocated: u64,
@@ -41,6 +57,10 @@ pub enum LayoutError {
     },
     /// Reading the file's mapping faulted (`SIGBUS`, caught): the file shrank under the
     /// reader, or its file system could not supply a page.
+    #[error(
+        "a page of the file could not be read (mapped with {mapped} bytes, it has {actual} \
+         now, or its file system could not supply the page): nothing read from it is used"
+    )]
     FaultedPage {
         /// Size of the file when it was mapped.
         mapped: u64,
@@ -48,6 +68,10 @@ pub enum LayoutError {
         actual: u64,
     },
     /// The metadata and slot areas overlap or leave the file.
+    #[error(
+        "metadata length {meta_len} and slot floor {slot_floor} do not fit a \
+         {file_size}-byte file"
+    )]
     BadAreaBounds {
         /// Published metadata length.
         meta_len: u64,
@@ -57,11 +81,13 @@ pub enum LayoutError {
         file_size: u64,
     },
     /// A record runs past the published metadata.
+    #[error("record at metadata offset {offset} runs past the published metadata")]
     TruncatedRecord {
         /// Offset of the record within the metadata area.
         offset: usize,
     },
     /// A record's length field is too small, unaligned or too large.
+    #[error("record at metadata offset {offset} has bad length {len}")]
     BadRecordLength {
         /// Offset of the record within the metadata area.
         offset: usize,
@@ -69,87 +95,163 @@ pub enum LayoutError {
         len: u32,
     },
     /// A record kind this reader does not know.
+    #[error("record at metadata offset {offset} has unknown kind {kind}")]
     UnknownRecordKind {
         /// Offset of the record.
         offset: usize,
         /// The kind field.
         kind: u16,
     },
-    /// A record field is malformed; the message says which.
+    /// A record is malformed, or does not fit the records before it.
+    #[error("record at metadata offset {offset}: {fault}")]
     BadRecord {
         /// Offset of the record.
         offset: usize,
         /// What is wrong.
-        what: String,
+        fault: RecordFault,
     },
 }
 
-impl fmt::Display for LayoutError {
+/// What is wrong with one record: its own fields ([`crate::record::parse_records`]) or its
+/// place among the records before it (the reader's checks).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordFault {
+    /// A field runs past the record's end.
+    #[error("field of {0} bytes runs past the record")]
+    FieldPastEnd(usize),
+    /// A text field is longer than its limit.
+    #[error("{field} of {len} bytes exceeds {limit}")]
+    FieldTooLong {
+        /// The field.
+        field: TextField,
+        /// Its length.
+        len: usize,
+        /// Its limit.
+        limit: usize,
+    },
+    /// A text field is not UTF-8.
+    #[error("{0} is not UTF-8")]
+    NotUtf8(TextField),
+    /// Bytes other than zero padding follow the last field.
+    #[error("trailing bytes after the last field")]
+    TrailingBytes,
+    /// A reserved field is not zero.
+    #[error("reserved {0} field is not zero")]
+    ReservedNotZero(RecordPart),
+    /// A metric type code this reader does not know.
+    #[error("unknown metric type code {0}")]
+    UnknownMetricKind(u8),
+    /// A gauge mode code this reader does not know.
+    #[error("unknown gauge mode code {0}")]
+    UnknownGaugeMode(u8),
+    /// The family definition is one the formats cannot express.
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// An exact-parts count of zero or over the limit.
+    #[error("bad exact part count {0}")]
+    ExactPartCount(usize),
+    /// An exact part is infinite or NaN.
+    #[error("an exact part is not finite")]
+    ExactPartNotFinite,
+    /// A slot offset that is not a multiple of 8.
+    #[error("unaligned slot offset {0}")]
+    UnalignedSlot(u64),
+    /// A second family record with an id already declared.
+    #[error("family id {0} declared twice")]
+    FamilyIdTwice(u32),
+    /// A second family record with a name already declared.
+    #[error("family {0} declared twice")]
+    FamilyNameTwice(Box<str>),
+    /// A series of a family not declared before it.
+    #[error("series of undeclared family {0}")]
+    UndeclaredFamily(u32),
+    /// A series' slots leave the slot area.
+    #[error("slots at {offset} ({words} words) outside the slot area")]
+    SlotsOutside {
+        /// The slot offset.
+        offset: u64,
+        /// The series' slot words.
+        words: u64,
+    },
+    /// A slot offset beyond what a reader indexes.
+    #[error("slot offset {0} too large")]
+    SlotOffsetTooLarge(u64),
+    /// An archive's series of an `all` gauge without the process it belongs to.
+    #[error("archived series of all-mode {0} without its process")]
+    MissingProcess(Box<str>),
+    /// A series with a process outside an archive's `all` gauge.
+    #[error("a process series outside an archive's all-mode gauge")]
+    UnexpectedProcess,
+    /// Exact parts where only an archive's summed series may have them.
+    #[error("exact parts outside an archive's counter, histogram, summary or sum gauge")]
+    UnexpectedExactParts,
+    /// A folded-segment record in a segment that is not an archive.
+    #[error("a folded-segment record outside an archive")]
+    FoldedOutsideArchive,
+    /// An archive part record in a segment that is not an archive.
+    #[error("an archive part record outside an archive")]
+    PartOutsideArchive,
+    /// An archive part named twice, or more parts than an archive may have.
+    #[error("archive part {0:016x} repeated or one too many")]
+    PartRepeated(u64),
+}
+
+/// A text field of a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TextField {
+    /// A family's name.
+    FamilyName,
+    /// A family's help text.
+    Help,
+    /// A family's label name.
+    LabelName,
+    /// A series' label value.
+    LabelValue,
+}
+
+impl fmt::Display for TextField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::TruncatedHeader { len } => {
-                write!(
-                    f,
-                    "truncated header: {len} bytes, need {}",
-                    crate::HEADER_SIZE
-                )
-            }
-            Self::BadMagic => f.write_str("not a shmetrics segment (bad magic)"),
-            Self::EndianMismatch => f.write_str("segment written with the other byte order"),
-            Self::UnsupportedVersion(v) => write!(
-                f,
-                "unsupported layout version {v} (this build reads version {})",
-                crate::LAYOUT_VERSION
-            ),
-            Self::BadHeaderSize(s) => write!(f, "bad header size {s}"),
-            Self::UnknownFlags(flags) => write!(f, "unknown header flags {flags:#x}"),
-            Self::FileSizeMismatch { header, actual } => write!(
-                f,
-                "header says the file has {header} bytes but it has {actual}"
-            ),
-            Self::BadFileSize(s) => write!(f, "file size {s} out of range or unaligned"),
-            Self::SparseFile { allocated, size } => write!(
-                f,
-                "a sparse file on tmpfs ({allocated} of {size} bytes allocated): not read, \
-                 since reading its holes would allocate shared memory"
-            ),
-            Self::FaultedPage { mapped, actual } => write!(
-                f,
-                "a page of the file could not be read (mapped with {mapped} bytes, it has \
-                 {actual} now, or its file system could not supply the page): nothing read \
-                 from it is used"
-            ),
-            Self::BadAreaBounds {
-                meta_len,
-                slot_floor,
-                file_size,
-            } => write!(
-                f,
-                "metadata length {meta_len} and slot floor {slot_floor} do not fit a {file_size}-byte file"
-            ),
-            Self::TruncatedRecord { offset } => {
-                write!(
-                    f,
-                    "record at metadata offset {offset} runs past the published metadata"
-                )
-            }
-            Self::BadRecordLength { offset, len } => {
-                write!(f, "record at metadata offset {offset} has bad length {len}")
-            }
-            Self::UnknownRecordKind { offset, kind } => {
-                write!(
-                    f,
-                    "record at metadata offset {offset} has unknown kind {kind}"
-                )
-            }
-            Self::BadRecord { offset, what } => {
-                write!(f, "record at metadata offset {offset}: {what}")
-            }
-        }
+        f.write_str(match self {
+            Self::FamilyName => "family name",
+            Self::Help => "help text",
+            Self::LabelName => "label name",
+            Self::LabelValue => "label value",
+        })
     }
 }
 
-impl std::error::Error for LayoutError {}
+/// The part of a record a reserved field belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordPart {
+    /// The header every record starts with.
+    RecordHeader,
+    /// A family record.
+    Family,
+    /// A series record.
+    Series,
+    /// A series record's process.
+    Process,
+    /// A folded-segment record.
+    Folded,
+    /// An archive part record.
+    Part,
+}
+
+impl fmt::Display for RecordPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::RecordHeader => "record header",
+            Self::Family => "family",
+            Self::Series => "series",
+            Self::Process => "process",
+            Self::Folded => "folded",
+            Self::Part => "part",
+        })
+    }
+}
 
 /// Why a family definition or a series' label values are refused: a name, label or bucket
 /// layout that the formats cannot express, or a [`limits`](crate::limits) passed. Shared by

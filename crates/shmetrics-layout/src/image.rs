@@ -84,15 +84,22 @@ impl ImageSize {
 }
 
 /// Why an image cannot be built.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImageError<E = Infallible> {
     /// The header, records and slots need more than the largest segment.
+    #[error(
+        "the header, records and slots need {needed} bytes, more than the largest segment \
+         ({max})",
+        max = MAX_SEGMENT_SIZE
+    )]
     TooLarge {
         /// Bytes needed.
         needed: u64,
     },
     /// The header, records and slots added so far need more than the image's size (it was
     /// measured for less).
+    #[error("the header, records and slots need {needed} bytes, more than the image's {size}")]
     Overflow {
         /// Bytes needed.
         needed: u64,
@@ -100,34 +107,8 @@ pub enum ImageError<E = Infallible> {
         size: u64,
     },
     /// The sink failed.
+    #[error(transparent)]
     Sink(E),
-}
-
-impl<E: std::fmt::Display> std::fmt::Display for ImageError<E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::TooLarge { needed } => write!(
-                f,
-                "the header, records and slots need {needed} bytes, more than the largest \
-                 segment ({MAX_SEGMENT_SIZE})"
-            ),
-            Self::Overflow { needed, size } => write!(
-                f,
-                "the header, records and slots need {needed} bytes, more than the image's \
-                 {size}"
-            ),
-            Self::Sink(e) => e.fmt(f),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for ImageError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Sink(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 /// A series' slot values, as an image stores them.

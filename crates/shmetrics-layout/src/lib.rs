@@ -36,7 +36,7 @@ pub mod slots;
 pub mod sync;
 pub mod view;
 
-pub use error::{DefinitionError, LayoutError};
+pub use error::{DefinitionError, LayoutError, RecordFault, RecordPart, TextField};
 pub use header::{
     DROPPED_SERIES_WORD, ENDIAN_MARK, FLAG_ARCHIVE, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
     MAX_SEGMENT_SIZE, META_LEN_WORD, MIN_SEGMENT_SIZE, SLOT_FLOOR_WORD, SegmentHeader,

@@ -10,7 +10,9 @@ use bytemuck::{Pod, Zeroable};
 use crate::names::{
     Escaping, MAX_HELP_LEN, escaped_name, is_valid_label_name, is_valid_metric_name, reserved_label,
 };
-use crate::{DefinitionError, GaugeMode, LayoutError, MetricKind};
+use crate::{
+    DefinitionError, GaugeMode, LayoutError, MetricKind, RecordFault, RecordPart, TextField,
+};
 
 /// Record kind of a [`FamilyRecord`].
 pub const RECORD_FAMILY: u16 = 1;
@@ -584,10 +586,10 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn fail(&self, what: impl ToString) -> LayoutError {
+    fn fail(&self, fault: impl Into<RecordFault>) -> LayoutError {
         LayoutError::BadRecord {
             offset: self.record_offset,
-            what: what.to_string(),
+            fault: fault.into(),
         }
     }
 
@@ -596,7 +598,7 @@ impl<'a> Cursor<'a> {
             .pos
             .checked_add(n)
             .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| self.fail(format!("field of {n} bytes runs past the record")))?;
+            .ok_or_else(|| self.fail(RecordFault::FieldPastEnd(n)))?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -607,22 +609,22 @@ impl<'a> Cursor<'a> {
         Ok(bytemuck::pod_read_unaligned(bytes))
     }
 
-    fn string(&mut self, limit: usize, field: &str) -> Result<String, LayoutError> {
+    fn string(&mut self, limit: usize, field: TextField) -> Result<String, LayoutError> {
         let len = self.pod::<u32>()? as usize;
         if len > limit {
-            return Err(self.fail(format!("{field} of {len} bytes exceeds {limit}")));
+            return Err(self.fail(RecordFault::FieldTooLong { field, len, limit }));
         }
         let bytes = self.take(len)?;
         std::str::from_utf8(bytes)
             .map(str::to_owned)
-            .map_err(|_| self.fail(format!("{field} is not UTF-8")))
+            .map_err(|_| self.fail(RecordFault::NotUtf8(field)))
     }
 
     /// The rest of the record must be zero padding shorter than 8 bytes.
     fn finish(&self) -> Result<(), LayoutError> {
         let rest = &self.bytes[self.pos..];
         if rest.len() >= 8 || rest.iter().any(|&b| b != 0) {
-            return Err(self.fail("trailing bytes after the last field"));
+            return Err(self.fail(RecordFault::TrailingBytes));
         }
         Ok(())
     }
@@ -631,15 +633,15 @@ impl<'a> Cursor<'a> {
 fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
     let fixed: FamilyFixed = c.pod()?;
     if fixed.reserved != 0 {
-        return Err(c.fail("reserved family field is not zero"));
+        return Err(c.fail(RecordFault::ReservedNotZero(RecordPart::Family)));
     }
     let kind = MetricKind::from_code(fixed.kind)
-        .ok_or_else(|| c.fail(format!("unknown metric type code {}", fixed.kind)))?;
+        .ok_or_else(|| c.fail(RecordFault::UnknownMetricKind(fixed.kind)))?;
     let mode = match fixed.mode {
         NO_MODE => None,
         code => Some(
             GaugeMode::from_code(code)
-                .ok_or_else(|| c.fail(format!("unknown gauge mode code {code}")))?,
+                .ok_or_else(|| c.fail(RecordFault::UnknownGaugeMode(code)))?,
         ),
     };
     // Counts are bounded by the record's length: each bound takes 8 bytes, each label
@@ -650,10 +652,10 @@ fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
         .chunks_exact(8)
         .map(|b| f64::from_ne_bytes(b.try_into().expect("chunks of 8")))
         .collect::<Vec<_>>();
-    let name = c.string(crate::names::MAX_NAME_LEN, "family name")?;
-    let help = c.string(MAX_HELP_LEN, "help text")?;
+    let name = c.string(crate::names::MAX_NAME_LEN, TextField::FamilyName)?;
+    let help = c.string(MAX_HELP_LEN, TextField::Help)?;
     let label_names = (0..fixed.label_count)
-        .map(|_| c.string(crate::names::MAX_NAME_LEN, "label name"))
+        .map(|_| c.string(crate::names::MAX_NAME_LEN, TextField::LabelName))
         .collect::<Result<Vec<_>, _>>()?;
     c.finish()?;
     check_family_format(kind, mode, &name, &help, &label_names, &bounds).map_err(|e| c.fail(e))?;
@@ -679,12 +681,12 @@ enum SeriesExtra {
 fn parse_series(c: &mut Cursor<'_>, extra: SeriesExtra) -> Result<SeriesRecord, LayoutError> {
     let fixed: SeriesFixed = c.pod()?;
     if fixed.reserved != 0 {
-        return Err(c.fail("reserved series field is not zero"));
+        return Err(c.fail(RecordFault::ReservedNotZero(RecordPart::Series)));
     }
     let process = if extra == SeriesExtra::Process {
         let p: ProcessFixed = c.pod()?;
         if p.reserved != 0 {
-            return Err(c.fail("reserved process field is not zero"));
+            return Err(c.fail(RecordFault::ReservedNotZero(RecordPart::Process)));
         }
         Some(ProcessOf {
             pid: p.pid,
@@ -697,7 +699,7 @@ fn parse_series(c: &mut Cursor<'_>, extra: SeriesExtra) -> Result<SeriesRecord, 
         let e: ExactFixed = c.pod()?;
         let count = e.count as usize;
         if e.reserved != 0 || count == 0 || count > MAX_EXACT_PARTS {
-            return Err(c.fail(format!("bad exact part count {count}")));
+            return Err(c.fail(RecordFault::ExactPartCount(count)));
         }
         let parts: Vec<f64> = c
             .take(count * 8)?
@@ -705,17 +707,17 @@ fn parse_series(c: &mut Cursor<'_>, extra: SeriesExtra) -> Result<SeriesRecord, 
             .map(|b| f64::from_ne_bytes(b.try_into().expect("chunks of 8")))
             .collect();
         if parts.iter().any(|p| !p.is_finite()) {
-            return Err(c.fail("an exact part is not finite"));
+            return Err(c.fail(RecordFault::ExactPartNotFinite));
         }
         parts
     } else {
         Vec::new()
     };
     if !fixed.slot_offset.is_multiple_of(8) {
-        return Err(c.fail(format!("unaligned slot offset {}", fixed.slot_offset)));
+        return Err(c.fail(RecordFault::UnalignedSlot(fixed.slot_offset)));
     }
     let label_values = (0..fixed.label_count)
-        .map(|_| c.string(MAX_RECORD_LEN, "label value"))
+        .map(|_| c.string(MAX_RECORD_LEN, TextField::LabelValue))
         .collect::<Result<Vec<_>, _>>()?;
     c.finish()?;
     Ok(SeriesRecord {
@@ -730,7 +732,7 @@ fn parse_series(c: &mut Cursor<'_>, extra: SeriesExtra) -> Result<SeriesRecord, 
 fn parse_folded(c: &mut Cursor<'_>) -> Result<FoldedRecord, LayoutError> {
     let fixed: FoldedFixed = c.pod()?;
     if fixed.reserved != 0 {
-        return Err(c.fail("reserved folded field is not zero"));
+        return Err(c.fail(RecordFault::ReservedNotZero(RecordPart::Folded)));
     }
     c.finish()?;
     Ok(FoldedRecord {
@@ -742,7 +744,7 @@ fn parse_folded(c: &mut Cursor<'_>) -> Result<FoldedRecord, LayoutError> {
 fn parse_part(c: &mut Cursor<'_>) -> Result<PartRecord, LayoutError> {
     let fixed: PartFixed = c.pod()?;
     if fixed.reserved != 0 {
-        return Err(c.fail("reserved part field is not zero"));
+        return Err(c.fail(RecordFault::ReservedNotZero(RecordPart::Part)));
     }
     c.finish()?;
     Ok(PartRecord {
@@ -808,7 +810,7 @@ impl RecordIter<'_> {
         if header.reserved != 0 {
             return Err(LayoutError::BadRecord {
                 offset,
-                what: "reserved record header field is not zero".into(),
+                fault: RecordFault::ReservedNotZero(RecordPart::RecordHeader),
             });
         }
         let mut cursor = Cursor {
@@ -1002,7 +1004,15 @@ mod tests {
                     b[12] = 77;
                     b
                 },
-                |e| matches!(e, LayoutError::BadRecord { .. }),
+                |e| {
+                    matches!(
+                        e,
+                        LayoutError::BadRecord {
+                            offset: 0,
+                            fault: RecordFault::UnknownMetricKind(77)
+                        }
+                    )
+                },
             ), // type code
             (
                 {
@@ -1010,7 +1020,15 @@ mod tests {
                     b[13] = 1;
                     b
                 },
-                |e| matches!(e, LayoutError::BadRecord { .. }),
+                |e| {
+                    matches!(
+                        e,
+                        LayoutError::BadRecord {
+                            fault: RecordFault::Definition(_),
+                            ..
+                        }
+                    )
+                },
             ), // mode on a histogram
             (
                 {
@@ -1019,7 +1037,15 @@ mod tests {
                     b[17] = 1;
                     b
                 },
-                |e| matches!(e, LayoutError::BadRecord { .. }),
+                |e| {
+                    matches!(
+                        e,
+                        LayoutError::BadRecord {
+                            fault: RecordFault::FieldPastEnd(_),
+                            ..
+                        }
+                    )
+                },
             ), // bucket count
         ];
         for (i, (bytes, expected)) in cases.into_iter().enumerate() {

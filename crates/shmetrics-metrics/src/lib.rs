@@ -111,5 +111,7 @@ mod names;
 mod recorder;
 mod rules;
 
-pub use recorder::{DEFAULT_GAUGE_MODE, Error, RecorderBuilder, ShmetricsRecorder, Stats};
+pub use recorder::{
+    BucketError, BucketRule, DEFAULT_GAUGE_MODE, Error, RecorderBuilder, ShmetricsRecorder, Stats,
+};
 pub use shmetrics_writer::{DEFAULT_BUCKETS, GaugeMode, Options, Registry};

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+use shmetrics_layout::DefinitionError;
 use shmetrics_layout::names::MAX_HELP_LEN;
 use shmetrics_writer::child_table::ChildTable;
 use shmetrics_writer::{
@@ -21,39 +22,57 @@ use crate::rules::Rules;
 pub const DEFAULT_GAUGE_MODE: GaugeMode = GaugeMode::LiveSum;
 
 /// Why a recorder could not be built or installed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Opening the registry (the process's segment) failed.
-    Writer(shmetrics_writer::Error),
-    /// A bucket rule is invalid; the text says which and why.
-    Buckets(String),
+    #[error("shmetrics registry: {0}")]
+    Writer(#[from] shmetrics_writer::Error),
+    /// A bucket rule is invalid.
+    #[error("histogram buckets: {rule}: {reason}")]
+    Buckets {
+        /// The rule.
+        rule: BucketRule,
+        /// Why its bounds are refused.
+        reason: BucketError,
+    },
     /// A global `metrics` recorder is already installed in this process.
+    #[error("a global metrics recorder is already installed")]
     AlreadyInstalled,
 }
 
-impl std::fmt::Display for Error {
+/// A bucket rule of a [`RecorderBuilder`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BucketRule {
+    /// [`RecorderBuilder::buckets`].
+    Default,
+    /// [`RecorderBuilder::buckets_for_metric`], with the metric name.
+    Metric(String),
+    /// [`RecorderBuilder::buckets_for_prefix`], with the prefix.
+    Prefix(String),
+}
+
+impl std::fmt::Display for BucketRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Writer(e) => write!(f, "shmetrics registry: {e}"),
-            Self::Buckets(detail) => write!(f, "histogram buckets: {detail}"),
-            Self::AlreadyInstalled => f.write_str("a global metrics recorder is already installed"),
+            Self::Default => f.write_str("default buckets"),
+            Self::Metric(name) => write!(f, "buckets of {name}"),
+            Self::Prefix(prefix) => write!(f, "buckets of prefix {prefix}"),
         }
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Writer(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<shmetrics_writer::Error> for Error {
-    fn from(e: shmetrics_writer::Error) -> Self {
-        Self::Writer(e)
-    }
+/// Why a bucket rule's bounds are refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BucketError {
+    /// No bound but `+Inf`.
+    #[error("no finite bucket bound")]
+    NoFiniteBound,
+    /// Bounds a histogram cannot have (unsorted, repeated, NaN, too many).
+    #[error(transparent)]
+    Invalid(#[from] DefinitionError),
 }
 
 /// Settings of a [`ShmetricsRecorder`]: histogram buckets and gauge modes by metric name or
@@ -66,7 +85,7 @@ pub struct RecorderBuilder {
     unit_suffix: bool,
     options: Options,
     /// The first invalid bucket rule, reported by `build`.
-    bucket_error: Option<String>,
+    bucket_error: Option<(BucketRule, BucketError)>,
 }
 
 impl Default for RecorderBuilder {
@@ -82,13 +101,13 @@ impl Default for RecorderBuilder {
 }
 
 /// Bounds as the writer takes them: a trailing `+Inf` dropped; checked.
-fn checked_bounds(rule: &str, bounds: &[f64]) -> Result<Arc<[f64]>, String> {
+fn checked_bounds(bounds: &[f64]) -> Result<Arc<[f64]>, BucketError> {
     let finite = match bounds {
         [finite @ .., last] if *last == f64::INFINITY => finite,
         all => all,
     };
     if finite.is_empty() {
-        return Err(format!("{rule}: no finite bucket bound"));
+        return Err(BucketError::NoFiniteBound);
     }
     shmetrics_layout::record::check_family(
         shmetrics_layout::MetricKind::Histogram,
@@ -97,8 +116,7 @@ fn checked_bounds(rule: &str, bounds: &[f64]) -> Result<Arc<[f64]>, String> {
         "",
         &[],
         finite,
-    )
-    .map_err(|detail| format!("{rule}: {detail}"))?;
+    )?;
     Ok(finite.into())
 }
 
@@ -111,14 +129,14 @@ impl RecorderBuilder {
 
     fn set_buckets(
         mut self,
-        rule: String,
+        rule: BucketRule,
         bounds: &[f64],
         set: impl FnOnce(&mut Self, Arc<[f64]>),
     ) -> Self {
-        match checked_bounds(&rule, bounds) {
+        match checked_bounds(bounds) {
             Ok(bounds) => set(&mut self, bounds),
-            Err(e) => {
-                self.bucket_error.get_or_insert(e);
+            Err(reason) => {
+                self.bucket_error.get_or_insert((rule, reason));
             }
         }
         self
@@ -128,16 +146,14 @@ impl RecorderBuilder {
     /// trailing `+Inf` may be given and is implied otherwise).
     #[must_use]
     pub fn buckets(self, bounds: &[f64]) -> Self {
-        self.set_buckets("default buckets".into(), bounds, |b, v| {
-            b.buckets.set_default(v)
-        })
+        self.set_buckets(BucketRule::Default, bounds, |b, v| b.buckets.set_default(v))
     }
 
     /// Bucket bounds of the histogram called `name`; wins over every prefix rule.
     #[must_use]
     pub fn buckets_for_metric(self, name: impl Into<String>, bounds: &[f64]) -> Self {
         let name = name.into();
-        self.set_buckets(format!("buckets of {name}"), bounds, |b, v| {
+        self.set_buckets(BucketRule::Metric(name.clone()), bounds, |b, v| {
             b.buckets.set_exact(name, v);
         })
     }
@@ -147,7 +163,7 @@ impl RecorderBuilder {
     #[must_use]
     pub fn buckets_for_prefix(self, prefix: impl Into<String>, bounds: &[f64]) -> Self {
         let prefix = prefix.into();
-        self.set_buckets(format!("buckets of prefix {prefix}"), bounds, |b, v| {
+        self.set_buckets(BucketRule::Prefix(prefix.clone()), bounds, |b, v| {
             b.buckets.set_prefix(prefix, v);
         })
     }
@@ -195,8 +211,8 @@ impl RecorderBuilder {
     /// # Errors
     /// [`Error::Buckets`] for an invalid bucket rule.
     pub fn build(self, registry: Registry) -> Result<ShmetricsRecorder, Error> {
-        if let Some(e) = self.bucket_error {
-            return Err(Error::Buckets(e));
+        if let Some((rule, reason)) = self.bucket_error {
+            return Err(Error::Buckets { rule, reason });
         }
         debug_assert!(self.buckets.values().all(|b| !b.is_empty()));
         Ok(ShmetricsRecorder {

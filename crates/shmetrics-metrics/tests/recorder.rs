@@ -9,7 +9,9 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
     with_local_recorder,
 };
-use shmetrics_metrics::{Error, GaugeMode, Options, Registry, ShmetricsRecorder, Stats};
+use shmetrics_metrics::{
+    BucketError, BucketRule, Error, GaugeMode, Options, Registry, ShmetricsRecorder, Stats,
+};
 use shmetrics_reader::{PrefixFilter, Reader};
 
 #[path = "../../shmetrics/tests/support/mod.rs"]
@@ -288,24 +290,42 @@ fn absolute_raises_a_counter_and_never_lowers_it() {
 #[test]
 fn invalid_bucket_rules_fail_the_build() {
     let dir = tempfile::tempdir().unwrap();
-    for (what, builder) in [
-        ("empty", ShmetricsRecorder::builder().buckets(&[])),
+    for (builder, rule, message) in [
         (
-            "only +Inf",
+            ShmetricsRecorder::builder().buckets(&[]),
+            BucketRule::Default,
+            "histogram buckets: default buckets: no finite bucket bound",
+        ),
+        (
             ShmetricsRecorder::builder().buckets(&[f64::INFINITY]),
+            BucketRule::Default,
+            "histogram buckets: default buckets: no finite bucket bound",
         ),
         (
-            "unsorted",
             ShmetricsRecorder::builder().buckets_for_metric("x", &[1.0, 0.5]),
+            BucketRule::Metric("x".into()),
+            "histogram buckets: buckets of x: ",
         ),
         (
-            "NaN",
             ShmetricsRecorder::builder().buckets_for_prefix("x", &[f64::NAN]),
+            BucketRule::Prefix("x".into()),
+            "histogram buckets: buckets of prefix x: ",
         ),
     ] {
         match builder.open(dir.path()) {
-            Err(Error::Buckets(detail)) => assert!(!detail.is_empty()),
-            other => panic!("{what}: {other:?}"),
+            Err(e @ Error::Buckets { .. }) => {
+                let Error::Buckets { rule: got, reason } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(*got, rule);
+                let text = e.to_string();
+                assert!(text.starts_with(message), "{text}");
+                match rule {
+                    BucketRule::Default => assert_eq!(*reason, BucketError::NoFiniteBound),
+                    _ => assert!(matches!(reason, BucketError::Invalid(_)), "{reason:?}"),
+                }
+            }
+            other => panic!("{rule}: {other:?}"),
         }
     }
 }

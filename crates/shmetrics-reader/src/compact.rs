@@ -93,75 +93,100 @@ pub struct CompactReport {
 
 /// Why a compaction failed. Nothing is lost: the directory is as before, or as after a
 /// complete compaction that did not remove every folded file (which the next run does).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CompactError {
     /// Another compactor holds the lock.
+    #[error("another compactor holds {}", .0.display())]
     Busy(PathBuf),
     /// A file system operation failed.
+    #[error("{}: {error}", .op.on(.path))]
     Io {
         /// What was being done.
-        what: String,
+        op: FileOp,
+        /// The file or directory it was done to.
+        path: PathBuf,
         /// The error.
+        #[source]
         error: io::Error,
     },
     /// The archive would exceed the largest segment size.
+    #[error(
+        "the archive would need {0} bytes, more than the largest segment ({max})",
+        max = MAX_SEGMENT_SIZE
+    )]
     TooLarge(u64),
     /// The file at the archive's name is this user's but not a readable archive: it is left
     /// alone (its counts may be worth recovering) and compaction stops until it is fixed or
     /// removed.
+    #[error(
+        "{} is not a readable archive (see the scrape's problems); move it away to let \
+         compaction go on",
+        .0.display()
+    )]
     BadArchive(PathBuf),
     /// Every archive or lock name is taken by another user's file or by something that is
     /// not a regular file.
+    #[error(
+        "every name compaction may use is taken by another user:{}",
+        .0.iter().map(|n| format!(" {}", n.display())).collect::<String>()
+    )]
     NamesTaken(Vec<PathBuf>),
     /// Reading a segment to fold faulted (it was truncated meanwhile): nothing was written
     /// or removed; the next scrape drops that segment and the next compaction goes on.
+    #[error(
+        "{} could not be read while folding it (truncated?); nothing was changed",
+        .0.display()
+    )]
     Faulted(PathBuf),
 }
 
-impl std::fmt::Display for CompactError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Busy(p) => write!(f, "another compactor holds {}", p.display()),
-            Self::Io { what, error } => write!(f, "{what}: {error}"),
-            Self::TooLarge(n) => write!(
-                f,
-                "the archive would need {n} bytes, more than the largest segment \
-                 ({MAX_SEGMENT_SIZE})"
-            ),
-            Self::BadArchive(p) => write!(
-                f,
-                "{} is not a readable archive (see the scrape's problems); move it away to \
-                 let compaction go on",
-                p.display()
-            ),
-            Self::Faulted(p) => write!(
-                f,
-                "{} could not be read while folding it (truncated?); nothing was changed",
-                p.display()
-            ),
-            Self::NamesTaken(names) => {
-                write!(f, "every name compaction may use is taken by another user:")?;
-                for n in names {
-                    write!(f, " {}", n.display())?;
-                }
-                Ok(())
-            }
-        }
+/// A file system operation of a compaction, as [`CompactError::Io`] names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileOp {
+    /// Taking the compaction lock.
+    Lock,
+    /// Opening a file.
+    Open,
+    /// Reading a file's metadata.
+    Stat,
+    /// Creating a file.
+    Create,
+    /// Writing and syncing a file.
+    Write,
+    /// Renaming a file to this name.
+    RenameTo(PathBuf),
+    /// Sealing an archive part (making it read-only and syncing it).
+    Seal,
+    /// Removing a folded file.
+    Remove,
+    /// Syncing the directory.
+    SyncDirectory,
+}
+
+impl FileOp {
+    /// The operation done to `path`, in words: `create /dir/.tmp-...`,
+    /// `rename /dir/.tmp-... to /dir/archive-...`.
+    pub fn on(&self, path: &Path) -> String {
+        let verb = match self {
+            Self::Lock => "lock",
+            Self::Open => "open",
+            Self::Stat => "stat",
+            Self::Create => "create",
+            Self::Write => "write",
+            Self::RenameTo(to) => return format!("rename {} to {}", path.display(), to.display()),
+            Self::Seal => "seal",
+            Self::Remove => "remove",
+            Self::SyncDirectory => "sync directory",
+        };
+        format!("{verb} {}", path.display())
     }
 }
 
-impl std::error::Error for CompactError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> CompactError {
-    let what = what.into();
-    move |error| CompactError::Io { what, error }
+fn io_err(op: FileOp, path: &Path) -> impl FnOnce(io::Error) -> CompactError {
+    let path = path.to_path_buf();
+    move |error| CompactError::Io { op, path, error }
 }
 
 /// Where a compaction stops early, to test that a compactor killed there loses and
@@ -457,7 +482,7 @@ impl Compaction<'_> {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(CompactError::Busy(lock_path)),
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(io_err(format!("lock {}", lock_path.display()))(e));
+                return Err(io_err(FileOp::Lock, &lock_path)(e));
             }
         }
         if let Some(hook) = hook {
@@ -602,7 +627,7 @@ impl Compaction<'_> {
             match std::fs::remove_file(path) {
                 Ok(()) => report.removed_files += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(format!("remove {}", path.display()))(e)),
+                Err(e) => return Err(io_err(FileOp::Remove, path)(e)),
             }
         }
         if !remove.is_empty() {
@@ -624,7 +649,7 @@ impl Compaction<'_> {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if !matches!(own_regular_file(&part, self.directory.euid()), Entry::Own) {
-                    return Err(io_err(format!("seal {}", part.display()))(e));
+                    return Err(io_err(FileOp::Seal, &part)(e));
                 }
             }
             // A file system without hard links: a copy, synced, serves as well.
@@ -638,7 +663,7 @@ impl Compaction<'_> {
                     .and_then(|()| std::fs::rename(&tmp, &part));
                 if let Err(e) = copied {
                     let _ = std::fs::remove_file(&tmp);
-                    return Err(io_err(format!("seal {}", part.display()))(e));
+                    return Err(io_err(FileOp::Seal, &part)(e));
                 }
             }
         }
@@ -699,11 +724,9 @@ impl Compaction<'_> {
                             .write(true)
                             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
                             .open(&path)
-                            .map_err(io_err(format!("open {}", path.display())))?;
+                            .map_err(io_err(FileOp::Open, &path))?;
                         // Still ours once open (the name could have been replaced meanwhile).
-                        let meta = file
-                            .metadata()
-                            .map_err(io_err(format!("stat {}", path.display())))?;
+                        let meta = file.metadata().map_err(io_err(FileOp::Stat, &path))?;
                         if meta.is_file() && meta.uid() == self.directory.euid() {
                             return Ok((file, path));
                         }
@@ -720,7 +743,7 @@ impl Compaction<'_> {
                         {
                             Ok(file) => return Ok((file, path)),
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                            Err(e) => return Err(io_err(format!("create {}", path.display()))(e)),
+                            Err(e) => return Err(io_err(FileOp::Create, &path)(e)),
                         }
                     }
                     Entry::Taken(why) => {
@@ -779,10 +802,10 @@ impl Compaction<'_> {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
-            .map_err(io_err(format!("create {}", tmp.display())))?;
+            .map_err(io_err(FileOp::Create, &tmp))?;
         let written = write_words(&mut file, image)
             .and_then(|()| file.sync_all())
-            .map_err(io_err(format!("write {}", tmp.display())));
+            .map_err(io_err(FileOp::Write, &tmp));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
@@ -792,7 +815,7 @@ impl Compaction<'_> {
         }
         std::fs::rename(&tmp, archive).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            io_err(format!("rename {} to {}", tmp.display(), archive.display()))(e)
+            io_err(FileOp::RenameTo(archive.to_path_buf()), &tmp)(e)
         })?;
         sync_dir(self.directory.path())
     }
@@ -837,7 +860,7 @@ impl Compaction<'_> {
 fn sync_dir(dir: &Path) -> Result<(), CompactError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err(format!("sync directory {}", dir.display())))
+        .map_err(io_err(FileOp::SyncDirectory, dir))
 }
 
 fn random_u64() -> u64 {

@@ -24,14 +24,17 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustc_hash::FxHashMap;
-use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};
+use shmetrics_layout::image::{ImageBuilder, ImageError, ImageSize, Slots};
 use shmetrics_layout::record::{FamilyRecord, SeriesFields, check_family, check_label_values};
 use shmetrics_layout::slots::slot_words;
-use shmetrics_layout::{GaugeMode, MAX_SEGMENT_SIZE, MetricKind, SegmentIdentity, suffix};
+use shmetrics_layout::{
+    GaugeMode, LayoutError, MAX_SEGMENT_SIZE, MetricKind, SegmentIdentity, suffix,
+};
 
 use crate::report::{Problem, ProblemReason, SkipReason};
 use crate::segment::SegmentFile;
@@ -70,11 +73,14 @@ pub fn parse_db_name(name: &str) -> Option<DbName> {
 }
 
 /// Why a `.db` file was skipped.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DbError {
     /// The file is empty (a process that died between creating and sizing it).
+    #[error("empty prometheus_client file")]
     Empty,
     /// The used-bytes count is impossible or beyond the end of the file.
+    #[error("prometheus_client file claims {used} used bytes but has {len}")]
     Truncated {
         /// Bytes the header claims are used.
         used: i64,
@@ -82,15 +88,17 @@ pub enum DbError {
         len: u64,
     },
     /// An entry runs past the used bytes, or its key is not a valid key.
+    #[error("prometheus_client file corrupt at byte {offset}: {fault}")]
     Corrupt {
         /// Byte offset of the entry.
         offset: usize,
         /// What is wrong.
-        what: String,
+        fault: DbFault,
     },
     /// The file could not be read (an I/O error, not a verdict about its bytes: it is read
     /// again at the next scrape).
-    Unreadable(String),
+    #[error("prometheus_client file unreadable: {0}")]
+    Unreadable(Arc<std::io::Error>),
 }
 
 impl DbError {
@@ -103,25 +111,48 @@ impl DbError {
             Self::Unreadable(_) => ProblemReason::LegacyUnreadable,
         }
     }
-}
 
-impl std::fmt::Display for DbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Empty => f.write_str("empty prometheus_client file"),
-            Self::Truncated { used, len } => write!(
-                f,
-                "prometheus_client file claims {used} used bytes but has {len}"
-            ),
-            Self::Corrupt { offset, what } => {
-                write!(f, "prometheus_client file corrupt at byte {offset}: {what}")
-            }
-            Self::Unreadable(e) => write!(f, "prometheus_client file unreadable: {e}"),
-        }
+    fn unreadable(e: std::io::Error) -> Self {
+        Self::Unreadable(Arc::new(e))
     }
 }
 
-impl std::error::Error for DbError {}
+/// What is wrong with a `.db` file's entries, or with the segment image made of them.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbFault {
+    /// An entry's length word is past the used bytes.
+    #[error("entry length past the used bytes")]
+    LengthPastUsed,
+    /// A key length of zero, negative or over the limit.
+    #[error("impossible key length {0}")]
+    KeyLength(i32),
+    /// An entry runs past the used bytes.
+    #[error("entry runs past the used bytes")]
+    EntryPastUsed,
+    /// A key that is not the JSON `prometheus_client` writes.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The entries make an image larger than a segment may be.
+    #[error("translated image: {0}")]
+    Image(#[from] ImageError),
+    /// No memory to map the image.
+    #[error("cannot map {size} bytes: {error}")]
+    Map {
+        /// The image's size.
+        size: usize,
+        /// The error.
+        error: Arc<std::io::Error>,
+    },
+    /// The image was built but does not read back as a segment.
+    #[error("translated image rejected: {0}")]
+    ImageRejected(LayoutError),
+}
+
+/// A `.db` key that is not `prometheus_client`'s JSON `[name, sample, labels, help]`.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("bad key: {0}")]
+pub struct KeyError(Arc<serde_json::Error>);
 
 /// One entry of a `.db` file.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -203,21 +234,21 @@ const MAX_KEY_LEN: usize = 1 << 20;
 /// checked against `used`: a key of 1 byte to [`MAX_KEY_LEN`] (the JSON of a key is never
 /// empty), the entry within the used bytes.
 fn entry_bounds(data: &[u8], pos: usize, used: usize) -> Result<(usize, usize), DbError> {
-    let corrupt = |what: String| DbError::Corrupt { offset: pos, what };
+    let corrupt = |fault: DbFault| DbError::Corrupt { offset: pos, fault };
     let len_bytes = data
         .get(pos..pos + 4)
         .filter(|_| pos + 4 <= used)
-        .ok_or_else(|| corrupt("entry length past the used bytes".into()))?;
+        .ok_or_else(|| corrupt(DbFault::LengthPastUsed))?;
     let key_len = i32::from_ne_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
     if key_len <= 0 || key_len as usize > MAX_KEY_LEN {
-        return Err(corrupt(format!("impossible key length {key_len}")));
+        return Err(corrupt(DbFault::KeyLength(key_len)));
     }
     let key_len = key_len as usize;
     // The length word, the key and 1..=8 bytes of padding end on a multiple of 8.
     let padded = key_len + (8 - (key_len + 4) % 8);
     let end = pos + 4 + padded + 16;
     if end > used {
-        return Err(corrupt("entry runs past the used bytes".into()));
+        return Err(corrupt(DbFault::EntryPastUsed));
     }
     Ok((key_len, end))
 }
@@ -238,14 +269,14 @@ pub struct DbKey {
 /// Decodes an entry's key.
 ///
 /// # Errors
-/// A description when the key is not the JSON `prometheus_client` writes.
-pub fn parse_key(key: &[u8]) -> Result<DbKey, String> {
+/// [`KeyError`] when the key is not the JSON `prometheus_client` writes.
+pub fn parse_key(key: &[u8]) -> Result<DbKey, KeyError> {
     let (metric_name, sample_name, labels, help): (
         String,
         String,
         BTreeMap<String, String>,
         String,
-    ) = serde_json::from_slice(key).map_err(|e| format!("bad key: {e}"))?;
+    ) = serde_json::from_slice(key).map_err(|e| KeyError(Arc::new(e)))?;
     Ok(DbKey {
         metric_name,
         sample_name,
@@ -371,7 +402,7 @@ impl LegacyFile {
     }
 
     fn read_and_apply(&mut self) -> Result<bool, DbError> {
-        let unreadable = |e: std::io::Error| DbError::Unreadable(e.to_string());
+        let unreadable = DbError::unreadable;
         let meta = self.file.metadata().map_err(unreadable)?;
         let mut head = [0u8; 8];
         let n = self.file.read_at(&mut head, 0).map_err(unreadable)?;
@@ -418,7 +449,7 @@ impl LegacyFile {
             let new = target.max(old + CHUNK).min(used);
             buf.resize(new, 0);
             file.read_exact_at(&mut buf[old..], old as u64)
-                .map_err(|e| DbError::Unreadable(e.to_string()))
+                .map_err(DbError::unreadable)
         };
         fill(buf, 8)?;
         let mut pos = 8;
@@ -517,9 +548,9 @@ fn build_image(
     let mut series_ids: FxHashMap<(usize, Vec<String>), usize> = FxHashMap::default();
     let mut placed: Vec<Option<(usize, Role)>> = Vec::with_capacity(entries.len());
     for entry in entries {
-        let key = parse_key(entry.key).map_err(|what| DbError::Corrupt {
+        let key = parse_key(entry.key).map_err(|e| DbError::Corrupt {
             offset: entry.offset,
-            what,
+            fault: e.into(),
         })?;
         let DbKey {
             metric_name,
@@ -653,14 +684,14 @@ fn build_image(
         size.record(fields(s).encoded_len());
         size.slots(width(s));
     }
-    let corrupt = |what: String| DbError::Corrupt { offset: 0, what };
-    let size = size
-        .file_size()
-        .map_err(|e| corrupt(format!("translated image: {e}")))?;
-    let mut map = MmapOptions::new()
-        .len(size)
-        .map_anon()
-        .map_err(|e| corrupt(format!("cannot map {size} bytes: {e}")))?;
+    let corrupt = |fault: DbFault| DbError::Corrupt { offset: 0, fault };
+    let size = size.file_size().map_err(|e| corrupt(e.into()))?;
+    let mut map = MmapOptions::new().len(size).map_anon().map_err(|e| {
+        corrupt(DbFault::Map {
+            size,
+            error: Arc::new(e),
+        })
+    })?;
     let identity = SegmentIdentity {
         pid,
         sequence: 0,
@@ -678,9 +709,9 @@ fn build_image(
         }
         image.finish()
     })();
-    let header = built.map_err(|e| corrupt(format!("translated image: {e}")))?;
+    let header = built.map_err(|e| corrupt(e.into()))?;
     let seg = SegmentFile::from_image(path, MmapRaw::from(map), header)
-        .map_err(|e| corrupt(format!("translated image rejected: {e}")))?;
+        .map_err(|e| corrupt(DbFault::ImageRejected(e)))?;
     let plan_series = image_series
         .iter()
         .map(|&s| {
@@ -875,16 +906,14 @@ mod tests {
 
     #[test]
     fn damaged_files() {
-        assert_eq!(db_used(&[], 0), Err(DbError::Empty));
+        assert!(matches!(db_used(&[], 0), Err(DbError::Empty)));
         let good = file(&[entry(r#"["c", "c_total", {}, "h"]"#, 1.0, 0.0)]);
         let used = db_used(&good, good.len() as u64).unwrap();
         // The file ends inside the used bytes.
-        assert_eq!(
-            db_used(&good[..used - 1], (used - 1) as u64),
-            Err(DbError::Truncated {
-                used: used as i64,
-                len: used as u64 - 1
-            })
+        let truncated = db_used(&good[..used - 1], (used - 1) as u64);
+        assert!(
+            matches!(truncated, Err(DbError::Truncated { used: u, len }) if u == used as i64 && len == used as u64 - 1),
+            "{truncated:?}"
         );
         assert!(matches!(
             db_used(&[3, 0, 0, 0], 4096),
@@ -895,16 +924,33 @@ mod tests {
         bad[8..12].copy_from_slice(&1000i32.to_ne_bytes());
         assert!(matches!(
             parse_db(&bad, used),
-            Err(DbError::Corrupt { offset: 8, .. })
+            Err(DbError::Corrupt {
+                offset: 8,
+                fault: DbFault::EntryPastUsed
+            })
         ));
         bad[8..12].copy_from_slice(&(-5i32).to_ne_bytes());
-        assert!(matches!(parse_db(&bad, used), Err(DbError::Corrupt { .. })));
+        let negative = parse_db(&bad, used).unwrap_err();
+        assert!(matches!(
+            negative,
+            DbError::Corrupt {
+                offset: 8,
+                fault: DbFault::KeyLength(-5)
+            }
+        ));
+        assert_eq!(
+            negative.to_string(),
+            "prometheus_client file corrupt at byte 8: impossible key length -5"
+        );
         // Used bytes that stop inside an entry.
         assert!(matches!(
             parse_db(&good, used - 8),
-            Err(DbError::Corrupt { .. })
+            Err(DbError::Corrupt {
+                fault: DbFault::EntryPastUsed,
+                ..
+            })
         ));
-        assert_eq!(parse_db(&good, 8), Ok(vec![]));
+        assert!(parse_db(&good, 8).unwrap().is_empty());
     }
 
     /// Histogram entries, three of which are left out.
@@ -941,7 +987,7 @@ mod tests {
             pid: 3,
         };
         let bytes = file(&histogram_entries());
-        assert_eq!(translate(&bytes, histogram), Ok(2));
+        assert_eq!(translate(&bytes, histogram).unwrap(), 2);
         let mut left_out = Vec::new();
         let used = db_used(&bytes, bytes.len() as u64).unwrap();
         let entries = parse_db(&bytes, used).unwrap();
@@ -963,7 +1009,7 @@ mod tests {
             pid: 3,
         };
         let bytes = file(&[entry(r#"["g", "g", {}, "help"]"#, 7.0, 2.0)]);
-        assert_eq!(translate(&bytes, gauge), Ok(1));
+        assert_eq!(translate(&bytes, gauge).unwrap(), 1);
         let bad_key = file(&[entry(r#"["g", "g", {"a": 1}, "help"]"#, 7.0, 2.0)]);
         assert!(matches!(
             translate(&bad_key, gauge),

@@ -36,7 +36,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 pub use compact::{
-    CompactError, CompactReport, Compactor, CompactorHandle, DEFAULT_ARCHIVE_PART_SIZE,
+    CompactError, CompactReport, Compactor, CompactorHandle, DEFAULT_ARCHIVE_PART_SIZE, FileOp,
 };
 pub use directory::ReaderError;
 pub use filter::PrefixFilter;

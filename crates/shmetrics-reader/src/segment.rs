@@ -15,7 +15,8 @@ use shmetrics_layout::limits;
 use shmetrics_layout::record::{FamilyRecord, ProcessOf, Record, check_label_count, parse_records};
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::{
-    GaugeMode, HEADER_SIZE, LayoutError, MIN_SEGMENT_SIZE, MetricKind, SegmentHeader, view,
+    GaugeMode, HEADER_SIZE, LayoutError, MIN_SEGMENT_SIZE, MetricKind, RecordFault, SegmentHeader,
+    view,
 };
 
 use crate::report::SkipReason;
@@ -414,18 +415,18 @@ impl SegmentFile {
     /// Checks a record against what came before it and the file, and keeps it.
     fn accept(&mut self, record: Record, end: usize) -> Result<(), LayoutError> {
         let offset = self.parsed_len;
-        let fail = |what: String| LayoutError::BadRecord { offset, what };
+        let fail = |fault: RecordFault| LayoutError::BadRecord { offset, fault };
         match record {
             Record::Family(f) => {
                 if self.family_index.contains_key(&f.id)
                     || self.refused.families.contains_key(&f.id)
                 {
-                    return Err(fail(format!("family id {} declared twice", f.id)));
+                    return Err(fail(RecordFault::FamilyIdTwice(f.id)));
                 }
                 if self.families.iter().any(|g| g.name == f.name)
                     || self.refused.families.values().any(|n| **n == *f.name)
                 {
-                    return Err(fail(format!("family {} declared twice", f.name)));
+                    return Err(fail(RecordFault::FamilyNameTwice(f.name.as_str().into())));
                 }
                 if let Err(why) = limits::check_family(&f.name, &f.label_names, &f.bounds) {
                     self.refused.note(why.to_string());
@@ -437,19 +438,16 @@ impl SegmentFile {
             }
             Record::Folded(f) => {
                 if !self.header.is_archive() {
-                    return Err(fail("a folded-segment record outside an archive".into()));
+                    return Err(fail(RecordFault::FoldedOutsideArchive));
                 }
                 self.folded.insert((f.instance_id, f.sequence));
             }
             Record::Part(p) => {
                 if !self.header.is_archive() {
-                    return Err(fail("an archive part record outside an archive".into()));
+                    return Err(fail(RecordFault::PartOutsideArchive));
                 }
                 if self.parts.len() >= MAX_PARTS || self.parts.contains(&p.instance_id) {
-                    return Err(fail(format!(
-                        "archive part {:016x} repeated or one too many",
-                        p.instance_id
-                    )));
+                    return Err(fail(RecordFault::PartRepeated(p.instance_id)));
                 }
                 self.parts.push(p.instance_id);
             }
@@ -459,34 +457,30 @@ impl SegmentFile {
                         self.refused.series += 1;
                         return Ok(());
                     }
-                    return Err(fail(format!("series of undeclared family {}", s.family_id)));
+                    return Err(fail(RecordFault::UndeclaredFamily(s.family_id)));
                 };
                 let def = &self.families[family];
-                check_label_count(&def.label_names, &s.label_values)
-                    .map_err(|e| fail(e.to_string()))?;
+                check_label_count(&def.label_names, &s.label_values).map_err(|e| fail(e.into()))?;
                 let width = slot_words(def.kind, def.bounds.len()) as u64;
                 let slots_end = s.slot_offset.checked_add(width * 8);
                 let in_bounds = s.slot_offset >= (HEADER_SIZE + end) as u64
                     && slots_end.is_some_and(|e| e <= self.size() as u64);
                 if !in_bounds {
-                    return Err(fail(format!(
-                        "slots at {} ({} words) outside the slot area",
-                        s.slot_offset, width
-                    )));
+                    return Err(fail(RecordFault::SlotsOutside {
+                        offset: s.slot_offset,
+                        words: width,
+                    }));
                 }
                 let slot_word = u32::try_from(s.slot_offset / 8)
-                    .map_err(|_| fail(format!("slot offset {} too large", s.slot_offset)))?;
+                    .map_err(|_| fail(RecordFault::SlotOffsetTooLarge(s.slot_offset)))?;
                 // Only an archive holds per-process values, and only of `all` gauges, which
                 // it must hold that way.
                 let per_process = self.header.is_archive() && def.mode == Some(GaugeMode::All);
                 if s.process.is_some() != per_process {
                     return Err(fail(if per_process {
-                        format!(
-                            "archived series of all-mode {} without its process",
-                            def.name
-                        )
+                        RecordFault::MissingProcess(def.name.as_str().into())
                     } else {
-                        "a process series outside an archive's all-mode gauge".into()
+                        RecordFault::UnexpectedProcess
                     }));
                 }
                 if !s.exact_parts.is_empty() {
@@ -495,11 +489,7 @@ impl SegmentFile {
                         _ => true,
                     };
                     if !(self.header.is_archive() && summed) {
-                        return Err(fail(
-                            "exact parts outside an archive's counter, histogram, summary or \
-                             sum gauge"
-                                .into(),
-                        ));
+                        return Err(fail(RecordFault::UnexpectedExactParts));
                     }
                 }
                 if let Err(why) = limits::check_label_set(&def.label_names, &s.label_values) {

@@ -8,10 +8,10 @@
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::Deserialize;
 use serde_json::Value;
+use shmetrics_layout::UnknownGaugeMode;
 use shmetrics_layout::names::is_legacy_label_name;
 use shmetrics_writer::{
     Child, Counter, DEFAULT_BUCKETS, Family, Gauge, GaugeMode, Histogram, MetricKind, Registry,
@@ -19,44 +19,28 @@ use shmetrics_writer::{
 };
 
 /// Why a workload could not be loaded or registered.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WorkloadError {
     /// The metric-set JSON does not parse.
-    Json(serde_json::Error),
-    /// A metric of the set cannot be used as it is described; the text says why.
-    Spec {
+    #[error("metric set JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A metric's `multiprocess_mode` is not a gauge mode.
+    #[error("metric {metric}: {source}")]
+    GaugeMode {
         /// The metric.
         metric: String,
-        /// What is wrong.
-        detail: String,
+        /// The mode's error.
+        source: UnknownGaugeMode,
     },
     /// The registry refused a family or a series.
+    #[error("registering {metric}: {source}")]
     Register {
         /// The metric.
         metric: String,
         /// The writer's error.
         source: shmetrics_writer::Error,
     },
-}
-
-impl fmt::Display for WorkloadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Json(e) => write!(f, "metric set JSON: {e}"),
-            Self::Spec { metric, detail } => write!(f, "metric {metric}: {detail}"),
-            Self::Register { metric, source } => write!(f, "registering {metric}: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for WorkloadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Json(e) => Some(e),
-            Self::Register { source, .. } => Some(source),
-            Self::Spec { .. } => None,
-        }
-    }
 }
 
 fn register_err(metric: &str) -> impl FnOnce(shmetrics_writer::Error) -> WorkloadError + '_ {
@@ -386,9 +370,9 @@ impl MetricSpec {
     pub fn gauge_mode(&self) -> Result<GaugeMode, WorkloadError> {
         match &self.multiprocess_mode {
             None => Ok(GaugeMode::All),
-            Some(m) => m.parse().map_err(|e| WorkloadError::Spec {
+            Some(m) => m.parse().map_err(|source| WorkloadError::GaugeMode {
                 metric: self.name.clone(),
-                detail: format!("{e}"),
+                source,
             }),
         }
     }

@@ -3,7 +3,9 @@
 use std::io;
 use std::path::PathBuf;
 
-use shmetrics_layout::DefinitionError;
+use shmetrics_layout::{DefinitionError, GaugeMode, MetricKind};
+
+use crate::Options;
 
 /// Why opening a registry, registering a family or resolving a child failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,29 +32,29 @@ pub enum Error {
     #[error("{op} {}: {source}", path.display())]
     Io {
         /// What was being done.
-        op: &'static str,
+        op: SegmentOp,
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying error.
         source: io::Error,
     },
     /// Options out of range (segment sizes, segment count).
-    #[error("segment sizes must be multiples of 4096 in {min}..={max} and max_segments > 0: {options}", min = shmetrics_layout::MIN_SEGMENT_SIZE, max = shmetrics_layout::MAX_SEGMENT_SIZE)]
+    #[error("segment sizes must be multiples of 4096 in {min}..={max} and max_segments > 0: {options:?}", min = shmetrics_layout::MIN_SEGMENT_SIZE, max = shmetrics_layout::MAX_SEGMENT_SIZE)]
     InvalidOptions {
-        /// The options given, as `Debug` prints them.
-        options: String,
+        /// The options given.
+        options: Box<Options>,
     },
     /// A family definition is invalid (bad name, label or buckets) or over the
     /// [`limits`](shmetrics_layout::limits).
     #[error(transparent)]
     InvalidFamily(DefinitionError),
     /// A family of this name was already registered with a different definition.
-    #[error("metric {name} is already registered with a different definition: {detail}")]
+    #[error("metric {name} is already registered with a different definition: {difference}")]
     Conflict {
         /// The family name.
         name: String,
         /// What differs.
-        detail: String,
+        difference: Difference,
     },
     /// Label values do not match the family's label names or pass the limits.
     #[error("labels of {name}: {source}")]
@@ -74,6 +76,138 @@ pub enum Error {
         /// Bytes the series needs.
         bytes: usize,
     },
+}
+
+/// What a registration differs in from the family registered before it
+/// ([`Error::Conflict`]): the first field that differs, or another family with the same
+/// exposed name.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Difference {
+    /// The metric type.
+    Kind {
+        /// Registered before.
+        before: MetricKind,
+        /// Asked for now.
+        now: MetricKind,
+    },
+    /// The gauge mode.
+    GaugeMode {
+        /// Registered before.
+        before: Option<GaugeMode>,
+        /// Asked for now.
+        now: Option<GaugeMode>,
+    },
+    /// The label names.
+    LabelNames {
+        /// Registered before.
+        before: Vec<String>,
+        /// Asked for now.
+        now: Vec<String>,
+    },
+    /// The bucket bounds.
+    Buckets {
+        /// Registered before.
+        before: Vec<f64>,
+        /// Asked for now.
+        now: Vec<f64>,
+    },
+    /// The help text.
+    Help {
+        /// Registered before.
+        before: String,
+        /// Asked for now.
+        now: String,
+    },
+    /// Another family would expose a sample of the same name.
+    ExposedAlike {
+        /// The other family's type.
+        kind: MetricKind,
+        /// The other family's name.
+        other: String,
+        /// The sample name both would expose.
+        exposed: String,
+    },
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn lists<T: std::fmt::Display>(
+            f: &mut std::fmt::Formatter<'_>,
+            what: &str,
+            before: &[T],
+            now: &[T],
+        ) -> std::fmt::Result {
+            let list = |items: &[T]| {
+                let items: Vec<String> = items.iter().map(T::to_string).collect();
+                format!("({})", items.join(", "))
+            };
+            write!(f, "{what} {} before, {} now", list(before), list(now))
+        }
+        fn mode(m: Option<GaugeMode>) -> String {
+            m.map_or_else(|| "none".to_owned(), |m| m.to_string())
+        }
+        match self {
+            Self::Kind { before, now } => write!(f, "type {before} before, {now} now"),
+            Self::GaugeMode { before, now } => {
+                write!(f, "gauge mode {} before, {} now", mode(*before), mode(*now))
+            }
+            Self::LabelNames { before, now } => lists(f, "label names", before, now),
+            Self::Buckets { before, now } => lists(f, "buckets", before, now),
+            Self::Help { before, now } => write!(f, "help {before:?} before, {now:?} now"),
+            Self::ExposedAlike {
+                kind,
+                other,
+                exposed,
+            } => write!(
+                f,
+                "both it and {kind} {other} would be exposed as {exposed}"
+            ),
+        }
+    }
+}
+
+/// A system call on a segment or the directory, as [`Error::Io`] names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SegmentOp {
+    /// Reading the metrics directory's metadata.
+    StatDirectory,
+    /// Creating a segment's temporary file.
+    Create,
+    /// Locking a segment.
+    Lock,
+    /// Reserving a segment's bytes on the file system.
+    Reserve,
+    /// Writing a new segment's header.
+    WriteHeader,
+    /// Writing a new segment's metadata.
+    WriteMetadata,
+    /// Writing a new segment's image.
+    Write,
+    /// Linking a segment under its final name.
+    Link,
+    /// Mapping a segment.
+    Map,
+    /// Mapping a new segment over the old one's addresses in a forked child.
+    RemapInChild,
+}
+
+impl std::fmt::Display for SegmentOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::StatDirectory => "stat metrics directory",
+            Self::Create => "create segment",
+            Self::Lock => "lock segment",
+            Self::Reserve => "reserve segment space",
+            Self::WriteHeader => "write segment header",
+            Self::WriteMetadata => "write segment metadata",
+            Self::Write => "write segment",
+            Self::Link => "link segment",
+            Self::Map => "map segment",
+            Self::RemapInChild => "remap segment in forked child",
+        })
+    }
 }
 
 /// Result of writer operations.

@@ -142,7 +142,7 @@ fn recreate_in_child(shared: &Shared, state: &mut State) {
             // the old addresses. Drop it before mapping the file over them.
             drop(raw);
             map_fixed(addr, len, Some(&file)).map_err(|source| crate::Error::Io {
-                op: "remap segment in forked child",
+                op: crate::error::SegmentOp::RemapInChild,
                 path: path.clone(),
                 source,
             })?;

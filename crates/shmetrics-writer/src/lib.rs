@@ -45,7 +45,7 @@ mod registry;
 mod segment;
 
 pub use def::FamilyDef;
-pub use error::{Error, Result};
+pub use error::{Difference, Error, Result, SegmentOp};
 pub use family::{
     Child, Counter, CounterFamily, Family, Gauge, GaugeFamily, Histogram, HistogramFamily,
     HistogramTotals, Summary, SummaryFamily, SummaryTotals,

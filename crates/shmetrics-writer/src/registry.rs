@@ -11,7 +11,7 @@ use shmetrics_layout::record::check_family;
 use shmetrics_layout::{GaugeMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind};
 
 use crate::def::FamilyDef;
-use crate::error::{Error, Result};
+use crate::error::{Difference, Error, Result, SegmentOp};
 use crate::family::{Child, CounterFamily, Family, GaugeFamily, HistogramFamily, SummaryFamily};
 use crate::identity::ProcessIdentity;
 use crate::options::Options;
@@ -122,7 +122,7 @@ impl Registry {
             }
             Err(source) => {
                 return Err(Error::Io {
-                    op: "stat metrics directory",
+                    op: SegmentOp::StatDirectory,
                     path: dir,
                     source,
                 });
@@ -135,7 +135,7 @@ impl Registry {
             || options.max_segments == 0
         {
             return Err(Error::InvalidOptions {
-                options: format!("{options:?}"),
+                options: Box::new(options),
             });
         }
         let mut identity = ProcessIdentity::current();
@@ -197,7 +197,7 @@ impl Registry {
             if existing.def != def {
                 return Err(Error::Conflict {
                     name: def.name.clone(),
-                    detail: describe_difference(&existing.def, &def),
+                    difference: difference(&existing.def, &def),
                 });
             }
             let family = existing
@@ -215,10 +215,11 @@ impl Registry {
         }) {
             return Err(Error::Conflict {
                 name: def.name.clone(),
-                detail: format!(
-                    "both it and {} {} would be exposed as {clash}",
-                    other.def.kind, other.def.name
-                ),
+                difference: Difference::ExposedAlike {
+                    kind: other.def.kind,
+                    other: other.def.name.clone(),
+                    exposed: clash,
+                },
             });
         }
         let family = Family::<C>::new(def.clone(), Arc::clone(&self.shared));
@@ -305,24 +306,31 @@ fn def(
     }
 }
 
-fn describe_difference(a: &FamilyDef, b: &FamilyDef) -> String {
-    let list = |items: Vec<String>| format!("({})", items.join(", "));
-    let (what, before, now) = if a.kind != b.kind {
-        ("type", a.kind.to_string(), b.kind.to_string())
+fn difference(a: &FamilyDef, b: &FamilyDef) -> Difference {
+    if a.kind != b.kind {
+        Difference::Kind {
+            before: a.kind,
+            now: b.kind,
+        }
     } else if a.mode != b.mode {
-        let mode = |m: Option<GaugeMode>| m.map_or_else(|| "none".to_owned(), |m| m.to_string());
-        ("gauge mode", mode(a.mode), mode(b.mode))
+        Difference::GaugeMode {
+            before: a.mode,
+            now: b.mode,
+        }
     } else if a.label_names != b.label_names {
-        (
-            "label names",
-            list(a.label_names.clone()),
-            list(b.label_names.clone()),
-        )
+        Difference::LabelNames {
+            before: a.label_names.to_vec(),
+            now: b.label_names.to_vec(),
+        }
     } else if a.bounds != b.bounds {
-        let bounds = |b: &[f64]| list(b.iter().map(f64::to_string).collect());
-        ("buckets", bounds(&a.bounds), bounds(&b.bounds))
+        Difference::Buckets {
+            before: a.bounds.to_vec(),
+            now: b.bounds.to_vec(),
+        }
     } else {
-        ("help", format!("{:?}", a.help), format!("{:?}", b.help))
-    };
-    format!("{what} {before} before, {now} now")
+        Difference::Help {
+            before: a.help.to_string(),
+            now: b.help.to_string(),
+        }
+    }
 }

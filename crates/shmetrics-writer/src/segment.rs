@@ -18,7 +18,7 @@ use shmetrics_layout::{
     HEADER_SIZE, SEGMENT_PREFIX, SEGMENT_SUFFIX, SLOT_FLOOR_WORD, SegmentIdentity, view,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SegmentOp};
 
 /// A mapped segment and the file whose lock marks this process alive. Shared by every
 /// handle whose slots live in it, so the mapping and the lock outlive the registry if the
@@ -78,7 +78,7 @@ pub(crate) fn segment_name(identity: &SegmentIdentity) -> String {
     )
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+fn io_err<'a>(op: SegmentOp, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Io {
         op,
         path: path.to_owned(),
@@ -110,9 +110,9 @@ pub(crate) fn create_segment(
         .mode(file_mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp_path)
-        .map_err(io_err("create segment", &tmp_path))?;
+        .map_err(io_err(SegmentOp::Create, &tmp_path))?;
     let result = init_segment(&file, &tmp_path, identity, size, meta, slot_floor).and_then(|raw| {
-        std::fs::rename(&tmp_path, &final_path).map_err(io_err("link segment", &final_path))?;
+        std::fs::rename(&tmp_path, &final_path).map_err(io_err(SegmentOp::Link, &final_path))?;
         Ok(raw)
     });
     match result {
@@ -134,9 +134,9 @@ fn init_segment(
 ) -> Result<MmapRaw> {
     // Locked first, so a temporary file without a lock holder is known to be abandoned.
     file.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::Error(e) => io_err("lock segment", path)(e),
+        std::fs::TryLockError::Error(e) => io_err(SegmentOp::Lock, path)(e),
         std::fs::TryLockError::WouldBlock => {
-            io_err("lock segment", path)(io::Error::other("already locked"))
+            io_err(SegmentOp::Lock, path)(io::Error::other("already locked"))
         }
     })?;
     match nix::fcntl::posix_fallocate(file, 0, size as libc::off_t) {
@@ -147,7 +147,7 @@ fn init_segment(
                 size: size as u64,
             });
         }
-        Err(e) => return Err(io_err("reserve segment space", path)(e.into())),
+        Err(e) => return Err(io_err(SegmentOp::Reserve, path)(e.into())),
     }
     let mut sink = FileSink { file, path, size };
     let mut image = ImageBuilder::new(&mut sink, identity);
@@ -160,13 +160,13 @@ fn init_segment(
         Err(ImageError::Sink(e)) => return Err(e),
         Err(e) => {
             let source = io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
-            return Err(io_err("write segment", path)(source));
+            return Err(io_err(SegmentOp::Write, path)(source));
         }
     }
     MmapOptions::new()
         .len(size)
         .map_raw(file)
-        .map_err(io_err("map segment", path))
+        .map_err(io_err(SegmentOp::Map, path))
 }
 
 /// A segment file being created, written with `pwrite`; `posix_fallocate` reserved its
@@ -186,9 +186,9 @@ impl ImageSink for FileSink<'_> {
 
     fn put_bytes(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
         let op = if offset == 0 {
-            "write segment header"
+            SegmentOp::WriteHeader
         } else {
-            "write segment metadata"
+            SegmentOp::WriteMetadata
         };
         self.file
             .write_all_at(bytes, offset as u64)

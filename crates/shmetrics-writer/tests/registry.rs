@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use shmetrics_layout::DefinitionError;
-use shmetrics_writer::{DEFAULT_BUCKETS, Error, GaugeMode, Options, Registry};
+use shmetrics_writer::{
+    DEFAULT_BUCKETS, Difference, Error, GaugeMode, MetricKind, Options, Registry,
+};
 
 fn segments(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -113,7 +115,19 @@ fn registration_is_idempotent_and_conflicts_are_errors() {
     let err = registry
         .counter("requests", "Requests.", &["method"])
         .unwrap_err();
-    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    match &err {
+        Error::Conflict {
+            name,
+            difference: Difference::LabelNames { before, now },
+        } => {
+            assert_eq!(name, "requests");
+            assert_eq!(
+                (before.as_slice(), now.as_slice()),
+                (&["code".to_owned()][..], &["method".to_owned()][..])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         err.to_string(),
         "metric requests is already registered with a different definition: label names (code) \
@@ -294,7 +308,29 @@ fn utf8_names_register() {
         .unwrap()
         .inc();
     let err = r.counter("my_dotted", "", &[]).unwrap_err();
-    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    match &err {
+        Error::Conflict {
+            name,
+            difference:
+                Difference::ExposedAlike {
+                    kind,
+                    other,
+                    exposed,
+                },
+        } => {
+            assert_eq!(
+                (name.as_str(), *kind, other.as_str()),
+                ("my_dotted", MetricKind::Counter, "my.dotted")
+            );
+            assert_eq!(exposed, "my_dotted");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "metric my_dotted is already registered with a different definition: both it and \
+         counter my.dotted would be exposed as my_dotted"
+    );
 }
 
 #[test]
