@@ -741,7 +741,7 @@ fn build(
             continue;
         };
         sort_series(index, fid);
-        let mut series = Vec::new();
+        let mut series = Vec::with_capacity(index.families[fid as usize].series.len());
         text.start_family();
         for &sid in &index.families[fid as usize].series {
             let labels = &index.series[sid as usize].labels;

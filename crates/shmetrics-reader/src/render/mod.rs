@@ -662,15 +662,24 @@ impl LinePrefixes {
                 if buckets.len() + 2 == self.ends.len() =>
             {
                 let mut cumulative = 0u64;
-                for (i, count) in buckets.iter().enumerate() {
-                    // Saturating, as the assembled lines: a corrupt segment's counts can
-                    // add up past u64.
-                    cumulative = cumulative.saturating_add(*count);
+                // The digits of `cumulative`, formatted again only when a bucket adds to it:
+                // runs of empty buckets (most of a latency histogram's) repeat them.
+                let mut digits = itoa::Buffer::new();
+                let mut text = digits.format(0u64).as_bytes();
+                for (i, &count) in buckets.iter().enumerate() {
+                    if count != 0 {
+                        // Saturating, as the assembled lines: a corrupt segment's counts can
+                        // add up past u64.
+                        cumulative = cumulative.saturating_add(count);
+                        text = digits.format(cumulative).as_bytes();
+                    }
                     buf.extend_from_slice(self.prefix(i));
-                    write_count(buf, cumulative);
+                    buf.extend_from_slice(text);
+                    buf.push(b'\n');
                 }
                 buf.extend_from_slice(self.prefix(buckets.len()));
-                write_count(buf, cumulative);
+                buf.extend_from_slice(text);
+                buf.push(b'\n');
                 buf.extend_from_slice(self.prefix(buckets.len() + 1));
                 write_f64(*sum, buf);
                 buf.push(b'\n');
@@ -773,6 +782,20 @@ mod tests {
                     &[],
                     vec![series(&empty, None, Value::Summary { count: 3, sum: 1.5 })],
                 ),
+                // Empty buckets first and last: counts repeated from before them.
+                family(
+                    "e",
+                    MetricKind::Histogram,
+                    &[1.0, 2.0, 3.0],
+                    vec![series(
+                        &empty,
+                        None,
+                        Value::Histogram {
+                            buckets: vec![0, 2, 0, 0],
+                            sum: 3.0,
+                        },
+                    )],
+                ),
             ]
         };
         let expected = "# HELP a_total Help.\n# TYPE a_total counter\n\
@@ -781,7 +804,10 @@ mod tests {
             # HELP c Help.\n# TYPE c histogram\n\
             c_bucket{le=\"0.5\"} 1\nc_bucket{le=\"1.0\"} 1\nc_bucket{le=\"+Inf\"} 3\n\
             c_count 3\nc_sum 4.25\n\
-            # HELP d Help.\n# TYPE d summary\nd_count 3\nd_sum 1.5\n";
+            # HELP d Help.\n# TYPE d summary\nd_count 3\nd_sum 1.5\n\
+            # HELP e Help.\n# TYPE e histogram\n\
+            e_bucket{le=\"1.0\"} 0\ne_bucket{le=\"2.0\"} 2\ne_bucket{le=\"3.0\"} 2\n\
+            e_bucket{le=\"+Inf\"} 2\ne_count 2\ne_sum 3.0\n";
         // The first render with texts builds each series' line prefixes, the others use
         // them (a series with a pid assembles its lines); without texts every line is
         // assembled. A text whose labels are not the series' own is not used.
