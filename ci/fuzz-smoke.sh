@@ -49,6 +49,12 @@ step "seed corpora (fuzz/corpus)"
 cargo run --quiet --locked -p shmetrics-fuzz-checks --bin fuzz-seeds -- fuzz/corpus
 
 step "build the targets (sanitizer: $sanitizer)"
+# cargo fuzz has no --locked: check first that fuzz/Cargo.lock needs no change, so that the
+# build cannot rewrite the committed file.
+cargo metadata --locked --quiet --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null || {
+  echo "fuzz/Cargo.lock is out of date: run 'cargo metadata --manifest-path fuzz/Cargo.toml --format-version 1 >/dev/null' and commit it" >&2
+  exit 1
+}
 fuzz build -s "$sanitizer"
 
 failed=()

@@ -8,6 +8,10 @@ root=$PWD
 step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Tracked files as they are before the run: the run must leave them so (see the end).
+tracked_state() { git status --porcelain --untracked-files=no; git diff HEAD | sha256sum; }
+tracked_before=$(tracked_state)
+
 step "system packages (promtool from Debian's prometheus)"
 if ! command -v promtool >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -36,6 +40,9 @@ bash ci/atomics-facade.sh
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
+step "packaging: every publishable crate packages with its licenses and README"
+bash ci/package-check.sh
+
 step "tests"
 cargo test --workspace --locked
 
@@ -56,5 +63,13 @@ bash ci/fuzz-smoke.sh
 
 step "benches compile and run once in test mode"
 cargo test -p shmetrics-benches --benches --locked
+
+step "the run left every tracked file as it found it"
+if [ "$(tracked_state)" != "$tracked_before" ]; then
+  echo "the test command changed tracked files:" >&2
+  git status --short --untracked-files=no >&2
+  git diff --stat HEAD >&2
+  exit 1
+fi
 
 step "all checks passed"
