@@ -408,6 +408,158 @@ fn dump_of_a_missing_or_non_directory_path_exits_2() {
     assert!(err.contains("not a directory"), "{err}");
 }
 
+/// A directory that is not a metrics directory (a wrong `--dir`) is dumped with a warning
+/// that counts what was skipped; `-q` silences it, `-v` adds what was read; a directory of
+/// segments and nothing else gets no warning.
+#[test]
+fn dump_says_what_it_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+    std::fs::write(dir.path().join("config.yaml"), b"y").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = shmetrics(&["dump", "--dir", path, "--no-self-metrics"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "shmetrics: warning: dump: {path}: no metrics segment or prometheus_client file \
+             found; 4 entries skipped (1 symlink, 1 not_regular, 2 foreign_file) (is this the \
+             directory the processes write to?)\n"
+        )
+    );
+    let quiet = shmetrics(&["-q", "dump", "--dir", path]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+
+    let segments_only = tempfile::tempdir().unwrap();
+    generate(segments_only.path(), 2, 15, 1, &[]);
+    let out = shmetrics(&["dump", "--dir", segments_only.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verbose = shmetrics(&[
+        "dump",
+        "-v",
+        "--dir",
+        segments_only.path().to_str().unwrap(),
+    ]);
+    // 13 of the 15: the livesum gauges of dead writers are left out.
+    assert_eq!(
+        String::from_utf8(verbose.stderr).unwrap(),
+        "shmetrics: info: dump: 0 live, 2 dead, 0 bad segments; 13 series\n"
+    );
+    // Segments beside a stray file: counted, and the stray file named by its reason.
+    std::fs::write(segments_only.path().join("stray"), b"z").unwrap();
+    let out = shmetrics(&["dump", "--dir", segments_only.path().to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "shmetrics: warning: dump: {}: 2 segments read; 1 entries skipped (1 foreign_file)\n",
+            segments_only.path().display()
+        )
+    );
+}
+
+/// An empty prefix, or a list given as one value, is refused with a line that says what to
+/// do, by `dump`, `serve` and `run` alike.
+#[test]
+fn malformed_prefixes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    for (command, code) in [
+        (vec!["dump", "--dir", path], 2),
+        (vec!["serve", "--dir", path, "--listen", "127.0.0.1:0"], 2),
+        (vec!["run", "--listen", "127.0.0.1:0"], 125),
+    ] {
+        for (prefix, says) in [
+            (
+                "",
+                "an empty prefix keeps every family; leave --prefix out to keep them all",
+            ),
+            (
+                "vllm:,lmcache:",
+                "\"vllm:,lmcache:\" has ',' in it, which no metric name starts with; give \
+                 --prefix once per prefix (--prefix vllm: --prefix lmcache:)",
+            ),
+            ("vllm: ", "\"vllm: \" has ' ' in it"),
+        ] {
+            let mut args = command.clone();
+            args.extend(["--prefix", prefix]);
+            if command[0] == "run" {
+                args.extend(["--", "true"]);
+            }
+            let out = shmetrics(&args);
+            assert_eq!(out.status.code(), Some(code), "{args:?}");
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert!(
+                err.starts_with(&format!(
+                    "error: invalid value '{prefix}' for '--prefix <P>': {says}"
+                )),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}
+
+/// `--listen` takes a host name, resolved at start-up.
+#[test]
+fn listen_accepts_host_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(BIN)
+        .args([
+            "serve",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "localhost:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = kill(Pid::from_raw(serve.id() as i32), Signal::SIGTERM);
+    serve.wait().unwrap();
+    let addr = line
+        .strip_prefix("serving http://")
+        .and_then(|rest| rest.split_once("/metrics"))
+        .map(|(addr, _)| addr.parse::<std::net::SocketAddr>().unwrap())
+        .unwrap_or_else(|| panic!("{line:?}"));
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_ne!(addr.port(), 0);
+
+    let out = shmetrics(&[
+        "serve",
+        "--dir",
+        "/tmp",
+        "--listen",
+        "no-such-host.invalid:8081",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with(
+            "error: invalid value 'no-such-host.invalid:8081' for '--listen <ADDR>': cannot \
+             resolve host \"no-such-host.invalid\": "
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn dump_reports_bad_segments_on_stderr_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -299,7 +299,7 @@ fn a_user_dir_is_used_and_kept() {
     let out = run_command(tmp.path(), Some(&missing), &["true"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
         format!(
@@ -349,8 +349,84 @@ fn a_missing_command_exits_127_and_leaves_nothing() {
         "{err}"
     );
     assert!(entries(tmp.path()).is_empty());
-    // No command at all is a usage error.
+    // No command at all is a usage error: run's own status.
     let out = run_command(tmp.path(), None, &[]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
     assert!(entries(tmp.path()).is_empty());
+}
+
+/// `run` fails with 125, a status of its own, never with one the command could have exited
+/// with: a command that exits 2 is told apart from a port in use or a bad argument.
+#[test]
+fn own_failures_exit_125_and_the_commands_status_passes_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_command(tmp.path(), None, &["sh", "-c", "exit 2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "the command's own 2");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["run", "--listen", &addr, "--", "true"])
+        .env("TMPDIR", tmp.path())
+        .env_remove("PROMETHEUS_MULTIPROC_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with(&format!("shmetrics: run: cannot listen on {addr}: ")),
+        "{err}"
+    );
+    assert!(
+        entries(tmp.path()).is_empty(),
+        "its private directory removed"
+    );
+
+    for bad in [
+        &["run", "--bogus", "--", "true"][..],
+        &["run", "--prefix", "", "--", "true"],
+    ] {
+        let out = Command::new(BIN).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{bad:?}");
+    }
+}
+
+/// A directory the command's processes cannot write to is served, with a warning that says
+/// so. Root may write anywhere permission bits say no, so the test uses a directory nobody
+/// creates files in: `/proc/1` for root, a 0500 directory for anyone else.
+#[test]
+fn an_unwritable_directory_is_served_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let locked = tempfile::tempdir().unwrap();
+    let dir = if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/proc/1")
+    } else {
+        std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o500)).unwrap();
+        locked.path().to_owned()
+    };
+    let out = run_command(tmp.path(), Some(&dir), &["true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let warning = format!(
+        "shmetrics: warning: run: PROMETHEUS_MULTIPROC_DIR={} is not writable by this user (",
+        dir.display()
+    );
+    assert!(err.starts_with(&warning), "{err}");
+    assert!(
+        err.lines()
+            .next()
+            .unwrap()
+            .ends_with("): the command's processes cannot create their metrics there"),
+        "{err}"
+    );
+    // A writable one gets no warning.
+    let out = run_command(tmp.path(), Some(tmp.path()), &["true"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8(out.stderr).unwrap().contains("warning"));
+    std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
 }

@@ -4,10 +4,10 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use shmetrics_reader::{Format, PrefixFilter, Reader};
+use shmetrics_reader::{Format, PrefixFilter, Reader, ScrapeReport};
 
 use super::error::CliError;
-use super::http::format_parser;
+use super::http::{format_parser, parse_prefix};
 
 /// Arguments of `dump`.
 #[derive(Debug, Args)]
@@ -16,7 +16,7 @@ pub(crate) struct DumpArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: PathBuf,
     /// Keep only families whose name starts with this prefix (repeatable; all when absent).
-    #[arg(long = "prefix", value_name = "P")]
+    #[arg(long = "prefix", value_name = "P", value_parser = parse_prefix)]
     pub(crate) prefixes: Vec<String>,
     /// Exposition format.
     #[arg(long, value_name = "FORMAT", default_value = "prometheus", value_parser = format_parser())]
@@ -66,16 +66,50 @@ pub(crate) fn run(args: &DumpArgs) -> Result<(), CliError> {
                     format!("dump: cannot read metrics directory {e}"),
                 ));
             }
-            log::debug!(
-                "{} live, {} dead, {} bad segments; {} series",
+            log::info!(
+                "dump: {} live, {} dead, {} bad segments; {} series",
                 report.live_segments,
                 report.dead_segments,
                 report.bad_segments,
                 report.series
             );
+            if let Some(summary) = skipped_summary(&report) {
+                log::warn!("dump: {}: {summary}", args.dir.display());
+            }
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(CliError::new(format!("dump: writing to stdout: {e}"))),
     }
+}
+
+/// What a user should hear about a directory that held less than it seemed: entries that
+/// are not segments (a wrong `--dir`) and no segment at all. `None` when every entry was a
+/// segment or a `prometheus_client` file.
+fn skipped_summary(report: &ScrapeReport) -> Option<String> {
+    let skipped: usize = report.skipped.values().sum();
+    let segments = report.live_segments + report.dead_segments + report.bad_segments;
+    if skipped == 0 && segments > 0 {
+        return None;
+    }
+    let mut text = if segments == 0 {
+        "no metrics segment or prometheus_client file found".to_owned()
+    } else {
+        format!("{segments} segments read")
+    };
+    if skipped > 0 {
+        let reasons: Vec<String> = report
+            .skipped
+            .iter()
+            .map(|(reason, n)| format!("{n} {}", reason.as_str()))
+            .collect();
+        text.push_str(&format!(
+            "; {skipped} entries skipped ({})",
+            reasons.join(", ")
+        ));
+    }
+    if segments == 0 {
+        text.push_str(" (is this the directory the processes write to?)");
+    }
+    Some(text)
 }

@@ -1,7 +1,7 @@
 //! The HTTP endpoint `serve`, `run` and `demo` share: its arguments, how they become
 //! [`ServerOptions`], binding and the runtime.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use shmetrics::server::{Server, ServerOptions, default_listen};
 
 use super::error::CliError;
 
-/// Parses `--listen`: `IP:PORT` (`[IPv6]:PORT` for IPv6) or a bare `PORT` (all IPv4
-/// interfaces).
+/// Parses `--listen`: `IP:PORT` (`[IPv6]:PORT` for IPv6), `HOST:PORT` (resolved now; the
+/// first address is used) or a bare `PORT` (all IPv4 interfaces).
 pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -21,9 +21,41 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     }
-    Err(format!(
-        "{s:?} is not an address to listen on; expected IP:PORT (such as 127.0.0.1:8081 or [::1]:8081) or a port"
-    ))
+    let expected = "expected IP:PORT, HOST:PORT (such as 127.0.0.1:8081, [::1]:8081 or \
+                    localhost:8081) or a port";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} is not an address to listen on; {expected}"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{s:?} is not an address to listen on; {expected}"));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("host {host:?} has no address to listen on")),
+        Err(e) => Err(format!("cannot resolve host {host:?}: {e}")),
+    }
+}
+
+/// Parses `--prefix`: a non-empty start of a metric name. Refuses what is surely a mistake:
+/// an empty prefix (which would keep every family: leave `--prefix` out instead) and
+/// whitespace, commas or control characters (a list given as one value: repeat `--prefix`).
+pub(crate) fn parse_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err(
+            "an empty prefix keeps every family; leave --prefix out to keep them all".into(),
+        );
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == ',')
+    {
+        return Err(format!(
+            "{s:?} has {c:?} in it, which no metric name starts with; give --prefix once per \
+             prefix (--prefix vllm: --prefix lmcache:)"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// Parses `--format` of `dump`: an exposition format by name.
@@ -57,14 +89,15 @@ pub(crate) struct ForcedFormat(pub(crate) Option<Format>);
 /// How the HTTP endpoint of `serve` and `run` listens and what it serves.
 #[derive(Debug, Args)]
 pub(crate) struct HttpArgs {
-    /// Address to listen on: IP:PORT, or a PORT on all interfaces; port 0 picks a free one
-    /// (the address bound is printed on stderr). Default: 0.0.0.0:8081, or
-    /// 0.0.0.0:$DYN_SYSTEM_PORT when DYN_SYSTEM_PORT is set.
+    /// Address to listen on: IP:PORT, HOST:PORT (resolved at start-up, first address), or a
+    /// PORT on all interfaces; port 0 picks a free one (the address bound is printed on
+    /// stderr). Default: 0.0.0.0:8081, or 0.0.0.0:$DYN_SYSTEM_PORT when DYN_SYSTEM_PORT is
+    /// set.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub(crate) listen: Option<SocketAddr>,
     /// Keep only families whose name starts with this prefix (repeatable; all when
     /// absent). The shmetrics_* self-metrics are always kept.
-    #[arg(long = "prefix", value_name = "P")]
+    #[arg(long = "prefix", value_name = "P", value_parser = parse_prefix)]
     pub(crate) prefixes: Vec<String>,
     /// Leave out the shmetrics_* self-metrics.
     #[arg(long)]

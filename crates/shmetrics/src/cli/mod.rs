@@ -22,10 +22,20 @@ use error::CliError;
 #[command(
     name = "shmetrics",
     version,
-    about = "Multi-process Prometheus metrics in shared memory: dump, inspect and generate metrics directories.",
-    long_about = None
+    about = "Multi-process Prometheus metrics in shared memory: serve a metrics directory on /metrics, run a command with one, and dump, inspect, compact or generate metrics directories.",
+    long_about = None,
+    after_help = "Log lines go to stderr: warnings and errors by default, -v for what the \
+                  command does, -vv for details, -q for errors only. RUST_LOG (such as \
+                  RUST_LOG=shmetrics_reader=debug) sets the levels per module when neither \
+                  -v nor -q is given."
 )]
 struct Cli {
+    /// Log more: -v what the command does, -vv details, -vvv everything.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Log errors only.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     /// What to do.
     #[command(subcommand)]
     command: Command,
@@ -75,16 +85,71 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-/// The whole program: sets up logging (`RUST_LOG`, default `warn`, to stderr), parses the
-/// arguments, runs the command and turns a failure into a one-line message on stderr.
-pub(crate) fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
+/// Exit status of `run` for its own failures (bad arguments, a port in use, a directory it
+/// cannot serve), distinct from any status of the command it runs: 125, as `env`, `nohup`
+/// and container runtimes use it.
+pub(crate) const RUN_FAILED: u8 = 125;
+
+/// Sets up logging to stderr: `shmetrics: warning: ...` lines. `-v`/`-q` set the level;
+/// without them `RUST_LOG` does, else warnings and errors.
+fn init_logging(verbose: u8, quiet: bool) {
+    use std::io::Write;
+    let mut builder = if verbose > 0 || quiet {
+        let level = match (quiet, verbose) {
+            (true, _) => log::LevelFilter::Error,
+            (false, 1) => log::LevelFilter::Info,
+            (false, 2) => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        };
+        let mut b = env_logger::Builder::new();
+        b.filter_level(level);
+        b
+    } else {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    };
+    builder
+        .format(|buf, record| {
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            if record.level() <= log::Level::Info {
+                writeln!(buf, "shmetrics: {level}: {}", record.args())
+            } else {
+                writeln!(
+                    buf,
+                    "shmetrics: {level}: {}: {}",
+                    record.target(),
+                    record.args()
+                )
+            }
+        })
         .init();
+}
+
+/// The whole program: parses the arguments, sets up logging (see [`init_logging`]), runs
+/// the command and turns a failure into a one-line message on stderr.
+pub(crate) fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors are clap's one
+            // message, with status 2, or `run`'s own status for its arguments.
+            let _ = e.print();
+            if !e.use_stderr() {
+                return ExitCode::SUCCESS;
+            }
+            let is_run = std::env::args_os()
+                .skip(1)
+                .find(|a| !a.to_string_lossy().starts_with('-'))
+                .is_some_and(|a| a == "run");
+            return ExitCode::from(if is_run { RUN_FAILED } else { 2 });
+        }
     };
+    init_logging(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -6,7 +6,10 @@
 //! command and removes it once the command has exited. When the variable is set, `run`
 //! serves that directory and never deletes it. SIGINT, SIGTERM and SIGHUP received by
 //! `run` are forwarded to the command, and `run` keeps serving until the command exits.
-//! The exit status is the command's (128 + the signal number when a signal ended it).
+//! The exit status is the command's (128 + the signal number when a signal ended it);
+//! `run`'s own failures exit with [`RUN_FAILED`] (125): bad arguments, an address it cannot
+//! bind, a directory it cannot serve; 127 when the command is not found, 126 when it cannot
+//! be started, as shells do.
 //!
 //! The command stays in `run`'s process group, so a Ctrl-C typed in a terminal reaches it
 //! directly as well as through `run`'s forwarding.
@@ -28,6 +31,7 @@ use shmetrics::server::{Server, Signals};
 use shmetrics_writer::DIR_ENV;
 use tokio::signal::unix::SignalKind;
 
+use super::RUN_FAILED;
 use super::error::CliError;
 use super::http::{HttpArgs, announce, bind, listen_address, options, runtime};
 
@@ -186,25 +190,77 @@ async fn supervise(server: Server, command: &[OsString]) -> Result<ExitCode, Cli
 /// removes the directory if it created it.
 ///
 /// # Errors
-/// Exit status 2 for a missing user directory, an address that cannot be bound or a bad
-/// `DYN_SYSTEM_PORT`; 127 when the command is not found, 126 when it cannot be started;
-/// 1 when the private directory, the runtime or the signal handlers cannot be set up.
+/// Exit status [`RUN_FAILED`] (125) for a missing user directory, an address that cannot
+/// be bound, a bad `DYN_SYSTEM_PORT`, a private directory, runtime or signal handlers that
+/// cannot be set up; 127 when the command is not found, 126 when it cannot be started.
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, CliError> {
-    let listen = listen_address("run", &args.http)?;
+    let own_failure = |mut e: CliError| {
+        if !matches!(e.code, 126 | 127) {
+            e.code = RUN_FAILED;
+        }
+        e
+    };
+    let listen = listen_address("run", &args.http).map_err(own_failure)?;
     let dir = match std::env::var_os(DIR_ENV) {
         Some(user) if !user.is_empty() => MetricsDir {
             path: PathBuf::from(user),
             owned: false,
         },
         _ => create_private_dir(&std::env::temp_dir())
-            .map_err(|e| CliError::new(format!("run: {e}")))?,
+            .map_err(|e| own_failure(CliError::new(format!("run: {e}"))))?,
     };
-    let server = bind("run", options(&dir.path, listen, &args.http))?;
-    let rt = runtime("run")?;
+    let server = bind("run", options(&dir.path, listen, &args.http)).map_err(own_failure)?;
+    if !dir.owned {
+        warn_unless_writable(&dir.path);
+    }
+    let rt = runtime("run").map_err(own_failure)?;
     let result = rt.block_on(supervise(server, &args.command));
     rt.shutdown_timeout(Duration::from_secs(1));
     drop(dir);
-    result
+    result.map_err(own_failure)
+}
+
+/// Warns when this user cannot create files in `dir`: the command's processes, which run
+/// as this user, could not create their segments, and `/metrics` would stay empty.
+fn warn_unless_writable(dir: &Path) {
+    if let Err(e) = probe_writable(dir) {
+        log::warn!(
+            "run: {DIR_ENV}={} is not writable by this user ({e}): the command's processes \
+             cannot create their metrics there",
+            dir.display()
+        );
+    }
+}
+
+/// Creates a file in `dir` and removes it: an unnamed one (`O_TMPFILE`) where the file
+/// system allows it, else a named one. Permission bits alone do not tell (root, read-only
+/// mounts, ACLs).
+fn probe_writable(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let unnamed = std::fs::OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir);
+    match unnamed {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            let probe = dir.join(format!(".shmetrics-run-probe-{}", std::process::id()));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&probe)?;
+            std::fs::remove_file(&probe)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
