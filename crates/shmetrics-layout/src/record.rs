@@ -453,7 +453,7 @@ impl SeriesRecord {
     /// When both `process` and `exact_parts` are set, or there are more than
     /// [`MAX_EXACT_PARTS`] partials.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self, self.encoded_len())
+        self.fields().encode()
     }
 }
 
@@ -464,6 +464,14 @@ impl EncodeRecord for SeriesRecord {
 }
 
 impl SeriesFields<'_> {
+    /// As [`SeriesRecord::encode`], from borrowed fields.
+    ///
+    /// # Panics
+    /// As [`SeriesRecord::encode`].
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self, self.encoded_len())
+    }
+
     /// As [`SeriesRecord::encoded_len`].
     pub fn encoded_len(&self) -> usize {
         let process = match self.process {

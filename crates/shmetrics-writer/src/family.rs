@@ -99,8 +99,9 @@ impl<C: Child> Family<C> {
         hash: u64,
         values: impl Iterator<Item = S>,
     ) -> Result<&C> {
-        let values: Vec<S> = values.collect();
-        let values = &values[..];
+        // Collected once, into the owned values the series record takes.
+        let owned: Vec<String> = values.map(|v| v.as_ref().to_owned()).collect();
+        let values = &owned[..];
         let def = &self.core.def;
         shmetrics_layout::record::check_label_values(&def.label_names, values).map_err(
             |source| Error::InvalidLabels {
@@ -108,7 +109,6 @@ impl<C: Child> Family<C> {
                 source,
             },
         )?;
-        let owned: Vec<String> = values.iter().map(|v| v.as_ref().to_owned()).collect();
         // The registry lock serialises placement, and the table places a child only when
         // it finds none under its insert lock, so two threads creating the same child place
         // it once. Inserting under the registry lock keeps the table's lock fork-safe.
@@ -117,7 +117,7 @@ impl<C: Child> Family<C> {
             hash,
             |key| values_eq(key, values),
             || {
-                let slots = state.place_series(&self.core.shared, def, owned);
+                let slots = state.place_series(&self.core.shared, def, values);
                 let key = values.iter().map(|v| Box::from(v.as_ref())).collect();
                 (key, C::from_slots(slots, def))
             },

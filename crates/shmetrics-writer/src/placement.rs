@@ -7,7 +7,7 @@ use std::cell::OnceCell;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use shmetrics_layout::record::{FamilyRecord, SeriesRecord};
+use shmetrics_layout::record::{FamilyRecord, SeriesFields};
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::view::SlotBlock;
 use shmetrics_layout::{DROPPED_SERIES_WORD, HEADER_SIZE, MAX_SEGMENT_SIZE, SegmentIdentity};
@@ -105,15 +105,15 @@ impl State {
         &mut self,
         shared: &Shared,
         def: &FamilyDef,
-        values: Vec<String>,
+        values: &[String],
     ) -> SlotBlock {
         let width = slot_words(def.kind, def.bounds.len());
-        let mut series = SeriesRecord {
+        let mut series = SeriesFields {
             family_id: 0,
             slot_offset: 0,
             label_values: values,
             process: None,
-            exact_parts: Vec::new(),
+            exact_parts: &[],
         };
         let series_len = series.encoded_len();
         // The family record is measured only when one must be written (a segment's first
