@@ -12,7 +12,8 @@
 //! directory. Each engine installs a `ShmetricsRecorder` as its global `metrics` recorder,
 //! serves `--requests` simulated requests through the macros and then idles until the
 //! worker exits (its stdin closes). The worker prints `serving <url>` once listening and
-//! `engines done` once every engine has served its requests; Ctrl-C stops everything.
+//! `engines done` once every engine has served its requests; Ctrl-C (SIGINT) or SIGTERM stops
+//! everything and removes the directory it created.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -147,6 +148,7 @@ fn worker(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     let served = runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
         let url = format!("http://{}/metrics", listener.local_addr()?);
         println!("serving {url}");
@@ -171,9 +173,7 @@ fn worker(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }),
         );
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(shutdown)
             .await
     });
     // Closing the engines' stdin lets them exit.
@@ -185,6 +185,21 @@ fn worker(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         std::fs::remove_dir_all(&dir)?;
     }
     Ok(served?)
+}
+
+/// Catches SIGINT and SIGTERM (a service manager or `kill` stops the worker with SIGTERM)
+/// from now on; the future resolves at the first of them, and the worker then shuts down
+/// and cleans up. Installed before the worker says it serves, so no signal is missed.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 /// One scrape: the merged directory as Prometheus text.

@@ -1,7 +1,8 @@
 //! Runs the `engine_axum` example (built by `cargo test` with the other targets): its
 //! engine processes write through the `metrics` macros, its axum worker serves `/metrics`;
 //! one scrape must show the exact totals over every engine, pass promtool, and name each
-//! family once. SIGINT stops the worker, which stops its engines and exits cleanly.
+//! family once. SIGINT or SIGTERM stops the worker, which stops its engines, removes the
+//! directory it made and exits cleanly.
 
 #[path = "../../shmetrics/tests/support/mod.rs"]
 mod support;
@@ -97,4 +98,45 @@ fn engine_axum_example_serves_the_sum_of_its_engines() {
     kill(Pid::from_raw(worker.0.id() as i32), Signal::SIGINT).unwrap();
     let status = worker.0.wait().unwrap();
     assert!(status.success(), "worker exit status {status}");
+}
+
+/// Without `--dir` the worker makes its own directory under `TMPDIR`; SIGTERM (what a
+/// service manager or `kill` sends) stops it as Ctrl-C does: engines stopped, exit status
+/// 0, the directory removed.
+#[test]
+fn engine_axum_example_cleans_up_after_sigterm_and_sigint() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut worker = Worker(
+            Command::new(example_binary("engine_axum"))
+                .args(["--engines", "2", "--requests", "10", "--port", "0"])
+                .env("TMPDIR", tmp.path())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stdout = BufReader::new(worker.0.stdout.take().unwrap());
+        let mut done = false;
+        while !done {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "the worker exited early"
+            );
+            done = line.trim_end() == "engines done";
+        }
+        let dir = tmp
+            .path()
+            .join(format!("shmetrics-engine-{}", worker.0.id()));
+        assert!(dir.is_dir(), "{} while running", dir.display());
+        kill(Pid::from_raw(worker.0.id() as i32), signal).unwrap();
+        let status = worker.0.wait().unwrap();
+        assert!(status.success(), "{signal}: worker exit status {status}");
+        assert!(!dir.exists(), "{signal}: {} left behind", dir.display());
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "{signal}"
+        );
+    }
 }
