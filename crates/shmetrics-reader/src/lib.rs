@@ -19,6 +19,7 @@
 //! steady-state scrape only reads values and renders.
 #![warn(missing_docs)]
 
+mod census;
 pub mod compact;
 mod directory;
 pub mod exact;
@@ -35,6 +36,7 @@ pub mod snapshot;
 use std::io::{self, Write};
 use std::path::Path;
 
+pub use census::{Census, census};
 pub use compact::{
     CompactError, CompactReport, Compactor, CompactorHandle, DEFAULT_ARCHIVE_PART_SIZE, FileOp,
 };

@@ -10,6 +10,7 @@ use shmetrics_layout::sync::AtomicU64;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -547,31 +548,148 @@ fn other_paths_404_and_other_methods_405() {
     );
 }
 
+/// `/health` as JSON, with its status code.
+fn health(addr: SocketAddr) -> (u16, serde_json::Value) {
+    let resp = get(addr, "/health", &[]);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    (resp.status, serde_json::from_slice(&resp.body).unwrap())
+}
+
+/// `/health` reports the directory as it is now, by a pass of its own, without waiting for
+/// or taking a scrape: writers that die are no longer live at the next request; what the
+/// latest scrape found is reported apart, with its age.
 #[test]
-fn health_reports_segments_and_series() {
+fn health_tells_the_directory_now() {
     let dir = tempfile::tempdir().unwrap();
     generate(dir.path(), 2, 3);
     let server = TestServer::with(options(dir.path()));
-    // Before any scrape: /health takes one. Two dead writers; the livesum gauges gen_g3
-    // and gen_g4 have no live writer, so 13 of the 15 series are present.
-    let resp = get(server.addr, "/health", &[]);
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let (status, body) = health(server.addr);
+    assert_eq!(status, 200);
     assert_eq!(
-        resp.text(),
-        "{\"status\":\"ok\",\"live_segments\":0,\"dead_segments\":2,\"bad_segments\":0,\"series\":13}\n"
+        body,
+        serde_json::json!({
+            "status": "ok", "live_segments": 0, "dead_segments": 2, "archive": false,
+            "db_files": 0, "db_writers": 0, "unreadable_files": 0, "other_entries": 0,
+            "last_scrape": null,
+        })
     );
-    // A live writer and a bad segment appear once a scrape has seen them.
-    let _live = LiveWriter::start(dir.path());
-    bad_segment(dir.path());
-    let same = get(server.addr, "/health", &[]);
-    assert_eq!(same.text(), resp.text(), "health reports the latest scrape");
+
+    // Three writers start: live at once, before any scrape.
+    let writers: Vec<LiveWriter> = (0..3).map(|_| LiveWriter::start(dir.path())).collect();
+    let (_, body) = health(server.addr);
+    assert_eq!(
+        (
+            body["live_segments"].as_u64(),
+            body["dead_segments"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
     scrape(server.addr, &[]);
-    let resp = get(server.addr, "/health", &[]);
+    let (_, body) = health(server.addr);
+    assert_eq!(body["last_scrape"]["series"], 15);
+    assert_eq!(body["last_scrape"]["bad_segments"], 0);
+    let age = body["last_scrape"]["age_seconds"].as_f64().unwrap();
+    assert!((0.0..60.0).contains(&age), "{age}");
+
+    // They die: no longer live at the next /health, with no scrape in between.
+    drop(writers);
+    let (status, body) = health(server.addr);
+    assert_eq!(status, 200);
     assert_eq!(
-        resp.text(),
-        "{\"status\":\"ok\",\"live_segments\":1,\"dead_segments\":2,\"bad_segments\":1,\"series\":15}\n"
+        (
+            body["live_segments"].as_u64(),
+            body["dead_segments"].as_u64()
+        ),
+        (Some(0), Some(5))
     );
+    assert_eq!(
+        body["last_scrape"]["series"], 15,
+        "the scrape before they died"
+    );
+
+    // prometheus_client files: counted, and their writers by pid (ours is alive, the
+    // other pid is not); other entries counted apart; a bad segment is one more dead file
+    // until a scrape finds it bad.
+    std::fs::write(
+        dir.path()
+            .join(format!("counter_{}.db", std::process::id())),
+        b"x",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("gauge_livesum_2147483646.db"), b"x").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    bad_segment(dir.path());
+    scrape(server.addr, &[]);
+    let (_, body) = health(server.addr);
+    assert_eq!(
+        (
+            body["db_files"].as_u64(),
+            body["db_writers"].as_u64(),
+            body["other_entries"].as_u64(),
+            body["dead_segments"].as_u64(),
+        ),
+        (Some(2), Some(1), Some(2), Some(6))
+    );
+    assert_eq!(body["last_scrape"]["bad_segments"], 1);
+
+    // Compacted: the dead segments are folded into the archive.
+    shmetrics_reader::Reader::open(dir.path())
+        .unwrap()
+        .compact()
+        .unwrap();
+    let (_, body) = health(server.addr);
+    assert_eq!(body["archive"], true);
+    assert_eq!(
+        body["dead_segments"], 1,
+        "only the bad segment is left: {body}"
+    );
+}
+
+/// Files this user cannot read (a worker running as another user than the writers) make
+/// `/health` say so with a 503, as does a directory that is gone.
+#[test]
+fn health_says_when_nothing_is_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 2, 3);
+    let server = TestServer::with(options(dir.path()));
+    let root = nix::unistd::geteuid().is_root();
+    let segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for path in &segments {
+        if root {
+            // Another user's files (nobody's); root could open any mode.
+            nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        } else {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+    }
+    let (status, body) = health(server.addr);
+    assert_eq!(status, 503);
+    assert_eq!(body["status"], "unreadable");
+    assert_eq!(body["unreadable_files"], 2);
+    assert_eq!(
+        (
+            body["live_segments"].as_u64(),
+            body["dead_segments"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+
+    // One readable file is enough to be ok.
+    let _writer = LiveWriter::start(dir.path());
+    let (status, body) = health(server.addr);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    assert_eq!(body["unreadable_files"], 2);
+
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let (status, body) = health(server.addr);
+    assert_eq!(status, 503);
+    assert_eq!(body["status"], "error");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("does not exist"), "{error}");
 }
 
 #[test]

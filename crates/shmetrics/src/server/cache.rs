@@ -294,8 +294,21 @@ pub(crate) fn held(data: Vec<u8>, metrics: &Arc<ServerMetrics>) -> Bytes {
 pub(crate) struct Scraper {
     source: Arc<Mutex<SnapshotFn>>,
     latest: tokio::sync::Mutex<Option<Arc<Entry>>>,
+    /// What the latest snapshot found, readable without waiting for one being taken.
+    last_seen: std::sync::Mutex<Option<LastScrape>>,
     max_age: Duration,
     renderer: Arc<Renderer>,
+}
+
+/// What the latest snapshot found, for `/health`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LastScrape {
+    /// When it was taken.
+    pub(crate) finished: Instant,
+    /// Merged series.
+    pub(crate) series: usize,
+    /// Segments skipped for an invalid header.
+    pub(crate) bad_segments: usize,
 }
 
 impl std::fmt::Debug for Scraper {
@@ -312,6 +325,7 @@ impl Scraper {
         Self {
             source: Arc::new(Mutex::new(source)),
             latest: tokio::sync::Mutex::new(None),
+            last_seen: std::sync::Mutex::new(None),
             max_age,
             renderer: Arc::new(renderer),
         }
@@ -327,14 +341,6 @@ impl Scraper {
     pub(crate) async fn entry(&self, requested: Instant) -> io::Result<Arc<Entry>> {
         self.entry_if(|e| e.finished >= requested || e.started.elapsed() < self.max_age)
             .await
-    }
-
-    /// The latest snapshot whatever its age; a new one if none was taken yet.
-    ///
-    /// # Errors
-    /// When the snapshot panicked.
-    pub(crate) async fn latest(&self) -> io::Result<Arc<Entry>> {
-        self.entry_if(|_| true).await
     }
 
     async fn entry_if(&self, reuse: impl FnOnce(&Entry) -> bool) -> io::Result<Arc<Entry>> {
@@ -362,8 +368,25 @@ impl Scraper {
         .await
         .map_err(|e| join_error("snapshot", e))?;
         let entry = Arc::new(entry);
+        *self
+            .last_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(LastScrape {
+            finished: entry.finished,
+            series: entry.scrape.report.series,
+            bad_segments: entry.scrape.report.bad_segments,
+        });
         *latest = Some(Arc::clone(&entry));
         Ok(entry)
+    }
+
+    /// What the latest snapshot found; `None` before the first. Never takes one, nor waits
+    /// for one being taken.
+    pub(crate) fn last_scrape(&self) -> Option<LastScrape> {
+        *self
+            .last_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The body of `entry` in `format`, gzip-encoded if asked: a whole body is rendered
@@ -577,9 +600,10 @@ mod tests {
             second.scrape.snapshot.family("c").unwrap().series[0].value,
             Value::Counter(2.0)
         );
-        // `latest` reuses whatever is there.
-        let latest = scraper.latest().await.unwrap();
-        assert!(Arc::ptr_eq(&latest, &second));
+        // `last_scrape` tells what the latest found, taking none.
+        let last = scraper.last_scrape().unwrap();
+        assert_eq!(last.finished, second.finished);
+        assert_eq!(last.series, second.scrape.report.series);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 

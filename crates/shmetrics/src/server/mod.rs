@@ -20,8 +20,10 @@
 //!   `dots`, `values`; `underscores` by default: `negotiate`); gzip-encoded when
 //!   `Accept-Encoding` allows it.
 //!   Other methods: 405; other paths: 404.
-//! - `GET /health`: `{"status":"ok","live_segments":N,"dead_segments":N,"bad_segments":N,"series":N}`
-//!   from the latest snapshot.
+//! - `GET /health`: the directory as it is now (its own cheap pass: which writers are
+//!   alive, what this user cannot read) and what the latest scrape found; see
+//!   [`Health`] for each field. 503 when the directory is gone or nothing in it is
+//!   readable.
 //!
 //! Concurrent scrapes share work (see [`ServerOptions::max_snapshot_age`]); snapshots and
 //! rendering run on Tokio's blocking threads, never on the async workers, and never make
@@ -334,6 +336,7 @@ impl Server {
             open: Arc::new(std::sync::Mutex::new(Open::default())),
             epoch: Instant::now(),
             max_body_bytes: self.options.max_body_bytes,
+            dir: self.options.dir.clone(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let compaction = self
@@ -538,16 +541,94 @@ fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> Option<Strin
     (!values.is_empty()).then(|| values.join(","))
 }
 
-/// The `/health` body.
-#[derive(serde::Serialize)]
-struct Health<'a> {
-    status: &'a str,
-    live_segments: usize,
-    dead_segments: usize,
-    bad_segments: usize,
-    series: usize,
+/// The `/health` body, as JSON: the directory now ([`shmetrics_reader::census`]: one
+/// listing and one lock probe per segment, nothing parsed), and what the latest scrape
+/// found.
+#[derive(Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct Health {
+    /// `ok`; `unreadable` when the directory has segment or `.db` files and this user can
+    /// read none of them (the worker runs as another user than the writers); `error` when
+    /// the directory cannot be listed (gone, not a directory, no permission). Only `ok` is
+    /// answered with 200; the others with 503.
+    pub status: &'static str,
+    /// Segments whose writer process is alive now.
+    pub live_segments: usize,
+    /// Segments of exited writers (merged until compacted into the archive).
+    pub dead_segments: usize,
+    /// Whether the directory has an archive of compacted segments.
+    pub archive: bool,
+    /// `prometheus_client` `.db` files.
+    pub db_files: usize,
+    /// Processes named by `.db` files that exist now (prometheus_client writers).
+    pub db_writers: usize,
+    /// Segment and `.db` files this user cannot read (another user's, or refused by their
+    /// permissions): never merged.
+    pub unreadable_files: usize,
+    /// Other entries (files that are not metrics, links, directories): ignored.
+    pub other_entries: usize,
+    /// What the latest `/metrics` snapshot found; `null` before the first.
+    pub last_scrape: Option<HealthLastScrape>,
+    /// Why the status is `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    pub error: Option<String>,
+}
+
+/// The latest snapshot, as `/health` reports it.
+#[derive(Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct HealthLastScrape {
+    /// Seconds since it was taken.
+    pub age_seconds: f64,
+    /// Merged series it exposed.
+    pub series: usize,
+    /// Segments it skipped for an invalid header.
+    pub bad_segments: usize,
+}
+
+impl Health {
+    /// The health of `census` (or of the error listing the directory) and of the latest
+    /// scrape.
+    fn of(
+        census: Result<shmetrics_reader::Census, shmetrics_reader::ReaderError>,
+        last: Option<cache::LastScrape>,
+    ) -> Self {
+        let last_scrape = last.map(|l| HealthLastScrape {
+            age_seconds: (l.finished.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            series: l.series,
+            bad_segments: l.bad_segments,
+        });
+        match census {
+            Ok(c) => Self {
+                status: if c.readable() == 0 && c.unreadable > 0 {
+                    "unreadable"
+                } else {
+                    "ok"
+                },
+                live_segments: c.live_segments,
+                dead_segments: c.dead_segments,
+                archive: c.archives > 0,
+                db_files: c.db_files,
+                db_writers: c.db_writers,
+                unreadable_files: c.unreadable,
+                other_entries: c.other_entries,
+                last_scrape,
+                error: None,
+            },
+            Err(e) => Self {
+                status: "error",
+                live_segments: 0,
+                dead_segments: 0,
+                archive: false,
+                db_files: 0,
+                db_writers: 0,
+                unreadable_files: 0,
+                other_entries: 0,
+                last_scrape,
+                error: Some(e.to_string()),
+            },
+        }
+    }
 }
 
 /// What the connections share.
@@ -562,6 +643,8 @@ struct App {
     epoch: Instant,
     /// See [`ServerOptions::max_body_bytes`].
     max_body_bytes: u64,
+    /// The metrics directory, for `/health`'s census.
+    dir: PathBuf,
 }
 
 fn lock(open: &std::sync::Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
@@ -668,27 +751,17 @@ impl App {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return method_not_allowed();
         }
-        let entry = match self.scraper.latest().await {
-            Ok(e) => e,
-            Err(e) => return internal_error(&e),
+        let dir = self.dir.clone();
+        let census = match tokio::task::spawn_blocking(move || shmetrics_reader::census(&dir)).await
+        {
+            Ok(census) => census,
+            Err(e) => return internal_error(&io::Error::other(e)),
         };
-        let report = &entry.scrape.report;
-        let health = Health {
-            status: if report.dir_error.is_some() {
-                "error"
-            } else {
-                "ok"
-            },
-            live_segments: report.live_segments,
-            dead_segments: report.dead_segments,
-            bad_segments: report.bad_segments,
-            series: report.series,
-            error: report.dir_error.as_deref(),
-        };
-        let status = if report.dir_error.is_some() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
+        let health = Health::of(census, self.scraper.last_scrape());
+        let status = if health.status == "ok" {
             StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
         };
         match serde_json::to_vec(&health) {
             Ok(mut body) => {
