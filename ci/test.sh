@@ -12,10 +12,13 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 tracked_state() { git status --porcelain --untracked-files=no; git diff HEAD | sha256sum; }
 tracked_before=$(tracked_state)
 
-step "system packages (promtool from Debian's prometheus)"
-if ! command -v promtool >/dev/null 2>&1; then
+step "system packages (promtool from Debian's prometheus, systemd-analyze)"
+packages=()
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+if [ ${#packages[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 promtool --version | head -1
 
@@ -45,6 +48,9 @@ bash ci/package-check.sh
 
 step "tests"
 cargo test --workspace --locked
+
+step "deployment recipes: systemd unit, Containerfile, Kubernetes manifest (deploy/)"
+.venv/bin/python ci/deploy-check.py "${CARGO_TARGET_DIR:-target}/debug/shmetrics"
 
 step "python package: build into .venv, pytest"
 bash ci/python-test.sh
