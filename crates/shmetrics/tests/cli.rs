@@ -896,3 +896,61 @@ fn dump_survives_files_truncated_under_it() {
         "{text}"
     );
 }
+
+/// README's command-line synopsis names exactly the options each subcommand's `--help`
+/// lists (`run` takes `serve`'s as "serve's other options"), so neither drifts.
+#[test]
+fn readme_synopsis_matches_help() {
+    let readme = include_str!("../../../README.md");
+    let section = &readme[readme.find("## Command line").expect("the section")..];
+    let block = section
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the synopsis block");
+    let options = |text: &str| -> BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut synopsis: BTreeMap<String, String> = BTreeMap::new();
+    let mut current = String::new();
+    for line in block.lines() {
+        if let Some(rest) = line.strip_prefix("shmetrics ") {
+            current = rest.split_whitespace().next().unwrap().to_owned();
+        }
+        let entry = synopsis.entry(current.clone()).or_default();
+        entry.push_str(line);
+        entry.push('\n');
+    }
+    let global: BTreeSet<String> = ["--help", "--verbose", "--quiet", "--version"]
+        .map(str::to_owned)
+        .into();
+    let help_options = |command: &str| -> BTreeSet<String> {
+        let help = ok(&[command, "--help"]);
+        options(&help).difference(&global).cloned().collect()
+    };
+    let commands = [
+        "demo", "serve", "run", "dump", "inspect", "compact", "generate",
+    ];
+    assert_eq!(
+        synopsis.keys().cloned().collect::<BTreeSet<_>>(),
+        commands.map(str::to_owned).into()
+    );
+    for command in commands {
+        let mut documented = options(&synopsis[command]);
+        if command == "run" {
+            documented.extend(
+                options(&synopsis["serve"])
+                    .into_iter()
+                    .filter(|o| o != "--dir"),
+            );
+        }
+        assert_eq!(
+            documented,
+            help_options(command),
+            "README synopsis of {command}"
+        );
+    }
+}

@@ -37,7 +37,7 @@ pub(crate) struct DemoArgs {
     /// Simulated engine processes to start.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) engines: u32,
-    /// Address to listen on: IP:PORT, or a PORT on all interfaces; port 0 picks a free one.
+    /// Address to listen on: IP:PORT, HOST:PORT, or a PORT on all interfaces; port 0 picks a free one.
     /// Default: 0.0.0.0:8081, or 0.0.0.0:$DYN_SYSTEM_PORT when DYN_SYSTEM_PORT is set.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub(crate) listen: Option<SocketAddr>,

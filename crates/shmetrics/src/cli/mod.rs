@@ -31,10 +31,10 @@ use error::CliError;
 )]
 struct Cli {
     /// Log more: -v what the command does, -vv details, -vvv everything.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet", display_order = 1000)]
     verbose: u8,
     /// Log errors only.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, display_order = 1000)]
     quiet: bool,
     /// What to do.
     #[command(subcommand)]
