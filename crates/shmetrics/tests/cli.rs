@@ -932,7 +932,15 @@ fn readme_synopsis_matches_help() {
         options(&help).difference(&global).cloned().collect()
     };
     let commands = [
-        "demo", "serve", "run", "dump", "inspect", "compact", "generate",
+        "demo",
+        "serve",
+        "run",
+        "dump",
+        "inspect",
+        "compact",
+        "generate",
+        "completions",
+        "man",
     ];
     assert_eq!(
         synopsis.keys().cloned().collect::<BTreeSet<_>>(),
@@ -953,4 +961,56 @@ fn readme_synopsis_matches_help() {
             "README synopsis of {command}"
         );
     }
+}
+
+/// Completion scripts and manual pages are generated for every visible subcommand.
+#[test]
+fn completions_and_manual_pages() {
+    let bash = ok(&["completions", "bash"]);
+    assert!(bash.contains("_shmetrics()"), "{bash}");
+    for sub in [
+        "serve", "run", "dump", "demo", "compact", "generate", "inspect",
+    ] {
+        assert!(
+            bash.contains(&format!("cmd=\"shmetrics__subcmd__{sub}\"")),
+            "bash completes {sub}"
+        );
+    }
+    assert!(bash.contains("--compact-interval-secs"));
+    assert!(
+        !bash.contains("generate-worker"),
+        "hidden subcommands are not offered"
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        assert!(ok(&["completions", shell]).contains("serve"), "{shell}");
+    }
+    let page = ok(&["man"]);
+    assert!(page.contains(".TH shmetrics 1"), "{page}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("man1");
+    ok(&["man", "--dir", pages.to_str().unwrap()]);
+    let mut names: Vec<String> = std::fs::read_dir(&pages)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "shmetrics-compact.1",
+            "shmetrics-completions.1",
+            "shmetrics-demo.1",
+            "shmetrics-dump.1",
+            "shmetrics-generate.1",
+            "shmetrics-inspect.1",
+            "shmetrics-man.1",
+            "shmetrics-run.1",
+            "shmetrics-serve.1",
+            "shmetrics.1",
+        ]
+    );
+    let serve = std::fs::read_to_string(pages.join("shmetrics-serve.1")).unwrap();
+    assert!(serve.contains(".TH shmetrics-serve 1"), "{serve}");
+    assert!(serve.contains("compact\\-interval\\-secs"), "{serve}");
 }

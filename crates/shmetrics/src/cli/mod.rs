@@ -2,12 +2,14 @@
 //! its `run`; [`error::CliError`] is how any of them fails.
 
 mod compact;
+mod completions;
 mod demo;
 mod dump;
 mod error;
 mod generate;
 mod http;
 mod inspect;
+mod man;
 mod run;
 mod serve;
 
@@ -23,13 +25,15 @@ use error::CliError;
     name = "shmetrics",
     version,
     about = "Multi-process Prometheus metrics in shared memory: serve a metrics directory on /metrics, run a command with one, and dump, inspect, compact or generate metrics directories.",
+    // clap_complete and clap_mangen name the program from here.
+    bin_name = "shmetrics",
     long_about = None,
     after_help = "Log lines go to stderr: warnings and errors by default, -v for what the \
                   command does, -vv for details, -q for errors only. RUST_LOG (such as \
                   RUST_LOG=shmetrics_reader=debug) sets the levels per module when neither \
                   -v nor -q is given."
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// Log more: -v what the command does, -vv details, -vvv everything.
     #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet", display_order = 1000)]
     verbose: u8,
@@ -67,6 +71,10 @@ enum Command {
     /// One engine process of `demo` (internal).
     #[command(hide = true)]
     DemoEngine(demo::DemoEngineArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one per subcommand into a directory.
+    Man(man::ManArgs),
 }
 
 /// Runs a parsed command line; returns the exit status it should end with.
@@ -82,6 +90,8 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::run(&args).map(done),
         Command::DemoEngine(args) => demo::run_engine(&args).map(done),
+        Command::Completions(args) => completions::run(&args).map(done),
+        Command::Man(args) => man::run(&args).map(done),
     }
 }
 
