@@ -551,7 +551,7 @@ pub struct Health {
     /// read none of them (the worker runs as another user than the writers); `error` when
     /// the directory cannot be listed (gone, not a directory, no permission). Only `ok` is
     /// answered with 200; the others with 503.
-    pub status: &'static str,
+    pub status: HealthStatus,
     /// Segments whose writer process is alive now.
     pub live_segments: usize,
     /// Segments of exited writers (merged until compacted into the archive).
@@ -572,6 +572,19 @@ pub struct Health {
     /// Why the status is `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The verdict of `/health`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum HealthStatus {
+    /// The directory is readable (200).
+    Ok,
+    /// It has segment or `.db` files and this user can read none of them (503).
+    Unreadable,
+    /// It cannot be listed (503).
+    Error,
 }
 
 /// The latest snapshot, as `/health` reports it.
@@ -601,9 +614,9 @@ impl Health {
         match census {
             Ok(c) => Self {
                 status: if c.readable() == 0 && c.unreadable > 0 {
-                    "unreadable"
+                    HealthStatus::Unreadable
                 } else {
-                    "ok"
+                    HealthStatus::Ok
                 },
                 live_segments: c.live_segments,
                 dead_segments: c.dead_segments,
@@ -616,7 +629,7 @@ impl Health {
                 error: None,
             },
             Err(e) => Self {
-                status: "error",
+                status: HealthStatus::Error,
                 live_segments: 0,
                 dead_segments: 0,
                 archive: false,
@@ -758,7 +771,7 @@ impl App {
             Err(e) => return internal_error(&io::Error::other(e)),
         };
         let health = Health::of(census, self.scraper.last_scrape());
-        let status = if health.status == "ok" {
+        let status = if health.status == HealthStatus::Ok {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
