@@ -159,7 +159,8 @@ fn init_segment(
         Ok(_) => {}
         Err(ImageError::Sink(e)) => return Err(e),
         Err(e) => {
-            let source = io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+            // Sized by the caller, so not expected; kept as the source, not its message.
+            let source = io::Error::new(io::ErrorKind::InvalidInput, e);
             return Err(io_err(SegmentOp::Write, path)(source));
         }
     }
