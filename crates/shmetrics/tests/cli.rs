@@ -1014,3 +1014,66 @@ fn completions_and_manual_pages() {
     assert!(serve.contains(".TH shmetrics-serve 1"), "{serve}");
     assert!(serve.contains("compact\\-interval\\-secs"), "{serve}");
 }
+
+/// A demo killed with SIGKILL cannot remove its directory; the next demo removes every such
+/// directory of a dead pid (and none of a running one), and says where it listens.
+#[test]
+fn demo_removes_the_directories_of_killed_demos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = tmp
+        .path()
+        .join(format!("shmetrics-demo-{dead_pid}-0000abcd"));
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("shmetrics-1-0-0.shm"), b"left behind").unwrap();
+    let running = tmp
+        .path()
+        .join(format!("shmetrics-demo-{}-0000abcd", std::process::id()));
+    std::fs::create_dir(&running).unwrap();
+    let other = tmp.path().join("shmetrics-demo-notes");
+    std::fs::create_dir(&other).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--engines",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "1",
+        ])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stale.exists(), "the killed demo's directory is removed");
+    assert!(running.exists(), "a running demo's directory is kept");
+    assert!(other.exists(), "a name that is not a demo's is kept");
+    let mut left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    left.sort();
+    let mut expected = vec![running.clone(), other.clone()];
+    expected.sort();
+    assert_eq!(left, expected, "the demo removed its own directory too");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let serving = stdout.lines().nth(1).unwrap();
+    let port = serving
+        .strip_prefix("serving http://127.0.0.1:")
+        .and_then(|rest| rest.split_once("/metrics"))
+        .map(|(port, _)| port)
+        .unwrap_or_else(|| panic!("{serving}"));
+    assert_eq!(
+        serving,
+        format!(
+            "serving http://127.0.0.1:{port}/metrics (listening on 127.0.0.1:{port})  Ctrl-C to stop"
+        )
+    );
+}

@@ -72,13 +72,59 @@ pub(crate) const DEMO_PREFIXES: [&str; 3] = ["vllm:", "lmcache:", "dynamo_"];
 /// A private directory removed on drop.
 struct DemoDir(PathBuf);
 
+/// Name prefix of the demo's directories: `shmetrics-demo-<pid>-<nanos>`.
+const DEMO_DIR_PREFIX: &str = "shmetrics-demo-";
+
+/// Removes the directories under `base` that demos of this user left when they were killed
+/// (SIGKILL, a crash): those whose pid is not a running process. Returns how many.
+fn remove_stale_demo_dirs(base: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let euid = nix::unistd::geteuid().as_raw();
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DEMO_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            .filter(|&pid| pid > 0)
+        else {
+            continue;
+        };
+        // Ours (not followed if a link), and its demo gone: no process has its pid.
+        let ours =
+            std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir() && m.uid() == euid);
+        let gone = kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH);
+        if ours && gone {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    removed += 1;
+                    log::info!(
+                        "demo: removed {}, left by a demo that was killed",
+                        entry.path().display()
+                    );
+                }
+                Err(e) => log::warn!("demo: cannot remove stale {}: {e}", entry.path().display()),
+            }
+        }
+    }
+    removed
+}
+
 impl DemoDir {
     fn create() -> std::io::Result<Self> {
+        remove_stale_demo_dirs(&std::env::temp_dir());
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let path =
-            std::env::temp_dir().join(format!("shmetrics-demo-{}-{nanos:08x}", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "{DEMO_DIR_PREFIX}{}-{nanos:08x}",
+            std::process::id()
+        ));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(Self(path))
     }
@@ -278,6 +324,18 @@ fn human(v: f64) -> String {
     }
 }
 
+/// Where the server listens, in words: a wildcard address is every interface.
+fn listening(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!(
+            "listening on {addr}: every interface, as a Dynamo worker does (--listen 127.0.0.1:{} keeps it on this machine)",
+            addr.port()
+        )
+    } else {
+        format!("listening on {addr}")
+    }
+}
+
 /// The URL to print: a wildcard address is reachable on loopback.
 fn url(addr: SocketAddr) -> String {
     let host = match addr.ip() {
@@ -320,7 +378,11 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
         args.engines,
         dir.0.display()
     );
-    println!("serving {}  (Ctrl-C to stop)", url(address));
+    println!(
+        "serving {} ({})  Ctrl-C to stop",
+        url(address),
+        listening(address)
+    );
     println!(
         "try: curl -s {} | grep -E '^vllm:(num_requests_running|prompt_tokens_total)'",
         url(address)
@@ -430,5 +492,25 @@ pub(crate) fn run_engine(args: &DemoEngineArgs) -> Result<(), CliError> {
         // Steps take 20 to 60 ms in a real engine; jitter around the mean.
         let pause = step_ms / 2 + rng.below(step_ms + 1);
         std::thread::sleep(Duration::from_millis(pause));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_says_where_it_listens() {
+        let any: SocketAddr = "0.0.0.0:8081".parse().unwrap();
+        assert_eq!(url(any), "http://127.0.0.1:8081/metrics");
+        assert_eq!(
+            listening(any),
+            "listening on 0.0.0.0:8081: every interface, as a Dynamo worker does (--listen \
+             127.0.0.1:8081 keeps it on this machine)"
+        );
+        let local: SocketAddr = "127.0.0.1:9400".parse().unwrap();
+        assert_eq!(listening(local), "listening on 127.0.0.1:9400");
+        let v6: SocketAddr = "[::1]:9400".parse().unwrap();
+        assert_eq!(url(v6), "http://[::1]:9400/metrics");
     }
 }
