@@ -9,6 +9,10 @@
 
 use std::collections::BTreeMap;
 
+pub mod engine;
+pub mod lmcache;
+
+use engine::{Admitted, EngineConfig, EngineModel, Finished, StepReport};
 use serde::Deserialize;
 use serde_json::Value;
 use shmetrics_layout::UnknownGaugeMode;
@@ -92,6 +96,25 @@ impl Rng {
     /// A value between `lo` and `hi` (both positive), uniform in log space.
     pub fn log_uniform(&mut self, lo: f64, hi: f64) -> f64 {
         (lo.ln() + (hi.ln() - lo.ln()) * self.unit()).exp()
+    }
+
+    /// An exponentially distributed value with mean `mean` (the gap between two events of
+    /// a Poisson process).
+    pub fn exponential(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.unit()).ln()
+    }
+
+    /// A standard normal value (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = 1.0 - self.unit();
+        let v = self.unit();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    /// A log-normal value with median `median` and shape `sigma` (the standard deviation
+    /// of its logarithm).
+    pub fn log_normal(&mut self, median: f64, sigma: f64) -> f64 {
+        median * (sigma * self.normal()).exp()
     }
 }
 
@@ -249,6 +272,9 @@ impl GenWorkload {
 /// vLLM's metric set as shipped in `workloads/vllm_metrics.json`.
 pub const VLLM_METRICS_JSON: &str = include_str!("../workloads/vllm_metrics.json");
 
+/// LMCache's metric set (0.5.6) as shipped in `workloads/lmcache_metrics.json`.
+pub const LMCACHE_METRICS_JSON: &str = include_str!("../workloads/lmcache_metrics.json");
+
 /// Dynamo's own metric set as shipped in `workloads/dynamo_metrics.json`.
 pub const DYNAMO_METRICS_JSON: &str = include_str!("../workloads/dynamo_metrics.json");
 
@@ -344,6 +370,15 @@ pub struct MetricSpec {
     /// Label values of this metric by label name (a list, or a description).
     #[serde(default)]
     pub label_values: BTreeMap<String, Value>,
+    /// How the metric is updated, where the set says (LMCache's: `stats_logger_tick` for
+    /// the values its stats thread publishes every 10 s, `set_function_callback` for gauges
+    /// read by a callback, which never reach a multiprocess directory).
+    #[serde(default)]
+    pub update: Option<String>,
+    /// When a histogram is observed, where the set says (`observed only with a remote
+    /// backend`, ...).
+    #[serde(default)]
+    pub observed: Option<String>,
 }
 
 impl MetricSpec {
@@ -667,38 +702,186 @@ impl MetricSet {
     }
 }
 
-/// What one engine step did: the quantities metric updates are derived from.
+/// The quantities the name-based rules of the families the engine model does not cover
+/// are derived from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EngineStep {
-    /// Requests in the running batch (each decodes one token).
-    pub running: u64,
-    /// Requests waiting to be scheduled.
-    pub waiting: u64,
-    /// Requests admitted this step (each prefills its prompt).
-    pub new_requests: u64,
-    /// Requests finished this step.
-    pub finished: u64,
-    /// Prompt tokens prefilled this step.
-    pub prompt_tokens: u64,
-    /// Of those, tokens found in the prefix cache.
-    pub cached_tokens: u64,
+struct StepSummary {
+    running: u64,
+    waiting: u64,
+    new_requests: u64,
+    finished: u64,
+    prompt_tokens: u64,
+    cached_tokens: u64,
 }
 
-impl EngineStep {
-    /// A plausible step: a batch of 1–32 running requests, 0–7 waiting, 0–3 admitted with
-    /// prompts of 16–2047 tokens (0–59 % of them cached), 0–3 finished.
-    pub fn draw(rng: &mut Rng) -> Self {
-        let new_requests = rng.below(4);
-        let prompt_tokens: u64 = (0..new_requests).map(|_| 16 + rng.below(2032)).sum();
-        let cached_tokens = prompt_tokens * rng.below(60) / 100;
+impl From<&StepReport> for StepSummary {
+    fn from(r: &StepReport) -> Self {
         Self {
-            running: 1 + rng.below(32),
-            waiting: rng.below(8),
-            new_requests,
-            finished: rng.below(4),
-            prompt_tokens,
-            cached_tokens,
+            running: r.running,
+            waiting: r.waiting,
+            new_requests: r.admitted.len() as u64,
+            finished: r.finished.len() as u64,
+            prompt_tokens: r.admitted.iter().map(|a| a.prompt_tokens).sum(),
+            cached_tokens: r
+                .admitted
+                .iter()
+                .map(|a| a.device_cached_tokens + a.external_cached_tokens)
+                .sum(),
         }
+    }
+}
+
+/// A vLLM family whose values come from the engine model itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Modeled {
+    Running,
+    Waiting,
+    WaitingByReason,
+    KvUsage,
+    KvFetchByStage,
+    PromptTokens,
+    PromptTokensBySource,
+    PromptTokensCached,
+    PromptTokensCachedBySource,
+    PrefixQueries,
+    PrefixHits,
+    ExternalQueries,
+    ExternalHits,
+    GenerationTokens,
+    Success,
+    Preemptions,
+    Rejections,
+    IterationTokens,
+    TimeToFirstToken,
+    InterToken,
+    E2e,
+    Queue,
+    Inference,
+    Prefill,
+    Decode,
+    PromptLength,
+    OutputLength,
+    TimePerOutputToken,
+    RequestPreemptions,
+    PrefillComputed,
+    MaxTokens,
+    MaxGenerationTokens,
+    ParamsN,
+}
+
+/// The modeled quantity of a vLLM family, from its name without the `vllm:` prefix.
+fn modeled(short: &str) -> Option<Modeled> {
+    use Modeled::*;
+    Some(match short {
+        "num_requests_running" => Running,
+        "num_requests_waiting" => Waiting,
+        "num_requests_waiting_by_reason" => WaitingByReason,
+        "kv_cache_usage_perc" => KvUsage,
+        "num_requests_kv_fetch_by_stage" => KvFetchByStage,
+        "prompt_tokens" => PromptTokens,
+        "prompt_tokens_by_source" => PromptTokensBySource,
+        "prompt_tokens_cached" => PromptTokensCached,
+        "prompt_tokens_cached_by_source" => PromptTokensCachedBySource,
+        "prefix_cache_queries" => PrefixQueries,
+        "prefix_cache_hits" => PrefixHits,
+        "external_prefix_cache_queries" => ExternalQueries,
+        "external_prefix_cache_hits" => ExternalHits,
+        "generation_tokens" => GenerationTokens,
+        "request_success" => Success,
+        "num_preemptions" => Preemptions,
+        "admission_rejections" => Rejections,
+        "iteration_tokens_total" => IterationTokens,
+        "time_to_first_token_seconds" => TimeToFirstToken,
+        "inter_token_latency_seconds" => InterToken,
+        "e2e_request_latency_seconds" => E2e,
+        "request_queue_time_seconds" => Queue,
+        "request_inference_time_seconds" => Inference,
+        "request_prefill_time_seconds" => Prefill,
+        "request_decode_time_seconds" => Decode,
+        "request_prompt_tokens" => PromptLength,
+        "request_generation_tokens" => OutputLength,
+        "request_time_per_output_token_seconds" => TimePerOutputToken,
+        "request_num_preemptions" => RequestPreemptions,
+        "request_prefill_kv_computed_tokens" => PrefillComputed,
+        "request_params_max_tokens" => MaxTokens,
+        "request_max_num_generation_tokens" => MaxGenerationTokens,
+        "request_params_n" => ParamsN,
+        _ => return None,
+    })
+}
+
+/// A modeled gauge's value for the series whose distinguishing label (`reason`, `stage`)
+/// is `label`.
+fn modeled_gauge(q: Modeled, label: &str, r: &StepReport) -> f64 {
+    match (q, label) {
+        (Modeled::Running, _) => r.running as f64,
+        (Modeled::Waiting, _) => r.waiting as f64,
+        (Modeled::WaitingByReason, "capacity") => r.waiting_for_capacity as f64,
+        (Modeled::WaitingByReason, "deferred") => (r.waiting - r.waiting_for_capacity) as f64,
+        (Modeled::KvUsage, _) => r.kv_usage,
+        // No KV connector fetches anything: every stage is empty.
+        _ => 0.0,
+    }
+}
+
+/// A modeled counter's increment for the series whose distinguishing label (`source`,
+/// `finished_reason`, `reason`) is `label`.
+fn modeled_increment(q: Modeled, label: &str, r: &StepReport, external_cache: bool) -> f64 {
+    let admitted = |f: fn(&Admitted) -> u64| r.admitted.iter().map(f).sum::<u64>() as f64;
+    match (q, label) {
+        (Modeled::PromptTokens | Modeled::PrefixQueries, _) => admitted(|a| a.prompt_tokens),
+        (Modeled::PromptTokensBySource, "local_compute") => admitted(Admitted::computed_tokens),
+        (Modeled::PromptTokensBySource, "local_cache_hit")
+        | (Modeled::PromptTokensCachedBySource, "device")
+        | (Modeled::PrefixHits, _) => admitted(|a| a.device_cached_tokens),
+        (Modeled::PromptTokensBySource, "external_kv_transfer")
+        | (Modeled::PromptTokensCachedBySource, "external_unspecified")
+        | (Modeled::ExternalHits, _) => admitted(|a| a.external_cached_tokens),
+        (Modeled::PromptTokensCached, _) => {
+            admitted(|a| a.device_cached_tokens + a.external_cached_tokens)
+        }
+        // The connector is asked for whatever the GPU cache did not have.
+        (Modeled::ExternalQueries, _) if external_cache => {
+            admitted(|a| a.prompt_tokens - a.device_cached_tokens)
+        }
+        (Modeled::GenerationTokens, _) => r.generated_tokens as f64,
+        (Modeled::Success, reason) => r
+            .finished
+            .iter()
+            .filter(|f| f.reason.label() == reason)
+            .count() as f64,
+        (Modeled::Preemptions, _) => r.preemptions as f64,
+        (Modeled::Rejections, "max_num_queued_reqs") => r.rejected as f64,
+        _ => 0.0,
+    }
+}
+
+/// Calls `observe` with each observation of a modeled histogram in step `r`.
+fn modeled_observations(q: Modeled, r: &StepReport, mut observe: impl FnMut(f64)) {
+    let mut each =
+        |f: fn(&Finished) -> Option<f64>| r.finished.iter().filter_map(f).for_each(&mut observe);
+    match q {
+        Modeled::IterationTokens if r.scheduled_tokens > 0 => observe(r.scheduled_tokens as f64),
+        Modeled::TimeToFirstToken => r.first_tokens.iter().copied().for_each(observe),
+        Modeled::InterToken => r.inter_token.iter().copied().for_each(observe),
+        Modeled::E2e => each(|f| Some(f.e2e)),
+        Modeled::Queue => each(|f| Some(f.queue)),
+        Modeled::Inference => each(|f| Some(f.inference)),
+        Modeled::Prefill => each(|f| Some(f.prefill)),
+        Modeled::Decode => each(|f| Some(f.decode)),
+        Modeled::PromptLength => each(|f| Some(f.prompt_tokens as f64)),
+        Modeled::OutputLength => each(|f| Some(f.output_tokens as f64)),
+        Modeled::TimePerOutputToken => {
+            each(|f| (f.output_tokens > 1).then(|| f.decode / (f.output_tokens - 1) as f64))
+        }
+        Modeled::RequestPreemptions => each(|f| Some(f.preemptions as f64)),
+        Modeled::PrefillComputed => each(|f| Some(f.computed_tokens as f64)),
+        Modeled::MaxTokens => each(|f| Some(f.max_tokens as f64)),
+        Modeled::MaxGenerationTokens => {
+            r.admitted.iter().for_each(|a| observe(a.max_tokens as f64));
+        }
+        Modeled::ParamsN => r.admitted.iter().for_each(|_| observe(1.0)),
+        _ => {}
     }
 }
 
@@ -818,30 +1001,54 @@ enum Handles {
     Gauge(GaugeRule, Vec<Gauge>),
     Histogram(ObserveRule, Vec<f64>, Vec<Histogram>),
     Summary(ObserveRule, Vec<Summary>),
+    /// Children with the value of their distinguishing label.
+    ModeledCounter(Modeled, Vec<(String, Counter)>),
+    ModeledGauge(Modeled, Vec<(String, Gauge)>),
+    ModeledHistogram(Modeled, Vec<Histogram>),
+}
+
+/// Each series' value of the first label that is not `model_name` or `engine` (`""` when
+/// there is none), in series order.
+fn distinguishing_values(m: &ResolvedMetric) -> Vec<String> {
+    let at = m
+        .label_names
+        .iter()
+        .position(|n| n != "model_name" && n != "engine");
+    m.series
+        .iter()
+        .map(|s| at.and_then(|i| s.get(i)).cloned().unwrap_or_default())
+        .collect()
 }
 
 /// A process writing a whole metric set (built for vLLM's) the way an inference engine
 /// does: every metric registered with its type, help, labels, buckets and mode, every
-/// series created up front, then [`VllmWorkload::step`] per engine step.
+/// series created up front, then [`VllmWorkload::step`] per engine step of an
+/// [`EngineModel`].
 ///
-/// Updates follow each metric's name: token counters grow by the step's prompt, cached or
-/// generated tokens; rare-event counters (`preemptions`, `failed`, ...) now and then;
-/// `num_requests_running`/`waiting` gauges follow the batch; `_perc` gauges move in
-/// `[0, 1)`; `_info` gauges hold 1 (the current time for `sum`-mode info gauges, as vLLM's
-/// `lora_requests_info`); in-flight gauges hold 0–2; latency histograms get one observation
-/// per running, admitted or finished request, spread log-uniformly over their buckets.
-/// Where a family has several series, each update goes to the first series three times in
-/// four, else to a random one.
+/// The request-level families (running and waiting requests, KV-cache usage, prompt,
+/// cached and generated tokens, finished requests by reason, preemptions, and the latency
+/// and length histograms: time to first token, inter-token latency, queue, prefill,
+/// decode, inference and end-to-end time, prompt and output lengths) take their values
+/// from the model, so they agree with each other as a real engine's do. The other families
+/// follow their names: token counters grow by the step's prompt, cached or generated
+/// tokens; rare-event counters (`failed`, `corrupted`, ...) now and then; `_perc` gauges
+/// move in `[0, 1)`; `_info` gauges hold 1 (the current time for `sum`-mode info gauges, as
+/// vLLM's `lora_requests_info`); in-flight gauges hold 0–2; other histograms get an
+/// occasional observation spread log-uniformly over their buckets. Where such a family has
+/// several series, each update goes to the first series three times in four, else to a
+/// random one.
 #[derive(Debug)]
 pub struct VllmWorkload {
     instruments: Vec<Handles>,
     rng: Rng,
     series: usize,
+    model: EngineModel,
 }
 
 impl VllmWorkload {
     /// Registers every metric of `set` for process `ctx` on `registry`, creates every
-    /// series, and seeds the step generator with `seed`.
+    /// series, and starts an engine model with the default [`EngineConfig`] seeded with
+    /// `seed`.
     ///
     /// # Errors
     /// An invalid metric description or a family the registry refuses.
@@ -849,6 +1056,20 @@ impl VllmWorkload {
         registry: &Registry,
         set: &MetricSet,
         ctx: &ProcessContext,
+        seed: u64,
+    ) -> Result<Self, WorkloadError> {
+        Self::register_with(registry, set, ctx, EngineConfig::default(), seed)
+    }
+
+    /// As [`VllmWorkload::register`], with the engine model's configuration.
+    ///
+    /// # Errors
+    /// As [`VllmWorkload::register`].
+    pub fn register_with(
+        registry: &Registry,
+        set: &MetricSet,
+        ctx: &ProcessContext,
+        config: EngineConfig,
         seed: u64,
     ) -> Result<Self, WorkloadError> {
         let mut instruments = Vec::with_capacity(set.metrics.len());
@@ -859,13 +1080,44 @@ impl VllmWorkload {
             let labels: Vec<&str> = m.label_names.iter().map(String::as_str).collect();
             let short = m.name.rsplit(':').next().unwrap_or(&m.name);
             total += m.series.len();
-            let handles = match m.kind {
-                MetricKind::Counter => {
+            let handles = match (m.kind, modeled(short)) {
+                (MetricKind::Counter, Some(q)) => {
+                    let fam = registry.counter(&m.name, &m.help, &labels).map_err(err)?;
+                    let children = children_of(&fam, &m)?;
+                    Handles::ModeledCounter(
+                        q,
+                        distinguishing_values(&m)
+                            .into_iter()
+                            .zip(children)
+                            .collect(),
+                    )
+                }
+                (MetricKind::Gauge, Some(q)) => {
+                    let mode = m.mode.unwrap_or(GaugeMode::All);
+                    let fam = registry
+                        .gauge(&m.name, &m.help, &labels, mode)
+                        .map_err(err)?;
+                    let children = children_of(&fam, &m)?;
+                    Handles::ModeledGauge(
+                        q,
+                        distinguishing_values(&m)
+                            .into_iter()
+                            .zip(children)
+                            .collect(),
+                    )
+                }
+                (MetricKind::Histogram, Some(q)) => {
+                    let fam = registry
+                        .histogram(&m.name, &m.help, &labels, &m.bounds)
+                        .map_err(err)?;
+                    Handles::ModeledHistogram(q, children_of(&fam, &m)?)
+                }
+                (MetricKind::Counter, _) => {
                     let fam = registry.counter(&m.name, &m.help, &labels).map_err(err)?;
                     let children = children_of(&fam, &m)?;
                     Handles::Counter(counter_rule(short), children)
                 }
-                MetricKind::Gauge => {
+                (MetricKind::Gauge, _) => {
                     let mode = m.mode.unwrap_or(GaugeMode::All);
                     let fam = registry
                         .gauge(&m.name, &m.help, &labels, mode)
@@ -873,7 +1125,7 @@ impl VllmWorkload {
                     let children = children_of(&fam, &m)?;
                     Handles::Gauge(gauge_rule(short, m.mode), children)
                 }
-                MetricKind::Histogram => {
+                (MetricKind::Histogram, _) => {
                     let fam = registry
                         .histogram(&m.name, &m.help, &labels, &m.bounds)
                         .map_err(err)?;
@@ -884,7 +1136,7 @@ impl VllmWorkload {
                         .unwrap_or_default();
                     Handles::Histogram(observe_rule(short), bounds, children)
                 }
-                MetricKind::Summary => {
+                (MetricKind::Summary, _) => {
                     let fam = registry.summary(&m.name, &m.help, &labels).map_err(err)?;
                     let children = children_of(&fam, &m)?;
                     Handles::Summary(observe_rule(short), children)
@@ -896,6 +1148,7 @@ impl VllmWorkload {
             instruments,
             rng: Rng::new(seed),
             series: total,
+            model: EngineModel::new(config, seed),
         };
         // Info gauges are set once at start-up, as vLLM does.
         for handles in &w.instruments {
@@ -913,13 +1166,20 @@ impl VllmWorkload {
         self.series
     }
 
-    /// One engine step: draws an [`EngineStep`] and applies it to every metric.
-    pub fn step(&mut self) -> EngineStep {
-        let step = EngineStep::draw(&mut self.rng);
+    /// The engine model.
+    pub fn model(&self) -> &EngineModel {
+        &self.model
+    }
+
+    /// One engine step of the model, applied to every metric; returns what it did.
+    pub fn step(&mut self) -> StepReport {
+        let report = self.model.step();
+        let summary = StepSummary::from(&report);
+        let external = self.model.config().external_cache;
         for handles in &self.instruments {
-            apply(handles, &step, &mut self.rng);
+            apply(handles, &report, &summary, external, &mut self.rng);
         }
-        step
+        report
     }
 }
 
@@ -950,7 +1210,7 @@ fn now_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn observations(rule: ObserveRule, step: &EngineStep, rng: &mut Rng) -> u64 {
+fn observations(rule: ObserveRule, step: &StepSummary, rng: &mut Rng) -> u64 {
     match rule {
         ObserveRule::PerRunning => step.running,
         ObserveRule::PerNew => step.new_requests,
@@ -977,8 +1237,32 @@ fn spread_value(bounds: &[f64], rng: &mut Rng) -> f64 {
     }
 }
 
-fn apply(handles: &Handles, step: &EngineStep, rng: &mut Rng) {
+fn apply(
+    handles: &Handles,
+    report: &StepReport,
+    step: &StepSummary,
+    external_cache: bool,
+    rng: &mut Rng,
+) {
     match handles {
+        Handles::ModeledCounter(q, children) => {
+            for (label, c) in children {
+                let amount = modeled_increment(*q, label, report, external_cache);
+                if amount > 0.0 {
+                    c.inc_by(amount);
+                }
+            }
+        }
+        Handles::ModeledGauge(q, children) => {
+            for (label, g) in children {
+                g.set(modeled_gauge(*q, label, report));
+            }
+        }
+        Handles::ModeledHistogram(q, children) => {
+            if let Some(h) = children.first() {
+                modeled_observations(*q, report, |v| h.observe(v));
+            }
+        }
         Handles::Counter(rule, children) => {
             if children.is_empty() {
                 return;
@@ -1164,18 +1448,100 @@ mod tests {
     }
 
     #[test]
-    fn vllm_workload_registers_and_steps() {
+    fn vllm_workload_writes_what_the_engine_model_did() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(dir.path()).unwrap();
         let set = MetricSet::vllm().unwrap();
-        let mut w = VllmWorkload::register(&registry, &set, &set.context(0), 1).unwrap();
+        let ctx = set.context(0);
+        let mut w = VllmWorkload::register(&registry, &set, &ctx, 1).unwrap();
         assert!(w.series() >= set.metrics.len());
-        let mut running = 0;
-        for _ in 0..50 {
-            running = w.step().running;
-        }
-        assert!((1..=32).contains(&running));
+        let reports: Vec<StepReport> = (0..3000).map(|_| w.step()).collect();
         assert_eq!(registry.dropped_series(), 0);
+        let labels = |extra: &[&str]| -> Vec<String> {
+            let mut v = vec![ctx.model_name.clone(), "0".to_owned()];
+            v.extend(extra.iter().map(|s| (*s).to_owned()));
+            v
+        };
+        let counter = |name: &str, extra: &[&str]| {
+            let labels = labels(extra);
+            let names: &[&str] = if extra.is_empty() {
+                &["model_name", "engine"]
+            } else if name.ends_with("success") {
+                &["model_name", "engine", "finished_reason"]
+            } else {
+                &["model_name", "engine", "source"]
+            };
+            let fam = registry
+                .counter(name, &spec_help(&set, name), names)
+                .unwrap();
+            fam.labels(&labels).unwrap().get()
+        };
+        let histogram = |name: &str| {
+            let spec = set.metrics.iter().find(|m| m.name == name).unwrap();
+            let m = set.resolve(spec, &ctx).unwrap();
+            let fam = registry
+                .histogram(name, &m.help, &["model_name", "engine"], &m.bounds)
+                .unwrap();
+            let t = fam.labels(labels(&[])).unwrap().get();
+            (t.buckets.iter().sum::<u64>(), t.sum)
+        };
+        let finished: Vec<&engine::Finished> = reports.iter().flat_map(|r| &r.finished).collect();
+        assert!(finished.len() > 100, "{}", finished.len());
+        let success = counter("vllm:request_success", &["stop"])
+            + counter("vllm:request_success", &["length"]);
+        assert_eq!(success, finished.len() as f64);
+        let generated: u64 = reports.iter().map(|r| r.generated_tokens).sum();
+        assert_eq!(counter("vllm:generation_tokens", &[]), generated as f64);
+        let prompt: u64 = reports
+            .iter()
+            .flat_map(|r| &r.admitted)
+            .map(|a| a.prompt_tokens)
+            .sum();
+        assert_eq!(counter("vllm:prompt_tokens", &[]), prompt as f64);
+        let by_source = counter("vllm:prompt_tokens_by_source", &["local_compute"])
+            + counter("vllm:prompt_tokens_by_source", &["local_cache_hit"])
+            + counter("vllm:prompt_tokens_by_source", &["external_kv_transfer"]);
+        assert_eq!(by_source, prompt as f64);
+        let (n, sum) = histogram("vllm:time_to_first_token_seconds");
+        let first: Vec<f64> = reports
+            .iter()
+            .flat_map(|r| r.first_tokens.iter().copied())
+            .collect();
+        assert_eq!(n, first.len() as u64);
+        assert!((sum - first.iter().sum::<f64>()).abs() < 1e-6);
+        let (n, e2e) = histogram("vllm:e2e_request_latency_seconds");
+        let (_, queue) = histogram("vllm:request_queue_time_seconds");
+        let (_, inference) = histogram("vllm:request_inference_time_seconds");
+        assert_eq!(n, finished.len() as u64);
+        assert!(
+            (queue + inference - e2e).abs() < 1e-6,
+            "{queue} + {inference} vs {e2e}"
+        );
+        let (itl_n, _) = histogram("vllm:inter_token_latency_seconds");
+        let itl: usize = reports.iter().map(|r| r.inter_token.len()).sum();
+        assert_eq!(itl_n, itl as u64);
+        let running = registry
+            .gauge(
+                "vllm:num_requests_running",
+                &spec_help(&set, "vllm:num_requests_running"),
+                &["model_name", "engine"],
+                GaugeMode::MostRecent,
+            )
+            .unwrap();
+        let last = reports.last().unwrap();
+        assert_eq!(
+            running.labels(labels(&[])).unwrap().get(),
+            last.running as f64
+        );
+    }
+
+    fn spec_help(set: &MetricSet, name: &str) -> String {
+        set.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap()
+            .help
+            .clone()
     }
 
     #[test]
