@@ -267,6 +267,35 @@ impl Drop for Writers {
     }
 }
 
+/// Starts `cmd` as `name` and waits until its log has a line starting with `serving
+/// http://`; returns it with the address `parse` reads from the rest of that line.
+fn start_listening(
+    name: &'static str,
+    cmd: Command,
+    log: PathBuf,
+    deadline: Deadline,
+    parse: fn(&str) -> Option<&str>,
+) -> (Proc, SocketAddr) {
+    let mut proc = Proc::spawn(name, cmd, log);
+    loop {
+        let text = proc.log_text();
+        if let Some(line) = text.lines().find(|l| l.starts_with("serving http://")) {
+            let addr = parse(&line["serving http://".len()..])
+                .and_then(|addr| addr.parse::<SocketAddr>().ok())
+                .unwrap_or_else(|| panic!("unexpected serving line {line:?}"));
+            return (proc, addr);
+        }
+        if let Some(status) = proc.exited() {
+            panic!(
+                "{name} exited ({status}) before listening\n{}",
+                proc.log_tail()
+            );
+        }
+        deadline.check(&format!("waiting for {name} to listen"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Starts `shmetrics serve` on `127.0.0.1:0` with `extra` arguments and returns it with
 /// the address it printed (`serving http://ADDR/metrics from DIR`).
 fn start_serve(dir: &Path, extra: &[&str], log: PathBuf, deadline: Deadline) -> (Proc, SocketAddr) {
@@ -277,26 +306,9 @@ fn start_serve(dir: &Path, extra: &[&str], log: PathBuf, deadline: Deadline) -> 
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .env_remove("DYN_SYSTEM_PORT");
-    let mut serve = Proc::spawn("serve", cmd, log);
-    loop {
-        let text = serve.log_text();
-        if let Some(line) = text.lines().find(|l| l.starts_with("serving http://")) {
-            let addr = line
-                .strip_prefix("serving http://")
-                .and_then(|rest| rest.split_once("/metrics from "))
-                .and_then(|(addr, _)| addr.parse::<SocketAddr>().ok())
-                .unwrap_or_else(|| panic!("unexpected serving line {line:?}"));
-            return (serve, addr);
-        }
-        if let Some(status) = serve.exited() {
-            panic!(
-                "serve exited ({status}) before listening\n{}",
-                serve.log_tail()
-            );
-        }
-        deadline.check("waiting for serve to listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    start_listening("serve", cmd, log, deadline, |rest| {
+        rest.split_once("/metrics from ").map(|(addr, _)| addr)
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -734,6 +746,194 @@ fn prometheus_scrapes_exact_values_in_openmetrics_and_text() {
     }
     deadline.check("stopping the processes");
     eprintln!("end-to-end test took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------
+// The demo, as Prometheus sees it.
+// ---------------------------------------------------------------------------------------
+
+/// Starts `shmetrics demo` on `127.0.0.1:0` with `extra` arguments and returns it with the
+/// address its banner gives (`serving http://ADDR/metrics (listening on ...)`).
+fn start_demo(extra: &[&str], log: PathBuf, deadline: Deadline) -> (Proc, SocketAddr) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["demo", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("DYN_SYSTEM_PORT");
+    start_listening("demo", cmd, log, deadline, |rest| {
+        rest.split_once("/metrics ").map(|(addr, _)| addr)
+    })
+}
+
+/// A query and its value, borrowed for the assertions.
+fn r(x: &(String, f64)) -> (&str, f64) {
+    (x.0.as_str(), x.1)
+}
+
+/// Asserts `a <= b * (1 + slack)`, naming both.
+fn at_most(a: (&str, f64), b: (&str, f64), slack: f64) {
+    assert!(
+        a.1 <= b.1 * (1.0 + slack),
+        "{} = {} exceeds {} = {}",
+        a.0,
+        a.1,
+        b.0,
+        b.1
+    );
+}
+
+/// Asserts `lo <= v.1 <= hi`.
+fn within(v: (&str, f64), lo: f64, hi: f64) {
+    assert!(
+        (lo..=hi).contains(&v.1),
+        "{} = {} is outside [{lo}, {hi}]",
+        v.0,
+        v.1
+    );
+}
+
+/// The demo's engines follow a request model whose quantities agree: Prometheus's own
+/// `histogram_quantile` and ratios of `_sum` and `_count` over a real scrape of the demo
+/// give prefill <= time to first token <= end-to-end latency, inter-token latency x output
+/// tokens ~ decode time, running requests ~ arrival rate x time in the engine, and the
+/// values of an 8B model (tens of ms to first token, ~10 ms per token, hundreds of tokens
+/// per request). With `--lmcache`, LMCache's families sit beside vLLM's and agree with them.
+#[test]
+fn prometheus_sees_a_coherent_demo() {
+    let started = Instant::now();
+    let deadline = Deadline(started + TEST_LIMIT);
+    let Some((binary, version)) = prometheus_binary() else {
+        assert!(
+            !required(),
+            "the prometheus server binary is not installed (Debian package prometheus)"
+        );
+        eprintln!("prometheus not available: end-to-end test skipped");
+        return;
+    };
+    eprintln!("using {} ({version})", binary.display());
+    let work = tempfile::tempdir().expect("temporary directory");
+    let (mut demo, target) = start_demo(
+        &[
+            "--engines",
+            "2",
+            "--rate",
+            "15",
+            "--lmcache",
+            "--duration",
+            "85",
+        ],
+        work.path().join("demo.log"),
+        deadline,
+    );
+    let config = work.path().join("prometheus.yml");
+    std::fs::write(&config, prometheus_config(&[("demo", target)])).unwrap();
+    let (proc, addr) = start_prometheus(&binary, &config, work.path(), deadline);
+    let prom = Prometheus { addr, proc };
+
+    // 30 scrapes (30 s) of two engines at 15 requests/s: ~900 requests finished.
+    prom.wait_for("count_over_time(up{job=\"demo\"}[5m])", 30.0, deadline);
+    let v = |promql: &str| -> (String, f64) { (promql.to_owned(), prom.value(promql)) };
+    let q = |quantile: f64, family: &str| {
+        v(&format!(
+            "histogram_quantile({quantile}, sum by (le) (rate(vllm:{family}_bucket[5m])))"
+        ))
+    };
+    let mean = |family: &str| {
+        v(&format!(
+            "sum(vllm:{family}_sum) / sum(vllm:{family}_count)"
+        ))
+    };
+
+    // Quantiles of the per-request intervals, which share their buckets: each request's
+    // prefill <= its inference time <= its end-to-end latency, so the quantiles too.
+    for quantile in [0.5, 0.9, 0.99] {
+        let prefill = q(quantile, "request_prefill_time_seconds");
+        let decode = q(quantile, "request_decode_time_seconds");
+        let queue = q(quantile, "request_queue_time_seconds");
+        let inference = q(quantile, "request_inference_time_seconds");
+        let e2e = q(quantile, "e2e_request_latency_seconds");
+        at_most(r(&prefill), r(&inference), 1e-9);
+        at_most(r(&decode), r(&inference), 1e-9);
+        at_most(r(&inference), r(&e2e), 1e-9);
+        at_most(r(&queue), r(&e2e), 1e-9);
+        let ttft = q(quantile, "time_to_first_token_seconds");
+        at_most(r(&ttft), r(&e2e), 1e-9);
+    }
+    // The ranges of an 8B model on one GPU, lightly loaded.
+    within(r(&q(0.9, "time_to_first_token_seconds")), 0.01, 2.0);
+    within(r(&q(0.5, "time_to_first_token_seconds")), 0.005, 0.5);
+    within(r(&q(0.5, "inter_token_latency_seconds")), 0.005, 0.05);
+    within(r(&q(0.9, "e2e_request_latency_seconds")), 1.0, 30.0);
+    within(r(&mean("request_generation_tokens")), 100.0, 1000.0);
+    within(r(&mean("request_prompt_tokens")), 300.0, 3000.0);
+    within(r(&v("max(vllm:kv_cache_usage_perc)")), 1e-4, 0.9);
+
+    // Time to first token = queue + prefill, on average (requests still running have a
+    // first token and no queue or prefill observation yet: a few percent).
+    let ttft = mean("time_to_first_token_seconds");
+    let queue = mean("request_queue_time_seconds");
+    let prefill = mean("request_prefill_time_seconds");
+    at_most(r(&prefill), r(&ttft), 0.1);
+    within(
+        (
+            "(queue + prefill) / time to first token",
+            (queue.1 + prefill.1) / ttft.1,
+        ),
+        0.85,
+        1.15,
+    );
+    // Inter-token latency x output tokens ~ decode time.
+    let itl = mean("inter_token_latency_seconds");
+    let output = mean("request_generation_tokens");
+    let decode = mean("request_decode_time_seconds");
+    within(
+        (
+            "ITL x (output tokens - 1) / decode time",
+            itl.1 * (output.1 - 1.0) / decode.1,
+        ),
+        0.8,
+        1.25,
+    );
+    // Little's law: requests in the batch = completion rate x time in the engine.
+    // (Over the last 20 s: `rate` over a window longer than the data would extrapolate
+    // to the window's length.)
+    let running = v("sum(avg_over_time(vllm:num_requests_running[20s]))");
+    let rate = v("sum(rate(vllm:request_success_total[20s]))");
+    let inference = mean("request_inference_time_seconds");
+    within(
+        (
+            "running / (rate x inference time)",
+            running.1 / (rate.1 * inference.1),
+        ),
+        0.65,
+        1.35,
+    );
+    within(r(&rate), 20.0, 40.0);
+    eprintln!(
+        "demo through Prometheus: p90 TTFT {:.3} s, p50 ITL {:.4} s, p90 e2e {:.2} s, mean output {:.0} tokens, \
+         {:.1} requests/s, running {:.1} vs rate x inference {:.1}",
+        q(0.9, "time_to_first_token_seconds").1,
+        q(0.5, "inter_token_latency_seconds").1,
+        q(0.9, "e2e_request_latency_seconds").1,
+        output.1,
+        rate.1,
+        running.1,
+        rate.1 * inference.1
+    );
+    // Below saturation nothing waits long.
+    within(r(&q(0.9, "request_queue_time_seconds")), 0.0, 0.3);
+
+    // LMCache: both engines' worker rank 0 share a label set, merged into one series, and
+    // it counts (up to its 10 s publication lag) the tokens vLLM loaded from it.
+    let lmcache_hits = v("lmcache:num_hit_tokens_total");
+    let vllm_hits = v("sum(vllm:external_prefix_cache_hits_total)");
+    assert!(lmcache_hits.1 > 0.0, "{lmcache_hits:?}");
+    at_most(r(&lmcache_hits), r(&vllm_hits), 0.0);
+    within(r(&v("lmcache:retrieve_hit_rate")), 0.0, 1.0);
+    assert_eq!(v("count(dynamo_component_requests_total)").1, 1.0);
+
+    drop(prom);
+    demo.stop_cleanly();
+    eprintln!("demo end-to-end test took {:?}", started.elapsed());
 }
 
 #[test]

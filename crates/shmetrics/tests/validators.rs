@@ -205,7 +205,7 @@ fn demo_serves_valid_metrics_and_leaves_nothing_behind() {
     let mut demo = Demo(
         Command::new(BIN)
             .args(["demo", "--engines", "3", "--listen", "127.0.0.1:0"])
-            .args(["--duration", "120", "--step-ms", "5"])
+            .args(["--duration", "120", "--rate", "20"])
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the demo"),

@@ -4,13 +4,15 @@
 //!
 //! The demo owns a private temporary directory. It starts N engine processes (this program
 //! re-executed with the hidden `demo-engine` subcommand); each registers every metric of
-//! `workloads/vllm_metrics.json` with its real labels, buckets and gauge modes and runs
-//! engine steps at a realistic pace (a step every 20 to 60 ms: batches of running and
-//! waiting requests, prefill and decode token counts, latencies from plausible
-//! distributions). The serving process writes `dynamo_component_*` metrics into the same
-//! directory and serves `vllm:`, `lmcache:` and `dynamo_` families. On Ctrl-C or SIGTERM
-//! (or after `--duration`) it stops the server, stops the engines and removes the
-//! directory: nothing is left behind.
+//! `workloads/vllm_metrics.json` with its real labels, buckets and gauge modes and runs the
+//! request-level engine model of `shmetrics_workload::engine` in real time: Poisson
+//! arrivals at `--rate` requests per second, a queue, a batch of up to 256 requests with
+//! chunked prefill, steps whose duration follows their work for an 8B model on one GPU.
+//! With `--lmcache`, each engine also writes LMCache's 94 `lmcache:` families every 10 s,
+//! as a vLLM worker with LMCache does. The serving process writes `dynamo_component_*`
+//! metrics into the same directory and serves `vllm:`, `lmcache:` and `dynamo_` families.
+//! On Ctrl-C or SIGTERM (or after `--duration`) it stops the server, stops the engines and
+//! removes the directory: nothing is left behind.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -25,7 +27,11 @@ use nix::unistd::Pid;
 use shmetrics::server::{Server, ServerOptions, Signals};
 use shmetrics_reader::Reader;
 use shmetrics_reader::snapshot::{Snapshot, Value};
-use shmetrics_workload::{DYNAMO_METRICS_JSON, MetricSet, Rng, VllmWorkload};
+use shmetrics_workload::engine::EngineConfig;
+use shmetrics_workload::lmcache::LmcacheWorkload;
+use shmetrics_workload::{
+    DYNAMO_METRICS_JSON, LMCACHE_METRICS_JSON, MetricSet, ProcessContext, Rng, VllmWorkload,
+};
 use shmetrics_writer::{Counter, Gauge, GaugeMode, Histogram, Registry};
 
 use super::error::CliError;
@@ -44,9 +50,31 @@ pub(crate) struct DemoArgs {
     /// Stop by itself after this many seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub(crate) duration: Option<u64>,
-    /// Mean pause between two engine steps, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub(crate) step_ms: u64,
+    /// Requests per second arriving at each engine (a Poisson process); one engine saturates
+    /// near 20.
+    #[arg(long, value_name = "RPS", default_value_t = 10.0, value_parser = parse_rate)]
+    pub(crate) rate: f64,
+    /// Also write LMCache's `lmcache:` metrics from every engine, as vLLM workers with
+    /// LMCache enabled do.
+    #[arg(long)]
+    pub(crate) lmcache: bool,
+}
+
+/// The model the demo engines serve: the engine model's figures are those of an 8B model.
+pub(crate) const DEMO_MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
+
+/// Parses `--rate`: a number of requests per second from 0.01 to 1000.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of requests per second"))?;
+    if (0.01..=1000.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{s} is out of range: from 0.01 to 1000 requests per second"
+        ))
+    }
 }
 
 /// Arguments of the hidden `demo-engine` subcommand.
@@ -58,9 +86,12 @@ pub(crate) struct DemoEngineArgs {
     /// Engine index (the `engine` label).
     #[arg(long)]
     pub(crate) index: u32,
-    /// Mean pause between steps, in milliseconds.
+    /// Requests per second.
     #[arg(long)]
-    pub(crate) step_ms: u64,
+    pub(crate) rate: f64,
+    /// Write LMCache's metrics too.
+    #[arg(long)]
+    pub(crate) lmcache: bool,
     /// Pid of the demo, to exit if it is already gone.
     #[arg(long)]
     pub(crate) parent: u32,
@@ -142,7 +173,7 @@ impl Drop for DemoDir {
 struct Engines(Vec<Child>);
 
 impl Engines {
-    fn start(dir: &Path, count: u32, step: Duration) -> Result<Self, CliError> {
+    fn start(dir: &Path, count: u32, rate: f64, lmcache: bool) -> Result<Self, CliError> {
         let exe = std::env::current_exe()
             .map_err(|e| CliError::new(format!("demo: cannot find this program: {e}")))?;
         let mut engines = Self(Vec::new());
@@ -153,8 +184,9 @@ impl Engines {
                 .arg(dir)
                 .arg("--index")
                 .arg(index.to_string())
-                .arg("--step-ms")
-                .arg(step.as_millis().to_string())
+                .arg("--rate")
+                .arg(rate.to_string())
+                .args(lmcache.then_some("--lmcache"))
                 .arg("--parent")
                 .arg(std::process::id().to_string())
                 .stdin(Stdio::null())
@@ -357,25 +389,24 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
         None => shmetrics::server::default_listen()
             .map_err(|e| CliError::with_code(2, format!("demo: {e}")))?,
     };
-    let step = Duration::from_millis(args.step_ms);
     let dir = DemoDir::create()
         .map_err(|e| CliError::new(format!("demo: cannot create a metrics directory: {e}")))?;
     let registry = Registry::open(&dir.0).map_err(|e| CliError::new(format!("demo: {e}")))?;
-    let model = MetricSet::vllm()
-        .map_err(|e| CliError::new(format!("demo: {e}")))?
-        .model_name();
-    let mut dynamo = DynamoMetrics::register(&registry, &model)?;
+    let model = DEMO_MODEL;
+    let mut dynamo = DynamoMetrics::register(&registry, model)?;
     let mut server_options = ServerOptions::new(&dir.0, listen);
     server_options.prefixes = DEMO_PREFIXES.iter().map(|p| (*p).to_owned()).collect();
     let server =
         Server::bind(server_options).map_err(|e| CliError::with_code(2, format!("demo: {e}")))?;
     let address = server.local_addr();
-    let mut engines = Engines::start(&dir.0, args.engines, step)?;
+    let mut engines = Engines::start(&dir.0, args.engines, args.rate, args.lmcache)?;
     let mut reader = Reader::open(&dir.0).map_err(|e| CliError::new(format!("demo: {e}")))?;
 
     println!(
-        "shmetrics demo: {} simulated vLLM engines ({model}) writing to {}",
+        "shmetrics demo: {} simulated vLLM engines ({model}, {} requests/s each{}) writing to {}",
         args.engines,
+        args.rate,
+        if args.lmcache { ", with LMCache" } else { "" },
         dir.0.display()
     );
     println!(
@@ -461,8 +492,9 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// One engine process: registers the vLLM metric set as engine `index` and runs steps
-/// until SIGTERM (or until its parent, the demo, is gone).
+/// One engine process: registers the vLLM metric set (and LMCache's) as engine `index`
+/// and runs the engine model in real time until SIGTERM (or until its parent, the demo, is
+/// gone).
 ///
 /// # Errors
 /// When the registry or the metric set cannot be set up.
@@ -470,28 +502,49 @@ pub(crate) fn run_engine(args: &DemoEngineArgs) -> Result<(), CliError> {
     let DemoEngineArgs {
         ref dir,
         index,
-        step_ms,
+        rate,
+        lmcache,
         parent,
     } = *args;
-    let step = Duration::from_millis(step_ms);
+    let err = |e: &dyn std::fmt::Display| CliError::new(format!("demo-engine: {e}"));
     // Die with the demo even if it is killed without a chance to stop us.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
-        .map_err(|e| CliError::new(format!("demo-engine: prctl: {e}")))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(|e| err(&format!("prctl: {e}")))?;
     if nix::unistd::getppid().as_raw() as u32 != parent {
         return Ok(()); // The demo is already gone.
     }
-    let registry = Registry::open(dir).map_err(|e| CliError::new(format!("demo-engine: {e}")))?;
-    let set = MetricSet::vllm().map_err(|e| CliError::new(format!("demo-engine: {e}")))?;
-    let ctx = set.context(index);
-    let mut workload = VllmWorkload::register(&registry, &set, &ctx, 0x5eed ^ u64::from(index))
-        .map_err(|e| CliError::new(format!("demo-engine: {e}")))?;
-    let mut rng = Rng::new(u64::from(index) + 1);
-    let step_ms = step.as_millis().max(1) as u64;
+    let registry = Registry::open(dir).map_err(|e| err(&e))?;
+    let set = MetricSet::vllm().map_err(|e| err(&e))?;
+    let ctx = ProcessContext {
+        index,
+        model_name: DEMO_MODEL.to_owned(),
+    };
+    let config = EngineConfig {
+        arrival_rate: rate,
+        external_cache: lmcache,
+        ..EngineConfig::default()
+    };
+    let seed = 0x5eed ^ u64::from(index);
+    let mut workload =
+        VllmWorkload::register_with(&registry, &set, &ctx, config, seed).map_err(|e| err(&e))?;
+    let mut lmcache = if lmcache {
+        let set = MetricSet::parse(LMCACHE_METRICS_JSON).map_err(|e| err(&e))?;
+        Some(LmcacheWorkload::register(&registry, &set, &ctx, seed).map_err(|e| err(&e))?)
+    } else {
+        None
+    };
+    // The model's clock runs in real time: after each step, wait until the wall clock
+    // reaches the model's (a step late because the machine is busy is simply not waited
+    // for, so the metrics stay those of the model).
+    let started = Instant::now();
     loop {
-        workload.step();
-        // Steps take 20 to 60 ms in a real engine; jitter around the mean.
-        let pause = step_ms / 2 + rng.below(step_ms + 1);
-        std::thread::sleep(Duration::from_millis(pause));
+        let report = workload.step();
+        if let Some(l) = &mut lmcache {
+            l.record(&report);
+        }
+        let due = Duration::from_secs_f64(workload.model().now());
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
     }
 }
 
