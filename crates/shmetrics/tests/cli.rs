@@ -560,6 +560,129 @@ fn listen_accepts_host_names() {
     );
 }
 
+/// A `--prefix` that keeps none of the directory's families (a misspelling: `vlm:`, `VLLM:`)
+/// is named in a warning by `dump`; `serve` warns, once, at its first snapshot with
+/// families, when its prefixes keep none of them (one of several matching nothing is how
+/// `--prefix vllm: --prefix lmcache:` looks without LMCache). Prefixes that match say
+/// nothing.
+#[test]
+fn a_prefix_that_matches_no_family_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 15, 1, &[]);
+    let path = dir.path().to_str().unwrap();
+    let out = shmetrics(&[
+        "dump", "--dir", path, "--prefix", "gen_c", "--prefix", "vlm:",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "shmetrics: warning: dump: --prefix vlm: matches none of the 13 families in {path}\n"
+        )
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("gen_c0_total")
+    );
+    let fine = shmetrics(&["dump", "--dir", path, "--prefix", "gen_"]);
+    assert!(
+        fine.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+
+    let mut serve = Command::new(BIN)
+        .args([
+            "serve",
+            "--dir",
+            path,
+            "--listen",
+            "127.0.0.1:0",
+            "--prefix",
+            "VLLM:",
+            "--prefix",
+            "Gen_",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    let addr = line
+        .strip_prefix("serving http://")
+        .and_then(|rest| rest.split_once("/metrics"))
+        .map(|(addr, _)| addr.to_owned())
+        .unwrap_or_else(|| panic!("{line:?}"));
+    for _ in 0..2 {
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        std::io::Write::write_all(
+            &mut conn,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        std::io::Read::read_to_end(&mut conn, &mut Vec::new()).unwrap();
+    }
+    let _ = kill(Pid::from_raw(serve.id() as i32), Signal::SIGTERM);
+    serve.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(rest.matches("matches none").count(), 1, "{rest}");
+    assert!(
+        rest.contains(
+            "shmetrics: warning: --prefix VLLM:, --prefix Gen_ matches none of the 13 families \
+             in the directory: /metrics serves none of them (names are case-sensitive: vllm:, \
+             lmcache:, dynamo_)"
+        ),
+        "{rest}"
+    );
+}
+
+/// `serve` over a directory of foreign files only (a wrong `--dir`) says so at start-up; over
+/// an empty one (writers not started yet) it says nothing.
+#[test]
+fn serve_warns_when_the_directory_holds_no_metrics_file() {
+    let stderr_of = |dir: &Path| -> Vec<String> {
+        let mut serve = Command::new(BIN)
+            .args([
+                "serve",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = serve.stderr.take().unwrap();
+        // The announcement and the warning come before serving starts; then stop it.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let _ = kill(Pid::from_raw(serve.id() as i32), Signal::SIGTERM);
+        assert!(serve.wait().unwrap().success());
+        std::io::BufRead::lines(std::io::BufReader::new(stderr))
+            .map(Result::unwrap)
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(stderr_of(dir.path()).len(), 1, "only the serving line");
+    std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+    std::fs::write(dir.path().join("config.yaml"), b"y").unwrap();
+    let lines = stderr_of(dir.path());
+    assert!(
+        lines[0].starts_with("serving http://127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "shmetrics: warning: serve: {} holds 2 entries and no metrics segment or \
+             prometheus_client file (is this the directory the processes write to?)",
+            dir.path().display()
+        )
+    );
+}
+
 #[test]
 fn dump_reports_bad_segments_on_stderr_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();

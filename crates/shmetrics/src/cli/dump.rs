@@ -76,6 +76,24 @@ pub(crate) fn run(args: &DumpArgs) -> Result<(), CliError> {
             if let Some(summary) = skipped_summary(&report) {
                 log::warn!("dump: {}: {summary}", args.dir.display());
             }
+            if !args.prefixes.is_empty() {
+                let scrape = reader.snapshot();
+                let families = &scrape.snapshot.families;
+                // An empty directory was reported above; every prefix matches nothing there.
+                let known = if families.is_empty() {
+                    &[][..]
+                } else {
+                    &args.prefixes[..]
+                };
+                let filter = PrefixFilter::new(known.iter().cloned());
+                for prefix in filter.unmatched(families.iter().map(|f| &*f.name)) {
+                    log::warn!(
+                        "dump: --prefix {prefix} matches none of the {} families in {}",
+                        families.len(),
+                        args.dir.display()
+                    );
+                }
+            }
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),

@@ -201,6 +201,34 @@ pub(crate) fn bind(command: &str, options: ServerOptions) -> Result<Server, CliE
 }
 
 /// The line printed on stderr once the server listens.
+/// Warns when `dir` holds files and none that a scrape can use: only foreign entries (a
+/// wrong `--dir`), or metrics files this user cannot read (the server runs as another user
+/// than the writers; `/health` says `unreadable`). An empty directory says nothing: the
+/// writers have not started yet.
+pub(crate) fn warn_about_directory(command: &str, dir: &std::path::Path) {
+    let Ok(census) = shmetrics_reader::census(dir) else {
+        return; // Bind already refused a missing directory; a listing error shows in /health.
+    };
+    if census.readable() > 0 {
+        return;
+    }
+    if census.unreadable > 0 {
+        log::warn!(
+            "{command}: this user can read none of the {} metrics files in {}: run it as the \
+             writers' user (/health says \"unreadable\")",
+            census.unreadable,
+            dir.display()
+        );
+    } else if census.other_entries > 0 {
+        log::warn!(
+            "{command}: {} holds {} entries and no metrics segment or prometheus_client file \
+             (is this the directory the processes write to?)",
+            dir.display(),
+            census.other_entries
+        );
+    }
+}
+
 pub(crate) fn announce(server: &Server) {
     eprintln!(
         "serving http://{}/metrics from {}",

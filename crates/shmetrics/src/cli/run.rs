@@ -33,7 +33,9 @@ use tokio::signal::unix::SignalKind;
 
 use super::RUN_FAILED;
 use super::error::CliError;
-use super::http::{HttpArgs, announce, bind, listen_address, options, runtime};
+use super::http::{
+    HttpArgs, announce, bind, listen_address, options, runtime, warn_about_directory,
+};
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
@@ -212,6 +214,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, CliError> {
     let server = bind("run", options(&dir.path, listen, &args.http)).map_err(own_failure)?;
     if !dir.owned {
         warn_unless_writable(&dir.path);
+        warn_about_directory("run", &dir.path);
     }
     let rt = runtime("run").map_err(own_failure)?;
     let result = rt.block_on(supervise(server, &args.command));

@@ -8,7 +8,9 @@ use clap::Args;
 use shmetrics::server::Signals;
 
 use super::error::CliError;
-use super::http::{HttpArgs, announce, bind, listen_address, options, runtime};
+use super::http::{
+    HttpArgs, announce, bind, listen_address, options, runtime, warn_about_directory,
+};
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -35,6 +37,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<(), CliError> {
         let mut signals = Signals::new()
             .map_err(|e| CliError::new(format!("serve: cannot catch signals: {e}")))?;
         announce(&server);
+        warn_about_directory("serve", &args.dir);
         server
             .run(async move {
                 let signal = signals.recv().await;

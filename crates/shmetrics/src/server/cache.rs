@@ -56,6 +56,8 @@ pub(crate) struct Renderer {
     pub(crate) stream_permits: Arc<tokio::sync::Semaphore>,
     /// Names of extra families already reported as duplicates.
     logged: Mutex<HashSet<String>>,
+    /// Whether the prefixes were checked against a directory with families.
+    prefixes_checked: Mutex<bool>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -85,6 +87,35 @@ impl Renderer {
             max_whole_body: MAX_WHOLE_BODY,
             stream_permits: Arc::new(tokio::sync::Semaphore::new(STREAM_RENDERS)),
             logged: Mutex::new(HashSet::new()),
+            prefixes_checked: Mutex::new(false),
+        }
+    }
+
+    /// Warns, once, at the first snapshot with families, when the prefixes keep none of
+    /// them: a misspelt `--prefix` would otherwise serve a page without a single family of
+    /// the directory, and say nothing. (One prefix of several matching nothing is not
+    /// warned about: `--prefix vllm: --prefix lmcache:` is right for engines without
+    /// LMCache.)
+    fn check_prefixes(&self, scrape: &Scrape) {
+        let families = &scrape.snapshot.families;
+        if families.is_empty() || self.filter.prefixes().is_empty() {
+            return;
+        }
+        let mut checked = self
+            .prefixes_checked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if std::mem::replace(&mut *checked, true) {
+            return;
+        }
+        let unmatched = self.filter.unmatched(families.iter().map(|f| &*f.name));
+        if unmatched.len() == self.filter.prefixes().len() {
+            log::warn!(
+                "--prefix {} matches none of the {} families in the directory: /metrics serves \
+                 none of them (names are case-sensitive: vllm:, lmcache:, dynamo_)",
+                unmatched.join(", --prefix "),
+                families.len()
+            );
         }
     }
 
@@ -368,6 +399,7 @@ impl Scraper {
         .await
         .map_err(|e| join_error("snapshot", e))?;
         let entry = Arc::new(entry);
+        self.renderer.check_prefixes(&entry.scrape);
         *self
             .last_seen
             .lock()
