@@ -1,0 +1,495 @@
+//! The shell blocks of README.md and docs/*.md, run as printed.
+//!
+//! Every ```sh block of those pages has a plan here, found by the file and its first line;
+//! a block without one fails the test, so a new example is either run or has a stated
+//! reason not to be. Every block must at least parse (`bash -n`).
+//!
+//! Blocks run with `bash -euo pipefail`, in a scratch directory, with a `PATH` that starts
+//! with a directory holding `shmetrics` (the binary this test was built with), a `cargo`
+//! that runs it for `cargo run --release -p shmetrics -- ARGS` (instead of building it
+//! again in release mode) and a stand-in `vllm` (it prints its arguments, writes a metric
+//! through `prometheus_client`'s file layout, and exits 0). `/run/metrics`, which needs root, is
+//! replaced by a scratch directory. The README's demo and serve commands listen on port
+//! 8081 of every interface, as printed: the test needs that port free.
+//!
+//! Blocks not run here say why, and where the reason is another part of the test command
+//! (`ci/test.sh` runs `ci/miri.sh`, the Python suite runs a block), that is checked too.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
+
+/// What is done with a block.
+#[derive(Clone, Copy, Debug)]
+enum Plan {
+    /// The demo: started in the background until the blocks that use it have run.
+    Demo,
+    /// Runs while the demo runs; each output line is checked.
+    AgainstDemo,
+    /// `shmetrics serve`: started, asked for `/health`, stopped with SIGTERM.
+    Serve,
+    /// Runs to completion; must exit 0.
+    Run,
+    /// Run as printed by another part of the test command (the text names it and is
+    /// found in that file).
+    RunBy(&'static str, &'static str),
+    /// Not run: why.
+    Skip(&'static str),
+}
+
+/// The plans: (file, first line of the block, plan).
+const PLANS: &[(&str, &str, Plan)] = &[
+    (
+        "README.md",
+        "cargo run --release -p shmetrics -- demo",
+        Plan::Demo,
+    ),
+    (
+        "README.md",
+        "curl -s http://127.0.0.1:8081/metrics | grep -E",
+        Plan::AgainstDemo,
+    ),
+    (
+        "README.md",
+        "./ci/test.sh",
+        Plan::Skip("the test command itself, which runs this test"),
+    ),
+    (
+        "README.md",
+        "shmetrics serve --dir /run/metrics --prefix vllm: --prefix lmcache:",
+        Plan::Serve,
+    ),
+    (
+        "README.md",
+        "shmetrics run --prefix vllm: -- vllm serve",
+        Plan::Run,
+    ),
+    (
+        "README.md",
+        "python3 -m venv .venv && .venv/bin/pip install maturin prometheus_client",
+        Plan::RunBy("ci/python-test.sh", "maturin build --release"),
+    ),
+    (
+        "docs/deployment.md",
+        "install -m 0644 deploy/shmetrics.service",
+        Plan::RunBy("ci/deploy-check.py", "systemd-analyze"),
+    ),
+    (
+        "docs/deployment.md",
+        "docker build -f deploy/Containerfile",
+        Plan::Skip(
+            "needs a Docker daemon, which this machine has not: ci/deploy-check.py checks the \
+             Containerfile's stages, user and volume instead",
+        ),
+    ),
+    (
+        "docs/deployment.md",
+        "kubectl apply -f deploy/kubernetes.yaml",
+        Plan::RunBy("ci/deploy-check.py", "kubernetes-validate"),
+    ),
+    (
+        "docs/performance.md",
+        "cargo bench -p shmetrics-benches --bench facade",
+        Plan::Skip(
+            "a benchmark run (minutes on a quiet machine); the benches run in test mode in ci/test.sh",
+        ),
+    ),
+    (
+        "docs/performance.md",
+        "cargo build --release -p shmetrics -p shmetrics-benches",
+        Plan::Skip("a benchmark run (minutes on a quiet machine) that rewrites a results file"),
+    ),
+    (
+        "docs/python.md",
+        "python3 -m venv .venv && . .venv/bin/activate",
+        Plan::RunBy("ci/python-test.sh", "maturin build --release"),
+    ),
+    (
+        "docs/python.md",
+        "export SHMETRICS_PROMETHEUS_CLIENT=1",
+        Plan::Run,
+    ),
+    (
+        "docs/python.md",
+        "SHMETRICS_PROMETHEUS_CLIENT=1 PROMETHEUS_MULTIPROC_DIR=/tmp/vllm-metrics vllm serve MODEL",
+        Plan::RunBy(
+            "crates/shmetrics-python/tests/test_docs.py",
+            "def test_the_vllm_serve_line_runs_as_printed",
+        ),
+    ),
+    (
+        "docs/python.md",
+        "PROMETHEUS_MULTIPROC_DIR=/tmp/metrics gunicorn --preload -w 4",
+        Plan::RunBy(
+            "crates/shmetrics-python/tests/test_docs.py",
+            "def test_the_gunicorn_line_runs_as_printed",
+        ),
+    ),
+    (
+        "docs/reliability.md",
+        "ci/fuzz-smoke.sh",
+        Plan::RunBy("ci/test.sh", "bash ci/fuzz-smoke.sh"),
+    ),
+    (
+        "docs/reliability.md",
+        "ci/miri.sh",
+        Plan::RunBy("ci/test.sh", "bash ci/miri.sh"),
+    ),
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A shell block: where it is and its text.
+struct Block {
+    file: String,
+    line: usize,
+    text: String,
+}
+
+/// Every ```sh (or bash, shell) block of README.md and docs/*.md.
+fn shell_blocks() -> Vec<Block> {
+    let mut files = vec!["README.md".to_owned()];
+    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut blocks = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(root().join(&file)).unwrap();
+        let mut current: Option<(usize, String)> = None;
+        for (n, line) in text.lines().enumerate() {
+            let fence = line.trim_start();
+            match &mut current {
+                None if matches!(fence, "```sh" | "```bash" | "```shell") => {
+                    current = Some((n + 2, String::new()));
+                }
+                Some((start, body)) if fence == "```" => {
+                    blocks.push(Block {
+                        file: file.clone(),
+                        line: *start,
+                        text: std::mem::take(body),
+                    });
+                    current = None;
+                }
+                Some((_, body)) => {
+                    body.push_str(line.trim_start_matches(' '));
+                    body.push('\n');
+                }
+                None => {}
+            }
+        }
+    }
+    blocks
+}
+
+fn plan_of(block: &Block) -> Option<Plan> {
+    let first = block.text.lines().next().unwrap_or("");
+    PLANS
+        .iter()
+        .find(|(file, start, _)| *file == block.file && first.starts_with(start))
+        .map(|(_, _, plan)| *plan)
+}
+
+/// A scratch directory with the `PATH` entries the blocks run with.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink(BIN, bin.join("shmetrics")).unwrap();
+        let script = |name: &str, body: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            let path = bin.join(name);
+            std::fs::write(&path, body).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        script(
+            "cargo",
+            &format!(
+                "#!/bin/sh\n# cargo run --release -p shmetrics -- ARGS: the binary under test\n\
+                 [ \"$1 $2 $3 $4 $5\" = 'run --release -p shmetrics --' ] || exit 97\n\
+                 shift 5\nexec '{BIN}' \"$@\"\n"
+            ),
+        );
+        // vLLM writes `<type>_<pid>.db` files into PROMETHEUS_MULTIPROC_DIR; the stand-in
+        // leaves a file where it would, so the test sees the directory it was given.
+        script(
+            "vllm",
+            "#!/bin/sh\necho \"vllm stand-in: $*\"\n\
+             [ -d \"$PROMETHEUS_MULTIPROC_DIR\" ] || { echo 'no PROMETHEUS_MULTIPROC_DIR' >&2; exit 3; }\n\
+             echo \"$PROMETHEUS_MULTIPROC_DIR\"\nsleep 1\n",
+        );
+        Self { dir }
+    }
+
+    fn command(&self, text: &str) -> Command {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = Command::new("bash");
+        cmd.args(["-euo", "pipefail", "-c", text])
+            .current_dir(self.dir.path())
+            .env("PATH", path)
+            .env_remove("PROMETHEUS_MULTIPROC_DIR")
+            .env_remove("DYN_SYSTEM_PORT");
+        cmd
+    }
+
+    fn output(&self, text: &str) -> Output {
+        self.command(text)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run bash")
+    }
+}
+
+/// A background block, stopped with `signal` by [`Background::stop`] (and killed if the
+/// test fails first), and what it printed after its first line (drained by a thread).
+struct Background(Child, Option<std::thread::JoinHandle<String>>);
+
+impl Background {
+    /// Sends `signal` and waits, bounded; returns the exit code and the rest of the output.
+    fn stop(mut self, signal: Signal) -> (Option<i32>, String) {
+        // bash runs the block's one command with exec, so the pid is the command's.
+        let _ = kill(Pid::from_raw(self.0.id() as i32), signal);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = self.0.try_wait().ok().flatten();
+        let rest = self
+            .1
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
+        (status.and_then(|s| s.code()), format!("{status:?}: {rest}"))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts a block in the background and returns it with the first line it printed that
+/// contains `marker` (on stdout, or stderr with `on_stderr`).
+fn start(sandbox: &Sandbox, text: &str, marker: &str, on_stderr: bool) -> (Background, String) {
+    let mut cmd = sandbox.command(text);
+    cmd.stdin(Stdio::null());
+    if on_stderr {
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped());
+    }
+    let mut child = Background(cmd.spawn().expect("start bash"), None);
+    let stream: Box<dyn std::io::Read + Send> = if on_stderr {
+        Box::new(child.0.stderr.take().unwrap())
+    } else {
+        Box::new(child.0.stdout.take().unwrap())
+    };
+    let mut lines = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = lines.read_line(&mut line).expect("read the block's output");
+        assert!(n > 0, "{text:?} ended before printing {marker:?}");
+        if line.contains(marker) {
+            break;
+        }
+    }
+    // Keep draining so the block never blocks on a full pipe.
+    child.1 = Some(std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
+        rest
+    }));
+    (child, line.trim_end().to_owned())
+}
+
+fn port_8081_is_free() -> bool {
+    std::net::TcpListener::bind("0.0.0.0:8081").is_ok()
+}
+
+#[test]
+fn every_shell_block_of_the_docs_has_a_plan_and_parses() {
+    let blocks = shell_blocks();
+    assert!(blocks.len() >= 17, "{} blocks", blocks.len());
+    for b in &blocks {
+        let plan = plan_of(b).unwrap_or_else(|| {
+            panic!(
+                "{}:{}: no plan for this block: run it in tests/doc_commands.rs or say why not\n{}",
+                b.file, b.line, b.text
+            )
+        });
+        let syntax = Command::new("bash")
+            .args(["-n", "-c", &b.text])
+            .output()
+            .unwrap();
+        assert!(
+            syntax.status.success(),
+            "{}:{}: {}",
+            b.file,
+            b.line,
+            String::from_utf8_lossy(&syntax.stderr)
+        );
+        match plan {
+            Plan::RunBy(file, text) => {
+                let by = std::fs::read_to_string(root().join(file)).unwrap();
+                assert!(
+                    by.contains(text),
+                    "{}:{}: {file} does not contain {text:?}",
+                    b.file,
+                    b.line
+                );
+            }
+            Plan::Skip(why) => eprintln!("{}:{}: not run: {why}", b.file, b.line),
+            _ => {}
+        }
+    }
+    // Every plan still has its block.
+    for (file, start, _) in PLANS {
+        assert!(
+            blocks
+                .iter()
+                .any(|b| b.file == *file && b.text.lines().next().unwrap_or("").starts_with(start)),
+            "{file}: no block starts with {start:?} any more"
+        );
+    }
+}
+
+fn block(plan: fn(Plan) -> bool) -> Vec<Block> {
+    shell_blocks()
+        .into_iter()
+        .filter(|b| plan_of(b).is_some_and(plan))
+        .collect()
+}
+
+/// README's demo, the `curl` lines run against it, then `serve` and `run` as printed, one
+/// after another on port 8081; then the plain blocks.
+#[test]
+fn the_runnable_blocks_run_as_printed() {
+    assert!(
+        port_8081_is_free(),
+        "port 8081 is taken: README's commands listen there, as printed"
+    );
+    let sandbox = Sandbox::new();
+
+    // The demo, and the curl lines against it.
+    let [demo] = &block(|p| matches!(p, Plan::Demo))[..] else {
+        panic!("one demo block");
+    };
+    let (demo, banner) = start(&sandbox, &demo.text, "serving http://", false);
+    assert!(
+        banner.starts_with("serving http://127.0.0.1:8081/metrics (listening on 0.0.0.0:8081"),
+        "{banner}"
+    );
+    let [curls] = &block(|p| matches!(p, Plan::AgainstDemo))[..] else {
+        panic!("one block against the demo");
+    };
+    // Each line on its own, once the engines have written (bounded).
+    let mut outputs = Vec::new();
+    for line in curls.text.lines() {
+        let mut out = String::new();
+        for _ in 0..100 {
+            let o = sandbox.output(line);
+            out = String::from_utf8_lossy(&o.stdout).into_owned();
+            if o.status.success() && !out.trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        outputs.push(out);
+    }
+    assert!(
+        outputs[0].contains("vllm:num_requests_running{engine=\"0\""),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        outputs[0].contains("vllm:prompt_tokens_total{"),
+        "{}",
+        outputs[0]
+    );
+    assert!(outputs[1].ends_with("# EOF\n"), "{}", outputs[1]);
+    let lines: usize = outputs[2].trim().parse().expect("wc -l prints a number");
+    assert!(lines > 1000, "{lines} lines");
+    assert!(
+        outputs[3].starts_with("{\"status\":\"ok\",\"live_segments\":5,"),
+        "{}",
+        outputs[3]
+    );
+    let (code, rest) = demo.stop(Signal::SIGINT);
+    assert_eq!(code, Some(0), "{rest}");
+    assert!(
+        rest.contains("stopped by signal 2; engines stopped"),
+        "{rest}"
+    );
+
+    // serve, with a scratch directory for /run/metrics.
+    let [serve] = &block(|p| matches!(p, Plan::Serve))[..] else {
+        panic!("one serve block");
+    };
+    let scratch = sandbox.dir.path().join("run-metrics");
+    std::fs::create_dir(&scratch).unwrap();
+    let text = serve
+        .text
+        .replace("/run/metrics", scratch.to_str().unwrap());
+    let (serve, line) = start(&sandbox, &text, "serving http://", true);
+    assert!(
+        line.starts_with("serving http://0.0.0.0:8081/metrics from "),
+        "{line}"
+    );
+    let health = sandbox.output("curl -s http://127.0.0.1:8081/health");
+    assert!(
+        String::from_utf8_lossy(&health.stdout)
+            .starts_with("{\"status\":\"ok\",\"live_segments\":0,"),
+        "{health:?}"
+    );
+    let (code, rest) = serve.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(0), "{rest}");
+
+    // The blocks that run to completion.
+    for b in block(|p| matches!(p, Plan::Run)) {
+        let out = sandbox.output(&b.text);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}:{} exited with {}: {stdout}{}",
+            b.file,
+            b.line,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if b.text.contains("vllm serve") {
+            // run gave the stand-in a private directory and removed it afterwards.
+            assert!(
+                stdout.starts_with("vllm stand-in: serve Qwen/Qwen3-0.6B --api-server-count 4\n"),
+                "{stdout}"
+            );
+            let dir = stdout.lines().nth(1).expect("the directory");
+            assert!(!Path::new(dir).exists(), "{dir} left behind");
+        }
+    }
+}
