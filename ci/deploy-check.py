@@ -5,6 +5,10 @@ allows, and fails with one line per problem:
 - deploy/shmetrics.service: `systemd-analyze verify` says nothing (the ExecStart binary
   replaced by the one just built, which verify requires to exist), and its `serve` command
   line starts and answers /health;
+- the engine unit of docs/deployment.md (its ```ini block): `systemd-analyze verify` says
+  nothing beside deploy/shmetrics.service (its ExecStart replaced by /bin/true), it is
+  ordered after and wants shmetrics.service, and its PROMETHEUS_MULTIPROC_DIR is the
+  directory the server serves;
 - deploy/Containerfile: multi-stage (a build stage, the binary copied from it), a non-root
   numeric USER, the metrics directory a VOLUME and PROMETHEUS_MULTIPROC_DIR, and its
   CMD starts and answers /health;
@@ -86,6 +90,37 @@ def check_unit(binary):
         if key not in text:
             problem(f"shmetrics.service: no {key}")
     serves(binary, args, "shmetrics.service")
+
+
+def check_engine_unit(binary):
+    doc = open(os.path.join(ROOT, "docs/deployment.md")).read()
+    blocks = re.findall(r"^```ini\n(.*?)^```", doc, re.S | re.M)
+    if len(blocks) != 1:
+        return problem(f"deployment.md: {len(blocks)} ini blocks, expected the engine unit")
+    text = blocks[0]
+    exec_start = re.search(r"^ExecStart=(.*)$", text, re.M)
+    if not exec_start:
+        return problem("deployment.md engine unit: no ExecStart")
+    server = open(os.path.join(ROOT, "deploy/shmetrics.service")).read()
+    server_exec = re.search(r"^ExecStart=(\S+)", server, re.M)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = os.path.join(tmp, "vllm-engine.service")
+        with open(engine, "w") as f:
+            f.write(text.replace(exec_start.group(1), "/bin/true", 1))
+        with open(os.path.join(tmp, "shmetrics.service"), "w") as f:
+            f.write(server.replace(server_exec.group(1), os.path.abspath(binary), 1))
+        out = subprocess.run(["systemd-analyze", "verify", engine], capture_output=True, text=True, cwd=tmp,
+                             env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{tmp}:"))
+        said = (out.stdout + out.stderr).strip()
+        if out.returncode != 0 or said:
+            problem(f"deployment.md engine unit: systemd-analyze verify: {said or out.returncode}")
+    for key in ("After=shmetrics.service", "Wants=shmetrics.service"):
+        if key not in text:
+            problem(f"deployment.md engine unit: no {key}")
+    directory = re.search(r"^Environment=PROMETHEUS_MULTIPROC_DIR=(\S+)$", text, re.M)
+    served = shlex.split(re.search(r"^ExecStart=(.*)$", server, re.M).group(1))
+    if not directory or served[served.index("--dir") + 1] != directory.group(1):
+        problem("deployment.md engine unit: PROMETHEUS_MULTIPROC_DIR is not the directory shmetrics.service serves")
 
 
 def check_containerfile(binary):
@@ -171,13 +206,14 @@ def main():
         problem("systemd-analyze not found (Debian package systemd)")
     else:
         check_unit(binary)
+        check_engine_unit(binary)
     check_containerfile(binary)
     args = check_kubernetes()
     if args:
         serves(binary, args, "kubernetes.yaml sidecar")
     if problems:
         sys.exit(1)
-    print("deploy-check: systemd unit, Containerfile and Kubernetes manifest pass")
+    print("deploy-check: systemd units, Containerfile and Kubernetes manifest pass")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,14 @@
 //!
 //! Blocks not run here say why, and where the reason is another part of the test command
 //! (`ci/test.sh` runs `ci/miri.sh`, the Python suite runs a block), that is checked too.
+//!
+//! The other examples are checked where they can run: README's Prometheus configuration
+//! (```yaml) by `promtool check config` and its `/health` answer (```json) against a real
+//! one, here; its PromQL (```promql) by a real Prometheus over the demo
+//! (`tests/prometheus_e2e.rs`); Rust blocks as doctests; Python blocks by
+//! `crates/shmetrics-python/tests/test_docs.py`; the engine unit of docs/deployment.md
+//! (```ini) by `ci/deploy-check.py`; the command synopsis (```text) by
+//! `readme_synopsis_matches_help` in `tests/cli.rs`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
 
@@ -145,6 +155,43 @@ const PLANS: &[(&str, &str, Plan)] = &[
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The text of README's fenced blocks in `language`.
+fn readme_blocks(language: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let fence = format!("```{language}");
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        current = match current.take() {
+            None if trimmed == fence => Some(String::new()),
+            None => None,
+            Some(body) if trimmed == "```" => {
+                out.push(body);
+                None
+            }
+            Some(mut body) => {
+                body.push_str(line);
+                body.push('\n');
+                Some(body)
+            }
+        };
+    }
+    out
+}
+
+/// The keys of a JSON object, nested objects' keys as `outer.inner`, sorted.
+fn keys(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    if let Some(map) = value.as_object() {
+        for (k, v) in map {
+            let key = format!("{prefix}{k}");
+            keys(v, &format!("{key}."), out);
+            out.push(key);
+        }
+    }
+    out.sort();
 }
 
 /// A shell block: where it is and its text.
@@ -467,6 +514,21 @@ fn the_runnable_blocks_run_as_printed() {
             .starts_with("{\"status\":\"ok\",\"live_segments\":0,"),
         "{health:?}"
     );
+    // README's /health example has the fields of a real answer (after a scrape).
+    sandbox.output("curl -s http://127.0.0.1:8081/metrics");
+    let health = sandbox.output("curl -s http://127.0.0.1:8081/health");
+    let real: serde_json::Value = serde_json::from_slice(&health.stdout).expect("JSON");
+    let [example] = &readme_blocks("json")[..] else {
+        panic!("one json block in README");
+    };
+    let example: serde_json::Value = serde_json::from_str(example).expect("README's JSON parses");
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    keys(&example, "", &mut want);
+    keys(&real, "", &mut got);
+    assert_eq!(
+        want, got,
+        "README's /health example against a real answer: {real}"
+    );
     let (code, rest) = serve.stop(Signal::SIGTERM);
     assert_eq!(code, Some(0), "{rest}");
 
@@ -492,4 +554,31 @@ fn the_runnable_blocks_run_as_printed() {
             assert!(!Path::new(dir).exists(), "{dir} left behind");
         }
     }
+}
+
+/// README's Prometheus configuration passes `promtool check config`.
+#[test]
+fn the_prometheus_configuration_passes_promtool() {
+    if !support::promtool_available() {
+        assert!(!support::required(), "promtool is not installed");
+        eprintln!("promtool not available: skipped");
+        return;
+    }
+    let [config] = &readme_blocks("yaml")[..] else {
+        panic!("one yaml block in README");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prometheus.yml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -919,6 +919,20 @@ fn prometheus_sees_a_coherent_demo() {
         running.1,
         rate.1 * inference.1
     );
+    // README's PromQL examples, as printed, each give one value.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let promql = readme
+        .split("```promql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a promql block in README");
+    let mut examples = 0;
+    for line in promql.lines().filter(|l| !l.trim().is_empty()) {
+        within((line, prom.value(line)), 1e-6, 1e6);
+        examples += 1;
+    }
+    assert_eq!(examples, 2, "{promql}");
     // Below saturation nothing waits long.
     within(r(&q(0.9, "request_queue_time_seconds")), 0.0, 0.3);
 
