@@ -42,6 +42,8 @@ enum Plan {
     Demo,
     /// Runs while the demo runs; each output line is checked.
     AgainstDemo,
+    /// Prometheus, with README's configuration, scraping the demo.
+    Prometheus,
     /// `shmetrics serve`: started, asked for `/health`, stopped with SIGTERM.
     Serve,
     /// Runs to completion; must exit 0.
@@ -64,6 +66,11 @@ const PLANS: &[(&str, &str, Plan)] = &[
         "README.md",
         "curl -s http://127.0.0.1:8081/metrics | grep -E",
         Plan::AgainstDemo,
+    ),
+    (
+        "README.md",
+        "prometheus --config.file=prometheus.yml",
+        Plan::Prometheus,
     ),
     (
         "README.md",
@@ -297,6 +304,16 @@ impl Sandbox {
             .env("PATH", path)
             .env_remove("PROMETHEUS_MULTIPROC_DIR")
             .env_remove("DYN_SYSTEM_PORT");
+        for proxy in [
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ] {
+            cmd.env_remove(proxy);
+        }
         cmd
     }
 
@@ -487,6 +504,47 @@ fn the_runnable_blocks_run_as_printed() {
         "{}",
         outputs[3]
     );
+
+    // Prometheus, as README starts it, with README's configuration, scrapes the demo.
+    let prometheus_runs = Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        prometheus_runs || !support::required(),
+        "prometheus is not installed"
+    );
+    if prometheus_runs {
+        let [config] = &readme_blocks("yaml")[..] else {
+            panic!("one yaml block in README");
+        };
+        std::fs::write(sandbox.dir.path().join("prometheus.yml"), config).unwrap();
+        let [prometheus] = &block(|p| matches!(p, Plan::Prometheus))[..] else {
+            panic!("one prometheus block");
+        };
+        let (prometheus, _) = start(
+            &sandbox,
+            &prometheus.text,
+            "Server is ready to receive web requests.",
+            true,
+        );
+        let query = "curl -s 'http://127.0.0.1:9091/api/v1/query?query=count(vllm:num_requests_running%7Bjob%3D%22vllm-engines%22%7D)'";
+        let mut answer = String::new();
+        for _ in 0..100 {
+            answer = String::from_utf8_lossy(&sandbox.output(query).stdout).into_owned();
+            if answer.contains("\"4\"]") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            answer.contains("\"4\"]"),
+            "Prometheus did not see the 4 engines: {answer}"
+        );
+        let (code, rest) = prometheus.stop(Signal::SIGTERM);
+        assert_eq!(code, Some(0), "{rest}");
+    }
+
     let (code, rest) = demo.stop(Signal::SIGINT);
     assert_eq!(code, Some(0), "{rest}");
     assert!(
