@@ -55,12 +55,19 @@ impl Reader {
     /// histograms; each series is `(labels, pid, value)` with `labels` a dict sorted by
     /// name, `pid` a string for gauges in the `all` modes, and `value` a float, a
     /// `(count, sum)` for summaries or a `(bucket_counts, sum)` for histograms, the counts
-    /// per bucket, not cumulative.
-    #[pyo3(signature = (prefixes=Vec::new()))]
-    fn collect<'py>(&self, py: Python<'py>, prefixes: Vec<String>) -> PyResult<Bound<'py, PyList>> {
+    /// per bucket, not cumulative. With `process_metrics`, the `process_*` families of the
+    /// live writers (read from `/proc`, a `pid` label each) follow, whatever the prefixes.
+    #[pyo3(signature = (prefixes=Vec::new(), process_metrics=false))]
+    fn collect<'py>(
+        &self,
+        py: Python<'py>,
+        prefixes: Vec<String>,
+        process_metrics: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         let filter = PrefixFilter::new(prefixes);
         let scrape = py.detach(|| {
             let mut state = self.lock();
+            state.reader.set_process_metrics(process_metrics);
             let scrape = state.reader.snapshot();
             state.last = scrape.report.clone();
             scrape
@@ -74,13 +81,19 @@ impl Reader {
         {
             out.append(family_to_py(py, family)?)?;
         }
+        for family in &shmetrics_reader::process::families(&scrape.report) {
+            if scrape.snapshot.family(&family.name).is_none() {
+                out.append(family_to_py(py, family)?)?;
+            }
+        }
         Ok(out)
     }
 
     /// The merged directory rendered as Prometheus text (or OpenMetrics), filtered by
     /// family-name prefixes; with `self_metrics`, the reader's own `shmetrics_reader_*`
-    /// families are appended.
-    #[pyo3(signature = (openmetrics=false, prefixes=Vec::new(), self_metrics=false, escaping="underscores"))]
+    /// families are appended; with `process_metrics`, the live writers' `process_*`
+    /// families.
+    #[pyo3(signature = (openmetrics=false, prefixes=Vec::new(), self_metrics=false, escaping="underscores", process_metrics=false))]
     fn render<'py>(
         &self,
         py: Python<'py>,
@@ -88,6 +101,7 @@ impl Reader {
         prefixes: Vec<String>,
         self_metrics: bool,
         escaping: &str,
+        process_metrics: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let escaping = shmetrics_reader::Escaping::parse(escaping).ok_or_else(|| {
             PyValueError::new_err(format!(
@@ -103,6 +117,7 @@ impl Reader {
         let text = py
             .detach(|| {
                 let mut state = self.lock();
+                state.reader.set_process_metrics(process_metrics);
                 let mut out = FallibleVec(Vec::new());
                 let report = state.reader.scrape_escaped(
                     format,

@@ -378,6 +378,12 @@ impl Directory {
             merger.link(&mut t.seg, &mut t.links);
             if t.seg.live {
                 report.live_segments += 1;
+                if !t.seg.header.is_archive() {
+                    report.live_writers.insert(crate::process::WriterId {
+                        pid: t.seg.header.pid,
+                        start_time_ticks: t.seg.header.start_time_ticks,
+                    });
+                }
             } else {
                 report.dead_segments += 1;
             }

@@ -27,6 +27,7 @@ mod filter;
 pub mod inspect;
 pub mod legacy;
 mod merge;
+pub mod process;
 pub mod render;
 mod report;
 mod segment;
@@ -81,6 +82,8 @@ pub struct Reader {
     archive_part_size: usize,
     /// The compactor whose figures this reader reports (`follow_compactor`).
     followed: Option<CompactorHandle>,
+    /// Whether snapshots read the live writers' process metrics (`set_process_metrics`).
+    process_metrics: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -105,6 +108,7 @@ impl Reader {
             compaction: Schedule::default(),
             archive_part_size: DEFAULT_ARCHIVE_PART_SIZE,
             followed: None,
+            process_metrics: false,
         })
     }
 
@@ -184,6 +188,14 @@ impl Reader {
         self.merger.set_resident_budget(bytes);
     }
 
+    /// Whether each snapshot reads the process metrics of the live writers from `/proc`
+    /// ([`process`]: `process_cpu_seconds_total`, memory, open and maximum file descriptors,
+    /// start time, each with a `pid` label), rendered beside the merged families whatever
+    /// the prefix filter. Off by default.
+    pub fn set_process_metrics(&mut self, on: bool) {
+        self.process_metrics = on;
+    }
+
     /// The directory read.
     pub fn dir(&self) -> &Path {
         self.directory.path()
@@ -227,6 +239,9 @@ impl Reader {
             self.directory.log().conflict(c);
         }
         report.series = snapshot.series_count();
+        if self.process_metrics {
+            report.processes = Some(process::read(&report.live_writers));
+        }
         Scrape {
             snapshot,
             text,
@@ -300,10 +315,13 @@ impl Reader {
         self_metrics: bool,
     ) -> (Scrape, Vec<Family>) {
         let scrape = self.snapshot();
-        if !self_metrics {
-            return (scrape, Vec::new());
+        let mut own = process::families(&scrape.report);
+        if self_metrics {
+            own.extend(self_metrics::self_metrics(&scrape.report));
         }
-        let own = self_metrics::self_metrics(&scrape.report);
+        if own.is_empty() {
+            return (scrape, own);
+        }
         let (extra, _) = scrape.snapshot.extra_families(filter, own);
         (scrape, extra)
     }

@@ -265,7 +265,7 @@ impl std::fmt::Display for ConflictKind {
 }
 
 /// Everything a scrape skipped or found wrong, plus segment counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScrapeReport {
     /// Segments whose writer is alive.
     pub live_segments: usize,
@@ -288,6 +288,11 @@ pub struct ScrapeReport {
     /// Automatic compactions that failed in a row (0 after a success); each failure doubles
     /// the wait before the next attempt.
     pub compaction_failures: u32,
+    /// The writers of the live segments (a process once, whatever its segments).
+    pub live_writers: std::collections::BTreeSet<crate::process::WriterId>,
+    /// Their process metrics, when the reader reads them
+    /// ([`Reader::set_process_metrics`](crate::Reader::set_process_metrics)).
+    pub processes: Option<crate::process::ProcessReport>,
 }
 
 impl ScrapeReport {

@@ -106,6 +106,18 @@ pub fn self_metrics(report: &ScrapeReport) -> Vec<Family> {
         ),
     ]
     .into_iter()
+    .chain(report.processes.as_ref().map(|p| {
+        gauge(
+            "shmetrics_reader_process_metrics_writers",
+            "Live writers whose process metrics are reported, and those whose pid is not theirs \
+             in this pid namespace (no such process here, or another start time): never \
+             attributed.",
+            vec![
+                (vec![("state", "reported")], p.attributed as f64),
+                (vec![("state", "unattributed")], p.unattributed as f64),
+            ],
+        )
+    }))
     .filter(|f| !f.series.is_empty())
     .collect()
 }

@@ -560,6 +560,92 @@ fn listen_accepts_host_names() {
     );
 }
 
+/// Starts `shmetrics serve --listen 127.0.0.1:0 ARGS`; returns it, its address and its
+/// stderr after the `serving` line.
+fn start_serve(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    let addr = line
+        .strip_prefix("serving http://")
+        .and_then(|rest| rest.split_once("/metrics"))
+        .map(|(addr, _)| addr.to_owned())
+        .unwrap_or_else(|| panic!("{line:?}"));
+    (serve, addr, stderr)
+}
+
+/// `GET path` on `addr`: the whole response, headers included.
+fn get(addr: &str, path: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut out).unwrap();
+    out
+}
+
+/// `serve --process-metrics` gives each live writer's process metrics under its pid,
+/// whatever `--prefix` keeps, and none once it has exited.
+#[test]
+fn serve_process_metrics_name_each_live_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = generate(dir.path(), 2, 15, 1, &["--stay"]);
+    let mut workers = Stayers::parse(&out, 2);
+    let path = dir.path().to_str().unwrap();
+    let (mut serve, addr, _stderr) =
+        start_serve(&["--dir", path, "--process-metrics", "--prefix", "gen_c0"]);
+    let text = get(&addr, "/metrics");
+    for pid in &workers.0 {
+        for family in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("{family}{{pid=\"{pid}\"}} ")),
+                "{family} {pid}: {text}"
+            );
+        }
+    }
+    assert!(
+        text.contains("shmetrics_reader_process_metrics_writers{state=\"reported\"} 2.0"),
+        "{text}"
+    );
+    assert!(!text.contains("gen_c1"), "{text}");
+    workers.terminate();
+    // Bounded: until both have exited and released their segments.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = get(&addr, "/metrics");
+        if !text.contains("process_cpu_seconds_total{") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!text.contains("process_cpu_seconds_total{"), "{text}");
+    assert!(
+        text.contains("shmetrics_reader_process_metrics_writers{state=\"reported\"} 0.0"),
+        "{text}"
+    );
+    let _ = kill(Pid::from_raw(serve.id() as i32), Signal::SIGTERM);
+    assert!(serve.wait().unwrap().success());
+}
+
 /// A `--prefix` that keeps none of the directory's families (a misspelling: `vlm:`, `VLLM:`)
 /// is named in a warning by `dump`; `serve` warns, once, at its first snapshot with
 /// families, when its prefixes keep none of them (one of several matching nothing is how
@@ -592,37 +678,10 @@ fn a_prefix_that_matches_no_family_is_named() {
         String::from_utf8_lossy(&fine.stderr)
     );
 
-    let mut serve = Command::new(BIN)
-        .args([
-            "serve",
-            "--dir",
-            path,
-            "--listen",
-            "127.0.0.1:0",
-            "--prefix",
-            "VLLM:",
-            "--prefix",
-            "Gen_",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-    let addr = line
-        .strip_prefix("serving http://")
-        .and_then(|rest| rest.split_once("/metrics"))
-        .map(|(addr, _)| addr.to_owned())
-        .unwrap_or_else(|| panic!("{line:?}"));
+    let (mut serve, addr, mut stderr) =
+        start_serve(&["--dir", path, "--prefix", "VLLM:", "--prefix", "Gen_"]);
     for _ in 0..2 {
-        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-        std::io::Write::write_all(
-            &mut conn,
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        std::io::Read::read_to_end(&mut conn, &mut Vec::new()).unwrap();
+        get(&addr, "/metrics");
     }
     let _ = kill(Pid::from_raw(serve.id() as i32), Signal::SIGTERM);
     serve.wait().unwrap();

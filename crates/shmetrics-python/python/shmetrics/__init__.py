@@ -85,14 +85,19 @@ def generate_latest(
     prefixes: Iterable[str] = (),
     self_metrics: bool = False,
     escaping: str = "underscores",
+    process_metrics: bool = False,
 ) -> bytes:
     """Merges the metrics directory (default ``PROMETHEUS_MULTIPROC_DIR``) and renders it as
     Prometheus text, or OpenMetrics with ``openmetrics=True``, keeping only families whose
     names start with one of ``prefixes`` (all when empty). The reader of each directory is
     kept between calls, so a steady-state call only reads values and renders. Names outside
     the classic character sets are escaped as ``escaping`` says (``underscores``,
-    ``allow-utf-8``, ``dots`` or ``values``, as ``prometheus_client``'s)."""
-    return _reader_for(path).render(openmetrics, list(prefixes), self_metrics, escaping)
+    ``allow-utf-8``, ``dots`` or ``values``, as ``prometheus_client``'s). With
+    ``process_metrics=True``, the process metrics of every live writer (``process_cpu_seconds_total``,
+    memory, file descriptors, start time; a ``pid`` label each, read from ``/proc``) follow,
+    whatever the prefixes: ``prometheus_client``'s process collector does not work in
+    multiprocess mode."""
+    return _reader_for(path).render(openmetrics, list(prefixes), self_metrics, escaping, process_metrics)
 
 
 def _drop_in_requested() -> bool:

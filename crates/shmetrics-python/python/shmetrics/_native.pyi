@@ -145,7 +145,7 @@ class Reader:
 
     def __init__(self, path: str) -> None: ...
     def collect(
-        self, prefixes: Sequence[str] = ...
+        self, prefixes: Sequence[str] = ..., process_metrics: bool = False
     ) -> List[Tuple[str, str, str, Optional[List[float]], List[_Series]]]: ...
     def render(
         self,
@@ -153,6 +153,7 @@ class Reader:
         prefixes: Sequence[str] = ...,
         self_metrics: bool = False,
         escaping: str = "underscores",
+        process_metrics: bool = False,
     ) -> bytes: ...
     def last_report(self) -> Dict[str, Any]: ...
 

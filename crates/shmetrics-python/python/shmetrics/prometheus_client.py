@@ -214,10 +214,12 @@ class ShmetricsCollector:
     ``MultiProcessCollector``: shmetrics segments and ``prometheus_client`` ``*.db`` files,
     merged with ``MultiProcessCollector``'s rules, read incrementally (parsed metadata is
     kept between scrapes). ``prefixes`` keeps only families whose names start with one of
-    them (all when empty)::
+    them (all when empty); ``process_metrics=True`` adds the process metrics of every live
+    writer (``process_cpu_seconds_total`` and the others of ``prometheus_client``'s process
+    collector, which does not work in multiprocess mode, with a ``pid`` label each)::
 
         registry = CollectorRegistry()
-        ShmetricsCollector(registry, prefixes=["vllm:"])
+        ShmetricsCollector(registry, prefixes=["vllm:"], process_metrics=True)
         generate_latest(registry)
     """
 
@@ -226,9 +228,11 @@ class ShmetricsCollector:
         registry: Any,
         path: Optional[str] = None,
         prefixes: Iterable[str] = (),
+        process_metrics: bool = False,
     ) -> None:
         self._path = _multiproc_dir(path)
         self._prefixes = list(prefixes)
+        self._process_metrics = process_metrics
         self._reader = _reader(self._path)
         if registry:
             registry.register(self)
@@ -237,7 +241,7 @@ class ShmetricsCollector:
         """The merged families as ``prometheus_client`` ``Metric`` objects. What the reader
         left out or found damaged is logged once per file and reason (``last_report()`` has
         all of it)."""
-        return _collected(self._reader, self._prefixes)
+        return _collected(self._reader, self._prefixes, self._process_metrics)
 
     def last_report(self) -> Dict[str, Any]:
         """What the last collection skipped or found corrupt (see ``Reader.last_report``)."""
@@ -252,10 +256,10 @@ def _multiprocess_collector_collect(self: Any) -> List[Any]:
 _reported: set = set()
 
 
-def _collected(reader: Any, prefixes: List[str]) -> List[Any]:
+def _collected(reader: Any, prefixes: List[str], process_metrics: bool = False) -> List[Any]:
     """``reader``'s merged families as ``Metric`` objects, logging each problem of the
     collection once per (file, reason): a metric left out is said when it is read, too."""
-    families = reader.collect(prefixes)
+    families = reader.collect(prefixes, process_metrics)
     for path, reason, detail in reader.last_report()["problems"]:
         if (path, reason) not in _reported:
             _reported.add((path, reason))

@@ -102,6 +102,14 @@ pub(crate) struct HttpArgs {
     /// Leave out the shmetrics_* self-metrics.
     #[arg(long)]
     pub(crate) no_self_metrics: bool,
+    /// Serve the process metrics of every live writer, read from /proc at each scrape:
+    /// process_cpu_seconds_total, process_resident_memory_bytes,
+    /// process_virtual_memory_bytes, process_open_fds, process_max_fds and
+    /// process_start_time_seconds, each with a pid label (kept whatever --prefix says). A
+    /// writer whose pid is not its own here (another pid namespace) is only counted, in
+    /// shmetrics_reader_process_metrics_writers.
+    #[arg(long)]
+    pub(crate) process_metrics: bool,
     /// Reuse the latest snapshot for scrapes arriving less than N milliseconds after it was
     /// taken (0: only scrapes arriving while a snapshot is being taken share it).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -187,6 +195,7 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         max_requests_per_connection: args.max_requests_per_connection,
         max_body_bytes: args.max_body_mib.saturating_mul(1 << 20),
         max_scrape_bytes: args.max_scrape_mib.saturating_mul(1 << 20),
+        process_metrics: args.process_metrics,
     }
 }
 

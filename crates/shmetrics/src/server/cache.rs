@@ -119,12 +119,12 @@ impl Renderer {
         }
     }
 
-    /// The families rendered after the merged ones: self-metrics (when enabled), then the
-    /// embedder's, sorted by name. A name already present (among the kept merged families,
+    /// The families rendered after the merged ones: the writers' process metrics (when
+    /// read), self-metrics (when enabled), then the embedder's, sorted by name. A name already present (among the kept merged families,
     /// or earlier in this list) is emitted once: the first wins and the clash is logged
     /// once per name.
     fn extra_families(&self, scrape: &Scrape) -> Vec<Family> {
-        let mut extra = Vec::new();
+        let mut extra = shmetrics_reader::process::families(&scrape.report);
         if self.self_metrics {
             extra.extend(shmetrics_reader::self_metrics(&scrape.report));
             extra.extend(self.server_metrics.families());

@@ -176,6 +176,10 @@ pub struct ServerOptions {
     /// 32 MiB are rendered once per snapshot and shared; larger ones are streamed, so
     /// this limit bounds the work and bytes of one scrape, not its memory.
     pub max_scrape_bytes: u64,
+    /// Serve the process metrics of every live writer (`process_cpu_seconds_total`,
+    /// memory, file descriptors, start time, each with a `pid` label), read from `/proc` at
+    /// each snapshot (`shmetrics_reader::process`); kept whatever the prefixes. Default off.
+    pub process_metrics: bool,
 }
 
 impl ServerOptions {
@@ -198,6 +202,7 @@ impl ServerOptions {
             max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_scrape_bytes: DEFAULT_MAX_SCRAPE_BYTES,
+            process_metrics: false,
         }
     }
 }
@@ -249,6 +254,7 @@ impl Server {
     pub fn bind(options: ServerOptions) -> Result<Self, ServerError> {
         let mut reader = Reader::open(&options.dir)?;
         reader.set_resident_budget(options.resident_budget);
+        reader.set_process_metrics(options.process_metrics);
         let compactor = match options.compact_interval {
             Some(interval) => {
                 let mut compactor = Compactor::open(&options.dir, interval)?;
