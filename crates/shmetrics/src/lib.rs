@@ -27,6 +27,7 @@
 mod dir_source;
 pub mod prometheus_client_collector;
 pub mod prometheus_collector;
+pub mod push;
 pub mod server;
 
 pub use shmetrics_reader::{Format, PrefixFilter, Reader, ReaderError, ScrapeReport};

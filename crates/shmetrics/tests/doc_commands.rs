@@ -46,6 +46,8 @@ enum Plan {
     Prometheus,
     /// `shmetrics serve`: started, asked for `/health`, stopped with SIGTERM.
     Serve,
+    /// `shmetrics push` to a pushgateway the test starts where the block says.
+    Push,
     /// Runs to completion; must exit 0.
     Run,
     /// Run as printed by another part of the test command (the text names it and is
@@ -81,6 +83,11 @@ const PLANS: &[(&str, &str, Plan)] = &[
         "README.md",
         "shmetrics serve --dir /run/metrics --prefix vllm: --prefix lmcache:",
         Plan::Serve,
+    ),
+    (
+        "README.md",
+        "shmetrics push --gateway http://127.0.0.1:9091",
+        Plan::Push,
     ),
     (
         "README.md",
@@ -528,7 +535,7 @@ fn the_runnable_blocks_run_as_printed() {
             "Server is ready to receive web requests.",
             true,
         );
-        let query = "curl -s 'http://127.0.0.1:9091/api/v1/query?query=count(vllm:num_requests_running%7Bjob%3D%22vllm-engines%22%7D)'";
+        let query = "curl -s 'http://127.0.0.1:9190/api/v1/query?query=count(vllm:num_requests_running%7Bjob%3D%22vllm-engines%22%7D)'";
         let mut answer = String::new();
         for _ in 0..100 {
             answer = String::from_utf8_lossy(&sandbox.output(query).stdout).into_owned();
@@ -589,6 +596,65 @@ fn the_runnable_blocks_run_as_printed() {
     );
     let (code, rest) = serve.stop(Signal::SIGTERM);
     assert_eq!(code, Some(0), "{rest}");
+
+    // push, to Debian's pushgateway on its default port, as printed, with the same
+    // scratch directory (a few segments in it).
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:9091").is_ok(),
+        "port 9091 is taken: README's push command pushes there, as printed"
+    );
+    let gateway = Command::new("prometheus-pushgateway")
+        .arg("--web.listen-address=127.0.0.1:9091")
+        // Debian's build persists to /var/lib/prometheus by default: in memory only.
+        .arg("--persistence.file=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match gateway {
+        Err(e) => assert!(!support::required(), "prometheus-pushgateway: {e}"),
+        Ok(child) => {
+            let gateway = Background(child, None);
+            let out = Command::new(BIN)
+                .args([
+                    "generate",
+                    "--processes",
+                    "2",
+                    "--series",
+                    "15",
+                    "--ops",
+                    "3",
+                    "--dir",
+                ])
+                .arg(&scratch)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let [push] = &block(|p| matches!(p, Plan::Push))[..] else {
+                panic!("one push block");
+            };
+            let text = push.text.replace("/run/metrics", scratch.to_str().unwrap());
+            let mut pushed = None;
+            for _ in 0..100 {
+                // Until the gateway listens (the push itself retries, but not for long).
+                let out = sandbox.output(&text);
+                if out.status.success() {
+                    pushed = Some(out);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(pushed.is_some(), "the push never succeeded");
+            let metrics = sandbox.output("curl -s http://127.0.0.1:9091/metrics");
+            let metrics = String::from_utf8_lossy(&metrics.stdout);
+            assert!(
+                metrics.contains(
+                    "gen_c0_total{instance=\"node-3\",job=\"nightly-eval\",series=\"0\"} 6\n"
+                ),
+                "{metrics}"
+            );
+            gateway.stop(Signal::SIGTERM);
+        }
+    }
 
     // The blocks that run to completion.
     for b in block(|p| matches!(p, Plan::Run)) {

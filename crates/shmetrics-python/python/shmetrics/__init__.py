@@ -35,6 +35,7 @@ from ._native import (
     default_registry,
     fork_recreations,
 )
+from ._push import push_to_gateway, pushadd_to_gateway
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -50,6 +51,8 @@ __all__ = [
     "default_registry",
     "fork_recreations",
     "generate_latest",
+    "push_to_gateway",
+    "pushadd_to_gateway",
 ]
 
 #: Content type of :func:`generate_latest` output (Prometheus text format 0.0.4).

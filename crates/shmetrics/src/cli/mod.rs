@@ -10,6 +10,7 @@ mod generate;
 mod http;
 mod inspect;
 mod man;
+mod push;
 mod run;
 mod serve;
 
@@ -24,7 +25,7 @@ use error::CliError;
 #[command(
     name = "shmetrics",
     version,
-    about = "Multi-process Prometheus metrics in shared memory: serve a metrics directory on /metrics, run a command with one, and dump, inspect, compact or generate metrics directories.",
+    about = "Multi-process Prometheus metrics in shared memory: serve a metrics directory on /metrics, run a command with one, push one to a Pushgateway, and dump, inspect, compact or generate metrics directories.",
     // clap_complete and clap_mangen name the program from here.
     bin_name = "shmetrics",
     long_about = None,
@@ -71,6 +72,8 @@ enum Command {
     /// One engine process of `demo` (internal).
     #[command(hide = true)]
     DemoEngine(demo::DemoEngineArgs),
+    /// Push the merged directory to a Prometheus Pushgateway, once or every N seconds.
+    Push(push::PushArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print the manual page, or write one per subcommand into a directory.
@@ -90,6 +93,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::run(&args).map(done),
         Command::DemoEngine(args) => demo::run_engine(&args).map(done),
+        Command::Push(args) => push::run(&args),
         Command::Completions(args) => completions::run(&args).map(done),
         Command::Man(args) => man::run(&args).map(done),
     }
