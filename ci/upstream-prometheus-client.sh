@@ -33,7 +33,9 @@ release_venv() {
   local version=$1; shift
   local dir=$cache/pc-$version
   [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
-  "$dir/bin/python" -m pip install "${pip_quiet[@]}" "prometheus_client==$version" pytest==9.2.0 "$@" >&2
+  # gunicorn: shmetrics' own tests run its command line (test_docs.py), pinned as there.
+  "$dir/bin/python" -m pip install "${pip_quiet[@]}" "prometheus_client==$version" pytest==9.2.0 \
+    "$(grep '^gunicorn==' ci/python-requirements.txt)" "$@" >&2
   "$dir/bin/python" -m pip install "${pip_quiet[@]}" --force-reinstall --no-deps "$wheel" >&2
   echo "$dir"
 }

@@ -131,12 +131,24 @@ impl PushTarget {
             ));
         };
         let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse() {
-                Ok(port) => (h, port),
+        // HOST, HOST:PORT, [V6] or [V6]:PORT.
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((h, "")) => (h, None),
+                Some((h, rest)) => (h, Some(rest.strip_prefix(':').unwrap_or(rest))),
+                None => return invalid(format!("pushgateway URL {gateway:?}: no closing ]")),
+            },
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        let port = match port {
+            None => 9091,
+            Some(p) => match p.parse() {
+                Ok(port) => port,
                 Err(_) => return invalid(format!("pushgateway URL {gateway:?}: bad port {p:?}")),
             },
-            _ => (authority, 9091),
         };
         if host.is_empty() {
             return invalid(format!("pushgateway URL {gateway:?}: no host"));
@@ -327,6 +339,8 @@ mod tests {
         assert_eq!(t.url(), "http://127.0.0.1:9091/metrics/job/j");
         let t = PushTarget::new("http://[::1]:9100", "j", &[]).unwrap();
         assert_eq!(t.url(), "http://[::1]:9100/metrics/job/j");
+        let t = PushTarget::new("http://[::1]/gw", "j", &[]).unwrap();
+        assert_eq!(t.url(), "http://[::1]:9091/gw/metrics/job/j");
     }
 
     #[test]
@@ -343,6 +357,14 @@ mod tests {
             "pushgateway URL \"http://gw:x\": bad port \"x\""
         );
         assert_eq!(err("http://gw", "", &[]), "the job name is empty");
+        assert_eq!(
+            err("http://[::1:9091", "j", &[]),
+            "pushgateway URL \"http://[::1:9091\": no closing ]"
+        );
+        assert_eq!(
+            err("http://:9091", "j", &[]),
+            "pushgateway URL \"http://:9091\": no host"
+        );
         assert_eq!(
             err("http://gw", "j", &[("job", "x")]),
             "grouping label \"job\" is not a label name other than job"
