@@ -56,8 +56,8 @@ pub(crate) struct Renderer {
     pub(crate) stream_permits: Arc<tokio::sync::Semaphore>,
     /// Names of extra families already reported as duplicates.
     logged: Mutex<HashSet<String>>,
-    /// Whether the prefixes were checked against a directory with families.
-    prefixes_checked: Mutex<bool>,
+    /// Checks the prefixes, once, against the first directory with families.
+    prefixes_checked: std::sync::Once,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -87,7 +87,7 @@ impl Renderer {
             max_whole_body: MAX_WHOLE_BODY,
             stream_permits: Arc::new(tokio::sync::Semaphore::new(STREAM_RENDERS)),
             logged: Mutex::new(HashSet::new()),
-            prefixes_checked: Mutex::new(false),
+            prefixes_checked: std::sync::Once::new(),
         }
     }
 
@@ -101,22 +101,17 @@ impl Renderer {
         if families.is_empty() || self.filter.prefixes().is_empty() {
             return;
         }
-        let mut checked = self
-            .prefixes_checked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if std::mem::replace(&mut *checked, true) {
-            return;
-        }
-        let unmatched = self.filter.unmatched(families.iter().map(|f| &*f.name));
-        if unmatched.len() == self.filter.prefixes().len() {
-            log::warn!(
-                "--prefix {} matches none of the {} families in the directory: /metrics serves \
-                 none of them (names are case-sensitive: vllm:, lmcache:, dynamo_)",
-                unmatched.join(", --prefix "),
-                families.len()
-            );
-        }
+        self.prefixes_checked.call_once(|| {
+            let unmatched = self.filter.unmatched(families.iter().map(|f| &*f.name));
+            if unmatched.len() == self.filter.prefixes().len() {
+                log::warn!(
+                    "--prefix {} matches none of the {} families in the directory: /metrics \
+                     serves none of them (names are case-sensitive: vllm:, lmcache:, dynamo_)",
+                    unmatched.join(", --prefix "),
+                    families.len()
+                );
+            }
+        });
     }
 
     /// The families rendered after the merged ones: the writers' process metrics (when
