@@ -345,6 +345,21 @@ fn prometheus_binary() -> Option<(PathBuf, String)> {
     None
 }
 
+/// The Prometheus binary; `None` (the test skipped) when it is not installed, a failure when
+/// validators are required.
+fn prometheus_or_skip() -> Option<PathBuf> {
+    let Some((binary, version)) = prometheus_binary() else {
+        assert!(
+            !required(),
+            "the prometheus server binary is not installed (Debian package prometheus)"
+        );
+        eprintln!("prometheus not available: end-to-end test skipped");
+        return None;
+    };
+    eprintln!("using {} ({version})", binary.display());
+    Some(binary)
+}
+
 /// A Prometheus configuration: a 1 s scrape interval and one static job per
 /// `(job, target)`.
 fn prometheus_config(jobs: &[(&str, SocketAddr)]) -> String {
@@ -676,15 +691,9 @@ fn check_job(prom: &Prometheus, job: &str, target: SocketAddr) {
 fn prometheus_scrapes_exact_values_in_openmetrics_and_text() {
     let started = Instant::now();
     let deadline = Deadline(started + TEST_LIMIT);
-    let Some((binary, version)) = prometheus_binary() else {
-        assert!(
-            !required(),
-            "the prometheus server binary is not installed (Debian package prometheus)"
-        );
-        eprintln!("prometheus not available: end-to-end test skipped");
+    let Some(binary) = prometheus_or_skip() else {
         return;
     };
-    eprintln!("using {} ({version})", binary.display());
 
     let work = tempfile::tempdir().expect("temporary directory");
     let dir = work.path().join("metrics");
@@ -801,15 +810,9 @@ fn within(v: (&str, f64), lo: f64, hi: f64) {
 fn prometheus_sees_a_coherent_demo() {
     let started = Instant::now();
     let deadline = Deadline(started + TEST_LIMIT);
-    let Some((binary, version)) = prometheus_binary() else {
-        assert!(
-            !required(),
-            "the prometheus server binary is not installed (Debian package prometheus)"
-        );
-        eprintln!("prometheus not available: end-to-end test skipped");
+    let Some(binary) = prometheus_or_skip() else {
         return;
     };
-    eprintln!("using {} ({version})", binary.display());
     let work = tempfile::tempdir().expect("temporary directory");
     let (mut demo, target) = start_demo(
         &[

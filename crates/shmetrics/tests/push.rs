@@ -13,14 +13,9 @@ use nix::unistd::Pid;
 
 mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
+use support::shmetrics;
 
-fn shmetrics(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run shmetrics")
-}
+const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
 
 /// `shmetrics push --gateway URL --job j --dir PATH EXTRA...`.
 fn push_job_j(url: &str, path: &str, extra: &[&str]) -> Output {
