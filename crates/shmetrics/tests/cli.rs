@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -12,9 +12,12 @@ use nix::unistd::Pid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
 
-mod support;
-
-use support::shmetrics;
+fn shmetrics(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run shmetrics")
+}
 
 /// Runs shmetrics, requires success, returns stdout.
 fn ok(args: &[&str]) -> String {

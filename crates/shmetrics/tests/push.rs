@@ -13,9 +13,14 @@ use nix::unistd::Pid;
 
 mod support;
 
-use support::shmetrics;
-
 const BIN: &str = env!("CARGO_BIN_EXE_shmetrics");
+
+fn shmetrics(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run shmetrics")
+}
 
 /// `shmetrics push --gateway URL --job j --dir PATH EXTRA...`.
 fn push_job_j(url: &str, path: &str, extra: &[&str]) -> Output {

@@ -9,14 +9,6 @@ use std::process::{Command, Stdio};
 
 pub(crate) mod engines;
 
-/// Runs the `shmetrics` binary under test with `args`; its output.
-pub(crate) fn shmetrics(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_shmetrics"))
-        .args(args)
-        .output()
-        .expect("run shmetrics")
-}
-
 /// Whether a missing validator fails the test.
 pub(crate) fn required() -> bool {
     std::env::var("SHMETRICS_REQUIRE_VALIDATORS").is_ok_and(|v| v == "1")
