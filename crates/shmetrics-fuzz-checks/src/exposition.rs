@@ -190,6 +190,16 @@ fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<It
                 read_count_and_sum(next(), next(), name, *count, *sum, &expected(vec![]));
             }
         }
+        // OpenMetrics ends a counter's, histogram's or summary's series with its creation
+        // time, when known.
+        if let Some(created) = series.created_seconds()
+            && format == Format::OpenMetrics
+            && family.kind != MetricKind::Gauge
+        {
+            let (labels, value) = read_sample(next(), name, "_created");
+            assert_eq!(labels, expected(vec![]));
+            assert_same_f64(parse_f64(value), created);
+        }
     }
 }
 

@@ -1067,6 +1067,9 @@ impl Harness {
                     family_id: family_ids[f],
                     slot_offset: 0,
                     label_values: values.clone(),
+                    // The writer stamps each series with its creation time: only the
+                    // record's length matters here.
+                    created_unix_nanos: Some(0),
                     process: None,
                     exact_parts: Vec::new(),
                 }

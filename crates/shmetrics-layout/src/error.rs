@@ -21,7 +21,8 @@ pub enum LayoutError {
     EndianMismatch,
     /// A layout version this reader does not know.
     #[error(
-        "unsupported layout version {0} (this build reads version {current})",
+        "unsupported layout version {0} (this build reads versions {oldest} to {current})",
+        oldest = crate::OLDEST_LAYOUT_VERSION,
         current = crate::LAYOUT_VERSION
     )]
     UnsupportedVersion(u32),
@@ -154,6 +155,9 @@ pub enum RecordFault {
     /// An exact part is infinite or NaN.
     #[error("an exact part is not finite")]
     ExactPartNotFinite,
+    /// A series record's flags hold a bit this reader does not know.
+    #[error("unknown series flags {0:#x}")]
+    UnknownSeriesFlags(u16),
     /// A slot offset that is not a multiple of 8.
     #[error("unaligned slot offset {0}")]
     UnalignedSlot(u64),
@@ -230,8 +234,6 @@ pub enum RecordPart {
     RecordHeader,
     /// A family record.
     Family,
-    /// A series record.
-    Series,
     /// A series record's process.
     Process,
     /// A folded-segment record.
@@ -245,7 +247,6 @@ impl fmt::Display for RecordPart {
         f.write_str(match self {
             Self::RecordHeader => "record header",
             Self::Family => "family",
-            Self::Series => "series",
             Self::Process => "process",
             Self::Folded => "folded",
             Self::Part => "part",

@@ -14,8 +14,12 @@ use crate::LayoutError;
 pub const MAGIC: [u8; 8] = *b"SHMETRIC";
 /// Written as a native `u32`; reads back differently on a machine of the other byte order.
 pub const ENDIAN_MARK: u32 = 0x0102_0304;
-/// The layout version this crate writes and reads.
-pub const LAYOUT_VERSION: u32 = 1;
+/// The layout version this crate writes. Version 2 added series creation times
+/// (`record::SERIES_FLAG_CREATED`); a reader reads every version from
+/// [`OLDEST_LAYOUT_VERSION`] to this one.
+pub const LAYOUT_VERSION: u32 = 2;
+/// The oldest layout version this crate reads.
+pub const OLDEST_LAYOUT_VERSION: u32 = 1;
 /// Size of the header in bytes; metadata records start right after it.
 pub const HEADER_SIZE: usize = 128;
 /// Smallest segment file accepted.
@@ -130,7 +134,7 @@ impl SegmentHeader {
         if self.endian != ENDIAN_MARK {
             return Err(LayoutError::EndianMismatch);
         }
-        if self.version != LAYOUT_VERSION {
+        if !(OLDEST_LAYOUT_VERSION..=LAYOUT_VERSION).contains(&self.version) {
             return Err(LayoutError::UnsupportedVersion(self.version));
         }
         if self.header_size as usize != HEADER_SIZE {
@@ -217,8 +221,12 @@ mod tests {
                 LayoutError::EndianMismatch,
             ),
             (
-                Box::new(|h| h.version = 2),
-                LayoutError::UnsupportedVersion(2),
+                Box::new(|h| h.version = LAYOUT_VERSION + 1),
+                LayoutError::UnsupportedVersion(3),
+            ),
+            (
+                Box::new(|h| h.version = 0),
+                LayoutError::UnsupportedVersion(0),
             ),
             (
                 Box::new(|h| h.header_size = 64),
@@ -268,5 +276,9 @@ mod tests {
             SegmentHeader::parse(&[0u8; 10], 10),
             Err(LayoutError::TruncatedHeader { len: 10 })
         );
+        // Segments of layout version 1 (no series creation times) are still read.
+        let mut v1 = good;
+        v1.version = OLDEST_LAYOUT_VERSION;
+        assert_eq!(SegmentHeader::parse(bytemuck::bytes_of(&v1), 8192), Ok(v1));
     }
 }

@@ -510,6 +510,7 @@ mod tests {
             family_id: i as u32,
             slot_offset: 0,
             label_values: &labels[i % 2],
+            created_unix_nanos: (!i.is_multiple_of(3)).then_some(1_000 + i as u64),
             process,
             exact_parts,
         };

@@ -39,8 +39,8 @@ pub mod view;
 pub use error::{DefinitionError, LayoutError, RecordFault, RecordPart, TextField};
 pub use header::{
     DROPPED_SERIES_WORD, ENDIAN_MARK, FLAG_ARCHIVE, HEADER_SIZE, LAYOUT_VERSION, MAGIC,
-    MAX_SEGMENT_SIZE, META_LEN_WORD, MIN_SEGMENT_SIZE, SLOT_FLOOR_WORD, SegmentHeader,
-    SegmentIdentity, check_bounds,
+    MAX_SEGMENT_SIZE, META_LEN_WORD, MIN_SEGMENT_SIZE, OLDEST_LAYOUT_VERSION, SLOT_FLOOR_WORD,
+    SegmentHeader, SegmentIdentity, check_bounds,
 };
 pub use kind::{GaugeMode, MetricKind, UnknownGaugeMode, suffix};
 

@@ -28,6 +28,9 @@ pub const RECORD_EXACT_SERIES: u16 = 5;
 pub const RECORD_PART: u16 = 6;
 /// Most partials an exact value may have (an exact sum of `f64`s needs at most 40).
 pub const MAX_EXACT_PARTS: usize = 64;
+/// Series flag: the fixed part is followed by the series' creation time (`u64`, ns since
+/// the Unix epoch). Layout version 2.
+pub const SERIES_FLAG_CREATED: u16 = 1;
 /// Largest record accepted, in bytes.
 pub const MAX_RECORD_LEN: usize = 1 << 20;
 /// Gauge-mode byte of a family that is not a gauge.
@@ -63,7 +66,8 @@ struct FamilyFixed {
 struct SeriesFixed {
     family_id: u32,
     label_count: u16,
-    reserved: u16,
+    /// [`SERIES_FLAG_CREATED`] or `0`.
+    flags: u16,
     slot_offset: u64,
 }
 
@@ -134,6 +138,10 @@ pub struct SeriesRecord {
     pub slot_offset: u64,
     /// Label values, in the order of the family's label names.
     pub label_values: Vec<String>,
+    /// When the series was created, in ns since the Unix epoch (in an archive: the oldest
+    /// creation among the processes folded into it); `None` in segments of layout version 1,
+    /// where the segment's creation time stands in.
+    pub created_unix_nanos: Option<u64>,
     /// In an archive, the dead process a gauge of mode `all` was read from: that mode keeps
     /// one value per process (with a `pid` label). `None` everywhere else.
     pub process: Option<ProcessOf>,
@@ -155,6 +163,8 @@ pub struct SeriesFields<'a> {
     pub slot_offset: u64,
     /// As [`SeriesRecord::label_values`].
     pub label_values: &'a [String],
+    /// As [`SeriesRecord::created_unix_nanos`].
+    pub created_unix_nanos: Option<u64>,
     /// As [`SeriesRecord::process`].
     pub process: Option<ProcessOf>,
     /// As [`SeriesRecord::exact_parts`].
@@ -436,6 +446,7 @@ impl SeriesRecord {
             family_id: self.family_id,
             slot_offset: self.slot_offset,
             label_values: &self.label_values,
+            created_unix_nanos: self.created_unix_nanos,
             process: self.process,
             exact_parts: &self.exact_parts,
         }
@@ -482,8 +493,13 @@ impl SeriesFields<'_> {
             0 => 0,
             n => std::mem::size_of::<ExactFixed>() + 8 * n,
         };
+        let created = match self.created_unix_nanos {
+            Some(_) => 8,
+            None => 0,
+        };
         record_len(
             std::mem::size_of::<SeriesFixed>()
+                + created
                 + process
                 + exact
                 + self.label_values.iter().map(|v| str_len(v)).sum::<usize>(),
@@ -503,10 +519,16 @@ impl EncodeRecord for SeriesFields<'_> {
         let fixed = SeriesFixed {
             family_id: self.family_id,
             label_count: self.label_values.len() as u16,
-            reserved: 0,
+            flags: match self.created_unix_nanos {
+                Some(_) => SERIES_FLAG_CREATED,
+                None => 0,
+            },
             slot_offset: self.slot_offset,
         };
         out.extend_from_slice(bytemuck::bytes_of(&fixed));
+        if let Some(created) = self.created_unix_nanos {
+            out.extend_from_slice(&created.to_ne_bytes());
+        }
         if let Some(p) = self.process {
             let process = ProcessFixed {
                 pid: p.pid,
@@ -688,9 +710,15 @@ enum SeriesExtra {
 
 fn parse_series(c: &mut Cursor<'_>, extra: SeriesExtra) -> Result<SeriesRecord, LayoutError> {
     let fixed: SeriesFixed = c.pod()?;
-    if fixed.reserved != 0 {
-        return Err(c.fail(RecordFault::ReservedNotZero(RecordPart::Series)));
+    if fixed.flags & !SERIES_FLAG_CREATED != 0 {
+        return Err(c.fail(RecordFault::UnknownSeriesFlags(fixed.flags)));
     }
+    let created_unix_nanos = if fixed.flags & SERIES_FLAG_CREATED != 0 {
+        let created: u64 = c.pod()?;
+        Some(created)
+    } else {
+        None
+    };
     let process = if extra == SeriesExtra::Process {
         let p: ProcessFixed = c.pod()?;
         if p.reserved != 0 {
@@ -732,6 +760,7 @@ fn parse_series(c: &mut Cursor<'_>, extra: SeriesExtra) -> Result<SeriesRecord, 
         family_id: fixed.family_id,
         slot_offset: fixed.slot_offset,
         label_values,
+        created_unix_nanos,
         process,
         exact_parts,
     })
@@ -863,6 +892,7 @@ mod tests {
             family_id: 3,
             slot_offset: 4096,
             label_values: vec!["llama".into(), "0".into()],
+            created_unix_nanos: Some(1_764_000_000_123_456_789),
             process: None,
             exact_parts: Vec::new(),
         }
@@ -976,7 +1006,8 @@ mod tests {
             ..series()
         }
         .encode();
-        bad[32..40].copy_from_slice(&f64::NAN.to_ne_bytes());
+        // After the header (8), the fixed part (16), the creation time (8) and the count (8).
+        bad[40..48].copy_from_slice(&f64::NAN.to_ne_bytes());
         let err = parse_records(&bad, 0).next().unwrap().unwrap_err();
         assert!(err.to_string().contains("not finite"), "{err}");
     }
@@ -1077,10 +1108,34 @@ mod tests {
         assert!(err.to_string().contains("invalid label name"), "{err}");
 
         let mut bytes = series().encode();
-        // The first label value starts after header (8), fixed part (16) and its length (4).
-        bytes[28] = 0xFF;
+        // The first label value starts after header (8), fixed part (16), creation time (8)
+        // and its length (4).
+        bytes[36] = 0xFF;
         let err = parse_records(&bytes, 0).next().unwrap().unwrap_err();
         assert!(err.to_string().contains("not UTF-8"), "{err}");
+
+        // Flags: bit 0 says a creation time follows; any other bit is refused.
+        let mut bytes = series().encode();
+        bytes[14] |= 0x2;
+        let err = parse_records(&bytes, 0).next().unwrap().unwrap_err();
+        assert!(
+            err.to_string().contains("unknown series flags 0x3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn series_records_of_version_1_have_no_creation_time() {
+        let old = SeriesRecord {
+            created_unix_nanos: None,
+            ..series()
+        };
+        let bytes = old.encode();
+        // Version 1's layout: header, fixed part with zero flags, the label values.
+        assert_eq!(bytes[14..16], [0, 0]);
+        assert_eq!(bytes.len(), series().encode().len() - 8);
+        let parsed = parse_records(&bytes, 0).next().unwrap().unwrap();
+        assert_eq!(parsed.0, Record::Series(old));
     }
 
     proptest::proptest! {

@@ -73,6 +73,7 @@ fn segment_image_round_trips_through_the_word_view() {
             family_id: 0,
             slot_offset: hist_slots as u64,
             label_values: vec!["é \"x\"".into()],
+            created_unix_nanos: Some(1_700_000_000_000_000_000),
             process: None,
             exact_parts: Vec::new(),
         }
@@ -84,6 +85,7 @@ fn segment_image_round_trips_through_the_word_view() {
             family_id: 1,
             slot_offset: gauge_slots as u64,
             label_values: vec![],
+            created_unix_nanos: None,
             process: None,
             exact_parts: Vec::new(),
         }

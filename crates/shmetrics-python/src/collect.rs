@@ -57,12 +57,16 @@ impl Reader {
     /// `(count, sum)` for summaries or a `(bucket_counts, sum)` for histograms, the counts
     /// per bucket, not cumulative. With `process_metrics`, the `process_*` families of the
     /// live writers (read from `/proc`, a `pid` label each) follow, whatever the prefixes.
-    #[pyo3(signature = (prefixes=Vec::new(), process_metrics=false))]
+    /// With `created`, each series is `(labels, pid, value, created)`, `created` the
+    /// series' creation time in seconds since the epoch for counters, histograms and
+    /// summaries (the oldest among the processes that have it), else `None`.
+    #[pyo3(signature = (prefixes=Vec::new(), process_metrics=false, created=false))]
     fn collect<'py>(
         &self,
         py: Python<'py>,
         prefixes: Vec<String>,
         process_metrics: bool,
+        created: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let filter = PrefixFilter::new(prefixes);
         let scrape = py.detach(|| {
@@ -79,11 +83,11 @@ impl Reader {
             .iter()
             .filter(|f| filter.keeps(&f.name))
         {
-            out.append(family_to_py(py, family)?)?;
+            out.append(family_to_py(py, family, created)?)?;
         }
         for family in &shmetrics_reader::process::families(&scrape.report) {
             if scrape.snapshot.family(&family.name).is_none() {
-                out.append(family_to_py(py, family)?)?;
+                out.append(family_to_py(py, family, created)?)?;
             }
         }
         Ok(out)
@@ -92,8 +96,10 @@ impl Reader {
     /// The merged directory rendered as Prometheus text (or OpenMetrics), filtered by
     /// family-name prefixes; with `self_metrics`, the reader's own `shmetrics_reader_*`
     /// families are appended; with `process_metrics`, the live writers' `process_*`
-    /// families.
-    #[pyo3(signature = (openmetrics=false, prefixes=Vec::new(), self_metrics=false, escaping="underscores", process_metrics=false))]
+    /// families. With `created` (the default), OpenMetrics has a `_created` sample per
+    /// counter, histogram and summary series.
+    #[pyo3(signature = (openmetrics=false, prefixes=Vec::new(), self_metrics=false, escaping="underscores", process_metrics=false, created=true))]
+    #[allow(clippy::too_many_arguments)]
     fn render<'py>(
         &self,
         py: Python<'py>,
@@ -102,6 +108,7 @@ impl Reader {
         self_metrics: bool,
         escaping: &str,
         process_metrics: bool,
+        created: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let escaping = shmetrics_reader::Escaping::parse(escaping).ok_or_else(|| {
             PyValueError::new_err(format!(
@@ -118,6 +125,7 @@ impl Reader {
             .detach(|| {
                 let mut state = self.lock();
                 state.reader.set_process_metrics(process_metrics);
+                state.reader.set_created_series(created);
                 let mut out = FallibleVec(Vec::new());
                 let report = state.reader.scrape_escaped(
                     format,
@@ -144,7 +152,12 @@ impl Reader {
     }
 }
 
-fn family_to_py<'py>(py: Python<'py>, family: &Family) -> PyResult<Bound<'py, PyTuple>> {
+/// A family as `collect` returns it; with `created`, each series has its creation time.
+fn family_to_py<'py>(
+    py: Python<'py>,
+    family: &Family,
+    created: bool,
+) -> PyResult<Bound<'py, PyTuple>> {
     let series = PyList::empty(py);
     for s in &family.series {
         let labels = PyDict::new(py);
@@ -159,7 +172,11 @@ fn family_to_py<'py>(py: Python<'py>, family: &Family) -> PyResult<Bound<'py, Py
                 (buckets.clone(), *sum).into_pyobject(py)?.into_any()
             }
         };
-        series.append((labels, pid, value))?;
+        if created {
+            series.append((labels, pid, value, s.created_seconds()))?;
+        } else {
+            series.append((labels, pid, value))?;
+        }
     }
     let bounds = match family.kind {
         shmetrics_layout::MetricKind::Histogram => Some(

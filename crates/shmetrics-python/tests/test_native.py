@@ -221,7 +221,11 @@ def test_generate_latest_escapes_names_as_asked(registry, metrics_dir):
     ]
     assert sample() == ['my_dotted_total{lbl_x="v"} 2.0']
     assert sample(escaping="allow-utf-8") == ['{"my.dotted_total","lbl.x"="v"} 2.0']
-    assert sample(escaping="dots", openmetrics=True) == ['my_dot_dotted__total{lbl_dot_x="v"} 2.0']
+    assert sample(escaping="dots", openmetrics=True, created=False) == ['my_dot_dotted__total{lbl_dot_x="v"} 2.0']
+    # The whole sample name is escaped, as prometheus_client escapes `my.dotted_created`.
+    total, created = sample(escaping="dots", openmetrics=True)
+    assert total == 'my_dot_dotted__total{lbl_dot_x="v"} 2.0'
+    assert created.startswith('my_dot_dotted__created{lbl_dot_x="v"} 1'), created
     with pytest.raises(ValueError, match="unknown escaping"):
         shmetrics.generate_latest(metrics_dir, escaping="legacy")
 

@@ -956,11 +956,12 @@ fn archive_series<E>(
     family: &FoldedFamily,
     mut f: impl FnMut(SeriesFields<'_>, Slots<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    for (values, value) in &family.series {
+    for folded in &family.series {
         let series = SeriesFields {
             family_id: id,
             slot_offset: 0,
-            label_values: values,
+            label_values: &folded.label_values,
+            created_unix_nanos: folded.created_unix_nanos,
             process: None,
             exact_parts: &[],
         };
@@ -968,7 +969,7 @@ fn archive_series<E>(
             exact_parts,
             ..series
         };
-        match value {
+        match &folded.value {
             FoldedValue::Sum(sum) if family.def.kind == MetricKind::Counter => {
                 let (int, fraction, parts) = stored_sum(sum, true);
                 f(exact(&parts), Slots::Counter { int, fraction })?;
@@ -1063,7 +1064,7 @@ mod tests {
     use shmetrics_layout::{HEADER_SIZE, SegmentHeader};
 
     use super::*;
-    use crate::merge::FoldedFamily;
+    use crate::merge::{FoldedFamily, FoldedSeries};
 
     /// FNV-1a of `bytes`: a fingerprint of an image to pin its bytes.
     pub(crate) fn fingerprint(bytes: impl IntoIterator<Item = u8>) -> u64 {
@@ -1102,33 +1103,41 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[test]
     fn archive_image_bytes_are_pinned() {
-        let labels = |v: &str| vec![v.to_owned()];
+        // Counters', histograms' and summaries' series carry a creation time, gauges' not.
+        let folded = |v: &str, value: FoldedValue| FoldedSeries {
+            label_values: vec![v.to_owned()],
+            created_unix_nanos: match value {
+                FoldedValue::Gauge { .. } | FoldedValue::PerProcess(_) => None,
+                _ => Some(1_700_000_000_000_000_000 + v.len() as u64),
+            },
+            value,
+        };
         let folded = Folded {
             families: vec![
                 FoldedFamily {
                     def: family(MetricKind::Counter, None, "c", &[]),
                     series: vec![
-                        (labels("x"), FoldedValue::Sum(sum(&[3.0, 0.25]))),
-                        (labels("y"), FoldedValue::Sum(sum(&[0.1, 0.2, 1e-300]))),
-                        (labels("z"), FoldedValue::Sum(sum(&[f64::INFINITY]))),
+                        folded("x", FoldedValue::Sum(sum(&[3.0, 0.25]))),
+                        folded("y", FoldedValue::Sum(sum(&[0.1, 0.2, 1e-300]))),
+                        folded("z", FoldedValue::Sum(sum(&[f64::INFINITY]))),
                     ],
                 },
                 FoldedFamily {
                     def: family(MetricKind::Gauge, Some(GaugeMode::Sum), "gs", &[]),
-                    series: vec![(labels("x"), FoldedValue::Sum(sum(&[0.1, 0.7])))],
+                    series: vec![folded("x", FoldedValue::Sum(sum(&[0.1, 0.7])))],
                 },
                 FoldedFamily {
                     def: family(MetricKind::Gauge, Some(GaugeMode::MostRecent), "gm", &[]),
                     series: vec![
-                        (
-                            labels("x"),
+                        folded(
+                            "x",
                             FoldedValue::Gauge {
                                 value: 2.5,
                                 timestamp: 77,
                             },
                         ),
-                        (
-                            labels("y"),
+                        folded(
+                            "y",
                             FoldedValue::Gauge {
                                 value: -1.0,
                                 timestamp: 0,
@@ -1138,8 +1147,8 @@ mod tests {
                 },
                 FoldedFamily {
                     def: family(MetricKind::Histogram, None, "h", &[1.0, 2.0]),
-                    series: vec![(
-                        labels("x"),
+                    series: vec![folded(
+                        "x",
                         FoldedValue::Histogram {
                             buckets: vec![1, 2, 3],
                             sum: sum(&[0.5, 1.5, 0.1, 0.2]),
@@ -1148,8 +1157,8 @@ mod tests {
                 },
                 FoldedFamily {
                     def: family(MetricKind::Summary, None, "s", &[]),
-                    series: vec![(
-                        labels("x"),
+                    series: vec![folded(
+                        "x",
                         FoldedValue::Histogram {
                             buckets: vec![4],
                             sum: sum(&[4.5]),
@@ -1158,8 +1167,8 @@ mod tests {
                 },
                 FoldedFamily {
                     def: family(MetricKind::Gauge, Some(GaugeMode::All), "ga", &[]),
-                    series: vec![(
-                        labels("x"),
+                    series: vec![folded(
+                        "x",
                         FoldedValue::PerProcess(vec![(10, 100, 1.5), (11, 200, 2.5)]),
                     )],
                 },
@@ -1184,7 +1193,7 @@ mod tests {
         let header = SegmentHeader::parse(&bytes, bytes.len() as u64).unwrap();
         assert_eq!(
             (bytes.len(), header.meta_len, header.slot_floor),
-            (4096, 832, 3904)
+            (4096, 880, 3904)
         );
         let meta = &bytes[HEADER_SIZE..HEADER_SIZE + header.meta_len as usize];
         let records: Vec<Record> = parse_records(meta, 0).map(|r| r.unwrap().0).collect();
@@ -1197,6 +1206,8 @@ mod tests {
         assert_eq!(records.len(), 3 + 6 + 10);
         assert_eq!(series(|s| !s.exact_parts.is_empty()), 3);
         assert_eq!(series(|s| s.process.is_some()), 2);
-        assert_eq!(fingerprint(bytes), 0x1e83_1ca5_188e_3128);
+        // Counters', `sum` gauges', histograms' and summaries' creation times are kept.
+        assert_eq!(series(|s| s.created_unix_nanos.is_some()), 6);
+        assert_eq!(fingerprint(bytes), 0x95d7_381d_9151_163f);
     }
 }

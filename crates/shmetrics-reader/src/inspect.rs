@@ -680,10 +680,10 @@ mod tests {
         drop(Registry::open(dir.path()).unwrap());
         let path = only_segment(dir.path());
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&2u32.to_ne_bytes(), 12).unwrap(); // version
+        file.write_all_at(&3u32.to_ne_bytes(), 12).unwrap(); // version
         let dump = inspect(&path).unwrap();
-        assert_eq!(dump.header, Err(LayoutError::UnsupportedVersion(2)));
-        assert_eq!(dump.error(), Some(&LayoutError::UnsupportedVersion(2)));
+        assert_eq!(dump.header, Err(LayoutError::UnsupportedVersion(3)));
+        assert_eq!(dump.error(), Some(&LayoutError::UnsupportedVersion(3)));
         assert!(dump.records.is_empty());
         assert_eq!(dump.live, Some(false));
         assert_eq!(&dump.leading_bytes[..8], b"SHMETRIC");

@@ -673,6 +673,8 @@ fn build_image(
         family_id: image_family_id[&series[s].family],
         slot_offset: 0,
         label_values: &series[s].label_values,
+        // `*.db` files keep no creation time: the image's stands in.
+        created_unix_nanos: None,
         process: None,
         exact_parts: &[],
     };
@@ -1040,7 +1042,7 @@ mod tests {
                     entry(r#"["d_total", "d_total", {}, "D."]"#, 1.0, 0.0),
                     entry(r#"["c", "c_total", {"a": "x"}, "help"]"#, 1.0, 0.0),
                 ],
-                0xb8ae_08f6_b071_f201,
+                0x1841_0e07_8dba_0e9a,
             ),
             (
                 name(MetricKind::Gauge, Some(GaugeMode::MostRecent)),
@@ -1048,12 +1050,12 @@ mod tests {
                     entry(r#"["g", "g", {"a": "x"}, "help"]"#, 7.0, 2.0),
                     entry(r#"["g", "g", {"a": "y"}, "help"]"#, 8.0, 1.0),
                 ],
-                0x7854_fccf_3571_f401,
+                0x8f4d_8153_bf26_758e,
             ),
             (
                 name(MetricKind::Histogram, None),
                 histogram_entries(),
-                0xafaf_58f3_9dfd_6636,
+                0x8a60_494f_e7a5_a049,
             ),
             (
                 name(MetricKind::Summary, None),
@@ -1061,7 +1063,7 @@ mod tests {
                     entry(r#"["s", "s_count", {"a": "x"}, "help"]"#, 4.0, 0.0),
                     entry(r#"["s", "s_sum", {"a": "x"}, "help"]"#, 4.5, 0.0),
                 ],
-                0x8ae5_0387_f887_7074,
+                0x6001_95d8_6e6d_7d63,
             ),
         ];
         for (name, entries, expected) in files {

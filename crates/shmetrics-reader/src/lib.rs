@@ -84,6 +84,8 @@ pub struct Reader {
     followed: Option<CompactorHandle>,
     /// Whether snapshots read the live writers' process metrics (`set_process_metrics`).
     process_metrics: bool,
+    /// Whether OpenMetrics scrapes have `_created` samples (`set_created_series`).
+    created_series: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -109,6 +111,7 @@ impl Reader {
             archive_part_size: DEFAULT_ARCHIVE_PART_SIZE,
             followed: None,
             process_metrics: false,
+            created_series: true,
         })
     }
 
@@ -196,6 +199,15 @@ impl Reader {
         self.process_metrics = on;
     }
 
+    /// Whether OpenMetrics scrapes have a `_created` sample for each counter, histogram and
+    /// summary series: the oldest creation time of the series among the processes that have
+    /// it (dead and compacted ones included), so a merged counter shows one stable time.
+    /// On by default, as prometheus_client; its `PROMETHEUS_DISABLE_CREATED_SERIES` is for
+    /// the caller to map here. The text format never has them.
+    pub fn set_created_series(&mut self, on: bool) {
+        self.created_series = on;
+    }
+
     /// The directory read.
     pub fn dir(&self) -> &Path {
         self.directory.path()
@@ -281,8 +293,15 @@ impl Reader {
         out: &mut dyn Write,
     ) -> io::Result<ScrapeReport> {
         let (scrape, extra) = self.snapshot_with_extra(filter, self_metrics);
-        let written = exposition(&scrape, &extra, format, filter, escaping)
-            .write_through(out, &mut self.render_buf);
+        let written = exposition(
+            &scrape,
+            &extra,
+            format,
+            filter,
+            escaping,
+            self.created_series,
+        )
+        .write_through(out, &mut self.render_buf);
         written.map(|()| scrape.report)
     }
 
@@ -298,7 +317,8 @@ impl Reader {
         out: &mut Vec<u8>,
     ) -> ScrapeReport {
         let (scrape, extra) = self.snapshot_with_extra(filter, self_metrics);
-        exposition(&scrape, &extra, format, filter, escaping).render_some(
+        let created = self.created_series;
+        exposition(&scrape, &extra, format, filter, escaping, created).render_some(
             &mut render::Cursor::default(),
             out,
             usize::MAX,
@@ -334,6 +354,7 @@ fn exposition<'a>(
     format: Format,
     filter: &'a PrefixFilter,
     escaping: Escaping,
+    created: bool,
 ) -> render::Exposition<'a> {
     render::Exposition {
         snapshot: &scrape.snapshot,
@@ -342,5 +363,6 @@ fn exposition<'a>(
         format,
         filter,
         escaping,
+        created,
     }
 }

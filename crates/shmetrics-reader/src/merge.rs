@@ -24,7 +24,7 @@ use shmetrics_layout::{GaugeMode, MetricKind};
 use crate::exact::ExactSum;
 use crate::render::{SeriesText, SnapshotText};
 use crate::report::{Conflict, ConflictKind};
-use crate::segment::SegmentFile;
+use crate::segment::{NOT_CREATED, SegmentFile};
 use crate::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
 
 struct MergedFamily {
@@ -264,6 +264,8 @@ struct DeadBaseline {
     /// merged series count and the resolved definitions.
     signature: u64,
     acc: Vec<Acc>,
+    /// Per merged series, the oldest creation time folded (see [`NOT_CREATED`]).
+    created: Vec<u64>,
     /// What `resolution` was computed from: every segment in age order and its families.
     resolution_signature: u64,
     resolution: Resolution,
@@ -391,22 +393,26 @@ impl Merger {
         let mut scratch = HistogramValue::default();
         let signature = dead_signature(index, sources, resolved);
         if baseline.signature != signature || baseline.acc.len() != index.series.len() {
-            let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
+            let mut fold = Fold::new(index.series.len());
             for (source, compat) in sources.iter().zip(compat) {
                 if !source.seg.live {
                     // Read once into the baseline: no page of a dead segment stays mapped.
-                    fold_segment(&mut acc, source, compat, resolved, &mut scratch, &mut 0);
+                    fold_segment(&mut fold, source, compat, resolved, &mut scratch, &mut 0);
                 }
             }
             baseline.signature = signature;
-            baseline.acc = acc;
+            baseline.acc = fold.acc;
+            baseline.created = fold.created;
         }
-        let mut acc = baseline.acc.clone();
+        let mut fold = Fold {
+            acc: baseline.acc.clone(),
+            created: baseline.created.clone(),
+        };
         let mut budget = *resident_budget;
         for (source, compat) in sources.iter().zip(compat) {
             if source.seg.live {
                 fold_segment(
-                    &mut acc,
+                    &mut fold,
                     source,
                     compat,
                     resolved,
@@ -415,7 +421,7 @@ impl Merger {
                 );
             }
         }
-        let built = build(index, resolved, acc);
+        let built = build(index, resolved, fold);
         baseline.resolution = resolution;
         built
     }
@@ -427,11 +433,27 @@ impl Merger {
     }
 }
 
-/// Folds every series of one segment into `acc`.
+/// Per merged series: the value folded so far and the oldest creation time of a counter's,
+/// histogram's or summary's series among the processes folded (its `_created`).
+struct Fold {
+    acc: Vec<Acc>,
+    created: Vec<u64>,
+}
+
+impl Fold {
+    fn new(series: usize) -> Self {
+        Self {
+            acc: vec![Acc::Empty; series],
+            created: vec![NOT_CREATED; series],
+        }
+    }
+}
+
+/// Folds every series of one segment into `fold`.
 /// `budget` is how many more bytes of segments may stay mapped after their read; a segment
 /// beyond it has its pages released (`SegmentFile::release_pages`).
 fn fold_segment(
-    acc: &mut [Acc],
+    fold_into: &mut Fold,
     source: &Source<'_>,
     compat: &[bool],
     resolved: &[Option<Resolved>],
@@ -447,7 +469,12 @@ fn fold_segment(
         let Some(res) = &resolved[family] else {
             continue;
         };
-        let slot = &mut acc[source.links.series[i] as usize];
+        let merged = source.links.series[i] as usize;
+        if res.def.kind != MetricKind::Gauge {
+            let created = &mut fold_into.created[merged];
+            *created = (*created).min(s.created_unix_nanos);
+        }
+        let slot = &mut fold_into.acc[merged];
         let archived = Archived {
             process: if seg.processes.is_empty() {
                 None
@@ -723,11 +750,8 @@ fn fold_gauge(
     }
 }
 
-fn build(
-    index: &mut Index,
-    resolved: &[Option<Resolved>],
-    mut acc: Vec<Acc>,
-) -> (Snapshot, SnapshotText) {
+fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snapshot, SnapshotText) {
+    let Fold { mut acc, created } = fold;
     let mut order: Vec<u32> = (0..index.families.len() as u32).collect();
     order.sort_by(|&a, &b| {
         index.families[a as usize]
@@ -745,12 +769,14 @@ fn build(
         text.start_family();
         for &sid in &index.families[fid as usize].series {
             let labels = &index.series[sid as usize].labels;
+            let created = Some(created[sid as usize]).filter(|&c| c != NOT_CREATED);
             let before = series.len();
             match std::mem::replace(&mut acc[sid as usize], Acc::Empty) {
                 Acc::Empty => {}
                 Acc::Sum(sum) => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
+                    created_unix_nanos: created,
                     value: match res.def.kind {
                         MetricKind::Counter => Value::Counter(sum.value()),
                         _ => Value::Gauge(sum.value()),
@@ -759,16 +785,19 @@ fn build(
                 Acc::Value(v) => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
+                    created_unix_nanos: None,
                     value: Value::Gauge(v),
                 }),
                 Acc::Recent { value, .. } => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
+                    created_unix_nanos: None,
                     value: Value::Gauge(value),
                 }),
                 Acc::Histogram { buckets, sum } => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
+                    created_unix_nanos: created,
                     value: match res.def.kind {
                         MetricKind::Summary => Value::Summary {
                             count: bucket_total(&buckets),
@@ -788,6 +817,7 @@ fn build(
                         series.push(Series {
                             labels: Arc::clone(labels),
                             pid: Some(pid),
+                            created_unix_nanos: None,
                             value: Value::Gauge(v),
                         });
                     }
@@ -821,7 +851,17 @@ pub(crate) struct Folded {
 
 pub(crate) struct FoldedFamily {
     pub(crate) def: Arc<FamilyRecord>,
-    pub(crate) series: Vec<(Vec<String>, FoldedValue)>,
+    pub(crate) series: Vec<FoldedSeries>,
+}
+
+/// One folded series of a [`FoldedFamily`].
+pub(crate) struct FoldedSeries {
+    /// Its label values, in the definition's label order.
+    pub(crate) label_values: Vec<String>,
+    pub(crate) value: FoldedValue,
+    /// A counter's, histogram's or summary's oldest creation time among the folded
+    /// processes; `None` for gauges.
+    pub(crate) created_unix_nanos: Option<u64>,
 }
 
 /// A folded value with what later merges need: a `mostrecent` gauge's time, the process of
@@ -843,7 +883,7 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
     let mut conflicts = Vec::new();
     let resolved = resolve(index, sources, &mut conflicts);
     let mut scratch = HistogramValue::default();
-    let mut acc: Vec<Acc> = vec![Acc::Empty; index.series.len()];
+    let mut fold = Fold::new(index.series.len());
     let mut conflicting_series = 0;
     for source in sources.iter() {
         let compat = family_compat(source, &resolved);
@@ -853,8 +893,9 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
             .iter()
             .filter(|s| !compat[s.family as usize])
             .count();
-        fold_segment(&mut acc, source, &compat, &resolved, &mut scratch, &mut 0);
+        fold_segment(&mut fold, source, &compat, &resolved, &mut scratch, &mut 0);
     }
+    let Fold { mut acc, created } = fold;
     let mut families = Vec::new();
     for (fid, res) in resolved.iter().enumerate() {
         let Some(res) = res else { continue };
@@ -884,7 +925,11 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
                 .iter()
                 .map(|name| labels.get(name).unwrap_or_default().to_owned())
                 .collect();
-            series.push((values, value));
+            series.push(FoldedSeries {
+                label_values: values,
+                value,
+                created_unix_nanos: Some(created[sid as usize]).filter(|&c| c != NOT_CREATED),
+            });
         }
         if !series.is_empty() {
             families.push(FoldedFamily {

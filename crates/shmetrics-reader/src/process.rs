@@ -174,6 +174,7 @@ pub(crate) fn read(writers: &BTreeSet<WriterId>) -> ProcessReport {
                     Some(Series {
                         labels: Arc::new(SeriesLabels::new(labels)),
                         pid: None,
+                        created_unix_nanos: None,
                         value: match kind {
                             MetricKind::Counter => Value::Counter(v),
                             _ => Value::Gauge(v),

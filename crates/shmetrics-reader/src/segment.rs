@@ -29,7 +29,14 @@ pub(crate) struct LocalSeries {
     pub(crate) family: u32,
     /// Word index of the first slot.
     pub(crate) slot_word: u32,
+    /// When the series was created (ns since the Unix epoch): its record's time, the
+    /// segment's creation time in a segment of layout version 1, else [`NOT_CREATED`] (a
+    /// `prometheus_client` `*.db` file keeps no creation time).
+    pub(crate) created_unix_nanos: u64,
 }
+
+/// [`LocalSeries::created_unix_nanos`] of a series whose creation time is not known.
+pub(crate) const NOT_CREATED: u64 = u64::MAX;
 
 /// What a segment declared over the exposition limits (`shmetrics_layout::limits`): left
 /// out of every merge and compaction, reported at every scrape.
@@ -508,6 +515,13 @@ impl SegmentFile {
                 self.series.push(LocalSeries {
                     family: family as u32,
                     slot_word,
+                    created_unix_nanos: s.created_unix_nanos.unwrap_or(
+                        if self.header.version == 1 {
+                            self.header.created_unix_nanos
+                        } else {
+                            NOT_CREATED
+                        },
+                    ),
                 });
                 self.unlinked_labels.push(s.label_values);
             }

@@ -36,6 +36,7 @@ fn gauge(name: &str, help: &str, series: Vec<(Vec<(&str, &str)>, f64)>) -> Famil
                         .collect(),
                 )),
                 pid: None,
+                created_unix_nanos: None,
                 value: Value::Gauge(v),
             })
             .collect(),

@@ -62,8 +62,24 @@ pub struct Series {
     /// For gauges in the `all` and `liveall` modes, the process this value comes from
     /// (rendered as a `pid` label after the others).
     pub pid: Option<u32>,
+    /// A counter's, histogram's or summary's creation time in ns since the Unix epoch: the
+    /// oldest among the processes that have the series, dead and compacted ones included
+    /// (OpenMetrics' `_created` sample). `None` for gauges and where it is not known.
+    pub created_unix_nanos: Option<u64>,
     /// The value.
     pub value: Value,
+}
+
+impl Series {
+    /// [`Series::created_unix_nanos`] in seconds since the Unix epoch, as `_created` shows it.
+    pub fn created_seconds(&self) -> Option<f64> {
+        self.created_unix_nanos.map(unix_seconds)
+    }
+}
+
+/// Nanoseconds since the Unix epoch as seconds, rounded once.
+pub(crate) fn unix_seconds(nanos: u64) -> f64 {
+    (nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9
 }
 
 /// One merged family.
@@ -140,6 +156,7 @@ mod tests {
             series: vec![Series {
                 labels: Arc::new(SeriesLabels::new(Vec::new())),
                 pid: None,
+                created_unix_nanos: None,
                 value: Value::Gauge(1.0),
             }],
         }

@@ -445,7 +445,7 @@ fn future_layout_version() {
     assert_eq!(
         out.report.problems[0].detail,
         format!(
-            "unsupported layout version {} (this build reads version {LAYOUT_VERSION})",
+            "unsupported layout version {} (this build reads versions 1 to {LAYOUT_VERSION})",
             LAYOUT_VERSION + 1
         )
     );

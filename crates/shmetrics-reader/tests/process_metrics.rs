@@ -35,11 +35,23 @@ fn own_rss() -> f64 {
     kib * 1024.0
 }
 
-fn burn_cpu(time: Duration) -> u64 {
+/// This thread's CPU time (user + system), from `/proc/thread-self/stat`, in clock ticks.
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the command name, which ends with the last ')': utime is the 14th field
+    // of the line, the 12th after it.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Burns CPU until this thread has used `ticks` clock ticks of it (however loaded the
+/// machine: wall time would not say how much CPU it got), or 30 s have passed.
+fn burn_cpu(ticks: u64) -> u64 {
     let start = Instant::now();
+    let first = thread_cpu_ticks();
     let mut x = 0u64;
-    while start.elapsed() < time {
-        for i in 0..10_000u64 {
+    while thread_cpu_ticks() < first + ticks && start.elapsed() < Duration::from_secs(30) {
+        for i in 0..100_000u64 {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
         }
     }
@@ -69,7 +81,8 @@ fn a_busy_writer_reports_its_process_and_strangers_are_only_counted() {
     reader.set_process_metrics(true);
 
     let before = value(&mut reader, "process_cpu_seconds", me).expect("our CPU time");
-    std::hint::black_box(burn_cpu(Duration::from_millis(400)));
+    // 0.4 s of CPU at the usual 100 ticks per second.
+    std::hint::black_box(burn_cpu(40));
     let after = value(&mut reader, "process_cpu_seconds", me).unwrap();
     assert!(after >= before + 0.3, "CPU seconds {before} -> {after}");
 

@@ -112,6 +112,9 @@ impl State {
             family_id: 0,
             slot_offset: 0,
             label_values: values,
+            // A `_created` sample's time, as prometheus_client takes it: when the child is
+            // made. One clock read per new series, never on a write.
+            created_unix_nanos: Some(now_nanos()),
             process: None,
             exact_parts: &[],
         };

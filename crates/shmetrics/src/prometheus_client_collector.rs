@@ -344,6 +344,7 @@ fn clashes_family(count: usize) -> Family {
         series: vec![Series {
             labels: Arc::new(SeriesLabels::new(Vec::new())),
             pid: None,
+            created_unix_nanos: None,
             value: Value::Gauge(count as f64),
         }],
     }

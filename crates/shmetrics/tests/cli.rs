@@ -569,9 +569,22 @@ fn start_serve(
     String,
     std::io::BufReader<std::process::ChildStderr>,
 ) {
+    start_serve_with_env(args, &[])
+}
+
+/// As [`start_serve`], with `env` added to the environment.
+fn start_serve_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
     let mut serve = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -588,10 +601,15 @@ fn start_serve(
 
 /// `GET path` on `addr`: the whole response, headers included.
 fn get(addr: &str, path: &str) -> String {
+    get_with(addr, path, "")
+}
+
+/// As [`get`], with `headers` (each line ending in CRLF) added to the request.
+fn get_with(addr: &str, path: &str, headers: &str) -> String {
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     std::io::Write::write_all(
         &mut conn,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
     )
     .unwrap();
     let mut out = String::new();
@@ -644,6 +662,48 @@ fn serve_process_metrics_name_each_live_writer() {
     );
     let _ = kill(Pid::from_raw(serve.id() as i32), Signal::SIGTERM);
     assert!(serve.wait().unwrap().success());
+}
+
+/// OpenMetrics answers have a `_created` sample per counter series; `--no-created-series`
+/// and prometheus_client's `PROMETHEUS_DISABLE_CREATED_SERIES` turn them off; the text format
+/// never has them.
+#[test]
+fn serve_created_series_follow_the_flag_and_prometheus_client_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 1, 15, 1, &[]);
+    let path = dir.path().to_str().unwrap();
+    const OPENMETRICS: &str = "Accept: application/openmetrics-text; version=1.0.0\r\n";
+    /// Flags, environment, and whether `_created` samples are shown.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], bool);
+    let cases: [Case<'_>; 5] = [
+        (&[], &[], true),
+        (&["--no-created-series"], &[], false),
+        (&[], &[("PROMETHEUS_DISABLE_CREATED_SERIES", "True")], false),
+        (&[], &[("PROMETHEUS_DISABLE_CREATED_SERIES", "t")], false),
+        (&[], &[("PROMETHEUS_DISABLE_CREATED_SERIES", "false")], true),
+    ];
+    for (flags, env, shown) in cases {
+        let args: Vec<&str> = ["--dir", path, "--no-self-metrics"]
+            .into_iter()
+            .chain(flags.iter().copied())
+            .collect();
+        let (mut serve, addr, _stderr) = start_serve_with_env(&args, env);
+        let om = get_with(&addr, "/metrics", OPENMETRICS);
+        assert!(om.contains("application/openmetrics-text"), "{om}");
+        let counters = om.lines().filter(|l| l.starts_with("gen_c")).count();
+        let created = om
+            .lines()
+            .filter(|l| l.starts_with("gen_c") && l.contains("_created"))
+            .count();
+        assert!(counters > 0, "{om}");
+        // One per counter series: half the counter lines are `_total`, half `_created`.
+        let expected = if shown { counters / 2 } else { 0 };
+        assert_eq!(created, expected, "{flags:?} {env:?}: {om}");
+        let text = get(&addr, "/metrics");
+        assert!(!text.contains("_created"), "{text}");
+        let _ = kill(Pid::from_raw(serve.id() as i32), Signal::SIGTERM);
+        assert!(serve.wait().unwrap().success());
+    }
 }
 
 /// A `--prefix` that keeps none of the directory's families (a misspelling: `vlm:`, `VLLM:`)

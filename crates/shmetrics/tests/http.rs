@@ -985,6 +985,7 @@ fn extra_families_are_served_and_shutdown_finishes_in_flight_requests() {
                     Box::from("m"),
                 )])),
                 pid: None,
+                created_unix_nanos: None,
                 value: Value::Counter(42.0),
             }],
         }]

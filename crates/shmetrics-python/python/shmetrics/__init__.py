@@ -89,6 +89,7 @@ def generate_latest(
     self_metrics: bool = False,
     escaping: str = "underscores",
     process_metrics: bool = False,
+    created: Optional[bool] = None,
 ) -> bytes:
     """Merges the metrics directory (default ``PROMETHEUS_MULTIPROC_DIR``) and renders it as
     Prometheus text, or OpenMetrics with ``openmetrics=True``, keeping only families whose
@@ -99,8 +100,25 @@ def generate_latest(
     ``process_metrics=True``, the process metrics of every live writer (``process_cpu_seconds_total``,
     memory, file descriptors, start time; a ``pid`` label each, read from ``/proc``) follow,
     whatever the prefixes: ``prometheus_client``'s process collector does not work in
-    multiprocess mode."""
-    return _reader_for(path).render(openmetrics, list(prefixes), self_metrics, escaping, process_metrics)
+    multiprocess mode. OpenMetrics output has a ``_created`` sample per counter, histogram
+    and summary series (its creation time in the oldest process that has it) unless
+    ``created=False``; the default follows ``prometheus_client``: off when
+    ``PROMETHEUS_DISABLE_CREATED_SERIES`` is ``true``, ``1`` or ``t``, or when
+    ``prometheus_client.disable_created_metrics()`` was called."""
+    if created is None:
+        created = _created_series_on()
+    return _reader_for(path).render(openmetrics, list(prefixes), self_metrics, escaping, process_metrics, created)
+
+
+def _created_series_on() -> bool:
+    """``prometheus_client``'s switch for ``_created`` samples: its own when it is imported,
+    else its environment rule."""
+    import sys
+
+    metrics = sys.modules.get("prometheus_client.metrics")
+    if metrics is not None and hasattr(metrics, "_use_created"):
+        return bool(metrics._use_created)
+    return os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in ("true", "1", "t")
 
 
 def _drop_in_requested() -> bool:

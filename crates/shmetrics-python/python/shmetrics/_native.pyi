@@ -139,14 +139,16 @@ class ValuePart:
     def get_exemplar(self) -> None: ...
 
 _Series = Tuple[Dict[str, str], Optional[str], Any]
+#: A series of ``collect(created=True)``: its creation time (seconds) last.
+_CreatedSeries = Tuple[Dict[str, str], Optional[str], Any, Optional[float]]
 
 class Reader:
     """Merges one metrics directory; parsed metadata is kept between calls."""
 
     def __init__(self, path: str) -> None: ...
     def collect(
-        self, prefixes: Sequence[str] = ..., process_metrics: bool = False
-    ) -> List[Tuple[str, str, str, Optional[List[float]], List[_Series]]]: ...
+        self, prefixes: Sequence[str] = ..., process_metrics: bool = False, created: bool = False
+    ) -> List[Tuple[str, str, str, Optional[List[float]], Union[List[_Series], List[_CreatedSeries]]]]: ...
     def render(
         self,
         openmetrics: bool = False,
@@ -154,6 +156,7 @@ class Reader:
         self_metrics: bool = False,
         escaping: str = "underscores",
         process_metrics: bool = False,
+        created: bool = True,
     ) -> bytes: ...
     def last_report(self) -> Dict[str, Any]: ...
 

@@ -33,6 +33,15 @@ What is patched (all undone by :func:`uninstall`):
 - ``multiprocess.mark_process_dead``: also ends the liveness of a custom identifier's
   logical process written by this one.
 
+``_created`` samples: in an OpenMetrics exposition (``prometheus_client``'s OpenMetrics
+``generate_latest``, which ``make_asgi_app``, ``make_wsgi_app`` and ``start_http_server``
+use when Prometheus asks for OpenMetrics), each counter, histogram and summary series gets
+the ``_created`` sample ``prometheus_client`` gives it outside multiprocess mode: the
+series' creation time in the oldest process that has it, stable across deaths and
+compactions. Off where ``prometheus_client`` turns it off
+(``PROMETHEUS_DISABLE_CREATED_SERIES``, ``disable_created_metrics()``). The text format
+stays exactly as multiprocess mode writes it, without them.
+
 Metrics whose definition shmetrics cannot hold (for example one name registered with two
 different help texts in one process, or duplicate bucket bounds) fall back to
 ``prometheus_client``'s own ``*.db`` files, which the reader merges too: nothing is lost.
@@ -50,7 +59,7 @@ import time
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from . import _native
+from . import _created_series_on, _native
 
 #: The ``prometheus_client`` releases the drop-in is tested with (ci/upstream-prometheus-client.sh
 #: runs their own test suites against it): 0.20 to 0.26.
@@ -134,13 +143,42 @@ def _prometheus_client_version() -> Tuple[int, ...]:
     return tuple(parts)
 
 
-def _families_to_metrics(families: List[Tuple[Any, ...]]) -> List[Any]:
+_openmetrics_code: List[Any] = []
+
+
+def _in_openmetrics_exposition() -> bool:
+    """Whether this collection runs under ``prometheus_client``'s OpenMetrics
+    ``generate_latest`` (a few frames up: it iterates the registry, which calls the
+    collector), the only exposition that shows ``_created`` samples as such; the text
+    format would turn them into gauge families multiprocess mode never had."""
+    import sys
+
+    if not _openmetrics_code:
+        try:
+            from prometheus_client.openmetrics import exposition
+        except ImportError:
+            return False
+        _openmetrics_code.append(exposition.generate_latest.__code__)
+    code = _openmetrics_code[0]
+    frame = sys._getframe(1)
+    for _ in range(12):
+        if frame is None:
+            return False
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _families_to_metrics(families: List[Tuple[Any, ...]], created: bool = False) -> List[Any]:
     """Turns ``Reader.collect()`` output into ``prometheus_client`` ``Metric`` objects with
     exactly the samples the installed ``MultiProcessCollector`` yields (names, label dicts,
-    float values; no timestamps, exemplars or ``_created`` samples), in its order: per
-    series a counter's or gauge's sample, a summary's ``_count`` then ``_sum``, a
-    histogram's ``_sum``, buckets by bound and ``_count`` (before 0.24, every ``_sum`` of a
-    histogram comes first, then each series' buckets and ``_count``)."""
+    float values; no timestamps or exemplars), in its order: per series a counter's or
+    gauge's sample, a summary's ``_count`` then ``_sum``, a histogram's ``_sum``, buckets by
+    bound and ``_count`` (before 0.24, every ``_sum`` of a histogram comes first, then each
+    series' buckets and ``_count``). With ``created`` (``families`` from
+    ``collect(created=True)``), each counter, histogram and summary series ends with its
+    ``_created`` sample, as ``prometheus_client`` writes it outside multiprocess mode."""
     from prometheus_client.metrics_core import Metric
     from prometheus_client.samples import Sample
 
@@ -150,27 +188,38 @@ def _families_to_metrics(families: List[Tuple[Any, ...]]) -> List[Any]:
     for name, typ, documentation, bounds, series in families:
         metric = Metric(name, documentation, typ)
         samples = metric.samples
+        created_name = name + "_created"
+
+        def add_created(labels: Dict[str, str], entry: Tuple[Any, ...]) -> None:
+            if created and entry[3] is not None:
+                samples.append(Sample(created_name, labels, entry[3]))
+
         if typ == "counter":
             total = name + "_total"
-            for labels, _pid, value in series:
-                samples.append(Sample(total, labels, value))
+            for entry in series:
+                samples.append(Sample(total, entry[0], entry[2]))
+                add_created(entry[0], entry)
         elif typ == "gauge":
-            for labels, pid, value in series:
+            for entry in series:
+                labels, pid, value = entry[:3]
                 if pid is not None:
                     labels["pid"] = pid
                 samples.append(Sample(name, labels, value))
         elif typ == "summary":
             count_name, sum_name = name + "_count", name + "_sum"
-            for labels, _pid, (count, total) in series:
+            for entry in series:
+                labels, (count, total) = entry[0], entry[2]
                 samples.append(Sample(count_name, labels, float(count)))
                 samples.append(Sample(sum_name, labels, total))
+                add_created(labels, entry)
         else:
             les = [go_string(b) for b in bounds]
             bucket_name, count_name, sum_name = name + "_bucket", name + "_count", name + "_sum"
             if sums_first:
-                for labels, _pid, (_counts, total) in series:
-                    samples.append(Sample(sum_name, labels, total))
-            for labels, _pid, (counts, total) in series:
+                for entry in series:
+                    samples.append(Sample(sum_name, entry[0], entry[2][1]))
+            for entry in series:
+                labels, (counts, total) = entry[0], entry[2]
                 if not sums_first:
                     samples.append(Sample(sum_name, labels, total))
                 acc = 0.0
@@ -180,6 +229,7 @@ def _families_to_metrics(families: List[Tuple[Any, ...]]) -> List[Any]:
                     with_le["le"] = le
                     samples.append(Sample(bucket_name, with_le, acc))
                 samples.append(Sample(count_name, labels, acc))
+                add_created(labels, entry)
         out.append(metric)
     return out
 
@@ -221,6 +271,10 @@ class ShmetricsCollector:
         registry = CollectorRegistry()
         ShmetricsCollector(registry, prefixes=["vllm:"], process_metrics=True)
         generate_latest(registry)
+
+    ``created`` decides the ``_created`` samples: ``None`` (the default) as the drop-in's
+    ``MultiProcessCollector`` (in OpenMetrics expositions, unless ``prometheus_client``
+    turned them off), ``True`` or ``False`` always or never.
     """
 
     def __init__(
@@ -229,10 +283,12 @@ class ShmetricsCollector:
         path: Optional[str] = None,
         prefixes: Iterable[str] = (),
         process_metrics: bool = False,
+        created: Optional[bool] = None,
     ) -> None:
         self._path = _multiproc_dir(path)
         self._prefixes = list(prefixes)
         self._process_metrics = process_metrics
+        self._created = created
         self._reader = _reader(self._path)
         if registry:
             registry.register(self)
@@ -241,7 +297,7 @@ class ShmetricsCollector:
         """The merged families as ``prometheus_client`` ``Metric`` objects. What the reader
         left out or found damaged is logged once per file and reason (``last_report()`` has
         all of it)."""
-        return _collected(self._reader, self._prefixes, self._process_metrics)
+        return _collected(self._reader, self._prefixes, self._process_metrics, self._created)
 
     def last_report(self) -> Dict[str, Any]:
         """What the last collection skipped or found corrupt (see ``Reader.last_report``)."""
@@ -256,15 +312,20 @@ def _multiprocess_collector_collect(self: Any) -> List[Any]:
 _reported: set = set()
 
 
-def _collected(reader: Any, prefixes: List[str], process_metrics: bool = False) -> List[Any]:
+def _collected(
+    reader: Any, prefixes: List[str], process_metrics: bool = False, created: Optional[bool] = None
+) -> List[Any]:
     """``reader``'s merged families as ``Metric`` objects, logging each problem of the
-    collection once per (file, reason): a metric left out is said when it is read, too."""
-    families = reader.collect(prefixes, process_metrics)
+    collection once per (file, reason): a metric left out is said when it is read, too.
+    ``created``: see ``ShmetricsCollector``."""
+    if created is None:
+        created = _created_series_on() and _in_openmetrics_exposition()
+    families = reader.collect(prefixes, process_metrics, created)
     for path, reason, detail in reader.last_report()["problems"]:
         if (path, reason) not in _reported:
             _reported.add((path, reason))
             _log.warning("shmetrics: %s: %s (%s)", path, detail, reason)
-    return _families_to_metrics(families)
+    return _families_to_metrics(families, created)
 
 
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ use text::write_labels;
 pub use text::{SeriesText, SnapshotText};
 
 pub use crate::filter::PrefixFilter;
-use crate::snapshot::{Family, Series, Snapshot, Value};
+use crate::snapshot::{Family, Series, Snapshot, Value, unix_seconds};
 
 /// An exposition format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +77,7 @@ pub fn render(
         format,
         filter,
         escaping: Escaping::default(),
+        created: true,
     }
     .write(out)
 }
@@ -97,6 +98,7 @@ pub fn render_into(
         format,
         filter,
         escaping: Escaping::default(),
+        created: true,
     };
     exposition.render_some(&mut Cursor::default(), buf, usize::MAX);
 }
@@ -123,6 +125,11 @@ pub struct Exposition<'a> {
     pub filter: &'a PrefixFilter,
     /// How names outside the classic character sets are exposed.
     pub escaping: Escaping,
+    /// In OpenMetrics, a `_created` sample after each counter, histogram and summary series
+    /// whose creation time is known, as prometheus_client writes one unless
+    /// `PROMETHEUS_DISABLE_CREATED_SERIES` is set. The text format never has them (as
+    /// prometheus_client's multiprocess mode).
+    pub created: bool,
 }
 
 /// Where the rendering of an [`Exposition`] stands, so that it can be rendered a piece at a
@@ -204,10 +211,18 @@ impl<'a> Exposition<'a> {
                         Some(text) => text.classic_names,
                         None => (series.labels.pairs.iter()).all(|(n, _)| is_legacy_label_name(n)),
                     };
+                    let created = series
+                        .created_unix_nanos
+                        .filter(|_| self.format == Format::OpenMetrics && self.created)
+                        .filter(|_| family.kind != MetricKind::Gauge);
                     if scratch.classic && classic_names {
                         render_series(family, series, text, scratch, buf);
+                        if let Some(created) = created {
+                            render_created(family, series, text, created, scratch, buf);
+                        }
                     } else {
-                        render_escaped_series(family, series, self.escaping, scratch, buf);
+                        let escaping = self.escaping;
+                        render_escaped_series(family, series, escaping, created, scratch, buf);
                     }
                     cursor.current = Some((extra, index, next + 1));
                 }
@@ -429,6 +444,26 @@ fn render_series(
     }
 }
 
+/// Appends the `_created` line of a series whose family and label names are exposed as they
+/// are.
+fn render_created(
+    family: &Family,
+    series: &Series,
+    text: Option<&SeriesText>,
+    created_unix_nanos: u64,
+    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+) {
+    let labels: &str = match text {
+        Some(text) => &text.rendered,
+        None => &scratch.labels,
+    };
+    let name = family.name.as_bytes();
+    sample(buf, name, suffix::CREATED.as_bytes(), labels, series.pid);
+    write_f64(unix_seconds(created_unix_nanos), buf);
+    buf.push(b'\n');
+}
+
 /// Appends the lines of a series whose family or label names are not exposed as they are:
 /// each name escaped by `escaping`, and under [`Escaping::AllowUtf8`] a quoted sample name
 /// inside the braces (`{"my.name_total",a="x"} 1.0`).
@@ -436,6 +471,7 @@ fn render_escaped_series(
     family: &Family,
     series: &Series,
     escaping: Escaping,
+    created: Option<u64>,
     scratch: &Scratch,
     buf: &mut Vec<u8>,
 ) {
@@ -520,6 +556,11 @@ fn render_escaped_series(
             write_f64(*sum, buf);
             buf.push(b'\n');
         }
+    }
+    if let Some(created) = created {
+        line(buf, suffix::CREATED, None);
+        write_f64(unix_seconds(created), buf);
+        buf.push(b'\n');
     }
 }
 
@@ -729,6 +770,7 @@ mod tests {
             format: Format::Prometheus,
             filter: &filter,
             escaping: Escaping::default(),
+            created: true,
         }
         .render_some(&mut Cursor::default(), &mut buf, usize::MAX);
         String::from_utf8(buf).unwrap()
@@ -738,6 +780,7 @@ mod tests {
         Series {
             labels: Arc::clone(labels),
             pid,
+            created_unix_nanos: None,
             value,
         }
     }
@@ -884,6 +927,7 @@ mod tests {
                 format,
                 filter: &filter,
                 escaping: Escaping::default(),
+                created: true,
             };
             let mut whole = Vec::new();
             render_into(&snapshot, &extra, format, &filter, &mut whole);

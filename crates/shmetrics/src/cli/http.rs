@@ -110,6 +110,12 @@ pub(crate) struct HttpArgs {
     /// shmetrics_reader_process_metrics_writers.
     #[arg(long)]
     pub(crate) process_metrics: bool,
+    /// Leave out OpenMetrics' _created samples (each counter, histogram and summary series'
+    /// creation time: the oldest among the processes that have it). Also off when
+    /// PROMETHEUS_DISABLE_CREATED_SERIES is true, 1 or t, as in prometheus_client. The
+    /// text format never has them.
+    #[arg(long)]
+    pub(crate) no_created_series: bool,
     /// Reuse the latest snapshot for scrapes arriving less than N milliseconds after it was
     /// taken (0: only scrapes arriving while a snapshot is being taken share it).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -196,6 +202,7 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         max_body_bytes: args.max_body_mib.saturating_mul(1 << 20),
         max_scrape_bytes: args.max_scrape_mib.saturating_mul(1 << 20),
         process_metrics: args.process_metrics,
+        created_series: !args.no_created_series && shmetrics::server::created_series_from_env(),
     }
 }
 

@@ -123,6 +123,7 @@ impl StreamState {
             format: self.format,
             filter: &self.renderer.filter,
             escaping: self.escaping,
+            created: self.renderer.created_series,
         };
         let mut buf = chunk_buffer(STREAM_CHUNK)?;
         let done = exposition.render_some(&mut self.cursor, &mut buf, STREAM_CHUNK);

@@ -58,6 +58,9 @@ pub(crate) struct Renderer {
     logged: Mutex<HashSet<String>>,
     /// Checks the prefixes, once, against the first directory with families.
     prefixes_checked: std::sync::Once,
+    /// Whether OpenMetrics bodies have `_created` samples (see
+    /// `ServerOptions::created_series`).
+    pub(crate) created_series: bool,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -88,6 +91,7 @@ impl Renderer {
             stream_permits: Arc::new(tokio::sync::Semaphore::new(STREAM_RENDERS)),
             logged: Mutex::new(HashSet::new()),
             prefixes_checked: std::sync::Once::new(),
+            created_series: true,
         }
     }
 
@@ -170,6 +174,7 @@ impl Renderer {
             format,
             filter: &self.filter,
             escaping,
+            created: self.created_series,
         };
         let mut cursor = Cursor::default();
         let mut whole = Vec::new();
@@ -524,6 +529,7 @@ mod tests {
             series: vec![Series {
                 labels: Arc::new(SeriesLabels::new(vec![])),
                 pid: None,
+                created_unix_nanos: None,
                 value: Value::Counter(v),
             }],
         }
@@ -760,6 +766,7 @@ mod tests {
             .map(|i| Series {
                 labels: Arc::new(SeriesLabels::new(vec![("i".into(), i.to_string().into())])),
                 pid: None,
+                created_unix_nanos: None,
                 value: Value::Counter(i as f64),
             })
             .collect();

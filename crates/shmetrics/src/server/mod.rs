@@ -180,6 +180,19 @@ pub struct ServerOptions {
     /// memory, file descriptors, start time, each with a `pid` label), read from `/proc` at
     /// each snapshot (`shmetrics_reader::process`); kept whatever the prefixes. Default off.
     pub process_metrics: bool,
+    /// OpenMetrics bodies have a `_created` sample per counter, histogram and summary
+    /// series: its oldest creation time among the processes that have it, stable across
+    /// deaths and compactions (`shmetrics_reader::Reader::set_created_series`). Default on,
+    /// as prometheus_client; [`created_series_from_env`] gives its
+    /// `PROMETHEUS_DISABLE_CREATED_SERIES` setting.
+    pub created_series: bool,
+}
+
+/// Whether `_created` samples are on by prometheus_client's rule: off when
+/// `PROMETHEUS_DISABLE_CREATED_SERIES` is `true`, `1` or `t` (any case).
+pub fn created_series_from_env() -> bool {
+    let disabled = std::env::var("PROMETHEUS_DISABLE_CREATED_SERIES").unwrap_or_default();
+    !matches!(disabled.to_ascii_lowercase().as_str(), "true" | "1" | "t")
 }
 
 impl ServerOptions {
@@ -203,6 +216,7 @@ impl ServerOptions {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_scrape_bytes: DEFAULT_MAX_SCRAPE_BYTES,
             process_metrics: false,
+            created_series: true,
         }
     }
 }
@@ -324,13 +338,14 @@ impl Server {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
         let server_metrics = Arc::new(ServerMetrics::default());
         let mut reader = self.reader;
-        let renderer = Renderer::new(
+        let mut renderer = Renderer::new(
             PrefixFilter::new(self.options.prefixes.iter().cloned()),
             self.options.self_metrics,
             Arc::clone(&server_metrics),
             self.extra,
             self.options.max_scrape_bytes,
         );
+        renderer.created_series = self.options.created_series;
         let app = Arc::new(App {
             scraper: Scraper::new(
                 Box::new(move || reader.snapshot()),

@@ -112,6 +112,7 @@ fn one_gauge(name: &str, help: &str, value: u64) -> Family {
         series: vec![Series {
             labels: labels(&[]),
             pid: None,
+            created_unix_nanos: None,
             value: Value::Gauge(value as f64),
         }],
     }
@@ -129,6 +130,7 @@ fn by_reason<const N: usize>(name: &str, help: &str, counts: [(&str, &AtomicU64)
             .map(|&(reason, count)| Series {
                 labels: labels(&[("reason", reason)]),
                 pid: None,
+                created_unix_nanos: None,
                 // SYNC POINT server-counter: relaxed; a statistic.
                 value: Value::Counter(count.load(Ordering::Relaxed) as f64),
             })
@@ -211,6 +213,7 @@ impl ServerMetrics {
                 .map(|((path, code), n)| Series {
                     labels: labels(&[("code", &code.to_string()), ("path", path)]),
                     pid: None,
+                    created_unix_nanos: None,
                     value: Value::Counter(n as f64),
                 })
                 .collect();
@@ -237,6 +240,7 @@ impl ServerMetrics {
                     Series {
                         labels: labels(&[("format", format_label(f))]),
                         pid: None,
+                        created_unix_nanos: None,
                         value: Value::Histogram {
                             buckets: h.buckets.to_vec(),
                             sum: h.sum,
