@@ -302,6 +302,24 @@ fn dump_formats_and_filters() {
     assert_eq!(om.matches("# EOF").count(), 1);
     assert!(om.contains("# TYPE gen_c0 counter\n"), "{om}");
     assert!(om.contains("gen_c0_total{series=\"0\"} 6.0\n"), "{om}");
+    assert!(
+        om.contains("gen_c0_total{series=\"0\"} 6.0\ngen_c0_created{series=\"0\"} "),
+        "{om}"
+    );
+    // prometheus_client's switch for `_created` samples holds for `dump` too.
+    let without = Command::new(BIN)
+        .args(["dump", "--format", "openmetrics", "--dir"])
+        .arg(dir.path())
+        .env("PROMETHEUS_DISABLE_CREATED_SERIES", "1")
+        .output()
+        .unwrap();
+    assert!(without.status.success());
+    let without = String::from_utf8(without.stdout).unwrap();
+    assert!(
+        without.contains("gen_c0_total{series=\"0\"} 6.0\n"),
+        "{without}"
+    );
+    assert!(!without.contains("_created"), "{without}");
     let text = dump(dir.path(), &["--format", "prometheus"]);
     assert!(!text.contains("# EOF"));
     assert!(text.contains("# TYPE gen_c0_total counter\n"), "{text}");

@@ -18,7 +18,8 @@ pub(crate) struct DumpArgs {
     /// Keep only families whose name starts with this prefix (repeatable; all when absent).
     #[arg(long = "prefix", value_name = "P", value_parser = parse_prefix)]
     pub(crate) prefixes: Vec<String>,
-    /// Exposition format.
+    /// Exposition format. OpenMetrics has a _created sample per counter, histogram and
+    /// summary series unless PROMETHEUS_DISABLE_CREATED_SERIES is true, 1 or t.
     #[arg(long, value_name = "FORMAT", default_value = "prometheus", value_parser = format_parser())]
     pub(crate) format: Format,
     /// How names outside the classic character sets are written: underscores (the
@@ -46,6 +47,8 @@ pub(crate) fn run(args: &DumpArgs) -> Result<(), CliError> {
     // Every `ReaderError` names the path: missing, not a directory, or not accessible.
     let mut reader =
         Reader::open(&args.dir).map_err(|e| CliError::with_code(2, format!("dump: {e}")))?;
+    // `_created` samples (OpenMetrics only) as `serve` has them by default.
+    reader.set_created_series(shmetrics::server::created_series_from_env());
     let filter = PrefixFilter::new(args.prefixes.iter().cloned());
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
