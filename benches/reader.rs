@@ -222,7 +222,9 @@ fn prometheus_client_registry(snapshot: &Snapshot) -> prometheus_client::registr
                 }
                 registry.register(f.name.to_string(), f.help.to_string(), family);
             }
-            MetricKind::Summary => panic!("{}: the gen workload has no summaries", f.name),
+            MetricKind::Summary | MetricKind::Info | MetricKind::StateSet => {
+                panic!("{}: the gen workload has no {}", f.name, f.kind)
+            }
         }
     }
     registry

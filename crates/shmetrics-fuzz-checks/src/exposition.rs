@@ -132,8 +132,13 @@ fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<It
     // Names outside the classic set are exposed with underscores (the default escaping).
     let head = exposed(&match (family.kind, format) {
         (MetricKind::Counter, Format::Prometheus) => format!("{name}_total"),
+        (MetricKind::Info, Format::Prometheus) => format!("{name}_info"),
         _ => name.to_owned(),
     });
+    let type_name = match format {
+        Format::Prometheus => family.kind.text_type(),
+        Format::OpenMetrics => family.kind.as_str(),
+    };
     let help = next()
         .strip_prefix(&format!("# HELP {head} "))
         .unwrap_or_else(|| panic!("no HELP line for {head}"));
@@ -142,7 +147,7 @@ fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<It
         *family.help,
         "help of {head}"
     );
-    assert_eq!(next(), format!("# TYPE {head} {}", family.kind));
+    assert_eq!(next(), format!("# TYPE {head} {type_name}"));
     for series in &family.series {
         let expected = |labels: Vec<(String, String)>| {
             let mut pairs: Vec<(String, String)> = owned_pairs(&series.labels)
@@ -188,6 +193,29 @@ fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<It
             }
             Value::Summary { count, sum } => {
                 read_count_and_sum(next(), next(), name, *count, *sum, &expected(vec![]));
+            }
+            Value::Info => {
+                let (labels, value) = read_sample(next(), name, "_info");
+                assert_eq!(labels, expected(vec![]));
+                assert_eq!(value, "1.0");
+            }
+            Value::State { states, index } => {
+                for (i, state) in states.iter().enumerate() {
+                    // The family's name labels the state, in label order.
+                    let mut pairs = owned_pairs(&series.labels);
+                    let at = pairs.partition_point(|(n, _)| n.as_str() < name);
+                    pairs.insert(at, (name.to_owned(), state.clone()));
+                    let mut want: Vec<(String, String)> = pairs
+                        .into_iter()
+                        .map(|(n, v)| (escaped_name(&n, false, Escaping::Underscores), v))
+                        .collect();
+                    if let Some(pid) = series.pid {
+                        want.push(("pid".into(), pid.to_string()));
+                    }
+                    let (labels, value) = read_sample(next(), name, "");
+                    assert_eq!(labels, want);
+                    assert_eq!(value, if i == *index { "1.0" } else { "0.0" });
+                }
             }
         }
         // OpenMetrics ends a counter's, histogram's or summary's series with its creation

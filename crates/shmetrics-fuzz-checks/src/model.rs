@@ -396,6 +396,7 @@ impl Def {
             help: self.help.clone(),
             label_names: self.labels.clone(),
             bounds: self.bounds.clone(),
+            states: Vec::new(),
         }
     }
 }
@@ -423,6 +424,9 @@ impl Val {
                 buckets: vec![0; def.bounds.len() + 1],
                 sum: 0.0,
             },
+            MetricKind::Info | MetricKind::StateSet => {
+                unreachable!("the model registers prometheus_client's multiprocess kinds only")
+            }
         }
     }
 
@@ -607,16 +611,7 @@ enum Expect {
 
 impl Model {
     fn expect_registration(&self, def: &Def) -> Expect {
-        if check_family(
-            def.kind,
-            def.mode,
-            &def.name,
-            &def.help,
-            &def.labels,
-            &def.bounds,
-        )
-        .is_err()
-        {
+        if check_family(&def.record(0)).is_err() {
             return Expect::Invalid;
         }
         if let Some(f) = self.families.iter().find(|f| f.def.name == def.name) {
@@ -677,6 +672,9 @@ impl RealFamily {
             }
             MetricKind::Summary => {
                 RealFamily::Summary(registry.summary(given_name, &def.help, &labels)?)
+            }
+            MetricKind::Info | MetricKind::StateSet => {
+                unreachable!("the model registers prometheus_client's multiprocess kinds only")
             }
         })
     }

@@ -213,6 +213,8 @@ pub enum TextField {
     LabelName,
     /// A series' label value.
     LabelValue,
+    /// A stateset's state.
+    State,
 }
 
 impl fmt::Display for TextField {
@@ -222,6 +224,7 @@ impl fmt::Display for TextField {
             Self::Help => "help text",
             Self::LabelName => "label name",
             Self::LabelValue => "label value",
+            Self::State => "state",
         })
     }
 }
@@ -307,9 +310,73 @@ pub enum DefinitionError {
         /// How both are exposed.
         exposed: Box<str>,
     },
-    /// A gauge without a mode, or a mode on another type.
-    #[error("{family}: a gauge mode is given exactly for gauges")]
+    /// A gauge, info or stateset without a mode, a mode on another type, or a mode other
+    /// than `mostrecent` or `livemostrecent` on an info or stateset.
+    #[error(
+        "{family}: a merge mode is given exactly for gauges (any mode), infos and statesets (mostrecent or livemostrecent)"
+    )]
     ModeMismatch {
+        /// The family.
+        family: Box<str>,
+    },
+    /// A stateset whose name cannot be the label of its states' samples: not a valid label
+    /// name, or one of its label names.
+    #[error(
+        "{family}: a stateset's name labels its states, so it must be a valid label name other than its label names"
+    )]
+    StateLabel {
+        /// The family.
+        family: Box<str>,
+    },
+    /// A stateset without states.
+    #[error("{family}: a stateset needs at least one state")]
+    NoStates {
+        /// The family.
+        family: Box<str>,
+    },
+    /// A state listed twice.
+    #[error("{family}: state {state:?} is listed twice")]
+    DuplicateState {
+        /// The family.
+        family: Box<str>,
+        /// The state.
+        state: Box<str>,
+    },
+    /// A stateset with more states than [`crate::limits::MAX_STATES`].
+    #[error("{family}: {count} states, more than the {max} allowed", max = crate::limits::MAX_STATES)]
+    TooManyStates {
+        /// The family.
+        family: Box<str>,
+        /// Its state count.
+        count: usize,
+    },
+    /// A state longer than [`crate::limits::MAX_STATE_LEN`].
+    #[error("{family}: a state of {len} bytes, more than the {max} allowed", max = crate::limits::MAX_STATE_LEN)]
+    StateTooLong {
+        /// The family.
+        family: Box<str>,
+        /// The state's length.
+        len: usize,
+    },
+    /// An info series whose own labels are not name and value pairs.
+    #[error("an info's labels are name and value pairs")]
+    InfoPairs,
+    /// An info label that is not a valid label name or repeats one of the series' labels.
+    #[error("info label {label:?} is not a valid label name, or repeats a label of the series")]
+    InfoLabel {
+        /// The label name.
+        label: Box<str>,
+    },
+    /// An info series with more labels, its family's included, than
+    /// [`crate::limits::MAX_LABELS`].
+    #[error("an info series with {count} labels, more than the {max} allowed", max = crate::limits::MAX_LABELS)]
+    TooManyInfoLabels {
+        /// Its label count.
+        count: usize,
+    },
+    /// States given for a family that is not a stateset.
+    #[error("{family}: only a stateset has states")]
+    StatesWithoutStateSet {
         /// The family.
         family: Box<str>,
     },

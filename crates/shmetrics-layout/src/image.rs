@@ -27,6 +27,7 @@
 //!     help: "Requests.".into(),
 //!     label_names: vec![],
 //!     bounds: vec![],
+//!     states: vec![],
 //! }));
 //! // A counter's slots: integer part 3, fractional part 0.5.
 //! image.series(SeriesRecord::default(), vec![3, 0.5f64.to_bits()]);
@@ -497,6 +498,7 @@ mod tests {
             help: "Help.".into(),
             label_names: vec!["a".into()],
             bounds: bounds.to_vec(),
+            states: Vec::new(),
         })
     }
 
@@ -716,6 +718,7 @@ mod tests {
             help: "G.".into(),
             label_names: vec!["a".into()],
             bounds: vec![],
+            states: Vec::new(),
         };
         image.record(Record::Family(family.clone()));
         for (i, v) in ["x", "y"].iter().enumerate() {

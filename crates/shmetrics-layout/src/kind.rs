@@ -14,6 +14,13 @@ pub enum MetricKind {
     Histogram,
     /// Observation count and sum (as `prometheus_client` keeps them in multiprocess mode).
     Summary,
+    /// A set of labels describing something (`prometheus_client`'s `Info`): each series has
+    /// the family's labels and the info's own; merged like a gauge of mode `mostrecent` or
+    /// `livemostrecent`, the newest info per family label set.
+    Info,
+    /// One of a fixed list of states (`prometheus_client`'s `Enum`, OpenMetrics' stateset);
+    /// merged like a gauge of mode `mostrecent` or `livemostrecent`.
+    StateSet,
 }
 
 impl MetricKind {
@@ -24,6 +31,8 @@ impl MetricKind {
             Self::Gauge => 2,
             Self::Histogram => 3,
             Self::Summary => 4,
+            Self::Info => 5,
+            Self::StateSet => 6,
         }
     }
 
@@ -34,17 +43,48 @@ impl MetricKind {
             2 => Some(Self::Gauge),
             3 => Some(Self::Histogram),
             4 => Some(Self::Summary),
+            5 => Some(Self::Info),
+            6 => Some(Self::StateSet),
             _ => None,
         }
     }
 
-    /// The name used in `# TYPE` lines.
+    /// The name used in OpenMetrics' `# TYPE` lines (and in messages).
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Counter => "counter",
             Self::Gauge => "gauge",
             Self::Histogram => "histogram",
             Self::Summary => "summary",
+            Self::Info => "info",
+            Self::StateSet => "stateset",
+        }
+    }
+
+    /// The name used in the text format's `# TYPE` lines: OpenMetrics' info and stateset
+    /// are gauges there, as `prometheus_client` writes them.
+    pub const fn text_type(self) -> &'static str {
+        match self {
+            Self::Info | Self::StateSet => "gauge",
+            _ => self.as_str(),
+        }
+    }
+
+    /// Whether families of this kind have a merge mode ([`GaugeMode`]): gauges, infos and
+    /// statesets.
+    pub const fn has_mode(self) -> bool {
+        matches!(self, Self::Gauge | Self::Info | Self::StateSet)
+    }
+
+    /// Whether `mode` is one this kind can be merged by: any for a gauge; `mostrecent` or
+    /// `livemostrecent` for an info or a stateset (the newest value wins).
+    pub const fn allows_mode(self, mode: GaugeMode) -> bool {
+        match self {
+            Self::Gauge => true,
+            Self::Info | Self::StateSet => {
+                matches!(mode, GaugeMode::MostRecent | GaugeMode::LiveMostRecent)
+            }
+            _ => false,
         }
     }
 
@@ -57,6 +97,8 @@ impl MetricKind {
             Self::Gauge => &[""],
             Self::Histogram => &[suffix::BUCKET, suffix::COUNT, suffix::SUM],
             Self::Summary => &[suffix::COUNT, suffix::SUM],
+            Self::Info => &[suffix::INFO],
+            Self::StateSet => &[""],
         }
     }
 }
@@ -73,6 +115,8 @@ pub mod suffix {
     pub const SUM: &str = "_sum";
     /// OpenMetrics' creation time of a counter, histogram or summary series.
     pub const CREATED: &str = "_created";
+    /// An info's sample.
+    pub const INFO: &str = "_info";
 }
 
 impl fmt::Display for MetricKind {
@@ -226,9 +270,12 @@ mod tests {
             MetricKind::Gauge,
             MetricKind::Histogram,
             MetricKind::Summary,
+            MetricKind::Info,
+            MetricKind::StateSet,
         ] {
             assert_eq!(MetricKind::from_code(kind.code()), Some(kind));
         }
+        assert_eq!(MetricKind::from_code(7), None);
         assert_eq!(MetricKind::from_code(0), None);
         assert!("latest".parse::<GaugeMode>().is_err());
     }

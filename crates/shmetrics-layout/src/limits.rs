@@ -16,18 +16,29 @@ pub const MAX_LABEL_VALUE_LEN: usize = 4 * 1024;
 pub const MAX_LABEL_SET_LEN: usize = 8 * 1024;
 /// Most finite bucket bounds one histogram may declare.
 pub const MAX_BUCKETS: usize = 256;
+/// Most states one stateset may declare.
+pub const MAX_STATES: usize = MAX_BUCKETS;
+/// Longest state, in bytes.
+pub const MAX_STATE_LEN: usize = 256;
 
 /// An upper bound of the bytes one series renders in either format: its sample lines
-/// (`MAX_BUCKETS` + 1 buckets, `_count`, `_sum`), each at most a name, a suffix, the label
-/// set escaped (every byte doubled at worst, plus quotes, `=` and commas), a `pid` label,
-/// the `le` label and a value. About 4.3 MiB.
+/// (`MAX_BUCKETS` + 1 buckets, `_count`, `_sum`, `_created`; a stateset's at most
+/// [`MAX_STATES`] states), each at most a name, a suffix, the label set escaped (every byte
+/// doubled at worst, plus quotes, `=` and commas), a `pid` label, the `le` label or a state
+/// label, and a value. About 4.4 MiB.
 pub const MAX_SERIES_TEXT: usize = {
     let name = crate::names::MAX_NAME_LEN + crate::suffix::BUCKET.len();
     let labels = 2 * MAX_LABEL_SET_LEN + 4 * MAX_LABELS + "{}".len();
     let pid = ",pid=\"4294967295\"".len();
-    let le = ",le=\"-1.7976931348623157e+308\"".len();
+    // The widest extra label: a bucket's `le`, or a stateset's state under the family's
+    // name (escaped, every byte doubled at worst).
+    let le = {
+        let le = ",le=\"-1.7976931348623157e+308\"".len();
+        let state = 1 + 2 * crate::names::MAX_NAME_LEN + 3 + 2 * MAX_STATE_LEN;
+        if le > state { le } else { state }
+    };
     let value = " -1.7976931348623157e+308\n".len();
-    (MAX_BUCKETS + 3) * (name + labels + pid + le + value)
+    (MAX_BUCKETS + 4) * (name + labels + pid + le + value)
 };
 
 const _: () = assert!(
@@ -63,6 +74,37 @@ pub fn check_family(
         });
     }
     Ok(())
+}
+
+/// Checks a stateset's states against the limits (none for other kinds).
+pub fn check_states(name: &str, states: &[String]) -> Result<(), DefinitionError> {
+    if states.len() > MAX_STATES {
+        return Err(DefinitionError::TooManyStates {
+            family: Box::from(name),
+            count: states.len(),
+        });
+    }
+    if let Some(s) = states.iter().find(|s| s.len() > MAX_STATE_LEN) {
+        return Err(DefinitionError::StateTooLong {
+            family: Box::from(name),
+            len: s.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks an info series' labels (its family's values, then its own names and values)
+/// against the limits: at most [`MAX_LABELS`] labels, [`MAX_LABEL_SET_LEN`] bytes.
+pub fn check_info_set<S: AsRef<str>>(
+    label_names: &[String],
+    values: &[S],
+) -> Result<(), DefinitionError> {
+    let count = label_names.len() + values.len().saturating_sub(label_names.len()) / 2;
+    if count > MAX_LABELS {
+        return Err(DefinitionError::TooManyInfoLabels { count });
+    }
+    // Names and values alike are bytes of the set.
+    check_label_set(label_names, values)
 }
 
 /// Checks one series' label values (as many as `label_names`) against the limits.

@@ -152,7 +152,7 @@ pub fn reserved_label(kind: crate::MetricKind, mode: Option<crate::GaugeMode>, n
         MetricKind::Gauge => {
             name == "pid" && matches!(mode, Some(GaugeMode::All | GaugeMode::LiveAll))
         }
-        MetricKind::Counter => false,
+        MetricKind::Counter | MetricKind::Info | MetricKind::StateSet => false,
     }
 }
 

@@ -57,7 +57,8 @@ struct FamilyFixed {
     mode: u8,
     label_count: u16,
     bucket_count: u32,
-    reserved: u32,
+    /// A stateset's state count (layout version 2); `0` for other kinds.
+    state_count: u32,
 }
 
 /// Fixed part of a series record's payload.
@@ -117,7 +118,8 @@ pub struct FamilyRecord {
     pub id: u32,
     /// Metric type.
     pub kind: MetricKind,
-    /// Merge mode; `Some` exactly for gauges.
+    /// Merge mode; `Some` exactly for gauges, infos and statesets
+    /// ([`MetricKind::allows_mode`]).
     pub mode: Option<GaugeMode>,
     /// Family name (for counters without the `_total` suffix).
     pub name: String,
@@ -127,6 +129,9 @@ pub struct FamilyRecord {
     pub label_names: Vec<String>,
     /// Finite histogram bucket upper bounds, strictly increasing; `+Inf` is implicit.
     pub bounds: Vec<f64>,
+    /// A stateset's states, in order (a series' value is the index of its state); empty
+    /// for other kinds.
+    pub states: Vec<String>,
 }
 
 /// Declares one labelled series (a child) of a family and where its value slots live.
@@ -251,31 +256,29 @@ impl EncodeRecord for Record {
 /// Checks a family definition, its [`limits`](crate::limits) included; the writer calls
 /// this before encoding, the legacy `.db` import before translating. The error says what
 /// is wrong.
-pub fn check_family(
-    kind: MetricKind,
-    mode: Option<GaugeMode>,
-    name: &str,
-    help: &str,
-    label_names: &[String],
-    bounds: &[f64],
-) -> Result<(), DefinitionError> {
-    check_family_format(kind, mode, name, help, label_names, bounds)?;
-    crate::limits::check_family(name, label_names, bounds)
+pub fn check_family(record: &FamilyRecord) -> Result<(), DefinitionError> {
+    check_family_format(record)?;
+    crate::limits::check_family(&record.name, &record.label_names, &record.bounds)?;
+    crate::limits::check_states(&record.name, &record.states)
 }
 
 /// Checks what makes a family record well-formed: valid and distinct names, a mode exactly
 /// for gauges, increasing finite bounds. The parser applies this; the limits are the
 /// reader's to apply, family by family (a family over them is left out, not the rest of
 /// the segment).
-fn check_family_format(
-    kind: MetricKind,
-    mode: Option<GaugeMode>,
-    name: &str,
-    help: &str,
-    label_names: &[String],
-    bounds: &[f64],
-) -> Result<(), DefinitionError> {
-    let family = || Box::from(name);
+fn check_family_format(record: &FamilyRecord) -> Result<(), DefinitionError> {
+    let FamilyRecord {
+        kind,
+        mode,
+        name,
+        help,
+        label_names,
+        bounds,
+        states,
+        ..
+    } = record;
+    let (kind, mode) = (*kind, *mode);
+    let family = || Box::from(name.as_str());
     if !is_valid_metric_name(name) {
         return Err(DefinitionError::InvalidMetricName(family()));
     }
@@ -318,8 +321,26 @@ fn check_family_format(
             });
         }
     }
-    if (kind == MetricKind::Gauge) != mode.is_some() {
+    if kind.has_mode() != mode.is_some() || mode.is_some_and(|m| !kind.allows_mode(m)) {
         return Err(DefinitionError::ModeMismatch { family: family() });
+    }
+    if kind == MetricKind::StateSet {
+        // The family name is the label of each state's sample.
+        let state_label = escaped_name(name, false, Escaping::Underscores);
+        if !is_valid_label_name(name) || exposed.contains(&state_label) {
+            return Err(DefinitionError::StateLabel { family: family() });
+        }
+        if states.is_empty() {
+            return Err(DefinitionError::NoStates { family: family() });
+        }
+        if let Some(i) = (1..states.len()).find(|&i| states[..i].contains(&states[i])) {
+            return Err(DefinitionError::DuplicateState {
+                family: family(),
+                state: states[i].as_str().into(),
+            });
+        }
+    } else if !states.is_empty() {
+        return Err(DefinitionError::StatesWithoutStateSet { family: family() });
     }
     if kind != MetricKind::Histogram && !bounds.is_empty() {
         return Err(DefinitionError::BoundsWithoutHistogram { family: family() });
@@ -353,6 +374,40 @@ pub fn check_label_values<S: AsRef<str>>(
 ) -> Result<(), DefinitionError> {
     check_label_count(label_names, values)?;
     crate::limits::check_label_set(label_names, values)
+}
+
+/// Checks an info series' label values: the family's (one per label name), then the info's
+/// own labels as name, value, name, value...: valid label names, distinct from each other
+/// and from the family's as exposed. The limits are [`crate::limits::check_info_set`]'s.
+/// Shared by the writer and the reader.
+pub fn check_info_labels<S: AsRef<str>>(
+    label_names: &[String],
+    values: &[S],
+) -> Result<(), DefinitionError> {
+    let Some(extra) = values.get(label_names.len()..) else {
+        return Err(DefinitionError::LabelCount {
+            values: values.len(),
+            names: label_names.len(),
+        });
+    };
+    if extra.len() % 2 != 0 {
+        return Err(DefinitionError::InfoPairs);
+    }
+    let mut names: Vec<String> = label_names.to_vec();
+    let mut exposed: Vec<String> = label_names
+        .iter()
+        .map(|l| escaped_name(l, false, Escaping::Underscores))
+        .collect();
+    for pair in extra.chunks_exact(2) {
+        let name = pair[0].as_ref();
+        let as_exposed = escaped_name(name, false, Escaping::Underscores);
+        if !is_valid_label_name(name) || exposed.contains(&as_exposed) {
+            return Err(DefinitionError::InfoLabel { label: name.into() });
+        }
+        names.push(name.to_owned());
+        exposed.push(as_exposed);
+    }
+    Ok(())
 }
 
 /// Bytes [`push_str`] adds for `s`.
@@ -404,7 +459,8 @@ impl FamilyRecord {
                 + 8 * self.bounds.len()
                 + str_len(&self.name)
                 + str_len(&self.help)
-                + self.label_names.iter().map(|l| str_len(l)).sum::<usize>(),
+                + self.label_names.iter().map(|l| str_len(l)).sum::<usize>()
+                + self.states.iter().map(|s| str_len(s)).sum::<usize>(),
         )
     }
 
@@ -424,7 +480,7 @@ impl EncodeRecord for FamilyRecord {
             mode: self.mode.map_or(NO_MODE, GaugeMode::code),
             label_count: self.label_names.len() as u16,
             bucket_count: self.bounds.len() as u32,
-            reserved: 0,
+            state_count: self.states.len() as u32,
         };
         out.extend_from_slice(bytemuck::bytes_of(&fixed));
         for b in &self.bounds {
@@ -434,6 +490,9 @@ impl EncodeRecord for FamilyRecord {
         push_str(out, &self.help);
         for l in &self.label_names {
             push_str(out, l);
+        }
+        for s in &self.states {
+            push_str(out, s);
         }
         finish(out, at, RECORD_FAMILY);
     }
@@ -662,9 +721,6 @@ impl<'a> Cursor<'a> {
 
 fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
     let fixed: FamilyFixed = c.pod()?;
-    if fixed.reserved != 0 {
-        return Err(c.fail(RecordFault::ReservedNotZero(RecordPart::Family)));
-    }
     let kind = MetricKind::from_code(fixed.kind)
         .ok_or_else(|| c.fail(RecordFault::UnknownMetricKind(fixed.kind)))?;
     let mode = match fixed.mode {
@@ -687,9 +743,12 @@ fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
     let label_names = (0..fixed.label_count)
         .map(|_| c.string(crate::names::MAX_NAME_LEN, TextField::LabelName))
         .collect::<Result<Vec<_>, _>>()?;
+    // Bounded by the record's length too: each state takes at least 4 bytes.
+    let states = (0..fixed.state_count)
+        .map(|_| c.string(MAX_RECORD_LEN, TextField::State))
+        .collect::<Result<Vec<_>, _>>()?;
     c.finish()?;
-    check_family_format(kind, mode, &name, &help, &label_names, &bounds).map_err(|e| c.fail(e))?;
-    Ok(FamilyRecord {
+    let record = FamilyRecord {
         id: fixed.id,
         kind,
         mode,
@@ -697,7 +756,10 @@ fn parse_family(c: &mut Cursor<'_>) -> Result<FamilyRecord, LayoutError> {
         help,
         label_names,
         bounds,
-    })
+        states,
+    };
+    check_family_format(&record).map_err(|e| c.fail(e))?;
+    Ok(record)
 }
 
 /// What follows a series record's fixed part.
@@ -884,6 +946,7 @@ mod tests {
             help: "Histogram of e2e request latency in seconds.".into(),
             label_names: vec!["model_name".into(), "engine".into()],
             bounds: vec![0.3, 0.5, 0.8, 1.0],
+            states: Vec::new(),
         }
     }
 
@@ -1160,50 +1223,90 @@ mod tests {
 
     #[test]
     fn checks_family_definitions() {
-        let labels = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let ok = check_family(MetricKind::Counter, None, "a", "", &labels(&["x"]), &[]);
-        assert_eq!(ok, Ok(()));
+        let check = |kind, mode, name: &str, labels: &[&str], bounds: &[f64], states: &[&str]| {
+            check_family(&FamilyRecord {
+                id: 0,
+                kind,
+                mode,
+                name: name.into(),
+                help: String::new(),
+                label_names: labels.iter().map(|s| s.to_string()).collect(),
+                bounds: bounds.to_vec(),
+                states: states.iter().map(|s| s.to_string()).collect(),
+            })
+        };
+        use GaugeMode::{LiveMostRecent, LiveSum, MostRecent};
+        use MetricKind::{Counter, Gauge, Histogram, Info, StateSet, Summary};
+        let good = [
+            check(Counter, None, "a", &["x"], &[], &[]),
+            check(Info, Some(LiveMostRecent), "build", &["x"], &[], &[]),
+            check(
+                StateSet,
+                Some(MostRecent),
+                "phase",
+                &["x"],
+                &[],
+                &["a", "b"],
+            ),
+        ];
+        for result in good {
+            assert_eq!(result, Ok(()));
+        }
         let bad = [
-            check_family(
-                MetricKind::Histogram,
-                None,
-                "h",
-                "",
-                &labels(&["le"]),
-                &[1.0],
-            ),
-            check_family(
-                MetricKind::Summary,
-                None,
-                "s",
-                "",
-                &labels(&["quantile"]),
-                &[],
-            ),
-            check_family(
-                MetricKind::Counter,
-                None,
-                "c",
-                "",
-                &labels(&["x", "x"]),
-                &[],
-            ),
-            check_family(MetricKind::Gauge, None, "g", "", &[], &[]),
-            check_family(MetricKind::Histogram, None, "h", "", &[], &[2.0, 1.0]),
-            check_family(MetricKind::Histogram, None, "h", "", &[], &[f64::NAN]),
-            check_family(MetricKind::Counter, None, "c", "", &[], &[1.0]),
-            check_family(
-                MetricKind::Counter,
-                None,
-                "c",
-                "",
-                &labels(&["a.b", "a_b"]),
-                &[],
-            ),
-            check_family(MetricKind::Histogram, None, "h", "", &labels(&["le"]), &[]),
+            check(Histogram, None, "h", &["le"], &[1.0], &[]),
+            check(Summary, None, "s", &["quantile"], &[], &[]),
+            check(Counter, None, "c", &["x", "x"], &[], &[]),
+            check(Gauge, None, "g", &[], &[], &[]),
+            check(Histogram, None, "h", &[], &[2.0, 1.0], &[]),
+            check(Histogram, None, "h", &[], &[f64::NAN], &[]),
+            check(Counter, None, "c", &[], &[1.0], &[]),
+            check(Counter, None, "c", &["a.b", "a_b"], &[], &[]),
+            check(Histogram, None, "h", &["le"], &[], &[]),
+            // Infos and statesets: the newest value wins, nothing else.
+            check(Info, None, "i", &[], &[], &[]),
+            check(Info, Some(LiveSum), "i", &[], &[], &[]),
+            check(StateSet, Some(LiveSum), "e", &[], &[], &["a"]),
+            // A stateset's states: some, distinct, under a name that can be a label.
+            check(StateSet, Some(MostRecent), "e", &[], &[], &[]),
+            check(StateSet, Some(MostRecent), "e", &[], &[], &["a", "a"]),
+            check(StateSet, Some(MostRecent), "e", &["e"], &[], &["a"]),
+            check(StateSet, Some(MostRecent), "__e", &[], &[], &["a"]),
+            check(Gauge, Some(MostRecent), "g", &[], &[], &["a"]),
         ];
         for result in bad {
             assert!(result.is_err());
         }
+    }
+
+    #[test]
+    fn info_labels_are_checked() {
+        let names = vec!["a".to_owned()];
+        assert_eq!(check_info_labels(&names, &["x", "version", "1.0"]), Ok(()));
+        assert_eq!(check_info_labels(&names, &["x"]), Ok(()));
+        for bad in [
+            &["x", "version"][..],
+            &[],
+            &["x", "a", "again"],
+            &["x", "__r", "v"],
+            &["x", "k", "1", "k", "2"],
+        ] {
+            assert!(check_info_labels(&names, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stateset_families_round_trip() {
+        let f = FamilyRecord {
+            kind: MetricKind::StateSet,
+            mode: Some(GaugeMode::LiveMostRecent),
+            name: "phase".into(),
+            bounds: Vec::new(),
+            states: vec!["starting".into(), "running".into(), "".into()],
+            ..family()
+        };
+        let bytes = f.encode();
+        assert_eq!(bytes.len(), f.encoded_len());
+        let parsed = parse_records(&bytes, 0).next().unwrap().unwrap();
+        assert_eq!(parsed.0, Record::Family(f));
     }
 }

@@ -16,7 +16,9 @@ use crate::sync::{AtomicU64, Ordering, fence, fetch_add_f64, load_f64, spin_loop
 /// Words taken by one series of `kind` with `bucket_count` finite bounds.
 pub const fn slot_words(kind: MetricKind, bucket_count: usize) -> usize {
     match kind {
-        MetricKind::Counter | MetricKind::Gauge => 2,
+        // An info's and a stateset's slots are a gauge's: a value (a stateset's state
+        // index) and the time of the last write.
+        MetricKind::Counter | MetricKind::Gauge | MetricKind::Info | MetricKind::StateSet => 2,
         MetricKind::Histogram => 3 + bucket_count,
         MetricKind::Summary => 3,
     }

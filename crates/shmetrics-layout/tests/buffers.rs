@@ -42,6 +42,7 @@ fn families() -> [FamilyRecord; 2] {
             help: "Latency \\ \"quoted\"\n.".into(),
             label_names: vec!["k".into()],
             bounds: vec![0.5, 1.0],
+            states: Vec::new(),
         },
         FamilyRecord {
             id: 1,
@@ -51,6 +52,7 @@ fn families() -> [FamilyRecord; 2] {
             help: String::new(),
             label_names: vec![],
             bounds: vec![],
+            states: Vec::new(),
         },
     ]
 }

@@ -169,6 +169,7 @@ fn family(id: u32, name: &str) -> FamilyRecord {
         help: String::new(),
         label_names: vec![],
         bounds: vec![],
+        states: Vec::new(),
     }
 }
 

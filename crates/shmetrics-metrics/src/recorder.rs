@@ -109,14 +109,16 @@ fn checked_bounds(bounds: &[f64]) -> Result<Arc<[f64]>, BucketError> {
     if finite.is_empty() {
         return Err(BucketError::NoFiniteBound);
     }
-    shmetrics_layout::record::check_family(
-        shmetrics_layout::MetricKind::Histogram,
-        None,
-        "buckets",
-        "",
-        &[],
-        finite,
-    )?;
+    shmetrics_layout::record::check_family(&shmetrics_layout::record::FamilyRecord {
+        id: 0,
+        kind: shmetrics_layout::MetricKind::Histogram,
+        mode: None,
+        name: "buckets".into(),
+        help: String::new(),
+        label_names: Vec::new(),
+        bounds: finite.to_vec(),
+        states: Vec::new(),
+    })?;
     Ok(finite.into())
 }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::{PyMemoryError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use shmetrics_reader::snapshot::{Family, Value};
+use shmetrics_reader::snapshot::{Family, Series, Value};
 use shmetrics_reader::{Format, PrefixFilter, ScrapeReport};
 
 /// Reads one metrics directory, keeping parsed metadata between scrapes. Thread-safe; the
@@ -171,6 +171,8 @@ fn family_to_py<'py>(
             Value::Histogram { buckets, sum } => {
                 (buckets.clone(), *sum).into_pyobject(py)?.into_any()
             }
+            Value::Info => 1.0f64.into_pyobject(py)?.into_any(),
+            Value::State { index, .. } => index.into_pyobject(py)?.into_any(),
         };
         if created {
             series.append((labels, pid, value, s.created_seconds()))?;
@@ -185,8 +187,18 @@ fn family_to_py<'py>(
                 .iter()
                 .copied()
                 .chain([f64::INFINITY])
-                .collect::<Vec<f64>>(),
+                .collect::<Vec<f64>>()
+                .into_pyobject(py)?
+                .into_any(),
         ),
+        // A stateset's states, each series' value the index of its state.
+        shmetrics_layout::MetricKind::StateSet => match family.series.first() {
+            Some(Series {
+                value: Value::State { states, .. },
+                ..
+            }) => Some(states.to_vec().into_pyobject(py)?.into_any()),
+            _ => None,
+        },
         _ => None,
     };
     (

@@ -9,6 +9,7 @@
 
 mod collect;
 mod dropin;
+mod info_enum;
 mod labels;
 mod metrics;
 mod registry;
@@ -24,6 +25,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<metrics::Histogram>()?;
     m.add_class::<metrics::Summary>()?;
     m.add_class::<metrics::ValuePart>()?;
+    m.add_class::<info_enum::InfoMetric>()?;
+    m.add_class::<info_enum::EnumMetric>()?;
     m.add_class::<collect::Reader>()?;
     m.add_class::<dropin::FastLabels>()?;
     m.add_function(wrap_pyfunction!(registry::default_registry, m)?)?;

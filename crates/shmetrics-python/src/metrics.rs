@@ -15,18 +15,7 @@ use pyo3::types::{PyDict, PyFloat, PyTuple};
 use shmetrics_writer::GaugeMode;
 
 use crate::labels::{Info, Node, check_exemplar, full_name, helper, label_names};
-use crate::registry::{Registry, to_py_err};
-
-/// The writer registry a metric is created in: `registry` if given, else the default.
-fn writer_registry(
-    py: Python<'_>,
-    registry: Option<&Bound<'_, Registry>>,
-) -> PyResult<shmetrics_writer::Registry> {
-    match registry {
-        Some(r) => Ok(r.get().inner.clone()),
-        None => Ok(crate::registry::default_registry(py)?.get().inner.clone()),
-    }
-}
+use crate::registry::{Registry, to_py_err, writer_registry};
 
 /// `float(value)`: floats and ints directly, anything else through Python's `float()`.
 fn to_f64(value: &Bound<'_, PyAny>) -> PyResult<f64> {

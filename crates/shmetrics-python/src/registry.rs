@@ -134,3 +134,14 @@ pub(crate) fn to_py_err(e: shmetrics_writer::Error) -> PyErr {
         _ => PyValueError::new_err(e.to_string()),
     }
 }
+
+/// The writer registry a metric is created in: `registry` if given, else the default.
+pub(crate) fn writer_registry(
+    py: Python<'_>,
+    registry: Option<&Bound<'_, Registry>>,
+) -> PyResult<shmetrics_writer::Registry> {
+    match registry {
+        Some(r) => Ok(r.get().inner.clone()),
+        None => Ok(default_registry(py)?.get().inner.clone()),
+    }
+}

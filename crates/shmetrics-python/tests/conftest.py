@@ -16,6 +16,17 @@ import pytest
 
 _FORK = multiprocessing.get_context("fork")
 
+#: Code for a worker: ``result`` is the directory through ``MultiProcessCollector`` as
+#: ``prometheus_client``'s OpenMetrics and text expositions.
+EXPOSE_BOTH = (
+    "from prometheus_client import CollectorRegistry\n"
+    "from prometheus_client.multiprocess import MultiProcessCollector\n"
+    "from prometheus_client.openmetrics.exposition import generate_latest as om\n"
+    "from prometheus_client.exposition import generate_latest as text\n"
+    "r = CollectorRegistry(); MultiProcessCollector(r)\n"
+    "result = (om(r).decode(), text(r).decode())\n"
+)
+
 
 def _worker_main(conn: Any, metrics_dir: str, mode: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

@@ -13,6 +13,7 @@ import time
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import shmetrics
+from conftest import EXPOSE_BOTH
 
 WRITE = (
     "import time\n"
@@ -25,14 +26,7 @@ WRITE = (
     "result = (before, time.time())\n"
 )
 
-OPENMETRICS = (
-    "from prometheus_client import CollectorRegistry\n"
-    "from prometheus_client.multiprocess import MultiProcessCollector\n"
-    "from prometheus_client.openmetrics.exposition import generate_latest as om\n"
-    "from prometheus_client.exposition import generate_latest as text\n"
-    "r = CollectorRegistry(); MultiProcessCollector(r)\n"
-    "result = (om(r).decode(), text(r).decode())\n"
-)
+OPENMETRICS = EXPOSE_BOTH
 
 
 def created_samples(exposition: str) -> dict:

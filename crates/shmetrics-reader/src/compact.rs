@@ -1095,6 +1095,7 @@ mod tests {
             help: format!("Help of {name}."),
             label_names: vec!["a".into()],
             bounds: bounds.to_vec(),
+            states: Vec::new(),
         })
     }
 

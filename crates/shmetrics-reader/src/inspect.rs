@@ -259,7 +259,10 @@ fn read_value(family: &FamilyRecord, words: &[shmetrics_layout::sync::AtomicU64]
             sum.add(fraction);
             SlotValue::Counter(sum.value())
         }
-        MetricKind::Gauge => SlotValue::Gauge(gauge_read(words)),
+        // An info's and a stateset's slots are a gauge's (a state index as the value).
+        MetricKind::Gauge | MetricKind::Info | MetricKind::StateSet => {
+            SlotValue::Gauge(gauge_read(words))
+        }
         MetricKind::Histogram | MetricKind::Summary => {
             let mut h = HistogramValue::default();
             histogram_read(words, family.bounds.len(), &mut h);
@@ -302,7 +305,13 @@ pub fn format_unix_nanos(nanos: u64) -> String {
 
 fn labels_text(names: &[String], values: &[String]) -> String {
     let mut out = String::from("{");
-    for (i, (n, v)) in names.iter().zip(values).enumerate() {
+    // An info series' own labels follow the family's, as name and value pairs.
+    let extra = values
+        .get(names.len()..)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|p| (&p[0], &p[1]));
+    for (i, (n, v)) in names.iter().zip(values).chain(extra).enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -317,6 +326,7 @@ fn labels_text(names: &[String], values: &[String]) -> String {
 fn exposed_name(f: &FamilyRecord) -> String {
     match f.kind {
         MetricKind::Counter => format!("{}{}", f.name, suffix::TOTAL),
+        MetricKind::Info => format!("{}{}", f.name, suffix::INFO),
         _ => f.name.clone(),
     }
 }
@@ -466,7 +476,7 @@ fn write_record(f: &mut fmt::Formatter<'_>, r: &RecordInfo) -> fmt::Result {
             if let Some(mode) = fam.mode {
                 write!(f, " mode={mode}")?;
             }
-            if fam.kind == MetricKind::Counter {
+            if matches!(fam.kind, MetricKind::Counter | MetricKind::Info) {
                 write!(f, " (exposed as {})", exposed_name(fam))?;
             }
             writeln!(f)?;
@@ -479,6 +489,9 @@ fn write_record(f: &mut fmt::Formatter<'_>, r: &RecordInfo) -> fmt::Result {
                     "             bounds: [{}] (+Inf implied)",
                     bounds.join(", ")
                 )?;
+            }
+            if fam.kind == MetricKind::StateSet {
+                writeln!(f, "             states: {:?}", fam.states)?;
             }
             Ok(())
         }

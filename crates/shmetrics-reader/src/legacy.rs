@@ -574,6 +574,8 @@ fn build_image(
                     .map(Role::Bucket),
                 _ => None,
             },
+            // prometheus_client keeps no file for these.
+            MetricKind::Info | MetricKind::StateSet => None,
         };
         let Some(role) = role else {
             left_out.push(format!(
@@ -603,6 +605,7 @@ fn build_image(
                         help,
                         label_names: label_names.clone(),
                         bounds: Vec::new(),
+                        states: Vec::new(),
                     },
                     series: Vec::new(),
                     bounds: Vec::new(),
@@ -648,7 +651,7 @@ fn build_image(
         f.bounds.sort_by(f64::total_cmp);
         f.record.bounds = std::mem::take(&mut f.bounds);
         let r = &f.record;
-        if let Err(e) = check_family(r.kind, r.mode, &r.name, &r.help, &r.label_names, &r.bounds) {
+        if let Err(e) = check_family(r) {
             f.valid = false;
             let problem = format!("{} left out: {e}", r.name);
             left_out.push(problem);

@@ -77,12 +77,17 @@ impl Index {
         for (s, values) in seg.series[start..].iter().zip(unlinked) {
             let def = &seg.families[s.family as usize];
             let family = links.families[s.family as usize];
-            let pairs = def
+            let mut values = values.into_iter();
+            let mut pairs: Vec<(Box<str>, Box<str>)> = def
                 .label_names
                 .iter()
-                .zip(values)
+                .zip(values.by_ref())
                 .map(|(n, v)| (Box::from(n.as_str()), v.into_boxed_str()))
                 .collect();
+            // An info series' own labels follow, as name and value pairs.
+            while let (Some(n), Some(v)) = (values.next(), values.next()) {
+                pairs.push((n.into_boxed_str(), v.into_boxed_str()));
+            }
             let labels = Arc::new(SeriesLabels::new(pairs));
             let next = self.series.len() as u32;
             let id = *self
@@ -308,6 +313,8 @@ struct Resolved {
     /// every scrape (the renderer's per-series caches compare them by address).
     help: Arc<str>,
     bounds: Arc<[f64]>,
+    /// A stateset's states, shared by its series' values.
+    states: Arc<[String]>,
 }
 
 /// The merge's state kept across scrapes: the interned families and series, the fold of
@@ -449,6 +456,14 @@ impl Fold {
     }
 }
 
+/// Whether series of `kind` have a creation time (OpenMetrics' `_created`).
+fn has_created(kind: MetricKind) -> bool {
+    matches!(
+        kind,
+        MetricKind::Counter | MetricKind::Histogram | MetricKind::Summary
+    )
+}
+
 /// Folds every series of one segment into `fold`.
 /// `budget` is how many more bytes of segments may stay mapped after their read; a segment
 /// beyond it has its pages released (`SegmentFile::release_pages`).
@@ -470,7 +485,7 @@ fn fold_segment(
             continue;
         };
         let merged = source.links.series[i] as usize;
-        if res.def.kind != MetricKind::Gauge {
+        if has_created(res.def.kind) {
             let created = &mut fold_into.created[merged];
             *created = (*created).min(s.created_unix_nanos);
         }
@@ -577,6 +592,7 @@ fn resolve(
                         def: Arc::clone(local),
                         help: Arc::from(local.help.as_str()),
                         bounds: Arc::from(local.bounds.as_slice()),
+                        states: Arc::from(local.states.as_slice()),
                     });
                 }
                 Some(res) => {
@@ -687,7 +703,9 @@ fn fold(
                 }
             }
         }
-        MetricKind::Gauge => {
+        // An info's and a stateset's values are a gauge's of their mode (`mostrecent` or
+        // `livemostrecent`): the newest write wins.
+        MetricKind::Gauge | MetricKind::Info | MetricKind::StateSet => {
             let mode = def.mode.unwrap_or(GaugeMode::All);
             if mode.live_only() && !seg.live {
                 return;
@@ -750,6 +768,44 @@ fn fold_gauge(
     }
 }
 
+/// A stateset slot's value as the index of one of `states` states, if it is one.
+fn state_index(value: f64, states: usize) -> Option<usize> {
+    (value >= 0.0 && value.fract() == 0.0 && value < states as f64).then_some(value as usize)
+}
+
+/// Of an info family's series with the same family labels (the info's own aside), keeps
+/// the newest: the info last set, by any process the mode counts.
+fn keep_newest_infos(index: &Index, fid: u32, def: &FamilyRecord, acc: &mut [Acc]) {
+    /// A series, its write time and its process's age key (older wins a tie).
+    type Candidate = (u32, u64, std::cmp::Reverse<(u64, u64, u32)>);
+    let mut newest: FxHashMap<Vec<&str>, Candidate> = FxHashMap::default();
+    for &sid in &index.families[fid as usize].series {
+        let Acc::Recent { timestamp, age, .. } = acc[sid as usize] else {
+            continue;
+        };
+        let labels = &index.series[sid as usize].labels;
+        let key: Vec<&str> = (def.label_names.iter())
+            .map(|n| labels.get(n).unwrap_or_default())
+            .collect();
+        let candidate = (sid, timestamp, std::cmp::Reverse(age));
+        match newest.entry(key) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(candidate);
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let best = e.get_mut();
+                let (loser, winner) = if (candidate.1, candidate.2) > (best.1, best.2) {
+                    (best.0, candidate)
+                } else {
+                    (sid, *best)
+                };
+                acc[loser as usize] = Acc::Empty;
+                *best = winner;
+            }
+        }
+    }
+}
+
 fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snapshot, SnapshotText) {
     let Fold { mut acc, created } = fold;
     let mut order: Vec<u32> = (0..index.families.len() as u32).collect();
@@ -765,6 +821,9 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snaps
             continue;
         };
         sort_series(index, fid);
+        if res.def.kind == MetricKind::Info {
+            keep_newest_infos(index, fid, &res.def, &mut acc);
+        }
         let mut series = Vec::with_capacity(index.families[fid as usize].series.len());
         text.start_family();
         for &sid in &index.families[fid as usize].series {
@@ -788,12 +847,27 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snaps
                     created_unix_nanos: None,
                     value: Value::Gauge(v),
                 }),
-                Acc::Recent { value, .. } => series.push(Series {
-                    labels: Arc::clone(labels),
-                    pid: None,
-                    created_unix_nanos: None,
-                    value: Value::Gauge(value),
-                }),
+                Acc::Recent { value, .. } => {
+                    let value = match res.def.kind {
+                        MetricKind::Info => Some(Value::Info),
+                        MetricKind::StateSet => {
+                            state_index(value, res.states.len()).map(|index| Value::State {
+                                states: Arc::clone(&res.states),
+                                index,
+                            })
+                        }
+                        _ => Some(Value::Gauge(value)),
+                    };
+                    // A stateset's value that names no state (a corrupt slot) shows nothing.
+                    if let Some(value) = value {
+                        series.push(Series {
+                            labels: Arc::clone(labels),
+                            pid: None,
+                            created_unix_nanos: None,
+                            value,
+                        });
+                    }
+                }
                 Acc::Histogram { buckets, sum } => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
@@ -919,12 +993,17 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
                 }
             };
             let labels = &index.series[sid as usize].labels;
-            let values = res
-                .def
-                .label_names
-                .iter()
+            let mut values: Vec<String> = (res.def.label_names.iter())
                 .map(|name| labels.get(name).unwrap_or_default().to_owned())
                 .collect();
+            if res.def.kind == MetricKind::Info {
+                // The info's own labels, name and value pairs, after the family's.
+                for (name, value) in &labels.pairs {
+                    if !res.def.label_names.iter().any(|n| **n == **name) {
+                        values.extend([name.to_string(), value.to_string()]);
+                    }
+                }
+            }
             series.push(FoldedSeries {
                 label_values: values,
                 value,

@@ -12,7 +12,9 @@ use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use rustc_hash::{FxHashMap, FxHashSet};
 use shmetrics_layout::fault::{self, Watch};
 use shmetrics_layout::limits;
-use shmetrics_layout::record::{FamilyRecord, ProcessOf, Record, check_label_count, parse_records};
+use shmetrics_layout::record::{
+    FamilyRecord, ProcessOf, Record, check_info_labels, check_label_count, parse_records,
+};
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::{
     GaugeMode, HEADER_SIZE, LayoutError, MIN_SEGMENT_SIZE, MetricKind, RecordFault, SegmentHeader,
@@ -435,7 +437,9 @@ impl SegmentFile {
                 {
                     return Err(fail(RecordFault::FamilyNameTwice(f.name.as_str().into())));
                 }
-                if let Err(why) = limits::check_family(&f.name, &f.label_names, &f.bounds) {
+                let within = limits::check_family(&f.name, &f.label_names, &f.bounds)
+                    .and_then(|()| limits::check_states(&f.name, &f.states));
+                if let Err(why) = within {
                     self.refused.note(why.to_string());
                     self.refused.families.insert(f.id, f.name.into());
                     return Ok(());
@@ -467,7 +471,12 @@ impl SegmentFile {
                     return Err(fail(RecordFault::UndeclaredFamily(s.family_id)));
                 };
                 let def = &self.families[family];
-                check_label_count(&def.label_names, &s.label_values).map_err(|e| fail(e.into()))?;
+                // An info series has its own labels after the family's, name and value pairs.
+                let labels = match def.kind {
+                    MetricKind::Info => check_info_labels(&def.label_names, &s.label_values),
+                    _ => check_label_count(&def.label_names, &s.label_values),
+                };
+                labels.map_err(|e| fail(e.into()))?;
                 let width = slot_words(def.kind, def.bounds.len()) as u64;
                 let slots_end = s.slot_offset.checked_add(width * 8);
                 let in_bounds = s.slot_offset >= (HEADER_SIZE + end) as u64
@@ -499,7 +508,11 @@ impl SegmentFile {
                         return Err(fail(RecordFault::UnexpectedExactParts));
                     }
                 }
-                if let Err(why) = limits::check_label_set(&def.label_names, &s.label_values) {
+                let within = match def.kind {
+                    MetricKind::Info => limits::check_info_set(&def.label_names, &s.label_values),
+                    _ => limits::check_label_set(&def.label_names, &s.label_values),
+                };
+                if let Err(why) = within {
                     self.refused
                         .note(format!("a series of {}: {why}", def.name));
                     self.refused.series += 1;

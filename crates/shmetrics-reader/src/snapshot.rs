@@ -52,6 +52,17 @@ pub enum Value {
         /// Sum of observations.
         sum: f64,
     },
+    /// An info: its labels are the series' (the family's and the info's own); its sample,
+    /// `name_info`, is 1.
+    Info,
+    /// A stateset in the state at `index` of `states`: one sample per state, labelled with
+    /// the family's name, 1 for that state and 0 for the others.
+    State {
+        /// The family's states.
+        states: Arc<[String]>,
+        /// The current one.
+        index: usize,
+    },
 }
 
 /// One merged series.

@@ -23,6 +23,7 @@ fn counter(id: u32, name: &str, labels: &[&str]) -> Record {
         help: "Help.".into(),
         label_names: labels.iter().map(|&l| l.into()).collect(),
         bounds: vec![],
+        states: Vec::new(),
     })
 }
 
@@ -59,6 +60,7 @@ fn crafted(path: &Path) {
         help: "Too many buckets.".into(),
         label_names: vec![],
         bounds,
+        states: Vec::new(),
     }));
     image.series(series(1, &[]), vec![0; width]);
     image.record(counter(2, "after", &[]));

@@ -222,6 +222,7 @@ fn a_sparse_file_on_a_small_tmpfs_allocates_nothing() {
         help: String::new(),
         label_names: vec!["i".into()],
         bounds: Vec::new(),
+        states: Vec::new(),
     }
     .encode();
     let series = 2_000u64;

@@ -1141,6 +1141,9 @@ impl VllmWorkload {
                     let children = children_of(&fam, &m)?;
                     Handles::Summary(observe_rule(short), children)
                 }
+                (MetricKind::Info | MetricKind::StateSet, _) => {
+                    unreachable!("the workload files' kinds are counter, gauge, histogram, summary")
+                }
             };
             instruments.push(handles);
         }

@@ -20,4 +20,6 @@ pub struct FamilyDef {
     pub label_names: Vec<String>,
     /// Finite bucket bounds (histograms only).
     pub bounds: Arc<[f64]>,
+    /// States (statesets only).
+    pub states: Arc<[String]>,
 }

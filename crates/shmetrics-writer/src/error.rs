@@ -64,6 +64,14 @@ pub enum Error {
         /// What is wrong.
         source: DefinitionError,
     },
+    /// A state that is not one of its stateset's.
+    #[error("unknown state {state:?}; the states are {states:?}")]
+    UnknownState {
+        /// The state asked for.
+        state: String,
+        /// The family's states.
+        states: Vec<String>,
+    },
     /// Every segment this process may create is full.
     #[error("all {max_segments} segments of this process are full")]
     SegmentsFull {
@@ -112,6 +120,13 @@ pub enum Difference {
         /// Asked for now.
         now: Vec<f64>,
     },
+    /// A stateset's states.
+    States {
+        /// Registered before.
+        before: Vec<String>,
+        /// Asked for now.
+        now: Vec<String>,
+    },
     /// The help text.
     Help {
         /// Registered before.
@@ -154,6 +169,7 @@ impl std::fmt::Display for Difference {
             }
             Self::LabelNames { before, now } => lists(f, "label names", before, now),
             Self::Buckets { before, now } => lists(f, "buckets", before, now),
+            Self::States { before, now } => lists(f, "states", before, now),
             Self::Help { before, now } => write!(f, "help {before:?} before, {now:?} now"),
             Self::ExposedAlike {
                 kind,

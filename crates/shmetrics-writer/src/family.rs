@@ -18,6 +18,14 @@ pub trait Child: Send + Sync + Sized + 'static {
     const KIND: MetricKind;
     #[doc(hidden)]
     fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self;
+    /// Checks a new child's label values.
+    #[doc(hidden)]
+    fn check_values(
+        label_names: &[String],
+        values: &[String],
+    ) -> std::result::Result<(), shmetrics_layout::DefinitionError> {
+        shmetrics_layout::record::check_label_values(label_names, values)
+    }
 }
 
 /// A child's label values, as its family's table stores them.
@@ -103,12 +111,10 @@ impl<C: Child> Family<C> {
         let owned: Vec<String> = values.map(|v| v.as_ref().to_owned()).collect();
         let values = &owned[..];
         let def = &self.core.def;
-        shmetrics_layout::record::check_label_values(&def.label_names, values).map_err(
-            |source| Error::InvalidLabels {
-                name: def.name.clone(),
-                source,
-            },
-        )?;
+        C::check_values(&def.label_names, values).map_err(|source| Error::InvalidLabels {
+            name: def.name.clone(),
+            source,
+        })?;
         // The registry lock serialises placement, and the table places a child only when
         // it finds none under its insert lock, so two threads creating the same child place
         // it once. Inserting under the registry lock keeps the table's lock fork-safe.
@@ -335,6 +341,143 @@ pub struct SummaryTotals {
     pub sum: f64,
 }
 
+/// A stateset child (`prometheus_client`'s `Enum`): which of its family's states it is in.
+#[derive(Clone, Debug)]
+pub struct StateSet {
+    slots: SlotBlock,
+    states: Arc<[String]>,
+}
+
+impl Child for StateSet {
+    const KIND: MetricKind = MetricKind::StateSet;
+    fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self {
+        // In the first state, as `prometheus_client`'s `Enum`, written at the earliest
+        // time there is: any process's `state()` is newer.
+        slots::gauge_set(slots.words(), 0.0, Some(1));
+        Self {
+            slots,
+            states: Arc::clone(&def.states),
+        }
+    }
+}
+
+impl StateSet {
+    /// Enters `state`, one of the family's states.
+    ///
+    /// # Errors
+    /// [`Error::UnknownState`] when `state` is not one of them.
+    pub fn state(&self, state: &str) -> Result<()> {
+        match self.states.iter().position(|s| s == state) {
+            Some(i) => {
+                self.set_index(i);
+                Ok(())
+            }
+            None => Err(Error::UnknownState {
+                state: state.to_owned(),
+                states: self.states.to_vec(),
+            }),
+        }
+    }
+
+    /// Enters the state at `index` in the family's list (the last one past its end).
+    pub fn set_index(&self, index: usize) {
+        let index = index.min(self.states.len() - 1);
+        // The index in the value word, with the write time that orders processes' writes.
+        slots::gauge_set(self.slots.words(), index as f64, Some(now_nanos()));
+    }
+
+    /// The state this process last entered: the first until one is set.
+    pub fn get(&self) -> &str {
+        let index = slots::gauge_read(self.slots.words()).value as usize;
+        &self.states[index.min(self.states.len() - 1)]
+    }
+}
+
+/// One info label set of an [`InfoFamily`], as stored: the family's label values, then the
+/// info's names and values.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct InfoSeries {
+    slots: SlotBlock,
+}
+
+impl Child for InfoSeries {
+    const KIND: MetricKind = MetricKind::Info;
+    fn from_slots(slots: SlotBlock, _def: &FamilyDef) -> Self {
+        Self { slots }
+    }
+    fn check_values(
+        label_names: &[String],
+        values: &[String],
+    ) -> std::result::Result<(), shmetrics_layout::DefinitionError> {
+        shmetrics_layout::record::check_info_labels(label_names, values)?;
+        shmetrics_layout::limits::check_info_set(label_names, values)
+    }
+}
+
+/// An info family (`prometheus_client`'s `Info`): per label set, the info last set. Each
+/// distinct info is a series of its own, stamped with the time it was last set; readers
+/// show the newest per label set. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct InfoFamily {
+    family: Family<InfoSeries>,
+}
+
+impl InfoFamily {
+    pub(crate) fn new(family: Family<InfoSeries>) -> Self {
+        Self { family }
+    }
+
+    /// The family's definition.
+    pub fn def(&self) -> &FamilyDef {
+        self.family.def()
+    }
+
+    /// Sets the info of the series with `values` (one per label name) to `info`, name and
+    /// value pairs in any order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLabels`] for a wrong number of values, an info name that is not a
+    /// valid label name or repeats a label, or labels over the
+    /// [`limits`](shmetrics_layout::limits).
+    pub fn set<V, K, W>(&self, values: &[V], info: &[(K, W)]) -> Result<()>
+    where
+        V: AsRef<str>,
+        K: AsRef<str>,
+        W: AsRef<str>,
+    {
+        let def = self.family.def();
+        if values.len() != def.label_names.len() {
+            return Err(Error::InvalidLabels {
+                name: def.name.clone(),
+                source: shmetrics_layout::DefinitionError::LabelCount {
+                    values: values.len(),
+                    names: def.label_names.len(),
+                },
+            });
+        }
+        let mut pairs: Vec<(&str, &str)> =
+            info.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+        // One series per info whatever the order it was given in.
+        pairs.sort_unstable();
+        let flat = values
+            .iter()
+            .map(AsRef::as_ref)
+            .chain(pairs.iter().flat_map(|&(k, v)| [k, v]));
+        let series = self.family.labels(flat)?;
+        slots::gauge_set(series.slots.words(), 1.0, Some(now_nanos()));
+        Ok(())
+    }
+
+    /// As [`InfoFamily::set`] for a family without labels.
+    ///
+    /// # Errors
+    /// As [`InfoFamily::set`].
+    pub fn set_unlabelled<K: AsRef<str>, W: AsRef<str>>(&self, info: &[(K, W)]) -> Result<()> {
+        self.set::<&str, K, W>(&[], info)
+    }
+}
+
 /// A counter family.
 pub type CounterFamily = Family<Counter>;
 /// A gauge family.
@@ -343,3 +486,5 @@ pub type GaugeFamily = Family<Gauge>;
 pub type HistogramFamily = Family<Histogram>;
 /// A summary family.
 pub type SummaryFamily = Family<Summary>;
+/// A stateset family.
+pub type StateSetFamily = Family<StateSet>;

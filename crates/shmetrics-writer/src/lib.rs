@@ -48,7 +48,8 @@ pub use def::FamilyDef;
 pub use error::{Difference, Error, Result, SegmentOp};
 pub use family::{
     Child, Counter, CounterFamily, Family, Gauge, GaugeFamily, Histogram, HistogramFamily,
-    HistogramTotals, Summary, SummaryFamily, SummaryTotals,
+    HistogramTotals, InfoFamily, InfoSeries, StateSet, StateSetFamily, Summary, SummaryFamily,
+    SummaryTotals,
 };
 pub use options::{GUARD_TRUNCATION_ENV, Options};
 pub use registry::{DEFAULT_BUCKETS, DIR_ENV, Registry};

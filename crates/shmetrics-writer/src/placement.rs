@@ -200,7 +200,7 @@ impl State {
     }
 }
 
-fn family_record(def: &FamilyDef, id: u32) -> FamilyRecord {
+pub(crate) fn family_record(def: &FamilyDef, id: u32) -> FamilyRecord {
     FamilyRecord {
         id,
         kind: def.kind,
@@ -209,5 +209,6 @@ fn family_record(def: &FamilyDef, id: u32) -> FamilyRecord {
         help: def.help.clone(),
         label_names: def.label_names.clone(),
         bounds: def.bounds.to_vec(),
+        states: def.states.to_vec(),
     }
 }

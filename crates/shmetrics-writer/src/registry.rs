@@ -12,10 +12,13 @@ use shmetrics_layout::{GaugeMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MetricKind
 
 use crate::def::FamilyDef;
 use crate::error::{Difference, Error, Result, SegmentOp};
-use crate::family::{Child, CounterFamily, Family, GaugeFamily, HistogramFamily, SummaryFamily};
+use crate::family::{
+    Child, CounterFamily, Family, GaugeFamily, HistogramFamily, InfoFamily, StateSetFamily,
+    SummaryFamily,
+};
 use crate::identity::ProcessIdentity;
 use crate::options::Options;
-use crate::placement::Shared;
+use crate::placement::{Shared, family_record};
 
 /// The environment variable naming the metrics directory, shared with `prometheus_client`.
 pub const DIR_ENV: &str = "PROMETHEUS_MULTIPROC_DIR";
@@ -179,15 +182,7 @@ impl Registry {
     }
 
     fn register<C: Child>(&self, def: FamilyDef) -> Result<Family<C>> {
-        check_family(
-            def.kind,
-            def.mode,
-            &def.name,
-            &def.help,
-            &def.label_names,
-            &def.bounds,
-        )
-        .map_err(Error::InvalidFamily)?;
+        check_family(&family_record(&def, 0)).map_err(Error::InvalidFamily)?;
         // The state lock first: fork's prepare handler holds every registry's state lock,
         // so no thread is inside this section at a fork and a forked child never inherits
         // the family map locked. Lock order: state, then families.
@@ -286,6 +281,44 @@ impl Registry {
     pub fn summary(&self, name: &str, help: &str, labels: &[&str]) -> Result<SummaryFamily> {
         self.register(def(MetricKind::Summary, None, name, help, labels, &[]))
     }
+
+    /// Registers an info family (`prometheus_client`'s `Info`, exposed as `name_info`): each
+    /// label set of the family shows the info last set, merged across processes by `mode`,
+    /// `LiveMostRecent` (the newest among live processes) or `MostRecent` (dead ones too).
+    ///
+    /// # Errors
+    /// As [`Registry::counter`], and [`Error::InvalidFamily`] for another mode.
+    pub fn info(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        mode: GaugeMode,
+    ) -> Result<InfoFamily> {
+        let def = def(MetricKind::Info, Some(mode), name, help, labels, &[]);
+        self.register(def).map(InfoFamily::new)
+    }
+
+    /// Registers a stateset family (`prometheus_client`'s `Enum`): each series is in one of
+    /// `states`, merged across processes by `mode` as [`Registry::info`]'s. A series shows
+    /// the first state until it is set.
+    ///
+    /// # Errors
+    /// As [`Registry::info`], and [`Error::InvalidFamily`] for no states, a state listed
+    /// twice, or a name that cannot label the states (not a valid label name, or one of
+    /// `labels`).
+    pub fn state_set(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        states: &[&str],
+        mode: GaugeMode,
+    ) -> Result<StateSetFamily> {
+        let mut def = def(MetricKind::StateSet, Some(mode), name, help, labels, &[]);
+        def.states = states.iter().map(|s| (*s).to_owned()).collect();
+        self.register(def)
+    }
 }
 
 fn def(
@@ -303,6 +336,7 @@ fn def(
         help: help.to_owned(),
         label_names: labels.iter().map(|s| (*s).to_owned()).collect(),
         bounds: bounds.into(),
+        states: Arc::from([]),
     }
 }
 
@@ -326,6 +360,11 @@ fn difference(a: &FamilyDef, b: &FamilyDef) -> Difference {
         Difference::Buckets {
             before: a.bounds.to_vec(),
             now: b.bounds.to_vec(),
+        }
+    } else if a.states != b.states {
+        Difference::States {
+            before: a.states.to_vec(),
+            now: b.states.to_vec(),
         }
     } else {
         Difference::Help {

@@ -282,6 +282,7 @@ mod tests {
                 help: "C.".into(),
                 label_names: vec![],
                 bounds: vec![],
+                states: Vec::new(),
             }),
             Record::Series(SeriesRecord {
                 slot_offset: 8192 - 16,

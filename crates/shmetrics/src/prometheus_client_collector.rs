@@ -153,6 +153,25 @@ impl EncodeLabelSet for SeriesLabelSet<'_> {
     }
 }
 
+/// A stateset series' labels with one state under the family's name, in label order.
+struct StateLabelSet<'a>(&'a Series, &'a str, &'a str);
+
+impl EncodeLabelSet for StateLabelSet<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Self(series, name, state) = *self;
+        let at = series.labels.pairs.partition_point(|(n, _)| **n < *name);
+        let pairs = (series.labels.pairs[..at].iter())
+            .map(|(n, v)| (&**n, &**v))
+            .chain([(name, state)])
+            .chain(series.labels.pairs[at..].iter().map(|(n, v)| (&**n, &**v)));
+        for (n, v) in pairs {
+            let n = escaped_name(n, false, Escaping::Underscores);
+            (n.as_str(), v).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
 /// Help text the OpenMetrics encoder (which does not escape) can write on one line.
 fn one_line(help: &str) -> std::borrow::Cow<'_, str> {
     if help.contains('\n') {
@@ -174,12 +193,26 @@ fn encode_families(
         }
         let metric_type = match family.kind {
             MetricKind::Counter => MetricType::Counter,
-            MetricKind::Gauge => MetricType::Gauge,
+            // An info and a stateset as gauges, as prometheus_client's text format has them.
+            MetricKind::Gauge | MetricKind::Info | MetricKind::StateSet => MetricType::Gauge,
             MetricKind::Histogram | MetricKind::Summary => MetricType::Histogram,
         };
-        let name = escaped_name(&family.name, true, Escaping::Underscores);
+        let name = match family.kind {
+            MetricKind::Info => format!("{}{}", family.name, suffix::INFO),
+            _ => family.name.to_string(),
+        };
+        let name = escaped_name(&name, true, Escaping::Underscores);
         let mut descriptor = encoder.encode_descriptor(&name, &help, None, metric_type)?;
         for series in &family.series {
+            if let Value::State { states, index } = &series.value {
+                // One metric per state.
+                for (i, state) in states.iter().enumerate() {
+                    let with_state = StateLabelSet(series, &family.name, state);
+                    let mut metric = descriptor.encode_family(&with_state)?;
+                    metric.encode_gauge(&i64::from(i == *index))?;
+                }
+                continue;
+            }
             let labels = SeriesLabelSet(series);
             let mut metric = descriptor.encode_family(&labels)?;
             match &series.value {
@@ -191,6 +224,9 @@ fn encode_families(
                     let count = buckets.iter().sum();
                     metric.encode_histogram::<NoLabelSet>(*sum, count, &pairs, None)?;
                 }
+                Value::Info => metric.encode_gauge(&1i64)?,
+                // Written above, one metric per state.
+                Value::State { .. } => {}
                 // Summaries are encoded by `encode_summary`; a family has one kind.
                 Value::Summary { .. } => return Err(std::fmt::Error),
             }
@@ -235,7 +271,7 @@ fn occupied_names(family: &Family) -> Vec<String> {
     // prometheus-client writes `_created` for counters and histograms.
     let created = match family.kind {
         MetricKind::Counter | MetricKind::Histogram => Some(suffix::CREATED),
-        MetricKind::Gauge | MetricKind::Summary => None,
+        MetricKind::Gauge | MetricKind::Summary | MetricKind::Info | MetricKind::StateSet => None,
     };
     let samples = family.kind.sample_suffixes().iter().copied();
     std::iter::once("")

@@ -312,13 +312,20 @@ fn to_proto(family: &Family) -> MetricFamily {
         MetricKind::Gauge => (family.name.to_string(), MetricType::GAUGE),
         MetricKind::Histogram => (family.name.to_string(), MetricType::HISTOGRAM),
         MetricKind::Summary => (family.name.to_string(), MetricType::SUMMARY),
+        // As prometheus_client's text format: an info is the gauge `name_info`, a stateset
+        // a gauge with a sample per state.
+        MetricKind::Info => (
+            format!("{}{}", family.name, suffix::INFO),
+            MetricType::GAUGE,
+        ),
+        MetricKind::StateSet => (family.name.to_string(), MetricType::GAUGE),
     };
     // As the classic formats expose names outside their character set.
     let name = escaped_name(&name, true, Escaping::Underscores);
     let metrics = family
         .series
         .iter()
-        .map(|series| {
+        .flat_map(|series| {
             let mut m = proto::Metric::from_label(labels(series));
             match &series.value {
                 Value::Counter(v) => {
@@ -358,8 +365,28 @@ fn to_proto(family: &Family) -> MetricFamily {
                     s.set_sample_sum(*sum);
                     m.set_summary(s);
                 }
+                Value::Info => {
+                    let mut g = proto::Gauge::default();
+                    g.set_value(1.0);
+                    m.set_gauge(g);
+                }
+                Value::State { states, index } => {
+                    return states
+                        .iter()
+                        .enumerate()
+                        .map(|(i, state)| {
+                            let mut pairs = labels(series);
+                            pairs.push(label_pair(&family.name, state));
+                            let mut m = proto::Metric::from_label(pairs);
+                            let mut g = proto::Gauge::default();
+                            g.set_value(if i == *index { 1.0 } else { 0.0 });
+                            m.set_gauge(g);
+                            m
+                        })
+                        .collect::<Vec<_>>();
+                }
             }
-            m
+            vec![m]
         })
         .collect();
     let mut mf = MetricFamily::default();

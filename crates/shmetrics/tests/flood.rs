@@ -255,6 +255,7 @@ fn over_the_limits(path: &std::path::Path) {
         help: "Amplified.".into(),
         label_names,
         bounds: (0..512).map(f64::from).collect(),
+        states: Vec::new(),
     }));
     for i in 0..40 {
         let values = (0..32)

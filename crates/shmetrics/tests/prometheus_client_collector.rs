@@ -14,7 +14,9 @@ use shmetrics::prometheus_client_collector::{CLASHES_FAMILY, DirCollector, encod
 use shmetrics::{Format, PrefixFilter};
 
 mod support;
-use support::engines::{assert_clashing_histogram_left_out, start_engines, vllm_filter};
+use support::engines::{
+    assert_clashing_histogram_left_out, start_engines, vllm_filter, write_info_and_stateset,
+};
 use support::{assert_type_lines_unique, promtool_check};
 
 type Labels = Vec<(String, String)>;
@@ -406,4 +408,23 @@ fn utf8_names_are_exposed_with_underscores() {
     );
     assert!(!out.contains("my.dotted"), "{out}");
     check(&out, Format::Prometheus);
+}
+
+/// An info and a stateset come out as gauges (`name_info`; one sample per state), as
+/// prometheus_client's text format has them.
+#[test]
+fn infos_and_statesets_are_gauges() {
+    let dir = tempfile::tempdir().unwrap();
+    let _writer = write_info_and_stateset(dir.path());
+    let collector = DirCollector::open(dir.path(), PrefixFilter::default()).unwrap();
+    let (text, _) = encode(&Registry::default(), &collector, Format::Prometheus);
+    assert!(
+        text.contains("# TYPE build_info gauge\nbuild_info{component=\"api\",version=\"1.0\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE phase gauge\nphase{phase=\"a\"} 0\nphase{phase=\"b\"} 1\n"),
+        "{text}"
+    );
+    promtool_check(&text, "infos and statesets");
 }

@@ -12,7 +12,9 @@ use shmetrics::prometheus_collector::{
 use shmetrics_writer::{GaugeMode, Options};
 
 mod support;
-use support::engines::{assert_clashing_histogram_left_out, start_engines, vllm_filter};
+use support::engines::{
+    assert_clashing_histogram_left_out, start_engines, vllm_filter, write_info_and_stateset,
+};
 use support::{assert_type_lines_unique, promtool_check};
 
 /// The worker's own registry: two `dynamo_` families and a gauge whose name the engines
@@ -388,4 +390,25 @@ fn utf8_names_are_exposed_with_underscores() {
          my_dotted_total{lbl_x=\"v\"} 2\n"
     );
     promtool_check(&text, "UTF-8 names through the tikv collector");
+}
+
+/// An info and a stateset come out as the gauges prometheus_client's text format has them.
+#[test]
+fn infos_and_statesets_are_gauges_as_in_the_text_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let _writer = write_info_and_stateset(dir.path());
+    let registry = Registry::new();
+    registry
+        .register(Box::new(
+            DirCollector::open(dir.path(), PrefixFilter::new(["build", "phase"])).unwrap(),
+        ))
+        .unwrap();
+    let text = encode(&registry.gather());
+    assert_eq!(
+        text,
+        "# HELP build_info Build.\n# TYPE build_info gauge\n\
+         build_info{component=\"api\",version=\"1.0\"} 1\n\
+         # HELP phase Phase.\n# TYPE phase gauge\nphase{phase=\"a\"} 0\nphase{phase=\"b\"} 1\n"
+    );
+    promtool_check(&text, "infos and statesets");
 }

@@ -8,6 +8,8 @@ Native API, in the style of ``prometheus_client``::
     REQUESTS.labels("200").inc()
     IN_FLIGHT = Gauge("http_in_flight", "In flight.", multiprocess_mode="livesum")
     LATENCY = Histogram("http_latency_seconds", "Latency.", buckets=[0.1, 0.5, 1.0])
+    BUILD = Info("build", "Build.")  # BUILD.info({"version": "1.2"})
+    PHASE = Enum("phase", "Phase.", states=["starting", "running"])  # PHASE.state("running")
 
 Every process writes into its own segment in ``PROMETHEUS_MULTIPROC_DIR`` (or the directory
 of an explicit :class:`Registry`); the worker (``shmetrics serve``), :func:`generate_latest`
@@ -26,8 +28,10 @@ from typing import Iterable, Optional
 from ._native import (
     DEFAULT_BUCKETS,
     Counter,
+    Enum,
     Gauge,
     Histogram,
+    Info,
     Reader,
     Registry,
     Summary,
@@ -42,8 +46,10 @@ __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "DEFAULT_BUCKETS",
     "Counter",
+    "Enum",
     "Gauge",
     "Histogram",
+    "Info",
     "Reader",
     "Registry",
     "Summary",

@@ -128,6 +128,48 @@ class Summary:
     @property
     def name(self) -> str: ...
 
+class Info:
+    """An info (``name_info``, value 1): per label set, the info last set, merged across
+    processes by ``multiprocess_mode`` (``livemostrecent``: by a live process, the default;
+    ``mostrecent``: by any)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Optional[Iterable[str]] = None,
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: Optional[Registry] = None,
+        multiprocess_mode: Literal["livemostrecent", "mostrecent"] = "livemostrecent",
+    ) -> None: ...
+    def info(self, val: Mapping[str, str]) -> None: ...
+    def labels(self: _Self, *values: Any, **by_name: Any) -> _Self: ...
+    @property
+    def name(self) -> str: ...
+
+class Enum:
+    """An enum (OpenMetrics' stateset): per label set, the state last entered (the first
+    until one is), merged across processes by ``multiprocess_mode`` as :class:`Info`."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Optional[Iterable[str]] = None,
+        namespace: str = "",
+        subsystem: str = "",
+        unit: str = "",
+        registry: Optional[Registry] = None,
+        states: Optional[Sequence[str]] = None,
+        multiprocess_mode: Literal["livemostrecent", "mostrecent"] = "livemostrecent",
+    ) -> None: ...
+    def state(self, state: str) -> None: ...
+    def labels(self: _Self, *values: Any, **by_name: Any) -> _Self: ...
+    @property
+    def name(self) -> str: ...
+
 class ValuePart:
     """A read-only number of a histogram or summary child (``prometheus_client``'s ``_sum``,
     ``_count``, ``_buckets[i]``)."""

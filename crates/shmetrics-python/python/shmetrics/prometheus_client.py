@@ -21,6 +21,10 @@ What is patched (all undone by :func:`uninstall`):
   values itself); ``ValueClass`` decides, when a metric is created, whether it goes to
   shmetrics segments (these classes), stays in memory (``MutexValue``) or keeps
   ``prometheus_client``'s own files (a class made before ``install()``);
+- ``__init__``, ``info`` and ``state`` of ``Info`` and ``Enum``, which multiprocess mode
+  cannot hold: each observable one gets a native info or enum (an extra keyword,
+  ``multiprocess_mode``, ``livemostrecent`` by default or ``mostrecent``, says how processes
+  merge), written at each ``info()`` and ``state()``;
 - ``_metric_init`` of ``Counter``, ``Gauge``, ``Histogram`` and ``Summary``: each child gets
   a native shmetrics child as its value, and (unless a subclass overrides them) its
   ``inc``/``dec``/``set``/``observe`` are bound straight to the native methods, so a call is
@@ -212,6 +216,18 @@ def _families_to_metrics(families: List[Tuple[Any, ...]], created: bool = False)
                 samples.append(Sample(count_name, labels, float(count)))
                 samples.append(Sample(sum_name, labels, total))
                 add_created(labels, entry)
+        elif typ == "info":
+            info_name = name + "_info"
+            for entry in series:
+                samples.append(Sample(info_name, entry[0], 1.0))
+        elif typ == "stateset":
+            # `bounds` holds the states; each series' value is the index of its own.
+            for entry in series:
+                labels, index = entry[0], entry[2]
+                for i, state in enumerate(bounds):
+                    with_state = dict(labels)
+                    with_state[name] = state
+                    samples.append(Sample(name, dict(sorted(with_state.items())), 1.0 if i == index else 0.0))
         else:
             les = [go_string(b) for b in bounds]
             bucket_name, count_name, sum_name = name + "_bucket", name + "_count", name + "_sum"
@@ -439,6 +455,8 @@ _NATIVE = {
     "gauge": _native.Gauge,
     "histogram": _native.Histogram,
     "summary": _native.Summary,
+    "info": _native.Info,
+    "enum": _native.Enum,
 }
 
 
@@ -540,6 +558,12 @@ class _Identified:
             self._current().observe(amount, exemplar)
         else:
             self._current().observe(amount)
+
+    def info(self, val: Dict[str, str]) -> None:
+        self._current().info(val)
+
+    def state(self, state: str) -> None:
+        self._current().state(state)
 
     def _parts(self) -> Tuple[Any, Any]:
         first, rest = self._current()._parts()
@@ -729,6 +753,58 @@ def _labels(self: Any, *labelvalues: Any, **labelkwargs: Any) -> Any:
     return child
 
 
+#: Patched methods that were inherited, not the class's own.
+_inherited: set = set()
+
+#: The merge mode of the drop-in's ``Info`` and ``Enum`` when none is given.
+_NEWEST_DEFAULT = "livemostrecent"
+
+
+def _info_init(self: Any, *args: Any, multiprocess_mode: str = _NEWEST_DEFAULT, **kwargs: Any) -> None:
+    """``Info.__init__`` once installed: ``prometheus_client``'s, then (in multiprocess
+    mode) a native info for each observable metric, merged across processes by
+    ``multiprocess_mode`` (``livemostrecent`` or ``mostrecent``; children inherit it)."""
+    _originals[("Info", "__init__")](self, *args, **kwargs)
+    _attach_newest(self, "info", multiprocess_mode, {})
+
+
+def _enum_init(self: Any, *args: Any, multiprocess_mode: str = _NEWEST_DEFAULT, **kwargs: Any) -> None:
+    """``Enum.__init__`` once installed: as ``_info_init``, for a native enum in the first
+    state until ``state()`` is called."""
+    _originals[("Enum", "__init__")](self, *args, **kwargs)
+    _attach_newest(self, "enum", multiprocess_mode, {"states": tuple(self._states)})
+
+
+def _attach_newest(self: Any, kind: str, mode: str, extra: Dict[str, Any]) -> None:
+    if mode not in ("livemostrecent", "mostrecent"):
+        raise ValueError(f"Invalid multiprocess mode for {kind} {self._name}: {mode} (livemostrecent or mostrecent)")
+    self._kwargs["multiprocess_mode"] = mode
+    native = None
+    if self._is_observable():
+        extra = dict(extra, multiprocess_mode=mode)
+        native = _native_child(kind, self._name, self._documentation, tuple(self._labelnames),
+                               tuple(self._labelvalues), **extra)
+    self._shmetrics = native
+
+
+def _info_info(self: Any, val: Dict[str, str]) -> None:
+    """``Info.info`` once installed: ``prometheus_client``'s checks and value, then the
+    process's segment."""
+    _originals[("Info", "info")](self, val)
+    native = self.__dict__.get("_shmetrics")
+    if native is not None:
+        native.info(dict(val))
+
+
+def _enum_state(self: Any, state: str) -> None:
+    """``Enum.state`` once installed: ``prometheus_client``'s checks and value, then the
+    process's segment."""
+    _originals[("Enum", "state")](self, state)
+    native = self.__dict__.get("_shmetrics")
+    if native is not None:
+        native.state(state)
+
+
 def _pc_class(name: str) -> Any:
     from prometheus_client import metrics
 
@@ -742,6 +818,10 @@ _PATCHES: List[Tuple[str, str, Callable[..., Any]]] = [
     ("Histogram", "observe", _histogram_observe),
     ("Summary", "_metric_init", _summary_metric_init),
     ("Summary", "observe", _summary_observe),
+    ("Info", "__init__", _info_init),
+    ("Info", "info", _info_info),
+    ("Enum", "__init__", _enum_init),
+    ("Enum", "state", _enum_state),
     ("MetricWrapperBase", "labels", _labels),
 ]
 
@@ -762,7 +842,11 @@ def install() -> None:
         _originals[("MultiProcessCollector", "collect")] = multiprocess.MultiProcessCollector.collect
         for cls_name, attr, replacement in _PATCHES:
             cls = getattr(metrics, cls_name)
-            _originals[(cls_name, attr)] = cls.__dict__[attr]
+            # An inherited method (``Info.__init__``) is called through its class, and
+            # removed again by ``uninstall``.
+            _originals[(cls_name, attr)] = getattr(cls, attr)
+            if attr not in cls.__dict__:
+                _inherited.add((cls_name, attr))
             setattr(cls, attr, replacement)
         values.MultiProcessValue = _multi_process_value
         # Multiprocess mode stays what prometheus_client chose at its import (or what was
@@ -782,7 +866,11 @@ def uninstall() -> None:
         if not _originals:
             return
         for cls_name, attr, _ in _PATCHES:
-            setattr(getattr(metrics, cls_name), attr, _originals[(cls_name, attr)])
+            if (cls_name, attr) in _inherited:
+                delattr(getattr(metrics, cls_name), attr)
+            else:
+                setattr(getattr(metrics, cls_name), attr, _originals[(cls_name, attr)])
+        _inherited.clear()
         values.ValueClass = _originals[("values", "ValueClass")]
         values.MultiProcessValue = _originals[("values", "MultiProcessValue")]
         multiprocess.mark_process_dead = _originals[("multiprocess", "mark_process_dead")]

@@ -215,7 +215,10 @@ impl<'a> Exposition<'a> {
                         .created_unix_nanos
                         .filter(|_| self.format == Format::OpenMetrics && self.created)
                         .filter(|_| family.kind != MetricKind::Gauge);
-                    if scratch.classic && classic_names {
+                    // A stateset's name labels its states: the escaped path writes it as the
+                    // escaping says.
+                    let stateset = family.kind == MetricKind::StateSet;
+                    if scratch.classic && classic_names && !stateset {
                         render_series(family, series, text, scratch, buf);
                         if let Some(created) = created {
                             render_created(family, series, text, created, scratch, buf);
@@ -293,16 +296,20 @@ fn render_header(
     scratch: &mut Scratch,
     buf: &mut Vec<u8>,
 ) {
+    // The text format names a counter's family by its sample, `_total`, and an info's by
+    // `_info`, as prometheus_client does.
     let counter_suffix = match (family.kind, format) {
         (MetricKind::Counter, Format::Prometheus) => suffix::TOTAL,
+        (MetricKind::Info, Format::Prometheus) => suffix::INFO,
         _ => "",
+    };
+    let type_name = match format {
+        Format::Prometheus => family.kind.text_type(),
+        Format::OpenMetrics => family.kind.as_str(),
     };
     scratch.classic = escaping.keeps_legacy_names() && is_legacy_metric_name(&family.name);
     let name = escaped_name(&format!("{}{counter_suffix}", family.name), true, escaping);
-    for (line, value) in [
-        (&b"# HELP "[..], None),
-        (b"# TYPE ", Some(family.kind.as_str())),
-    ] {
+    for (line, value) in [(&b"# HELP "[..], None), (b"# TYPE ", Some(type_name))] {
         buf.extend_from_slice(line);
         buf.extend_from_slice(name.as_bytes());
         buf.push(b' ');
@@ -441,6 +448,61 @@ fn render_series(
             write_f64(*sum, buf);
             buf.push(b'\n');
         }
+        Value::Info => {
+            sample(buf, name, suffix::INFO.as_bytes(), labels, pid);
+            buf.extend_from_slice(b"1.0\n");
+        }
+        Value::State { states, index } => {
+            state_lines(family, series, states, *index, Escaping::default(), buf);
+        }
+    }
+}
+
+/// Appends a stateset series' lines: one per state, labelled with the family's name (in
+/// label order, as prometheus_client sorts them), 1 for the current state and 0 for the
+/// others. Names are escaped by `escaping`.
+fn state_lines(
+    family: &Family,
+    series: &Series,
+    states: &[String],
+    index: usize,
+    escaping: Escaping,
+    buf: &mut Vec<u8>,
+) {
+    let name = &*family.name;
+    let quoted = escaping == Escaping::AllowUtf8 && !is_legacy_metric_name(name);
+    let exposed = escaped_name(name, true, escaping);
+    let at = series.labels.pairs.partition_point(|(n, _)| **n < *name);
+    let mut labels = String::new();
+    for (i, state) in states.iter().enumerate() {
+        labels.clear();
+        let pairs = series.labels.pairs[..at]
+            .iter()
+            .map(|(n, v)| (&**n, &**v))
+            .chain([(name, state.as_str())])
+            .chain(series.labels.pairs[at..].iter().map(|(n, v)| (&**n, &**v)));
+        for (n, v) in pairs {
+            if !labels.is_empty() || quoted {
+                labels.push(',');
+            }
+            escape_name(n, false, escaping, &mut labels);
+            labels.push_str("=\"");
+            escape_label_value(v, &mut labels);
+            labels.push('"');
+        }
+        if let Some(pid) = series.pid {
+            labels.push_str(&format!(",pid=\"{pid}\""));
+        }
+        // Under allow-utf-8, a name outside the classic set goes inside the braces.
+        if quoted {
+            buf.push(b'{');
+            buf.extend_from_slice(exposed.as_bytes());
+        } else {
+            buf.extend_from_slice(exposed.as_bytes());
+            buf.push(b'{');
+        }
+        buf.extend_from_slice(labels.as_bytes());
+        buf.extend_from_slice(if i == index { b"} 1.0\n" } else { b"} 0.0\n" });
     }
 }
 
@@ -556,6 +618,13 @@ fn render_escaped_series(
             write_f64(*sum, buf);
             buf.push(b'\n');
         }
+        Value::Info => {
+            line(buf, suffix::INFO, None);
+            buf.extend_from_slice(b"1.0\n");
+        }
+        Value::State { states, index } => {
+            state_lines(family, series, states, *index, escaping, buf);
+        }
     }
     if let Some(created) = created {
         line(buf, suffix::CREATED, None);
@@ -614,6 +683,8 @@ impl LinePrefixes {
             MetricKind::Counter | MetricKind::Gauge => 1,
             MetricKind::Histogram => family.bounds.len() + 3,
             MetricKind::Summary => 2,
+            // Assembled at each render: few series, labels of their own.
+            MetricKind::Info | MetricKind::StateSet => return None,
         };
         // Each line: the name, a suffix of at most 7 bytes, braces and the labels, and an
         // `le` label of at most 32 bytes.
@@ -667,6 +738,7 @@ impl LinePrefixes {
                     sample(b, name, suffix::SUM.as_bytes(), labels, None)
                 });
             }
+            MetricKind::Info | MetricKind::StateSet => return None,
         }
         Some(Self {
             name: Arc::clone(&family.name),

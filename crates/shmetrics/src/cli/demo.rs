@@ -332,6 +332,7 @@ fn family_sum(snapshot: &Snapshot, name: &str) -> f64 {
                 Value::Counter(v) | Value::Gauge(v) => *v,
                 Value::Histogram { buckets, .. } => buckets.iter().sum::<u64>() as f64,
                 Value::Summary { count, .. } => *count as f64,
+                Value::Info | Value::State { .. } => 0.0,
             })
             .sum()
     })

@@ -220,3 +220,28 @@ pub(crate) fn assert_clashing_histogram_left_out(text: &str, whole: fn(u32) -> S
     // Not promtool: it flags the host's gauge named `..._count`, the premise of the test.
     super::assert_type_lines_unique(text);
 }
+
+/// A process writing an info (`build{component="api"}`, version 1.0) and a stateset (`phase`,
+/// states a and b, in b) into `dir`; the directory's writer while the registry is held.
+pub(crate) fn write_info_and_stateset(dir: &Path) -> shmetrics_writer::Registry {
+    let writer = shmetrics_writer::Registry::open(dir).unwrap();
+    writer
+        .info("build", "Build.", &["component"], GaugeMode::LiveMostRecent)
+        .unwrap()
+        .set(&["api"], &[("version", "1.0")])
+        .unwrap();
+    writer
+        .state_set(
+            "phase",
+            "Phase.",
+            &[],
+            &["a", "b"],
+            GaugeMode::LiveMostRecent,
+        )
+        .unwrap()
+        .unlabelled()
+        .unwrap()
+        .state("b")
+        .unwrap();
+    writer
+}
