@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""The cost of `serve --process-metrics` on a warm scrape: 128 live writer processes x 1,000
-series (`shmetrics generate --stay`), two `serve` processes on the same directory, one with
-`--process-metrics`, scraped alternately (ROUNDS rounds of BATCH scrapes each, so both see
-the same machine noise); prints the median scrape time of each and their ratio.
+"""The cost of a `serve` option on a warm scrape, `--process-metrics` by default: 128 live
+writer processes x 1,000 series (`shmetrics generate --stay`), two `serve` processes on the
+same directory, one with the option, scraped alternately (ROUNDS rounds of BATCH scrapes
+each, so both see the same machine noise); prints the median scrape time of each and their
+ratio. `--openmetrics` asks both for OpenMetrics (for `--option=--no-created-series`: the
+cost of the `_created` samples is the plain server's beside the other's).
 
     cargo build --release -p shmetrics
-    python3 benches/compare/process_metrics_cost.py [--processes 128] [--series 1000] [--rounds 10] [--batch 20]
+    python3 benches/compare/process_metrics_cost.py [--processes 128] [--series 1000] [--rounds 10] [--batch 20] [--option=--process-metrics] [--openmetrics]
 """
 
 import argparse
@@ -33,9 +35,12 @@ def serve(directory, extra):
     return proc, f"http://{match.group(1)}/metrics"
 
 
+ACCEPT = {}
+
+
 def scrape(url):
     start = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=60) as r:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=ACCEPT), timeout=60) as r:
         body = r.read()
     return time.perf_counter() - start, body
 
@@ -46,7 +51,11 @@ def main():
     ap.add_argument("--series", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--option", default="--process-metrics", help="the serve option measured")
+    ap.add_argument("--openmetrics", action="store_true", help="scrape OpenMetrics")
     args = ap.parse_args()
+    if args.openmetrics:
+        ACCEPT["Accept"] = "application/openmetrics-text; version=1.0.0"
     with tempfile.TemporaryDirectory(prefix="shmetrics-process-cost-") as directory:
         out = subprocess.run([BIN, "generate", "--dir", directory, "--processes", str(args.processes), "--series",
                               str(args.series), "--ops", "10", "--stay"], capture_output=True, text=True, check=True)
@@ -55,8 +64,9 @@ def main():
         try:
             plain, plain_url = serve(directory, [])
             servers.append(plain)
-            with_pm, pm_url = serve(directory, ["--process-metrics"])
+            with_pm, pm_url = serve(directory, [args.option])
             servers.append(with_pm)
+            sizes = [len(scrape(url)[1]) for url in (plain_url, pm_url)]
             _, body = scrape(pm_url)
             reported = body.decode().count("process_cpu_seconds_total{")
             for url in (plain_url, pm_url):
@@ -69,9 +79,10 @@ def main():
                         times[url].append(scrape(url)[0])
             a = statistics.median(times[plain_url]) * 1e3
             b = statistics.median(times[pm_url]) * 1e3
-            print(f"{args.processes} live writers x {args.series} series; process metrics of {reported} writers")
-            print(f"serve:                     {a:.2f} ms median warm scrape")
-            print(f"serve --process-metrics:   {b:.2f} ms median warm scrape ({b / a:.2f}x, +{b - a:.2f} ms)")
+            fmt = "OpenMetrics" if args.openmetrics else "text"
+            print(f"{args.processes} live writers x {args.series} series, {fmt}; process metrics of {reported} writers")
+            print(f"serve:                     {a:.2f} ms median warm scrape, {sizes[0]} bytes")
+            print(f"serve {args.option}: {b:.2f} ms median warm scrape, {sizes[1]} bytes ({b / a:.2f}x, {b - a:+.2f} ms)")
         finally:
             for s in servers:
                 s.terminate()
