@@ -101,7 +101,8 @@ ours = result("render_10k", "shmetrics")
 raw = result("render_10k", "raw_formatting")
 PEERS = ("prometheus_client_text", "prometheus_client_prometheus_text", "tikv_text_encoder")
 rows = [("encoder", "time (ms)", "ns/series", "shmetrics speedup", "vs raw formatting")]
-for bench in ("shmetrics", "shmetrics_openmetrics", "raw_formatting", "raw_cached_prefixes") + PEERS:
+for bench in ("shmetrics", "shmetrics_openmetrics", "shmetrics_openmetrics_created", "raw_formatting",
+              "raw_cached_prefixes") + PEERS:
     r = result("render_10k", bench)
     if r is None:
         continue
@@ -121,6 +122,9 @@ if ours and peers:
           "(target: >= 5x faster than the best peer)")
 if ours and raw:
     print(f"shmetrics render / raw formatting: {ours[0] / raw[0]:.2f}x")
+om, om_created = result("render_10k", "shmetrics_openmetrics"), result("render_10k", "shmetrics_openmetrics_created")
+if om and om_created:
+    print(f"OpenMetrics with _created samples (6,665 more lines) / without: {om_created[0] / om[0]:.2f}x")
 cached = result("render_10k", "raw_cached_prefixes")
 if ours and cached:
     print(f"shmetrics render / raw formatting with cached line prefixes: {ours[0] / cached[0]:.2f}x")
