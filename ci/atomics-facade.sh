@@ -11,3 +11,13 @@ if [ -n "$found" ]; then
   echo "$found" >&2
   exit 1
 fi
+
+# Every ordering is named by a SYNC POINT, and every SYNC POINT named in the code has its
+# row in docs/concurrency.md (the publish/observe pairs).
+missing=$(grep -rhoE 'SYNC POINT [a-z0-9-]+' --include='*.rs' crates benches | awk '{print $3}' | sort -u |
+  while read -r name; do grep -q "\`$name\`" docs/concurrency.md || echo "$name"; done)
+if [ -n "$missing" ]; then
+  echo "SYNC POINTs without a row in docs/concurrency.md:" >&2
+  echo "$missing" >&2
+  exit 1
+fi

@@ -37,7 +37,7 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "module layering: no import circle inside a crate; atomics through the layout's facade"
+step "module layering: no import circle inside a crate; atomics through the layout's facade; every SYNC POINT documented"
 python3 ci/module-cycles.py crates/*/src
 bash ci/atomics-facade.sh
 
