@@ -20,6 +20,44 @@ pub(crate) struct Reader {
 struct State {
     reader: shmetrics_reader::Reader,
     last: ScrapeReport,
+    /// Prefix lists already checked against the directory's families (a list that keeps
+    /// none of them is logged once).
+    checked_prefixes: std::collections::HashSet<Vec<String>>,
+}
+
+impl State {
+    /// The first time `filter` meets families: a warning when it keeps none of those of
+    /// `snapshot` (or, without one, of a snapshot taken for the check).
+    fn check_prefixes(
+        &mut self,
+        filter: &PrefixFilter,
+        snapshot: Option<&shmetrics_reader::snapshot::Snapshot>,
+    ) -> Option<String> {
+        if filter.prefixes().is_empty() || self.checked_prefixes.contains(filter.prefixes()) {
+            return None;
+        }
+        let taken;
+        let snapshot = match snapshot {
+            Some(s) => s,
+            None => {
+                taken = self.reader.snapshot().snapshot;
+                &taken
+            }
+        };
+        if snapshot.families.is_empty() {
+            return None;
+        }
+        self.checked_prefixes.insert(filter.prefixes().to_vec());
+        filter.keeps_none_warning(snapshot.families.iter().map(|f| &*f.name))
+    }
+}
+
+/// Logs `message` on the `shmetrics` logger, as the drop-in logs what a collection skipped.
+fn log_warning(py: Python<'_>, message: &str) -> PyResult<()> {
+    py.import("logging")?
+        .call_method1("getLogger", ("shmetrics",))?
+        .call_method1("warning", ("shmetrics: %s", message))?;
+    Ok(())
 }
 
 fn reader_err(e: shmetrics_reader::ReaderError) -> PyErr {
@@ -46,6 +84,7 @@ impl Reader {
             inner: Mutex::new(State {
                 reader,
                 last: ScrapeReport::default(),
+                checked_prefixes: Default::default(),
             }),
         })
     }
@@ -69,13 +108,17 @@ impl Reader {
         created: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let filter = PrefixFilter::new(prefixes);
-        let scrape = py.detach(|| {
+        let (scrape, warning) = py.detach(|| {
             let mut state = self.lock();
             state.reader.set_process_metrics(process_metrics);
             let scrape = state.reader.snapshot();
             state.last = scrape.report.clone();
-            scrape
+            let warning = state.check_prefixes(&filter, Some(&scrape.snapshot));
+            (scrape, warning)
         });
+        if let Some(warning) = warning {
+            log_warning(py, &warning)?;
+        }
         let out = PyList::empty(py);
         for family in scrape
             .snapshot
@@ -121,11 +164,12 @@ impl Reader {
             Format::Prometheus
         };
         let filter = PrefixFilter::new(prefixes);
-        let text = py
+        let (text, warning) = py
             .detach(|| {
                 let mut state = self.lock();
                 state.reader.set_process_metrics(process_metrics);
                 state.reader.set_created_series(created);
+                let warning = state.check_prefixes(&filter, None);
                 let mut out = FallibleVec(Vec::new());
                 let report = state.reader.scrape_escaped(
                     format,
@@ -135,12 +179,15 @@ impl Reader {
                     &mut out,
                 )?;
                 state.last = report;
-                Ok::<_, std::io::Error>(out.0)
+                Ok::<_, std::io::Error>((out.0, warning))
             })
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::OutOfMemory => PyMemoryError::new_err(e.to_string()),
                 _ => PyErr::from(e),
             })?;
+        if let Some(warning) = warning {
+            log_warning(py, &warning)?;
+        }
         Ok(PyBytes::new(py, &text))
     }
 

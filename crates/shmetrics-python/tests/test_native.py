@@ -238,3 +238,23 @@ def test_registry(metrics_dir, tmp_path):
     assert r.dropped_series() == 0
     with pytest.raises(ValueError, match="does not exist"):
         shmetrics.Registry(str(tmp_path / "missing"))
+
+
+def test_prefixes_that_keep_no_family_are_logged_once(registry, metrics_dir, caplog):
+    shmetrics.Counter("vllm:requests", "R.", registry=registry).inc()
+    caplog.set_level("WARNING", logger="shmetrics")
+    for _ in range(3):
+        assert shmetrics.generate_latest(metrics_dir, prefixes=["VLLM:"]) == b""
+    from shmetrics.prometheus_client import ShmetricsCollector
+
+    collector = ShmetricsCollector(None, path=metrics_dir, prefixes=["vlm:", "VLLM:"])
+    for _ in range(2):
+        assert collector.collect() == []
+    assert shmetrics.generate_latest(metrics_dir, prefixes=["vllm:"]).startswith(b"# HELP vllm:requests_total")
+    warnings = [r.getMessage() for r in caplog.records if "match none" in r.getMessage()]
+    assert warnings == [
+        "shmetrics: prefixes VLLM: match none of the 1 families in the directory, so none of them is exposed "
+        "(names are case-sensitive: vllm:, lmcache:, dynamo_)",
+        "shmetrics: prefixes vlm:, VLLM: match none of the 1 families in the directory, so none of them is "
+        "exposed (names are case-sensitive: vllm:, lmcache:, dynamo_)",
+    ], warnings

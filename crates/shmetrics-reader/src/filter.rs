@@ -30,6 +30,29 @@ impl PrefixFilter {
             .collect()
     }
 
+    /// When the prefixes keep none of the directory's families `names` (and there are some):
+    /// what to tell the user, naming the prefixes (a misspelt `vlm:`, or `VLLM:`: names are
+    /// case-sensitive). `None` when some family is kept, or there is no filter or no family.
+    /// One of several prefixes matching nothing is normal (`vllm:` and `lmcache:` without
+    /// LMCache) and says nothing.
+    pub fn keeps_none_warning<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Option<String> {
+        let count = names.clone().into_iter().count();
+        if count == 0 || self.prefixes.is_empty() {
+            return None;
+        }
+        let unmatched = self.unmatched(names);
+        (unmatched.len() == self.prefixes.len()).then(|| {
+            format!(
+                "prefixes {} match none of the {count} families in the directory, so none of \
+                 them is exposed (names are case-sensitive: vllm:, lmcache:, dynamo_)",
+                unmatched.join(", ")
+            )
+        })
+    }
+
     /// Whether family `name` is kept.
     pub fn keeps(&self, name: &str) -> bool {
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
@@ -47,5 +70,26 @@ mod tests {
         assert_eq!(filter.unmatched(names), ["vlm:", "dynamo_"]);
         assert!(PrefixFilter::new(["lmcache:"]).unmatched(names).is_empty());
         assert!(PrefixFilter::default().unmatched(names).is_empty());
+    }
+
+    #[test]
+    fn a_filter_keeping_nothing_is_worth_a_warning() {
+        let names = ["vllm:num_requests_running", "lmcache:num_hit_tokens"];
+        let warning = PrefixFilter::new(["VLLM:", "vlm:"]).keeps_none_warning(names);
+        assert_eq!(
+            warning.as_deref(),
+            Some(
+                "prefixes VLLM:, vlm: match none of the 2 families in the directory, so none of \
+                 them is exposed (names are case-sensitive: vllm:, lmcache:, dynamo_)"
+            )
+        );
+        let none: [&str; 0] = [];
+        for (filter, names) in [
+            (PrefixFilter::new(["vllm:", "dynamo_"]), &names[..]),
+            (PrefixFilter::default(), &names[..]),
+            (PrefixFilter::new(["x"]), &none[..]),
+        ] {
+            assert_eq!(filter.keeps_none_warning(names.iter().copied()), None);
+        }
     }
 }

@@ -83,6 +83,12 @@ impl DirSource {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .snapshot();
+        if let Some(warning) =
+            (self.filter).keeps_none_warning(scrape.snapshot.families.iter().map(|f| &*f.name))
+        {
+            // Once per collector, as a misspelt prefix stays misspelt.
+            self.warn_once("prefix filter", &warning);
+        }
         let own = if self.self_metrics {
             shmetrics_reader::self_metrics(&scrape.report)
         } else {
@@ -119,5 +125,66 @@ impl DirSource {
             log::warn!("{name}: {what}");
             warned.insert(name.to_owned());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Every log line of this test binary, for the test to find its own.
+    struct Capture(Mutex<Vec<String>>);
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            lines.push(record.args().to_string());
+        }
+        fn flush(&self) {}
+    }
+
+    static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
+
+    #[test]
+    fn a_filter_that_keeps_none_of_the_families_is_logged_once() {
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Warn);
+        let dir = tempfile::tempdir().unwrap();
+        let writer = shmetrics_writer::Registry::open(dir.path()).unwrap();
+        writer
+            .counter("vllm:requests", "R.", &[])
+            .unwrap()
+            .unlabelled()
+            .unwrap()
+            .inc();
+        let source = DirSource::new(
+            Reader::open(dir.path()).unwrap(),
+            PrefixFilter::new(["VLLM:"]),
+        );
+        for _ in 0..3 {
+            assert!(source.families().0.is_empty());
+        }
+        let kept = DirSource::new(
+            Reader::open(dir.path()).unwrap(),
+            PrefixFilter::new(["vllm:"]),
+        );
+        assert_eq!(kept.families().0.len(), 1);
+        let lines = CAPTURE.0.lock().unwrap().clone();
+        let warned: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("prefix filter:"))
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                "prefix filter: prefixes VLLM: match none of the 1 families in the directory, so \
+                 none of them is exposed (names are case-sensitive: vllm:, lmcache:, dynamo_)"
+            ]
+        );
     }
 }
