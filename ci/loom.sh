@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # loom models of the publish protocols (crates/shmetrics-layout/tests/loom.rs): histogram
-# and mostrecent-gauge consistency, f64 compare-and-swap additions, metadata and
+# and mostrecent-gauge consistency, f64 compare-and-swap additions, exemplar slots, metadata and
 # continuation-segment publishing, and the compaction hand-off. Built with `--cfg loom` in
 # its own target directory so the ordinary build cache stays valid.
 #

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod exemplar;
 #[cfg(not(loom))]
 pub mod fault;
 mod header;

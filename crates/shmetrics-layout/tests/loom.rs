@@ -17,6 +17,9 @@
 use loom::thread;
 use std::sync::Arc;
 
+use shmetrics_layout::exemplar::{
+    EXEMPLAR_WORDS, Exemplar, ExemplarRead, encode_exemplar_labels, exemplar_read, exemplar_store,
+};
 use shmetrics_layout::record::{FamilyRecord, Record, SeriesRecord, parse_records};
 use shmetrics_layout::slots::{
     GaugeValue, HistogramValue, counter_add, counter_inc, counter_read, gauge_add, gauge_read,
@@ -178,6 +181,7 @@ fn series(family_id: u32, slot_offset: usize) -> SeriesRecord {
         family_id,
         slot_offset: slot_offset as u64,
         label_values: vec![],
+        created_unix_nanos: Some(1),
         process: None,
         exact_parts: Vec::new(),
     }
@@ -471,4 +475,40 @@ mod compaction {
     fn a_reader_that_does_not_relist_loses_counts() {
         assert!(model(2, false));
     }
+}
+
+/// A writer stores two exemplars in a row while a reader reads the slot: the reader sees
+/// none yet, the first or the second whole, or gives up on a write in progress (and shows
+/// nothing this scrape); never fields of one with fields of the other. Once the writer is
+/// done, the second is read.
+#[test]
+fn exemplar_reads_are_whole_or_nothing() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let w = words(EXEMPLAR_WORDS);
+        let exemplar = |name: &str, value: f64, unix_nanos: u64| Exemplar {
+            labels: vec![(name.to_owned(), "v".to_owned())],
+            value,
+            unix_nanos,
+        };
+        let (first, second) = (exemplar("a", 1.0, 10), exemplar("b", 2.0, 20));
+        let writer = {
+            let w = w.clone();
+            let (first, second) = (first.clone(), second.clone());
+            thread::spawn(move || {
+                for e in [first, second] {
+                    let labels = encode_exemplar_labels(&e.labels).unwrap();
+                    assert!(exemplar_store(&w, e.value, e.unix_nanos, &labels));
+                }
+            })
+        };
+        match exemplar_read(&w) {
+            ExemplarRead::Empty | ExemplarRead::Torn => {}
+            ExemplarRead::Exemplar(e) => assert!(e == first || e == second, "{e:?}"),
+            ExemplarRead::Invalid => panic!("a mix of two exemplars"),
+        }
+        writer.join().unwrap();
+        assert_eq!(exemplar_read(&w), ExemplarRead::Exemplar(second));
+    });
 }

@@ -6,6 +6,7 @@ scrapes and process deaths, parsed by ``prometheus_client``'s OpenMetrics parser
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,10 +30,27 @@ WRITE = (
 OPENMETRICS = EXPOSE_BOTH
 
 
+def _grouped_histograms() -> bool:
+    """Whether the installed prometheus_client groups a histogram's samples by series
+    (0.24 on). Before, multiprocess mode lists every series' ``_sum`` first, which its own
+    OpenMetrics parser refuses for a histogram of two series ("Invalid metric grouping"),
+    with or without ``_created``: the drop-in keeps that order."""
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in version("prometheus_client").split(".")[:2]) >= (0, 24)
+
+
 def created_samples(exposition: str) -> dict:
     """``(sample name, kind label)`` -> value of every ``_created`` sample, parsed by
-    ``prometheus_client``'s OpenMetrics parser (which checks the exposition)."""
+    ``prometheus_client``'s OpenMetrics parser (which checks the exposition); before 0.24,
+    read from the lines (see ``_grouped_histograms``)."""
     out = {}
+    if not _grouped_histograms():
+        for line in exposition.splitlines():
+            match = re.fullmatch(r'(\w+_created)\{kind="(\w+)"\} (\S+)', line)
+            if match:
+                out[(match.group(1), match.group(2))] = float(match.group(3))
+        return out
     for family in text_string_to_metric_families(exposition):
         for s in family.samples:
             if s.name.endswith("_created"):
