@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use shmetrics_writer::GaugeMode;
 
-use crate::labels::{Info, Node, full_name, label_names};
+use crate::labels::{Info, Node, full_name, label_names, label_strings};
 use crate::registry::{Registry, to_py_err, writer_registry};
 
 /// The merge mode of an info or enum: `livemostrecent` or `mostrecent`.
@@ -23,43 +23,23 @@ fn newest_mode(multiprocess_mode: &str) -> PyResult<GaugeMode> {
     }
 }
 
-/// Label values from `labels(*values, **by_name)`, converted with `str()`.
+/// Label values from `labels(*values, **by_name)`, as every metric class takes them.
 fn label_values(
     info: &Info,
     values: &Bound<'_, PyTuple>,
     by_name: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Vec<String>> {
-    let by_name = by_name.filter(|d| !d.is_empty());
     if info.label_names.is_empty() {
         return Err(PyValueError::new_err(format!(
             "No label names were set when constructing {}:{}",
             info.kind, info.name
         )));
     }
-    match by_name {
-        Some(_) if !values.is_empty() => {
-            Err(PyValueError::new_err("Can't pass both *args and **kwargs"))
-        }
-        Some(by_name) => {
-            if by_name.len() != info.label_names.len() {
-                return Err(PyValueError::new_err("Incorrect label names"));
-            }
-            info.label_names
-                .iter()
-                .map(|n| match by_name.get_item(n)? {
-                    Some(v) => Ok(v.str()?.to_cow()?.into_owned()),
-                    None => Err(PyValueError::new_err("Incorrect label names")),
-                })
-                .collect()
-        }
-        None if values.len() != info.label_names.len() => {
-            Err(PyValueError::new_err("Incorrect label count"))
-        }
-        None => values
-            .iter()
-            .map(|v| Ok(v.str()?.to_cow()?.into_owned()))
-            .collect(),
+    let by_name = by_name.filter(|d| !d.is_empty());
+    if !values.is_empty() && by_name.is_some() {
+        return Err(PyValueError::new_err("Can't pass both *args and **kwargs"));
     }
+    label_strings(info, values, by_name)
 }
 
 /// An info: a set of labels describing something (`name_info`, value 1). Each label set of

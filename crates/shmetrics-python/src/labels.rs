@@ -147,37 +147,7 @@ impl<C: Child + Clone> Node<C> {
         {
             return Ok(hit.cast_into::<T>()?);
         }
-        let strings: Vec<String> = match by_name {
-            Some(by_name) => {
-                let mut given: Vec<String> = by_name
-                    .keys()
-                    .iter()
-                    .map(|k| k.extract::<String>())
-                    .collect::<PyResult<_>>()?;
-                let mut expected = info.label_names.clone();
-                given.sort();
-                expected.sort();
-                if given != expected {
-                    return Err(PyValueError::new_err("Incorrect label names"));
-                }
-                info.label_names
-                    .iter()
-                    .map(|n| {
-                        let v = by_name.get_item(n)?.expect("checked above");
-                        Ok(v.str()?.to_cow()?.into_owned())
-                    })
-                    .collect::<PyResult<_>>()?
-            }
-            None => {
-                if values.len() != info.label_names.len() {
-                    return Err(PyValueError::new_err("Incorrect label count"));
-                }
-                values
-                    .iter()
-                    .map(|v| Ok(v.str()?.to_cow()?.into_owned()))
-                    .collect::<PyResult<_>>()?
-            }
-        };
+        let strings = label_strings(info, values, by_name)?;
         let key = PyTuple::new(py, &strings)?;
         if let Some(hit) = children.get_item(&key)? {
             return Ok(hit.cast_into::<T>()?);
@@ -190,6 +160,46 @@ impl<C: Child + Clone> Node<C> {
         children.set_item(key, &object)?;
         Ok(object)
     }
+}
+
+/// The label values of `labels(*values, **by_name)` (after the fast path), by position or
+/// by name, converted with `str()`; `prometheus_client`'s errors otherwise.
+pub(crate) fn label_strings(
+    info: &Info,
+    values: &Bound<'_, PyTuple>,
+    by_name: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Vec<String>> {
+    Ok(match by_name {
+        Some(by_name) => {
+            let mut given: Vec<String> = by_name
+                .keys()
+                .iter()
+                .map(|k| k.extract::<String>())
+                .collect::<PyResult<_>>()?;
+            let mut expected = info.label_names.clone();
+            given.sort();
+            expected.sort();
+            if given != expected {
+                return Err(PyValueError::new_err("Incorrect label names"));
+            }
+            info.label_names
+                .iter()
+                .map(|n| {
+                    let v = by_name.get_item(n)?.expect("checked above");
+                    Ok(v.str()?.to_cow()?.into_owned())
+                })
+                .collect::<PyResult<_>>()?
+        }
+        None => {
+            if values.len() != info.label_names.len() {
+                return Err(PyValueError::new_err("Incorrect label count"));
+            }
+            values
+                .iter()
+                .map(|v| Ok(v.str()?.to_cow()?.into_owned()))
+                .collect::<PyResult<_>>()?
+        }
+    })
 }
 
 /// Checks an exemplar: with `prometheus_client`'s own check once it is imported (its

@@ -128,3 +128,14 @@ def test_native_info_and_enum(metrics_dir):
     assert values[("build", "info")] == [((("component", "api"), ("version", "3.0")), 1.0)]
     assert values[("phase", "stateset")] == [((("phase", "a"),), 0.0), ((("phase", "b"),), 1.0)]
     promtool_check(text)
+
+
+def test_metrics_made_while_installed_keep_working_after_uninstall(workers):
+    w = workers()
+    w.run("from prometheus_client import Info, Enum\n"
+          "i = Info('i', 'I.', ['a'], registry=None)\n"
+          "e = Enum('e', 'E.', ['a'], states=['x', 'y'], registry=None)\n"
+          "import shmetrics.prometheus_client\nshmetrics.prometheus_client.uninstall()\n"
+          "i.labels('1').info({'v': '2'})\ne.labels('1').state('y')\n"
+          "result = (i.labels('1')._value, e.labels('1')._value)\n")
+    assert w.run("result = (i.labels('1')._value, e.labels('1')._value)") == ({"v": "2"}, 1)

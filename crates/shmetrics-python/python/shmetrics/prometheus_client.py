@@ -778,7 +778,11 @@ def _enum_init(self: Any, *args: Any, multiprocess_mode: str = _NEWEST_DEFAULT, 
 def _attach_newest(self: Any, kind: str, mode: str, extra: Dict[str, Any]) -> None:
     if mode not in ("livemostrecent", "mostrecent"):
         raise ValueError(f"Invalid multiprocess mode for {kind} {self._name}: {mode} (livemostrecent or mostrecent)")
-    self._kwargs["multiprocess_mode"] = mode
+    if mode != _NEWEST_DEFAULT:
+        # Children made by `labels()` inherit it. Only a mode given is recorded: the
+        # keyword is shmetrics', so `prometheus_client`'s own `__init__` (after `uninstall()`)
+        # takes the metrics that never used it.
+        self._kwargs["multiprocess_mode"] = mode
     native = None
     if self._is_observable():
         extra = dict(extra, multiprocess_mode=mode)

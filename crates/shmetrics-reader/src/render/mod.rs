@@ -211,10 +211,10 @@ impl<'a> Exposition<'a> {
                         Some(text) => text.classic_names,
                         None => (series.labels.pairs.iter()).all(|(n, _)| is_legacy_label_name(n)),
                     };
+                    // Set only for counters, histograms and summaries (the merge's rule).
                     let created = series
                         .created_unix_nanos
-                        .filter(|_| self.format == Format::OpenMetrics && self.created)
-                        .filter(|_| family.kind != MetricKind::Gauge);
+                        .filter(|_| self.format == Format::OpenMetrics && self.created);
                     // A stateset's name labels its states: the escaped path writes it as the
                     // escaping says.
                     let stateset = family.kind == MetricKind::StateSet;
