@@ -230,6 +230,42 @@ fn histogram_observe_20(c: &mut Criterion) {
     }
 }
 
+/// A write with an exemplar beside the same write without one, on the same series: a
+/// counter's `inc_by` and a 20-bucket histogram's `observe` (a W3C trace id as the label,
+/// as tracing integrations attach them).
+fn exemplar_write(c: &mut Criterion) {
+    const TRACE: [(&str, &str); 1] = [("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")];
+    let (_dir, registry) = registry();
+    let counter = (registry.counter("bench_exemplar_total", "Requests.", &[]))
+        .expect("register the counter")
+        .unlabelled()
+        .expect("resolve the child")
+        .clone();
+    let histogram = (registry.histogram("bench_exemplar_seconds", "Latency.", &[], &BOUNDS_20))
+        .expect("register the histogram")
+        .unlabelled()
+        .expect("resolve the child")
+        .clone();
+    let mut group = c.benchmark_group("exemplar_write");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("counter_inc_by", |b| {
+        b.iter(|| black_box(&counter).inc_by(black_box(0.5)))
+    });
+    group.bench_function("counter_inc_by_with_exemplar", |b| {
+        b.iter(|| black_box(&counter).inc_by_with_exemplar(black_box(0.5), black_box(&TRACE)))
+    });
+    group.bench_function("histogram_observe", |b| {
+        b.iter(|| black_box(&histogram).observe(black_box(FIXED_OBSERVATION)))
+    });
+    group.bench_function("histogram_observe_with_exemplar", |b| {
+        b.iter(|| black_box(&histogram).observe_with_exemplar(black_box(FIXED_OBSERVATION), &TRACE))
+    });
+    group.finish();
+    if !filtered() {
+        assert!(counter.get() >= 1.0 && histogram.get().buckets.iter().sum::<u64>() >= 2);
+    }
+}
+
 /// Lookups among 100 children, pre-populated in every library, then the same lookups on
 /// two threads.
 fn labels_lookup_2(c: &mut Criterion) {
@@ -617,6 +653,6 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
     targets = counter_inc, counter_inc_by_f64, gauge_set, histogram_observe_20,
-        labels_lookup_2, labels_lookup_4, child_create, counter_inc_two_threads
+        labels_lookup_2, labels_lookup_4, child_create, counter_inc_two_threads, exemplar_write
 }
 criterion_main!(benches);

@@ -6,13 +6,17 @@
 use std::collections::HashSet;
 
 use shmetrics_layout::MetricKind;
+use shmetrics_layout::exemplar::encode_exemplar_labels;
 use shmetrics_layout::limits::{MAX_BUCKETS, MAX_LABEL_SET_LEN, MAX_LABELS};
 use shmetrics_layout::names::{
     Escaping, escaped_name, exposed_names, is_legacy_label_name, is_valid_label_name,
     is_valid_metric_name,
 };
+use shmetrics_layout::slots::bucket_index;
 use shmetrics_reader::render::{Format, PrefixFilter, render_into};
-use shmetrics_reader::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
+use shmetrics_reader::snapshot::{
+    Exemplar, Family, Series, SeriesLabels, Snapshot, Value, unix_seconds,
+};
 
 /// Checks the structure of a snapshot: families sorted by name with disjoint exposed
 /// names, each with series sorted and unique by labels and pid; label names valid, sorted,
@@ -89,6 +93,24 @@ fn check_series(f: &Family, s: &Series) {
         _ => false,
     };
     assert!(ok, "{} ({}) has series {s:?}", f.name, f.kind);
+    // Exemplars: one per `_total` or `_bucket` sample, within OpenMetrics' limits, each
+    // histogram exemplar in its bucket, none shown empty.
+    if let Some(exemplars) = &s.exemplars {
+        let samples = match f.kind {
+            MetricKind::Counter => 1,
+            MetricKind::Histogram => f.bounds.len() + 1,
+            _ => panic!("{} ({}) has exemplars", f.name, f.kind),
+        };
+        assert_eq!(exemplars.len(), samples, "{s:?}");
+        assert!(exemplars.iter().any(Option::is_some), "{s:?}");
+        for (i, e) in exemplars.iter().enumerate() {
+            let Some(e) = e else { continue };
+            assert!(encode_exemplar_labels(&e.labels).is_ok(), "{e:?}");
+            if f.kind == MetricKind::Histogram {
+                assert_eq!(bucket_index(&f.bounds, e.value), i, "{e:?} in bucket {i}");
+            }
+        }
+    }
 }
 
 /// Renders `snapshot` with `extra` families (the self-metrics) in both formats and reads
@@ -160,6 +182,10 @@ fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<It
             pairs.extend(labels);
             pairs
         };
+        let exemplar = |i: usize| {
+            let exemplars = series.exemplars.as_deref();
+            exemplars.and_then(|e| e.get(i)).and_then(Option::as_ref)
+        };
         match &series.value {
             Value::Counter(v) | Value::Gauge(v) => {
                 let suffix = if family.kind == MetricKind::Counter {
@@ -167,14 +193,16 @@ fn read_family<'a>(family: &Family, format: Format, lines: &mut impl Iterator<It
                 } else {
                     ""
                 };
-                let (labels, value) = read_sample(next(), name, suffix);
+                let (labels, value) = read_sample_with_exemplar(next(), name, suffix);
+                let value = read_exemplar(value, exemplar(0), format);
                 assert_eq!(labels, expected(vec![]));
                 assert_same_f64(parse_f64(value), *v);
             }
             Value::Histogram { buckets, sum } => {
                 let mut cumulative = 0u64;
                 for (i, count) in buckets.iter().enumerate() {
-                    let (labels, value) = read_sample(next(), name, "_bucket");
+                    let (labels, value) = read_sample_with_exemplar(next(), name, "_bucket");
+                    let value = read_exemplar(value, exemplar(i), format);
                     let le = labels.last().map(|(n, v)| (n.as_str(), v.clone()));
                     let le_value = match family.bounds.get(i) {
                         Some(b) => {
@@ -264,49 +292,92 @@ fn exposed(name: &str) -> String {
 /// Splits `name{labels} value` (the sample name `name` + `suffix`, exposed) into unescaped
 /// label pairs and the value text.
 fn read_sample<'a>(line: &'a str, name: &str, suffix: &str) -> (Vec<(String, String)>, &'a str) {
+    let (labels, value) = read_sample_with_exemplar(line, name, suffix);
+    assert!(!value.contains(' '), "{line:?}");
+    (labels, value)
+}
+
+/// As [`read_sample`], for a line that may end with an exemplar: the value text then holds
+/// it too (see [`read_exemplar`]).
+fn read_sample_with_exemplar<'a>(
+    line: &'a str,
+    name: &str,
+    suffix: &str,
+) -> (Vec<(String, String)>, &'a str) {
     let sample = exposed(&format!("{name}{suffix}"));
     let rest = line
         .strip_prefix(sample.as_str())
         .unwrap_or_else(|| panic!("{line:?} is not a sample of {sample}"));
-    let mut labels = Vec::new();
-    let rest = match rest.strip_prefix('{') {
-        None => rest,
-        Some(mut r) => loop {
-            let (label, after) = r
-                .split_once("=\"")
-                .unwrap_or_else(|| panic!("label without value in {line:?}"));
-            assert!(is_legacy_label_name(label), "label {label:?} in {line:?}");
-            let mut value = String::new();
-            let mut chars = after.char_indices();
-            let end = loop {
-                match chars.next() {
-                    Some((i, '"')) => break i,
-                    Some((_, '\\')) => match chars.next() {
-                        Some((_, '\\')) => value.push('\\'),
-                        Some((_, '"')) => value.push('"'),
-                        Some((_, 'n')) => value.push('\n'),
-                        other => panic!("bad escape {other:?} in {line:?}"),
-                    },
-                    Some((_, c)) => value.push(c),
-                    None => panic!("unterminated label value in {line:?}"),
-                }
-            };
-            labels.push((label.to_owned(), value));
-            let after = &after[end + 1..];
-            if let Some(more) = after.strip_prefix(',') {
-                r = more;
-            } else {
-                break after
-                    .strip_prefix('}')
-                    .unwrap_or_else(|| panic!("labels not closed in {line:?}"));
-            }
-        },
+    let (labels, rest) = match rest.strip_prefix('{') {
+        None => (Vec::new(), rest),
+        Some(r) => read_labels(r, line),
     };
     let value = rest
         .strip_prefix(' ')
         .unwrap_or_else(|| panic!("no space before the value in {line:?}"));
-    assert!(!value.contains(' '), "{line:?}");
     (labels, value)
+}
+
+/// Reads `a="x",b="y"}` (after the opening brace) into unescaped pairs; returns them and
+/// what follows the closing brace.
+fn read_labels<'a>(mut r: &'a str, line: &str) -> (Vec<(String, String)>, &'a str) {
+    let mut labels = Vec::new();
+    if let Some(after) = r.strip_prefix('}') {
+        return (labels, after);
+    }
+    loop {
+        let (label, after) = r
+            .split_once("=\"")
+            .unwrap_or_else(|| panic!("label without value in {line:?}"));
+        assert!(is_legacy_label_name(label), "label {label:?} in {line:?}");
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    other => panic!("bad escape {other:?} in {line:?}"),
+                },
+                Some((_, c)) => value.push(c),
+                None => panic!("unterminated label value in {line:?}"),
+            }
+        };
+        labels.push((label.to_owned(), value));
+        let after = &after[end + 1..];
+        if let Some(more) = after.strip_prefix(',') {
+            r = more;
+        } else {
+            let rest = after
+                .strip_prefix('}')
+                .unwrap_or_else(|| panic!("labels not closed in {line:?}"));
+            return (labels, rest);
+        }
+    }
+}
+
+/// Splits a sample's value text into the value and checks the exemplar after it: exactly
+/// `expected` (in OpenMetrics; none in the text format), its labels, value and time.
+fn read_exemplar<'a>(text: &'a str, expected: Option<&Exemplar>, format: Format) -> &'a str {
+    let expected = expected.filter(|_| format == Format::OpenMetrics);
+    let Some(exemplar) = expected else {
+        assert!(!text.contains(' '), "{text:?}");
+        return text;
+    };
+    let (value, rest) = text
+        .split_once(" # {")
+        .unwrap_or_else(|| panic!("no exemplar in {text:?}"));
+    let (labels, rest) = read_labels(rest, text);
+    assert_eq!(labels, exemplar.labels, "exemplar labels in {text:?}");
+    let (v, time) = rest
+        .strip_prefix(' ')
+        .and_then(|r| r.split_once(' '))
+        .unwrap_or_else(|| panic!("exemplar without value and time in {text:?}"));
+    assert_same_f64(parse_f64(v), exemplar.value);
+    assert_same_f64(parse_f64(time), unix_seconds(exemplar.unix_nanos));
+    value
 }
 
 fn parse_f64(text: &str) -> f64 {

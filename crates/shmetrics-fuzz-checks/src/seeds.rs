@@ -23,15 +23,36 @@ pub const ACCEPT_HEADERS: [&str; 8] = [
     "identity;q=1, *;q=0",
 ];
 
-/// Segment files (dead, closed) of two writer runs: one small segment with every type and
-/// mode, and the vLLM metric set over 16 KiB continuation segments.
+/// Segment files (dead, closed) of three writer runs: one small segment with every type and
+/// mode, one with exemplars, and the vLLM metric set over 16 KiB continuation segments.
 ///
 /// # Panics
 /// When the writer fails in a fresh scratch directory.
 pub fn segments() -> Vec<Vec<u8>> {
     let mut out = every_type();
+    out.extend(exemplars());
     out.extend(vllm());
     out
+}
+
+fn exemplars() -> Vec<Vec<u8>> {
+    let dir = scratch_dir();
+    let reg = Registry::open_with(dir.path(), small(16384, 1)).expect("open a registry");
+    let c = reg
+        .counter("seed_traced_total", "Traced.", &["k"])
+        .expect("counter");
+    (c.labels(&["x"]).expect("child"))
+        .inc_by_with_exemplar(2.0, &[("trace_id", "a\\b\"c\nd é"), ("span", "")])
+        .expect("exemplar");
+    let h = reg
+        .histogram("seed_traced_seconds", "Traced.", &[], &[0.1, 1.0])
+        .expect("histogram");
+    for (v, trace) in [(0.05, "fast"), (5.0, "slow"), (0.5, "")] {
+        (h.unlabelled().expect("child"))
+            .observe_with_exemplar(v, &[("trace_id", trace)])
+            .expect("exemplar");
+    }
+    read_segments(&reg)
 }
 
 fn read_segments(registry: &Registry) -> Vec<Vec<u8>> {

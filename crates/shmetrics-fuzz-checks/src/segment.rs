@@ -245,6 +245,8 @@ fn check_against_dump(snapshot: &Snapshot, dump: &SegmentDump, bytes: &[u8]) -> 
             // Only in an archive, where it names a segment the archive holds, or a part
             // (missing here, and reported).
             RecordEntry::Folded(_) | RecordEntry::Part(_) => continue,
+            // Exemplars do not change values; the exposition parser checks their syntax.
+            RecordEntry::Exemplars { .. } => continue,
         };
         // An info's and a stateset's newest value per label set has tests of its own; the
         // fold checked here is of values merged one series at a time.

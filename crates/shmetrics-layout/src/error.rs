@@ -149,6 +149,24 @@ pub enum RecordFault {
     /// The family definition is one the formats cannot express.
     #[error(transparent)]
     Definition(#[from] DefinitionError),
+    /// An exemplar slot count of zero or over a histogram's most buckets.
+    #[error("bad exemplar slot count {0}")]
+    ExemplarCount(u32),
+    /// Exemplar slots for a slot offset where no counter or histogram series of this
+    /// segment is.
+    #[error("exemplar slots of no counter or histogram series (slot offset {0})")]
+    ExemplarsOfNoSeries(u64),
+    /// A second exemplars record for one series.
+    #[error("exemplar slots declared twice for the series at slot offset {0}")]
+    ExemplarsTwice(u64),
+    /// An exemplar slot count other than the series' samples with exemplars.
+    #[error("{count} exemplar slots for a series that has {expected}")]
+    ExemplarCountMismatch {
+        /// The record's count.
+        count: u32,
+        /// The series': 1 for a counter, its buckets for a histogram.
+        expected: u32,
+    },
     /// An exact-parts count of zero or over the limit.
     #[error("bad exact part count {0}")]
     ExactPartCount(usize),
@@ -243,6 +261,8 @@ pub enum RecordPart {
     Folded,
     /// An archive part record.
     Part,
+    /// An exemplars record.
+    Exemplars,
 }
 
 impl fmt::Display for RecordPart {
@@ -253,6 +273,7 @@ impl fmt::Display for RecordPart {
             Self::Process => "process",
             Self::Folded => "folded",
             Self::Part => "part",
+            Self::Exemplars => "exemplars",
         })
     }
 }

@@ -152,6 +152,24 @@ pub fn exemplar_store(words: &[AtomicU64], value: f64, unix_nanos: u64, labels: 
     true
 }
 
+/// The words of a slot holding `exemplar` whole, as [`exemplar_store`] leaves it after a
+/// first write: for an image (an archive) built privately and published whole. `None`
+/// for labels [`encode_exemplar_labels`] refuses.
+pub fn exemplar_slot_words(exemplar: &Exemplar) -> Option<Vec<u64>> {
+    let labels = encode_exemplar_labels(&exemplar.labels).ok()?;
+    let mut words = vec![0u64; EXEMPLAR_WORDS];
+    words[SEQ] = 2;
+    words[VALUE] = exemplar.value.to_bits();
+    words[TIME] = exemplar.unix_nanos;
+    words[LEN] = labels.len() as u64;
+    for (word, chunk) in words[LABELS..].iter_mut().zip(labels.chunks(8)) {
+        let mut bytes = [0u8; 8];
+        bytes[..chunk.len()].copy_from_slice(chunk);
+        *word = u64::from_ne_bytes(bytes);
+    }
+    Some(words)
+}
+
 /// What [`exemplar_read`] found in a slot.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExemplarRead {

@@ -38,7 +38,8 @@
 
 use std::convert::Infallible;
 
-use crate::record::{EncodeRecord, Record, SeriesFields, SeriesRecord};
+use crate::exemplar::{EXEMPLAR_WORDS, Exemplar, exemplar_slot_words};
+use crate::record::{EncodeRecord, ExemplarsRecord, Record, SeriesFields, SeriesRecord};
 use crate::slots::{counter_store, gauge_set, histogram_store};
 use crate::sync::AtomicU64;
 use crate::{FLAG_ARCHIVE, HEADER_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, view};
@@ -331,6 +332,38 @@ impl<'a, S: ImageSink + ?Sized> ImageBuilder<'a, S> {
         self.record(&series)?;
         self.store_slots(self.floor, slots)?;
         Ok(self.floor as u64)
+    }
+
+    /// Appends the exemplar slots of the series whose slots are at `series_slot_offset`
+    /// (one per entry, a histogram's bucket order), each holding its exemplar whole or
+    /// empty, and their record. Exemplars with labels a writer would refuse are left out.
+    ///
+    /// # Errors
+    /// As [`ImageBuilder::record`].
+    pub fn exemplars(
+        &mut self,
+        series_slot_offset: u64,
+        exemplars: &[Option<Exemplar>],
+    ) -> Result<(), ImageError<S::Error>> {
+        let mut record = ExemplarsRecord {
+            series_slot_offset,
+            block_offset: 0,
+            count: exemplars.len() as u32,
+        };
+        let width = exemplars.len() * EXEMPLAR_WORDS;
+        self.fits(record.encoded_len(), width)?;
+        self.floor -= width * 8;
+        record.block_offset = self.floor as u64;
+        self.record(&record)?;
+        for (i, exemplar) in exemplars.iter().enumerate() {
+            if let Some(words) = exemplar.as_ref().and_then(exemplar_slot_words) {
+                let offset = self.floor + i * EXEMPLAR_WORDS * 8;
+                self.sink
+                    .put_bytes(offset, bytemuck::cast_slice(&words))
+                    .map_err(ImageError::Sink)?;
+            }
+        }
+        Ok(())
     }
 
     /// Reserves `words` slot words below the previous slots, left zero (slots whose records

@@ -26,6 +26,8 @@ pub const RECORD_FOLDED: u16 = 4;
 pub const RECORD_EXACT_SERIES: u16 = 5;
 /// Record kind of a [`PartRecord`]: archives only.
 pub const RECORD_PART: u16 = 6;
+/// Record kind of an [`ExemplarsRecord`].
+pub const RECORD_EXEMPLARS: u16 = 7;
 /// Most partials an exact value may have (an exact sum of `f64`s needs at most 40).
 pub const MAX_EXACT_PARTS: usize = 64;
 /// Series flag: the fixed part is followed by the series' creation time (`u64`, ns since
@@ -94,6 +96,16 @@ struct PartFixed {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 struct ExactFixed {
+    count: u32,
+    reserved: u32,
+}
+
+/// Payload of an exemplars record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+struct ExemplarsFixed {
+    series_slot_offset: u64,
+    block_offset: u64,
     count: u32,
     reserved: u32,
 }
@@ -212,6 +224,19 @@ pub struct PartRecord {
     pub instance_id: u64,
 }
 
+/// Where the exemplar slots of one counter or histogram series are: written once, when
+/// the series gets its first exemplar, in the segment that holds the series' slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExemplarsRecord {
+    /// The series' [`SeriesRecord::slot_offset`]: which series of this segment it is.
+    pub series_slot_offset: u64,
+    /// Byte offset of the first of `count` slots of
+    /// [`EXEMPLAR_WORDS`](crate::exemplar::EXEMPLAR_WORDS) words each.
+    pub block_offset: u64,
+    /// A counter's 1 (its `_total` sample); a histogram's bucket count, `+Inf` included.
+    pub count: u32,
+}
+
 /// A parsed record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
@@ -223,6 +248,8 @@ pub enum Record {
     Folded(FoldedRecord),
     /// A sealed part of this archive.
     Part(PartRecord),
+    /// The exemplar slots of a series.
+    Exemplars(ExemplarsRecord),
 }
 
 impl Record {
@@ -233,6 +260,7 @@ impl Record {
             Record::Series(s) => s.encoded_len(),
             Record::Folded(f) => f.encoded_len(),
             Record::Part(p) => p.encoded_len(),
+            Record::Exemplars(e) => e.encoded_len(),
         }
     }
 
@@ -249,6 +277,7 @@ impl EncodeRecord for Record {
             Record::Series(s) => s.encode_into(out),
             Record::Folded(f) => f.encode_into(out),
             Record::Part(p) => p.encode_into(out),
+            Record::Exemplars(e) => e.encode_into(out),
         }
     }
 }
@@ -667,6 +696,32 @@ impl EncodeRecord for PartRecord {
     }
 }
 
+impl ExemplarsRecord {
+    /// Length of [`ExemplarsRecord::encode`]'s output: 32 bytes.
+    pub const fn encoded_len(&self) -> usize {
+        record_len(std::mem::size_of::<ExemplarsFixed>())
+    }
+
+    /// Encodes the record (32 bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self, self.encoded_len())
+    }
+}
+
+impl EncodeRecord for ExemplarsRecord {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let at = start(out);
+        let fixed = ExemplarsFixed {
+            series_slot_offset: self.series_slot_offset,
+            block_offset: self.block_offset,
+            count: self.count,
+            reserved: 0,
+        };
+        out.extend_from_slice(bytemuck::bytes_of(&fixed));
+        finish(out, at, RECORD_EXEMPLARS);
+    }
+}
+
 /// A bounds-checked cursor over one record's payload.
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -851,6 +906,28 @@ fn parse_part(c: &mut Cursor<'_>) -> Result<PartRecord, LayoutError> {
     })
 }
 
+fn parse_exemplars(c: &mut Cursor<'_>) -> Result<ExemplarsRecord, LayoutError> {
+    let fixed: ExemplarsFixed = c.pod()?;
+    if fixed.reserved != 0 {
+        return Err(c.fail(RecordFault::ReservedNotZero(RecordPart::Exemplars)));
+    }
+    for offset in [fixed.series_slot_offset, fixed.block_offset] {
+        if !offset.is_multiple_of(8) {
+            return Err(c.fail(RecordFault::UnalignedSlot(offset)));
+        }
+    }
+    // A histogram's buckets and `+Inf`, at most.
+    if fixed.count == 0 || fixed.count as usize > crate::limits::MAX_BUCKETS + 1 {
+        return Err(c.fail(RecordFault::ExemplarCount(fixed.count)));
+    }
+    c.finish()?;
+    Ok(ExemplarsRecord {
+        series_slot_offset: fixed.series_slot_offset,
+        block_offset: fixed.block_offset,
+        count: fixed.count,
+    })
+}
+
 /// Parses the records in `bytes`, a copy of published metadata starting at a record
 /// boundary. `base_offset` is the metadata offset of `bytes[0]`, used in error messages and
 /// in the returned end offsets.
@@ -926,6 +1003,7 @@ impl RecordIter<'_> {
             RECORD_EXACT_SERIES => Record::Series(parse_series(&mut cursor, SeriesExtra::Exact)?),
             RECORD_FOLDED => Record::Folded(parse_folded(&mut cursor)?),
             RECORD_PART => Record::Part(parse_part(&mut cursor)?),
+            RECORD_EXEMPLARS => Record::Exemplars(parse_exemplars(&mut cursor)?),
             kind => return Err(LayoutError::UnknownRecordKind { offset, kind }),
         };
         self.pos += len;
@@ -959,6 +1037,57 @@ mod tests {
             process: None,
             exact_parts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn exemplars_records_round_trip_and_refuse_what_no_writer_writes() {
+        let record = ExemplarsRecord {
+            series_slot_offset: 8192 - 48,
+            block_offset: 4096,
+            count: 5,
+        };
+        let bytes = record.encode();
+        assert_eq!(bytes.len(), record.encoded_len());
+        let parsed: Vec<_> = parse_records(&bytes, 64).collect::<Result<_, _>>().unwrap();
+        assert_eq!(parsed, [(Record::Exemplars(record), 64 + 32)]);
+        let refused = |r: ExemplarsRecord| {
+            let e = parse_records(&r.encode(), 0).next().unwrap().unwrap_err();
+            e.to_string()
+        };
+        for (bad, why) in [
+            (
+                ExemplarsRecord { count: 0, ..record },
+                "bad exemplar slot count 0",
+            ),
+            (
+                ExemplarsRecord {
+                    count: 258,
+                    ..record
+                },
+                "bad exemplar slot count 258",
+            ),
+            (
+                ExemplarsRecord {
+                    block_offset: 4100,
+                    ..record
+                },
+                "unaligned",
+            ),
+            (
+                ExemplarsRecord {
+                    series_slot_offset: 3,
+                    ..record
+                },
+                "unaligned",
+            ),
+        ] {
+            let e = refused(bad);
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        let mut reserved = bytes.clone();
+        reserved[8 + 20] = 1;
+        let e = parse_records(&reserved, 0).next().unwrap().unwrap_err();
+        assert!(e.to_string().contains("exemplars"), "{e}");
     }
 
     #[test]

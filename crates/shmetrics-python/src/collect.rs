@@ -96,16 +96,21 @@ impl Reader {
     /// `(count, sum)` for summaries or a `(bucket_counts, sum)` for histograms, the counts
     /// per bucket, not cumulative. With `process_metrics`, the `process_*` families of the
     /// live writers (read from `/proc`, a `pid` label each) follow, whatever the prefixes.
-    /// With `created`, each series is `(labels, pid, value, created)`, `created` the
+    /// With `created` or `exemplars`, each series is
+    /// `(labels, pid, value, created, exemplars)`: `created` (with `created` only) the
     /// series' creation time in seconds since the epoch for counters, histograms and
-    /// summaries (the oldest among the processes that have it), else `None`.
-    #[pyo3(signature = (prefixes=Vec::new(), process_metrics=false, created=false))]
+    /// summaries (the oldest among the processes that have it), else `None`; `exemplars`
+    /// (with `exemplars` only) a counter's or histogram's newest exemplars of any process,
+    /// a list with an entry per `_total` or bucket sample, `None` or
+    /// `(labels, value, timestamp)`; `None` when no process stored one.
+    #[pyo3(signature = (prefixes=Vec::new(), process_metrics=false, created=false, exemplars=false))]
     fn collect<'py>(
         &self,
         py: Python<'py>,
         prefixes: Vec<String>,
         process_metrics: bool,
         created: bool,
+        exemplars: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let filter = PrefixFilter::new(prefixes);
         let (scrape, warning) = py.detach(|| {
@@ -126,11 +131,11 @@ impl Reader {
             .iter()
             .filter(|f| filter.keeps(&f.name))
         {
-            out.append(family_to_py(py, family, created)?)?;
+            out.append(family_to_py(py, family, created, exemplars)?)?;
         }
         for family in &shmetrics_reader::process::families(&scrape.report) {
             if scrape.snapshot.family(&family.name).is_none() {
-                out.append(family_to_py(py, family, created)?)?;
+                out.append(family_to_py(py, family, created, exemplars)?)?;
             }
         }
         Ok(out)
@@ -199,11 +204,36 @@ impl Reader {
     }
 }
 
-/// A family as `collect` returns it; with `created`, each series has its creation time.
+/// A series' exemplars as `collect` returns them: per sample that can have one (a
+/// counter's `_total`, a histogram's buckets), `None` or `(labels, value, timestamp)`.
+fn exemplars_to_py<'py>(
+    py: Python<'py>,
+    exemplars: &[Option<shmetrics_reader::snapshot::Exemplar>],
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for exemplar in exemplars {
+        match exemplar {
+            Some(e) => {
+                let labels = PyDict::new(py);
+                for (name, value) in &e.labels {
+                    labels.set_item(name, value)?;
+                }
+                let seconds = shmetrics_reader::snapshot::unix_seconds(e.unix_nanos);
+                out.append((labels, e.value, seconds))?;
+            }
+            None => out.append(py.None())?,
+        }
+    }
+    Ok(out)
+}
+
+/// A family as `collect` returns it; with `created` or `exemplars`, each series has its
+/// creation time (or `None`) and its exemplars (or `None`).
 fn family_to_py<'py>(
     py: Python<'py>,
     family: &Family,
     created: bool,
+    exemplars: bool,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let series = PyList::empty(py);
     for s in &family.series {
@@ -221,8 +251,13 @@ fn family_to_py<'py>(
             Value::Info => 1.0f64.into_pyobject(py)?.into_any(),
             Value::State { index, .. } => index.into_pyobject(py)?.into_any(),
         };
-        if created {
-            series.append((labels, pid, value, s.created_seconds()))?;
+        if created || exemplars {
+            let created = s.created_seconds().filter(|_| created);
+            let shown = match s.exemplars.as_deref().filter(|_| exemplars) {
+                Some(list) => Some(exemplars_to_py(py, list)?),
+                None => None,
+            };
+            series.append((labels, pid, value, created, shown))?;
         } else {
             series.append((labels, pid, value))?;
         }

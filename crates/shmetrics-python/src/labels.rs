@@ -204,34 +204,41 @@ pub(crate) fn label_strings(
 
 /// Checks an exemplar: with `prometheus_client`'s own check once it is imported (its
 /// version's label-name rules, UTF-8 or legacy), else with the legacy rules (valid label
-/// names, at most 128 characters in all). Exemplars are not stored:
-/// `prometheus_client`'s multiprocess mode drops them too.
-pub(crate) fn check_exemplar(exemplar: &Bound<'_, PyAny>) -> PyResult<()> {
+/// names, at most 128 characters in all). Returns the labels to store (names, values as
+/// `str()` gives them), `None` for an empty or absent exemplar (none is stored, as
+/// `prometheus_client` stores none).
+pub(crate) fn check_exemplar(
+    exemplar: &Bound<'_, PyAny>,
+) -> PyResult<Option<Vec<(String, String)>>> {
     if !exemplar.is_truthy()? {
-        return Ok(());
+        return Ok(None);
+    }
+    let mut labels = Vec::new();
+    for item in exemplar.call_method0("items")?.try_iter()? {
+        let (name, value): (String, Bound<'_, PyAny>) = item?.extract()?;
+        labels.push((name, value.str()?.to_cow()?.into_owned()));
     }
     // Once prometheus_client is loaded, its own check decides, so the drop-in accepts and
     // refuses exactly what it does in the same version and name-validation mode.
     if let Some(validate) = upstream_exemplar_check(exemplar.py())? {
         validate.call1(exemplar.py(), (exemplar,))?;
-        return Ok(());
+        return Ok(Some(labels));
     }
     let mut runes = 0;
-    for item in exemplar.call_method0("items")?.try_iter()? {
-        let (name, value): (String, Bound<'_, PyAny>) = item?.extract()?;
-        if !shmetrics_layout::names::is_valid_label_name(&name) {
+    for (name, value) in &labels {
+        if !shmetrics_layout::names::is_valid_label_name(name) {
             return Err(PyValueError::new_err(format!(
                 "Invalid label metric name: {name}"
             )));
         }
-        runes += name.chars().count() + value.str()?.to_cow()?.chars().count();
+        runes += name.chars().count() + value.chars().count();
     }
     if runes > 128 {
         return Err(PyValueError::new_err(format!(
             "Exemplar labels have {runes} UTF-8 characters, exceeding the limit of 128"
         )));
     }
-    Ok(())
+    Ok(Some(labels))
 }
 
 static UPSTREAM_EXEMPLAR_CHECK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();

@@ -73,8 +73,9 @@ impl Counter {
         })
     }
 
-    /// Adds `amount` (default 1); a negative amount is a `ValueError`. An exemplar is
-    /// checked and dropped, as in `prometheus_client`'s multiprocess mode.
+    /// Adds `amount` (default 1); a negative amount is a `ValueError`. An exemplar (labels
+    /// as `prometheus_client` checks them) becomes the series' exemplar, with value
+    /// `amount`, timed now: OpenMetrics expositions show the newest of any process.
     #[pyo3(signature = (amount=1.0, exemplar=None))]
     fn inc(&self, amount: f64, exemplar: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let child = self.node.child(&self.info)?;
@@ -83,10 +84,15 @@ impl Counter {
                 "Counters can only be incremented by non-negative amounts.",
             ));
         }
-        if let Some(exemplar) = exemplar {
-            check_exemplar(exemplar)?;
+        let labels = match exemplar {
+            Some(exemplar) => check_exemplar(exemplar)?,
+            None => None,
+        };
+        // Labels prometheus_client accepts and OpenMetrics 1.0 cannot carry (UTF-8 names
+        // under its newer validation) store no exemplar; the increment counts regardless.
+        if labels.is_none_or(|l| child.inc_by_with_exemplar(amount, &l).is_err()) {
+            child.inc_by(amount);
         }
-        child.inc_by(amount);
         Ok(())
     }
 
@@ -151,10 +157,22 @@ impl Counter {
             })
     }
 
-    /// Exemplars are not kept in multiprocess mode.
-    fn set_exemplar(&self, _exemplar: &Bound<'_, PyAny>) {}
+    /// Makes `exemplar` (`prometheus_client`'s `Exemplar(labels, value, timestamp)`) the
+    /// series' exemplar, timed now, without adding: what `prometheus_client`'s own
+    /// `Counter.inc` calls on its value after adding (a subclass that overrides `inc` and
+    /// calls the original). Labels OpenMetrics 1.0 cannot carry store none.
+    fn set_exemplar(&self, exemplar: &Bound<'_, PyAny>) -> PyResult<()> {
+        let labels = exemplar.getattr("labels")?;
+        let Some(labels) = check_exemplar(&labels)? else {
+            return Ok(());
+        };
+        let value: f64 = exemplar.getattr("value")?.extract()?;
+        let _ = self.node.child(&self.info)?.set_exemplar(value, &labels);
+        Ok(())
+    }
 
-    /// Always `None`: exemplars are not kept in multiprocess mode.
+    /// Always `None`: `prometheus_client` keeps its exemplar on the metric in one process;
+    /// here the merged directory has the newest of every process (OpenMetrics shows it).
     fn get_exemplar(&self) -> Option<Py<PyAny>> {
         None
     }
@@ -391,14 +409,19 @@ impl Histogram {
         })
     }
 
-    /// Records one observation. An exemplar is checked and dropped.
+    /// Records one observation. An exemplar (labels as `prometheus_client` checks them)
+    /// becomes the exemplar of the bucket `amount` falls in, timed now.
     #[pyo3(signature = (amount, exemplar=None))]
     fn observe(&self, amount: f64, exemplar: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let child = self.node.child(&self.info)?;
-        if let Some(exemplar) = exemplar {
-            check_exemplar(exemplar)?;
+        let labels = match exemplar {
+            Some(exemplar) => check_exemplar(exemplar)?,
+            None => None,
+        };
+        // As `Counter.inc`: labels OpenMetrics 1.0 cannot carry store no exemplar.
+        if labels.is_none_or(|l| child.observe_with_exemplar(amount, &l).is_err()) {
+            child.observe(amount);
         }
-        child.observe(amount);
         Ok(())
     }
 

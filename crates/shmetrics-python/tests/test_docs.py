@@ -69,6 +69,9 @@ def test_readme_native_api_example_prints_its_metrics(tmp_path):
     assert out.returncode == 0, out.stderr
     assert 'http_requests_total{code="200"} 1.0' in out.stdout, out.stdout
     assert "http_latency_seconds_count 1\n" in out.stdout, out.stdout
+    # OpenMetrics, with the observation's exemplar on its bucket.
+    assert 'http_latency_seconds_bucket{le="0.5"} 1 # {trace_id="4bf92f3577b34da6"} 0.27 ' in out.stdout
+    assert out.stdout.rstrip("\n").endswith("# EOF"), out.stdout
 
 
 def docs_env(tmp_path: pathlib.Path) -> dict[str, str]:

@@ -32,9 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use shmetrics_layout::exemplar::EXEMPLAR_WORDS;
 use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};
 use shmetrics_layout::record::{
-    FamilyRecord, FoldedRecord, PartRecord, ProcessOf, Record, SeriesFields,
+    ExemplarsRecord, FamilyRecord, FoldedRecord, PartRecord, ProcessOf, Record, SeriesFields,
 };
 use shmetrics_layout::{MAX_SEGMENT_SIZE, MetricKind, SEGMENT_SUFFIX, SegmentIdentity};
 
@@ -46,6 +47,7 @@ pub use crate::directory::{ARCHIVE_NAME, archive_names, part_name};
 use crate::exact::{self, ExactSum};
 use crate::merge::{Folded, FoldedFamily, FoldedValue, Merger, Source};
 use crate::report::ScrapeReport;
+use crate::snapshot::Exemplars;
 
 /// File name of the compactors' lock (hidden: readers skip it).
 pub const COMPACT_LOCK_NAME: &str = ".shmetrics-compact.lock";
@@ -909,9 +911,13 @@ fn archive_image(c: &ArchiveContents<'_>) -> Result<Vec<AtomicU64>, CompactError
     head().for_each(|r| size.record(r.encoded_len()));
     for family in &c.folded.families {
         size.record(family.def.encoded_len());
-        let Ok(()) = archive_series(0, family, |series, slots| {
+        let Ok(()) = archive_series(0, family, |series, slots, exemplars| {
             size.record(series.encoded_len());
             size.slots(slots.width());
+            if let Some(exemplars) = exemplars {
+                size.record(EXEMPLARS_RECORD_LEN);
+                size.slots(exemplars.len() * EXEMPLAR_WORDS);
+            }
             Ok::<_, Infallible>(())
         });
     }
@@ -939,8 +945,12 @@ fn archive_image(c: &ArchiveContents<'_>) -> Result<Vec<AtomicU64>, CompactError
                 ..(*family.def).clone()
             };
             image.record(&def)?;
-            archive_series(def.id, family, |series, slots| {
-                image.series(series, slots).map(drop)
+            archive_series(def.id, family, |series, slots, exemplars| {
+                let offset = image.series(series, slots)?;
+                match exemplars {
+                    Some(exemplars) => image.exemplars(offset, exemplars),
+                    None => Ok(()),
+                }
             })?;
         }
         image.finish()
@@ -949,14 +959,23 @@ fn archive_image(c: &ArchiveContents<'_>) -> Result<Vec<AtomicU64>, CompactError
     Ok(words)
 }
 
+/// Length of an exemplars record.
+const EXEMPLARS_RECORD_LEN: usize = ExemplarsRecord {
+    series_slot_offset: 0,
+    block_offset: 0,
+    count: 0,
+}
+.encoded_len();
+
 /// Calls `f` with each series of `family` (family id `id` in the archive) as the archive
-/// stores it: its record's fields and its slot values.
+/// stores it: its record's fields, its slot values and its exemplars.
 fn archive_series<E>(
     id: u32,
     family: &FoldedFamily,
-    mut f: impl FnMut(SeriesFields<'_>, Slots<'_>) -> Result<(), E>,
+    mut f: impl FnMut(SeriesFields<'_>, Slots<'_>, Option<&Exemplars>) -> Result<(), E>,
 ) -> Result<(), E> {
     for folded in &family.series {
+        let exemplars = folded.exemplars.as_ref();
         let series = SeriesFields {
             family_id: id,
             slot_offset: 0,
@@ -972,24 +991,22 @@ fn archive_series<E>(
         match &folded.value {
             FoldedValue::Sum(sum) if family.def.kind == MetricKind::Counter => {
                 let (int, fraction, parts) = stored_sum(sum, true);
-                f(exact(&parts), Slots::Counter { int, fraction })?;
+                f(exact(&parts), Slots::Counter { int, fraction }, exemplars)?;
             }
             FoldedValue::Sum(sum) => {
                 let (_, value, parts) = stored_sum(sum, false);
-                f(
-                    exact(&parts),
-                    Slots::Gauge {
-                        value,
-                        timestamp: 0,
-                    },
-                )?;
+                let slots = Slots::Gauge {
+                    value,
+                    timestamp: 0,
+                };
+                f(exact(&parts), slots, None)?;
             }
             &FoldedValue::Gauge { value, timestamp } => {
-                f(series, Slots::Gauge { value, timestamp })?;
+                f(series, Slots::Gauge { value, timestamp }, None)?;
             }
             FoldedValue::Histogram { buckets, sum } => {
                 let (_, sum, parts) = stored_sum(sum, false);
-                f(exact(&parts), Slots::Histogram { buckets, sum })?;
+                f(exact(&parts), Slots::Histogram { buckets, sum }, exemplars)?;
             }
             FoldedValue::PerProcess(list) => {
                 for &(pid, created_unix_nanos, value) in list {
@@ -998,13 +1015,11 @@ fn archive_series<E>(
                         created_unix_nanos,
                     });
                     let series = SeriesFields { process, ..series };
-                    f(
-                        series,
-                        Slots::Gauge {
-                            value,
-                            timestamp: 0,
-                        },
-                    )?;
+                    let slots = Slots::Gauge {
+                        value,
+                        timestamp: 0,
+                    };
+                    f(series, slots, None)?;
                 }
             }
         }
@@ -1111,6 +1126,7 @@ mod tests {
                 FoldedValue::Gauge { .. } | FoldedValue::PerProcess(_) => None,
                 _ => Some(1_700_000_000_000_000_000 + v.len() as u64),
             },
+            exemplars: None,
             value,
         };
         let folded = Folded {

@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use shmetrics_layout::exemplar::{EXEMPLAR_WORDS, ExemplarRead, exemplar_read};
 use shmetrics_layout::record::{
-    FamilyRecord, FoldedRecord, PartRecord, Record, SeriesRecord, parse_records,
+    ExemplarsRecord, FamilyRecord, FoldedRecord, PartRecord, Record, SeriesRecord, parse_records,
 };
 use shmetrics_layout::slots::{
     GaugeValue, HistogramValue, counter_read_words, gauge_read, histogram_read,
@@ -89,6 +90,13 @@ pub enum RecordEntry {
     Folded(FoldedRecord),
     /// In an archive: a sealed part whose values it holds too.
     Part(PartRecord),
+    /// The exemplar slots of a series, and what each holds now.
+    Exemplars {
+        /// The record as stored.
+        record: ExemplarsRecord,
+        /// Each slot read (a histogram's in bucket order).
+        slots: Vec<ExemplarRead>,
+    },
 }
 
 /// A validated record and where it starts.
@@ -229,6 +237,16 @@ fn accepted_records(seg: &SegmentFile) -> Vec<RecordInfo> {
             Record::Family(f) => RecordEntry::Family(f),
             Record::Folded(f) => RecordEntry::Folded(f),
             Record::Part(p) => RecordEntry::Part(p),
+            Record::Exemplars(record) => {
+                let words = (seg.series.iter().enumerate())
+                    .find(|(_, s)| s.slot_word as u64 * 8 == record.series_slot_offset)
+                    .and_then(|(i, _)| seg.exemplar_slots(i as u32));
+                let slots = match words {
+                    Some(words) => words.chunks(EXEMPLAR_WORDS).map(exemplar_read).collect(),
+                    None => Vec::new(),
+                };
+                RecordEntry::Exemplars { record, slots }
+            }
             Record::Series(record) => {
                 let Some(local) = seg.series.get(series_index) else {
                     break;
@@ -539,6 +557,29 @@ fn write_record(f: &mut fmt::Formatter<'_>, r: &RecordInfo) -> fmt::Result {
             "  @{:<7} archive part: instance {:016x}",
             r.offset, part.instance_id
         ),
+        RecordEntry::Exemplars { record, slots } => {
+            write!(
+                f,
+                "  @{:<7} exemplars of the series at slot offset {} ({} slots at {}):",
+                r.offset, record.series_slot_offset, record.count, record.block_offset
+            )?;
+            for (i, slot) in slots.iter().enumerate() {
+                match slot {
+                    ExemplarRead::Empty => continue,
+                    ExemplarRead::Exemplar(e) => {
+                        write!(f, " [{i}] {{")?;
+                        for (j, (name, value)) in e.labels.iter().enumerate() {
+                            let comma = if j > 0 { "," } else { "" };
+                            write!(f, "{comma}{name}={value:?}")?;
+                        }
+                        write!(f, "}} {} at {}", e.value, format_unix_nanos(e.unix_nanos))?;
+                    }
+                    ExemplarRead::Torn => write!(f, " [{i}] being written")?,
+                    ExemplarRead::Invalid => write!(f, " [{i}] invalid")?,
+                }
+            }
+            writeln!(f)
+        }
     }
 }
 
@@ -569,7 +610,7 @@ mod tests {
                     record.label_values.clone(),
                     value.clone(),
                 )),
-                RecordEntry::Family(_) | RecordEntry::Folded(_) | RecordEntry::Part(_) => None,
+                _ => None,
             })
             .collect()
     }

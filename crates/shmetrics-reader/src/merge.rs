@@ -14,18 +14,20 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use shmetrics_layout::exemplar::{EXEMPLAR_WORDS, ExemplarRead, exemplar_read};
 use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::{FamilyRecord, ProcessOf};
 use shmetrics_layout::slots::{
-    HistogramValue, bucket_total, counter_read_words, gauge_read, histogram_read,
+    self, HistogramValue, bucket_total, counter_read_words, gauge_read, histogram_read,
 };
+use shmetrics_layout::sync::AtomicU64;
 use shmetrics_layout::{GaugeMode, MetricKind};
 
 use crate::exact::ExactSum;
 use crate::render::{SeriesText, SnapshotText};
 use crate::report::{Conflict, ConflictKind};
 use crate::segment::{NOT_CREATED, SegmentFile};
-use crate::snapshot::{Family, Series, SeriesLabels, Snapshot, Value};
+use crate::snapshot::{Exemplars, Family, Series, SeriesLabels, Snapshot, Value};
 
 struct MergedFamily {
     name: Arc<str>,
@@ -271,6 +273,8 @@ struct DeadBaseline {
     acc: Vec<Acc>,
     /// Per merged series, the oldest creation time folded (see [`NOT_CREATED`]).
     created: Vec<u64>,
+    /// The newest exemplars folded, by merged series.
+    exemplars: FxHashMap<u32, Exemplars>,
     /// What `resolution` was computed from: every segment in age order and its families.
     resolution_signature: u64,
     resolution: Resolution,
@@ -410,10 +414,12 @@ impl Merger {
             baseline.signature = signature;
             baseline.acc = fold.acc;
             baseline.created = fold.created;
+            baseline.exemplars = fold.exemplars;
         }
         let mut fold = Fold {
             acc: baseline.acc.clone(),
             created: baseline.created.clone(),
+            exemplars: baseline.exemplars.clone(),
         };
         let mut budget = *resident_budget;
         for (source, compat) in sources.iter().zip(compat) {
@@ -440,11 +446,13 @@ impl Merger {
     }
 }
 
-/// Per merged series: the value folded so far and the oldest creation time of a counter's,
-/// histogram's or summary's series among the processes folded (its `_created`).
+/// Per merged series: the value folded so far, the oldest creation time of a counter's,
+/// histogram's or summary's series among the processes folded (its `_created`), and the
+/// newest exemplars of those that have any.
 struct Fold {
     acc: Vec<Acc>,
     created: Vec<u64>,
+    exemplars: FxHashMap<u32, Exemplars>,
 }
 
 impl Fold {
@@ -452,6 +460,32 @@ impl Fold {
         Self {
             acc: vec![Acc::Empty; series],
             created: vec![NOT_CREATED; series],
+            exemplars: FxHashMap::default(),
+        }
+    }
+}
+
+/// Keeps in `kept` (one entry per sample with an exemplar) the newest of it and the
+/// exemplars in `slots` (series of `def`, one [`EXEMPLAR_WORDS`] slot per entry). A slot
+/// being written through every try is left out of this scrape; a histogram exemplar whose
+/// value does not fall in its bucket, and bytes no writer stores, are never shown.
+fn fold_exemplars(kept: &mut Exemplars, def: &FamilyRecord, slots: &[AtomicU64]) {
+    for (bucket, (kept, slot)) in kept
+        .iter_mut()
+        .zip(slots.chunks(EXEMPLAR_WORDS))
+        .enumerate()
+    {
+        let ExemplarRead::Exemplar(exemplar) = exemplar_read(slot) else {
+            continue;
+        };
+        let in_bucket = def.kind != MetricKind::Histogram
+            || slots::bucket_index(&def.bounds, exemplar.value) == bucket;
+        // Equal times keep the one folded first (segments fold oldest first).
+        let newer = kept
+            .as_ref()
+            .is_none_or(|k| exemplar.unix_nanos > k.unix_nanos);
+        if in_bucket && newer {
+            *kept = Some(exemplar);
         }
     }
 }
@@ -503,6 +537,22 @@ fn fold_segment(
             },
         };
         fold(slot, &res.def, seg, archived, seg.slots(i), scratch);
+    }
+    for &i in seg.exemplars.keys() {
+        let s = seg.series[i as usize];
+        let family = source.links.families[s.family as usize] as usize;
+        let (true, Some(res), Some(slots)) = (
+            compat[s.family as usize],
+            &resolved[family],
+            seg.exemplar_slots(i),
+        ) else {
+            continue;
+        };
+        let merged = source.links.series[i as usize];
+        let count = slots.len() / EXEMPLAR_WORDS;
+        let kept = (fold_into.exemplars.entry(merged))
+            .or_insert_with(|| vec![None; count].into_boxed_slice());
+        fold_exemplars(kept, &res.def, slots);
     }
     // Everything this scrape needs from the segment is in `acc` now. Keep its pages mapped
     // while the budget lasts (small directories never pay for faulting them in again).
@@ -807,7 +857,11 @@ fn keep_newest_infos(index: &Index, fid: u32, def: &FamilyRecord, acc: &mut [Acc
 }
 
 fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snapshot, SnapshotText) {
-    let Fold { mut acc, created } = fold;
+    let Fold {
+        mut acc,
+        created,
+        mut exemplars,
+    } = fold;
     let mut order: Vec<u32> = (0..index.families.len() as u32).collect();
     order.sort_by(|&a, &b| {
         index.families[a as usize]
@@ -836,6 +890,7 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snaps
                     labels: Arc::clone(labels),
                     pid: None,
                     created_unix_nanos: created,
+                    exemplars: shown(exemplars.remove(&sid)),
                     value: match res.def.kind {
                         MetricKind::Counter => Value::Counter(sum.value()),
                         _ => Value::Gauge(sum.value()),
@@ -845,6 +900,7 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snaps
                     labels: Arc::clone(labels),
                     pid: None,
                     created_unix_nanos: None,
+                    exemplars: None,
                     value: Value::Gauge(v),
                 }),
                 Acc::Recent { value, .. } => {
@@ -864,6 +920,7 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snaps
                             labels: Arc::clone(labels),
                             pid: None,
                             created_unix_nanos: None,
+                            exemplars: None,
                             value,
                         });
                     }
@@ -872,6 +929,7 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snaps
                     labels: Arc::clone(labels),
                     pid: None,
                     created_unix_nanos: created,
+                    exemplars: shown(exemplars.remove(&sid)),
                     value: match res.def.kind {
                         MetricKind::Summary => Value::Summary {
                             count: bucket_total(&buckets),
@@ -892,6 +950,7 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snaps
                             labels: Arc::clone(labels),
                             pid: Some(pid),
                             created_unix_nanos: None,
+                            exemplars: None,
                             value: Value::Gauge(v),
                         });
                     }
@@ -912,6 +971,11 @@ fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snaps
         });
     }
     (Snapshot { families }, text)
+}
+
+/// Exemplars to show: `None` when no slot holds one.
+fn shown(exemplars: Option<Exemplars>) -> Option<Exemplars> {
+    exemplars.filter(|e| e.iter().any(Option::is_some))
 }
 
 /// The fold of dead segments, as a compactor archives it (`compact.rs`): per family, its
@@ -936,6 +1000,8 @@ pub(crate) struct FoldedSeries {
     /// A counter's, histogram's or summary's oldest creation time among the folded
     /// processes; `None` for gauges.
     pub(crate) created_unix_nanos: Option<u64>,
+    /// A counter's or histogram's newest exemplars among the folded processes.
+    pub(crate) exemplars: Option<Exemplars>,
 }
 
 /// A folded value with what later merges need: a `mostrecent` gauge's time, the process of
@@ -969,7 +1035,11 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
             .count();
         fold_segment(&mut fold, source, &compat, &resolved, &mut scratch, &mut 0);
     }
-    let Fold { mut acc, created } = fold;
+    let Fold {
+        mut acc,
+        created,
+        mut exemplars,
+    } = fold;
     let mut families = Vec::new();
     for (fid, res) in resolved.iter().enumerate() {
         let Some(res) = res else { continue };
@@ -1008,6 +1078,7 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
                 label_values: values,
                 value,
                 created_unix_nanos: Some(created[sid as usize]).filter(|&c| c != NOT_CREATED),
+                exemplars: shown(exemplars.remove(&sid)),
             });
         }
         if !series.is_empty() {

@@ -175,6 +175,7 @@ pub(crate) fn read(writers: &BTreeSet<WriterId>) -> ProcessReport {
                         labels: Arc::new(SeriesLabels::new(labels)),
                         pid: None,
                         created_unix_nanos: None,
+                        exemplars: None,
                         value: match kind {
                             MetricKind::Counter => Value::Counter(v),
                             _ => Value::Gauge(v),

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use rustc_hash::{FxHashMap, FxHashSet};
+use shmetrics_layout::exemplar::EXEMPLAR_WORDS;
 use shmetrics_layout::fault::{self, Watch};
 use shmetrics_layout::limits;
 use shmetrics_layout::record::{
@@ -124,6 +125,12 @@ pub(crate) struct SegmentFile {
     /// In an archive: the exact float part of summed values (`SeriesRecord::exact_parts`),
     /// by local series index.
     pub(crate) exact: FxHashMap<u32, Box<[f64]>>,
+    /// Exemplar slots (`ExemplarsRecord`): the word index of each block, by local series
+    /// index; its slot count is the series' (1 for a counter, the buckets for a histogram).
+    pub(crate) exemplars: FxHashMap<u32, u32>,
+    /// Local series index by first slot word, of counters and histograms: built when the
+    /// first exemplars record is parsed (most segments have none).
+    by_slot_word: Option<FxHashMap<u32, u32>>,
     /// In an archive: the segments (instance id, sequence) whose values it holds.
     pub(crate) folded: FxHashSet<(u64, u32)>,
     /// In an archive: the instance ids of its sealed parts.
@@ -203,6 +210,12 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
     Ok(segment)
 }
 
+/// Whether series of `kind` may have exemplars: counters (on `_total`) and histograms (on
+/// each `_bucket`), as OpenMetrics has them.
+pub(crate) fn has_exemplars(kind: MetricKind) -> bool {
+    matches!(kind, MetricKind::Counter | MetricKind::Histogram)
+}
+
 /// Most parts an archive may list (at the default part size, 64 GiB of dead data).
 const MAX_PARTS: usize = 1024;
 
@@ -248,6 +261,8 @@ impl SegmentFile {
             unlinked_labels: Vec::new(),
             processes: FxHashMap::default(),
             exact: FxHashMap::default(),
+            exemplars: FxHashMap::default(),
+            by_slot_word: None,
             folded: FxHashSet::default(),
             parts: Vec::new(),
             live: true,
@@ -462,6 +477,42 @@ impl SegmentFile {
                 }
                 self.parts.push(p.instance_id);
             }
+            Record::Exemplars(e) => {
+                let local = self.series_at_slot_word(e.series_slot_offset / 8);
+                let Some(local) = local else {
+                    // A series over the limits was left out, and its exemplars with it.
+                    if self.refused.series > 0 {
+                        return Ok(());
+                    }
+                    return Err(fail(RecordFault::ExemplarsOfNoSeries(e.series_slot_offset)));
+                };
+                let def = &self.families[self.series[local as usize].family as usize];
+                let expected = match def.kind {
+                    MetricKind::Counter => 1,
+                    _ => def.bounds.len() as u32 + 1,
+                };
+                if e.count != expected {
+                    return Err(fail(RecordFault::ExemplarCountMismatch {
+                        count: e.count,
+                        expected,
+                    }));
+                }
+                let words = e.count as u64 * EXEMPLAR_WORDS as u64;
+                let block_end = e.block_offset.checked_add(words * 8);
+                let in_bounds = e.block_offset >= (HEADER_SIZE + end) as u64
+                    && block_end.is_some_and(|end| end <= self.size() as u64);
+                if !in_bounds {
+                    return Err(fail(RecordFault::SlotsOutside {
+                        offset: e.block_offset,
+                        words,
+                    }));
+                }
+                let block_word = u32::try_from(e.block_offset / 8)
+                    .map_err(|_| fail(RecordFault::SlotOffsetTooLarge(e.block_offset)))?;
+                if self.exemplars.insert(local, block_word).is_some() {
+                    return Err(fail(RecordFault::ExemplarsTwice(e.series_slot_offset)));
+                }
+            }
             Record::Series(s) => {
                 let Some(&family) = self.family_index.get(&s.family_id) else {
                     if self.refused.families.contains_key(&s.family_id) {
@@ -525,6 +576,11 @@ impl SegmentFile {
                 if let Some(p) = s.process {
                     self.processes.insert(self.series.len() as u32, p);
                 }
+                if let Some(by_slot_word) = &mut self.by_slot_word
+                    && has_exemplars(def.kind)
+                {
+                    by_slot_word.insert(slot_word, self.series.len() as u32);
+                }
                 self.series.push(LocalSeries {
                     family: family as u32,
                     slot_word,
@@ -540,6 +596,33 @@ impl SegmentFile {
             }
         }
         Ok(())
+    }
+
+    /// The local index of the counter or histogram series whose slots start at word
+    /// `slot_word`.
+    fn series_at_slot_word(&mut self, slot_word: u64) -> Option<u32> {
+        let slot_word = u32::try_from(slot_word).ok()?;
+        let (series, families) = (&self.series, &self.families);
+        let by_slot_word = self.by_slot_word.get_or_insert_with(|| {
+            (series.iter().enumerate())
+                .filter(|(_, s)| has_exemplars(families[s.family as usize].kind))
+                .map(|(i, s)| (s.slot_word, i as u32))
+                .collect()
+        });
+        by_slot_word.get(&slot_word).copied()
+    }
+
+    /// The exemplar slot words of series `i`, if it has exemplar slots: one
+    /// [`EXEMPLAR_WORDS`] slot per sample with an exemplar.
+    pub(crate) fn exemplar_slots(&self, i: u32) -> Option<&[AtomicU64]> {
+        let &block_word = self.exemplars.get(&i)?;
+        let def = &self.families[self.series[i as usize].family as usize];
+        let count = match def.kind {
+            MetricKind::Counter => 1,
+            _ => def.bounds.len() + 1,
+        };
+        let first = block_word as usize;
+        Some(&self.words()[first..first + count * EXEMPLAR_WORDS])
     }
 
     /// The slot words of series `i`.

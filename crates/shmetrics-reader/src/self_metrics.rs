@@ -37,6 +37,7 @@ fn gauge(name: &str, help: &str, series: Vec<(Vec<(&str, &str)>, f64)>) -> Famil
                 )),
                 pid: None,
                 created_unix_nanos: None,
+                exemplars: None,
                 value: Value::Gauge(v),
             })
             .collect(),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use shmetrics_layout::MetricKind;
+pub use shmetrics_layout::exemplar::Exemplar;
 
 use crate::filter::PrefixFilter;
 
@@ -77,9 +78,16 @@ pub struct Series {
     /// oldest among the processes that have the series, dead and compacted ones included
     /// (OpenMetrics' `_created` sample). `None` for gauges and where it is not known.
     pub created_unix_nanos: Option<u64>,
+    /// A counter's exemplar (one entry, its `_total` sample's) or a histogram's (one entry
+    /// per bucket, `+Inf` last): the newest of any process, dead and compacted ones included,
+    /// shown in OpenMetrics only. `None` when no process stored one.
+    pub exemplars: Option<Exemplars>,
     /// The value.
     pub value: Value,
 }
+
+/// The exemplars of one series, per sample that can have one (see [`Series::exemplars`]).
+pub type Exemplars = Box<[Option<Exemplar>]>;
 
 impl Series {
     /// [`Series::created_unix_nanos`] in seconds since the Unix epoch, as `_created` shows it.
@@ -88,8 +96,9 @@ impl Series {
     }
 }
 
-/// Nanoseconds since the Unix epoch as seconds, rounded once.
-pub(crate) fn unix_seconds(nanos: u64) -> f64 {
+/// Nanoseconds since the Unix epoch as seconds, rounded once (as `_created` samples and
+/// exemplar timestamps show them).
+pub fn unix_seconds(nanos: u64) -> f64 {
     (nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9
 }
 
@@ -168,6 +177,7 @@ mod tests {
                 labels: Arc::new(SeriesLabels::new(Vec::new())),
                 pid: None,
                 created_unix_nanos: None,
+                exemplars: None,
                 value: Value::Gauge(1.0),
             }],
         }

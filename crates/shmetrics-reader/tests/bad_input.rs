@@ -111,6 +111,7 @@ impl Template {
                 Record::Series(_) => "series",
                 Record::Folded(_) => "folded",
                 Record::Part(_) => "part",
+                Record::Exemplars(_) => "exemplars",
             })
             .collect();
         assert_eq!(kinds, ["tmpl_requests", "series", "tmpl_level", "series"]);

@@ -64,6 +64,9 @@ pub enum Error {
         /// What is wrong.
         source: DefinitionError,
     },
+    /// Exemplar labels OpenMetrics does not allow (names, repeats, over 128 characters).
+    #[error("{0}")]
+    InvalidExemplar(shmetrics_layout::exemplar::ExemplarError),
     /// A state that is not one of its stateset's.
     #[error("unknown state {state:?}; the states are {states:?}")]
     UnknownState {

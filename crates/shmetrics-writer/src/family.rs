@@ -9,6 +9,7 @@ use shmetrics_layout::{GaugeMode, MetricKind};
 use crate::child_table::{ChildTable, hash_values, values_eq};
 use crate::def::FamilyDef;
 use crate::error::{Error, Result};
+use crate::exemplars::{ExemplarSlots, Placed};
 use crate::identity::now_nanos;
 use crate::placement::Shared;
 
@@ -17,7 +18,7 @@ pub trait Child: Send + Sync + Sized + 'static {
     /// The metric type of families of this child.
     const KIND: MetricKind;
     #[doc(hidden)]
-    fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self;
+    fn from_slots(placed: Placed, def: &FamilyDef) -> Self;
     /// Checks a new child's label values.
     #[doc(hidden)]
     fn check_values(
@@ -123,9 +124,15 @@ impl<C: Child> Family<C> {
             hash,
             |key| values_eq(key, values),
             || {
-                let slots = state.place_series(&self.core.shared, def, values);
+                let (slots, at) = state.place_series(&self.core.shared, def, values);
                 let key = values.iter().map(|v| Box::from(v.as_ref())).collect();
-                (key, C::from_slots(slots, def))
+                // A counter's `_total` has an exemplar; a histogram's buckets each have one.
+                let exemplars = match C::KIND {
+                    MetricKind::Counter => 1,
+                    _ => def.bounds.len() + 1,
+                };
+                let exemplars = ExemplarSlots::new(Arc::clone(&self.core.shared), at, exemplars);
+                (key, C::from_slots(Placed { slots, exemplars }, def))
             },
         );
         drop(state);
@@ -154,12 +161,16 @@ impl<C: Child> Family<C> {
 #[derive(Clone, Debug)]
 pub struct Counter {
     slots: SlotBlock,
+    exemplars: ExemplarSlots,
 }
 
 impl Child for Counter {
     const KIND: MetricKind = MetricKind::Counter;
-    fn from_slots(slots: SlotBlock, _def: &FamilyDef) -> Self {
-        Self { slots }
+    fn from_slots(placed: Placed, _def: &FamilyDef) -> Self {
+        Self {
+            slots: placed.slots,
+            exemplars: placed.exemplars,
+        }
     }
 }
 
@@ -175,6 +186,43 @@ impl Counter {
     #[inline]
     pub fn inc_by(&self, v: f64) {
         slots::counter_add(self.slots.words(), v);
+    }
+
+    /// Adds `v` (as [`Counter::inc_by`]) and makes `labels` with value `v`, timed now, the
+    /// series' exemplar (OpenMetrics shows the newest of any process on `_total`), as
+    /// `prometheus_client`'s `inc(v, exemplar=labels)`. An ignored `v` (negative, NaN)
+    /// stores no exemplar.
+    ///
+    /// # Errors
+    /// [`Error::InvalidExemplar`] for labels OpenMetrics does not allow: invalid or repeated
+    /// names, more than 128 characters in all. Nothing is added then.
+    pub fn inc_by_with_exemplar<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        v: f64,
+        labels: &[(K, V)],
+    ) -> Result<()> {
+        let encoded = ExemplarSlots::check(labels)?;
+        if v >= 0.0 {
+            self.inc_by(v);
+            self.exemplars.store(0, v, &encoded);
+        }
+        Ok(())
+    }
+
+    /// Makes `labels` with value `v`, timed now, the series' exemplar without adding
+    /// anything: `prometheus_client`'s `set_exemplar`, which its `inc` calls after adding.
+    /// Prefer [`Counter::inc_by_with_exemplar`].
+    ///
+    /// # Errors
+    /// As [`Counter::inc_by_with_exemplar`]; nothing is stored then.
+    pub fn set_exemplar<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        v: f64,
+        labels: &[(K, V)],
+    ) -> Result<()> {
+        let encoded = ExemplarSlots::check(labels)?;
+        self.exemplars.store(0, v, &encoded);
+        Ok(())
     }
 
     /// The value this process has counted.
@@ -200,7 +248,8 @@ pub struct Gauge {
 
 impl Child for Gauge {
     const KIND: MetricKind = MetricKind::Gauge;
-    fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self {
+    fn from_slots(placed: Placed, def: &FamilyDef) -> Self {
+        let slots = placed.slots;
         Self {
             slots,
             timestamped: def.mode.is_some_and(GaugeMode::needs_timestamp),
@@ -255,14 +304,16 @@ impl Gauge {
 pub struct Histogram {
     slots: SlotBlock,
     bounds: Arc<[f64]>,
+    exemplars: ExemplarSlots,
 }
 
 impl Child for Histogram {
     const KIND: MetricKind = MetricKind::Histogram;
-    fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self {
+    fn from_slots(placed: Placed, def: &FamilyDef) -> Self {
         Self {
-            slots,
+            slots: placed.slots,
             bounds: Arc::clone(&def.bounds),
+            exemplars: placed.exemplars,
         }
     }
 }
@@ -274,6 +325,26 @@ impl Histogram {
     pub fn observe(&self, v: f64) {
         let bucket = slots::bucket_index(&self.bounds, v);
         slots::histogram_observe(self.slots.words(), bucket, v);
+    }
+
+    /// Records `v` (as [`Histogram::observe`]) and makes `labels` with value `v`, timed
+    /// now, the exemplar of the bucket `v` falls in (OpenMetrics shows the newest of any
+    /// process on that `_bucket` line), as `prometheus_client`'s
+    /// `observe(v, exemplar=labels)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidExemplar`], as [`Counter::inc_by_with_exemplar`]; nothing is
+    /// recorded then.
+    pub fn observe_with_exemplar<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        v: f64,
+        labels: &[(K, V)],
+    ) -> Result<()> {
+        let encoded = ExemplarSlots::check(labels)?;
+        let bucket = slots::bucket_index(&self.bounds, v);
+        slots::histogram_observe(self.slots.words(), bucket, v);
+        self.exemplars.store(bucket, v, &encoded);
+        Ok(())
     }
 
     /// The finite bucket bounds.
@@ -300,7 +371,8 @@ pub struct Summary {
 
 impl Child for Summary {
     const KIND: MetricKind = MetricKind::Summary;
-    fn from_slots(slots: SlotBlock, _def: &FamilyDef) -> Self {
+    fn from_slots(placed: Placed, _def: &FamilyDef) -> Self {
+        let slots = placed.slots;
         Self { slots }
     }
 }
@@ -350,7 +422,8 @@ pub struct StateSet {
 
 impl Child for StateSet {
     const KIND: MetricKind = MetricKind::StateSet;
-    fn from_slots(slots: SlotBlock, def: &FamilyDef) -> Self {
+    fn from_slots(placed: Placed, def: &FamilyDef) -> Self {
+        let slots = placed.slots;
         // In the first state, as `prometheus_client`'s `Enum`, written at the earliest
         // time there is: any process's `state()` is newer.
         slots::gauge_set(slots.words(), 0.0, Some(1));
@@ -403,7 +476,8 @@ pub struct InfoSeries {
 
 impl Child for InfoSeries {
     const KIND: MetricKind = MetricKind::Info;
-    fn from_slots(slots: SlotBlock, _def: &FamilyDef) -> Self {
+    fn from_slots(placed: Placed, _def: &FamilyDef) -> Self {
+        let slots = placed.slots;
         Self { slots }
     }
     fn check_values(

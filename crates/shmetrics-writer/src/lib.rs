@@ -31,11 +31,12 @@
 
 // The modules import one another without a cycle: error, identity, options, def and
 // child_table import no other; segment imports error; placement (the shared state and the
-// placing of series) imports those; family and fork import placement; registry imports
-// family and fork.
+// placing of series) imports those; exemplars, family and fork import placement (family
+// imports exemplars too); registry imports family and fork.
 pub mod child_table;
 mod def;
 mod error;
+mod exemplars;
 mod family;
 mod fork;
 mod identity;
@@ -46,6 +47,8 @@ mod segment;
 
 pub use def::FamilyDef;
 pub use error::{Difference, Error, Result, SegmentOp};
+#[doc(hidden)]
+pub use exemplars::Placed;
 pub use family::{
     Child, Counter, CounterFamily, Family, Gauge, GaugeFamily, Histogram, HistogramFamily,
     HistogramTotals, InfoFamily, InfoSeries, StateSet, StateSetFamily, Summary, SummaryFamily,

@@ -7,7 +7,8 @@ use std::cell::OnceCell;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use shmetrics_layout::record::{FamilyRecord, SeriesFields};
+use shmetrics_layout::exemplar::EXEMPLAR_WORDS;
+use shmetrics_layout::record::{ExemplarsRecord, FamilyRecord, SeriesFields};
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::view::SlotBlock;
 use shmetrics_layout::{DROPPED_SERIES_WORD, HEADER_SIZE, MAX_SEGMENT_SIZE, SegmentIdentity};
@@ -41,6 +42,7 @@ impl Shared {
             identity,
             segments: Vec::new(),
             dropped_series: 0,
+            dropped_exemplars: 0,
             ended: false,
         };
         let identity = state.segment_identity(0);
@@ -66,6 +68,14 @@ impl Shared {
     }
 }
 
+/// Where a series' slots were placed: its segment (an index into `State::segments`, the
+/// same in a forked child) and the byte offset of its first slot there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SeriesAt {
+    pub(crate) segment: usize,
+    pub(crate) slot_offset: usize,
+}
+
 pub(crate) struct State {
     /// The metrics directory (changes only in a forked child that follows
     /// `PROMETHEUS_MULTIPROC_DIR`).
@@ -73,6 +83,8 @@ pub(crate) struct State {
     pub(crate) identity: ProcessIdentity,
     pub(crate) segments: Vec<Segment>,
     pub(crate) dropped_series: u64,
+    /// Series whose exemplar slots found no room in their segment.
+    pub(crate) dropped_exemplars: u64,
     /// Set by [`State::end_liveness`]: segments are left unlocked.
     pub(crate) ended: bool,
 }
@@ -100,13 +112,13 @@ impl State {
     /// Places a new series: declares its family in the current segment if needed, reserves
     /// its slots, publishes its record. Opens a continuation segment when the current one
     /// is full; when none can be opened the series gets private slots and is counted as
-    /// dropped.
+    /// dropped (and no place: `None`).
     pub(crate) fn place_series(
         &mut self,
         shared: &Shared,
         def: &FamilyDef,
         values: &[String],
-    ) -> SlotBlock {
+    ) -> (SlotBlock, Option<SeriesAt>) {
         let width = slot_words(def.kind, def.bounds.len());
         let mut series = SeriesFields {
             family_id: 0,
@@ -134,7 +146,7 @@ impl State {
         if !fits {
             let minimum = HEADER_SIZE + family_len() + series_len + width * 8;
             if let Err(e) = self.open_continuation(shared, minimum) {
-                return self.drop_series(def, &e);
+                return (self.drop_series(def, &e), None);
             }
         }
         let seg = self.segments.last_mut().expect("a segment exists");
@@ -150,7 +162,48 @@ impl State {
         let slot_offset = seg.alloc_slots(width);
         series.slot_offset = slot_offset as u64;
         seg.append_record(&series.encode());
-        seg.slot_block(slot_offset, width)
+        let at = SeriesAt {
+            segment: self.segments.len() - 1,
+            slot_offset,
+        };
+        (
+            self.segments[at.segment].slot_block(slot_offset, width),
+            Some(at),
+        )
+    }
+
+    /// Places `count` exemplar slots for the series at `at` in its own segment (readers
+    /// find them by the series' slot offset): the slots first, zero (never written), then
+    /// the record that publishes them. `None`, counted and logged once, when the segment has
+    /// no room left (its exemplars are not exported; the series' values are).
+    pub(crate) fn place_exemplars(
+        &mut self,
+        at: Option<SeriesAt>,
+        count: usize,
+    ) -> Option<SlotBlock> {
+        let at = at?;
+        let width = count * EXEMPLAR_WORDS;
+        let mut record = ExemplarsRecord {
+            series_slot_offset: at.slot_offset as u64,
+            block_offset: 0,
+            count: count as u32,
+        };
+        let seg = self.segments.get_mut(at.segment)?;
+        if !seg.fits(record.encoded_len(), width) {
+            self.dropped_exemplars += 1;
+            if self.dropped_exemplars == 1 {
+                log::warn!(
+                    "shmetrics: no room for the exemplars of a series in {} ({} bytes); exemplars of series placed in a full segment are not exported",
+                    seg.path.display(),
+                    width * 8
+                );
+            }
+            return None;
+        }
+        let offset = seg.alloc_slots(width);
+        record.block_offset = offset as u64;
+        seg.append_record(&record.encode());
+        Some(seg.slot_block(offset, width))
     }
 
     fn open_continuation(&mut self, shared: &Shared, minimum: usize) -> Result<()> {

@@ -381,6 +381,7 @@ fn clashes_family(count: usize) -> Family {
             labels: Arc::new(SeriesLabels::new(Vec::new())),
             pid: None,
             created_unix_nanos: None,
+            exemplars: None,
             value: Value::Gauge(count as f64),
         }],
     }

@@ -986,6 +986,7 @@ fn extra_families_are_served_and_shutdown_finishes_in_flight_requests() {
                 )])),
                 pid: None,
                 created_unix_nanos: None,
+                exemplars: None,
                 value: Value::Counter(42.0),
             }],
         }]

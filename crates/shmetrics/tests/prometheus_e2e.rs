@@ -392,6 +392,7 @@ fn start_prometheus(
     binary: &Path,
     config: &Path,
     work: &Path,
+    extra: &[&str],
     deadline: Deadline,
 ) -> (Proc, SocketAddr) {
     for attempt in 0..3 {
@@ -402,6 +403,7 @@ fn start_prometheus(
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=info")
+            .args(extra)
             .current_dir(work);
         for var in [
             "http_proxy",
@@ -711,7 +713,7 @@ fn prometheus_scrapes_exact_values_in_openmetrics_and_text() {
     let jobs = [("openmetrics", auto_addr), ("text", text_addr)];
     let config = work.path().join("prometheus.yml");
     std::fs::write(&config, prometheus_config(&jobs)).unwrap();
-    let (proc, addr) = start_prometheus(&binary, &config, work.path(), deadline);
+    let (proc, addr) = start_prometheus(&binary, &config, work.path(), &[], deadline);
     let mut prom = Prometheus { addr, proc };
 
     // Wait until each job has been scraped at least twice: a body counts the renderings
@@ -755,6 +757,135 @@ fn prometheus_scrapes_exact_values_in_openmetrics_and_text() {
     }
     deadline.check("stopping the processes");
     eprintln!("end-to-end test took {:?}", started.elapsed());
+}
+
+/// Exemplars of series that two processes write: `/api/v1/query_exemplars` of a
+/// Prometheus with exemplar storage, scraping `serve` in OpenMetrics, returns the newest of
+/// either process per counter and per bucket, labels and values intact.
+#[test]
+fn prometheus_stores_the_exemplars_of_every_process() {
+    use shmetrics_writer::{Options, Registry};
+
+    let deadline = Deadline(Instant::now() + TEST_LIMIT);
+    let Some(binary) = prometheus_or_skip() else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temporary directory");
+    let dir = work.path().join("metrics");
+    std::fs::create_dir(&dir).unwrap();
+    // Two writer processes, simulated in this one (each holds its segment's lock).
+    let a = Registry::open_simulating_pid(&dir, Options::default(), 1).unwrap();
+    let b = Registry::open_simulating_pid(&dir, Options::default(), 2).unwrap();
+    let requests = |r: &Registry| r.counter("ex_requests", "Requests.", &["route"]).unwrap();
+    let latency = |r: &Registry| {
+        (r.histogram("ex_latency_seconds", "Latency.", &["route"], &[0.1, 1.0])).unwrap()
+    };
+    requests(&a)
+        .labels(["/a"])
+        .unwrap()
+        .inc_by_with_exemplar(1.0, &[("trace_id", "a-1")])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    requests(&b)
+        .labels(["/a"])
+        .unwrap()
+        .inc_by_with_exemplar(2.0, &[("trace_id", "b-1"), ("span_id", "s-1")])
+        .unwrap();
+    let fast = latency(&a);
+    fast.labels(["/a"])
+        .unwrap()
+        .observe_with_exemplar(0.05, &[("trace_id", "a-fast")])
+        .unwrap();
+    latency(&b)
+        .labels(["/a"])
+        .unwrap()
+        .observe_with_exemplar(0.5, &[("trace_id", "b-slow")])
+        .unwrap();
+
+    let (mut serve, serve_addr) = start_serve(&dir, &[], work.path().join("serve.log"), deadline);
+    let config = work.path().join("prometheus.yml");
+    std::fs::write(&config, prometheus_config(&[("exemplars", serve_addr)])).unwrap();
+    let extra = ["--enable-feature=exemplar-storage"];
+    let (proc, addr) = start_prometheus(&binary, &config, work.path(), &extra, deadline);
+    let mut prom = Prometheus { addr, proc };
+    prom.wait_for("ex_requests_total", 3.0, deadline);
+
+    // Per series (as `name{le}`), the exemplars Prometheus stored: (labels, value).
+    type Stored = BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>;
+    let stored = || -> Result<Stored, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let query = url_encode("{__name__=~\"ex_.*\"}");
+        let path = format!(
+            "/api/v1/query_exemplars?query={query}&start={}&end={}",
+            now - 600,
+            now + 600
+        );
+        let (status, body) = http_get(addr, &path)?;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let mut out = BTreeMap::new();
+        for series in json["data"].as_array().ok_or(body.clone())? {
+            let labels = &series["seriesLabels"];
+            let name = format!(
+                "{}{}",
+                labels["__name__"].as_str().unwrap_or_default(),
+                labels["le"]
+                    .as_str()
+                    .map(|le| format!("{{le={le}}}"))
+                    .unwrap_or_default()
+            );
+            let exemplars = (series["exemplars"].as_array().into_iter().flatten())
+                .map(|e| {
+                    let labels = (e["labels"].as_object().into_iter().flatten())
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect();
+                    let value = e["value"].as_str().and_then(|v| v.parse().ok());
+                    (labels, value.unwrap_or(f64::NAN))
+                })
+                .collect();
+            out.insert(name, exemplars);
+        }
+        Ok(out)
+    };
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let expected = BTreeMap::from([
+        (
+            "ex_latency_seconds_bucket{le=0.1}".to_owned(),
+            vec![(labels(&[("trace_id", "a-fast")]), 0.05)],
+        ),
+        (
+            "ex_latency_seconds_bucket{le=1.0}".to_owned(),
+            vec![(labels(&[("trace_id", "b-slow")]), 0.5)],
+        ),
+        (
+            "ex_requests_total".to_owned(),
+            vec![(labels(&[("trace_id", "b-1"), ("span_id", "s-1")]), 2.0)],
+        ),
+    ]);
+    loop {
+        let got = stored();
+        if got.as_ref().is_ok_and(|got| *got == expected) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline.0,
+            "exemplars stored: {got:?}, expected {expected:?}\n{}",
+            prom.proc.log_tail()
+        );
+        std::thread::sleep(POLL);
+    }
+    prom.proc.stop_cleanly();
+    serve.stop_cleanly();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -829,7 +960,7 @@ fn prometheus_sees_a_coherent_demo() {
     );
     let config = work.path().join("prometheus.yml");
     std::fs::write(&config, prometheus_config(&[("demo", target)])).unwrap();
-    let (proc, addr) = start_prometheus(&binary, &config, work.path(), deadline);
+    let (proc, addr) = start_prometheus(&binary, &config, work.path(), &[], deadline);
     let prom = Prometheus { addr, proc };
 
     // 30 scrapes (30 s) of two engines at 15 requests/s: ~900 requests finished.

@@ -182,14 +182,19 @@ class ValuePart:
 
 _Series = Tuple[Dict[str, str], Optional[str], Any]
 #: A series of ``collect(created=True)``: its creation time (seconds) last.
-_CreatedSeries = Tuple[Dict[str, str], Optional[str], Any, Optional[float]]
+_Exemplar = Optional[Tuple[Dict[str, str], float, float]]
+_CreatedSeries = Tuple[Dict[str, str], Optional[str], Any, Optional[float], Optional[List[_Exemplar]]]
 
 class Reader:
     """Merges one metrics directory; parsed metadata is kept between calls."""
 
     def __init__(self, path: str) -> None: ...
     def collect(
-        self, prefixes: Sequence[str] = ..., process_metrics: bool = False, created: bool = False
+        self,
+        prefixes: Sequence[str] = ...,
+        process_metrics: bool = False,
+        created: bool = False,
+        exemplars: bool = False,
     ) -> List[Tuple[str, str, str, Optional[List[float]], Union[List[_Series], List[_CreatedSeries]]]]: ...
     def render(
         self,

@@ -182,9 +182,19 @@ def _families_to_metrics(families: List[Tuple[Any, ...]], created: bool = False)
     bound and ``_count`` (before 0.24, every ``_sum`` of a histogram comes first, then each
     series' buckets and ``_count``). With ``created`` (``families`` from
     ``collect(created=True)``), each counter, histogram and summary series ends with its
-    ``_created`` sample, as ``prometheus_client`` writes it outside multiprocess mode."""
+    ``_created`` sample, as ``prometheus_client`` writes it outside multiprocess mode.
+    A counter's ``_total`` and a histogram's ``_bucket`` samples carry the newest exemplar
+    of any process (``collect(exemplars=True)``), as ``prometheus_client`` attaches them
+    outside multiprocess mode; its text exposition ignores them, OpenMetrics shows them."""
     from prometheus_client.metrics_core import Metric
-    from prometheus_client.samples import Sample
+    from prometheus_client.samples import Exemplar, Sample
+
+    def exemplar(entry: Tuple[Any, ...], i: int) -> Any:
+        shown = entry[4] if len(entry) > 4 else None
+        if shown is None or shown[i] is None:
+            return None
+        labels, value, timestamp = shown[i]
+        return Exemplar(labels, value, timestamp)
 
     go_string = _float_to_go_string()
     sums_first = _prometheus_client_version() < (0, 24)
@@ -201,7 +211,7 @@ def _families_to_metrics(families: List[Tuple[Any, ...]], created: bool = False)
         if typ == "counter":
             total = name + "_total"
             for entry in series:
-                samples.append(Sample(total, entry[0], entry[2]))
+                samples.append(Sample(total, entry[0], entry[2], None, exemplar(entry, 0)))
                 add_created(entry[0], entry)
         elif typ == "gauge":
             for entry in series:
@@ -239,11 +249,11 @@ def _families_to_metrics(families: List[Tuple[Any, ...]], created: bool = False)
                 if not sums_first:
                     samples.append(Sample(sum_name, labels, total))
                 acc = 0.0
-                for le, n in zip(les, counts):
+                for i, (le, n) in enumerate(zip(les, counts)):
                     acc += n
                     with_le = dict(labels)
                     with_le["le"] = le
-                    samples.append(Sample(bucket_name, with_le, acc))
+                    samples.append(Sample(bucket_name, with_le, acc, None, exemplar(entry, i)))
                 samples.append(Sample(count_name, labels, acc))
                 add_created(labels, entry)
         out.append(metric)
@@ -336,7 +346,7 @@ def _collected(
     ``created``: see ``ShmetricsCollector``."""
     if created is None:
         created = _created_series_on() and _in_openmetrics_exposition()
-    families = reader.collect(prefixes, process_metrics, created)
+    families = reader.collect(prefixes, process_metrics, created, True)
     for path, reason, detail in reader.last_report()["problems"]:
         if (path, reason) not in _reported:
             _reported.add((path, reason))

@@ -24,7 +24,7 @@ use text::write_labels;
 pub use text::{SeriesText, SnapshotText};
 
 pub use crate::filter::PrefixFilter;
-use crate::snapshot::{Family, Series, Snapshot, Value, unix_seconds};
+use crate::snapshot::{Exemplar, Family, Series, Snapshot, Value, unix_seconds};
 
 /// An exposition format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -218,14 +218,19 @@ impl<'a> Exposition<'a> {
                     // A stateset's name labels its states: the escaped path writes it as the
                     // escaping says.
                     let stateset = family.kind == MetricKind::StateSet;
-                    if scratch.classic && classic_names && !stateset {
+                    // Exemplars exist in OpenMetrics only; their series take the general
+                    // path (no cached line prefixes).
+                    let exemplars = (series.exemplars.as_deref())
+                        .filter(|_| self.format == Format::OpenMetrics);
+                    if scratch.classic && classic_names && !stateset && exemplars.is_none() {
                         render_series(family, series, text, scratch, buf);
                         if let Some(created) = created {
                             render_created(family, series, text, created, scratch, buf);
                         }
                     } else {
                         let escaping = self.escaping;
-                        render_escaped_series(family, series, escaping, created, scratch, buf);
+                        let late = Late { created, exemplars };
+                        render_escaped_series(family, series, escaping, late, scratch, buf);
                     }
                     cursor.current = Some((extra, index, next + 1));
                 }
@@ -526,14 +531,60 @@ fn render_created(
     buf.push(b'\n');
 }
 
-/// Appends the lines of a series whose family or label names are not exposed as they are:
-/// each name escaped by `escaping`, and under [`Escaping::AllowUtf8`] a quoted sample name
-/// inside the braces (`{"my.name_total",a="x"} 1.0`).
+/// What OpenMetrics adds to a series' lines: its `_created` sample and its exemplars.
+#[derive(Clone, Copy, Default)]
+struct Late<'a> {
+    created: Option<u64>,
+    exemplars: Option<&'a [Option<Exemplar>]>,
+}
+
+impl Late<'_> {
+    /// Ends a sample line (its value written) with exemplar `i`, if there is one:
+    /// ` # {labels} value timestamp`, as OpenMetrics writes it.
+    fn end_line(&self, i: usize, buf: &mut Vec<u8>) {
+        let Some(exemplar) = self
+            .exemplars
+            .and_then(|e| e.get(i))
+            .and_then(Option::as_ref)
+        else {
+            if buf.last() != Some(&b'\n') {
+                buf.push(b'\n');
+            }
+            return;
+        };
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        buf.extend_from_slice(b" # {");
+        let mut labels = String::new();
+        for (name, value) in &exemplar.labels {
+            if !labels.is_empty() {
+                labels.push(',');
+            }
+            // Exemplar label names are classic ones (checked when stored and read).
+            labels.push_str(name);
+            labels.push_str("=\"");
+            escape_label_value(value, &mut labels);
+            labels.push('"');
+        }
+        buf.extend_from_slice(labels.as_bytes());
+        buf.extend_from_slice(b"} ");
+        write_f64(exemplar.value, buf);
+        buf.push(b' ');
+        write_f64(unix_seconds(exemplar.unix_nanos), buf);
+        buf.push(b'\n');
+    }
+}
+
+/// Appends the lines of a series whose family or label names are not exposed as they are,
+/// or that has exemplars: each name escaped by `escaping`, and under
+/// [`Escaping::AllowUtf8`] a quoted sample name inside the braces
+/// (`{"my.name_total",a="x"} 1.0`).
 fn render_escaped_series(
     family: &Family,
     series: &Series,
     escaping: Escaping,
-    created: Option<u64>,
+    late: Late<'_>,
     scratch: &Scratch,
     buf: &mut Vec<u8>,
 ) {
@@ -588,7 +639,7 @@ fn render_escaped_series(
         Value::Counter(v) => {
             line(buf, suffix::TOTAL, None);
             write_f64(*v, buf);
-            buf.push(b'\n');
+            late.end_line(0, buf);
         }
         Value::Gauge(v) => {
             line(buf, "", None);
@@ -598,11 +649,12 @@ fn render_escaped_series(
         Value::Histogram { buckets, sum } => {
             let mut cumulative = 0u64;
             let mut start = 0;
-            for (count, &end) in buckets.iter().zip(&scratch.le_ends) {
+            for (i, (count, &end)) in buckets.iter().zip(&scratch.le_ends).enumerate() {
                 // Saturating, as the other paths.
                 cumulative = cumulative.saturating_add(*count);
                 line(buf, suffix::BUCKET, Some(&scratch.les[start..end]));
                 write_count(buf, cumulative);
+                late.end_line(i, buf);
                 start = end;
             }
             line(buf, suffix::COUNT, None);
@@ -626,7 +678,7 @@ fn render_escaped_series(
             state_lines(family, series, states, *index, escaping, buf);
         }
     }
-    if let Some(created) = created {
+    if let Some(created) = late.created {
         line(buf, suffix::CREATED, None);
         write_f64(unix_seconds(created), buf);
         buf.push(b'\n');
@@ -853,6 +905,7 @@ mod tests {
             labels: Arc::clone(labels),
             pid,
             created_unix_nanos: None,
+            exemplars: None,
             value,
         }
     }

@@ -530,6 +530,7 @@ mod tests {
                 labels: Arc::new(SeriesLabels::new(vec![])),
                 pid: None,
                 created_unix_nanos: None,
+                exemplars: None,
                 value: Value::Counter(v),
             }],
         }
@@ -767,6 +768,7 @@ mod tests {
                 labels: Arc::new(SeriesLabels::new(vec![("i".into(), i.to_string().into())])),
                 pid: None,
                 created_unix_nanos: None,
+                exemplars: None,
                 value: Value::Counter(i as f64),
             })
             .collect();

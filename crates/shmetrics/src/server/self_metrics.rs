@@ -113,6 +113,7 @@ fn one_gauge(name: &str, help: &str, value: u64) -> Family {
             labels: labels(&[]),
             pid: None,
             created_unix_nanos: None,
+            exemplars: None,
             value: Value::Gauge(value as f64),
         }],
     }
@@ -131,6 +132,7 @@ fn by_reason<const N: usize>(name: &str, help: &str, counts: [(&str, &AtomicU64)
                 labels: labels(&[("reason", reason)]),
                 pid: None,
                 created_unix_nanos: None,
+                exemplars: None,
                 // SYNC POINT server-counter: relaxed; a statistic.
                 value: Value::Counter(count.load(Ordering::Relaxed) as f64),
             })
@@ -214,6 +216,7 @@ impl ServerMetrics {
                     labels: labels(&[("code", &code.to_string()), ("path", path)]),
                     pid: None,
                     created_unix_nanos: None,
+                    exemplars: None,
                     value: Value::Counter(n as f64),
                 })
                 .collect();
@@ -241,6 +244,7 @@ impl ServerMetrics {
                         labels: labels(&[("format", format_label(f))]),
                         pid: None,
                         created_unix_nanos: None,
+                        exemplars: None,
                         value: Value::Histogram {
                             buckets: h.buckets.to_vec(),
                             sum: h.sum,
