@@ -4,10 +4,13 @@ writer processes x 1,000 series (`shmetrics generate --stay`), two `serve` proce
 same directory, one with the option, scraped alternately (ROUNDS rounds of BATCH scrapes
 each, so both see the same machine noise); prints the median scrape time of each and their
 ratio. `--openmetrics` asks both for OpenMetrics (for `--option=--no-created-series`: the
-cost of the `_created` samples is the plain server's beside the other's).
+cost of the `_created` samples is the plain server's beside the other's). `--exemplars`
+gives the second server a directory of its own whose writers (as many, the same series)
+stored an exemplar with every counter increment and histogram observation (`generate
+--exemplars`): with `--openmetrics`, the cost of exemplars and the option together.
 
     cargo build --release -p shmetrics
-    python3 benches/compare/process_metrics_cost.py [--processes 128] [--series 1000] [--rounds 10] [--batch 20] [--option=--process-metrics] [--openmetrics]
+    python3 benches/compare/process_metrics_cost.py [--processes 128] [--series 1000] [--rounds 10] [--batch 20] [--option=--process-metrics] [--openmetrics] [--exemplars]
 """
 
 import argparse
@@ -51,24 +54,39 @@ def main():
     ap.add_argument("--series", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--batch", type=int, default=20)
-    ap.add_argument("--option", default="--process-metrics", help="the serve option measured")
+    ap.add_argument("--option", default="--process-metrics",
+                    help="the serve options measured (split at spaces; empty for none)")
     ap.add_argument("--openmetrics", action="store_true", help="scrape OpenMetrics")
+    ap.add_argument("--exemplars", action="store_true", help="the second server's writers store exemplars")
     args = ap.parse_args()
     if args.openmetrics:
         ACCEPT["Accept"] = "application/openmetrics-text; version=1.0.0"
-    with tempfile.TemporaryDirectory(prefix="shmetrics-process-cost-") as directory:
-        out = subprocess.run([BIN, "generate", "--dir", directory, "--processes", str(args.processes), "--series",
-                              str(args.series), "--ops", "10", "--stay"], capture_output=True, text=True, check=True)
-        writers = [int(p) for p in out.stdout.split()]
+    with tempfile.TemporaryDirectory(prefix="shmetrics-process-cost-") as base:
+        directory = os.path.join(base, "plain")
+        os.mkdir(directory)
+
+        def generate(into, extra):
+            out = subprocess.run([BIN, "generate", "--dir", into, "--processes", str(args.processes), "--series",
+                                  str(args.series), "--ops", "10", "--stay", *extra], capture_output=True, text=True,
+                                 check=True)
+            return [int(p) for p in out.stdout.split()]
+
+        writers = generate(directory, [])
+        second = directory
+        if args.exemplars:
+            second = os.path.join(base, "exemplars")
+            os.mkdir(second)
+            writers += generate(second, ["--exemplars"])
         servers = []
         try:
             plain, plain_url = serve(directory, [])
             servers.append(plain)
-            with_pm, pm_url = serve(directory, [args.option])
+            with_pm, pm_url = serve(second, args.option.split())
             servers.append(with_pm)
             sizes = [len(scrape(url)[1]) for url in (plain_url, pm_url)]
             _, body = scrape(pm_url)
             reported = body.decode().count("process_cpu_seconds_total{")
+            shown = body.decode().count(" # {")
             for url in (plain_url, pm_url):
                 for _ in range(5):
                     scrape(url)  # warm
@@ -80,7 +98,8 @@ def main():
             a = statistics.median(times[plain_url]) * 1e3
             b = statistics.median(times[pm_url]) * 1e3
             fmt = "OpenMetrics" if args.openmetrics else "text"
-            print(f"{args.processes} live writers x {args.series} series, {fmt}; process metrics of {reported} writers")
+            print(f"{args.processes} live writers x {args.series} series, {fmt}; process metrics of {reported} writers"
+                  + (f"; {shown} exemplars shown by the second server" if args.exemplars else ""))
             print(f"serve:                     {a:.2f} ms median warm scrape, {sizes[0]} bytes")
             print(f"serve {args.option}: {b:.2f} ms median warm scrape, {sizes[1]} bytes ({b / a:.2f}x, {b - a:+.2f} ms)")
         finally:

@@ -156,6 +156,13 @@ pub enum RecordFault {
     /// segment is.
     #[error("exemplar slots of no counter or histogram series (slot offset {0})")]
     ExemplarsOfNoSeries(u64),
+    /// An exemplar slot width other than the narrow and the widest.
+    #[error("bad exemplar slot width {0} words")]
+    ExemplarSlotWidth(u32),
+    /// Exemplar slots for a series of a later segment of the process, or in an archive
+    /// for one of another segment.
+    #[error("exemplar slots of a series of segment {0}, not this one or an earlier one")]
+    ExemplarsOfLaterSegment(u32),
     /// A second exemplars record for one series.
     #[error("exemplar slots declared twice for the series at slot offset {0}")]
     ExemplarsTwice(u64),

@@ -2,14 +2,15 @@
 //! and a time), written by the threads of one process and read by any reader without a torn
 //! result.
 //!
-//! A slot is [`EXEMPLAR_WORDS`] words:
+//! A slot is [`NARROW_EXEMPLAR_WORDS`] or [`EXEMPLAR_WORDS`] words (the width of each slot
+//! of a block is the block's, [`exemplar_slot_width`]):
 //!
 //! | word | contents |
 //! |---:|---|
 //! | 0 | sequence: `0` never written, odd while a write is in progress, even once complete |
 //! | 1 | value (`f64` bits) |
 //! | 2 | time of the write, ns since the Unix epoch |
-//! | 3 | byte length of the encoded labels, at most [`MAX_EXEMPLAR_LABEL_BYTES`] |
+//! | 3 | byte length of the encoded labels, at most the slot's room ([`MAX_EXEMPLAR_LABEL_BYTES`] in the widest) |
 //! | 4.. | the encoded labels, 8 bytes per word in native byte order, zero-padded |
 //!
 //! Labels are encoded as name and value pairs, each string a `u16` byte length (native byte
@@ -29,8 +30,32 @@ pub const MAX_EXEMPLAR_CHARS: usize = 128;
 /// Most bytes of encoded exemplar labels: at most 128 pairs (each name has a character)
 /// of 4 length bytes, and 128 characters of at most 4 bytes.
 pub const MAX_EXEMPLAR_LABEL_BYTES: usize = 4 * MAX_EXEMPLAR_CHARS + 4 * MAX_EXEMPLAR_CHARS;
-/// Words of one exemplar slot.
+/// Words of the widest exemplar slot: room for any label set OpenMetrics allows.
 pub const EXEMPLAR_WORDS: usize = 4 + MAX_EXEMPLAR_LABEL_BYTES / 8;
+/// Words of a narrow exemplar slot: 96 bytes of labels, room for a W3C trace id and span id
+/// (`trace_id` and `span_id`, 71 bytes encoded). A reader reads each slot of each process at
+/// every scrape: eight times fewer pages than the widest.
+pub const NARROW_EXEMPLAR_WORDS: usize = 16;
+
+/// The slot width (in words) of a block whose first exemplar's labels take `label_bytes`
+/// encoded: narrow when they fit one, else the widest.
+pub const fn exemplar_slot_width(label_bytes: usize) -> usize {
+    if label_bytes <= (NARROW_EXEMPLAR_WORDS - LABELS) * 8 {
+        NARROW_EXEMPLAR_WORDS
+    } else {
+        EXEMPLAR_WORDS
+    }
+}
+
+/// Bytes of labels a slot of `words` words holds.
+pub const fn exemplar_label_room(words: usize) -> usize {
+    let room = words.saturating_sub(LABELS) * 8;
+    if room < MAX_EXEMPLAR_LABEL_BYTES {
+        room
+    } else {
+        MAX_EXEMPLAR_LABEL_BYTES
+    }
+}
 /// Reads of a slot a reader tries before it gives up on it for this scrape.
 pub const EXEMPLAR_READ_TRIES: usize = 4;
 
@@ -121,11 +146,14 @@ pub fn decode_exemplar_labels(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     (again == bytes).then_some(labels)
 }
 
-/// Writes an exemplar into `words` (a slot of [`EXEMPLAR_WORDS`]): `labels` as
-/// [`encode_exemplar_labels`] gives them. Returns false, writing nothing, when another
-/// thread is writing this slot: its exemplar is as recent as this one.
+/// Writes an exemplar into `words` (one slot): `labels` as [`encode_exemplar_labels`]
+/// gives them, within the slot's room ([`exemplar_label_room`]). Returns false, writing
+/// nothing, when another thread is writing this slot: its exemplar is as recent as this one.
+///
+/// # Panics
+/// When the labels do not fit the slot (the caller checks the room).
 pub fn exemplar_store(words: &[AtomicU64], value: f64, unix_nanos: u64, labels: &[u8]) -> bool {
-    assert!(labels.len() <= MAX_EXEMPLAR_LABEL_BYTES && words.len() >= EXEMPLAR_WORDS);
+    assert!(labels.len() <= exemplar_label_room(words.len()));
     // SYNC POINT exemplar-seq: acquire, so this write's stores are ordered after the
     // previous writer's. Setting the low bit takes the slot; finding it set means another
     // thread holds it, and the bit stays as that thread left it.
@@ -152,12 +180,15 @@ pub fn exemplar_store(words: &[AtomicU64], value: f64, unix_nanos: u64, labels: 
     true
 }
 
-/// The words of a slot holding `exemplar` whole, as [`exemplar_store`] leaves it after a
-/// first write: for an image (an archive) built privately and published whole. `None`
-/// for labels [`encode_exemplar_labels`] refuses.
-pub fn exemplar_slot_words(exemplar: &Exemplar) -> Option<Vec<u64>> {
+/// The words of a slot of `width` words holding `exemplar` whole, as [`exemplar_store`]
+/// leaves it after a first write: for an image (an archive) built privately and published
+/// whole. `None` for labels [`encode_exemplar_labels`] refuses or the slot has no room for.
+pub fn exemplar_slot_words(exemplar: &Exemplar, width: usize) -> Option<Vec<u64>> {
     let labels = encode_exemplar_labels(&exemplar.labels).ok()?;
-    let mut words = vec![0u64; EXEMPLAR_WORDS];
+    if labels.len() > exemplar_label_room(width) {
+        return None;
+    }
+    let mut words = vec![0u64; width];
     words[SEQ] = 2;
     words[VALUE] = exemplar.value.to_bits();
     words[TIME] = exemplar.unix_nanos;
@@ -168,6 +199,30 @@ pub fn exemplar_slot_words(exemplar: &Exemplar) -> Option<Vec<u64>> {
         *word = u64::from_ne_bytes(bytes);
     }
     Some(words)
+}
+
+/// Words of a block of `count` exemplar slots of `slot_words` words: an index of `count`
+/// words (each the time of its slot's latest complete write: [`exemplar_index_store`]), then
+/// the slots. A reader reads the index to find each sample's newest exemplar among every
+/// process, and reads only that slot whole: one cache line per eight samples instead of one
+/// per slot.
+pub const fn exemplar_block_words(count: usize, slot_words: usize) -> usize {
+    count + count * slot_words
+}
+
+/// Records in a block's index word that its slot holds an exemplar written at `unix_nanos`
+/// (after [`exemplar_store`] returned true).
+pub fn exemplar_index_store(word: &AtomicU64, unix_nanos: u64) {
+    // SYNC POINT exemplar-index: relaxed; a hint: the slot it names is read whole, with its
+    // own sequence, by `exemplar_read`.
+    word.store(unix_nanos, Ordering::Relaxed);
+}
+
+/// The time an index word gives for its slot's latest exemplar; `None` for a slot never
+/// written.
+pub fn exemplar_index_load(word: &AtomicU64) -> Option<u64> {
+    // SYNC POINT exemplar-index: relaxed; a hint, as above.
+    Some(word.load(Ordering::Relaxed)).filter(|&t| t != 0)
 }
 
 /// What [`exemplar_read`] found in a slot.
@@ -184,13 +239,14 @@ pub enum ExemplarRead {
     Invalid,
 }
 
-/// Reads the exemplar of `words` (a slot of [`EXEMPLAR_WORDS`]), trying
-/// [`EXEMPLAR_READ_TRIES`] times to see it whole.
+/// Reads the exemplar of `words` (one slot, of any width), trying [`EXEMPLAR_READ_TRIES`]
+/// times to see it whole.
 pub fn exemplar_read(words: &[AtomicU64]) -> ExemplarRead {
-    if words.len() < EXEMPLAR_WORDS {
+    let room = exemplar_label_room(words.len());
+    if words.len() <= LABELS {
         return ExemplarRead::Invalid;
     }
-    let mut bytes = Vec::with_capacity(MAX_EXEMPLAR_LABEL_BYTES);
+    let mut bytes = Vec::with_capacity(room);
     for _ in 0..EXEMPLAR_READ_TRIES {
         // SYNC POINT exemplar-seq: acquire; the fields of the write that made it even are
         // visible below.
@@ -208,7 +264,7 @@ pub fn exemplar_read(words: &[AtomicU64]) -> ExemplarRead {
         let len = words[LEN].load(Ordering::Relaxed);
         let len = usize::try_from(len).map_or(usize::MAX, |l| l);
         bytes.clear();
-        if len <= MAX_EXEMPLAR_LABEL_BYTES {
+        if len <= room {
             for word in &words[LABELS..LABELS + len.div_ceil(8)] {
                 // SYNC POINT exemplar-data: relaxed, as above.
                 bytes.extend_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
@@ -222,7 +278,7 @@ pub fn exemplar_read(words: &[AtomicU64]) -> ExemplarRead {
             spin_loop();
             continue;
         }
-        if len > MAX_EXEMPLAR_LABEL_BYTES {
+        if len > room {
             return ExemplarRead::Invalid;
         }
         return match decode_exemplar_labels(&bytes) {
@@ -352,10 +408,45 @@ mod tests {
         for bad in [&[0xFF, 0xFF][..], &[1, 0, b'-', 0, 0], &[1, 0, 0xC3, 0, 0]] {
             assert_eq!(decode_exemplar_labels(bad), None, "{bad:?}");
         }
+        assert_eq!(exemplar_read(&slot()[..LABELS]), ExemplarRead::Invalid);
+        // A length past a narrow slot's room, in a narrow slot.
+        let narrow = &words[..NARROW_EXEMPLAR_WORDS];
+        narrow[LEN].store(97, Ordering::Relaxed);
+        assert_eq!(exemplar_read(narrow), ExemplarRead::Invalid);
+    }
+
+    #[test]
+    fn a_narrow_slot_holds_a_trace_and_span_id_and_a_wider_set_takes_the_widest() {
+        let trace = [
+            ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("span_id", "00f067aa0ba902b7"),
+        ];
+        let encoded = encode_exemplar_labels(&trace).unwrap();
+        assert_eq!(encoded.len(), 71);
+        assert_eq!(exemplar_slot_width(encoded.len()), NARROW_EXEMPLAR_WORDS);
+        assert_eq!(exemplar_label_room(NARROW_EXEMPLAR_WORDS), 96);
+        let words = slot();
+        let narrow = &words[..NARROW_EXEMPLAR_WORDS];
+        assert!(exemplar_store(narrow, 0.5, 9, &encoded));
         assert_eq!(
-            exemplar_read(&slot()[..EXEMPLAR_WORDS - 1]),
-            ExemplarRead::Invalid
+            exemplar_read(narrow),
+            ExemplarRead::Exemplar(exemplar(&trace, 0.5, 9))
         );
+        assert_eq!(exemplar_slot_width(97), EXEMPLAR_WORDS);
+        assert_eq!(
+            exemplar_label_room(EXEMPLAR_WORDS),
+            MAX_EXEMPLAR_LABEL_BYTES
+        );
+        let image = exemplar_slot_words(&exemplar(&trace, 0.5, 9), NARROW_EXEMPLAR_WORDS).unwrap();
+        let loaded: Vec<AtomicU64> = image.into_iter().map(AtomicU64::new).collect();
+        assert_eq!(
+            exemplar_read(&loaded),
+            ExemplarRead::Exemplar(exemplar(&trace, 0.5, 9))
+        );
+        let long = "x".repeat(100);
+        let long = exemplar(&[("trace_id", long.as_str())], 1.0, 1);
+        assert_eq!(exemplar_slot_words(&long, NARROW_EXEMPLAR_WORDS), None);
+        assert!(exemplar_slot_words(&long, EXEMPLAR_WORDS).is_some());
     }
 
     /// Threads write exemplars whose value and time say which labels they carry while a

@@ -38,7 +38,10 @@
 
 use std::convert::Infallible;
 
-use crate::exemplar::{EXEMPLAR_WORDS, Exemplar, exemplar_slot_words};
+use crate::exemplar::{
+    Exemplar, encode_exemplar_labels, exemplar_block_words, exemplar_slot_width,
+    exemplar_slot_words,
+};
 use crate::record::{EncodeRecord, ExemplarsRecord, Record, SeriesFields, SeriesRecord};
 use crate::slots::{counter_store, gauge_set, histogram_store};
 use crate::sync::AtomicU64;
@@ -223,6 +226,16 @@ impl ImageSink for [AtomicU64] {
     }
 }
 
+/// The slot width of a block holding `exemplars`: narrow when each one's labels fit.
+pub fn exemplar_block_width(exemplars: &[Option<Exemplar>]) -> usize {
+    let widest = (exemplars.iter().flatten())
+        .filter_map(|e| encode_exemplar_labels(&e.labels).ok())
+        .map(|labels| labels.len())
+        .max()
+        .unwrap_or(0);
+    exemplar_slot_width(widest)
+}
+
 /// Builds a segment image into a sink: records from the front
 /// ([`ImageBuilder::record`], [`ImageBuilder::series`]), slots down from the end, the header
 /// last ([`ImageBuilder::finish`]).
@@ -345,24 +358,35 @@ impl<'a, S: ImageSink + ?Sized> ImageBuilder<'a, S> {
         series_slot_offset: u64,
         exemplars: &[Option<Exemplar>],
     ) -> Result<(), ImageError<S::Error>> {
+        let slot_words = exemplar_block_width(exemplars);
         let mut record = ExemplarsRecord {
+            series_sequence: self.header.sequence,
             series_slot_offset,
             block_offset: 0,
             count: exemplars.len() as u32,
+            slot_words: slot_words as u32,
         };
-        let width = exemplars.len() * EXEMPLAR_WORDS;
+        let count = exemplars.len();
+        let width = exemplar_block_words(count, slot_words);
         self.fits(record.encoded_len(), width)?;
         self.floor -= width * 8;
         record.block_offset = self.floor as u64;
         self.record(&record)?;
+        // The index (each slot's time), then the slots.
+        let mut index = vec![0u64; count];
         for (i, exemplar) in exemplars.iter().enumerate() {
-            if let Some(words) = exemplar.as_ref().and_then(exemplar_slot_words) {
-                let offset = self.floor + i * EXEMPLAR_WORDS * 8;
+            let Some(exemplar) = exemplar else { continue };
+            if let Some(words) = exemplar_slot_words(exemplar, slot_words) {
+                index[i] = exemplar.unix_nanos;
+                let offset = self.floor + (count + i * slot_words) * 8;
                 self.sink
                     .put_bytes(offset, bytemuck::cast_slice(&words))
                     .map_err(ImageError::Sink)?;
             }
         }
+        self.sink
+            .put_bytes(self.floor, bytemuck::cast_slice(&index))
+            .map_err(ImageError::Sink)?;
         Ok(())
     }
 

@@ -107,6 +107,8 @@ struct ExemplarsFixed {
     series_slot_offset: u64,
     block_offset: u64,
     count: u32,
+    series_sequence: u32,
+    slot_words: u32,
     reserved: u32,
 }
 
@@ -225,16 +227,22 @@ pub struct PartRecord {
 }
 
 /// Where the exemplar slots of one counter or histogram series are: written once, when
-/// the series gets its first exemplar, in the segment that holds the series' slots.
+/// the series gets its first exemplar, with the slots, in the segment that holds the
+/// series' slots or, when that one is full, a later segment of the same process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExemplarsRecord {
-    /// The series' [`SeriesRecord::slot_offset`]: which series of this segment it is.
+    /// The sequence number of the process's segment that declares the series: this
+    /// segment's, or an earlier one's.
+    pub series_sequence: u32,
+    /// The series' [`SeriesRecord::slot_offset`] in that segment: which series it is.
     pub series_slot_offset: u64,
-    /// Byte offset of the first of `count` slots of
-    /// [`EXEMPLAR_WORDS`](crate::exemplar::EXEMPLAR_WORDS) words each.
+    /// Byte offset of the first of `count` slots of `slot_words` words each.
     pub block_offset: u64,
     /// A counter's 1 (its `_total` sample); a histogram's bucket count, `+Inf` included.
     pub count: u32,
+    /// Words of each slot: [`NARROW_EXEMPLAR_WORDS`](crate::exemplar::NARROW_EXEMPLAR_WORDS)
+    /// or [`EXEMPLAR_WORDS`](crate::exemplar::EXEMPLAR_WORDS).
+    pub slot_words: u32,
 }
 
 /// A parsed record.
@@ -697,12 +705,12 @@ impl EncodeRecord for PartRecord {
 }
 
 impl ExemplarsRecord {
-    /// Length of [`ExemplarsRecord::encode`]'s output: 32 bytes.
+    /// Length of [`ExemplarsRecord::encode`]'s output: 40 bytes.
     pub const fn encoded_len(&self) -> usize {
         record_len(std::mem::size_of::<ExemplarsFixed>())
     }
 
-    /// Encodes the record (32 bytes).
+    /// Encodes the record (40 bytes).
     pub fn encode(&self) -> Vec<u8> {
         encode(self, self.encoded_len())
     }
@@ -715,6 +723,8 @@ impl EncodeRecord for ExemplarsRecord {
             series_slot_offset: self.series_slot_offset,
             block_offset: self.block_offset,
             count: self.count,
+            series_sequence: self.series_sequence,
+            slot_words: self.slot_words,
             reserved: 0,
         };
         out.extend_from_slice(bytemuck::bytes_of(&fixed));
@@ -911,6 +921,13 @@ fn parse_exemplars(c: &mut Cursor<'_>) -> Result<ExemplarsRecord, LayoutError> {
     if fixed.reserved != 0 {
         return Err(c.fail(RecordFault::ReservedNotZero(RecordPart::Exemplars)));
     }
+    let widths = [
+        crate::exemplar::NARROW_EXEMPLAR_WORDS,
+        crate::exemplar::EXEMPLAR_WORDS,
+    ];
+    if !widths.contains(&(fixed.slot_words as usize)) {
+        return Err(c.fail(RecordFault::ExemplarSlotWidth(fixed.slot_words)));
+    }
     for offset in [fixed.series_slot_offset, fixed.block_offset] {
         if !offset.is_multiple_of(8) {
             return Err(c.fail(RecordFault::UnalignedSlot(offset)));
@@ -922,9 +939,11 @@ fn parse_exemplars(c: &mut Cursor<'_>) -> Result<ExemplarsRecord, LayoutError> {
     }
     c.finish()?;
     Ok(ExemplarsRecord {
+        series_sequence: fixed.series_sequence,
         series_slot_offset: fixed.series_slot_offset,
         block_offset: fixed.block_offset,
         count: fixed.count,
+        slot_words: fixed.slot_words,
     })
 }
 
@@ -1042,14 +1061,16 @@ mod tests {
     #[test]
     fn exemplars_records_round_trip_and_refuse_what_no_writer_writes() {
         let record = ExemplarsRecord {
+            series_sequence: 3,
             series_slot_offset: 8192 - 48,
             block_offset: 4096,
             count: 5,
+            slot_words: 16,
         };
         let bytes = record.encode();
         assert_eq!(bytes.len(), record.encoded_len());
         let parsed: Vec<_> = parse_records(&bytes, 64).collect::<Result<_, _>>().unwrap();
-        assert_eq!(parsed, [(Record::Exemplars(record), 64 + 32)]);
+        assert_eq!(parsed, [(Record::Exemplars(record), 64 + 40)]);
         let refused = |r: ExemplarsRecord| {
             let e = parse_records(&r.encode(), 0).next().unwrap().unwrap_err();
             e.to_string()
@@ -1085,7 +1106,7 @@ mod tests {
             assert!(e.contains(why), "{bad:?}: {e}");
         }
         let mut reserved = bytes.clone();
-        reserved[8 + 20] = 1;
+        reserved[8 + 28] = 1;
         let e = parse_records(&reserved, 0).next().unwrap().unwrap_err();
         assert!(e.to_string().contains("exemplars"), "{e}");
     }

@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use shmetrics_layout::exemplar::EXEMPLAR_WORDS;
-use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots};
+use shmetrics_layout::exemplar::exemplar_block_words;
+use shmetrics_layout::image::{ImageBuilder, ImageSize, Slots, exemplar_block_width};
 use shmetrics_layout::record::{
     ExemplarsRecord, FamilyRecord, FoldedRecord, PartRecord, ProcessOf, Record, SeriesFields,
 };
@@ -559,8 +559,22 @@ impl Compaction<'_> {
                 fits
             })
             .count();
-        let more = batch_len < dead.len();
-        let batch = &dead[..batch_len];
+        // A process's segments are folded together: exemplar slots of a series of a full
+        // segment may lie in a later segment of the process, found by the series' segment.
+        let processes: Vec<u64> = dead[..batch_len]
+            .iter()
+            .map(|t| t.seg.header.instance_id)
+            .collect();
+        let mut batch: Vec<&Tracked> = Vec::with_capacity(batch_len);
+        let mut more = false;
+        for (i, t) in dead.iter().enumerate() {
+            if i < batch_len || processes.contains(&t.seg.header.instance_id) {
+                batch.push(t);
+            } else {
+                more = true;
+            }
+        }
+        let batch_bytes: usize = batch.iter().map(|t| t.seg.size()).sum();
         let mut remove: Vec<PathBuf> = leftovers.iter().map(|t| t.seg.path.clone()).collect();
 
         if !batch.is_empty() {
@@ -591,7 +605,7 @@ impl Compaction<'_> {
             let dropped = sources.iter().map(|s| s.seg.dropped_series()).sum();
             let folded_ids: Vec<(u64, u32)> = leftovers
                 .iter()
-                .chain(batch)
+                .chain(&batch)
                 .map(|t| (t.seg.header.instance_id, t.seg.header.sequence))
                 .collect();
             let folded = self.merger.fold_dead(&mut sources);
@@ -916,7 +930,8 @@ fn archive_image(c: &ArchiveContents<'_>) -> Result<Vec<AtomicU64>, CompactError
             size.slots(slots.width());
             if let Some(exemplars) = exemplars {
                 size.record(EXEMPLARS_RECORD_LEN);
-                size.slots(exemplars.len() * EXEMPLAR_WORDS);
+                let slot_words = exemplar_block_width(exemplars);
+                size.slots(exemplar_block_words(exemplars.len(), slot_words));
             }
             Ok::<_, Infallible>(())
         });
@@ -961,9 +976,11 @@ fn archive_image(c: &ArchiveContents<'_>) -> Result<Vec<AtomicU64>, CompactError
 
 /// Length of an exemplars record.
 const EXEMPLARS_RECORD_LEN: usize = ExemplarsRecord {
+    series_sequence: 0,
     series_slot_offset: 0,
     block_offset: 0,
     count: 0,
+    slot_words: 0,
 }
 .encoded_len();
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use shmetrics_layout::exemplar::{EXEMPLAR_WORDS, ExemplarRead, exemplar_read};
+use shmetrics_layout::exemplar::{ExemplarRead, exemplar_read};
 use shmetrics_layout::record::{
     ExemplarsRecord, FamilyRecord, FoldedRecord, PartRecord, Record, SeriesRecord, parse_records,
 };
@@ -238,11 +238,12 @@ fn accepted_records(seg: &SegmentFile) -> Vec<RecordInfo> {
             Record::Folded(f) => RecordEntry::Folded(f),
             Record::Part(p) => RecordEntry::Part(p),
             Record::Exemplars(record) => {
-                let words = (seg.series.iter().enumerate())
-                    .find(|(_, s)| s.slot_word as u64 * 8 == record.series_slot_offset)
-                    .and_then(|(i, _)| seg.exemplar_slots(i as u32));
+                // Accepted, so the slots lie within the file.
+                let words = u32::try_from(record.block_offset / 8)
+                    .ok()
+                    .and_then(|word| seg.exemplar_block(word, record.count, record.slot_words));
                 let slots = match words {
-                    Some(words) => words.chunks(EXEMPLAR_WORDS).map(exemplar_read).collect(),
+                    Some(block) => block.slots.chunks(block.width).map(exemplar_read).collect(),
                     None => Vec::new(),
                 };
                 RecordEntry::Exemplars { record, slots }
@@ -560,8 +561,13 @@ fn write_record(f: &mut fmt::Formatter<'_>, r: &RecordInfo) -> fmt::Result {
         RecordEntry::Exemplars { record, slots } => {
             write!(
                 f,
-                "  @{:<7} exemplars of the series at slot offset {} ({} slots at {}):",
-                r.offset, record.series_slot_offset, record.count, record.block_offset
+                "  @{:<7} exemplars of the series at slot offset {} of segment {} ({} slots of {} words at {}):",
+                r.offset,
+                record.series_slot_offset,
+                record.series_sequence,
+                record.count,
+                record.slot_words,
+                record.block_offset
             )?;
             for (i, slot) in slots.iter().enumerate() {
                 match slot {

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use shmetrics_layout::exemplar::{EXEMPLAR_WORDS, ExemplarRead, exemplar_read};
+use shmetrics_layout::exemplar::{ExemplarRead, exemplar_index_load, exemplar_read};
 use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::{FamilyRecord, ProcessOf};
 use shmetrics_layout::slots::{
@@ -26,8 +26,8 @@ use shmetrics_layout::{GaugeMode, MetricKind};
 use crate::exact::ExactSum;
 use crate::render::{SeriesText, SnapshotText};
 use crate::report::{Conflict, ConflictKind};
-use crate::segment::{NOT_CREATED, SegmentFile};
-use crate::snapshot::{Exemplars, Family, Series, SeriesLabels, Snapshot, Value};
+use crate::segment::{ExemplarBlock, NOT_CREATED, SegmentFile, exemplar_count};
+use crate::snapshot::{Exemplar, Exemplars, Family, Series, SeriesLabels, Snapshot, Value};
 
 struct MergedFamily {
     name: Arc<str>,
@@ -403,24 +403,24 @@ impl Merger {
         let (resolved, compat) = (&resolution.resolved, &resolution.compat);
         let mut scratch = HistogramValue::default();
         let signature = dead_signature(index, sources, resolved);
+        let others = by_identity(sources, compat);
         if baseline.signature != signature || baseline.acc.len() != index.series.len() {
             let mut fold = Fold::new(index.series.len());
             for (source, compat) in sources.iter().zip(compat) {
                 if !source.seg.live {
                     // Read once into the baseline: no page of a dead segment stays mapped.
-                    fold_segment(&mut fold, source, compat, resolved, &mut scratch, &mut 0);
+                    let (scratch, budget) = (&mut scratch, &mut 0);
+                    fold_segment(
+                        &mut fold, source, compat, &others, resolved, scratch, budget,
+                    );
                 }
             }
             baseline.signature = signature;
+            baseline.exemplars = Fold::resolve_exemplars(fold.exemplars, index, resolved);
             baseline.acc = fold.acc;
             baseline.created = fold.created;
-            baseline.exemplars = fold.exemplars;
         }
-        let mut fold = Fold {
-            acc: baseline.acc.clone(),
-            created: baseline.created.clone(),
-            exemplars: baseline.exemplars.clone(),
-        };
+        let mut fold = Fold::from_baseline(baseline);
         let mut budget = *resident_budget;
         for (source, compat) in sources.iter().zip(compat) {
             if source.seg.live {
@@ -428,6 +428,7 @@ impl Merger {
                     &mut fold,
                     source,
                     compat,
+                    &others,
                     resolved,
                     &mut scratch,
                     &mut budget,
@@ -449,13 +450,13 @@ impl Merger {
 /// Per merged series: the value folded so far, the oldest creation time of a counter's,
 /// histogram's or summary's series among the processes folded (its `_created`), and the
 /// newest exemplars of those that have any.
-struct Fold {
+struct Fold<'a> {
     acc: Vec<Acc>,
     created: Vec<u64>,
-    exemplars: FxHashMap<u32, Exemplars>,
+    exemplars: FxHashMap<u32, Box<[Candidate<'a>]>>,
 }
 
-impl Fold {
+impl<'a> Fold<'a> {
     fn new(series: usize) -> Self {
         Self {
             acc: vec![Acc::Empty; series],
@@ -463,29 +464,117 @@ impl Fold {
             exemplars: FxHashMap::default(),
         }
     }
+
+    /// A fold starting from the dead baseline's values and exemplars.
+    fn from_baseline(baseline: &DeadBaseline) -> Self {
+        let exemplars = (baseline.exemplars.iter())
+            .map(|(&merged, kept)| {
+                let candidates = kept.iter().map(|e| Candidate {
+                    read: e.clone(),
+                    slot: None,
+                });
+                (merged, candidates.collect())
+            })
+            .collect();
+        Self {
+            acc: baseline.acc.clone(),
+            created: baseline.created.clone(),
+            exemplars,
+        }
+    }
+
+    /// The exemplars folded, each newest candidate read whole now.
+    fn resolve_exemplars(
+        exemplars: FxHashMap<u32, Box<[Candidate<'a>]>>,
+        index: &Index,
+        resolved: &[Option<Resolved>],
+    ) -> FxHashMap<u32, Exemplars> {
+        (exemplars.into_iter())
+            .map(|(merged, candidates)| {
+                let family = index.series.get(merged as usize).map(|s| s.family as usize);
+                let def = family
+                    .and_then(|f| resolved.get(f)?.as_ref())
+                    .map(|r| &r.def);
+                let kept = (candidates.into_vec().into_iter().enumerate())
+                    .map(|(bucket, c)| c.resolve(def.map(|d| &**d), bucket))
+                    .collect();
+                (merged, kept)
+            })
+            .collect()
+    }
 }
 
-/// Keeps in `kept` (one entry per sample with an exemplar) the newest of it and the
-/// exemplars in `slots` (series of `def`, one [`EXEMPLAR_WORDS`] slot per entry). A slot
-/// being written through every try is left out of this scrape; a histogram exemplar whose
-/// value does not fall in its bucket, and bytes no writer stores, are never shown.
-fn fold_exemplars(kept: &mut Exemplars, def: &FamilyRecord, slots: &[AtomicU64]) {
-    for (bucket, (kept, slot)) in kept
-        .iter_mut()
-        .zip(slots.chunks(EXEMPLAR_WORDS))
-        .enumerate()
-    {
+/// The newest exemplar seen so far for one sample: one already read (a dead baseline's),
+/// and a newer slot not read yet (read once, when the fold is done: of the slots of every
+/// process only the newest is read whole).
+#[derive(Clone, Default)]
+struct Candidate<'a> {
+    read: Option<Exemplar>,
+    /// The slot and the time it showed.
+    slot: Option<(u64, &'a [AtomicU64])>,
+}
+
+impl Candidate<'_> {
+    /// The time of the newest exemplar this candidate has.
+    fn time(&self) -> Option<u64> {
+        match (&self.slot, &self.read) {
+            (Some((time, _)), _) => Some(*time),
+            (None, Some(e)) => Some(e.unix_nanos),
+            (None, None) => None,
+        }
+    }
+
+    /// Reads the slot whole: its exemplar when it is whole, lies in its bucket (`bucket` of
+    /// a histogram of `def`) and is newer than the one read before; else that one.
+    fn resolve(self, def: Option<&FamilyRecord>, bucket: usize) -> Option<Exemplar> {
+        let Some((_, slot)) = self.slot else {
+            return self.read;
+        };
         let ExemplarRead::Exemplar(exemplar) = exemplar_read(slot) else {
+            return self.read;
+        };
+        let in_bucket = def.is_some_and(|def| {
+            def.kind != MetricKind::Histogram
+                || slots::bucket_index(&def.bounds, exemplar.value) == bucket
+        });
+        let newer = (self.read.as_ref()).is_none_or(|r| exemplar.unix_nanos > r.unix_nanos);
+        if in_bucket && newer {
+            Some(exemplar)
+        } else {
+            self.read
+        }
+    }
+}
+
+/// The segments of a merge by (instance id, sequence), with their families' compatibility:
+/// where exemplar slots placed in a later segment of a process find their series.
+type ByIdentity<'s, 'a> = FxHashMap<(u64, u32), (&'s Source<'a>, &'s [bool])>;
+
+fn by_identity<'s, 'a>(sources: &'s [Source<'a>], compat: &'s [Vec<bool>]) -> ByIdentity<'s, 'a> {
+    (sources.iter().zip(compat))
+        .map(|(s, c)| {
+            (
+                (s.seg.header.instance_id, s.seg.header.sequence),
+                (s, &c[..]),
+            )
+        })
+        .collect()
+}
+
+/// Folds the exemplar block of merged series `merged` into `fold_into`: per sample, the
+/// slot whose index word gives the newest time so far becomes its candidate (segments fold
+/// oldest first: on equal times the older process's stays). Only the index is read here.
+fn fold_exemplar_slots<'a>(fold_into: &mut Fold<'a>, merged: u32, block: ExemplarBlock<'a>) {
+    let count = block.index.len();
+    let kept = (fold_into.exemplars.entry(merged))
+        .or_insert_with(|| vec![Candidate::default(); count].into_boxed_slice());
+    let slots = block.slots.chunks(block.width);
+    for ((candidate, word), slot) in kept.iter_mut().zip(block.index).zip(slots) {
+        let Some(time) = exemplar_index_load(word) else {
             continue;
         };
-        let in_bucket = def.kind != MetricKind::Histogram
-            || slots::bucket_index(&def.bounds, exemplar.value) == bucket;
-        // Equal times keep the one folded first (segments fold oldest first).
-        let newer = kept
-            .as_ref()
-            .is_none_or(|k| exemplar.unix_nanos > k.unix_nanos);
-        if in_bucket && newer {
-            *kept = Some(exemplar);
+        if candidate.time().is_none_or(|t| time > t) {
+            candidate.slot = Some((time, slot));
         }
     }
 }
@@ -501,10 +590,11 @@ fn has_created(kind: MetricKind) -> bool {
 /// Folds every series of one segment into `fold`.
 /// `budget` is how many more bytes of segments may stay mapped after their read; a segment
 /// beyond it has its pages released (`SegmentFile::release_pages`).
-fn fold_segment(
-    fold_into: &mut Fold,
-    source: &Source<'_>,
+fn fold_segment<'a>(
+    fold_into: &mut Fold<'a>,
+    source: &Source<'a>,
     compat: &[bool],
+    others: &ByIdentity<'_, 'a>,
     resolved: &[Option<Resolved>],
     scratch: &mut HistogramValue,
     budget: &mut usize,
@@ -541,7 +631,7 @@ fn fold_segment(
     for &i in seg.exemplars.keys() {
         let s = seg.series[i as usize];
         let family = source.links.families[s.family as usize] as usize;
-        let (true, Some(res), Some(slots)) = (
+        let (true, Some(_), Some(slots)) = (
             compat[s.family as usize],
             &resolved[family],
             seg.exemplar_slots(i),
@@ -549,10 +639,28 @@ fn fold_segment(
             continue;
         };
         let merged = source.links.series[i as usize];
-        let count = slots.len() / EXEMPLAR_WORDS;
-        let kept = (fold_into.exemplars.entry(merged))
-            .or_insert_with(|| vec![None; count].into_boxed_slice());
-        fold_exemplars(kept, &res.def, slots);
+        fold_exemplar_slots(fold_into, merged, slots);
+    }
+    // Slots placed here for series of an earlier, full segment of the process.
+    for f in &seg.foreign_exemplars {
+        let Some(&(owner, owner_compat)) = others.get(&(seg.header.instance_id, f.sequence)) else {
+            continue;
+        };
+        let Some(i) = owner.seg.series_by_slot_word(f.slot_word) else {
+            continue;
+        };
+        let s = owner.seg.series[i as usize];
+        let def = &owner.seg.families[s.family as usize];
+        let family = owner.links.families[s.family as usize] as usize;
+        let (true, Some(_), Some(slots), Some(&merged)) = (
+            owner_compat[s.family as usize] && exemplar_count(def) == f.count,
+            &resolved[family],
+            seg.exemplar_block(f.block_word, f.count, f.slot_words),
+            owner.links.series.get(i as usize),
+        ) else {
+            continue;
+        };
+        fold_exemplar_slots(fold_into, merged, slots);
     }
     // Everything this scrape needs from the segment is in `acc` now. Keep its pages mapped
     // while the budget lasts (small directories never pay for faulting them in again).
@@ -856,12 +964,17 @@ fn keep_newest_infos(index: &Index, fid: u32, def: &FamilyRecord, acc: &mut [Acc
     }
 }
 
-fn build(index: &mut Index, resolved: &[Option<Resolved>], fold: Fold) -> (Snapshot, SnapshotText) {
+fn build(
+    index: &mut Index,
+    resolved: &[Option<Resolved>],
+    fold: Fold<'_>,
+) -> (Snapshot, SnapshotText) {
     let Fold {
         mut acc,
         created,
-        mut exemplars,
+        exemplars,
     } = fold;
+    let mut exemplars = Fold::resolve_exemplars(exemplars, index, resolved);
     let mut order: Vec<u32> = (0..index.families.len() as u32).collect();
     order.sort_by(|&a, &b| {
         index.families[a as usize]
@@ -1025,21 +1138,28 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
     let mut scratch = HistogramValue::default();
     let mut fold = Fold::new(index.series.len());
     let mut conflicting_series = 0;
-    for source in sources.iter() {
-        let compat = family_compat(source, &resolved);
+    let compats: Vec<Vec<bool>> = (sources.iter())
+        .map(|source| family_compat(source, &resolved))
+        .collect();
+    let others = by_identity(sources, &compats);
+    for (source, compat) in sources.iter().zip(&compats) {
         conflicting_series += source
             .seg
             .series
             .iter()
             .filter(|s| !compat[s.family as usize])
             .count();
-        fold_segment(&mut fold, source, &compat, &resolved, &mut scratch, &mut 0);
+        let (scratch, budget) = (&mut scratch, &mut 0);
+        fold_segment(
+            &mut fold, source, compat, &others, &resolved, scratch, budget,
+        );
     }
     let Fold {
         mut acc,
         created,
-        mut exemplars,
+        exemplars,
     } = fold;
+    let mut exemplars = Fold::resolve_exemplars(exemplars, index, &resolved);
     let mut families = Vec::new();
     for (fid, res) in resolved.iter().enumerate() {
         let Some(res) = res else { continue };

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use rustc_hash::{FxHashMap, FxHashSet};
-use shmetrics_layout::exemplar::EXEMPLAR_WORDS;
+use shmetrics_layout::exemplar::exemplar_block_words;
 use shmetrics_layout::fault::{self, Watch};
 use shmetrics_layout::limits;
 use shmetrics_layout::record::{
@@ -125,12 +125,13 @@ pub(crate) struct SegmentFile {
     /// In an archive: the exact float part of summed values (`SeriesRecord::exact_parts`),
     /// by local series index.
     pub(crate) exact: FxHashMap<u32, Box<[f64]>>,
-    /// Exemplar slots (`ExemplarsRecord`): the word index of each block, by local series
-    /// index; its slot count is the series' (1 for a counter, the buckets for a histogram).
-    pub(crate) exemplars: FxHashMap<u32, u32>,
-    /// Local series index by first slot word, of counters and histograms: built when the
-    /// first exemplars record is parsed (most segments have none).
-    by_slot_word: Option<FxHashMap<u32, u32>>,
+    /// Exemplar slots (`ExemplarsRecord`): the word index of each block and the words of
+    /// each of its slots, by local series index; its slot count is the series' (1 for a
+    /// counter, the buckets for a histogram).
+    pub(crate) exemplars: FxHashMap<u32, (u32, u32)>,
+    /// Exemplar slots in this segment of series declared by an earlier segment of the same
+    /// process (placed here when that one was full); resolved by the merge.
+    pub(crate) foreign_exemplars: Vec<ForeignExemplars>,
     /// In an archive: the segments (instance id, sequence) whose values it holds.
     pub(crate) folded: FxHashSet<(u64, u32)>,
     /// In an archive: the instance ids of its sealed parts.
@@ -210,6 +211,38 @@ pub(crate) fn open_segment(path: &Path, euid: u32) -> Result<SegmentFile, Reject
     Ok(segment)
 }
 
+/// A block of exemplar slots: its index (a word per slot, the time of its latest write) and
+/// the slots, of `width` words each.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExemplarBlock<'a> {
+    pub(crate) index: &'a [AtomicU64],
+    pub(crate) slots: &'a [AtomicU64],
+    pub(crate) width: usize,
+}
+
+/// Exemplar slots in one segment of series an earlier segment of the same process declares.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ForeignExemplars {
+    /// The declaring segment's sequence number.
+    pub(crate) sequence: u32,
+    /// The series' first slot word there.
+    pub(crate) slot_word: u32,
+    /// The first word of the slots, here.
+    pub(crate) block_word: u32,
+    /// Slots: checked against the series' family by the merge.
+    pub(crate) count: u32,
+    /// Words of each slot.
+    pub(crate) slot_words: u32,
+}
+
+/// Exemplar slots of a series of `def`: 1 for a counter, its buckets for a histogram.
+pub(crate) fn exemplar_count(def: &FamilyRecord) -> u32 {
+    match def.kind {
+        MetricKind::Counter => 1,
+        _ => def.bounds.len() as u32 + 1,
+    }
+}
+
 /// Whether series of `kind` may have exemplars: counters (on `_total`) and histograms (on
 /// each `_bucket`), as OpenMetrics has them.
 pub(crate) fn has_exemplars(kind: MetricKind) -> bool {
@@ -262,7 +295,7 @@ impl SegmentFile {
             processes: FxHashMap::default(),
             exact: FxHashMap::default(),
             exemplars: FxHashMap::default(),
-            by_slot_word: None,
+            foreign_exemplars: Vec::new(),
             folded: FxHashSet::default(),
             parts: Vec::new(),
             live: true,
@@ -478,26 +511,7 @@ impl SegmentFile {
                 self.parts.push(p.instance_id);
             }
             Record::Exemplars(e) => {
-                let local = self.series_at_slot_word(e.series_slot_offset / 8);
-                let Some(local) = local else {
-                    // A series over the limits was left out, and its exemplars with it.
-                    if self.refused.series > 0 {
-                        return Ok(());
-                    }
-                    return Err(fail(RecordFault::ExemplarsOfNoSeries(e.series_slot_offset)));
-                };
-                let def = &self.families[self.series[local as usize].family as usize];
-                let expected = match def.kind {
-                    MetricKind::Counter => 1,
-                    _ => def.bounds.len() as u32 + 1,
-                };
-                if e.count != expected {
-                    return Err(fail(RecordFault::ExemplarCountMismatch {
-                        count: e.count,
-                        expected,
-                    }));
-                }
-                let words = e.count as u64 * EXEMPLAR_WORDS as u64;
+                let words = exemplar_block_words(e.count as usize, e.slot_words as usize) as u64;
                 let block_end = e.block_offset.checked_add(words * 8);
                 let in_bounds = e.block_offset >= (HEADER_SIZE + end) as u64
                     && block_end.is_some_and(|end| end <= self.size() as u64);
@@ -509,7 +523,55 @@ impl SegmentFile {
                 }
                 let block_word = u32::try_from(e.block_offset / 8)
                     .map_err(|_| fail(RecordFault::SlotOffsetTooLarge(e.block_offset)))?;
-                if self.exemplars.insert(local, block_word).is_some() {
+                let sequence = self.header.sequence;
+                if e.series_sequence != sequence {
+                    // A writer places slots in a later segment only (an archive never).
+                    if e.series_sequence > sequence || self.header.is_archive() {
+                        return Err(fail(RecordFault::ExemplarsOfLaterSegment(
+                            e.series_sequence,
+                        )));
+                    }
+                    let slot_word = u32::try_from(e.series_slot_offset / 8).map_err(|_| {
+                        fail(RecordFault::ExemplarsOfNoSeries(e.series_slot_offset))
+                    })?;
+                    let foreign = ForeignExemplars {
+                        sequence: e.series_sequence,
+                        slot_word,
+                        block_word,
+                        count: e.count,
+                        slot_words: e.slot_words,
+                    };
+                    let twice = (self.foreign_exemplars.iter())
+                        .any(|f| (f.sequence, f.slot_word) == (foreign.sequence, slot_word));
+                    if twice {
+                        return Err(fail(RecordFault::ExemplarsTwice(e.series_slot_offset)));
+                    }
+                    self.foreign_exemplars.push(foreign);
+                    return Ok(());
+                }
+                let local = u32::try_from(e.series_slot_offset / 8)
+                    .ok()
+                    .and_then(|w| self.series_by_slot_word(w));
+                let Some(local) = local else {
+                    // A series over the limits was left out, and its exemplars with it.
+                    if self.refused.series > 0 {
+                        return Ok(());
+                    }
+                    return Err(fail(RecordFault::ExemplarsOfNoSeries(e.series_slot_offset)));
+                };
+                let def = &self.families[self.series[local as usize].family as usize];
+                let expected = exemplar_count(def);
+                if e.count != expected {
+                    return Err(fail(RecordFault::ExemplarCountMismatch {
+                        count: e.count,
+                        expected,
+                    }));
+                }
+                if self
+                    .exemplars
+                    .insert(local, (block_word, e.slot_words))
+                    .is_some()
+                {
                     return Err(fail(RecordFault::ExemplarsTwice(e.series_slot_offset)));
                 }
             }
@@ -576,11 +638,6 @@ impl SegmentFile {
                 if let Some(p) = s.process {
                     self.processes.insert(self.series.len() as u32, p);
                 }
-                if let Some(by_slot_word) = &mut self.by_slot_word
-                    && has_exemplars(def.kind)
-                {
-                    by_slot_word.insert(slot_word, self.series.len() as u32);
-                }
                 self.series.push(LocalSeries {
                     family: family as u32,
                     slot_word,
@@ -598,31 +655,38 @@ impl SegmentFile {
         Ok(())
     }
 
-    /// The local index of the counter or histogram series whose slots start at word
-    /// `slot_word`.
-    fn series_at_slot_word(&mut self, slot_word: u64) -> Option<u32> {
-        let slot_word = u32::try_from(slot_word).ok()?;
-        let (series, families) = (&self.series, &self.families);
-        let by_slot_word = self.by_slot_word.get_or_insert_with(|| {
-            (series.iter().enumerate())
-                .filter(|(_, s)| has_exemplars(families[s.family as usize].kind))
-                .map(|(i, s)| (s.slot_word, i as u32))
-                .collect()
-        });
-        by_slot_word.get(&slot_word).copied()
+    /// The exemplar block of series `i`, if it has one in this segment.
+    pub(crate) fn exemplar_slots(&self, i: u32) -> Option<ExemplarBlock<'_>> {
+        let &(block_word, slot_words) = self.exemplars.get(&i)?;
+        let def = &self.families[self.series[i as usize].family as usize];
+        self.exemplar_block(block_word, exemplar_count(def), slot_words)
     }
 
-    /// The exemplar slot words of series `i`, if it has exemplar slots: one
-    /// [`EXEMPLAR_WORDS`] slot per sample with an exemplar.
-    pub(crate) fn exemplar_slots(&self, i: u32) -> Option<&[AtomicU64]> {
-        let &block_word = self.exemplars.get(&i)?;
-        let def = &self.families[self.series[i as usize].family as usize];
-        let count = match def.kind {
-            MetricKind::Counter => 1,
-            _ => def.bounds.len() + 1,
-        };
-        let first = block_word as usize;
-        Some(&self.words()[first..first + count * EXEMPLAR_WORDS])
+    /// The block of `count` exemplar slots of `slot_words` words from word `block_word`
+    /// (validated when parsed).
+    pub(crate) fn exemplar_block(
+        &self,
+        block_word: u32,
+        count: u32,
+        slot_words: u32,
+    ) -> Option<ExemplarBlock<'_>> {
+        let (first, count, width) = (block_word as usize, count as usize, slot_words as usize);
+        let words = (self.words()).get(first..first + exemplar_block_words(count, width))?;
+        let (index, slots) = words.split_at(count);
+        Some(ExemplarBlock {
+            index,
+            slots,
+            width,
+        })
+    }
+
+    /// The local index of the counter or histogram series whose slots start at word
+    /// `slot_word`, found by bisection: a writer places each series' slots below the
+    /// previous one's. `None` if there is none (or the order is not a writer's).
+    pub(crate) fn series_by_slot_word(&self, slot_word: u32) -> Option<u32> {
+        let i = (self.series).partition_point(|s| s.slot_word > slot_word);
+        let s = self.series.get(i).filter(|s| s.slot_word == slot_word)?;
+        has_exemplars(self.families[s.family as usize].kind).then_some(i as u32)
     }
 
     /// The slot words of series `i`.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shmetrics_layout::exemplar::EXEMPLAR_WORDS;
 use shmetrics_reader::inspect::{RecordEntry, inspect};
 use shmetrics_reader::{Format, PrefixFilter, Reader};
 use shmetrics_writer::{Error, Options, Registry};
@@ -205,15 +204,18 @@ fn labels_openmetrics_refuses_store_nothing() {
     assert_eq!(shown[0].value, 2.0);
 }
 
-/// The exemplar slots of the only exemplars record of `path`'s segment: (byte offset,
-/// count).
+/// The exemplar slots of the only exemplars record of `path`'s segment: (byte offset of the
+/// first slot, after the block's index of a word per slot; count).
 fn exemplar_block(path: &Path) -> (u64, u32) {
     let dump = inspect(path).unwrap();
     let blocks: Vec<(u64, u32)> = dump
         .records
         .iter()
         .filter_map(|r| match &r.entry {
-            RecordEntry::Exemplars { record, .. } => Some((record.block_offset, record.count)),
+            RecordEntry::Exemplars { record, .. } => Some((
+                record.block_offset + u64::from(record.count) * 8,
+                record.count,
+            )),
             _ => None,
         })
         .collect();
@@ -271,7 +273,6 @@ fn a_write_left_unfinished_or_corrupt_bytes_are_never_shown() {
     let shown = exemplars(&scrape(&mut reader, Format::OpenMetrics));
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].labels, "trace_id=\"again\"");
-    let _ = EXEMPLAR_WORDS;
 }
 
 #[test]
@@ -308,8 +309,8 @@ fn a_segment_without_room_drops_exemplars_and_keeps_values() {
         ..Options::default()
     };
     let r = Registry::open_simulating_pid(dir.path(), options, 1).unwrap();
-    // Eleven buckets of exemplars take 11 KiB: more than the segment has.
-    let bounds: Vec<f64> = (1..=10).map(f64::from).collect();
+    // 41 buckets of narrow exemplar slots take 5 KiB: more than the segment has.
+    let bounds: Vec<f64> = (1..=40).map(f64::from).collect();
     let h = r.histogram("lat", "Latency.", &[], &bounds).unwrap();
     h.unlabelled()
         .unwrap()
@@ -404,4 +405,126 @@ fn concurrent_writers_never_show_a_torn_or_misplaced_exemplar() {
         drop(w.join().unwrap());
     }
     assert!(seen > 300, "only {seen} exemplars seen");
+}
+
+/// A process whose segment is full when its series gets a first exemplar places the slots
+/// in a later segment of its own: shown as any other, and kept by compactions that fold
+/// a process's segments in one batch even when the archive part size splits the dead
+/// segments (another process's big segment lies between them in age).
+#[test]
+fn exemplar_slots_in_a_later_segment_are_found_and_compacted_with_their_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options {
+        initial_segment_size: 4096,
+        max_segment_size: 4096,
+        ..Options::default()
+    };
+    let a = Registry::open_simulating_pid(dir.path(), small, 1).unwrap();
+    let requests = a.counter("req", "Requests.", &[]).unwrap();
+    let c = requests.unlabelled().unwrap().clone();
+    c.inc();
+    std::thread::sleep(Duration::from_millis(5));
+    let big = Options {
+        initial_segment_size: 1 << 20,
+        ..Options::default()
+    };
+    let b = Registry::open_simulating_pid(dir.path(), big, 2).unwrap();
+    b.gauge("other", "Other.", &[], shmetrics_writer::GaugeMode::Sum)
+        .unwrap()
+        .unlabelled()
+        .unwrap()
+        .set(1.0);
+    std::thread::sleep(Duration::from_millis(5));
+    // Fill the first segment until a second one is opened (after b's, in age).
+    let fill = a.counter("fill", "Filler.", &["i"]).unwrap();
+    for i in 0.. {
+        fill.labels([i.to_string()]).unwrap().inc();
+        if a.segment_paths().len() == 2 {
+            break;
+        }
+    }
+    c.inc_by_with_exemplar(1.0, &[("trace_id", "late")])
+        .unwrap();
+    let paths = a.segment_paths();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    // The slots are in the second segment, the series in the first.
+    assert_eq!(exemplar_block(&paths[1]).1, 1);
+
+    let mut reader = Reader::open(dir.path()).unwrap();
+    let shown = |reader: &mut Reader| {
+        let text = scrape(reader, Format::OpenMetrics);
+        let e = exemplars(&text);
+        assert_eq!(e.len(), 1, "{text}");
+        (e[0].sample.clone(), e[0].labels.clone())
+    };
+    let want = ("req_total 2.0".to_owned(), "trace_id=\"late\"".to_owned());
+    assert_eq!(shown(&mut reader), want);
+    drop((a, requests, c, fill, b));
+    assert_eq!(shown(&mut reader), want, "dead");
+    // The smallest part size: the dead segments of both processes do not fit one batch,
+    // and the compaction folds them in several (a's two in one).
+    reader.set_archive_part_size(0);
+    let report = reader.compact().unwrap();
+    assert_eq!(report.folded_segments, 3, "{report:?}");
+    assert_eq!(report.generation, Some(1), "two batches: {report:?}");
+    assert_eq!(shown(&mut reader), want, "after the compaction");
+    assert_eq!(
+        shown(&mut Reader::open(dir.path()).unwrap()),
+        want,
+        "a fresh reader"
+    );
+}
+
+/// A series' slots are sized by its first exemplar: narrow (96 bytes of labels: a trace id
+/// and a span id) or the widest; a later exemplar wider than its slots is dropped, one that
+/// fits replaces the shown one.
+#[test]
+fn slots_are_sized_by_the_first_exemplar() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = process(dir.path(), 1);
+    let family = r.counter("req", "Requests.", &["k"]).unwrap();
+    let (narrow, wide) = (family.labels(["n"]).unwrap(), family.labels(["w"]).unwrap());
+    let long = "x".repeat(110);
+    narrow
+        .inc_by_with_exemplar(1.0, &[("trace_id", "short")])
+        .unwrap();
+    narrow
+        .inc_by_with_exemplar(1.0, &[("trace_id", long.as_str())])
+        .unwrap();
+    wide.inc_by_with_exemplar(1.0, &[("trace_id", long.as_str())])
+        .unwrap();
+    wide.inc_by_with_exemplar(1.0, &[("trace_id", "short")])
+        .unwrap();
+    let text = scrape(&mut Reader::open(dir.path()).unwrap(), Format::OpenMetrics);
+    let shown: Vec<(String, String)> = exemplars(&text)
+        .into_iter()
+        .map(|e| (e.sample, e.labels))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "req_total{k=\"n\"} 2.0".to_owned(),
+                "trace_id=\"short\"".to_owned()
+            ),
+            (
+                "req_total{k=\"w\"} 2.0".to_owned(),
+                "trace_id=\"short\"".to_owned()
+            ),
+        ],
+        "{text}"
+    );
+    narrow
+        .inc_by_with_exemplar(1.0, &[("trace_id", "again")])
+        .unwrap();
+    let widths: Vec<u32> = inspect(&only_segment(dir.path()))
+        .unwrap()
+        .records
+        .iter()
+        .filter_map(|r| match &r.entry {
+            RecordEntry::Exemplars { record, .. } => Some(record.slot_words),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(widths, [16, 132]);
 }

@@ -596,9 +596,12 @@ fn single_thread_fork_child() {
         .unlabelled()
         .unwrap()
         .clone();
-    for _ in 0..3 {
+    for _ in 0..2 {
         ops.inc();
     }
+    // An exemplar before the fork: its slots are placed in the segment the child copies.
+    ops.inc_by_with_exemplar(1.0, &[("at", "before-fork")])
+        .unwrap();
     // libtest runs this test on a thread of its own while its main thread waits for the
     // result; that must be the only other thread (the registry starts none).
     let others = other_threads();
@@ -615,9 +618,11 @@ fn single_thread_fork_child() {
     // into libtest: `run_grandchild` exits.
     match unsafe { nix::unistd::fork() }.expect("fork") {
         ForkResult::Child => run_grandchild(|| {
-            for _ in 0..5 {
+            for _ in 0..4 {
                 ops.inc();
             }
+            ops.inc_by_with_exemplar(1.0, &[("at", "grandchild")])
+                .unwrap();
             own.set(ops.get());
             say(format!(
                 "grandchild pid={} recreations={} segments={}",
@@ -658,6 +663,17 @@ fn fields(line: &str) -> (&str, BTreeMap<&str, &str>) {
         })
         .collect();
     (word, pairs)
+}
+
+/// The `at` label of the exemplar of counter `name`'s unlabelled series.
+fn exemplar_label(snapshot: &Snapshot, name: &str) -> Option<String> {
+    let series = snapshot.family(name)?.series.first()?;
+    let exemplar = series.exemplars.as_deref()?.first()?.as_ref()?;
+    exemplar
+        .labels
+        .iter()
+        .find(|(n, _)| n == "at")
+        .map(|(_, v)| v.clone())
 }
 
 /// The snapshot of one segment file alone, read from a copy in a directory of its own.
@@ -716,6 +732,11 @@ fn forked_child_writes_its_own_segment() {
     assert_clean(&merged);
     assert_eq!(merged.report.live_segments, 2);
     assert_eq!(counter(&merged.snapshot, "forked_ops", ""), Some(15.0));
+    // Merged, the newest exemplar: the grandchild's.
+    assert_eq!(
+        exemplar_label(&merged.snapshot, "forked_ops"),
+        Some("grandchild".to_owned())
+    );
     let mut per_pid = vec![(original, 10.0), (grandchild, 5.0)];
     per_pid.sort_by_key(|&(pid, _)| pid);
     assert_eq!(
@@ -733,6 +754,18 @@ fn forked_child_writes_its_own_segment() {
             "segment of {pid}"
         );
         assert_eq!(per_process_gauge(&alone, "forked_own_ops"), [(*pid, want)]);
+        // Its exemplar too: the grandchild's slots start empty (a copy of the records, not
+        // of the values) and hold its own; the original keeps its own.
+        let want = if *pid == original {
+            "before-fork"
+        } else {
+            "grandchild"
+        };
+        assert_eq!(
+            exemplar_label(&alone, "forked_ops"),
+            Some(want.to_owned()),
+            "segment of {pid}"
+        );
     }
 
     child.close_stdin();

@@ -256,6 +256,29 @@ impl GenWorkload {
         }
     }
 
+    /// As [`GenWorkload::round`], each counter increment and histogram observation with an
+    /// exemplar: a `trace_id` label of 32 hex digits (a W3C trace id) made of the round and
+    /// the series' index.
+    ///
+    /// # Errors
+    /// Never for these labels; the writer's error otherwise.
+    pub fn round_with_exemplars(&self, round: u64) -> Result<(), shmetrics_writer::Error> {
+        let trace = |i: usize| [("trace_id", format!("{round:016x}{i:016x}"))];
+        for (i, c) in self.counters.iter().enumerate() {
+            c.inc_by_with_exemplar(1.0, &trace(i))?;
+        }
+        for (i, h) in &self.histograms {
+            h.observe_with_exemplar(gen_value(round, *i), &trace(*i))?;
+        }
+        for g in &self.recent_gauges {
+            g.set((round + 1) as f64);
+        }
+        for g in &self.live_gauges {
+            g.set(1.0);
+        }
+        Ok(())
+    }
+
     /// Series registered.
     pub fn series(&self) -> usize {
         self.counters.len()

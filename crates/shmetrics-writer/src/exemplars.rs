@@ -4,7 +4,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use shmetrics_layout::exemplar::{EXEMPLAR_WORDS, encode_exemplar_labels, exemplar_store};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use shmetrics_layout::exemplar::{
+    encode_exemplar_labels, exemplar_index_store, exemplar_label_room, exemplar_slot_width,
+    exemplar_store,
+};
 use shmetrics_layout::view::SlotBlock;
 
 use crate::error::{Error, Result};
@@ -33,10 +38,14 @@ struct Inner {
     at: Option<SeriesAt>,
     /// Slots of the block: 1 for a counter, the buckets for a histogram.
     count: usize,
-    /// Set once, under the registry's state lock (so a `fork()` never finds it half-set);
-    /// `None` when the segment had no room.
-    block: OnceLock<Option<SlotBlock>>,
+    /// Set once, under the registry's state lock (so a `fork()` never finds it half-set),
+    /// with the width of each slot (chosen by the first exemplar's labels); `None` when no
+    /// segment had room.
+    block: OnceLock<Option<(SlotBlock, usize)>>,
 }
+
+/// Whether an exemplar too wide for its series' slots was dropped yet (logged once).
+static DROPPED_WIDE: AtomicBool = AtomicBool::new(false);
 
 impl std::fmt::Debug for ExemplarSlots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,33 +77,52 @@ impl ExemplarSlots {
     }
 
     /// Stores `encoded` labels (from [`ExemplarSlots::check`]) with `value` in slot `index`
-    /// (a histogram's bucket), timed now. A series whose segment has no room for its slots
-    /// stores none (see `State::place_exemplars`).
+    /// (a histogram's bucket), timed now. A series whose process cannot open a segment for
+    /// its slots stores none (see `State::place_exemplars`).
     /// A slot another thread of this process is writing at this instant keeps that
     /// thread's exemplar, as recent as this one.
     pub(crate) fn store(&self, index: usize, value: f64, encoded: &[u8]) {
         debug_assert!(index < self.inner.count);
-        if let Some(block) = self.block() {
-            let words = &block.words()[index * EXEMPLAR_WORDS..][..EXEMPLAR_WORDS];
-            exemplar_store(words, value, now_nanos(), encoded);
+        let Some((block, width)) = self.block(encoded.len()) else {
+            return;
+        };
+        if encoded.len() > exemplar_label_room(*width) {
+            if !DROPPED_WIDE.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "shmetrics: an exemplar of {} bytes of labels dropped: its series' slots hold {} (sized by its first exemplar); further drops are not logged",
+                    encoded.len(),
+                    exemplar_label_room(*width)
+                );
+            }
+            return;
+        }
+        // The block's index (a word per slot), then the slots.
+        let words = block.words();
+        let count = self.inner.count;
+        let slot = &words[count + index * width..][..*width];
+        let now = now_nanos();
+        if exemplar_store(slot, value, now, encoded) {
+            exemplar_index_store(&words[index], now);
         }
     }
 
-    /// The slots, placed on first use.
-    fn block(&self) -> Option<&SlotBlock> {
+    /// The slots and their width, placed on first use (sized for labels of `label_bytes`).
+    fn block(&self, label_bytes: usize) -> Option<&(SlotBlock, usize)> {
         if let Some(block) = self.inner.block.get() {
             return block.as_ref();
         }
-        self.place()
+        self.place(exemplar_slot_width(label_bytes))
     }
 
     #[cold]
-    fn place(&self) -> Option<&SlotBlock> {
+    fn place(&self, width: usize) -> Option<&(SlotBlock, usize)> {
         let inner = &*self.inner;
         let mut state = inner.shared.lock_state();
-        inner
-            .block
-            .get_or_init(|| state.place_exemplars(inner.at, inner.count))
+        (inner.block)
+            .get_or_init(|| {
+                let block = state.place_exemplars(&inner.shared, inner.at, inner.count, width);
+                block.map(|b| (b, width))
+            })
             .as_ref()
     }
 }

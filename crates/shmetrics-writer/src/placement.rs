@@ -7,7 +7,7 @@ use std::cell::OnceCell;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use shmetrics_layout::exemplar::EXEMPLAR_WORDS;
+use shmetrics_layout::exemplar::exemplar_block_words;
 use shmetrics_layout::record::{ExemplarsRecord, FamilyRecord, SeriesFields};
 use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::view::SlotBlock;
@@ -172,34 +172,48 @@ impl State {
         )
     }
 
-    /// Places `count` exemplar slots for the series at `at` in its own segment (readers
-    /// find them by the series' slot offset): the slots first, zero (never written), then
-    /// the record that publishes them. `None`, counted and logged once, when the segment has
-    /// no room left (its exemplars are not exported; the series' values are).
+    /// Places `count` exemplar slots of `slot_words` words for the series at `at`: the slots first, zero (never
+    /// written), then the record that publishes them, naming the series by its segment and
+    /// slot offset. In the series' own segment when it has room, else in the newest one, else
+    /// in a new continuation segment. `None`, counted and logged once, when none can be
+    /// opened (its exemplars are not exported; the series' values are).
     pub(crate) fn place_exemplars(
         &mut self,
+        shared: &Shared,
         at: Option<SeriesAt>,
         count: usize,
+        slot_words: usize,
     ) -> Option<SlotBlock> {
         let at = at?;
-        let width = count * EXEMPLAR_WORDS;
+        let width = exemplar_block_words(count, slot_words);
         let mut record = ExemplarsRecord {
+            // A segment's sequence number is its index among the process's segments.
+            series_sequence: at.segment as u32,
             series_slot_offset: at.slot_offset as u64,
             block_offset: 0,
             count: count as u32,
+            slot_words: slot_words as u32,
         };
-        let seg = self.segments.get_mut(at.segment)?;
-        if !seg.fits(record.encoded_len(), width) {
-            self.dropped_exemplars += 1;
-            if self.dropped_exemplars == 1 {
-                log::warn!(
-                    "shmetrics: no room for the exemplars of a series in {} ({} bytes); exemplars of series placed in a full segment are not exported",
-                    seg.path.display(),
-                    width * 8
-                );
+        let len = record.encoded_len();
+        let fits = |seg: &Segment| seg.fits(len, width);
+        let target = if self.segments.get(at.segment).is_some_and(fits) {
+            at.segment
+        } else {
+            if !self.segments.last().is_some_and(fits) {
+                let minimum = HEADER_SIZE + len + width * 8;
+                if let Err(e) = self.open_continuation(shared, minimum) {
+                    self.dropped_exemplars += 1;
+                    if self.dropped_exemplars == 1 {
+                        log::warn!(
+                            "shmetrics: exemplars of a series not exported ({e}); further drops are not logged"
+                        );
+                    }
+                    return None;
+                }
             }
-            return None;
-        }
+            self.segments.len() - 1
+        };
+        let seg = &mut self.segments[target];
         let offset = seg.alloc_slots(width);
         record.block_offset = offset as u64;
         seg.append_record(&record.encode());

@@ -67,6 +67,10 @@ pub(crate) struct GenerateArgs {
     /// writer's default).
     #[arg(long, value_name = "BYTES")]
     pub(crate) segment_size: Option<usize>,
+    /// Write each counter increment and histogram observation with an exemplar (a
+    /// `trace_id` label; gen workload only).
+    #[arg(long)]
+    pub(crate) exemplars: bool,
 }
 
 /// Arguments of the hidden `generate-worker` subcommand: one writer process.
@@ -93,6 +97,9 @@ pub(crate) struct WorkerArgs {
     /// Size of the first segment in bytes.
     #[arg(long)]
     pub(crate) segment_size: Option<usize>,
+    /// Exemplars on every counter increment and histogram observation.
+    #[arg(long)]
+    pub(crate) exemplars: bool,
 }
 
 /// Checks what the workers would otherwise each fail on, so the user gets one message.
@@ -120,6 +127,12 @@ fn check_args(args: &GenerateArgs) -> Result<(), CliError> {
                 format!("generate: {}: {e}", args.dir.display()),
             ));
         }
+    }
+    if args.exemplars && args.workload != WorkloadKind::Gen {
+        return Err(CliError::with_code(
+            2,
+            "generate: --exemplars is for the gen workload only".to_owned(),
+        ));
     }
     if let Some(size) = args.segment_size {
         let range = MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE;
@@ -151,6 +164,9 @@ fn worker_command(exe: &Path, args: &GenerateArgs, index: u32) -> Command {
         .stdin(Stdio::null());
     if let Some(size) = args.segment_size {
         cmd.arg("--segment-size").arg(size.to_string());
+    }
+    if args.exemplars {
+        cmd.arg("--exemplars");
     }
     if args.stay {
         cmd.arg("--stay")
@@ -352,7 +368,13 @@ pub(crate) fn run_worker(args: &WorkerArgs) -> Result<(), CliError> {
         WorkloadKind::Gen => {
             let w = GenWorkload::register(&registry, args.series).map_err(workload_err(index))?;
             for round in 0..args.ops {
-                w.round(round);
+                if args.exemplars {
+                    w.round_with_exemplars(round).map_err(|e| {
+                        CliError::new(format!("generate-worker {index}: exemplar: {e}"))
+                    })?;
+                } else {
+                    w.round(round);
+                }
             }
             Box::new(w)
         }
