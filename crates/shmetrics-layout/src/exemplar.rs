@@ -100,7 +100,7 @@ pub enum ExemplarError {
 pub fn encode_exemplar_labels<K: AsRef<str>, V: AsRef<str>>(
     labels: &[(K, V)],
 ) -> Result<Vec<u8>, ExemplarError> {
-    let mut chars = 0;
+    let mut bytes = 0;
     for (i, (name, value)) in labels.iter().enumerate() {
         let (name, value) = (name.as_ref(), value.as_ref());
         if !is_legacy_label_name(name) {
@@ -109,12 +109,18 @@ pub fn encode_exemplar_labels<K: AsRef<str>, V: AsRef<str>>(
         if labels[..i].iter().any(|(n, _)| n.as_ref() == name) {
             return Err(ExemplarError::DuplicateName(name.to_owned()));
         }
-        chars += name.chars().count() + value.chars().count();
+        bytes += name.len() + value.len();
     }
-    if chars > MAX_EXEMPLAR_CHARS {
-        return Err(ExemplarError::TooLong(chars));
+    // A character takes at least a byte: count them only when there may be too many.
+    if bytes > MAX_EXEMPLAR_CHARS {
+        let chars: usize = (labels.iter())
+            .map(|(n, v)| n.as_ref().chars().count() + v.as_ref().chars().count())
+            .sum();
+        if chars > MAX_EXEMPLAR_CHARS {
+            return Err(ExemplarError::TooLong(chars));
+        }
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(bytes + 4 * labels.len());
     for (name, value) in labels {
         for s in [name.as_ref(), value.as_ref()] {
             // At most 128 characters of 4 bytes: the length fits in a u16.

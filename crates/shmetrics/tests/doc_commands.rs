@@ -126,6 +126,13 @@ const PLANS: &[(&str, &str, Plan)] = &[
     ),
     (
         "docs/performance.md",
+        "cargo bench -p shmetrics-benches --bench writer -- exemplar_write",
+        Plan::Skip(
+            "a benchmark run (a minute on a quiet machine); the benches run in test mode in ci/test.sh",
+        ),
+    ),
+    (
+        "docs/performance.md",
         "cargo build --release -p shmetrics",
         Plan::Skip(
             "a benchmark run (minutes on a quiet machine; the scrape latency one rewrites a results file)",
