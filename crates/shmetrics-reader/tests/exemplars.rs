@@ -10,7 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shmetrics_reader::inspect::{RecordEntry, inspect};
 use shmetrics_reader::{Format, PrefixFilter, Reader};
-use shmetrics_writer::{Error, Options, Registry};
+use shmetrics_writer::{Counter, Error, Histogram, Options, Registry};
+
+#[allow(dead_code)]
+mod common;
+use common::{ChildProcess, child_role, param, say, wait_for_eof};
 
 fn now() -> f64 {
     SystemTime::now()
@@ -321,6 +325,123 @@ fn a_segment_without_room_drops_exemplars_and_keeps_values() {
     assert!(text.contains("lat_count 1\n"), "{text}");
 }
 
+/// Checks every exemplar of `text`, written with a `v` label of `<value>-<padding>` (one
+/// character repeated) by [`write_labelled`]: whole (its labels say its value), and for a
+/// histogram of `bounds` in its bucket. Returns how many there were.
+fn check_whole(text: &str, bounds: &[f64]) -> usize {
+    let shown = exemplars(text);
+    for e in &shown {
+        let label = e
+            .labels
+            .strip_prefix("v=\"")
+            .unwrap()
+            .strip_suffix('"')
+            .unwrap();
+        let (value, pad) = label.split_once('-').unwrap();
+        assert_eq!(value.parse::<f64>().unwrap(), e.value, "{e:?}");
+        let first = pad.chars().next();
+        assert!(pad.chars().all(|c| Some(c) == first), "{e:?}");
+        if let Some(le) = e.sample.split("le=\"").nth(1) {
+            let le = le.split('"').next().unwrap();
+            let i = match le {
+                "+Inf" => bounds.len(),
+                le => bounds
+                    .iter()
+                    .position(|b| *b == le.parse::<f64>().unwrap())
+                    .unwrap(),
+            };
+            let upper = bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            let lower = if i == 0 {
+                f64::NEG_INFINITY
+            } else {
+                bounds[i - 1]
+            };
+            assert!(lower < e.value && e.value <= upper, "{e:?}");
+        }
+    }
+    shown.len()
+}
+
+/// Observes `v` with an exemplar labelled `v="<v>-<pad * n>"` on `h` and `c`.
+fn write_labelled(h: &Histogram, c: &Counter, v: f64, pad: char, n: usize) {
+    let label = format!("{v}-{}", pad.to_string().repeat(n));
+    h.observe_with_exemplar(v, &[("v", label.as_str())])
+        .unwrap();
+    c.inc_by_with_exemplar(v, &[("v", label.as_str())]).unwrap();
+}
+
+/// A child process writing exemplars in a loop until its stdin closes (or it is killed).
+fn exemplar_writer_child() {
+    let dir: String = param("dir");
+    let r = Registry::open(&dir).unwrap();
+    let h = r
+        .histogram("lat", "Latency.", &[], &[1.0, 2.0, 5.0])
+        .unwrap();
+    let h = h.unlabelled().unwrap().clone();
+    let c = r.counter("req", "Requests.", &[]).unwrap();
+    let c = c.unlabelled().unwrap().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        wait_for_eof();
+        stopper.store(true, Ordering::Relaxed);
+    });
+    say("ready");
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // Labels of 3 to 92 bytes: narrow slots, filled to different lengths.
+        write_labelled(
+            &h,
+            &c,
+            (i % 61) as f64 / 10.0 + 0.05,
+            'p',
+            (i % 90) as usize,
+        );
+        i += 1;
+    }
+}
+
+/// Real processes write exemplars in a loop while the test scrapes; one is killed with
+/// SIGKILL mid-loop (most of its time is spent inside exemplar writes): every exemplar
+/// shown, before and after, is whole and in its bucket, and the survivors' keep coming.
+#[test]
+fn processes_killed_while_writing_exemplars_never_show_a_torn_one() {
+    const TEST: &str = "processes_killed_while_writing_exemplars_never_show_a_torn_one";
+    if let Some(role) = child_role() {
+        assert_eq!(role, "writer");
+        return exemplar_writer_child();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let param = ("dir", dir.path().to_str().unwrap().to_owned());
+    let mut children: Vec<ChildProcess> = (0..3)
+        .map(|_| ChildProcess::spawn(TEST, "writer", std::slice::from_ref(&param)))
+        .collect();
+    for child in &mut children {
+        assert_eq!(child.expect_line(Duration::from_secs(30)), "ready");
+    }
+    let mut reader = Reader::open(dir.path()).unwrap();
+    let bounds = [1.0, 2.0, 5.0];
+    let mut seen = 0;
+    for round in 0..200 {
+        if round == 100 {
+            children[0].sigkill();
+        }
+        seen += check_whole(&scrape(&mut reader, Format::OpenMetrics), &bounds);
+    }
+    assert!(seen > 200, "only {seen} exemplars seen");
+    let report = reader.snapshot().report;
+    assert_eq!((report.live_segments, report.dead_segments), (2, 1));
+    for mut child in children.drain(1..) {
+        child.close_stdin();
+        child.expect_success(Duration::from_secs(30));
+    }
+    // All dead now, the killed one's slots as it left them: still nothing torn.
+    let text = scrape(&mut reader, Format::OpenMetrics);
+    assert!(check_whole(&text, &bounds) > 0, "{text}");
+    reader.compact().unwrap();
+    assert!(check_whole(&scrape(&mut reader, Format::OpenMetrics), &bounds) > 0);
+}
+
 /// Several processes (threads with registries of their own) observe with exemplars whose
 /// labels repeat their value while the test scrapes: every exemplar shown is whole (its
 /// labels match its value) and lies in its bucket.
@@ -345,20 +466,13 @@ fn concurrent_writers_never_show_a_torn_or_misplaced_exemplar() {
                     let mut j = 0u64;
                     while !stop2.load(Ordering::Relaxed) {
                         let v = (j % 70) as f64 / 10.0;
-                        let label = format!("{v}-{}", "p".repeat((j % 90) as usize));
-                        h2.observe_with_exemplar(v, &[("v", label.as_str())])
-                            .unwrap();
-                        c2.inc_by_with_exemplar(v, &[("v", label.as_str())])
-                            .unwrap();
+                        write_labelled(&h2, &c2, v, 'p', (j % 90) as usize);
                         j += 1;
                     }
                 });
                 while !stop.load(Ordering::Relaxed) {
                     let v = (i % 61) as f64 / 10.0 + 0.05;
-                    let label = format!("{v}-{}", "q".repeat((i % 100) as usize));
-                    h.observe_with_exemplar(v, &[("v", label.as_str())])
-                        .unwrap();
-                    c.inc_by_with_exemplar(v, &[("v", label.as_str())]).unwrap();
+                    write_labelled(&h, &c, v, 'q', (i % 90) as usize);
                     i += 1;
                 }
                 twin.join().unwrap();
@@ -369,36 +483,7 @@ fn concurrent_writers_never_show_a_torn_or_misplaced_exemplar() {
     let mut reader = Reader::open(dir.path()).unwrap();
     let mut seen = 0;
     for _ in 0..300 {
-        let text = scrape(&mut reader, Format::OpenMetrics);
-        for e in exemplars(&text) {
-            let label = e
-                .labels
-                .strip_prefix("v=\"")
-                .unwrap()
-                .strip_suffix('"')
-                .unwrap();
-            let (value, pad) = label.split_once('-').unwrap();
-            assert_eq!(value.parse::<f64>().unwrap(), e.value, "{e:?}");
-            assert!(
-                pad.chars().all(|c| c == pad.chars().next().unwrap_or('p')),
-                "{e:?}"
-            );
-            if let Some(le) = e.sample.split("le=\"").nth(1) {
-                let le = le.split('"').next().unwrap();
-                let i = ["1.0", "2.0", "5.0", "+Inf"]
-                    .iter()
-                    .position(|b| *b == le)
-                    .unwrap();
-                let upper = BOUNDS.get(i).copied().unwrap_or(f64::INFINITY);
-                let lower = if i == 0 {
-                    f64::NEG_INFINITY
-                } else {
-                    BOUNDS[i - 1]
-                };
-                assert!(lower < e.value && e.value <= upper, "{e:?}");
-            }
-            seen += 1;
-        }
+        seen += check_whole(&scrape(&mut reader, Format::OpenMetrics), &BOUNDS);
     }
     stop.store(true, Ordering::Relaxed);
     for w in writers {
