@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use shmetrics_layout::MetricKind;
-use shmetrics_layout::exemplar::encode_exemplar_labels;
+use shmetrics_layout::exemplar::{encode_exemplar_labels, exemplar_count};
 use shmetrics_layout::limits::{MAX_BUCKETS, MAX_LABEL_SET_LEN, MAX_LABELS};
 use shmetrics_layout::names::{
     Escaping, escaped_name, exposed_names, is_legacy_label_name, is_valid_label_name,
@@ -96,11 +96,8 @@ fn check_series(f: &Family, s: &Series) {
     // Exemplars: one per `_total` or `_bucket` sample, within OpenMetrics' limits, each
     // histogram exemplar in its bucket, none shown empty.
     if let Some(exemplars) = &s.exemplars {
-        let samples = match f.kind {
-            MetricKind::Counter => 1,
-            MetricKind::Histogram => f.bounds.len() + 1,
-            _ => panic!("{} ({}) has exemplars", f.name, f.kind),
-        };
+        let samples = exemplar_count(f.kind, f.bounds.len())
+            .unwrap_or_else(|| panic!("{} ({}) has exemplars", f.name, f.kind));
         assert_eq!(exemplars.len(), samples, "{s:?}");
         assert!(exemplars.iter().any(Option::is_some), "{s:?}");
         for (i, e) in exemplars.iter().enumerate() {

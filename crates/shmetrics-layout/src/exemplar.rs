@@ -21,6 +21,7 @@
 //! mid-write leaves the sequence odd: readers never show that slot. `docs/concurrency.md`
 //! lists the orderings (`exemplar-seq`, `exemplar-data`).
 
+use crate::MetricKind;
 use crate::names::is_legacy_label_name;
 use crate::sync::{AtomicU64, Ordering, fence, spin_loop};
 
@@ -205,6 +206,17 @@ pub fn exemplar_slot_words(exemplar: &Exemplar, width: usize) -> Option<Vec<u64>
         *word = u64::from_ne_bytes(bytes);
     }
     Some(words)
+}
+
+/// Exemplar slots of a series of `kind` with `buckets` finite bounds: a counter's one (its
+/// `_total` sample), a histogram's one per bucket with `+Inf`; `None` for the other kinds,
+/// whose samples OpenMetrics gives no exemplar.
+pub const fn exemplar_count(kind: MetricKind, buckets: usize) -> Option<usize> {
+    match kind {
+        MetricKind::Counter => Some(1),
+        MetricKind::Histogram => Some(buckets + 1),
+        _ => None,
+    }
 }
 
 /// Words of a block of `count` exemplar slots of `slot_words` words: an index of `count`

@@ -26,7 +26,7 @@ use shmetrics_layout::{GaugeMode, MetricKind};
 use crate::exact::ExactSum;
 use crate::render::{SeriesText, SnapshotText};
 use crate::report::{Conflict, ConflictKind};
-use crate::segment::{ExemplarBlock, NOT_CREATED, SegmentFile, exemplar_count};
+use crate::segment::{ExemplarBlock, NOT_CREATED, SegmentFile, exemplar_slots_of};
 use crate::snapshot::{Exemplar, Exemplars, Family, Series, SeriesLabels, Snapshot, Value};
 
 struct MergedFamily {
@@ -653,7 +653,7 @@ fn fold_segment<'a>(
         let def = &owner.seg.families[s.family as usize];
         let family = owner.links.families[s.family as usize] as usize;
         let (true, Some(_), Some(slots), Some(&merged)) = (
-            owner_compat[s.family as usize] && exemplar_count(def) == f.count,
+            owner_compat[s.family as usize] && exemplar_slots_of(def) == f.count,
             &resolved[family],
             seg.exemplar_block(f.block_word, f.count, f.slot_words),
             owner.links.series.get(i as usize),

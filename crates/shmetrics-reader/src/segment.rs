@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use rustc_hash::{FxHashMap, FxHashSet};
-use shmetrics_layout::exemplar::exemplar_block_words;
+use shmetrics_layout::exemplar::{exemplar_block_words, exemplar_count};
 use shmetrics_layout::fault::{self, Watch};
 use shmetrics_layout::limits;
 use shmetrics_layout::record::{
@@ -235,18 +235,9 @@ pub(crate) struct ForeignExemplars {
     pub(crate) slot_words: u32,
 }
 
-/// Exemplar slots of a series of `def`: 1 for a counter, its buckets for a histogram.
-pub(crate) fn exemplar_count(def: &FamilyRecord) -> u32 {
-    match def.kind {
-        MetricKind::Counter => 1,
-        _ => def.bounds.len() as u32 + 1,
-    }
-}
-
-/// Whether series of `kind` may have exemplars: counters (on `_total`) and histograms (on
-/// each `_bucket`), as OpenMetrics has them.
-pub(crate) fn has_exemplars(kind: MetricKind) -> bool {
-    matches!(kind, MetricKind::Counter | MetricKind::Histogram)
+/// Exemplar slots of a series of `def` ([`exemplar_count`]); `0` for kinds without.
+pub(crate) fn exemplar_slots_of(def: &FamilyRecord) -> u32 {
+    exemplar_count(def.kind, def.bounds.len()).map_or(0, |n| n as u32)
 }
 
 /// Most parts an archive may list (at the default part size, 64 GiB of dead data).
@@ -511,18 +502,9 @@ impl SegmentFile {
                 self.parts.push(p.instance_id);
             }
             Record::Exemplars(e) => {
-                let words = exemplar_block_words(e.count as usize, e.slot_words as usize) as u64;
-                let block_end = e.block_offset.checked_add(words * 8);
-                let in_bounds = e.block_offset >= (HEADER_SIZE + end) as u64
-                    && block_end.is_some_and(|end| end <= self.size() as u64);
-                if !in_bounds {
-                    return Err(fail(RecordFault::SlotsOutside {
-                        offset: e.block_offset,
-                        words,
-                    }));
-                }
-                let block_word = u32::try_from(e.block_offset / 8)
-                    .map_err(|_| fail(RecordFault::SlotOffsetTooLarge(e.block_offset)))?;
+                let words = exemplar_block_words(e.count as usize, e.slot_words as usize);
+                let block_word =
+                    (self.slots_within(e.block_offset, words as u64, end)).map_err(fail)?;
                 let sequence = self.header.sequence;
                 if e.series_sequence != sequence {
                     // A writer places slots in a later segment only (an archive never).
@@ -560,7 +542,7 @@ impl SegmentFile {
                     return Err(fail(RecordFault::ExemplarsOfNoSeries(e.series_slot_offset)));
                 };
                 let def = &self.families[self.series[local as usize].family as usize];
-                let expected = exemplar_count(def);
+                let expected = exemplar_slots_of(def);
                 if e.count != expected {
                     return Err(fail(RecordFault::ExemplarCountMismatch {
                         count: e.count,
@@ -591,17 +573,7 @@ impl SegmentFile {
                 };
                 labels.map_err(|e| fail(e.into()))?;
                 let width = slot_words(def.kind, def.bounds.len()) as u64;
-                let slots_end = s.slot_offset.checked_add(width * 8);
-                let in_bounds = s.slot_offset >= (HEADER_SIZE + end) as u64
-                    && slots_end.is_some_and(|e| e <= self.size() as u64);
-                if !in_bounds {
-                    return Err(fail(RecordFault::SlotsOutside {
-                        offset: s.slot_offset,
-                        words: width,
-                    }));
-                }
-                let slot_word = u32::try_from(s.slot_offset / 8)
-                    .map_err(|_| fail(RecordFault::SlotOffsetTooLarge(s.slot_offset)))?;
+                let slot_word = self.slots_within(s.slot_offset, width, end).map_err(fail)?;
                 // Only an archive holds per-process values, and only of `all` gauges, which
                 // it must hold that way.
                 let per_process = self.header.is_archive() && def.mode == Some(GaugeMode::All);
@@ -655,11 +627,23 @@ impl SegmentFile {
         Ok(())
     }
 
+    /// The word index of `words` slot words at byte `offset`, checked to lie between the end
+    /// of the record that declares them (metadata offset `record_end`) and the end of the file.
+    fn slots_within(&self, offset: u64, words: u64, record_end: usize) -> Result<u32, RecordFault> {
+        let slots_end = offset.checked_add(words * 8);
+        let in_bounds = offset >= (HEADER_SIZE + record_end) as u64
+            && slots_end.is_some_and(|e| e <= self.size() as u64);
+        if !in_bounds {
+            return Err(RecordFault::SlotsOutside { offset, words });
+        }
+        u32::try_from(offset / 8).map_err(|_| RecordFault::SlotOffsetTooLarge(offset))
+    }
+
     /// The exemplar block of series `i`, if it has one in this segment.
     pub(crate) fn exemplar_slots(&self, i: u32) -> Option<ExemplarBlock<'_>> {
         let &(block_word, slot_words) = self.exemplars.get(&i)?;
         let def = &self.families[self.series[i as usize].family as usize];
-        self.exemplar_block(block_word, exemplar_count(def), slot_words)
+        self.exemplar_block(block_word, exemplar_slots_of(def), slot_words)
     }
 
     /// The block of `count` exemplar slots of `slot_words` words from word `block_word`
@@ -686,7 +670,8 @@ impl SegmentFile {
     pub(crate) fn series_by_slot_word(&self, slot_word: u32) -> Option<u32> {
         let i = (self.series).partition_point(|s| s.slot_word > slot_word);
         let s = self.series.get(i).filter(|s| s.slot_word == slot_word)?;
-        has_exemplars(self.families[s.family as usize].kind).then_some(i as u32)
+        let def = &self.families[s.family as usize];
+        (exemplar_slots_of(def) > 0).then_some(i as u32)
     }
 
     /// The slot words of series `i`.

@@ -22,7 +22,8 @@ use crate::placement::{SeriesAt, Shared};
 #[derive(Debug)]
 pub struct Placed {
     pub(crate) slots: SlotBlock,
-    pub(crate) exemplars: ExemplarSlots,
+    /// For counters and histograms, the kinds with exemplars.
+    pub(crate) exemplars: Option<ExemplarSlots>,
 }
 
 /// A child's exemplar slots, placed on first use; shared by the handle's clones.

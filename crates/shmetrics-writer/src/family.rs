@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::exemplars::{ExemplarSlots, Placed};
 use crate::identity::now_nanos;
 use crate::placement::Shared;
+use shmetrics_layout::exemplar::exemplar_count;
 
 /// A child handle type: what a family hands out per label set.
 pub trait Child: Send + Sync + Sized + 'static {
@@ -126,12 +127,9 @@ impl<C: Child> Family<C> {
             || {
                 let (slots, at) = state.place_series(&self.core.shared, def, values);
                 let key = values.iter().map(|v| Box::from(v.as_ref())).collect();
-                // A counter's `_total` has an exemplar; a histogram's buckets each have one.
-                let exemplars = match C::KIND {
-                    MetricKind::Counter => 1,
-                    _ => def.bounds.len() + 1,
-                };
-                let exemplars = ExemplarSlots::new(Arc::clone(&self.core.shared), at, exemplars);
+                // Counters and histograms only: the kinds with exemplars.
+                let exemplars = exemplar_count(C::KIND, def.bounds.len())
+                    .map(|n| ExemplarSlots::new(Arc::clone(&self.core.shared), at, n));
                 (key, C::from_slots(Placed { slots, exemplars }, def))
             },
         );
@@ -169,7 +167,7 @@ impl Child for Counter {
     fn from_slots(placed: Placed, _def: &FamilyDef) -> Self {
         Self {
             slots: placed.slots,
-            exemplars: placed.exemplars,
+            exemplars: (placed.exemplars).expect("a counter or histogram has exemplar slots"),
         }
     }
 }
@@ -313,7 +311,7 @@ impl Child for Histogram {
         Self {
             slots: placed.slots,
             bounds: Arc::clone(&def.bounds),
-            exemplars: placed.exemplars,
+            exemplars: (placed.exemplars).expect("a counter or histogram has exemplar slots"),
         }
     }
 }
