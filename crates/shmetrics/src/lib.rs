@@ -29,6 +29,7 @@ pub mod prometheus_client_collector;
 pub mod prometheus_collector;
 pub mod push;
 pub mod server;
+pub mod web_config;
 
 pub use shmetrics_reader::{Format, PrefixFilter, Reader, ReaderError, ScrapeReport};
 

@@ -158,6 +158,14 @@ pub(crate) struct HttpArgs {
     /// answered with a 500 that says so. Bodies over 32 MiB are streamed, not held.
     #[arg(long, value_name = "MIB", default_value_t = shmetrics::server::DEFAULT_MAX_SCRAPE_BYTES >> 20)]
     pub(crate) max_scrape_mib: u64,
+    /// The exporter-toolkit web configuration file, as Prometheus' exporters take it: TLS
+    /// (tls_server_config: cert_file, key_file, client_auth_type, client_ca_file,
+    /// client_allowed_sans, min_version, cipher_suites, ...), basic authentication
+    /// (basic_auth_users with bcrypt hashes, basic_auth_excluded_paths),
+    /// http_server_config.headers and rate_limit. Checked at start-up: a bad file exits
+    /// with the key and the reason. Certificate files are re-read when they change.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub(crate) web_config_file: Option<std::path::PathBuf>,
 }
 
 /// Worker threads of the runtime: requests are light, snapshots and rendering run on the
@@ -184,8 +192,23 @@ pub(crate) fn listen_address(command: &str, args: &HttpArgs) -> Result<SocketAdd
 }
 
 /// Server options from the command line.
-pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> ServerOptions {
-    ServerOptions {
+///
+/// # Errors
+/// Exit status 2 when the web configuration file cannot be read or is refused.
+pub(crate) fn options(
+    command: &str,
+    dir: &Path,
+    listen: SocketAddr,
+    args: &HttpArgs,
+) -> Result<ServerOptions, CliError> {
+    let web_config = match &args.web_config_file {
+        Some(path) => Some(
+            shmetrics::web_config::WebConfig::load(path)
+                .map_err(|e| CliError::with_code(2, format!("{command}: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(ServerOptions {
         dir: dir.to_owned(),
         listen,
         prefixes: args.prefixes.clone(),
@@ -203,7 +226,8 @@ pub(crate) fn options(dir: &Path, listen: SocketAddr, args: &HttpArgs) -> Server
         max_scrape_bytes: args.max_scrape_mib.saturating_mul(1 << 20),
         process_metrics: args.process_metrics,
         created_series: !args.no_created_series && shmetrics::server::created_series_from_env(),
-    }
+        web_config,
+    })
 }
 
 /// Binds, failing with exit status 2 and a message naming the directory or address.
@@ -247,7 +271,8 @@ pub(crate) fn warn_about_directory(command: &str, dir: &std::path::Path) {
 
 pub(crate) fn announce(server: &Server) {
     eprintln!(
-        "serving http://{}/metrics from {}",
+        "serving {}://{}/metrics from {}",
+        if server.tls() { "https" } else { "http" },
         server.local_addr(),
         server.dir().display()
     );

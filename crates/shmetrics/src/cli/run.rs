@@ -211,7 +211,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, CliError> {
         _ => create_private_dir(&std::env::temp_dir())
             .map_err(|e| own_failure(CliError::new(format!("run: {e}"))))?,
     };
-    let server = bind("run", options(&dir.path, listen, &args.http)).map_err(own_failure)?;
+    let server = bind(
+        "run",
+        options("run", &dir.path, listen, &args.http).map_err(own_failure)?,
+    )
+    .map_err(own_failure)?;
     if !dir.owned {
         warn_unless_writable(&dir.path);
         warn_about_directory("run", &dir.path);

@@ -31,7 +31,7 @@ pub(crate) struct ServeArgs {
 /// `DYN_SYSTEM_PORT`; 1 when the runtime or the signal handlers cannot be set up.
 pub(crate) fn run(args: &ServeArgs) -> Result<(), CliError> {
     let listen = listen_address("serve", &args.http)?;
-    let server = bind("serve", options(&args.dir, listen, &args.http))?;
+    let server = bind("serve", options("serve", &args.dir, listen, &args.http)?)?;
     let rt = runtime("serve")?;
     let result = rt.block_on(async {
         let mut signals = Signals::new()

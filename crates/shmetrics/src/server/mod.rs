@@ -30,12 +30,15 @@
 //! a writer wait. Compaction runs on a task of its own (see
 //! [`ServerOptions::compact_interval`]): no scrape waits for it.
 
+mod auth;
 mod body;
 mod cache;
 mod compaction;
 mod connections;
+mod gate;
 pub mod negotiate;
 mod self_metrics;
+mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -65,7 +68,11 @@ use cache::{BodyError, ExtraFn, Renderer, Scraper};
 use compaction::Compaction;
 pub use connections::raise_descriptor_limit;
 use connections::{GuardedIo, Open, Progress, RESERVED_DESCRIPTORS, descriptor_limit};
-use self_metrics::{Closed, ServerMetrics};
+use gate::Gate;
+use self_metrics::{Closed, ServerMetrics, TlsEvent};
+use tls::{Reload, Tls};
+
+use crate::web_config::{WebConfig, WebConfigError};
 
 /// The port served when neither `--listen` nor `DYN_SYSTEM_PORT` says otherwise (the
 /// port of NVIDIA Dynamo's system server).
@@ -77,7 +84,8 @@ pub const PORT_ENV: &str = "DYN_SYSTEM_PORT";
 /// How long in-flight requests may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// How long a client may take to send a request's headers.
+/// How long a client may take to send a request's headers (and, with TLS, to finish its
+/// handshake).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default listen address: `0.0.0.0:8081`, or `0.0.0.0:$DYN_SYSTEM_PORT` when that
@@ -186,6 +194,10 @@ pub struct ServerOptions {
     /// as prometheus_client; [`created_series_from_env`] gives its
     /// `PROMETHEUS_DISABLE_CREATED_SERIES` setting.
     pub created_series: bool,
+    /// The web configuration (`--web.config.file`): TLS, basic authentication, response
+    /// headers and a rate limit, as [`WebConfig`] describes. `None` (the default): plain
+    /// HTTP, open to anyone who can reach the address.
+    pub web_config: Option<WebConfig>,
 }
 
 /// Whether `_created` samples are on by prometheus_client's rule: off when
@@ -217,6 +229,7 @@ impl ServerOptions {
             max_scrape_bytes: DEFAULT_MAX_SCRAPE_BYTES,
             process_metrics: false,
             created_series: true,
+            web_config: None,
         }
     }
 }
@@ -229,6 +242,8 @@ pub struct Server {
     compactor: Option<Compactor>,
     options: ServerOptions,
     extra: Option<ExtraFn>,
+    tls: Option<Arc<Tls>>,
+    gate: Gate,
 }
 
 impl std::fmt::Debug for Server {
@@ -256,6 +271,10 @@ pub enum ServerError {
         /// Why.
         source: io::Error,
     },
+    /// The web configuration cannot be used: a certificate or key file cannot be read or
+    /// does not match, or the client CA holds no certificate (the key and the reason).
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
 }
 
 impl Server {
@@ -263,9 +282,18 @@ impl Server {
     ///
     /// # Errors
     /// [`ServerError::Directory`] when the directory is missing, not a directory or
-    /// inaccessible, [`ServerError::Listen`] when the address cannot be bound; each names
-    /// the path or address, with the underlying error as its source.
+    /// inaccessible, [`ServerError::Listen`] when the address cannot be bound,
+    /// [`ServerError::WebConfig`] when the web configuration's certificate, key or client
+    /// CA cannot be used; each names the path, address or key, with the reason.
     pub fn bind(options: ServerOptions) -> Result<Self, ServerError> {
+        let tls = match options.web_config.as_ref() {
+            Some(web) => match &web.tls {
+                Some(settings) => Some(Arc::new(Tls::new(settings.clone(), &web.path)?)),
+                None => None,
+            },
+            None => None,
+        };
+        let gate = Gate::new(options.web_config.as_ref());
         let mut reader = Reader::open(&options.dir)?;
         reader.set_resident_budget(options.resident_budget);
         reader.set_process_metrics(options.process_metrics);
@@ -292,6 +320,8 @@ impl Server {
             compactor,
             options,
             extra: None,
+            tls,
+            gate,
         })
     }
 
@@ -321,6 +351,11 @@ impl Server {
         self.local_addr
     }
 
+    /// Whether it serves HTTPS (the web configuration has TLS).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// The metrics directory served.
     pub fn dir(&self) -> &Path {
         &self.options.dir
@@ -336,7 +371,7 @@ impl Server {
     /// accept errors are logged, never fatal.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
-        let server_metrics = Arc::new(ServerMetrics::default());
+        let server_metrics = Arc::new(ServerMetrics::new(self.gate.refuses(), self.tls.is_some()));
         let mut reader = self.reader;
         let mut renderer = Renderer::new(
             PrefixFilter::new(self.options.prefixes.iter().cloned()),
@@ -358,7 +393,9 @@ impl Server {
             epoch: Instant::now(),
             max_body_bytes: self.options.max_body_bytes,
             dir: self.options.dir.clone(),
+            gate: self.gate,
         });
+        let tls = self.tls;
         let (stop_tx, stop_rx) = watch::channel(false);
         let compaction = self
             .compactor
@@ -398,6 +435,7 @@ impl Server {
                             Arc::clone(&app),
                             stop_rx.clone(),
                             GuardIo { progress: Arc::clone(&progress), epoch, limits },
+                            tls.clone(),
                         ));
                         open.insert(abort, progress);
                         app.metrics.open_connections.store(open.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -474,8 +512,9 @@ struct GuardIo {
 async fn serve_connection(
     stream: TcpStream,
     app: Arc<App>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     guard: GuardIo,
+    tls: Option<Arc<Tls>>,
 ) {
     let _ = stream.set_nodelay(true);
     let metrics = Arc::clone(&app.metrics);
@@ -487,6 +526,34 @@ async fn serve_connection(
         Arc::new(move || metrics.count_closed(Closed::WriteTimeout)),
     );
     let max_requests = guard.limits.max_requests;
+    let Some(tls) = tls else {
+        return serve_http(stream, app, stop, max_requests).await;
+    };
+    let (config, reload) = tls.config();
+    match reload {
+        Reload::None => {}
+        Reload::Reloaded => app.metrics.count_tls(TlsEvent::Reloaded),
+        Reload::Failed => app.metrics.count_tls(TlsEvent::ReloadFailed),
+    }
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, accept).await {
+        Ok(Ok(stream)) => serve_http(stream, app, stop, max_requests).await,
+        Ok(Err(e)) => {
+            log::debug!("TLS handshake: {e}");
+            app.metrics.count_tls(TlsEvent::HandshakeFailed);
+        }
+        Err(_) => {
+            log::debug!("TLS handshake: none within {HEADER_READ_TIMEOUT:?}");
+            app.metrics.count_tls(TlsEvent::HandshakeFailed);
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on a connection (plain or TLS) until it closes or the server stops.
+async fn serve_http<S>(stream: S, app: Arc<App>, mut stop: watch::Receiver<bool>, max_requests: u64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let served = Arc::new(shmetrics_layout::sync::AtomicU64::new(0));
     let service = service_fn(move |req| {
         let app = Arc::clone(&app);
@@ -679,6 +746,8 @@ struct App {
     max_body_bytes: u64,
     /// The metrics directory, for `/health`'s census.
     dir: PathBuf,
+    /// The web configuration's checks and headers.
+    gate: Gate,
 }
 
 fn lock(open: &std::sync::Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
@@ -689,11 +758,28 @@ fn lock(open: &std::sync::Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
 impl App {
     async fn handle(&self, req: Request<Incoming>) -> HttpResponse {
         let requested = Instant::now();
-        let (path, resp) = match req.uri().path() {
-            "/metrics" => ("/metrics", self.metrics_endpoint(&req, requested).await),
-            "/health" => ("/health", self.health_endpoint(&req).await),
-            _ => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
+        let path = match req.uri().path() {
+            "/metrics" => "/metrics",
+            "/health" => "/health",
+            _ => "other",
         };
+        let mut resp = match self.gate.admit(&req).await {
+            Err(why) => {
+                self.metrics.count_refused(why);
+                let (status, message, extra) = Gate::refusal(why);
+                let mut resp = text(status, message);
+                if let Some((name, value)) = extra {
+                    resp.headers_mut().insert(name, value);
+                }
+                resp
+            }
+            Ok(()) => match path {
+                "/metrics" => self.metrics_endpoint(&req, requested).await,
+                "/health" => self.health_endpoint(&req).await,
+                _ => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
+        };
+        self.gate.decorate(resp.headers_mut());
         self.metrics.count_request(path, resp.status().as_u16());
         resp
     }

@@ -69,9 +69,46 @@ const FAILURE_REASONS: [(Failure, &str); 2] = [
     (Failure::TooLarge, "too_large"),
 ];
 
+/// Why a request was refused before it was served (web configuration).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Refused {
+    /// No `Basic` credentials (401).
+    NoCredentials = 0,
+    /// Credentials that do not verify (401).
+    WrongCredentials = 1,
+    /// Over the rate limit (429).
+    RateLimited = 2,
+}
+
+const REFUSED_REASONS: [(Refused, &str); 3] = [
+    (Refused::NoCredentials, "no_credentials"),
+    (Refused::RateLimited, "rate_limited"),
+    (Refused::WrongCredentials, "wrong_credentials"),
+];
+
+/// What happened to a TLS connection or to the TLS files.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TlsEvent {
+    /// A handshake failed (no or refused client certificate, wrong protocol, timeout).
+    HandshakeFailed = 0,
+    /// The certificate files changed and were loaded.
+    Reloaded = 1,
+    /// The certificate files changed and could not be used (the previous ones stay).
+    ReloadFailed = 2,
+}
+
 /// Counts kept by the server.
 #[derive(Debug, Default)]
 pub(crate) struct ServerMetrics {
+    /// Whether the web configuration refuses requests (credentials or a rate limit):
+    /// `shmetrics_http_refused_requests` is rendered.
+    gated: bool,
+    /// Whether TLS is served: the `shmetrics_tls_*` families are rendered.
+    tls: bool,
+    /// Requests refused before they were served, by [`Refused`] reason.
+    refused: [AtomicU64; 3],
+    /// TLS events, by [`TlsEvent`].
+    tls_events: [AtomicU64; 3],
     /// Connections open now.
     pub(crate) open_connections: AtomicU64,
     /// Bytes of rendered bodies alive: the latest snapshot's and those still being sent.
@@ -121,6 +158,16 @@ fn one_gauge(name: &str, help: &str, value: u64) -> Family {
 
 /// A counter family with one series per `reason`, in the order given.
 fn by_reason<const N: usize>(name: &str, help: &str, counts: [(&str, &AtomicU64); N]) -> Family {
+    by_label(name, help, "reason", counts)
+}
+
+/// A counter family with one series per value of `label`, in the order given.
+fn by_label<const N: usize>(
+    name: &str,
+    help: &str,
+    label: &str,
+    counts: [(&str, &AtomicU64); N],
+) -> Family {
     Family {
         name: Arc::from(name),
         kind: MetricKind::Counter,
@@ -129,7 +176,7 @@ fn by_reason<const N: usize>(name: &str, help: &str, counts: [(&str, &AtomicU64)
         series: counts
             .iter()
             .map(|&(reason, count)| Series {
-                labels: labels(&[("reason", reason)]),
+                labels: labels(&[(label, reason)]),
                 pid: None,
                 created_unix_nanos: None,
                 exemplars: None,
@@ -141,6 +188,15 @@ fn by_reason<const N: usize>(name: &str, help: &str, counts: [(&str, &AtomicU64)
 }
 
 impl ServerMetrics {
+    /// Counts for a server that refuses requests (`gated`) and serves TLS (`tls`) or not.
+    pub(crate) fn new(gated: bool, tls: bool) -> Self {
+        Self {
+            gated,
+            tls,
+            ..Self::default()
+        }
+    }
+
     /// Records the time taken to produce one exposition in `format`.
     pub(crate) fn observe_scrape(&self, format: Format, took: Duration) {
         let secs = took.as_secs_f64();
@@ -167,6 +223,18 @@ impl ServerMetrics {
     pub(crate) fn count_failure(&self, why: Failure) {
         // SYNC POINT server-counter: relaxed; a statistic.
         self.failures[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused before it was served.
+    pub(crate) fn count_refused(&self, why: Refused) {
+        // SYNC POINT server-counter: relaxed; a statistic.
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a TLS event.
+    pub(crate) fn count_tls(&self, event: TlsEvent) {
+        // SYNC POINT server-counter: relaxed; a statistic.
+        self.tls_events[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one answered request. `path` is one of a fixed set of values, so that
@@ -258,6 +326,34 @@ impl ServerMetrics {
             "/metrics requests answered without an exposition, by reason: too_large (over the scrape byte limit; 500), out_of_memory (rendering could not allocate; 503, or a streamed body cut short).",
             FAILURE_REASONS.map(|(why, name)| (name, &self.failures[why as usize])),
         ));
+        if self.gated {
+            out.push(by_reason(
+                "shmetrics_http_refused_requests",
+                "Requests refused before they were served, by reason: no_credentials and wrong_credentials (basic authentication; 401), rate_limited (the web configuration's rate_limit; 429).",
+                REFUSED_REASONS.map(|(why, name)| (name, &self.refused[why as usize])),
+            ));
+        }
+        if self.tls {
+            let failures =
+                self.tls_events[TlsEvent::HandshakeFailed as usize].load(Ordering::Relaxed);
+            let mut family = one_gauge(
+                "shmetrics_tls_handshake_failures",
+                "TLS handshakes that failed: no or a refused client certificate, no common protocol or cipher, or no handshake within the header timeout.",
+                failures,
+            );
+            family.kind = MetricKind::Counter;
+            family.series[0].value = Value::Counter(failures as f64);
+            out.push(family);
+            out.push(by_label(
+                    "shmetrics_tls_reloads",
+                    "Changes of the TLS certificate, key or client CA files, by result: loaded (used from the next connection) or failed (the previous files stay in use).",
+                    "result",
+                    [
+                        ("failed", &self.tls_events[TlsEvent::ReloadFailed as usize]),
+                        ("loaded", &self.tls_events[TlsEvent::Reloaded as usize]),
+                    ],
+            ));
+        }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
