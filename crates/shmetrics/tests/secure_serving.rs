@@ -539,3 +539,34 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_client_certificates() {
     assert_eq!(writers.stop(), Vec::<i32>::new(), "writers needed SIGKILL");
     eprintln!("secure end-to-end test took {:?}", started.elapsed());
 }
+
+/// The web configuration shown in docs/deployment.md ("TLS and authentication") starts
+/// `serve` over TLS as printed, its files beside it.
+#[test]
+fn the_documented_web_configuration_starts_serve() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/deployment.md"),
+    )
+    .unwrap();
+    let section = doc
+        .split_once("## TLS and authentication")
+        .expect("the section")
+        .1;
+    let yaml = section
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a yaml block")
+        .0;
+    assert!(yaml.starts_with("# /etc/shmetrics/web.yml\n"), "{yaml}");
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let dir = w.join("metrics");
+    std::fs::create_dir(&dir).unwrap();
+    let ca = Ca::new("documented");
+    ca.server().write(w, "server");
+    Ca::new("clients").write(&w.join("clients-ca.crt"));
+    let web = w.join("web.yml");
+    std::fs::write(&web, yaml).unwrap();
+    let (line, _) = first_line(&dir, &web);
+    assert!(line.starts_with("serving https://127.0.0.1:"), "{line}");
+}
