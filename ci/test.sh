@@ -12,10 +12,11 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 tracked_state() { git status --porcelain --untracked-files=no; git diff HEAD | sha256sum; }
 tracked_before=$(tracked_state)
 
-step "system packages (promtool from Debian's prometheus, prometheus-pushgateway, systemd-analyze)"
+step "system packages (promtool from Debian's prometheus, prometheus-pushgateway, victoria-metrics, systemd-analyze)"
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushgateway)
+command -v victoria-metrics >/dev/null 2>&1 || packages+=(victoria-metrics)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 if [ ${#packages[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -28,6 +28,7 @@ mod dir_source;
 pub mod prometheus_client_collector;
 pub mod prometheus_collector;
 pub mod push;
+pub mod remote_write;
 pub mod server;
 pub mod web_config;
 

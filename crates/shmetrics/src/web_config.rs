@@ -33,6 +33,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::remote_write::RemoteWriteTarget;
+
 /// Why a web configuration file was refused: the file, the key (dotted, as
 /// `tls_server_config.client_auth_type`; empty for the file as a whole) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -264,6 +266,11 @@ pub struct WebConfig {
     pub http2: bool,
     /// `rate_limit` when its interval is not 0.
     pub rate_limit: Option<RateLimit>,
+    /// `remote_write`: receivers the directory is sent to (an extension of the format; see
+    /// [`crate::remote_write`]).
+    pub remote_write: Vec<RemoteWriteTarget>,
+    /// `external_labels`: added to every series sent by remote write.
+    pub external_labels: Vec<(String, String)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -279,6 +286,81 @@ struct RawConfig {
     basic_auth_excluded_paths: Option<Vec<String>>,
     #[serde(default)]
     rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    remote_write: Option<Vec<RawRemoteWrite>>,
+    #[serde(default)]
+    external_labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemoteWrite {
+    url: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    remote_timeout: Option<String>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    basic_auth: Option<RawBasicAuth>,
+    #[serde(default)]
+    authorization: Option<RawAuthorization>,
+    #[serde(default)]
+    bearer_token: Option<String>,
+    #[serde(default)]
+    bearer_token_file: Option<String>,
+    #[serde(default)]
+    tls_config: Option<RawClientTls>,
+    #[serde(default)]
+    queue_config: Option<RawQueueConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    username: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    password_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthorization {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    credentials: Option<String>,
+    #[serde(default)]
+    credentials_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawClientTls {
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
+    cert_file: Option<String>,
+    #[serde(default)]
+    key_file: Option<String>,
+    #[serde(default)]
+    server_name: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQueueConfig {
+    #[serde(default)]
+    min_backoff: Option<String>,
+    #[serde(default)]
+    max_backoff: Option<String>,
+    #[serde(default)]
+    max_queue_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -412,6 +494,24 @@ impl WebConfig {
         if let Some(limit) = raw.rate_limit {
             config.rate_limit = rate_limit(limit).map_err(|(k, r)| err(k, r))?;
         }
+        for (i, target) in raw.remote_write.unwrap_or_default().into_iter().enumerate() {
+            let target = remote_write_target(target, dir)
+                .map_err(|(k, r)| err(&format!("remote_write[{i}]{k}"), r))?;
+            if config.remote_write.iter().any(|t| t.name == target.name) {
+                return Err(err(
+                    &format!("remote_write[{i}].name"),
+                    format!(
+                        "{:?} names another target too: give each a distinct name",
+                        target.name
+                    ),
+                ));
+            }
+            config.remote_write.push(target);
+        }
+        for (name, value) in raw.external_labels.unwrap_or_default() {
+            check_label_name(&name).map_err(|r| err("external_labels", r))?;
+            config.external_labels.push((name, value));
+        }
         Ok(config)
     }
 
@@ -422,6 +522,176 @@ impl WebConfig {
 }
 
 type KeyError = (&'static str, String);
+
+/// Checks a label name of `external_labels` or `--remote-write-label`: the classic
+/// characters, not reserved (`__` prefix).
+///
+/// # Errors
+/// Why it is not one.
+pub fn check_label_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let classic = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !classic {
+        return Err(format!(
+            "{name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+        ));
+    }
+    if name.starts_with("__") {
+        return Err(format!("{name:?}: names starting with __ are reserved"));
+    }
+    Ok(())
+}
+
+fn duration_key(
+    key: &'static str,
+    text: Option<String>,
+    default: Duration,
+) -> Result<Duration, KeyError> {
+    match text {
+        None => Ok(default),
+        Some(t) => parse_go_duration(&t)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                (
+                    key,
+                    format!("{t:?} is not a positive duration (such as 100ms, 5s or 1m)"),
+                )
+            }),
+    }
+}
+
+fn remote_write_target(raw: RawRemoteWrite, dir: &Path) -> Result<RemoteWriteTarget, KeyError> {
+    use crate::remote_write::{Credentials, RESERVED_HEADERS, Secret};
+    let mut target = RemoteWriteTarget::new(&raw.url).map_err(|r| (".url", r))?;
+    if let Some(name) = raw.name {
+        if name.is_empty() {
+            return Err((".name", "empty".into()));
+        }
+        target.name = name;
+    }
+    target.timeout = duration_key(".remote_timeout", raw.remote_timeout, target.timeout)?;
+    for (name, value) in raw.headers.unwrap_or_default() {
+        if RESERVED_HEADERS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&name))
+        {
+            return Err((
+                ".headers",
+                format!(
+                    "{name} cannot be set here (the protocol or the credentials set it: use basic_auth or authorization)"
+                ),
+            ));
+        }
+        let header_name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| (".headers", format!("{name:?} is not a header name")))?;
+        let header_value = http::HeaderValue::from_str(&value)
+            .map_err(|_| (".headers", format!("{name}: not a valid header value")))?;
+        target.headers.push((header_name, header_value));
+    }
+    let secret =
+        |key: &'static str, inline: Option<String>, file: Option<String>, what: &str| match (
+            inline, file,
+        ) {
+            (Some(v), None) => Ok(Some(Secret::Inline(v))),
+            (None, Some(f)) => Ok(Some(Secret::File(dir.join(f)))),
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => {
+                Err((key, format!("give either {what} or {what}_file, not both")))
+            }
+        };
+    let mut credentials = Vec::new();
+    if let Some(basic) = raw.basic_auth {
+        let password = secret(
+            ".basic_auth",
+            basic.password,
+            basic.password_file,
+            "password",
+        )?
+        .ok_or((".basic_auth", "give password or password_file".to_owned()))?;
+        credentials.push(Credentials::Basic {
+            user: basic.username,
+            password,
+        });
+    }
+    if let Some(auth) = raw.authorization {
+        let kind = auth.kind.unwrap_or_else(|| "Bearer".to_owned());
+        if !kind.eq_ignore_ascii_case("bearer") {
+            return Err((
+                ".authorization.type",
+                format!("{kind:?}: only Bearer is supported"),
+            ));
+        }
+        let token = secret(
+            ".authorization",
+            auth.credentials,
+            auth.credentials_file,
+            "credentials",
+        )?
+        .ok_or((
+            ".authorization",
+            "give credentials or credentials_file".to_owned(),
+        ))?;
+        credentials.push(Credentials::Bearer(token));
+    }
+    if let Some(token) = secret(
+        ".bearer_token",
+        raw.bearer_token,
+        raw.bearer_token_file,
+        "bearer_token",
+    )? {
+        credentials.push(Credentials::Bearer(token));
+    }
+    if credentials.len() > 1 {
+        return Err((
+            ".basic_auth",
+            "give at most one of basic_auth, authorization and bearer_token".into(),
+        ));
+    }
+    target.credentials = credentials.pop().unwrap_or_default();
+    let tls = raw.tls_config.unwrap_or_default();
+    if tls.insecure_skip_verify == Some(true) {
+        return Err((
+            ".tls_config.insecure_skip_verify",
+            "not supported: give the receiver's CA in tls_config.ca_file".into(),
+        ));
+    }
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        return Err((
+            ".tls_config.cert_file",
+            "give both cert_file and key_file, or neither".into(),
+        ));
+    }
+    target.tls = crate::remote_write::ClientTls {
+        ca_file: tls.ca_file.map(|f| dir.join(f)),
+        cert_file: tls.cert_file.map(|f| dir.join(f)),
+        key_file: tls.key_file.map(|f| dir.join(f)),
+        server_name: tls.server_name,
+    };
+    let queue = raw.queue_config.unwrap_or_default();
+    target.min_backoff = duration_key(
+        ".queue_config.min_backoff",
+        queue.min_backoff,
+        target.min_backoff,
+    )?;
+    target.max_backoff = duration_key(
+        ".queue_config.max_backoff",
+        queue.max_backoff,
+        target.max_backoff,
+    )?;
+    if target.min_backoff > target.max_backoff {
+        return Err((".queue_config.min_backoff", "above max_backoff".into()));
+    }
+    if let Some(bytes) = queue.max_queue_bytes {
+        if bytes == 0 {
+            return Err((".queue_config.max_queue_bytes", "0 holds no request".into()));
+        }
+        target.max_queue_bytes = bytes;
+    }
+    Ok(target)
+}
 
 fn pem_source(
     inline: String,
@@ -996,6 +1266,82 @@ rate_limit:
                 "rate_limit.burst",
                 "0 lets no request through: give at least 1 with an interval",
             ),
+            ("remote_write:\n  - name: a\n", "", "missing field `url`"),
+            (
+                "remote_write:\n  - url: ftp://x/y\n",
+                "remote_write[0].url",
+                "\"ftp://x/y\": the URL must start with http:// or https://",
+            ),
+            (
+                "remote_write:\n  - url: http://u:p@x/api/v1/write\n",
+                "remote_write[0].url",
+                "give credentials with basic_auth, not in the URL",
+            ),
+            (
+                "remote_write:\n  - url: http://a/w\n  - url: http://b/w\n    name: http://a/w\n",
+                "remote_write[1].name",
+                "\"http://a/w\" names another target too: give each a distinct name",
+            ),
+            (
+                "remote_write:\n  - url: http://a/w\n    headers: {Authorization: x}\n",
+                "remote_write[0].headers",
+                "Authorization cannot be set here",
+            ),
+            (
+                "remote_write:\n  - url: http://a/w\n    basic_auth: {username: u}\n",
+                "remote_write[0].basic_auth",
+                "give password or password_file",
+            ),
+            (
+                "remote_write:\n  - url: http://a/w\n    basic_auth: {username: u, password: p, password_file: f}\n",
+                "remote_write[0].basic_auth",
+                "give either password or password_file, not both",
+            ),
+            (
+                "remote_write:\n  - url: http://a/w\n    basic_auth: {username: u, password: p}\n    bearer_token: t\n",
+                "remote_write[0].basic_auth",
+                "give at most one of basic_auth, authorization and bearer_token",
+            ),
+            (
+                "remote_write:\n  - url: http://a/w\n    authorization: {type: Digest, credentials: x}\n",
+                "remote_write[0].authorization.type",
+                "\"Digest\": only Bearer is supported",
+            ),
+            (
+                "remote_write:\n  - url: https://a/w\n    tls_config: {insecure_skip_verify: true}\n",
+                "remote_write[0].tls_config.insecure_skip_verify",
+                "not supported: give the receiver's CA in tls_config.ca_file",
+            ),
+            (
+                "remote_write:\n  - url: https://a/w\n    tls_config: {cert_file: c}\n",
+                "remote_write[0].tls_config.cert_file",
+                "give both cert_file and key_file, or neither",
+            ),
+            (
+                "remote_write:\n  - url: http://a/w\n    remote_timeout: 0s\n",
+                "remote_write[0].remote_timeout",
+                "\"0s\" is not a positive duration",
+            ),
+            (
+                "remote_write:\n  - url: http://a/w\n    queue_config: {min_backoff: 10s, max_backoff: 1s}\n",
+                "remote_write[0].queue_config.min_backoff",
+                "above max_backoff",
+            ),
+            (
+                "remote_write:\n  - url: http://a/w\n    queue_config: {capacity: 10}\n",
+                "",
+                "unknown field `capacity`",
+            ),
+            (
+                "external_labels:\n  __tenant: a\n",
+                "external_labels",
+                "\"__tenant\": names starting with __ are reserved",
+            ),
+            (
+                "external_labels:\n  node-name: a\n",
+                "external_labels",
+                "\"node-name\" is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+            ),
         ];
         for &(text, key, reason) in cases {
             let e = parse(text).expect_err(text);
@@ -1014,6 +1360,63 @@ rate_limit:
             };
             assert!(shown.starts_with(&prefix), "{shown}");
         }
+    }
+
+    #[test]
+    fn remote_write_targets_with_their_settings() {
+        use crate::remote_write::{Credentials, Secret};
+        let c = parse(
+            "remote_write:
+  - url: https://mimir.example:8443/api/v1/push?x=1
+    name: mimir
+    remote_timeout: 10s
+    headers: {X-Scope-OrgID: team-a}
+    basic_auth: {username: shm, password_file: secrets/mimir}
+    tls_config: {ca_file: ca.crt, cert_file: c.crt, key_file: c.key, server_name: mimir}
+    queue_config: {min_backoff: 100ms, max_backoff: 10s, max_queue_bytes: 1048576}
+  - url: http://[::1]/api/v1/write
+    authorization: {credentials: tok}
+external_labels: {cluster: prod, instance: node-7}
+",
+        )
+        .unwrap();
+        let [mimir, local] = &c.remote_write[..] else {
+            panic!("two targets: {:?}", c.remote_write);
+        };
+        assert_eq!(mimir.name, "mimir");
+        assert_eq!(mimir.url, "https://mimir.example:8443/api/v1/push?x=1");
+        assert_eq!(mimir.timeout, Duration::from_secs(10));
+        assert_eq!(mimir.headers[0].0.as_str(), "x-scope-orgid");
+        assert_eq!(
+            mimir.credentials,
+            Credentials::Basic {
+                user: "shm".into(),
+                password: Secret::File(PathBuf::from("/etc/shmetrics/secrets/mimir"))
+            }
+        );
+        assert_eq!(
+            mimir.tls.ca_file.as_deref(),
+            Some(Path::new("/etc/shmetrics/ca.crt"))
+        );
+        assert_eq!(mimir.tls.server_name.as_deref(), Some("mimir"));
+        assert_eq!(
+            (mimir.min_backoff, mimir.max_backoff, mimir.max_queue_bytes),
+            (Duration::from_millis(100), Duration::from_secs(10), 1 << 20)
+        );
+        assert_eq!(local.name, "http://[::1]/api/v1/write");
+        assert_eq!(
+            local.credentials,
+            Credentials::Bearer(Secret::Inline("tok".into()))
+        );
+        assert!(!format!("{local:?}").contains("tok"));
+        assert_eq!(local.timeout, crate::remote_write::DEFAULT_TIMEOUT);
+        assert_eq!(
+            c.external_labels,
+            [
+                ("cluster".to_owned(), "prod".to_owned()),
+                ("instance".to_owned(), "node-7".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -166,6 +166,42 @@ pub(crate) struct HttpArgs {
     /// with the key and the reason. Certificate files are re-read when they change.
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub(crate) web_config_file: Option<std::path::PathBuf>,
+    /// Send the merged, filtered directory to this Prometheus remote write URL (remote
+    /// write 1.0: Prometheus' /api/v1/write, VictoriaMetrics, Mimir, Thanos Receive) every
+    /// --remote-write-interval, with retries and backoff on 5xx and network errors
+    /// (repeatable; the web configuration file's remote_write section adds targets with
+    /// credentials, TLS and headers).
+    #[arg(long = "remote-write", value_name = "URL", value_parser = parse_remote_write_url)]
+    pub(crate) remote_write: Vec<shmetrics::remote_write::RemoteWriteTarget>,
+    /// Seconds between two remote writes (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value_t = shmetrics::remote_write::DEFAULT_INTERVAL.as_secs_f64(), value_parser = parse_interval)]
+    pub(crate) remote_write_interval: f64,
+    /// A label added to every series sent by remote write, unless the series has it
+    /// (repeatable; such as instance=gpu-node-7 or cluster=prod).
+    #[arg(long = "remote-write-label", value_name = "NAME=VALUE", value_parser = parse_label)]
+    pub(crate) remote_write_labels: Vec<(String, String)>,
+}
+
+/// Parses `--remote-write`.
+fn parse_remote_write_url(s: &str) -> Result<shmetrics::remote_write::RemoteWriteTarget, String> {
+    shmetrics::remote_write::RemoteWriteTarget::new(s)
+}
+
+/// Parses `--remote-write-interval`: positive seconds, at least 0.1.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.1 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds of at least 0.1")),
+    }
+}
+
+/// Parses `--remote-write-label NAME=VALUE`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    shmetrics::web_config::check_label_name(name)?;
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// Worker threads of the runtime: requests are light, snapshots and rendering run on the
@@ -208,6 +244,7 @@ pub(crate) fn options(
         ),
         None => None,
     };
+    let remote_write = remote_write(args, web_config.as_ref());
     Ok(ServerOptions {
         dir: dir.to_owned(),
         listen,
@@ -227,6 +264,32 @@ pub(crate) fn options(
         process_metrics: args.process_metrics,
         created_series: !args.no_created_series && shmetrics::server::created_series_from_env(),
         web_config,
+        remote_write,
+    })
+}
+
+/// The remote write settings of the command line and the web configuration file: the
+/// file's targets then `--remote-write`'s, the file's external labels overridden by
+/// `--remote-write-label`'s.
+fn remote_write(
+    args: &HttpArgs,
+    web: Option<&shmetrics::web_config::WebConfig>,
+) -> Option<shmetrics::remote_write::RemoteWrite> {
+    let mut targets = web.map(|w| w.remote_write.clone()).unwrap_or_default();
+    targets.extend(args.remote_write.iter().cloned());
+    if targets.is_empty() {
+        return None;
+    }
+    let mut labels: Vec<(String, String)> =
+        web.map(|w| w.external_labels.clone()).unwrap_or_default();
+    for (name, value) in &args.remote_write_labels {
+        labels.retain(|(n, _)| n != name);
+        labels.push((name.clone(), value.clone()));
+    }
+    Some(shmetrics::remote_write::RemoteWrite {
+        targets,
+        interval: Duration::from_secs_f64(args.remote_write_interval),
+        external_labels: labels,
     })
 }
 

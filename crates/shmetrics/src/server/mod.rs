@@ -72,6 +72,7 @@ use gate::Gate;
 use self_metrics::{Closed, ServerMetrics, TlsEvent};
 use tls::{Reload, Tls};
 
+use crate::remote_write::{RemoteWrite, Shipper};
 use crate::web_config::{WebConfig, WebConfigError};
 
 /// The port served when neither `--listen` nor `DYN_SYSTEM_PORT` says otherwise (the
@@ -198,6 +199,9 @@ pub struct ServerOptions {
     /// headers and a rate limit, as [`WebConfig`] describes. `None` (the default): plain
     /// HTTP, open to anyone who can reach the address.
     pub web_config: Option<WebConfig>,
+    /// Send the merged, filtered directory to remote write receivers every interval
+    /// ([`crate::remote_write`]); `None` (the default): never.
+    pub remote_write: Option<RemoteWrite>,
 }
 
 /// Whether `_created` samples are on by prometheus_client's rule: off when
@@ -230,6 +234,7 @@ impl ServerOptions {
             process_metrics: false,
             created_series: true,
             web_config: None,
+            remote_write: None,
         }
     }
 }
@@ -244,6 +249,7 @@ pub struct Server {
     extra: Option<ExtraFn>,
     tls: Option<Arc<Tls>>,
     gate: Gate,
+    shipper: Option<Arc<Shipper>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -275,6 +281,9 @@ pub enum ServerError {
     /// does not match, or the client CA holds no certificate (the key and the reason).
     #[error(transparent)]
     WebConfig(#[from] WebConfigError),
+    /// A remote write target cannot be used (its TLS files).
+    #[error("{0}")]
+    RemoteWrite(String),
 }
 
 impl Server {
@@ -294,6 +303,12 @@ impl Server {
             None => None,
         };
         let gate = Gate::new(options.web_config.as_ref());
+        let shipper = match &options.remote_write {
+            Some(settings) if !settings.targets.is_empty() => Some(Arc::new(
+                Shipper::new(settings).map_err(ServerError::RemoteWrite)?,
+            )),
+            _ => None,
+        };
         let mut reader = Reader::open(&options.dir)?;
         reader.set_resident_budget(options.resident_budget);
         reader.set_process_metrics(options.process_metrics);
@@ -322,6 +337,7 @@ impl Server {
             extra: None,
             tls,
             gate,
+            shipper,
         })
     }
 
@@ -371,7 +387,11 @@ impl Server {
     /// accept errors are logged, never fatal.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
-        let server_metrics = Arc::new(ServerMetrics::new(self.gate.refuses(), self.tls.is_some()));
+        let server_metrics = Arc::new(ServerMetrics::new(
+            self.gate.refuses(),
+            self.tls.is_some(),
+            self.shipper.clone(),
+        ));
         let mut reader = self.reader;
         let mut renderer = Renderer::new(
             PrefixFilter::new(self.options.prefixes.iter().cloned()),
@@ -400,6 +420,16 @@ impl Server {
         let compaction = self
             .compactor
             .map(|c| Compaction::start(c, stop_rx.clone()));
+        let shipping = self.shipper.map(|shipper| {
+            let mut tasks = shipper.start(&stop_rx);
+            tasks.push(tokio::spawn(collect_for_remote_write(
+                shipper,
+                Arc::clone(&app),
+                PrefixFilter::new(self.options.prefixes.iter().cloned()),
+                stop_rx.clone(),
+            )));
+            tasks
+        });
         let mut connections = JoinSet::new();
         let open = Arc::clone(&app.open);
         let epoch = app.epoch;
@@ -479,7 +509,52 @@ impl Server {
         if let Some(c) = compaction {
             c.finish(SHUTDOWN_GRACE).await;
         }
+        for task in shipping.into_iter().flatten() {
+            let _ = task.await;
+        }
         Ok(())
+    }
+}
+
+/// Every interval, a snapshot (shared with the scrapes arriving meanwhile) encoded once
+/// for every remote write target.
+async fn collect_for_remote_write(
+    shipper: Arc<Shipper>,
+    app: Arc<App>,
+    filter: PrefixFilter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let filter = Arc::new(filter);
+    let mut ticks = tokio::time::interval(shipper.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|&s| s) => return,
+        }
+        let entry = match app.scraper.entry(Instant::now()).await {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!("remote write: no snapshot: {e}");
+                continue;
+            }
+        };
+        let at = std::time::SystemTime::now();
+        let shipper = Arc::clone(&shipper);
+        let filter = Arc::clone(&filter);
+        let encoded = tokio::task::spawn_blocking(move || {
+            let families = entry
+                .scrape
+                .snapshot
+                .families
+                .iter()
+                .filter(|f| filter.keeps(&f.name));
+            shipper.enqueue(families, at);
+        })
+        .await;
+        if let Err(e) = encoded {
+            log::error!("remote write: encoding failed: {e}");
+        }
     }
 }
 

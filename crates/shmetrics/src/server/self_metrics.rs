@@ -105,6 +105,8 @@ pub(crate) struct ServerMetrics {
     gated: bool,
     /// Whether TLS is served: the `shmetrics_tls_*` families are rendered.
     tls: bool,
+    /// The remote write queues, whose `shmetrics_remote_write_*` families are rendered.
+    remote_write: Option<Arc<crate::remote_write::Shipper>>,
     /// Requests refused before they were served, by [`Refused`] reason.
     refused: [AtomicU64; 3],
     /// TLS events, by [`TlsEvent`].
@@ -188,11 +190,17 @@ fn by_label<const N: usize>(
 }
 
 impl ServerMetrics {
-    /// Counts for a server that refuses requests (`gated`) and serves TLS (`tls`) or not.
-    pub(crate) fn new(gated: bool, tls: bool) -> Self {
+    /// Counts for a server that refuses requests (`gated`) or not, serves TLS (`tls`) or
+    /// not, with remote write queues or none.
+    pub(crate) fn new(
+        gated: bool,
+        tls: bool,
+        remote_write: Option<Arc<crate::remote_write::Shipper>>,
+    ) -> Self {
         Self {
             gated,
             tls,
+            remote_write,
             ..Self::default()
         }
     }
@@ -353,6 +361,9 @@ impl ServerMetrics {
                         ("loaded", &self.tls_events[TlsEvent::Reloaded as usize]),
                     ],
             ));
+        }
+        if let Some(shipper) = &self.remote_write {
+            out.extend(shipper.families());
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out

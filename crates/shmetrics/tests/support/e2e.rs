@@ -370,50 +370,126 @@ pub(crate) fn start_prometheus(
     for attempt in 0..3 {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let data = work.join(format!("prometheus-data-{attempt}"));
-        let mut cmd = Command::new(binary);
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=info")
-            .args(extra)
-            .current_dir(work);
-        for var in [
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-        ] {
-            cmd.env_remove(var);
-        }
         let log = work.join(format!("prometheus-{attempt}.log"));
-        let mut prom = Proc::spawn("prometheus", cmd, log);
-        loop {
-            if let Some(status) = prom.exited() {
-                let text = prom.log_text();
-                if text.contains("address already in use") {
-                    eprintln!("port {} was taken; trying another", addr.port());
-                    break;
-                }
-                panic!("prometheus exited ({status}) on start\n{}", prom.log_tail());
-            }
-            if http_get(addr, "/-/ready").is_ok_and(|(status, _)| status == 200) {
-                // It answered; make sure it is ours and still running.
-                if prom.exited().is_none() {
-                    return (prom, addr);
-                }
-            }
-            if Instant::now() >= deadline.0 {
-                panic!(
-                    "end-to-end test exceeded its {TEST_LIMIT:?} limit waiting for prometheus to be ready\n{}",
-                    prom.log_tail()
-                );
-            }
-            std::thread::sleep(POLL);
+        match start_prometheus_at(binary, config, work, &data, addr, extra, log, deadline) {
+            Ok(prom) => return (prom, addr),
+            Err(taken) => eprintln!("{taken}; trying another"),
         }
     }
     panic!("could not start prometheus on a free port in three tries");
+}
+
+/// Starts Prometheus on `addr` with its data in `data` (a restart keeps them) and waits
+/// until `/-/ready` answers 200; `Err` when the port is taken.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_prometheus_at(
+    binary: &Path,
+    config: &Path,
+    work: &Path,
+    data: &Path,
+    addr: SocketAddr,
+    extra: &[&str],
+    log: PathBuf,
+    deadline: Deadline,
+) -> Result<Proc, String> {
+    let mut cmd = Command::new(binary);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--log.level=info")
+        .args(extra)
+        .current_dir(work);
+    without_proxies(&mut cmd);
+    let mut prom = Proc::spawn("prometheus", cmd, log);
+    wait_ready(&mut prom, addr, "/-/ready", deadline)?;
+    Ok(prom)
+}
+
+/// Starts Debian's `victoria-metrics` on `addr` with its data in `data`, answering
+/// queries for the present (`-search.latencyOffset=0s`, no cache), and waits until
+/// `/health` answers; `Err` when the port is taken.
+pub(crate) fn start_victoria_metrics_at(
+    work: &Path,
+    data: &Path,
+    addr: SocketAddr,
+    log: PathBuf,
+    deadline: Deadline,
+) -> Result<Proc, String> {
+    let mut cmd = Command::new("victoria-metrics");
+    cmd.arg(format!("-httpListenAddr={addr}"))
+        .arg(format!("-storageDataPath={}", data.display()))
+        .arg("-search.latencyOffset=0s")
+        .arg("-search.disableCache")
+        .current_dir(work);
+    without_proxies(&mut cmd);
+    let mut vm = Proc::spawn("victoria-metrics", cmd, log);
+    wait_ready(&mut vm, addr, "/health", deadline)?;
+    Ok(vm)
+}
+
+/// Whether `victoria-metrics` runs; a failure when it does not and validators are
+/// required.
+pub(crate) fn victoria_metrics_or_skip() -> bool {
+    let ok = Command::new("victoria-metrics")
+        .arg("-version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok || !required(),
+        "victoria-metrics is not installed (Debian package victoria-metrics)"
+    );
+    if !ok {
+        eprintln!("victoria-metrics not available: its checks skipped");
+    }
+    ok
+}
+
+fn without_proxies(cmd: &mut Command) {
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+}
+
+/// Waits until `path` on `addr` answers 200 from `proc` (still running); `Err` when it
+/// exited because the address was taken, a panic for any other exit or the deadline.
+fn wait_ready(
+    proc: &mut Proc,
+    addr: SocketAddr,
+    path: &str,
+    deadline: Deadline,
+) -> Result<(), String> {
+    loop {
+        if let Some(status) = proc.exited() {
+            let text = proc.log_text();
+            if text.contains("address already in use") {
+                return Err(format!("port {} was taken", addr.port()));
+            }
+            panic!(
+                "{} exited ({status}) on start\n{}",
+                proc.name,
+                proc.log_tail()
+            );
+        }
+        if http_get(addr, path).is_ok_and(|(status, _)| status == 200) && proc.exited().is_none() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline.0 {
+            panic!(
+                "end-to-end test exceeded its limit waiting for {} to be ready\n{}",
+                proc.name,
+                proc.log_tail()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -501,16 +577,27 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), St
 /// One element of an instant vector: its labels and value.
 pub(crate) type Sample = (BTreeMap<String, String>, f64);
 
-/// Runs an instant query; `Err` with the reason when Prometheus does not answer with a
-/// vector.
-pub(crate) fn try_query(prom: SocketAddr, promql: &str) -> Result<Vec<Sample>, String> {
-    let (status, body) = http_get(prom, &format!("/api/v1/query?query={}", url_encode(promql)))?;
+/// One result of a query: its labels and the result itself.
+type Labelled = (BTreeMap<String, String>, serde_json::Value);
+
+/// Runs `promql` now and returns its results, which must be of `kind` (`vector` or
+/// `matrix`), each with its labels.
+fn query_results(prom: SocketAddr, promql: &str, kind: &str) -> Result<Vec<Labelled>, String> {
+    // An explicit time: VictoriaMetrics otherwise answers for a moment in the past.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let (status, body) = http_get(
+        prom,
+        &format!("/api/v1/query?query={}&time={now:.3}", url_encode(promql)),
+    )?;
     if status != 200 {
         return Err(format!("HTTP {status}: {body}"));
     }
     let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    if json["status"] != "success" || json["data"]["resultType"] != "vector" {
-        return Err(format!("not a vector: {body}"));
+    if json["status"] != "success" || json["data"]["resultType"] != kind {
+        return Err(format!("not a {kind}: {body}"));
     }
     let results = json["data"]["result"]
         .as_array()
@@ -524,11 +611,48 @@ pub(crate) fn try_query(prom: SocketAddr, promql: &str) -> Result<Vec<Sample>, S
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
                 .collect();
-            let value = r["value"][1]
-                .as_str()
-                .and_then(|v| v.parse::<f64>().ok())
-                .ok_or_else(|| format!("no value: {r}"))?;
-            Ok((labels, value))
+            Ok((labels, r.clone()))
+        })
+        .collect()
+}
+
+/// A sample value as the API writes it (a string).
+fn number(v: &serde_json::Value) -> Result<f64, String> {
+    v.as_str()
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| format!("no value: {v}"))
+}
+
+/// Runs an instant query; `Err` with the reason when Prometheus does not answer with a
+/// vector.
+pub(crate) fn try_query(prom: SocketAddr, promql: &str) -> Result<Vec<Sample>, String> {
+    query_results(prom, promql, "vector")?
+        .into_iter()
+        .map(|(labels, r)| Ok((labels, number(&r["value"][1])?)))
+        .collect()
+}
+
+/// A series' labels and its `(timestamp, value)` points.
+pub(crate) type Points = (BTreeMap<String, String>, Vec<(f64, f64)>);
+
+/// The raw points of a range selector (such as `x[5m]`): per series, its labels and its
+/// `(timestamp, value)` points in time order.
+pub(crate) fn try_matrix(prom: SocketAddr, promql: &str) -> Result<Vec<Points>, String> {
+    query_results(prom, promql, "matrix")?
+        .into_iter()
+        .map(|(labels, r)| {
+            let points = r["values"]
+                .as_array()
+                .ok_or_else(|| format!("no values: {r}"))?
+                .iter()
+                .map(|p| {
+                    Ok((
+                        p[0].as_f64().ok_or_else(|| format!("no time: {p}"))?,
+                        number(&p[1])?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok((labels, points))
         })
         .collect()
 }
@@ -578,13 +702,18 @@ impl Prometheus {
 
 /// Checks, for one job, every `gen` family against the values written.
 pub(crate) fn check_job(prom: &Prometheus, job: &str, target: SocketAddr) {
+    let (labels, up) = prom.one(&format!("up{{job=\"{job}\"}}"));
+    assert_eq!(up, 1.0, "{job}: up");
+    assert_eq!(labels["instance"], target.to_string(), "{job}: instance");
+    check_values(prom, job);
+}
+
+/// Checks every `gen` family of `job` (its series labelled `job` and `instance`) against
+/// the values written.
+pub(crate) fn check_values(prom: &Prometheus, job: &str) {
     let p = f64::from(PROCESSES);
     let n = OPS as f64;
     let sel = format!("job=\"{job}\"");
-
-    let (labels, up) = prom.one(&format!("up{{{sel}}}"));
-    assert_eq!(up, 1.0, "{job}: up");
-    assert_eq!(labels["instance"], target.to_string(), "{job}: instance");
 
     for k in 0..5 {
         // Counters: families 0..5, each series incremented once per round per process.
