@@ -118,6 +118,14 @@ const PLANS: &[(&str, &str, Plan)] = &[
         Plan::RunBy("ci/deploy-check.py", "kubernetes-validate"),
     ),
     (
+        "docs/deployment.md",
+        "shmetrics serve --dir /run/shmetrics --prefix vllm: --prefix lmcache:",
+        Plan::RunBy(
+            "crates/shmetrics/tests/remote_write.rs",
+            "fn the_documented_remote_write_command_and_file_run_as_printed",
+        ),
+    ),
+    (
         "docs/performance.md",
         "cargo bench -p shmetrics-benches --bench facade",
         Plan::Skip(

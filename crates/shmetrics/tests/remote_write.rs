@@ -252,8 +252,16 @@ fn fake_receiver(
         for stream in listener.incoming() {
             let Ok(mut tcp) = stream else { continue };
             tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let answer =
-                format!("HTTP/1.1 {status}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope");
+            // 204 has no body; the others say why, as receivers do.
+            let body = if status.starts_with("204") {
+                ""
+            } else {
+                "nope"
+            };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
             match &tls {
                 None => {
                     if let Some(head) = read_request(&mut tcp) {
@@ -489,5 +497,155 @@ fn tls_credentials_and_headers_reach_the_receiver() {
         ),
         "{log}"
     );
+    assert_eq!(writers.stop(), Vec::<i32>::new());
+}
+
+/// The fenced block of `language` that follows `heading` in docs/deployment.md.
+fn documented(heading: &str, language: &str) -> String {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/deployment.md"),
+    )
+    .unwrap();
+    let section = doc.split_once(heading).expect("the section").1;
+    section
+        .split_once(&format!("```{language}\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the block")
+        .0
+        .to_owned()
+}
+
+/// docs/deployment.md, "Remote write": the command line runs as printed (its directory and
+/// receiver pointed at the test's), its requests carry the documented labels' values; the
+/// web configuration file starts `serve` with its two targets, its files beside it.
+#[test]
+fn the_documented_remote_write_command_and_file_run_as_printed() {
+    let deadline = Deadline(Instant::now() + Duration::from_secs(60));
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let dir = w.join("metrics");
+    std::fs::create_dir(&dir).unwrap();
+    let mut writers = Writers::start_with(&dir, &["--workload", "vllm"]);
+    let (receiver, heads) = fake_receiver("204 No Content", None);
+
+    let command = documented("## Remote write", "sh").replace("\\\n", " ");
+    let args: Vec<String> = command
+        .split_whitespace()
+        .map(|a| {
+            a.replace("/run/shmetrics", dir.to_str().unwrap())
+                .replace("victoria.monitoring:8428", &receiver.to_string())
+        })
+        .collect();
+    assert_eq!(args[..2], ["shmetrics", "serve"], "{command}");
+    let mut args: Vec<&str> = args[2..].iter().map(String::as_str).collect();
+    // The interval: the documented 15 s, shortened for the test.
+    let interval = args
+        .iter()
+        .position(|a| *a == "--remote-write-interval")
+        .unwrap();
+    assert_eq!(args[interval + 1], "15");
+    args[interval + 1] = "0.2";
+    let dir_at = args.iter().position(|a| *a == "--dir").unwrap();
+    args.drain(dir_at..dir_at + 2);
+    let (mut serve, addr) = start_serve(&dir, &args, w.join("serve.log"), deadline);
+    let target = format!("http://{receiver}/api/v1/write");
+    wait_until("requests sent", deadline, || {
+        self_metric(addr, &remote("samples_sent_total", &target)) > 0.0
+    });
+    assert!(heads.lock().unwrap()[0].starts_with("post /api/v1/write http/1.1"));
+    serve.stop_cleanly();
+    let log = std::fs::read_to_string(w.join("serve.log")).unwrap();
+    assert!(!log.contains("without external labels"), "{log}");
+
+    // The file, with the files it names.
+    let ca = tls::Ca::new("mimir");
+    ca.write(&w.join("mimir-ca.crt"));
+    tls::Ca::new("fleet")
+        .client("gpu-node-7")
+        .write(w, "client");
+    std::fs::write(w.join("mimir-password"), "secret").unwrap();
+    std::fs::write(w.join("victoria-token"), "token").unwrap();
+    let yaml = documented("## Remote write", "yaml");
+    assert!(yaml.starts_with("# /etc/shmetrics/web.yml\n"), "{yaml}");
+    let web = w.join("web.yml");
+    std::fs::write(&web, &yaml).unwrap();
+    let (mut serve, addr) = start_serve(
+        &dir,
+        &["--web.config.file", web.to_str().unwrap()],
+        w.join("serve-file.log"),
+        deadline,
+    );
+    assert_eq!(
+        self_metric(addr, &remote("samples_failed_total", "mimir")),
+        0.0
+    );
+    assert_eq!(
+        self_metric(
+            addr,
+            &remote(
+                "samples_failed_total",
+                "http://victoria.monitoring:8428/api/v1/write"
+            )
+        ),
+        0.0
+    );
+    serve.stop_cleanly();
+    assert_eq!(writers.stop(), Vec::<i32>::new());
+}
+
+/// A receiver that answers 400 with an endless body: the sender reads the start of it,
+/// drops the request as refused and holds no more of the answer than that.
+#[test]
+fn an_endless_answer_is_not_read_whole() {
+    let deadline = Deadline(Instant::now() + Duration::from_secs(60));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("metrics");
+    std::fs::create_dir(&dir).unwrap();
+    let mut writers = Writers::start(&dir);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut tcp) = stream else { continue };
+            std::thread::spawn(move || {
+                if read_request(&mut tcp).is_none() {
+                    return;
+                }
+                let _ = write!(
+                    tcp,
+                    "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n",
+                    1u64 << 40
+                );
+                let chunk = vec![b'x'; 1 << 20];
+                // Until the sender hangs up (at most 1 TiB).
+                while tcp.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    let url = format!("http://{receiver}/api/v1/write");
+    let (mut serve, addr) = start_serve(
+        &dir,
+        &["--remote-write", &url, "--remote-write-interval", "0.2"],
+        work.path().join("serve.log"),
+        deadline,
+    );
+    wait_until("three refused requests", deadline, || {
+        self_metric(addr, &remote("samples_failed_total", &url)) >= 3.0 * 500.0
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", serve.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 64 * 1024,
+        "serve's peak resident set: {peak_kib} KiB"
+    );
+    assert_eq!(
+        self_metric(addr, &remote("samples_retried_total", &url)),
+        0.0
+    );
+    serve.stop_cleanly();
     assert_eq!(writers.stop(), Vec::<i32>::new());
 }

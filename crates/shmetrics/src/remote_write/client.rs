@@ -14,6 +14,9 @@ use tokio::net::TcpStream;
 
 use super::{Credentials, RemoteWriteTarget};
 
+/// The most bytes of an answer read.
+const ANSWER_LIMIT: usize = 64 << 10;
+
 /// How one attempt ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -179,8 +182,10 @@ where
         Err(e) => Outcome::Retry(format!("HTTP: {e}")),
         Ok(response) => {
             let status = response.status().as_u16();
-            // The start of the answer, for the log.
-            let text = match response.into_body().collect().await {
+            // The start of the answer, for the log; a larger one is not read (a receiver
+            // cannot make the sender hold its answer).
+            let limited = http_body_util::Limited::new(response.into_body(), ANSWER_LIMIT);
+            let text = match limited.collect().await {
                 Ok(b) => {
                     let bytes = b.to_bytes();
                     String::from_utf8_lossy(&bytes[..bytes.len().min(512)])

@@ -418,6 +418,11 @@ impl Shipper {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let encoded = encode::encode(families, &self.external_labels, timestamp_ms);
+        if encoded.samples == 0 {
+            // Nothing (yet) passes the prefixes: no request.
+            log::debug!("remote write: no samples to send");
+            return;
+        }
         let body = Bytes::from(encoded.body);
         let collected = Instant::now();
         for sender in &self.senders {

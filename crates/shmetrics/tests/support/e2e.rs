@@ -181,12 +181,19 @@ pub(crate) struct Writers(pub(crate) Vec<i32>);
 
 impl Writers {
     pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Writers::start`] with `extra` arguments for `generate` (such as
+    /// `--workload vllm`).
+    pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let out = Command::new(BIN)
             .args(["generate", "--stay", "--dir"])
             .arg(dir)
             .args(["--processes", &PROCESSES.to_string()])
             .args(["--series", &SERIES.to_string()])
             .args(["--ops", &OPS.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .output()
             .expect("run shmetrics generate");
