@@ -513,3 +513,16 @@ def write_report(path, report):
         json.dump(report, f, indent=2)
         f.write("\n")
     print(f"wrote {path}")
+
+
+def stop_all(procs, pids):
+    """Terminates and reaps `procs` (Popen objects), then sends SIGTERM to `pids` (processes
+    that are not our children, such as `shmetrics generate --stay` writers)."""
+    for p in procs:
+        p.terminate()
+        p.wait()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass

@@ -16,13 +16,14 @@ stored an exemplar with every counter increment and histogram observation (`gene
 import argparse
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from common import stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target/release/shmetrics")
@@ -103,14 +104,7 @@ def main():
             print(f"serve:                     {a:.2f} ms median warm scrape, {sizes[0]} bytes")
             print(f"serve {args.option}: {b:.2f} ms median warm scrape, {sizes[1]} bytes ({b / a:.2f}x, {b - a:+.2f} ms)")
         finally:
-            for s in servers:
-                s.terminate()
-                s.wait()
-            for pid in writers:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            stop_all(servers, writers)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@
 import argparse
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from common import stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target/release/shmetrics")
@@ -140,14 +141,7 @@ def main():
             print(f"throughput: {drained:.0f} samples ({queued:.0f} queued requests) drained in {drain:.2f} s: "
                   f"{drained / drain:,.0f} samples/s, serve's CPU {cpu_drain:.2f} s")
         finally:
-            for p in procs:
-                p.terminate()
-                p.wait()
-            for pid in writers:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            stop_all(procs, writers)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ import base64
 import http.client
 import os
 import re
-import signal
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from common import stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target/release/shmetrics")
@@ -127,14 +128,7 @@ def main():
                     ms = statistics.median(times[t.name]) * 1e3
                     print(f"  {t.name:17} {ms:7.2f} ms median ({ms / base_ms:.2f}x, {ms - base_ms:+.2f} ms)")
         finally:
-            for s in servers:
-                s.terminate()
-                s.wait()
-            for pid in writers:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            stop_all(servers, writers)
 
 
 if __name__ == "__main__":
