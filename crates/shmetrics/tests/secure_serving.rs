@@ -5,7 +5,8 @@
 //!   with `tls_config.ca_file` and `basic_auth`, and over TLS with a client certificate
 //!   (`RequireAndVerifyClientCert`); PromQL returns exactly the values the writers wrote.
 //!   Its jobs with a wrong password, without a certificate and with an untrusted one are
-//!   each down, and `serve` counts each refusal.
+//!   each down, and `serve` counts each refusal. The server certificate is rotated while
+//!   Prometheus scrapes: its next handshake gets the new one and its scrapes go on.
 //! - A rustls client checks the answers one by one: 401 with `WWW-Authenticate`, the
 //!   configured headers, `/health` open only when the file excludes it, each refused
 //!   certificate, and certificates and client CAs rotated while serving.
@@ -450,9 +451,16 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_client_certificates() {
          client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.crt\n",
     )
     .unwrap();
+    // One request per connection: every scrape is a new handshake, so Prometheus meets a
+    // rotated certificate at its next scrape.
     let (mut serve_basic, basic) = start_serve(
         &dir,
-        &["--web.config.file", basic_yml.to_str().unwrap()],
+        &[
+            "--web.config.file",
+            basic_yml.to_str().unwrap(),
+            "--max-requests-per-connection",
+            "1",
+        ],
         w.join("serve-basic.log"),
         deadline,
     );
@@ -532,6 +540,37 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_client_certificates() {
         2.0,
         deadline,
     );
+
+    // The server certificate rotated while Prometheus scrapes: loaded at the next
+    // handshake, and the scrapes after it succeed with the new one.
+    let rotated = pki.server_ca.server();
+    let scrapes = |prom: &Prometheus| {
+        prom.value("sum(shmetrics_scrape_duration_seconds_count{job=\"tls_basic\"})")
+    };
+    replace(&w.join("server.key"), &rotated.key_pem);
+    replace(&w.join("server.crt"), &rotated.cert_pem);
+    prom.wait_for(
+        "shmetrics_tls_reloads_total{job=\"tls_basic\",result=\"loaded\"}",
+        1.0,
+        deadline,
+    );
+    let after = scrapes(&prom);
+    prom.wait_for(
+        "sum(shmetrics_scrape_duration_seconds_count{job=\"tls_basic\"})",
+        after + 2.0,
+        deadline,
+    );
+    assert_eq!(prom.value("up{job=\"tls_basic\"}"), 1.0);
+    assert_eq!(
+        Client::new(&pki.server_ca)
+            .with_basic(USER, PASSWORD)
+            .get(basic, "/health")
+            .unwrap()
+            .server_cert,
+        rotated.der,
+        "the rotated certificate is served"
+    );
+    check_job(&prom, "tls_basic", basic);
 
     prom.proc.stop_cleanly();
     serve_basic.stop_cleanly();

@@ -25,6 +25,12 @@
 //!   [`Health`] for each field. 503 when the directory is gone or nothing in it is
 //!   readable.
 //!
+//! With a web configuration ([`ServerOptions::web_config`]) every request first passes its
+//! rate limit and basic authentication (401 with `WWW-Authenticate`, 429), every response
+//! carries its headers, and connections are TLS (rustls; certificate files re-read when
+//! they change). With remote write ([`ServerOptions::remote_write`]) the merged, filtered
+//! directory is also sent to receivers every interval ([`crate::remote_write`]).
+//!
 //! Concurrent scrapes share work (see [`ServerOptions::max_snapshot_age`]); snapshots and
 //! rendering run on Tokio's blocking threads, never on the async workers, and never make
 //! a writer wait. Compaction runs on a task of its own (see
@@ -293,7 +299,8 @@ impl Server {
     /// [`ServerError::Directory`] when the directory is missing, not a directory or
     /// inaccessible, [`ServerError::Listen`] when the address cannot be bound,
     /// [`ServerError::WebConfig`] when the web configuration's certificate, key or client
-    /// CA cannot be used; each names the path, address or key, with the reason.
+    /// CA cannot be used, [`ServerError::RemoteWrite`] when a remote write target's TLS
+    /// files cannot; each names the path, address or key, with the reason.
     pub fn bind(options: ServerOptions) -> Result<Self, ServerError> {
         let tls = match options.web_config.as_ref() {
             Some(web) => match &web.tls {
