@@ -10,7 +10,8 @@
 //! request off the queue; a connection error, a timeout, 5xx or 429 keeps it and tries
 //! again after a backoff (doubling from `min_backoff` to `max_backoff`); any other 4xx
 //! drops it (the receiver refuses it and would again), counted as failed. The queue holds at
-//! most `max_queue_bytes` of requests; beyond that the oldest is dropped, counted as failed.
+//! most `max_queue_bytes` of requests; beyond that the oldest is dropped, counted as failed
+//! (never the one being sent, which may still arrive).
 //! After an outage the queue drains in order: the receiver gets every interval of the
 //! outage, none twice (a request is resent only when no 2xx answer came back; a resent
 //! request writes the same points).
@@ -215,6 +216,9 @@ struct Queue {
     pending: VecDeque<Pending>,
     bytes: u64,
     next_seq: u64,
+    /// The request being sent (the front): a full queue drops the next oldest instead,
+    /// so a request is never both counted as failed and delivered.
+    sending: Option<u64>,
 }
 
 /// Counts of one target.
@@ -247,8 +251,13 @@ impl Sender {
     fn push(&self, body: Bytes, samples: u64, collected: Instant) {
         let mut q = self.lock();
         let size = body.len() as u64;
-        while !q.pending.is_empty() && q.bytes + size > self.target.max_queue_bytes {
-            let dropped = q.pending.pop_front().expect("not empty");
+        loop {
+            let oldest =
+                usize::from(q.sending.is_some() && q.pending.front().map(|p| p.seq) == q.sending);
+            if q.pending.len() <= oldest || q.bytes + size <= self.target.max_queue_bytes {
+                break;
+            }
+            let dropped = q.pending.remove(oldest).expect("in the queue");
             q.bytes -= dropped.body.len() as u64;
             Self::count(&self.counts.failed, dropped.samples);
             log::warn!(
@@ -272,6 +281,17 @@ impl Sender {
         self.ready.notify_one();
     }
 
+    /// The oldest request, to be sent.
+    fn take_front(&self) -> Option<(u64, Bytes, u64)> {
+        let mut q = self.lock();
+        let front = q
+            .pending
+            .front()
+            .map(|p| (p.seq, p.body.clone(), p.samples));
+        q.sending = front.as_ref().map(|f| f.0);
+        front
+    }
+
     /// Takes request `seq` off the queue, if still there (the queue may have dropped it).
     fn pop(&self, seq: u64) {
         let mut q = self.lock();
@@ -279,18 +299,14 @@ impl Sender {
             let p = q.pending.pop_front().expect("not empty");
             q.bytes -= p.body.len() as u64;
         }
+        q.sending = None;
     }
 
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut backoff = self.target.min_backoff;
         let mut failing = false;
         loop {
-            let next = self
-                .lock()
-                .pending
-                .front()
-                .map(|p| (p.seq, p.body.clone(), p.samples));
-            let Some((seq, body, samples)) = next else {
+            let Some((seq, body, samples)) = self.take_front() else {
                 tokio::select! {
                     () = self.ready.notified() => continue,
                     _ = stop.wait_for(|&s| s) => return self.abandon(),
@@ -319,6 +335,8 @@ impl Sender {
                     );
                 }
                 client::Outcome::Retry(reason) => {
+                    // Not in flight while waiting: a full queue may drop it meanwhile.
+                    self.lock().sending = None;
                     Self::count(&self.counts.retried, samples);
                     if !failing {
                         log::warn!(
@@ -502,5 +520,55 @@ impl Shipper {
                 &|s| load(&s.counts.sent),
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender(max_queue_bytes: u64) -> Sender {
+        let mut target = RemoteWriteTarget::new("http://127.0.0.1:9/write").unwrap();
+        target.max_queue_bytes = max_queue_bytes;
+        Sender {
+            target,
+            tls: None,
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    fn seqs(s: &Sender) -> Vec<u64> {
+        s.lock().pending.iter().map(|p| p.seq).collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_but_never_the_request_being_sent() {
+        let s = sender(20);
+        let body = || Bytes::from_static(&[0u8; 10]);
+        s.push(body(), 5, Instant::now());
+        s.push(body(), 5, Instant::now());
+        assert_eq!(seqs(&s), [0, 1]);
+        // Full: the oldest goes, counted as failed.
+        s.push(body(), 5, Instant::now());
+        assert_eq!(seqs(&s), [1, 2]);
+        assert_eq!(s.counts.failed.load(Ordering::Relaxed), 5);
+        // While request 1 is being sent, the next oldest goes instead: 1 may still be
+        // delivered, and must not be counted as failed too.
+        let (seq, _, _) = s.take_front().unwrap();
+        assert_eq!(seq, 1);
+        s.push(body(), 5, Instant::now());
+        assert_eq!(seqs(&s), [1, 3]);
+        assert_eq!(s.counts.failed.load(Ordering::Relaxed), 10);
+        s.pop(1);
+        assert_eq!(seqs(&s), [3]);
+        assert_eq!(s.lock().sending, None);
+        assert_eq!(s.lock().bytes, 10);
+        // A request larger than the queue: kept alone (everything older dropped).
+        let s = sender(5);
+        s.push(body(), 5, Instant::now());
+        s.push(body(), 5, Instant::now());
+        assert_eq!(seqs(&s), [1]);
     }
 }
