@@ -347,10 +347,12 @@ def start_generate(shm, directory, extra, cleanup, timeout=600):
     return pids
 
 
-def start_serve(shm, directory, cleanup, extra=()):
+def start_serve(shm, directory, cleanup, extra=(), self_metrics=False):
+    """Starts `shmetrics serve` on a free loopback port (recorded in `cleanup.procs`) and
+    returns it with its `/metrics` URL (`http://` or, with a web configuration, `https://`)."""
+    quiet = [] if self_metrics else ["--no-self-metrics"]
     proc = subprocess.Popen(
-        [shm, "serve", "--dir", directory, "--listen", "127.0.0.1:0", "--no-self-metrics",
-         *extra],
+        [shm, "serve", "--dir", directory, "--listen", "127.0.0.1:0", *quiet, *extra],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     cleanup.procs.append(proc)
     deadline = time.monotonic() + 30
@@ -362,7 +364,7 @@ def start_serve(shm, directory, cleanup, extra=()):
             if not line:
                 break
             seen.append(line)
-            m = re.search(r"serving (http://\S+/metrics)", line)
+            m = re.search(r"serving (https?://\S+/metrics)", line)
             if m:
                 # Keep draining stderr so the server never blocks on a full pipe.
                 threading.Thread(target=proc.stderr.read, daemon=True).start()
@@ -514,15 +516,3 @@ def write_report(path, report):
         f.write("\n")
     print(f"wrote {path}")
 
-
-def stop_all(procs, pids):
-    """Terminates and reaps `procs` (Popen objects), then sends SIGTERM to `pids` (processes
-    that are not our children, such as `shmetrics generate --stay` writers)."""
-    for p in procs:
-        p.terminate()
-        p.wait()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass

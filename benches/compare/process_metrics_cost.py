@@ -15,28 +15,19 @@ stored an exemplar with every counter increment and histogram observation (`gene
 
 import argparse
 import os
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
-from common import stop_all
+from common import Cleanup, start_generate, start_serve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target/release/shmetrics")
 
 
-def serve(directory, extra):
-    proc = subprocess.Popen([BIN, "serve", "--dir", directory, "--listen", "127.0.0.1:0", "--compact-interval-secs", "0", *extra],
-                            stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    match = re.match(r"serving http://(\S+)/metrics", line)
-    if not match:
-        sys.exit(f"serve did not start: {line}")
-    return proc, f"http://{match.group(1)}/metrics"
+def serve(directory, extra, cleanup):
+    return start_serve(BIN, directory, cleanup, ["--compact-interval-secs", "0", *extra], self_metrics=True)
 
 
 ACCEPT = {}
@@ -66,24 +57,21 @@ def main():
         directory = os.path.join(base, "plain")
         os.mkdir(directory)
 
-        def generate(into, extra):
-            out = subprocess.run([BIN, "generate", "--dir", into, "--processes", str(args.processes), "--series",
-                                  str(args.series), "--ops", "10", "--stay", *extra], capture_output=True, text=True,
-                                 check=True)
-            return [int(p) for p in out.stdout.split()]
+        cleanup = Cleanup()
 
-        writers = generate(directory, [])
+        def generate(into, extra):
+            start_generate(BIN, into, ["--processes", str(args.processes), "--series", str(args.series), "--ops", "10",
+                                       *extra], cleanup)
+
+        generate(directory, [])
         second = directory
         if args.exemplars:
             second = os.path.join(base, "exemplars")
             os.mkdir(second)
-            writers += generate(second, ["--exemplars"])
-        servers = []
+            generate(second, ["--exemplars"])
         try:
-            plain, plain_url = serve(directory, [])
-            servers.append(plain)
-            with_pm, pm_url = serve(second, args.option.split())
-            servers.append(with_pm)
+            _, plain_url = serve(directory, [], cleanup)
+            _, pm_url = serve(second, args.option.split(), cleanup)
             sizes = [len(scrape(url)[1]) for url in (plain_url, pm_url)]
             _, body = scrape(pm_url)
             reported = body.decode().count("process_cpu_seconds_total{")
@@ -104,7 +92,7 @@ def main():
             print(f"serve:                     {a:.2f} ms median warm scrape, {sizes[0]} bytes")
             print(f"serve {args.option}: {b:.2f} ms median warm scrape, {sizes[1]} bytes ({b / a:.2f}x, {b - a:+.2f} ms)")
         finally:
-            stop_all(servers, writers)
+            cleanup.all()
 
 
 if __name__ == "__main__":

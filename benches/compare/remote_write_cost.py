@@ -16,7 +16,6 @@
 
 import argparse
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 
-from common import stop_all
+from common import Cleanup, start_generate, start_serve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target/release/shmetrics")
@@ -37,14 +36,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def serve(directory, extra):
-    proc = subprocess.Popen([BIN, "serve", "--dir", directory, "--listen", "127.0.0.1:0", "--no-created-series",
-                             "--compact-interval-secs", "0", *extra], stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    match = re.match(r"serving http://(\S+)/metrics", line)
-    if not match:
-        sys.exit(f"serve did not start: {line}")
-    return proc, f"http://{match.group(1)}/metrics"
+def serve(directory, extra, cleanup):
+    proc, url = start_serve(BIN, directory, cleanup, ["--no-created-series", "--compact-interval-secs", "0", *extra],
+                            self_metrics=True)
+    return proc, url
 
 
 def cpu_seconds(pid):
@@ -61,10 +56,11 @@ def self_metric(url, name):
     sys.exit(f"no {name} at {url}")
 
 
-def start_vm(base, port):
+def start_vm(base, port, cleanup):
     data = os.path.join(base, f"vm-{port}")
     proc = subprocess.Popen(["victoria-metrics", f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={data}",
                              "-search.latencyOffset=0s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cleanup.procs.append(proc)
     for _ in range(200):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
@@ -83,22 +79,20 @@ def main():
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--backlog", type=int, default=20)
     args = ap.parse_args()
-    procs = []
+    cleanup = Cleanup()
     with tempfile.TemporaryDirectory(prefix="shmetrics-remote-write-cost-") as base:
         directory = os.path.join(base, "metrics")
         os.mkdir(directory)
-        out = subprocess.run([BIN, "generate", "--dir", directory, "--processes", str(args.processes), "--series",
-                              str(args.series), "--ops", "10", "--stay"], capture_output=True, text=True, check=True)
-        writers = [int(p) for p in out.stdout.split()]
+        start_generate(BIN, directory, ["--processes", str(args.processes), "--series", str(args.series),
+                                        "--ops", "10"], cleanup)
         try:
             port = free_port()
-            procs.append(start_vm(base, port))
+            start_vm(base, port, cleanup)
             url = f"http://127.0.0.1:{port}/api/v1/write"
-            idle, idle_url = serve(directory, [])
-            procs.append(idle)
+            idle, idle_url = serve(directory, [], cleanup)
             sending, sending_url = serve(directory, ["--remote-write", url, "--remote-write-interval",
-                                                     str(args.interval), "--remote-write-label", "instance=bench"])
-            procs.append(sending)
+                                                     str(args.interval), "--remote-write-label", "instance=bench"],
+                                      cleanup)
             # The first request alone gives the samples per request.
             while (per_request := self_metric(sending_url, "shmetrics_remote_write_samples_sent_total")) == 0:
                 time.sleep(0.01)
@@ -124,13 +118,12 @@ def main():
                 f.write(f"remote_write:\n  - url: http://127.0.0.1:{late_port}/api/v1/write\n    name: late\n"
                         "    queue_config: {min_backoff: 10ms, max_backoff: 100ms}\n")
             backlog, backlog_url = serve(directory, ["--web.config.file", web, "--remote-write-interval",
-                                                     str(args.interval), "--remote-write-label", "instance=bench2"])
-            procs.append(backlog)
+                                                     str(args.interval), "--remote-write-label", "instance=bench2"],
+                                      cleanup)
             while self_metric(backlog_url, 'shmetrics_remote_write_queue_requests') < args.backlog:
                 time.sleep(0.05)
             queued = self_metric(backlog_url, 'shmetrics_remote_write_queue_requests')
-            vm2 = start_vm(base, late_port)
-            procs.append(vm2)
+            start_vm(base, late_port, cleanup)
             start = time.perf_counter()
             cpu_start = cpu_seconds(backlog.pid)
             while self_metric(backlog_url, 'shmetrics_remote_write_queue_requests') > 1:
@@ -141,7 +134,7 @@ def main():
             print(f"throughput: {drained:.0f} samples ({queued:.0f} queued requests) drained in {drain:.2f} s: "
                   f"{drained / drain:,.0f} samples/s, serve's CPU {cpu_drain:.2f} s")
         finally:
-            stop_all(procs, writers)
+            cleanup.all()
 
 
 if __name__ == "__main__":

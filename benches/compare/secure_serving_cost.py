@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from common import stop_all
+from common import Cleanup, start_generate, start_serve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target/release/shmetrics")
@@ -39,19 +39,10 @@ HEADERS = {
 }
 
 
-def serve(directory, extra):
-    proc = subprocess.Popen([BIN, "serve", "--dir", directory, "--listen", "127.0.0.1:0",
-                             "--compact-interval-secs", "0", *extra], stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    match = re.match(r"serving (https?)://127\.0\.0\.1:(\d+)/metrics", line)
-    if not match:
-        sys.exit(f"serve did not start: {line}")
-    return proc, match.group(1), int(match.group(2))
-
-
 class Target:
-    def __init__(self, name, scheme, port, context, auth):
-        self.name, self.scheme, self.port, self.context = name, scheme, port, context
+    def __init__(self, name, url, context, auth):
+        match = re.match(r"(https?)://127\.0\.0\.1:(\d+)/metrics", url)
+        self.name, self.scheme, self.port, self.context = name, match.group(1), int(match.group(2)), context
         self.headers = dict(HEADERS)
         if auth:
             token = base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
@@ -99,18 +90,17 @@ def main():
         with open(auth_yml, "w") as f:
             f.write("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
                     f"basic_auth_users:\n  prometheus: {HASH}\n")
-        out = subprocess.run([BIN, "generate", "--dir", directory, "--processes", str(args.processes), "--series",
-                              str(args.series), "--ops", "10", "--stay"], capture_output=True, text=True, check=True)
-        writers = [int(p) for p in out.stdout.split()]
+        cleanup = Cleanup()
+        start_generate(BIN, directory, ["--processes", str(args.processes), "--series", str(args.series),
+                                        "--ops", "10"], cleanup)
         context = ssl.create_default_context(cafile=os.path.join(base, "server.crt"))
-        servers = []
         try:
             targets = []
             for name, extra, auth in [("plain HTTP", [], False), ("TLS", ["--web.config.file", tls_yml], False),
                                       ("TLS + basic auth", ["--web.config.file", auth_yml], True)]:
-                proc, scheme, port = serve(directory, extra)
-                servers.append(proc)
-                targets.append(Target(name, scheme, port, context, auth))
+                _, url = start_serve(BIN, directory, cleanup, ["--compact-interval-secs", "0", *extra],
+                                     self_metrics=True)
+                targets.append(Target(name, url, context, auth))
             size = len(targets[0].scrape(False)[1])
             for fresh in (False, True):
                 for t in targets:
@@ -128,7 +118,7 @@ def main():
                     ms = statistics.median(times[t.name]) * 1e3
                     print(f"  {t.name:17} {ms:7.2f} ms median ({ms / base_ms:.2f}x, {ms - base_ms:+.2f} ms)")
         finally:
-            stop_all(servers, writers)
+            cleanup.all()
 
 
 if __name__ == "__main__":

@@ -46,45 +46,37 @@ fn label(name: &str, value: &str, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
 }
 
 /// Builds the `WriteRequest` one time series at a time.
-struct Writer<'a> {
-    external: &'a [(String, String)],
+struct Writer<'e> {
+    external: &'e [(String, String)],
     timestamp_ms: i64,
     request: Vec<u8>,
     series: Vec<u8>,
     scratch: Vec<u8>,
-    labels: Vec<(&'a str, String)>,
     samples: u64,
 }
 
-impl<'a> Writer<'a> {
+impl Writer<'_> {
     /// Appends one time series: `name` with the series' labels, `extra` (such as `le`),
     /// its pid and the external labels, sorted by name as the protocol requires.
-    fn sample(
-        &mut self,
-        name: &str,
-        series: &'a Series,
-        extra: Option<(&'a str, String)>,
-        value: f64,
-    ) {
-        self.labels.clear();
-        self.labels.push(("__name__", name.to_owned()));
-        for (n, v) in &series.labels.pairs {
-            self.labels.push((n, v.to_string()));
+    fn sample(&mut self, name: &str, series: &Series, extra: Option<(&str, &str)>, value: f64) {
+        let pid = series.pid.map(|p| p.to_string());
+        let mut labels: Vec<(&str, &str)> =
+            Vec::with_capacity(series.labels.pairs.len() + 3 + self.external.len());
+        labels.push(("__name__", name));
+        labels.extend(series.labels.pairs.iter().map(|(n, v)| (&**n, &**v)));
+        labels.extend(extra);
+        if let Some(pid) = &pid {
+            labels.push(("pid", pid));
         }
-        if let Some(pair) = extra {
-            self.labels.push(pair);
-        }
-        if let Some(pid) = series.pid {
-            self.labels.push(("pid", pid.to_string()));
-        }
+        let own = labels.len();
         for (n, v) in self.external {
-            if !self.labels.iter().any(|(have, _)| have == n) {
-                self.labels.push((n, v.clone()));
+            if !labels[..own].iter().any(|(have, _)| have == n) {
+                labels.push((n, v));
             }
         }
-        self.labels.sort_by(|a, b| a.0.cmp(b.0));
+        labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
         self.series.clear();
-        for (n, v) in &self.labels {
+        for (n, v) in &labels {
             label(n, v, &mut self.scratch, &mut self.series);
         }
         // `Sample { double value = 1; int64 timestamp = 2; }`.
@@ -118,7 +110,7 @@ impl<'a> Writer<'a> {
         self.scratch = scratch;
     }
 
-    fn family(&mut self, family: &'a Family) {
+    fn family(&mut self, family: &Family) {
         let name = &*family.name;
         let (sample_name, metadata_name) = match family.kind {
             MetricKind::Counter => (format!("{name}_total"), name.to_owned()),
@@ -129,21 +121,25 @@ impl<'a> Writer<'a> {
         let bucket = format!("{name}_bucket");
         let count = format!("{name}_count");
         let sum = format!("{name}_sum");
-        let mut le = Vec::new();
+        // The `le` values, once per family, as the exposition writes them.
+        let les: Vec<String> = family
+            .bounds
+            .iter()
+            .map(|&bound| {
+                let mut le = Vec::new();
+                shmetrics_reader::render::write_le(bound, &mut le);
+                String::from_utf8_lossy(&le).into_owned()
+            })
+            .chain(std::iter::once("+Inf".to_owned()))
+            .collect();
         for series in &family.series {
             match &series.value {
                 Value::Counter(v) | Value::Gauge(v) => self.sample(&sample_name, series, None, *v),
                 Value::Info => self.sample(&sample_name, series, None, 1.0),
                 Value::Histogram { buckets, sum: s } => {
                     let mut cumulative = 0u64;
-                    for (i, n) in buckets.iter().enumerate() {
+                    for (n, le) in buckets.iter().zip(&les) {
                         cumulative += n;
-                        le.clear();
-                        match family.bounds.get(i) {
-                            Some(&bound) => shmetrics_reader::render::write_le(bound, &mut le),
-                            None => le.extend_from_slice(b"+Inf"),
-                        }
-                        let le = String::from_utf8_lossy(&le).into_owned();
                         self.sample(&bucket, series, Some(("le", le)), cumulative as f64);
                     }
                     self.sample(&count, series, None, cumulative as f64);
@@ -156,7 +152,7 @@ impl<'a> Writer<'a> {
                 Value::State { states, index } => {
                     for (i, state) in states.iter().enumerate() {
                         let value = if i == *index { 1.0 } else { 0.0 };
-                        self.sample(name, series, Some((name, state.clone())), value);
+                        self.sample(name, series, Some((name, state)), value);
                     }
                 }
             }
@@ -176,7 +172,6 @@ pub(crate) fn encode<'f>(
         request: Vec::new(),
         series: Vec::new(),
         scratch: Vec::new(),
-        labels: Vec::new(),
         samples: 0,
     };
     for family in families {
