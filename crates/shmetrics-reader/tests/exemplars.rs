@@ -429,6 +429,8 @@ fn processes_killed_while_writing_exemplars_never_show_a_torn_one() {
         seen += check_whole(&scrape(&mut reader, Format::OpenMetrics), &bounds);
     }
     assert!(seen > 200, "only {seen} exemplars seen");
+    // The kill is asynchronous: the segment is dead once the process is gone.
+    children[0].wait(Duration::from_secs(30));
     let report = reader.snapshot().report;
     assert_eq!((report.live_segments, report.dead_segments), (2, 1));
     for mut child in children.drain(1..) {
@@ -481,6 +483,15 @@ fn concurrent_writers_never_show_a_torn_or_misplaced_exemplar() {
         })
         .collect();
     let mut reader = Reader::open(dir.path()).unwrap();
+    // Scrapes are far quicker than the writers' start: wait until all three write.
+    let started = std::time::Instant::now();
+    while reader.snapshot().report.live_segments < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the writers never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let mut seen = 0;
     for _ in 0..300 {
         seen += check_whole(&scrape(&mut reader, Format::OpenMetrics), &BOUNDS);
