@@ -182,11 +182,13 @@ impl Reader {
     /// between scrapes: live segments are read oldest first, and once `bytes` of them are
     /// kept, the pages of the rest are released after each read (`madvise(MADV_DONTNEED)`;
     /// the data stays in the writers' page cache, and the next scrape maps it again with
-    /// minor faults). Dead segments and large metadata parses never keep pages. The default,
-    /// [`DEFAULT_RESIDENT_BUDGET`], keeps a directory of a few hundred typical engines
-    /// entirely mapped and bounds a huge one (128 processes × 10,000 series) to about
-    /// 16 MiB of mapped pages; `usize::MAX` keeps everything mapped (fastest scrapes),
-    /// 0 releases everything after every read (smallest resident set).
+    /// minor faults). A segment counts what its read maps: its slots, from the kernel's
+    /// 64 KiB fault-around window of the lowest one to the end of the file, not the free
+    /// space a writer keeps for later series. Dead segments and large metadata parses never
+    /// keep pages. The default, [`DEFAULT_RESIDENT_BUDGET`], keeps a directory of a few
+    /// hundred typical engines entirely mapped and bounds a huge one (128 processes ×
+    /// 10,000 series) to about 16 MiB of mapped pages; `usize::MAX` keeps everything mapped
+    /// (fastest scrapes), 0 releases everything after every read (smallest resident set).
     pub fn set_resident_budget(&mut self, bytes: usize) {
         self.merger.set_resident_budget(bytes);
     }

@@ -664,7 +664,7 @@ fn fold_segment<'a>(
     }
     // Everything this scrape needs from the segment is in `acc` now. Keep its pages mapped
     // while the budget lasts (small directories never pay for faulting them in again).
-    match budget.checked_sub(seg.size()) {
+    match budget.checked_sub(seg.slot_area_bytes()) {
         Some(left) => *budget = left,
         None => seg.release_pages(),
     }

@@ -110,6 +110,9 @@ pub(crate) struct SegmentFile {
     pub(crate) header: SegmentHeader,
     /// Published metadata parsed so far.
     parsed_len: usize,
+    /// Byte offset of the lowest slot (of a series or an exemplar block) parsed so far: a
+    /// scrape reads the file from there to its end.
+    lowest_slot: u64,
     /// Families declared so far, in declaration order.
     pub(crate) families: Vec<Arc<FamilyRecord>>,
     family_index: FxHashMap<u32, usize>,
@@ -269,6 +272,7 @@ impl SegmentFile {
                 .map(|m| fault::watch(m.as_ptr(), m.len(), fault::Access::Read))
                 .collect()
         };
+        let lowest_slot = map.len() as u64;
         SegmentFile {
             watches,
             path: path.to_owned(),
@@ -279,6 +283,7 @@ impl SegmentFile {
             header_map,
             header,
             parsed_len: 0,
+            lowest_slot,
             families: Vec::new(),
             family_index: FxHashMap::default(),
             series: Vec::new(),
@@ -565,7 +570,7 @@ impl SegmentFile {
                     }
                     return Err(fail(RecordFault::UndeclaredFamily(s.family_id)));
                 };
-                let def = &self.families[family];
+                let def = Arc::clone(&self.families[family]);
                 // An info series has its own labels after the family's, name and value pairs.
                 let labels = match def.kind {
                     MetricKind::Info => check_info_labels(&def.label_names, &s.label_values),
@@ -629,14 +634,35 @@ impl SegmentFile {
 
     /// The word index of `words` slot words at byte `offset`, checked to lie between the end
     /// of the record that declares them (metadata offset `record_end`) and the end of the file.
-    fn slots_within(&self, offset: u64, words: u64, record_end: usize) -> Result<u32, RecordFault> {
+    fn slots_within(
+        &mut self,
+        offset: u64,
+        words: u64,
+        record_end: usize,
+    ) -> Result<u32, RecordFault> {
         let slots_end = offset.checked_add(words * 8);
         let in_bounds = offset >= (HEADER_SIZE + record_end) as u64
             && slots_end.is_some_and(|e| e <= self.size() as u64);
         if !in_bounds {
             return Err(RecordFault::SlotsOutside { offset, words });
         }
-        u32::try_from(offset / 8).map_err(|_| RecordFault::SlotOffsetTooLarge(offset))
+        let word =
+            u32::try_from(offset / 8).map_err(|_| RecordFault::SlotOffsetTooLarge(offset))?;
+        self.lowest_slot = self.lowest_slot.min(offset);
+        Ok(word)
+    }
+
+    /// Bytes of the mapping a scrape's read leaves resident: from the lowest slot to the end
+    /// of the file, from the start of its fault-around window (the kernel maps up to 64 KiB
+    /// of neighbouring cached pages with each fault, and a writer's segment is allocated
+    /// whole). What the resident budget counts, rather than the file's size: a writer's
+    /// segment is mostly free space for later series, and its metadata pages are released
+    /// after the first parse.
+    pub(crate) fn slot_area_bytes(&self) -> usize {
+        /// The kernel's default `fault_around_bytes`.
+        const FAULT_AROUND: u64 = 64 * 1024;
+        let first_page = self.lowest_slot / FAULT_AROUND * FAULT_AROUND;
+        self.size().saturating_sub(first_page as usize)
     }
 
     /// The exemplar block of series `i`, if it has one in this segment.

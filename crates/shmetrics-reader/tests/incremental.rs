@@ -165,3 +165,42 @@ fn released_pages_are_read_again_with_current_values() {
     assert_eq!(mapped_rss_kib(dir.path()), 3 * 4);
     drop(writers);
 }
+
+#[test]
+fn the_resident_budget_counts_the_slots_a_scrape_reads_not_the_file_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // Default segments (256 KiB) with 200 counters each: two pages of slots at their end.
+    let writers: Vec<Registry> = (1..=4)
+        .map(|pid| Registry::open_simulating_pid(dir.path(), Options::default(), pid).unwrap())
+        .collect();
+    for w in &writers {
+        let family = w.counter("req_total", "Requests.", &["i"]).unwrap();
+        for i in 0..200 {
+            family.labels(&[i.to_string()]).unwrap().inc();
+        }
+    }
+    let headers_kib = 4 * 4;
+    // 256 KiB holds what reading the slots of all four maps (a 64 KiB fault-around window
+    // each), though it is the size of one file.
+    let mut reader = Reader::open(dir.path()).unwrap();
+    reader.set_resident_budget(256 << 10);
+    for _ in 0..2 {
+        let scrape = reader.snapshot();
+        let family = scrape.snapshot.family("req").unwrap();
+        assert_eq!(family.series.len(), 200);
+        assert!(family.series.iter().all(|s| s.value == Value::Counter(4.0)));
+    }
+    let kept = mapped_rss_kib(dir.path());
+    assert!(
+        kept > headers_kib + 64 && kept <= headers_kib + 256,
+        "{kept} KiB mapped: the slot pages of every segment should stay, within the budget"
+    );
+    // A budget below one segment's slots releases them all after each read.
+    drop(reader);
+    let mut reader = Reader::open(dir.path()).unwrap();
+    reader.set_resident_budget(4 << 10);
+    reader.snapshot();
+    reader.snapshot();
+    assert_eq!(mapped_rss_kib(dir.path()), headers_kib);
+    drop(writers);
+}
