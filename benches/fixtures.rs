@@ -13,7 +13,8 @@
 //!
 //! [`RawExposition`] is the physical limit of rendering: the same samples as the shmetrics
 //! renderer prints, written with nothing but `memcpy` of pre-rendered pieces and
-//! `itoa`/`ryu`, straight into a `Vec<u8>`.
+//! `itoa`/`ryu`, straight into a `Vec<u8>`. [`SlotAreas`] is the physical limit of reading:
+//! every value slot of a directory's segments, loaded word by word.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -21,6 +22,7 @@ use std::path::Path;
 
 use shmetrics_layout::MetricKind;
 use shmetrics_layout::slots::slot_words;
+use shmetrics_layout::sync::Ordering;
 use shmetrics_reader::snapshot::{Snapshot, Value};
 use shmetrics_workload::{GEN_BUCKETS, GEN_FAMILIES, GenWorkload, MetricSet, VllmWorkload};
 use shmetrics_writer::{Options, Registry};
@@ -149,6 +151,69 @@ pub fn count_segments(dir: &Path) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// The value slots of every segment of a directory, mapped once: the physical limit of a
+/// scrape's reading is one load of each of their words.
+#[derive(Debug)]
+pub struct SlotAreas {
+    maps: Vec<memmap2::MmapRaw>,
+}
+
+impl SlotAreas {
+    /// Maps every segment file of `dir` read-only.
+    ///
+    /// # Errors
+    /// When `dir` cannot be listed or a segment cannot be opened or mapped.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        let mut maps = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with(shmetrics_layout::SEGMENT_PREFIX)
+                && name.ends_with(shmetrics_layout::SEGMENT_SUFFIX)
+            {
+                let file = std::fs::File::open(&path)?;
+                maps.push(memmap2::MmapOptions::new().map_raw_read_only(&file)?);
+            }
+        }
+        Ok(Self { maps })
+    }
+
+    /// Loads every word from each segment's slot floor to its end (relaxed, as a scrape
+    /// reads counters) and returns their wrapping sum, so that no load can be left out.
+    pub fn read_all(&self) -> u64 {
+        let mut total = 0u64;
+        for map in &self.maps {
+            // SAFETY: `mmap` returns a page-aligned address and a segment's size is a
+            // multiple of 8; the mapping lives as long as `self`, which the borrow outlives;
+            // the segment's writer and every reader access its memory only as atomic words.
+            let words =
+                unsafe { shmetrics_layout::view::words_from_raw(map.as_ptr(), map.len() & !7) };
+            // Relaxed: a statistic of the fixture, ordered with nothing.
+            let floor = words[shmetrics_layout::SLOT_FLOOR_WORD].load(Ordering::Relaxed);
+            let first = (floor as usize / 8).min(words.len());
+            for word in &words[first..] {
+                // Relaxed: what a scrape's counter reads are.
+                total = total.wrapping_add(word.load(Ordering::Relaxed));
+            }
+        }
+        total
+    }
+
+    /// Bytes of slots [`SlotAreas::read_all`] reads.
+    pub fn slot_bytes(&self) -> usize {
+        (self.maps.iter())
+            .map(|map| {
+                // SAFETY: as in `read_all`.
+                let words =
+                    unsafe { shmetrics_layout::view::words_from_raw(map.as_ptr(), map.len() & !7) };
+                // Relaxed: as in `read_all`.
+                let floor = words[shmetrics_layout::SLOT_FLOOR_WORD].load(Ordering::Relaxed);
+                map.len() - (floor as usize).min(map.len())
+            })
+            .sum()
+    }
 }
 
 /// The observations a [`GenFixture`] process made on `gen` histogram series `series`, in

@@ -9,9 +9,11 @@
 //! - `scrape/{P}x{S}`: `Reader::scrape` (snapshot + render) of `P` processes × `S` series
 //!   of the `shmetrics generate` mix, P ∈ {1, 8, 32, 128}, S ∈ {100, 1,000, 10,000};
 //!   throughput in series read (`P × S`).
-//! - `snapshot_only/{P}x{S}` and `render_only/{P}x{S}` for 32×1,000, 128×1,000 and
-//!   128×10,000: `Reader::snapshot()` alone (throughput `P × S`), and the render alone of
-//!   one fixed snapshot alone (throughput `S`, the merged series).
+//! - `snapshot_only/{P}x{S}`, `render_only/{P}x{S}` and `limit/{P}x{S}` for 32×1,000,
+//!   128×1,000 and 128×10,000: `Reader::snapshot()` alone (throughput `P × S`), the render
+//!   alone of one fixed snapshot (throughput `S`, the merged series), and the physical
+//!   limit of a scrape: one relaxed load of every slot word of the directory's segments
+//!   (`SlotAreas::read_all`) and the render of that fixed snapshot (throughput `P × S`).
 //! - `render_10k/*`: 10,000 merged series (1 process × 10,000) rendered by shmetrics (text
 //!   and OpenMetrics), by the `prometheus-client` crate (its OpenMetrics `text::encode` and
 //!   its `prometheus_text::encode`) over a registry holding the same families, labels and
@@ -46,8 +48,8 @@ use prometheus_client::metrics::gauge::Gauge as PcGauge;
 use prometheus_client::metrics::histogram::Histogram as PcHistogram;
 use shmetrics::prometheus_collector::DirCollector;
 use shmetrics_benches::fixtures::{
-    GenFixture, RawExposition, VllmFixture, count_segments, gen_observations, gen_segment_size,
-    samples,
+    GenFixture, RawExposition, SlotAreas, VllmFixture, count_segments, gen_observations,
+    gen_segment_size, samples,
 };
 use shmetrics_layout::MetricKind;
 use shmetrics_reader::snapshot::{Series, Snapshot, Value};
@@ -146,6 +148,21 @@ fn scrape_grid(c: &mut Criterion) {
             group.finish();
 
             let scrape = reader.snapshot();
+            // The limit of a scrape: read every slot of the directory, render the result.
+            let areas = SlotAreas::open(fixture.dir()).expect("map the segments");
+            let mut group = c.benchmark_group("limit");
+            tune(&mut group, read);
+            group.throughput(Throughput::Elements(read as u64));
+            group.bench_function(&id, |b| {
+                b.iter(|| {
+                    black_box(areas.read_all());
+                    out.clear();
+                    render_into(&scrape, Format::Prometheus, &filter, &mut out);
+                    black_box(out.len())
+                })
+            });
+            group.finish();
+
             let mut group = c.benchmark_group("render_only");
             tune(&mut group, s);
             group.throughput(Throughput::Elements(s as u64));

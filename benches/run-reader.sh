@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the reader benches (benches/reader.rs) and prints three tables from criterion's
 # mean times: the scrape grid (time per scrape, ns and series/s per series read, and for
-# some sizes the snapshot and render parts), rendering 10,000 merged series against the
-# Rust peers and raw formatting (speedups and ratio, next to the target of docs/performance.md), and
+# some sizes the snapshot and render parts and the limit: every slot read and the result
+# rendered), rendering 10,000 merged series against the Rust peers and raw formatting
+# (speedups and ratio, next to the target of docs/performance.md), and
 # the vLLM metric set by engine count.
 #
 # Usage: benches/run-reader.sh [extra criterion args, e.g. a filter such as render_10k]
@@ -75,7 +76,7 @@ print()
 print(f"reader benches: mean of criterion's estimates ({criterion_dir})")
 
 rows = [("P x S", "series read", "scrape (ms)", "ns/series", "M series/s",
-         "snapshot (ms)", "render (ms)", "render share")]
+         "snapshot (ms)", "render (ms)", "render share", "limit (ms)", "scrape / limit")]
 for s in (100, 1000, 10000):
     for p in (1, 8, 32, 128):
         bench = f"{p}x{s}"
@@ -84,9 +85,10 @@ for s in (100, 1000, 10000):
             continue
         snap = result("snapshot_only", bench)
         rend = result("render_only", bench)
+        limit = result("limit", bench)
         read = p * s
         rows.append((
-            bench + mark(scrape, snap, rend),
+            bench + mark(scrape, snap, rend, limit),
             f"{read:,}",
             ms(scrape),
             f"{scrape[0] / read:.1f}",
@@ -94,8 +96,12 @@ for s in (100, 1000, 10000):
             ms(snap),
             ms(rend),
             f"{rend[0] / scrape[0]:.0%}" if rend else "-",
+            ms(limit),
+            f"{scrape[0] / limit[0]:.2f}x" if limit else "-",
         ))
 table("scrape: Reader::scrape (snapshot + render, text format), P processes x S series each", rows)
+print("limit: one relaxed load of every slot word of the directory's segments and the render "
+      "of the same snapshot (benches/fixtures.rs, SlotAreas)")
 
 ours = result("render_10k", "shmetrics")
 raw = result("render_10k", "raw_formatting")

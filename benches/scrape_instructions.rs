@@ -5,35 +5,55 @@
 //! of one warm scrape, free of the wall-clock noise of a shared machine, so two builds can
 //! be compared exactly.
 //!
+//! With `--time` it also prints the median and the fastest wall time of the counted scrapes
+//! (for a quick A/B of two builds on a quiet machine; criterion's benches are the figures).
+//!
 //! ```text
-//! scrape-instructions gen PROCESSES SERIES SCRAPES [--dry]
-//! scrape-instructions vllm ENGINES SCRAPES [--dry]
-//! scrape-instructions compacted PROCESSES SERIES SCRAPES [--dry]   # all dead, compacted
+//! scrape-instructions gen PROCESSES SERIES SCRAPES [--dry] [--time]
+//! scrape-instructions vllm ENGINES SCRAPES [--dry] [--time]
+//! scrape-instructions compacted PROCESSES SERIES SCRAPES [--dry] [--time]   # all dead, compacted
 //! ```
 
 use std::hint::black_box;
 use std::path::Path;
+use std::time::Instant;
 
 use shmetrics_benches::fixtures::{GenFixture, VllmFixture};
 use shmetrics_reader::{PrefixFilter, Reader};
 
-fn scrapes(dir: &Path, count: usize, compact: bool) {
+fn scrapes(dir: &Path, count: usize, compact: bool, time: bool) {
     let mut reader = Reader::open(dir).expect("open the reader");
     if compact {
         reader.compact().expect("compact");
     }
     let filter = PrefixFilter::default();
     let mut out = Vec::new();
+    let mut times = Vec::with_capacity(count + 1);
     for _ in 0..=count {
+        let start = Instant::now();
         out.clear();
         shmetrics_benches::scrape_text(&mut reader, &filter, &mut out);
         black_box(out.len());
+        times.push(start.elapsed());
+    }
+    // The first scrape parses the metadata; the others are warm.
+    if let (true, Some(warm)) = (time, times.get_mut(1..)) {
+        warm.sort();
+        if let (Some(fastest), Some(median)) = (warm.first(), warm.get(warm.len() / 2)) {
+            println!(
+                "{} warm scrapes: median {:.3} ms, fastest {:.3} ms",
+                warm.len(),
+                median.as_secs_f64() * 1e3,
+                fastest.as_secs_f64() * 1e3
+            );
+        }
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dry = args.iter().any(|a| a == "--dry");
+    let time = args.iter().any(|a| a == "--time");
     let n = |i: usize| -> usize {
         args.get(i)
             .and_then(|a| a.parse().ok())
@@ -43,18 +63,20 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("gen") => {
             let fixture = GenFixture::build(n(1), n(2)).expect("build the fixture");
-            scrapes(fixture.dir(), counted(3), false);
+            scrapes(fixture.dir(), counted(3), false, time);
         }
         Some("compacted") => {
             let fixture = GenFixture::build(n(1), n(2)).expect("build the fixture");
-            scrapes(fixture.dir(), counted(3), true);
+            scrapes(fixture.dir(), counted(3), true, time);
         }
         Some("vllm") => {
             let fixture = VllmFixture::build(n(1)).expect("build the fixture");
-            scrapes(fixture.dir(), counted(2), false);
+            scrapes(fixture.dir(), counted(2), false, time);
         }
         _ => {
-            panic!("usage: scrape-instructions gen|compacted P S SCRAPES | vllm N SCRAPES [--dry]")
+            panic!(
+                "usage: scrape-instructions gen|compacted P S SCRAPES | vllm N SCRAPES [--dry] [--time]"
+            )
         }
     }
 }

@@ -216,24 +216,93 @@ pub const HISTOGRAM_READ_TRIES: usize = if cfg!(loom) { 2 } else { 16 };
 /// if the sum includes anything beyond those `c`. A total of exactly `c` means buckets and
 /// sum cover the same `c` observations.
 pub fn histogram_read(words: &[AtomicU64], bucket_count: usize, out: &mut HistogramValue) {
-    let n = bucket_count + 1;
-    out.buckets.clear();
-    out.buckets.resize(n, 0);
-    for attempt in 0..HISTOGRAM_READ_TRIES {
+    out.buckets.resize(bucket_count + 1, 0);
+    let read = histogram_read_into(words, &mut out.buckets);
+    out.sum = read.sum;
+    out.consistent = read.consistent;
+}
+
+/// What [`histogram_read_into`] read beside the counts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HistogramRead {
+    /// Sum of observations.
+    pub sum: f64,
+    /// The counts' total, wrapping: exact when `high` is below `2^64 / counts`.
+    pub total: u64,
+    /// The bitwise or of the counts: a bound on each of them, for free in the read loop.
+    pub high: u64,
+    /// As [`HistogramValue::consistent`].
+    pub consistent: bool,
+}
+
+/// [`histogram_read`] into `buckets` (one per finite bucket and `+Inf`), which it
+/// overwrites whole: a reader folding many histograms reuses one buffer without clearing
+/// it, and gets the counts' total and bound without another pass over them.
+#[inline]
+pub fn histogram_read_into(words: &[AtomicU64], buckets: &mut [u64]) -> HistogramRead {
+    let mut none: [u64; 0] = [];
+    read_counts(words, buckets, &mut none)
+}
+
+/// [`histogram_read_into`] that also adds the counts to `sums` (one per bucket, wrapping)
+/// in the same pass: a reader folding many processes' histograms touches each count once.
+/// An attempt that turns out inconsistent has its additions taken back before the retry,
+/// so `sums` gains exactly the counts left in `counts` (and a caller can take those back
+/// too, exactly, with wrapping subtractions).
+///
+/// # Panics
+/// If `sums` is shorter than `counts`.
+#[inline]
+pub fn histogram_read_adding(
+    words: &[AtomicU64],
+    counts: &mut [u64],
+    sums: &mut [u64],
+) -> HistogramRead {
+    let n = counts.len();
+    read_counts(words, counts, &mut sums[..n])
+}
+
+/// The read loop of [`histogram_read_into`] (`sums` empty) and [`histogram_read_adding`]
+/// (`sums` as long as `counts`).
+#[inline(always)]
+fn read_counts(words: &[AtomicU64], counts: &mut [u64], sums: &mut [u64]) -> HistogramRead {
+    let bucket_words = &words[2..2 + counts.len()];
+    let adding = !sums.is_empty();
+    let mut attempt = 0;
+    loop {
         // SYNC POINT histogram-count: acquire, pairs with the writer's release.
         let count = words[0].load(Ordering::Acquire);
         // SYNC POINT histogram-sum: acquire, pairs with the writer's release.
         let sum = load_f64(&words[1], Ordering::Acquire);
-        let mut total = 0u64;
-        for (slot, word) in out.buckets.iter_mut().zip(&words[2..2 + n]) {
-            // SYNC POINT histogram-bucket: relaxed, ordered after the acquires above.
-            *slot = word.load(Ordering::Relaxed);
-            total = total.wrapping_add(*slot);
+        let (mut total, mut high) = (0u64, 0u64);
+        if adding {
+            for ((slot, word), into) in counts.iter_mut().zip(bucket_words).zip(sums.iter_mut()) {
+                // SYNC POINT histogram-bucket: relaxed, ordered after the acquires above.
+                *slot = word.load(Ordering::Relaxed);
+                *into = into.wrapping_add(*slot);
+                total = total.wrapping_add(*slot);
+                high |= *slot;
+            }
+        } else {
+            for (slot, word) in counts.iter_mut().zip(bucket_words) {
+                // SYNC POINT histogram-bucket: relaxed, ordered after the acquires above.
+                *slot = word.load(Ordering::Relaxed);
+                total = total.wrapping_add(*slot);
+                high |= *slot;
+            }
         }
-        out.sum = sum;
-        out.consistent = total == count;
-        if out.consistent || attempt + 1 == HISTOGRAM_READ_TRIES {
-            return;
+        attempt += 1;
+        let consistent = total == count;
+        if consistent || attempt == HISTOGRAM_READ_TRIES {
+            return HistogramRead {
+                sum,
+                total,
+                high,
+                consistent,
+            };
+        }
+        for (into, slot) in sums.iter_mut().zip(counts.iter()) {
+            *into = into.wrapping_sub(*slot);
         }
         fence(Ordering::Acquire);
         spin_loop();
@@ -325,5 +394,23 @@ mod tests {
         histogram_read(&w, 1, &mut out);
         assert!(!out.consistent);
         assert_eq!(out.buckets, [1, 1]);
+    }
+
+    #[test]
+    fn reading_while_adding_adds_the_counts_returned_once() {
+        let w = words(5);
+        histogram_store(&w, &[2, 0, 7], 3.5);
+        let (mut counts, mut sums) = (vec![0; 3], vec![10, 20, 30]);
+        let read = histogram_read_adding(&w, &mut counts, &mut sums);
+        assert!(read.consistent);
+        assert_eq!((read.sum, read.total, read.high), (3.5, 9, 7));
+        assert_eq!((counts, sums), (vec![2, 0, 7], vec![12, 20, 37]));
+        // A count that never matches its buckets: every retry's additions are taken back,
+        // and the last read's counts are added once.
+        w[0].store(100, Ordering::Relaxed);
+        let (mut counts, mut sums) = (vec![0; 3], vec![10, 20, 30]);
+        let read = histogram_read_adding(&w, &mut counts, &mut sums);
+        assert!(!read.consistent);
+        assert_eq!((counts, sums), (vec![2, 0, 7], vec![12, 20, 37]));
     }
 }

@@ -33,6 +33,38 @@ pub unsafe fn words_from_raw<'a>(ptr: *const u8, len: usize) -> &'a [AtomicU64] 
     unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), len / 8) }
 }
 
+/// Asks the CPU to start loading `words` into its caches, for a read soon after: a reader
+/// walking many slots hides the memory latency of the next ones behind its work on this
+/// one. Only a hint: no load happens, nothing is ordered, and it does nothing where the
+/// target has no prefetch instruction.
+#[inline(always)]
+pub fn prefetch(words: &[AtomicU64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        /// Words per 64-byte cache line.
+        const LINE: usize = 8;
+        let hint = |word: &AtomicU64| {
+            // SAFETY: `prefetch` is an SSE instruction, which every x86-64 processor has;
+            // it never faults, reads nothing into the program and writes nothing, whatever
+            // the address (here a word of a live slice).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(word).cast()) };
+        };
+        // Every line the words span: each 8th word, and the last (which may lie on a line
+        // of its own when the first is not at a line's start).
+        let mut i = 0;
+        while i < words.len() {
+            hint(&words[i]);
+            i += LINE;
+        }
+        if let Some(last) = words.last() {
+            hint(last);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = words;
+}
+
 /// Copies `len` bytes starting at byte `offset` (8-aligned) out of `words` into `out`, one
 /// relaxed word load at a time. The caller orders this after whatever published the bytes.
 ///

@@ -73,11 +73,15 @@ impl ExactSum {
     }
 
     /// Adds `x` exactly.
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, x: f64) {
-        if x == 0.0 {
-            return;
+        // Inlined: an integral counter's float part is always zero.
+        if x != 0.0 {
+            self.add_nonzero(x);
         }
+    }
+
+    fn add_nonzero(&mut self, x: f64) {
         let bits = x.to_bits();
         let exponent = ((bits >> 52) & 0x7FF) as i32;
         if exponent == 0x7FF {

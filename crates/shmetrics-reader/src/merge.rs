@@ -11,6 +11,7 @@
 //! [`Merger`] holds what is kept from one scrape to the next: the index of merged families
 //! and series, the fold of the dead segments, and the resident budget.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -18,15 +19,16 @@ use shmetrics_layout::exemplar::{ExemplarRead, exemplar_index_load, exemplar_rea
 use shmetrics_layout::names::exposed_names;
 use shmetrics_layout::record::{FamilyRecord, ProcessOf};
 use shmetrics_layout::slots::{
-    self, HistogramValue, bucket_total, counter_read_words, gauge_read, histogram_read,
+    self, bucket_total, counter_read_words, gauge_read, histogram_read_adding, histogram_read_into,
 };
 use shmetrics_layout::sync::AtomicU64;
+use shmetrics_layout::view::prefetch;
 use shmetrics_layout::{GaugeMode, MetricKind};
 
 use crate::exact::ExactSum;
 use crate::render::{SeriesText, SnapshotText};
 use crate::report::{Conflict, ConflictKind};
-use crate::segment::{ExemplarBlock, NOT_CREATED, SegmentFile, exemplar_slots_of};
+use crate::segment::{ExemplarBlock, LocalSeries, NOT_CREATED, SegmentFile, exemplar_slots_of};
 use crate::snapshot::{Exemplar, Exemplars, Family, Series, SeriesLabels, Snapshot, Value};
 
 struct MergedFamily {
@@ -245,6 +247,9 @@ enum Acc {
     Histogram {
         buckets: Vec<u64>,
         sum: ExactSum,
+        /// The saturating total of every count folded in: a bound on each bucket, so that
+        /// adding counts whose total fits below `u64::MAX` beside it cannot overflow.
+        total: u64,
     },
     PerProcess(Vec<(u32, u64, f64)>),
 }
@@ -280,12 +285,73 @@ struct DeadBaseline {
     resolution: Resolution,
 }
 
-/// Family definitions in force, per-segment compatibility and conflicts.
+/// Family definitions in force, how each segment's families fold, and conflicts.
 #[derive(Default)]
 struct Resolution {
     resolved: Vec<Option<Resolved>>,
-    compat: Vec<Vec<bool>>,
+    /// Per source (in age order), per local family.
+    ops: Vec<Vec<FamilyOp>>,
     conflicts: Vec<Conflict>,
+}
+
+/// How the fold reads the series of one family of one segment: decided once per family and
+/// segment when definitions are resolved, so that folding a series needs neither the
+/// segment's nor the merged family's definition (two pointers to chase per series).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct FamilyOp {
+    rule: FoldRule,
+    /// Slot words of each series.
+    width: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FoldRule {
+    /// Not folded: the family has no definition in force, or this segment declares it
+    /// with another type, gauge mode or bucket layout.
+    Skip,
+    Counter,
+    /// A histogram's or a summary's slots, with `buckets` counts (`+Inf` included).
+    Histogram {
+        buckets: u32,
+    },
+    /// A gauge's, an info's or a stateset's slots, merged by the mode.
+    Gauge(GaugeMode),
+}
+
+impl FamilyOp {
+    const SKIP: Self = Self {
+        rule: FoldRule::Skip,
+        width: 0,
+    };
+
+    /// The op of a segment's `local` declaration of a family whose definition in force is
+    /// `resolved`.
+    fn new(local: &FamilyRecord, resolved: Option<&Resolved>) -> Self {
+        let Some(def) = resolved
+            .map(|r| &*r.def)
+            .filter(|def| compatible(def, local))
+        else {
+            return Self::SKIP;
+        };
+        let rule = match def.kind {
+            MetricKind::Counter => FoldRule::Counter,
+            MetricKind::Histogram | MetricKind::Summary => FoldRule::Histogram {
+                buckets: def.bounds.len() as u32 + 1,
+            },
+            MetricKind::Gauge | MetricKind::Info | MetricKind::StateSet => {
+                FoldRule::Gauge(def.mode.unwrap_or(GaugeMode::All))
+            }
+        };
+        Self {
+            rule,
+            width: slots::slot_words(def.kind, def.bounds.len()) as u32,
+        }
+    }
+
+    /// Whether the segment's series of this family are folded.
+    fn folds(self) -> bool {
+        self.rule != FoldRule::Skip
+    }
 }
 
 /// Identifies the inputs of a [`Resolution`]: segments in age order and their families.
@@ -387,32 +453,30 @@ impl Merger {
             let resolved = resolve(index, sources, &mut found);
             // Whether each segment's declaration of each family matches the resolved
             // definition: decided once per family and segment, not once per series.
-            let compat = sources
+            let ops = sources
                 .iter()
-                .map(|source| family_compat(source, &resolved))
+                .map(|source| family_ops(source, &resolved))
                 .collect();
             baseline.resolution = Resolution {
                 resolved,
-                compat,
+                ops,
                 conflicts: found,
             };
             baseline.resolution_signature = signature;
         }
         let resolution = std::mem::take(&mut baseline.resolution);
         conflicts.extend(resolution.conflicts.iter().cloned());
-        let (resolved, compat) = (&resolution.resolved, &resolution.compat);
-        let mut scratch = HistogramValue::default();
+        let (resolved, ops) = (&resolution.resolved, &resolution.ops);
+        let mut scratch = Vec::new();
         let signature = dead_signature(index, sources, resolved);
-        let others = by_identity(sources, compat);
+        let others = by_identity(sources, ops);
         if baseline.signature != signature || baseline.acc.len() != index.series.len() {
             let mut fold = Fold::new(index.series.len());
-            for (source, compat) in sources.iter().zip(compat) {
+            for (source, ops) in sources.iter().zip(ops) {
                 if !source.seg.live {
                     // Read once into the baseline: no page of a dead segment stays mapped.
                     let (scratch, budget) = (&mut scratch, &mut 0);
-                    fold_segment(
-                        &mut fold, source, compat, &others, resolved, scratch, budget,
-                    );
+                    fold_segment(&mut fold, source, ops, &others, resolved, scratch, budget);
                 }
             }
             baseline.signature = signature;
@@ -422,12 +486,12 @@ impl Merger {
         }
         let mut fold = Fold::from_baseline(baseline);
         let mut budget = *resident_budget;
-        for (source, compat) in sources.iter().zip(compat) {
+        for (source, ops) in sources.iter().zip(ops) {
             if source.seg.live {
                 fold_segment(
                     &mut fold,
                     source,
-                    compat,
+                    ops,
                     &others,
                     resolved,
                     &mut scratch,
@@ -546,12 +610,12 @@ impl Candidate<'_> {
     }
 }
 
-/// The segments of a merge by (instance id, sequence), with their families' compatibility:
-/// where exemplar slots placed in a later segment of a process find their series.
-type ByIdentity<'s, 'a> = FxHashMap<(u64, u32), (&'s Source<'a>, &'s [bool])>;
+/// The segments of a merge by (instance id, sequence), with their families' ops: where
+/// exemplar slots placed in a later segment of a process find their series.
+type ByIdentity<'s, 'a> = FxHashMap<(u64, u32), (&'s Source<'a>, &'s [FamilyOp])>;
 
-fn by_identity<'s, 'a>(sources: &'s [Source<'a>], compat: &'s [Vec<bool>]) -> ByIdentity<'s, 'a> {
-    (sources.iter().zip(compat))
+fn by_identity<'s, 'a>(sources: &'s [Source<'a>], ops: &'s [Vec<FamilyOp>]) -> ByIdentity<'s, 'a> {
+    (sources.iter().zip(ops))
         .map(|(s, c)| {
             (
                 (s.seg.header.instance_id, s.seg.header.sequence),
@@ -579,60 +643,53 @@ fn fold_exemplar_slots<'a>(fold_into: &mut Fold<'a>, merged: u32, block: Exempla
     }
 }
 
-/// Whether series of `kind` have a creation time (OpenMetrics' `_created`).
-fn has_created(kind: MetricKind) -> bool {
-    matches!(
-        kind,
-        MetricKind::Counter | MetricKind::Histogram | MetricKind::Summary
-    )
-}
-
 /// Folds every series of one segment into `fold`.
 /// `budget` is how many more bytes of segments may stay mapped after their read; a segment
-/// beyond it has its pages released (`SegmentFile::release_pages`).
+/// beyond it has its pages released (`SegmentFile::release_pages`). `scratch` is a buffer
+/// for histogram reads, kept across segments.
 fn fold_segment<'a>(
     fold_into: &mut Fold<'a>,
     source: &Source<'a>,
-    compat: &[bool],
+    ops: &[FamilyOp],
     others: &ByIdentity<'_, 'a>,
     resolved: &[Option<Resolved>],
-    scratch: &mut HistogramValue,
+    scratch: &mut Vec<u64>,
     budget: &mut usize,
 ) {
     let seg = source.seg;
-    for (i, s) in seg.series.iter().enumerate() {
-        if !compat[s.family as usize] {
-            continue;
-        }
-        let family = source.links.families[s.family as usize] as usize;
-        let Some(res) = &resolved[family] else {
-            continue;
+    // Only an archive keeps processes and exact partials beside its slots.
+    let plain = seg.processes.is_empty() && seg.exact.is_empty();
+    let count = seg.series.len().min(source.links.series.len());
+    let (series, links) = (&seg.series[..count], &source.links.series[..count]);
+    // Runs of series of one family (a writer creates a family's series together): one
+    // dispatch on the family's op per run, not per series.
+    let mut start = 0;
+    while start < count {
+        let family = series[start].family;
+        let len = (series[start..].iter())
+            .position(|s| s.family != family)
+            .unwrap_or(count - start);
+        let run = Run {
+            series,
+            merged: links,
+            range: start..start + len,
         };
-        let merged = source.links.series[i] as usize;
-        if has_created(res.def.kind) {
-            let created = &mut fold_into.created[merged];
-            *created = (*created).min(s.created_unix_nanos);
+        let op = ops[family as usize];
+        if plain {
+            fold_run(fold_into, op, seg, run, scratch, |_| Archived::default());
+        } else {
+            fold_run(fold_into, op, seg, run, scratch, |i| Archived {
+                process: seg.processes.get(&(i as u32)),
+                exact: seg.exact.get(&(i as u32)).map(|p| &p[..]),
+            });
         }
-        let slot = &mut fold_into.acc[merged];
-        let archived = Archived {
-            process: if seg.processes.is_empty() {
-                None
-            } else {
-                seg.processes.get(&(i as u32))
-            },
-            exact: if seg.exact.is_empty() {
-                None
-            } else {
-                seg.exact.get(&(i as u32)).map(|p| &p[..])
-            },
-        };
-        fold(slot, &res.def, seg, archived, seg.slots(i), scratch);
+        start += len;
     }
     for &i in seg.exemplars.keys() {
         let s = seg.series[i as usize];
         let family = source.links.families[s.family as usize] as usize;
         let (true, Some(_), Some(slots)) = (
-            compat[s.family as usize],
+            ops[s.family as usize].folds(),
             &resolved[family],
             seg.exemplar_slots(i),
         ) else {
@@ -643,7 +700,7 @@ fn fold_segment<'a>(
     }
     // Slots placed here for series of an earlier, full segment of the process.
     for f in &seg.foreign_exemplars {
-        let Some(&(owner, owner_compat)) = others.get(&(seg.header.instance_id, f.sequence)) else {
+        let Some(&(owner, owner_ops)) = others.get(&(seg.header.instance_id, f.sequence)) else {
             continue;
         };
         let Some(i) = owner.seg.series_by_slot_word(f.slot_word) else {
@@ -653,7 +710,7 @@ fn fold_segment<'a>(
         let def = &owner.seg.families[s.family as usize];
         let family = owner.links.families[s.family as usize] as usize;
         let (true, Some(_), Some(slots), Some(&merged)) = (
-            owner_compat[s.family as usize] && exemplar_slots_of(def) == f.count,
+            owner_ops[s.family as usize].folds() && exemplar_slots_of(def) == f.count,
             &resolved[family],
             seg.exemplar_block(f.block_word, f.count, f.slot_words),
             owner.links.series.get(i as usize),
@@ -688,18 +745,15 @@ fn dead_signature(index: &Index, sources: &[Source<'_>], resolved: &[Option<Reso
     h.finish()
 }
 
-/// Whether each family of `source` is declared as the resolved definition of its name.
-fn family_compat(source: &Source<'_>, resolved: &[Option<Resolved>]) -> Vec<bool> {
+/// How each family of `source` folds: skipped unless declared as the resolved definition
+/// of its name.
+fn family_ops(source: &Source<'_>, resolved: &[Option<Resolved>]) -> Vec<FamilyOp> {
     source
         .seg
         .families
         .iter()
         .zip(&source.links.families)
-        .map(|(local, &merged)| {
-            resolved[merged as usize]
-                .as_ref()
-                .is_some_and(|res| compatible(&res.def, local))
-        })
+        .map(|(local, &merged)| FamilyOp::new(local, resolved[merged as usize].as_ref()))
         .collect()
 }
 
@@ -826,50 +880,126 @@ fn add_float(sum: &mut ExactSum, slot_value: f64, exact: Option<&[f64]>) {
     }
 }
 
-fn fold(
-    slot: &mut Acc,
-    def: &FamilyRecord,
-    seg: &SegmentFile,
-    archived: Archived<'_>,
-    words: &[shmetrics_layout::sync::AtomicU64],
-    scratch: &mut HistogramValue,
+/// Consecutive series of one segment, of one family: `range` of the segment's `series`,
+/// whose merged ids are `merged`.
+struct Run<'r> {
+    series: &'r [LocalSeries],
+    merged: &'r [u32],
+    range: Range<usize>,
+}
+
+/// How many series ahead of the one folded the fold prefetches slots: far enough for the
+/// memory to arrive in time (a histogram's fold takes a few hundred instructions), near
+/// enough that the lines are still cached when their series comes.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Folds a run of series with their family's `op`; `archived` gives what an archive keeps
+/// beside the slots of its series `i` (nothing, for a writer's segment).
+fn fold_run<'s>(
+    fold_into: &mut Fold<'_>,
+    op: FamilyOp,
+    seg: &'s SegmentFile,
+    run: Run<'_>,
+    scratch: &mut Vec<u64>,
+    archived: impl Fn(usize) -> Archived<'s>,
 ) {
-    match def.kind {
-        MetricKind::Counter => {
-            let (int, fraction) = counter_read_words(words);
-            let sum = slot.sum();
-            sum.add_int(int);
-            add_float(sum, fraction, archived.exact);
+    let words = seg.words();
+    let width = op.width as usize;
+    let slots_of = |s: &LocalSeries, width: usize| {
+        let first = s.slot_word as usize;
+        words.get(first..first + width)
+    };
+    let slots = run.range.clone().filter_map(|i| {
+        // The series ahead is most often of the same family (and width); where it is not,
+        // the hint covers a little more or less of it, which costs nothing in correctness.
+        if let Some(ahead) = (run.series.get(i + PREFETCH_AHEAD)).and_then(|s| slots_of(s, width)) {
+            prefetch(ahead);
         }
-        MetricKind::Histogram | MetricKind::Summary => {
-            histogram_read(words, def.bounds.len(), scratch);
-            match slot {
-                Acc::Histogram { buckets, sum } => {
-                    for (t, b) in buckets.iter_mut().zip(&scratch.buckets) {
-                        // Saturating: a corrupt segment's counts cannot overflow.
-                        *t = t.saturating_add(*b);
-                    }
-                    add_float(sum, scratch.sum, archived.exact);
-                }
-                _ => {
-                    let mut sum = ExactSum::default();
-                    add_float(&mut sum, scratch.sum, archived.exact);
-                    *slot = Acc::Histogram {
-                        buckets: scratch.buckets.clone(),
-                        sum,
-                    };
-                }
+        let s = &run.series[i];
+        Some((
+            i,
+            s.created_unix_nanos,
+            run.merged[i] as usize,
+            slots_of(s, width)?,
+        ))
+    });
+    let Fold { acc, created, .. } = fold_into;
+    match op.rule {
+        FoldRule::Skip => {}
+        FoldRule::Counter => {
+            for (i, created_at, m, slot_words) in slots {
+                created[m] = created[m].min(created_at);
+                let (int, fraction) = counter_read_words(slot_words);
+                let sum = acc[m].sum();
+                sum.add_int(int);
+                add_float(sum, fraction, archived(i).exact);
+            }
+        }
+        FoldRule::Histogram { buckets } => {
+            let n = buckets as usize;
+            if scratch.len() < n {
+                scratch.resize(n, 0);
+            }
+            let counts = &mut scratch[..n];
+            for (i, created_at, m, slot_words) in slots {
+                created[m] = created[m].min(created_at);
+                fold_histogram(&mut acc[m], slot_words, counts, archived(i).exact);
             }
         }
         // An info's and a stateset's values are a gauge's of their mode (`mostrecent` or
         // `livemostrecent`): the newest write wins.
-        MetricKind::Gauge | MetricKind::Info | MetricKind::StateSet => {
-            let mode = def.mode.unwrap_or(GaugeMode::All);
+        FoldRule::Gauge(mode) => {
             if mode.live_only() && !seg.live {
                 return;
             }
-            let g = gauge_read(words);
-            fold_gauge(slot, mode, g.value, g.timestamp, seg, archived);
+            for (i, _, m, slot_words) in slots {
+                let g = gauge_read(slot_words);
+                fold_gauge(&mut acc[m], mode, g.value, g.timestamp, seg, archived(i));
+            }
+        }
+    }
+}
+
+/// Folds one histogram's (or summary's) slots into `slot`, reading its counts into `counts`.
+fn fold_histogram(
+    slot: &mut Acc,
+    slot_words: &[AtomicU64],
+    counts: &mut [u64],
+    exact: Option<&[f64]>,
+) {
+    match slot {
+        Acc::Histogram {
+            buckets,
+            sum,
+            total,
+        } if buckets.len() >= counts.len() => {
+            let read = histogram_read_adding(slot_words, counts, buckets);
+            // Every bucket was at most the old `total`: when the counts read are below
+            // `SMALL` (so `read.total` is their exact total) and the new total fits, no
+            // wrapping addition above overflowed. Otherwise take them back and saturate,
+            // so that a corrupt segment's counts cannot overflow.
+            const SMALL: u64 = 1 << 55;
+            let fits = total.checked_add(read.total).filter(|_| read.high < SMALL);
+            match fits {
+                Some(new_total) => *total = new_total,
+                None => {
+                    *total = total.saturating_add(bucket_total(counts));
+                    for (t, c) in buckets.iter_mut().zip(counts.iter()) {
+                        *t = t.wrapping_sub(*c).saturating_add(*c);
+                    }
+                }
+            }
+            add_float(sum, read.sum, exact);
+        }
+        _ => {
+            let read = histogram_read_into(slot_words, counts);
+            let mut sum = ExactSum::default();
+            add_float(&mut sum, read.sum, exact);
+            *slot = Acc::Histogram {
+                buckets: counts.to_vec(),
+                sum,
+                total: bucket_total(counts),
+            };
         }
     }
 }
@@ -1038,7 +1168,7 @@ fn build(
                         });
                     }
                 }
-                Acc::Histogram { buckets, sum } => series.push(Series {
+                Acc::Histogram { buckets, sum, .. } => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
                     created_unix_nanos: created,
@@ -1135,24 +1265,22 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
     sources.sort_by_key(|s| s.seg.age_key());
     let mut conflicts = Vec::new();
     let resolved = resolve(index, sources, &mut conflicts);
-    let mut scratch = HistogramValue::default();
+    let mut scratch = Vec::new();
     let mut fold = Fold::new(index.series.len());
     let mut conflicting_series = 0;
-    let compats: Vec<Vec<bool>> = (sources.iter())
-        .map(|source| family_compat(source, &resolved))
+    let all_ops: Vec<Vec<FamilyOp>> = (sources.iter())
+        .map(|source| family_ops(source, &resolved))
         .collect();
-    let others = by_identity(sources, &compats);
-    for (source, compat) in sources.iter().zip(&compats) {
+    let others = by_identity(sources, &all_ops);
+    for (source, ops) in sources.iter().zip(&all_ops) {
         conflicting_series += source
             .seg
             .series
             .iter()
-            .filter(|s| !compat[s.family as usize])
+            .filter(|s| !ops[s.family as usize].folds())
             .count();
         let (scratch, budget) = (&mut scratch, &mut 0);
-        fold_segment(
-            &mut fold, source, compat, &others, &resolved, scratch, budget,
-        );
+        fold_segment(&mut fold, source, ops, &others, &resolved, scratch, budget);
     }
     let Fold {
         mut acc,
@@ -1175,7 +1303,7 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
                 Acc::Recent {
                     value, timestamp, ..
                 } => FoldedValue::Gauge { value, timestamp },
-                Acc::Histogram { buckets, sum } => FoldedValue::Histogram { buckets, sum },
+                Acc::Histogram { buckets, sum, .. } => FoldedValue::Histogram { buckets, sum },
                 Acc::PerProcess(mut list) => {
                     list.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
                     list.dedup_by_key(|e| e.0);
@@ -1225,4 +1353,64 @@ fn sort_series(index: &mut Index, fid: u32) {
         fam.sorted = true;
     }
     debug_assert!(fam.series.iter().all(|&s| series[s as usize].family == fid));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A histogram's slots: count, sum, then the bucket counts.
+    fn slots(counts: &[u64], sum: f64) -> Vec<AtomicU64> {
+        let count = counts.iter().fold(0u64, |a, &c| a.wrapping_add(c));
+        [count, sum.to_bits()]
+            .into_iter()
+            .chain(counts.iter().copied())
+            .map(AtomicU64::new)
+            .collect()
+    }
+
+    fn folded(processes: &[(&[u64], f64)]) -> (Vec<u64>, f64, u64) {
+        let mut acc = Acc::Empty;
+        let mut counts = vec![0; 3];
+        for &(c, sum) in processes {
+            fold_histogram(&mut acc, &slots(c, sum), &mut counts, None);
+        }
+        match acc {
+            Acc::Histogram {
+                buckets,
+                sum,
+                total,
+            } => (buckets, sum.value(), total),
+            _ => panic!("not a histogram"),
+        }
+    }
+
+    #[test]
+    fn histogram_counts_add_exactly() {
+        let (buckets, sum, total) =
+            folded(&[(&[1, 2, 3], 1.5), (&[4, 0, 6], 2.25), (&[0, 0, 1], 0.25)]);
+        assert_eq!(buckets, [5, 2, 10]);
+        assert_eq!(sum, 4.0);
+        assert_eq!(total, 17);
+    }
+
+    #[test]
+    fn corrupt_histogram_counts_saturate_instead_of_wrapping() {
+        // Counts past the bound of plain additions, from a corrupt (or adversarial)
+        // segment: the sums stop at u64::MAX, the small buckets stay exact.
+        let huge = u64::MAX - 1;
+        let (buckets, _, total) = folded(&[(&[huge, 1, 0], 0.0), (&[5, 2, 3], 0.0)]);
+        assert_eq!(buckets, [u64::MAX, 3, 3]);
+        assert_eq!(total, u64::MAX);
+        // Counts each below the bound whose total would overflow the accumulator's.
+        let big = 1 << 54;
+        let three = [big, big, big];
+        let many: Vec<(&[u64], f64)> = vec![(&three, 0.0); 400];
+        let (buckets, _, total) = folded(&many);
+        assert_eq!(total, u64::MAX);
+        assert_eq!(buckets, [400 * big, 400 * big, 400 * big]);
+        let many: Vec<(&[u64], f64)> = vec![(&three, 0.0); 1100];
+        let (buckets, _, _) = folded(&many);
+        assert_eq!(buckets, [u64::MAX; 3]);
+    }
 }
