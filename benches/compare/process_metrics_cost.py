@@ -8,9 +8,12 @@ cost of the `_created` samples is the plain server's beside the other's). `--exe
 gives the second server a directory of its own whose writers (as many, the same series)
 stored an exemplar with every counter increment and histogram observation (`generate
 --exemplars`): with `--openmetrics`, the cost of exemplars and the option together.
+`--baseline-binary PATH` runs the first server from another build (for instance the commit
+before a change, built in a git worktree) and `--option=` gives the second none: the two
+builds on the same directory, same scrapes.
 
     cargo build --release -p shmetrics
-    python3 benches/compare/process_metrics_cost.py [--processes 128] [--series 1000] [--rounds 10] [--batch 20] [--option=--process-metrics] [--openmetrics] [--exemplars]
+    python3 benches/compare/process_metrics_cost.py [--processes 128] [--series 1000] [--rounds 10] [--batch 20] [--option=--process-metrics] [--openmetrics] [--exemplars] [--baseline-binary PATH]
 """
 
 import argparse
@@ -26,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.join(ROOT, "target/release/shmetrics")
 
 
-def serve(directory, extra, cleanup):
-    return start_serve(BIN, directory, cleanup, ["--compact-interval-secs", "0", *extra], self_metrics=True)
+def serve(directory, extra, cleanup, binary=BIN):
+    return start_serve(binary, directory, cleanup, ["--compact-interval-secs", "0", *extra], self_metrics=True)
 
 
 ACCEPT = {}
@@ -50,6 +53,7 @@ def main():
                     help="the serve options measured (split at spaces; empty for none)")
     ap.add_argument("--openmetrics", action="store_true", help="scrape OpenMetrics")
     ap.add_argument("--exemplars", action="store_true", help="the second server's writers store exemplars")
+    ap.add_argument("--baseline-binary", default=BIN, help="shmetrics binary of the first server")
     args = ap.parse_args()
     if args.openmetrics:
         ACCEPT["Accept"] = "application/openmetrics-text; version=1.0.0"
@@ -70,7 +74,7 @@ def main():
             os.mkdir(second)
             generate(second, ["--exemplars"])
         try:
-            _, plain_url = serve(directory, [], cleanup)
+            _, plain_url = serve(directory, [], cleanup, args.baseline_binary)
             _, pm_url = serve(second, args.option.split(), cleanup)
             sizes = [len(scrape(url)[1]) for url in (plain_url, pm_url)]
             _, body = scrape(pm_url)
@@ -89,7 +93,8 @@ def main():
             fmt = "OpenMetrics" if args.openmetrics else "text"
             print(f"{args.processes} live writers x {args.series} series, {fmt}; process metrics of {reported} writers"
                   + (f"; {shown} exemplars shown by the second server" if args.exemplars else ""))
-            print(f"serve:                     {a:.2f} ms median warm scrape, {sizes[0]} bytes")
+            first = "serve" if args.baseline_binary == BIN else f"serve ({args.baseline_binary})"
+            print(f"{first}: {a:.2f} ms median warm scrape, {sizes[0]} bytes")
             print(f"serve {args.option}: {b:.2f} ms median warm scrape, {sizes[1]} bytes ({b / a:.2f}x, {b - a:+.2f} ms)")
         finally:
             cleanup.all()
