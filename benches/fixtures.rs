@@ -200,20 +200,6 @@ impl SlotAreas {
         }
         total
     }
-
-    /// Bytes of slots [`SlotAreas::read_all`] reads.
-    pub fn slot_bytes(&self) -> usize {
-        (self.maps.iter())
-            .map(|map| {
-                // SAFETY: as in `read_all`.
-                let words =
-                    unsafe { shmetrics_layout::view::words_from_raw(map.as_ptr(), map.len() & !7) };
-                // Relaxed: as in `read_all`.
-                let floor = words[shmetrics_layout::SLOT_FLOOR_WORD].load(Ordering::Relaxed);
-                map.len() - (floor as usize).min(map.len())
-            })
-            .sum()
-    }
 }
 
 /// The observations a [`GenFixture`] process made on `gen` histogram series `series`, in

@@ -298,7 +298,7 @@ struct Resolution {
 /// segment when definitions are resolved, so that folding a series needs neither the
 /// segment's nor the merged family's definition (two pointers to chase per series).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct FamilyOp {
+struct FamilyOp {
     rule: FoldRule,
     /// Slot words of each series.
     width: u32,
@@ -451,8 +451,9 @@ impl Merger {
         if baseline.resolution_signature != signature {
             let mut found = Vec::new();
             let resolved = resolve(index, sources, &mut found);
-            // Whether each segment's declaration of each family matches the resolved
-            // definition: decided once per family and segment, not once per series.
+            // How each segment's series of each family fold (skipped unless its declaration
+            // matches the resolved definition): decided once per family and segment, not
+            // once per series.
             let ops = sources
                 .iter()
                 .map(|source| family_ops(source, &resolved))
@@ -960,6 +961,10 @@ fn fold_run<'s>(
     }
 }
 
+/// Below this bound on each count, the counts of a histogram (at most 257) add up without
+/// wrapping.
+const EXACT_TOTAL_BOUND: u64 = 1 << 55;
+
 /// Folds one histogram's (or summary's) slots into `slot`, reading its counts into `counts`.
 fn fold_histogram(
     slot: &mut Acc,
@@ -975,11 +980,10 @@ fn fold_histogram(
         } if buckets.len() >= counts.len() => {
             let read = histogram_read_adding(slot_words, counts, buckets);
             // Every bucket was at most the old `total`: when the counts read are below
-            // `SMALL` (so `read.total` is their exact total) and the new total fits, no
-            // wrapping addition above overflowed. Otherwise take them back and saturate,
-            // so that a corrupt segment's counts cannot overflow.
-            const SMALL: u64 = 1 << 55;
-            let fits = total.checked_add(read.total).filter(|_| read.high < SMALL);
+            // `EXACT_TOTAL_BOUND` (so `read.total` is their exact total) and the new total
+            // fits, no wrapping addition above overflowed. Otherwise take them back and
+            // saturate, so that a corrupt segment's counts cannot overflow.
+            let fits = (total.checked_add(read.total)).filter(|_| read.high < EXACT_TOTAL_BOUND);
             match fits {
                 Some(new_total) => *total = new_total,
                 None => {
