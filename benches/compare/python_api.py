@@ -14,11 +14,14 @@ Operations (what application code writes):
 Each configuration runs in a process of its own (prometheus_client picks its mode at
 import; the drop-in patches it): ``native`` (``shmetrics.Counter`` ...), ``dropin``
 (prometheus_client after ``shmetrics.prometheus_client.install()``), ``mp``
-(prometheus_client with ``PROMETHEUS_MULTIPROC_DIR``) and ``single`` (prometheus_client
-without it). Each process times every operation with ``timeit`` (best of ``--repeat`` runs of
+(prometheus_client with ``PROMETHEUS_MULTIPROC_DIR``), ``single`` (prometheus_client
+without it) and ``floor`` (``shmetrics._native.CallFloor``: native methods with the same
+signatures that do nothing, ``labels`` returning the object itself; what is left above it is
+the write and the label lookup, below it only the interpreter's call). Each process times every operation with ``timeit`` (best of ``--repeat`` runs of
 ``--number`` calls, ns per call, the loop included); the configurations take turns for
 ``--rounds`` rounds and the median round is reported, so load on the machine hits all of
-them alike. Ratios are ``mp / x`` and ``single / x``: how many times faster x is.
+them alike. Ratios are ``mp / x`` and ``single / x``: how many times faster x is; ``x - floor`` is
+what x costs above an empty native call.
 """
 
 import argparse
@@ -33,7 +36,7 @@ import timeit
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-CONFIGS = ["native", "dropin", "mp", "single"]
+CONFIGS = ["native", "dropin", "mp", "single", "floor"]
 OPS = ["inc", "labels_inc", "observe"]
 STATEMENTS = {
     "inc": "c.inc()",
@@ -44,11 +47,16 @@ STATEMENTS = {
 
 def child(config, directory, number, repeat):
     """Runs in a fresh interpreter: sets up one configuration and times every operation."""
-    if config != "single":
+    if config not in ("single", "floor"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     else:
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    if config == "native":
+    if config == "floor":
+        from shmetrics import _native
+
+        floor = _native.CallFloor()
+        names = {"c": floor, "cl": floor, "h": floor}
+    elif config == "native":
         import shmetrics as api
 
         kwargs = {}
@@ -60,11 +68,12 @@ def child(config, directory, number, repeat):
         import prometheus_client as api
 
         kwargs = {"registry": None}
-    names = {
-        "c": api.Counter("requests", "Requests.", **kwargs),
-        "cl": api.Counter("requests_by_code", "Requests.", ["code", "method"], **kwargs),
-        "h": api.Histogram("latency_seconds", "Latency.", **kwargs),
-    }
+    if config != "floor":
+        names = {
+            "c": api.Counter("requests", "Requests.", **kwargs),
+            "cl": api.Counter("requests_by_code", "Requests.", ["code", "method"], **kwargs),
+            "h": api.Histogram("latency_seconds", "Latency.", **kwargs),
+        }
     if config == "dropin":
         assert type(names["c"]._value).__module__ == "shmetrics._native", "drop-in not active"
     if config == "mp":
@@ -113,12 +122,13 @@ def main():
 
     median = {c: {op: statistics.median(run[op] for run in runs[c]) for op in OPS} for c in CONFIGS}
     print(f"{'operation':<12}" + "".join(f"{c:>10}" for c in CONFIGS)
-          + "   mp/native  mp/dropin  single/native  single/dropin")
+          + "   mp/native  mp/dropin  single/native  single/dropin  native-floor  dropin-floor")
     for op in OPS:
         m = {c: median[c][op] for c in CONFIGS}
         print(f"{op:<12}" + "".join(f"{m[c]:>8.1f}ns" for c in CONFIGS)
               + f"   {m['mp'] / m['native']:>8.1f}x {m['mp'] / m['dropin']:>8.1f}x"
-              + f" {m['single'] / m['native']:>12.1f}x {m['single'] / m['dropin']:>12.1f}x")
+              + f" {m['single'] / m['native']:>12.1f}x {m['single'] / m['dropin']:>12.1f}x"
+              + f" {m['native'] - m['floor']:>11.1f}ns {m['dropin'] - m['floor']:>11.1f}ns")
     if args.out:
         import common
 

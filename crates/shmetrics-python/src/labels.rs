@@ -148,7 +148,15 @@ impl<C: Child + Clone> Node<C> {
             return Ok(hit.cast_into::<T>()?);
         }
         let strings = label_strings(info, values, by_name)?;
-        let key = PyTuple::new(py, &strings)?;
+        // Label values given as `str` by position are their own `str()`: the tuple given is
+        // the key, and a later call with the same string objects (literals, interned) is
+        // found by identity, without comparing characters.
+        let key =
+            if by_name.is_none() && values.iter().all(|v| v.is_exact_instance_of::<PyString>()) {
+                values.clone()
+            } else {
+                PyTuple::new(py, &strings)?
+            };
         if let Some(hit) = children.get_item(&key)? {
             return Ok(hit.cast_into::<T>()?);
         }

@@ -9,6 +9,7 @@
 
 mod collect;
 mod dropin;
+mod floor;
 mod info_enum;
 mod labels;
 mod metrics;
@@ -29,6 +30,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<info_enum::EnumMetric>()?;
     m.add_class::<collect::Reader>()?;
     m.add_class::<dropin::FastLabels>()?;
+    m.add_class::<floor::CallFloor>()?;
     m.add_function(wrap_pyfunction!(registry::default_registry, m)?)?;
     m.add_function(wrap_pyfunction!(registry::configured_registry, m)?)?;
     m.add_function(wrap_pyfunction!(registry::fork_recreations, m)?)?;
