@@ -29,8 +29,8 @@ use std::hint::black_box;
 
 use peers::{FloatCounters, Histograms};
 use shmetrics_benches::{
-    BOUNDS_20, CYCLE_LEN, observation_cycle, on_two_threads, raw_f64_add, raw_histogram_observe,
-    two_threads,
+    BOUNDS_20, CYCLE_LEN, median, observation_cycle, on_two_threads, raw_f64_add,
+    raw_histogram_observe, two_threads,
 };
 
 const USAGE: &str = "usage: contended [--rounds R] [--ops N]";
@@ -68,16 +68,6 @@ impl<'a> Subject<'a> {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 /// Runs `subjects` (the first is the limit) `rounds` times in rotated order and prints one
 /// line per subject; returns the group's JSON object.
 fn run_group(group: &str, subjects: &[Subject<'_>], rounds: usize, ops: u64) -> String {
@@ -95,9 +85,8 @@ fn run_group(group: &str, subjects: &[Subject<'_>], rounds: usize, ops: u64) -> 
     let mut json = Vec::new();
     println!("{group}");
     for (i, s) in subjects.iter().enumerate() {
-        let mut ratios: Vec<f64> = times[i].iter().zip(&times[0]).map(|(t, l)| t / l).collect();
-        let ratio = median(&mut ratios);
-        let ns = median(&mut times[i].clone());
+        let ratio = median(times[i].iter().zip(&times[0]).map(|(t, l)| t / l));
+        let ns = median(times[i].iter().copied());
         let (lo, hi) = {
             let mut sorted = times[i].clone();
             sorted.sort_by(f64::total_cmp);

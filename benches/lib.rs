@@ -294,6 +294,18 @@ pub fn scrape_text(
     reader.scrape_into(Format::Prometheus, Escaping::default(), filter, false, out)
 }
 
+/// The median of `values` (the mean of the middle two for an even count); NaN sorts last.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

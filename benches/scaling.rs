@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use nix::time::{ClockId, clock_gettime};
 use shmetrics_benches::fixtures::{BoxError, gen_segment_size};
+use shmetrics_benches::median;
 use shmetrics_reader::{PrefixFilter, Reader};
 use shmetrics_workload::GenWorkload;
 use shmetrics_writer::{Options, Registry};
@@ -187,17 +188,6 @@ fn run(config: &Config) -> Result<(), BoxError> {
         json.join(",")
     );
     Ok(())
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// A started writer process, waiting for the start signal.
