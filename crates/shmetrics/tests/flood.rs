@@ -147,6 +147,52 @@ fn a_flood_of_never_read_pipelined_connections_does_not_lock_out_scrapes() {
     drop(flood);
 }
 
+/// 16 clients that each send a request's head one byte every 100 ms, filling a `serve` held
+/// to 16 connections: a scrape on a new connection is answered, because the newcomer takes
+/// the place of the oldest of them. Before, a connection that sent or received a byte within
+/// the last half second could not be evicted, so the trickle (and a pipelined flood still
+/// being answered) refused every legitimate scrape until the header timeout.
+#[test]
+fn clients_that_keep_trickling_cannot_lock_out_scrapes() {
+    let _serial = one_at_a_time();
+    let dir = generated(1, 10);
+    let serve = Serve::start(dir.path().to_str().unwrap(), &["--max-connections", "16"]);
+    let addr = serve.addr;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut trickling: Vec<TcpStream> = (0..16)
+                .map(|_| {
+                    let mut c = TcpStream::connect(addr).unwrap();
+                    write!(c, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nX-Trickle: ").unwrap();
+                    c
+                })
+                .collect();
+            // Bounded: 50 rounds of 100 ms, a byte on every connection each round.
+            for _ in 0..50 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                trickling.retain_mut(|c| c.write_all(b"a").is_ok());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let answer = try_get(addr);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (status, body) = answer.unwrap_or_else(|e| panic!("the scrape was refused: {e}"));
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let body = String::from_utf8(body).unwrap();
+        assert_eq!(
+            value(
+                &body,
+                "shmetrics_http_connections_closed_total{reason=\"evicted\"}"
+            ),
+            1.0
+        );
+    });
+}
+
 /// A field of `/proc/<pid>/status`, in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -207,15 +253,20 @@ fn slow_readers_of_a_large_body_cannot_pin_memory() {
 
 /// GET /metrics on a new connection: the status line and the body.
 fn get(addr: SocketAddr) -> (String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    try_get(addr).unwrap_or_else(|e| panic!("GET /metrics failed: {e}"))
+}
+
+/// GET /metrics on a new connection: the status line and the body, or the connection's
+/// error (a refused connection is reset).
+fn try_get(addr: SocketAddr) -> std::io::Result<(String, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
         "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw)?;
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -228,7 +279,7 @@ fn get(addr: SocketAddr) -> (String, Vec<u8>) {
     {
         assert_eq!(len.parse::<usize>().unwrap(), body.len(), "{head}");
     }
-    (head.lines().next().unwrap().to_owned(), body)
+    Ok((head.lines().next().unwrap().to_owned(), body))
 }
 
 /// A crafted file with the report's amplification workload, as another tool could write it:

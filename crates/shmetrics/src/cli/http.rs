@@ -141,7 +141,8 @@ pub(crate) struct HttpArgs {
     #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE >> 20)]
     pub(crate) archive_part_mib: usize,
     /// Most HTTP connections open at once; when full, the connection stalled longest (half a
-    /// second or more) is closed for the new one, else the new one is refused.
+    /// second or more), else the oldest (open half a second or more), is closed for the new
+    /// one, else the new one is refused.
     #[arg(long, value_name = "N", default_value_t = shmetrics::server::DEFAULT_MAX_CONNECTIONS)]
     pub(crate) max_connections: usize,
     /// Close a connection whose client reads nothing of a response for this many seconds.

@@ -1,5 +1,5 @@
-//! What a client can hold, bounded: connections (a maximum, the most stalled one evicted for
-//! a new one when full), time spent writing one response (a client that stops reading is
+//! What a client can hold, bounded: connections (a maximum; when full, the most stalled one,
+//! or else the oldest, evicted for a new one), time spent writing one response (a client that stops reading is
 //! dropped), requests per connection (pipelining), and descriptors (one kept in reserve so
 //! that a full table never stops the accept loop, and the connection limit kept below the
 //! process's descriptor limit so that the metrics directory can always be read).
@@ -23,8 +23,10 @@ use tokio::time::Sleep;
 /// archive) and the server's own files.
 pub(crate) const RESERVED_DESCRIPTORS: u64 = 64;
 
-/// A connection that made no progress (read or write) for this long may be closed to make
-/// room for a new one when the server is at its connection limit.
+/// A connection that made no progress (read or write) for this long, or failing that one
+/// open this long, may be closed to make room for a new one when the server is at its
+/// connection limit. Below it the newcomer is refused instead: a burst of new clients does
+/// not close each other's connections.
 pub(crate) const EVICTABLE_AFTER: Duration = Duration::from_millis(500);
 
 /// Raises this process's soft descriptor limit to its hard limit, returning the new soft
@@ -173,10 +175,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
     }
 }
 
-/// The open connections: their tasks and progress.
+/// An open connection: its task, its progress, and when it was accepted.
+struct Conn {
+    abort: AbortHandle,
+    progress: Arc<Progress>,
+    opened: Instant,
+}
+
+/// The open connections.
 #[derive(Default)]
 pub(crate) struct Open {
-    conns: HashMap<Id, (AbortHandle, Arc<Progress>)>,
+    conns: HashMap<Id, Conn>,
 }
 
 impl Open {
@@ -185,7 +194,12 @@ impl Open {
     }
 
     pub(crate) fn insert(&mut self, abort: AbortHandle, progress: Arc<Progress>) {
-        self.conns.insert(abort.id(), (abort, progress));
+        let conn = Conn {
+            abort,
+            progress,
+            opened: Instant::now(),
+        };
+        self.conns.insert(conn.abort.id(), conn);
     }
 
     pub(crate) fn remove(&mut self, id: Id) {
@@ -198,34 +212,43 @@ impl Open {
         let stalled: Vec<Id> = self
             .conns
             .iter()
-            .filter(|(_, (_, p))| p.idle(epoch) >= EVICTABLE_AFTER)
+            .filter(|(_, c)| c.progress.idle(epoch) >= EVICTABLE_AFTER)
             .map(|(&id, _)| id)
             .collect();
         for id in &stalled {
-            if let Some((abort, _)) = self.conns.remove(id) {
-                abort.abort();
+            if let Some(c) = self.conns.remove(id) {
+                c.abort.abort();
             }
         }
         stalled.len()
     }
 
-    /// Aborts the connection that made no progress for the longest time, if that is at
-    /// least [`EVICTABLE_AFTER`]. Returns whether one was.
-    pub(crate) fn evict_most_stalled(&mut self, epoch: Instant) -> bool {
-        let Some((&id, idle)) = self
+    /// Aborts a connection to make room for a new one: the one that made no progress for
+    /// the longest time if that is at least [`EVICTABLE_AFTER`], else the oldest if it is
+    /// that old (a client that trickles bytes, or a pipelined flood still being answered,
+    /// holds its place no longer than a newcomer's need). Returns whether one was.
+    pub(crate) fn evict_for_newcomer(&mut self, epoch: Instant) -> bool {
+        let most_stalled = self
             .conns
             .iter()
-            .map(|(id, (_, p))| (id, p.idle(epoch)))
-            .max_by_key(|&(_, idle)| idle)
-        else {
+            .map(|(&id, c)| (id, c.progress.idle(epoch)))
+            .max_by_key(|&(_, idle)| idle);
+        let oldest = || {
+            self.conns
+                .iter()
+                .map(|(&id, c)| (id, c.opened.elapsed()))
+                .max_by_key(|&(_, age)| age)
+        };
+        let victim = match most_stalled {
+            Some((id, idle)) if idle >= EVICTABLE_AFTER => Some(id),
+            _ => oldest()
+                .filter(|&(_, age)| age >= EVICTABLE_AFTER)
+                .map(|(id, _)| id),
+        };
+        let Some(c) = victim.and_then(|id| self.conns.remove(&id)) else {
             return false;
         };
-        if idle < EVICTABLE_AFTER {
-            return false;
-        }
-        if let Some((abort, _)) = self.conns.remove(&id) {
-            abort.abort();
-        }
+        c.abort.abort();
         true
     }
 }

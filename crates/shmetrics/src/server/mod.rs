@@ -171,8 +171,9 @@ pub struct ServerOptions {
     pub archive_part_size: usize,
     /// Most connections open at once (default [`DEFAULT_MAX_CONNECTIONS`]; never more than
     /// the descriptor limit less 64 kept for the directory). When full, the connection that
-    /// made no progress for the longest time (at least half a second) is closed for the new one;
-    /// if none has stalled, the new one is closed at once. Both are counted.
+    /// made no progress for the longest time (at least half a second) is closed for the new one,
+    /// else the oldest if it has been open that long (a client trickling bytes cannot hold its
+    /// place); if every connection is younger, the new one is closed at once. Both are counted.
     pub max_connections: usize,
     /// A response whose client reads nothing of it for this long is abandoned and its
     /// connection closed (default [`DEFAULT_WRITE_TIMEOUT`]).
@@ -458,12 +459,12 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let mut open = lock(&open);
-                        if open.len() >= max_connections && !open.evict_most_stalled(epoch) {
-                            app.metrics.count_closed(Closed::Refused);
-                            drop(stream);
-                            continue;
-                        }
                         if open.len() >= max_connections {
+                            if !open.evict_for_newcomer(epoch) {
+                                app.metrics.count_closed(Closed::Refused);
+                                drop(stream);
+                                continue;
+                            }
                             app.metrics.count_closed(Closed::Evicted);
                         }
                         let progress = Arc::new(Progress::default());

@@ -282,7 +282,7 @@ impl ServerMetrics {
         ));
         out.push(by_reason(
             "shmetrics_http_connections_closed",
-            "Connections the server closed itself, by reason: refused at the connection limit, evicted (stalled longest when a new one needed the place), write_timeout (the client stopped reading), request_cap (too many requests on one connection).",
+            "Connections the server closed itself, by reason: refused at the connection limit, evicted (stalled longest, else open longest, when a new one needed the place), write_timeout (the client stopped reading), request_cap (too many requests on one connection).",
             CLOSED_REASONS.map(|(why, name)| (name, &self.closed[why as usize])),
         ));
         if !requests.is_empty() {
