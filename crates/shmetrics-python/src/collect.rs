@@ -8,7 +8,7 @@ use pyo3::exceptions::{PyMemoryError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use shmetrics_reader::snapshot::{Family, Series, Value};
-use shmetrics_reader::{Format, PrefixFilter, ScrapeReport};
+use shmetrics_reader::{Format, PrefixFilter, Scrape, ScrapeReport};
 
 /// Reads one metrics directory, keeping parsed metadata between scrapes. Thread-safe; the
 /// directory is read with the GIL released.
@@ -73,6 +73,49 @@ impl Reader {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// A snapshot for `collect` and `render_prometheus_client` (the GIL released while it is
+    /// taken), its prefix filter and, with `process_metrics`, the live writers' process
+    /// families; a prefix list that keeps none of the families is logged the first time.
+    fn take(
+        &self,
+        py: Python<'_>,
+        prefixes: Vec<String>,
+        process_metrics: bool,
+    ) -> PyResult<(Scrape, PrefixFilter, Vec<Family>)> {
+        let filter = PrefixFilter::new(prefixes);
+        let (scrape, warning) = py.detach(|| {
+            let mut state = self.lock();
+            state.reader.set_process_metrics(process_metrics);
+            let scrape = state.reader.snapshot();
+            state.last = scrape.report.clone();
+            let warning = state.check_prefixes(&filter, Some(&scrape.snapshot));
+            (scrape, warning)
+        });
+        if let Some(warning) = warning {
+            log_warning(py, &warning)?;
+        }
+        let process = shmetrics_reader::process::families(&scrape.report);
+        Ok((scrape, filter, process))
+    }
+}
+
+/// The families a collection shows: the merged ones `filter` keeps, then the process
+/// families (`process`) the directory does not have itself.
+fn kept<'a>(
+    scrape: &'a Scrape,
+    filter: &'a PrefixFilter,
+    process: &'a [Family],
+) -> impl Iterator<Item = &'a Family> {
+    let merged = scrape
+        .snapshot
+        .families
+        .iter()
+        .filter(|f| filter.keeps(&f.name));
+    let extra = process
+        .iter()
+        .filter(|f| scrape.snapshot.family(&f.name).is_none());
+    merged.chain(extra)
 }
 
 #[pymethods]
@@ -112,33 +155,42 @@ impl Reader {
         created: bool,
         exemplars: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let filter = PrefixFilter::new(prefixes);
-        let (scrape, warning) = py.detach(|| {
-            let mut state = self.lock();
-            state.reader.set_process_metrics(process_metrics);
-            let scrape = state.reader.snapshot();
-            state.last = scrape.report.clone();
-            let warning = state.check_prefixes(&filter, Some(&scrape.snapshot));
-            (scrape, warning)
-        });
-        if let Some(warning) = warning {
-            log_warning(py, &warning)?;
-        }
+        let (scrape, filter, process) = self.take(py, prefixes, process_metrics)?;
         let out = PyList::empty(py);
-        for family in scrape
-            .snapshot
-            .families
-            .iter()
-            .filter(|f| filter.keeps(&f.name))
-        {
+        for family in kept(&scrape, &filter, &process) {
             out.append(family_to_py(py, family, created, exemplars)?)?;
         }
-        for family in &shmetrics_reader::process::families(&scrape.report) {
-            if scrape.snapshot.family(&family.name).is_none() {
-                out.append(family_to_py(py, family, created, exemplars)?)?;
-            }
-        }
         Ok(out)
+    }
+
+    /// What `prometheus_client.generate_latest` writes for the `Metric` objects the drop-in
+    /// makes of `collect(prefixes, process_metrics)` (without `_created` samples), written
+    /// natively (`compat.rs`): `sums_first` and `two_digit_exponent` as the installed
+    /// `prometheus_client` version does. `None` when a family or label name is outside the
+    /// classic character sets, which only `prometheus_client` escapes as it does.
+    #[pyo3(signature = (prefixes, process_metrics, sums_first, two_digit_exponent))]
+    fn render_prometheus_client<'py>(
+        &self,
+        py: Python<'py>,
+        prefixes: Vec<String>,
+        process_metrics: bool,
+        sums_first: bool,
+        two_digit_exponent: bool,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let (scrape, filter, process) = self.take(py, prefixes, process_metrics)?;
+        let style = crate::compat::Style {
+            sums_first,
+            two_digit_exponent,
+        };
+        let text = py.detach(|| {
+            let mut out = String::new();
+            crate::compat::render(kept(&scrape, &filter, &process), style, &mut out)
+                .map(|done| done.then_some(out))
+        });
+        let text = text.map_err(|e| {
+            PyMemoryError::new_err(format!("cannot allocate the exposition's text: {e}"))
+        })?;
+        Ok(text.map(|t| PyBytes::new(py, t.as_bytes())))
     }
 
     /// The merged directory rendered as Prometheus text (or OpenMetrics), filtered by

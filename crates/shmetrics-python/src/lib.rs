@@ -8,6 +8,7 @@
 //! No `unsafe` here: every memory access goes through the writer and reader crates.
 
 mod collect;
+mod compat;
 mod dropin;
 mod floor;
 mod info_enum;
@@ -31,6 +32,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<collect::Reader>()?;
     m.add_class::<dropin::FastLabels>()?;
     m.add_class::<floor::CallFloor>()?;
+    m.add_function(wrap_pyfunction!(compat::float_to_go_string, m)?)?;
     m.add_function(wrap_pyfunction!(registry::default_registry, m)?)?;
     m.add_function(wrap_pyfunction!(registry::configured_registry, m)?)?;
     m.add_function(wrap_pyfunction!(registry::fork_recreations, m)?)?;

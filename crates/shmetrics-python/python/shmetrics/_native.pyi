@@ -34,6 +34,9 @@ def configured_registry() -> Optional[Registry]:
 def fork_recreations() -> int:
     """How many times this process re-created its segments after a ``fork()``."""
 
+def float_to_go_string(v: float, two_digit_exponent: bool) -> str:
+    """``prometheus_client``'s ``floatToGoString(v)`` as the native text renderer writes it."""
+
 class Counter:
     def __init__(
         self,
@@ -205,6 +208,9 @@ class Reader:
         process_metrics: bool = False,
         created: bool = True,
     ) -> bytes: ...
+    def render_prometheus_client(
+        self, prefixes: List[str], process_metrics: bool, sums_first: bool, two_digit_exponent: bool
+    ) -> Optional[bytes]: ...
     def last_report(self) -> Dict[str, Any]: ...
 
 class FastLabels:

@@ -55,6 +55,7 @@ leaves those out of the exposition and reports them.
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -137,7 +138,10 @@ def _float_to_go_string() -> Callable[[float], str]:
     return floatToGoString
 
 
+@functools.lru_cache(maxsize=None)
 def _prometheus_client_version() -> Tuple[int, ...]:
+    """The installed release, read once: the package metadata costs more than a collection
+    (a process imports one ``prometheus_client``)."""
     from importlib.metadata import version
 
     parts = []
@@ -347,11 +351,109 @@ def _collected(
     if created is None:
         created = _created_series_on() and _in_openmetrics_exposition()
     families = reader.collect(prefixes, process_metrics, created, True)
+    _log_problems(reader)
+    return _families_to_metrics(families, created)
+
+
+def _log_problems(reader: Any) -> None:
+    """Logs each problem of ``reader``'s last collection once per (file, reason)."""
     for path, reason, detail in reader.last_report()["problems"]:
         if (path, reason) not in _reported:
             _reported.add((path, reason))
             _log.warning("shmetrics: %s: %s (%s)", path, detail, reason)
-    return _families_to_metrics(families, created)
+
+
+# --------------------------------------------------------------------------------------
+# generate_latest
+
+
+#: Probes of ``floatToGoString``: every form it writes (positional, Go's exponent form for
+#: positive values from a million, Python's exponent form, the special values).
+_FLOAT_PROBES = (0.0, -0.0, 1.0, 0.1, 3.3, 0.0001, 1e-05, 1.5e-07, 5e-324, 123456.5, 1e6, 1234567.0,
+                 10000000.5, 1e15, 9999999999999998.0, 1e16, 1e21, -1e7, -1e16, 1.7976931348623157e308,
+                 float("inf"), float("-inf"), float("nan"))
+
+#: ``_text_style``'s answer per ``floatToGoString`` function (the installed release's, fixed
+#: once imported): asking the package metadata for the version costs more than a render.
+_text_styles: Dict[Any, Optional[Tuple[bool, bool]]] = {}
+
+
+def _text_style() -> Optional[Tuple[bool, bool]]:
+    """What the native text renderer must do as the installed ``prometheus_client`` does:
+    ``(sums_first, two_digit_exponent)``; ``None`` when its ``floatToGoString`` writes a
+    probe differently from the native one in either form (a release not tested: then
+    ``prometheus_client`` renders)."""
+    go_string = _float_to_go_string()
+    style = _text_styles.get(go_string, False)
+    if style is not False:
+        return style
+    style = None
+    for two_digit in (True, False):
+        if all(_native.float_to_go_string(v, two_digit) == go_string(v) for v in _FLOAT_PROBES):
+            style = (_prometheus_client_version() < (0, 24), two_digit)
+            break
+    _text_styles[go_string] = style
+    return style
+
+
+def _native_plan(registry: Any) -> Optional[List[Tuple[Any, List[str], bool]]]:
+    """What a text exposition of ``registry`` reads, when the native renderer can write it
+    as ``prometheus_client`` would: a plain ``CollectorRegistry`` without target info
+    whose collectors are all the drop-in's (``MultiProcessCollector``, and
+    ``ShmetricsCollector`` without forced ``_created`` samples), unsubclassed; per
+    collector, in registration order, its reader, prefixes and process-metrics switch.
+    ``None`` otherwise."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client.registry import CollectorRegistry
+
+    if type(registry) is not CollectorRegistry:
+        return None
+    with registry._lock:
+        collectors = list(registry._collector_to_names)
+        target_info = registry._target_info
+    if target_info:
+        return None
+    plan = []
+    for collector in collectors:
+        cls = type(collector)
+        if cls is MultiProcessCollector and cls.collect is _multiprocess_collector_collect:
+            plan.append((_reader(collector._path), [], False))
+        elif cls is ShmetricsCollector and collector._created is not True:
+            plan.append((collector._reader, collector._prefixes, collector._process_metrics))
+        else:
+            return None
+    return plan
+
+
+_DEFAULT_REGISTRY = object()
+
+
+def _generate_latest(registry: Any = _DEFAULT_REGISTRY, *args: Any, **kwargs: Any) -> bytes:
+    """``prometheus_client``'s text ``generate_latest`` once installed: for a registry of
+    the drop-in's collectors only (see ``_native_plan``), and the default escaping, the
+    same bytes written natively from the merged families (``Reader.render_prometheus_client``)
+    instead of through ``Metric`` objects and ``prometheus_client``'s renderer; any other
+    registry, argument or name (outside the classic character sets) goes to
+    ``prometheus_client``'s own."""
+    original = _originals[("exposition", "generate_latest")]
+    if registry is _DEFAULT_REGISTRY:
+        from prometheus_client.registry import REGISTRY
+
+        registry = REGISTRY
+    if args or any(k != "escaping" or v != "underscores" for k, v in kwargs.items()):
+        return original(registry, *args, **kwargs)
+    plan = _native_plan(registry)
+    style = _text_style() if plan is not None else None
+    if plan is None or style is None:
+        return original(registry, *args, **kwargs)
+    parts = []
+    for reader, prefixes, process_metrics in plan:
+        body = reader.render_prometheus_client(prefixes, process_metrics, *style)
+        _log_problems(reader)
+        if body is None:
+            return original(registry, *args, **kwargs)
+        parts.append(body)
+    return b"".join(parts)
 
 
 # --------------------------------------------------------------------------------------
@@ -845,7 +947,8 @@ def install() -> None:
     shmetrics reader. Idempotent; safe whether or not ``prometheus_client`` was imported
     before. Metrics created before the call keep the storage they were created with
     (``*.db`` files in multiprocess mode, which the reader still merges)."""
-    from prometheus_client import metrics, multiprocess, values
+    import prometheus_client
+    from prometheus_client import exposition, metrics, multiprocess, values
 
     with _install_lock:
         if _originals:
@@ -869,12 +972,19 @@ def install() -> None:
             values.ValueClass = _ShmetricsValue
         multiprocess.mark_process_dead = mark_process_dead
         multiprocess.MultiProcessCollector.collect = _multiprocess_collector_collect
+        _originals[("exposition", "generate_latest")] = exposition.generate_latest
+        _originals[("prometheus_client", "generate_latest")] = prometheus_client.generate_latest
+        fast = functools.wraps(exposition.generate_latest)(_generate_latest)
+        exposition.generate_latest = fast
+        if prometheus_client.generate_latest is _originals[("exposition", "generate_latest")]:
+            prometheus_client.generate_latest = fast
 
 
 def uninstall() -> None:
     """Restores ``prometheus_client`` as it was before :func:`install`. Metrics created
     meanwhile keep writing into shmetrics segments."""
-    from prometheus_client import metrics, multiprocess, values
+    import prometheus_client
+    from prometheus_client import exposition, metrics, multiprocess, values
 
     with _install_lock:
         if not _originals:
@@ -889,6 +999,10 @@ def uninstall() -> None:
         values.MultiProcessValue = _originals[("values", "MultiProcessValue")]
         multiprocess.mark_process_dead = _originals[("multiprocess", "mark_process_dead")]
         multiprocess.MultiProcessCollector.collect = _originals[("MultiProcessCollector", "collect")]
+        if getattr(exposition.generate_latest, "__wrapped__", None) is _originals[("exposition", "generate_latest")]:
+            exposition.generate_latest = _originals[("exposition", "generate_latest")]
+        if getattr(prometheus_client.generate_latest, "__wrapped__", None) is _originals[("exposition", "generate_latest")]:
+            prometheus_client.generate_latest = _originals[("prometheus_client", "generate_latest")]
         _originals.clear()
         _legacy_classes.clear()
 
