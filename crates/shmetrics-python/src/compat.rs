@@ -2,7 +2,7 @@
 //! what `prometheus_client.generate_latest` writes for the `Metric` objects the drop-in's
 //! collectors return (`_families_to_metrics` in python/shmetrics/prometheus_client.py), so
 //! that a `/metrics` view built from unchanged `prometheus_client` code skips the Python
-//! objects and the Python renderer (docs/python.md, "generate_latest").
+//! objects and the Python renderer (docs/python.md, "Reading").
 //!
 //! What `generate_latest` does to those metrics, in order: per family a `# HELP` line (a
 //! counter's name with `_total`, an info's with `_info`; backslashes and newlines of the
