@@ -351,7 +351,12 @@ def test_uninstall_restores_prometheus_client(workers, metrics_dir):
         "spc.install()\n"
         "result.append(spc.installed())"
     )
-    assert result == [False, "MutexValue", False, "prometheus_client.metrics", "prometheus_client.multiprocess", True]
+    # The worker is forked from this process: its value class before install() is this one's
+    # (MutexValue when prometheus_client was first imported without PROMETHEUS_MULTIPROC_DIR).
+    from prometheus_client import values
+
+    before = values.ValueClass.__name__
+    assert result == [False, before, False, "prometheus_client.metrics", "prometheus_client.multiprocess", True]
     assert sample_value(metrics_dir, "a_total") == 2
 
 
@@ -375,9 +380,22 @@ def test_labels_fast_path_matches_prometheus_client(workers):
         "o = Own('o', 'help', ['a'], registry=None)\n"
         "o.labels('x').inc()\n"
         "c.clear()\n"
-        "result += [type(c.labels).__name__, type(o.labels).__name__, c.labels('1', 'y') is x]"
+        "y = c.labels('1', 'y')\n"
+        "result += [type(c.labels).__name__, type(o.labels).__name__, y is x, c._metrics[('1', 'y')] is y,\n"
+        "           c.labels('1', 'y') is y]\n"
+        "c.remove('1', 'y')\n"
+        "z = c.labels('1', 'y')\n"
+        "result += [z is y, c._metrics[('1', 'y')] is z, c.labels('1', 'y') is z]\n"
+        "import shmetrics.prometheus_client as spc\n"
+        "spc.uninstall()\n"
+        "c.clear()\n"
+        "result += ['labels' in vars(c), c.labels('1', 'y') is z]\n"
+        "spc.install()"
     )
-    assert result == [True, True, True, True] + ["ValueError"] * 4 + ["FastLabels", "method", False]
+    # After clear() and remove(), labels() gives the child prometheus_client holds (the fast
+    # path follows the dict clear() puts in place); uninstall() unbinds the fast path.
+    assert result == [True, True, True, True] + ["ValueError"] * 4 + [
+        "FastLabels", "method", False, True, True, False, True, True, False, False]
 
 
 def test_without_a_directory_prometheus_client_keeps_its_memory_values(tmp_path):

@@ -62,6 +62,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from . import _created_series_on, _native
@@ -861,8 +862,26 @@ def _labels(self: Any, *labelvalues: Any, **labelkwargs: Any) -> Any:
     original = _originals[("MetricWrapperBase", "labels")]
     child = original(self, *labelvalues, **labelkwargs)
     if "_metrics" in self.__dict__ and "labels" not in self.__dict__ and type(self).labels is _labels:
-        self.labels = _native.FastLabels(self, original)
+        _bind_fast_labels(self)
     return child
+
+
+#: Metrics with a ``FastLabels`` bound: ``uninstall`` unbinds them.
+_fast_labelled: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _bind_fast_labels(metric: Any) -> None:
+    """Binds a ``FastLabels`` over ``metric``'s current ``_metrics`` dict."""
+    metric.labels = _native.FastLabels(metric, _originals[("MetricWrapperBase", "labels")])
+    _fast_labelled.add(metric)
+
+
+def _clear(self: Any) -> None:
+    """``clear()`` once installed: ``prometheus_client``'s, which replaces ``_metrics`` with
+    a new dict, then a ``FastLabels`` over the new one (it holds the dict it was made with)."""
+    _originals[("MetricWrapperBase", "clear")](self)
+    if isinstance(self.__dict__.get("labels"), _native.FastLabels):
+        _bind_fast_labels(self)
 
 
 #: Patched methods that were inherited, not the class's own.
@@ -939,6 +958,7 @@ _PATCHES: List[Tuple[str, str, Callable[..., Any]]] = [
     ("Enum", "__init__", _enum_init),
     ("Enum", "state", _enum_state),
     ("MetricWrapperBase", "labels", _labels),
+    ("MetricWrapperBase", "clear", _clear),
 ]
 
 
@@ -1003,6 +1023,10 @@ def uninstall() -> None:
             exposition.generate_latest = _originals[("exposition", "generate_latest")]
         if getattr(prometheus_client.generate_latest, "__wrapped__", None) is _originals[("exposition", "generate_latest")]:
             prometheus_client.generate_latest = _originals[("prometheus_client", "generate_latest")]
+        for metric in list(_fast_labelled):
+            if isinstance(metric.__dict__.get("labels"), _native.FastLabels):
+                del metric.__dict__["labels"]
+        _fast_labelled.clear()
         _originals.clear()
         _legacy_classes.clear()
 
