@@ -1,8 +1,8 @@
 //! What a client can hold, bounded: connections (a maximum; when full, the most stalled one,
-//! or else the oldest, evicted for a new one), time spent writing one response (a client that stops reading is
-//! dropped), requests per connection (pipelining), and descriptors (one kept in reserve so
-//! that a full table never stops the accept loop, and the connection limit kept below the
-//! process's descriptor limit so that the metrics directory can always be read).
+//! or else the oldest, evicted for a new one), time spent writing one response (a client that
+//! stops reading is dropped), requests per connection (pipelining), and descriptors (one kept
+//! in reserve so that a full table never stops the accept loop, and the connection limit kept
+//! below the process's descriptor limit so that the metrics directory can always be read).
 
 use shmetrics_layout::sync::AtomicU64;
 use std::collections::HashMap;
