@@ -60,13 +60,7 @@ pub(crate) fn render<'a>(
         out.push_str("# HELP ");
         out.push_str(&shown);
         out.push(' ');
-        for c in family.help.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
+        push_escaped(out, &family.help, false);
         out.push_str("\n# TYPE ");
         out.push_str(&shown);
         out.push(' ');
@@ -232,14 +226,7 @@ fn sample(
             }
             out.push_str(n);
             out.push_str("=\"");
-            for c in v.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '"' => out.push_str("\\\""),
-                    c => out.push(c),
-                }
-            }
+            push_escaped(out, v, true);
             out.push('"');
         }
         out.push('}');
@@ -248,6 +235,24 @@ fn sample(
     go_float(value, style.two_digit_exponent, out);
     out.push('\n');
     Ok(())
+}
+
+/// Appends `text` with backslashes and newlines escaped, and double quotes with `quotes` (a
+/// label value; not a help text). Text without any is copied whole.
+fn push_escaped(out: &mut String, text: &str, quotes: bool) {
+    let special = |b: u8| b == b'\\' || b == b'\n' || (quotes && b == b'"');
+    if !text.bytes().any(special) {
+        out.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quotes => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
 }
 
 /// `prometheus_client.utils.floatToGoString(v)`: `+Inf`, `-Inf`, `NaN`, else Python's
