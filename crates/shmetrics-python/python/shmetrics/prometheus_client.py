@@ -428,10 +428,25 @@ def _native_plan(registry: Any) -> Optional[List[Tuple[Any, List[str], bool]]]:
 
 _DEFAULT_REGISTRY = object()
 
+#: Escaping schemes that leave names of the classic character sets as they are (``dots``
+#: doubles their underscores): for them the native text is the same bytes. The native
+#: renderer declines any other name.
+_SAME_FOR_CLASSIC_NAMES = ("underscores", "allow-utf-8", "values")
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_escaping(generate_latest: Callable[..., bytes]) -> bool:
+    """Whether this ``generate_latest`` has an ``escaping`` parameter (0.24 on; before, a call
+    with one raises ``TypeError``, and must still)."""
+    import inspect
+
+    return "escaping" in inspect.signature(generate_latest).parameters
+
 
 def _generate_latest(registry: Any = _DEFAULT_REGISTRY, *args: Any, **kwargs: Any) -> bytes:
     """``prometheus_client``'s text ``generate_latest`` once installed: for a registry of
-    the drop-in's collectors only (see ``_native_plan``), and the default escaping, the
+    the drop-in's collectors only (see ``_native_plan``), and an escaping that leaves
+    classic names alone (the default, ``allow-utf-8`` as Prometheus 3 asks, ``values``), the
     same bytes written natively from the merged families (``Reader.render_prometheus_client``)
     instead of through ``Metric`` objects and ``prometheus_client``'s renderer; any other
     registry, argument or name (outside the classic character sets) goes to
@@ -441,7 +456,9 @@ def _generate_latest(registry: Any = _DEFAULT_REGISTRY, *args: Any, **kwargs: An
         from prometheus_client.registry import REGISTRY
 
         registry = REGISTRY
-    if args or any(k != "escaping" or v != "underscores" for k, v in kwargs.items()):
+    if args or any(k != "escaping" or v not in _SAME_FOR_CLASSIC_NAMES for k, v in kwargs.items()):
+        return original(registry, *args, **kwargs)
+    if kwargs and not _takes_escaping(original):
         return original(registry, *args, **kwargs)
     plan = _native_plan(registry)
     style = _text_style() if plan is not None else None
