@@ -890,7 +890,8 @@ _fast_labelled: "weakref.WeakSet[Any]" = weakref.WeakSet()
 def _bind_fast_labels(metric: Any) -> None:
     """Binds a ``FastLabels`` over ``metric``'s current ``_metrics`` dict."""
     metric.labels = _native.FastLabels(metric, _originals[("MetricWrapperBase", "labels")])
-    _fast_labelled.add(metric)
+    with _install_lock:  # not while uninstall() walks the set
+        _fast_labelled.add(metric)
 
 
 def _clear(self: Any) -> None:
