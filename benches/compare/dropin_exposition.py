@@ -16,9 +16,12 @@ then per round, in rotated order:
   the drop-in renders natively;
 - ``dropin_python``: prometheus_client's own ``generate_latest`` (the one the drop-in
   replaced) over the drop-in's ``collect``: what the drop-in did before;
-- ``native``: ``shmetrics.generate_latest(DIR)``, no registry.
+- ``native``: ``shmetrics.generate_latest(DIR)``, no registry;
+- ``dropin_om``, ``dropin_om_python``, ``native_om``: the same three for OpenMetrics
+  (``prometheus_client.openmetrics.exposition.generate_latest``, ``openmetrics=True``).
 
-``dropin`` and ``dropin_python`` must give the same bytes, every round. Reported: medians of
+``dropin`` and ``dropin_python`` (and their OpenMetrics pair) must give the same bytes, every
+round. Reported: medians of
 the rounds' times and of the per-round ratios.
 
 Part ``gunicorn``: three gunicorn servers (4 sync workers each, ``--preload``) run the same
@@ -99,7 +102,7 @@ GUNICORN_CONF = textwrap.dedent(
 )
 
 SERVERS = ["plain", "dropin", "dropin_python"]
-SUBJECTS = ["dropin", "dropin_python", "native"]
+SUBJECTS = ["dropin", "dropin_python", "native", "dropin_om", "dropin_om_python", "native_om"]
 
 
 def free_port():
@@ -143,11 +146,17 @@ def directory_part(args, cleanup):
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=directory)
+        from prometheus_client.openmetrics import exposition as om
+
         python_path = dropin._originals[("exposition", "generate_latest")]
+        python_om = dropin._originals[("openmetrics", "generate_latest")]
         calls = {
             "dropin": lambda: generate_latest(registry),
             "dropin_python": lambda: python_path(registry),
             "native": lambda: shmetrics.generate_latest(directory),
+            "dropin_om": lambda: om.generate_latest(registry),
+            "dropin_om_python": lambda: python_om(registry),
+            "native_om": lambda: shmetrics.generate_latest(directory, openmetrics=True),
         }
         assert dropin._native_plan(registry) is not None, "the drop-in's native path refused"
         for call in calls.values():   # warm: readers opened, metadata parsed
@@ -166,7 +175,7 @@ def directory_part(args, cleanup):
                     best = took if best is None else min(best, took)
                 bodies[subject] = body
                 times[subject].append(best)
-            if bodies["dropin"] != bodies["dropin_python"]:
+            if bodies["dropin"] != bodies["dropin_python"] or bodies["dropin_om"] != bodies["dropin_om_python"]:
                 raise SystemExit("the drop-in's native render differs from prometheus_client's")
             size = len(bodies["dropin"])
     finally:
@@ -179,6 +188,10 @@ def directory_part(args, cleanup):
             p / d for p, d in zip(times["dropin_python"], times["dropin"])),
         "dropin_over_native": statistics.median(
             d / n for d, n in zip(times["dropin"], times["native"])),
+        "dropin_om_python_over_dropin_om": statistics.median(
+            p / d for p, d in zip(times["dropin_om_python"], times["dropin_om"])),
+        "dropin_om_over_native_om": statistics.median(
+            d / n for d, n in zip(times["dropin_om"], times["native_om"])),
     }
     ms = result["ms"]
     print(f"directory ({size} bytes, medians of {args.rounds} rounds, best of {args.repeat}): "
@@ -186,6 +199,10 @@ def directory_part(args, cleanup):
           f"native {ms['native']:.2f} ms; dropin_python/dropin "
           f"{result['dropin_python_over_dropin']:.1f}x, dropin/native "
           f"{result['dropin_over_native']:.2f}x")
+    print(f"directory, OpenMetrics: dropin {ms['dropin_om']:.2f} ms, dropin_python "
+          f"{ms['dropin_om_python']:.2f} ms, native {ms['native_om']:.2f} ms; dropin_python/dropin "
+          f"{result['dropin_om_python_over_dropin_om']:.1f}x, dropin/native "
+          f"{result['dropin_om_over_native_om']:.2f}x")
     return result
 
 

@@ -164,11 +164,15 @@ impl Reader {
     }
 
     /// What `prometheus_client.generate_latest` writes for the `Metric` objects the drop-in
-    /// makes of `collect(prefixes, process_metrics)` (without `_created` samples), written
-    /// natively (`compat.rs`): `sums_first` and `two_digit_exponent` as the installed
-    /// `prometheus_client` version does. `None` when a family or label name is outside the
-    /// classic character sets, which only `prometheus_client` escapes as it does.
-    #[pyo3(signature = (prefixes, process_metrics, sums_first, two_digit_exponent))]
+    /// makes of `collect(prefixes, process_metrics)`, written natively (`compat.rs`):
+    /// `sums_first` and `two_digit_exponent` as the installed `prometheus_client` version
+    /// does; with `openmetrics`, what its OpenMetrics `generate_latest` writes (without the
+    /// final `# EOF`), with `_created` samples when `created`, and sample names with `:` as
+    /// `_` when `sample_colons_as_underscores`. `None` when a family or label name is
+    /// outside the classic character sets, which only `prometheus_client` escapes as it
+    /// does.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (prefixes, process_metrics, sums_first, two_digit_exponent, openmetrics=false, created=false, sample_colons_as_underscores=false))]
     fn render_prometheus_client<'py>(
         &self,
         py: Python<'py>,
@@ -176,11 +180,18 @@ impl Reader {
         process_metrics: bool,
         sums_first: bool,
         two_digit_exponent: bool,
+        openmetrics: bool,
+        created: bool,
+        sample_colons_as_underscores: bool,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let (scrape, filter, process) = self.take(py, prefixes, process_metrics)?;
         let style = crate::compat::Style {
             sums_first,
             two_digit_exponent,
+            openmetrics: openmetrics.then_some(crate::compat::OpenMetrics {
+                created,
+                sample_colons_as_underscores,
+            }),
         };
         let text = py.detach(|| {
             let mut out = String::new();

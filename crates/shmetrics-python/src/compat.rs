@@ -1,27 +1,32 @@
-//! `prometheus_client`'s text exposition of merged families, written natively: byte for byte
-//! what `prometheus_client.generate_latest` writes for the `Metric` objects the drop-in's
-//! collectors return (`_families_to_metrics` in python/shmetrics/prometheus_client.py), so
-//! that a `/metrics` view built from unchanged `prometheus_client` code skips the Python
-//! objects and the Python renderer (docs/python.md, "Reading").
+//! `prometheus_client`'s text and OpenMetrics expositions of merged families, written
+//! natively: byte for byte what `prometheus_client.generate_latest` and
+//! `prometheus_client.openmetrics.exposition.generate_latest` write for the `Metric` objects
+//! the drop-in's collectors return (`_families_to_metrics` in
+//! python/shmetrics/prometheus_client.py), so that a `/metrics` view built from unchanged
+//! `prometheus_client` code skips the Python objects and the Python renderer (docs/python.md,
+//! "Reading").
 //!
-//! What `generate_latest` does to those metrics, in order: per family a `# HELP` line (a
-//! counter's name with `_total`, an info's with `_info`; backslashes and newlines of the
-//! help escaped) and a `# TYPE` line (infos and statesets as `gauge`); per sample its name,
-//! its labels sorted by name (a histogram's `le`, an `all` gauge's `pid` and a stateset's
-//! state label among them), values escaped, and the value as `floatToGoString` writes it:
-//! Python's `repr` of the float, positive values of a million and more as Go's exponent
-//! form (`1.5e+06`). Names outside the classic character sets are escaped differently by
-//! each `prometheus_client` version and escaping scheme: [`render`] declines them, and the
-//! caller lets `prometheus_client` render.
+//! What the text `generate_latest` does to those metrics, in order: per family a `# HELP`
+//! line (a counter's name with `_total`, an info's with `_info`; backslashes and newlines of
+//! the help escaped) and a `# TYPE` line (infos and statesets as `gauge`); per sample its
+//! name, its labels sorted by name (a histogram's `le`, an `all` gauge's `pid` and a
+//! stateset's state label among them), values escaped, and the value as `floatToGoString`
+//! writes it: Python's `repr` of the float, positive values of a million and more as Go's
+//! exponent form (`1.5e+06`). The OpenMetrics one keeps the family names, types `info` and
+//! `stateset` as such, escapes quotes in the help too, adds each series' `_created` sample
+//! and exemplars (` # {labels} value timestamp`, the timestamp as Python's `str()`), and ends
+//! with `# EOF` (written by the caller, once). Names outside the classic character sets are
+//! escaped differently by each `prometheus_client` version and escaping scheme: [`render`]
+//! declines them, and the caller lets `prometheus_client` render.
 
 use std::collections::TryReserveError;
 use std::fmt::Write as _;
 
 use shmetrics_layout::MetricKind;
 use shmetrics_layout::names::{is_legacy_label_name, is_legacy_metric_name};
-use shmetrics_reader::snapshot::{Family, Series, Value};
+use shmetrics_reader::snapshot::{Exemplar, Family, Series, Value};
 
-/// What differs between the supported `prometheus_client` versions.
+/// What differs between the supported `prometheus_client` versions, and the format.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Style {
     /// Every histogram series' `_sum` before the first's buckets (before 0.24); else each
@@ -30,150 +35,202 @@ pub(crate) struct Style {
     /// `floatToGoString`'s exponent has at least two digits (`1e+15`); else it is `e+0`
     /// and the digits (`1e+015`), as in the versions before the change.
     pub(crate) two_digit_exponent: bool,
+    /// `prometheus_client.openmetrics.exposition.generate_latest`'s form instead of the text
+    /// format's (without the final `# EOF`, which follows every collector's part).
+    pub(crate) openmetrics: Option<OpenMetrics>,
 }
 
-/// Appends the text exposition of `families` to `out`. `Ok(false)` (with `out` partly
-/// written) when a family or label name is outside the classic character sets; an error when
-/// `out` cannot grow (the caller raises `MemoryError`, as `prometheus_client` would, instead
-/// of the process aborting).
+/// What an OpenMetrics exposition shows beyond the text format's samples.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpenMetrics {
+    /// Each counter's, histogram's and summary's `_created` sample, where its creation time
+    /// is known.
+    pub(crate) created: bool,
+    /// Sample names with `:` written with `_` (0.24 on with the `underscores` escaping,
+    /// which escapes a sample name as a label name; the `# HELP` and `# TYPE` lines keep it).
+    pub(crate) sample_colons_as_underscores: bool,
+}
+
+/// Appends the exposition of `families` to `out`. `Ok(false)` (with `out` partly written)
+/// when a family or label name is outside the classic character sets; an error when `out`
+/// cannot grow (the caller raises `MemoryError`, as `prometheus_client` would, instead of
+/// the process aborting).
 pub(crate) fn render<'a>(
     families: impl IntoIterator<Item = &'a Family>,
     style: Style,
     out: &mut String,
 ) -> Result<bool, TryReserveError> {
     for family in families {
-        let mut labels: Vec<(&str, &str)> = Vec::new();
         if !names_are_legacy(family) {
             return Ok(false);
         }
-        let name = &*family.name;
-        let (shown, typ) = match family.kind {
-            MetricKind::Counter => (format!("{name}_total"), "counter"),
-            MetricKind::Gauge => (name.to_owned(), "gauge"),
-            MetricKind::Histogram => (name.to_owned(), "histogram"),
-            MetricKind::Summary => (name.to_owned(), "summary"),
-            MetricKind::Info => (format!("{name}_info"), "gauge"),
-            MetricKind::StateSet => (name.to_owned(), "gauge"),
-        };
-        // Escaping at most doubles the help; the rest is the name twice and the keywords.
-        out.try_reserve(2 * family.help.len() + 2 * shown.len() + 32)?;
-        out.push_str("# HELP ");
-        out.push_str(&shown);
-        out.push(' ');
-        push_escaped(out, &family.help, false);
-        out.push_str("\n# TYPE ");
-        out.push_str(&shown);
-        out.push(' ');
-        out.push_str(typ);
-        out.push('\n');
-        match family.kind {
-            MetricKind::Counter => {
-                for s in &family.series {
-                    sample(out, style, &shown, own_labels(s, &mut labels), value_of(s))?;
-                }
-            }
-            MetricKind::Gauge => {
-                for s in &family.series {
-                    let pid = s.pid.map(|p| p.to_string());
-                    let mut labels = own_labels(s, &mut labels).clone();
-                    if let Some(pid) = &pid {
-                        // As `labels["pid"] = pid`: it replaces a label of that name.
-                        labels.retain(|(n, _)| *n != "pid");
-                        labels.push(("pid", pid));
-                        labels.sort_unstable();
-                    }
-                    sample(out, style, name, &labels, value_of(s))?;
-                }
-            }
-            MetricKind::Summary => {
-                let (count_name, sum_name) = (format!("{name}_count"), format!("{name}_sum"));
-                for s in &family.series {
-                    if let Value::Summary { count, sum } = s.value {
-                        own_labels(s, &mut labels);
-                        sample(out, style, &count_name, &labels, count as f64)?;
-                        sample(out, style, &sum_name, &labels, sum)?;
-                    }
-                }
-            }
-            MetricKind::Info => {
-                for s in &family.series {
-                    sample(out, style, &shown, own_labels(s, &mut labels), 1.0)?;
-                }
-            }
-            MetricKind::StateSet => {
-                for s in &family.series {
-                    if let Value::State { states, index } = &s.value {
-                        for (i, state) in states.iter().enumerate() {
-                            own_labels(s, &mut labels);
-                            labels.retain(|(n, _)| *n != name);
-                            labels.push((name, state));
-                            labels.sort_unstable();
-                            let value = if i == *index { 1.0 } else { 0.0 };
-                            sample(out, style, name, &labels, value)?;
-                        }
-                    }
-                }
-            }
-            MetricKind::Histogram => {
-                let les: Vec<String> = (family.bounds.iter().chain([f64::INFINITY].iter()))
-                    .map(|&bound| {
-                        let mut le = String::new();
-                        go_float(bound, style.two_digit_exponent, &mut le);
-                        le
-                    })
-                    .collect();
-                histogram(out, family, &les, style)?;
-            }
-        }
+        render_family(family, style, out)?;
     }
     Ok(true)
 }
 
-/// A histogram family's samples, in the order of `style`.
-fn histogram(
-    out: &mut String,
-    family: &Family,
-    les: &[String],
-    style: Style,
-) -> Result<(), TryReserveError> {
-    let mut labels = Vec::new();
-    let labels = &mut labels;
+/// One family: its `# HELP` and `# TYPE` lines and its samples, in `_families_to_metrics`'
+/// order.
+fn render_family(family: &Family, style: Style, out: &mut String) -> Result<(), TryReserveError> {
+    let mut labels: Vec<(&str, &str)> = Vec::new();
     let name = &*family.name;
-    let (bucket_name, count_name, sum_name) = (
-        format!("{name}_bucket"),
-        format!("{name}_count"),
-        format!("{name}_sum"),
-    );
-    let sum_of = |s: &Series| match s.value {
-        Value::Histogram { sum, .. } => sum,
-        _ => 0.0,
+    let om = style.openmetrics;
+    // The name in sample names.
+    let base = match om {
+        Some(om) if om.sample_colons_as_underscores => name.replace(':', "_"),
+        _ => name.to_owned(),
     };
-    if style.sums_first {
-        for s in &family.series {
-            sample(out, style, &sum_name, own_labels(s, labels), sum_of(s))?;
-        }
-    }
-    for s in &family.series {
-        let Value::Histogram { buckets, sum } = &s.value else {
-            continue;
+    let (shown, typ) = match (family.kind, om.is_some()) {
+        (MetricKind::Counter, false) => (format!("{name}_total"), "counter"),
+        (MetricKind::Info, false) => (format!("{name}_info"), "gauge"),
+        (MetricKind::StateSet, false) => (name.to_owned(), "gauge"),
+        (MetricKind::Counter, true) => (name.to_owned(), "counter"),
+        (MetricKind::Info, true) => (name.to_owned(), "info"),
+        (MetricKind::StateSet, true) => (name.to_owned(), "stateset"),
+        (MetricKind::Gauge, _) => (name.to_owned(), "gauge"),
+        (MetricKind::Histogram, _) => (name.to_owned(), "histogram"),
+        (MetricKind::Summary, _) => (name.to_owned(), "summary"),
+    };
+    // Escaping at most doubles the help; the rest is the name twice and the keywords.
+    out.try_reserve(2 * family.help.len() + 2 * shown.len() + 32)?;
+    out.push_str("# HELP ");
+    out.push_str(&shown);
+    out.push(' ');
+    // OpenMetrics escapes quotes in the help as well.
+    push_escaped(out, &family.help, om.is_some());
+    out.push_str("\n# TYPE ");
+    out.push_str(&shown);
+    out.push(' ');
+    out.push_str(typ);
+    out.push('\n');
+    let created_name = format!("{base}_created");
+    // A series' `_created` sample, in OpenMetrics where asked for and known.
+    let created =
+        |out: &mut String, labels: &[(&str, &str)], s: &Series| match (om, s.created_seconds()) {
+            (Some(om), Some(t)) if om.created => sample(out, style, &created_name, labels, t, None),
+            _ => Ok(()),
         };
-        if !style.sums_first {
-            sample(out, style, &sum_name, own_labels(s, labels), *sum)?;
+    let exemplar = |s, i| om.and_then(|_| exemplar_of(s, i));
+    match family.kind {
+        MetricKind::Counter => {
+            let total = format!("{base}_total");
+            for s in &family.series {
+                own_labels(s, &mut labels);
+                sample(out, style, &total, &labels, value_of(s), exemplar(s, 0))?;
+                created(out, &labels, s)?;
+            }
         }
-        // As `_families_to_metrics`: a float running total of the integer counts.
-        let mut total = 0.0f64;
-        for (le, &n) in les.iter().zip(buckets.iter()) {
-            total += n as f64;
-            own_labels(s, labels);
-            // As `with_le["le"] = le`: it replaces a label of that name.
-            labels.retain(|(n, _)| *n != "le");
-            labels.push(("le", le));
-            labels.sort_unstable();
-            sample(out, style, &bucket_name, labels, total)?;
+        MetricKind::Gauge => {
+            for s in &family.series {
+                let pid = s.pid.map(|p| p.to_string());
+                let mut labels = own_labels(s, &mut labels).clone();
+                if let Some(pid) = &pid {
+                    // As `labels["pid"] = pid`: it replaces a label of that name.
+                    labels.retain(|(n, _)| *n != "pid");
+                    labels.push(("pid", pid));
+                    labels.sort_unstable();
+                }
+                sample(out, style, &base, &labels, value_of(s), None)?;
+            }
         }
-        sample(out, style, &count_name, own_labels(s, labels), total)?;
+        MetricKind::Summary => {
+            let (count_name, sum_name) = (format!("{base}_count"), format!("{base}_sum"));
+            for s in &family.series {
+                if let Value::Summary { count, sum } = s.value {
+                    own_labels(s, &mut labels);
+                    sample(out, style, &count_name, &labels, count as f64, None)?;
+                    sample(out, style, &sum_name, &labels, sum, None)?;
+                    created(out, &labels, s)?;
+                }
+            }
+        }
+        MetricKind::Info => {
+            let info = format!("{base}_info");
+            for s in &family.series {
+                sample(out, style, &info, own_labels(s, &mut labels), 1.0, None)?;
+            }
+        }
+        MetricKind::StateSet => {
+            for s in &family.series {
+                if let Value::State { states, index } = &s.value {
+                    for (i, state) in states.iter().enumerate() {
+                        own_labels(s, &mut labels);
+                        labels.retain(|(n, _)| *n != name);
+                        labels.push((name, state));
+                        labels.sort_unstable();
+                        let value = if i == *index { 1.0 } else { 0.0 };
+                        sample(out, style, &base, &labels, value, None)?;
+                    }
+                }
+            }
+        }
+        MetricKind::Histogram => {
+            let les: Vec<String> = (family.bounds.iter().chain([f64::INFINITY].iter()))
+                .map(|&bound| {
+                    let mut le = String::new();
+                    go_float(bound, style.two_digit_exponent, &mut le);
+                    le
+                })
+                .collect();
+            let (bucket_name, count_name, sum_name) = (
+                format!("{base}_bucket"),
+                format!("{base}_count"),
+                format!("{base}_sum"),
+            );
+            let sum_of = |s: &Series| match s.value {
+                Value::Histogram { sum, .. } => sum,
+                _ => 0.0,
+            };
+            if style.sums_first {
+                for s in &family.series {
+                    sample(
+                        out,
+                        style,
+                        &sum_name,
+                        own_labels(s, &mut labels),
+                        sum_of(s),
+                        None,
+                    )?;
+                }
+            }
+            for s in &family.series {
+                let Value::Histogram { buckets, sum } = &s.value else {
+                    continue;
+                };
+                if !style.sums_first {
+                    sample(
+                        out,
+                        style,
+                        &sum_name,
+                        own_labels(s, &mut labels),
+                        *sum,
+                        None,
+                    )?;
+                }
+                // As `_families_to_metrics`: a float running total of the integer counts.
+                let mut total = 0.0f64;
+                for (i, (le, &n)) in les.iter().zip(buckets.iter()).enumerate() {
+                    total += n as f64;
+                    own_labels(s, &mut labels);
+                    // As `with_le["le"] = le`: it replaces a label of that name.
+                    labels.retain(|(n, _)| *n != "le");
+                    labels.push(("le", le));
+                    labels.sort_unstable();
+                    sample(out, style, &bucket_name, &labels, total, exemplar(s, i))?;
+                }
+                own_labels(s, &mut labels);
+                sample(out, style, &count_name, &labels, total, None)?;
+                created(out, &labels, s)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// Series `s`'s exemplar for its sample `i` (a counter's `_total` is 0, a histogram's
+/// buckets are 0 on), if one is stored.
+fn exemplar_of(s: &Series, i: usize) -> Option<&Exemplar> {
+    s.exemplars.as_ref()?.get(i)?.as_ref()
 }
 
 /// Whether every name `family` shows is in the classic character sets (a stateset's name is
@@ -214,27 +271,60 @@ fn sample(
     name: &str,
     labels: &[(&str, &str)],
     value: f64,
+    exemplar: Option<&Exemplar>,
 ) -> Result<(), TryReserveError> {
-    let label_bytes: usize = labels.iter().map(|(n, v)| n.len() + 2 * v.len() + 4).sum();
-    out.try_reserve(name.len() + label_bytes + 32)?;
+    let label_bytes = label_set_bytes(labels.iter().copied());
+    // ` # ` and the exemplar's labels, value (24 bytes at most) and timestamp (as many).
+    let exemplar_bytes = exemplar.map_or(0, |e| {
+        label_set_bytes(e.labels.iter().map(|(n, v)| (n.as_str(), v.as_str()))) + 56
+    });
+    out.try_reserve(name.len() + label_bytes + exemplar_bytes + 32)?;
     out.push_str(name);
     if !labels.is_empty() {
-        out.push('{');
-        for (i, (n, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(n);
-            out.push_str("=\"");
-            push_escaped(out, v, true);
-            out.push('"');
-        }
-        out.push('}');
+        push_label_set(out, labels);
     }
     out.push(' ');
     go_float(value, style.two_digit_exponent, out);
+    if let Some(e) = exemplar {
+        // ` # {labels sorted by name} value timestamp`, the timestamp as Python's `str()`.
+        let mut sorted: Vec<(&str, &str)> = e
+            .labels
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        sorted.sort_unstable();
+        out.push_str(" # ");
+        push_label_set(out, &sorted);
+        out.push(' ');
+        go_float(e.value, style.two_digit_exponent, out);
+        out.push(' ');
+        python_repr(shmetrics_reader::snapshot::unix_seconds(e.unix_nanos), out);
+    }
     out.push('\n');
     Ok(())
+}
+
+/// `{a="x",b="y"}`, values escaped (an exemplar's empty set too: `{}`).
+fn push_label_set(out: &mut String, labels: &[(&str, &str)]) {
+    out.push('{');
+    for (i, (n, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(n);
+        out.push_str("=\"");
+        push_escaped(out, v, true);
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// Upper bound of [`push_label_set`]'s bytes: escaping at most doubles a value.
+fn label_set_bytes<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> usize {
+    labels
+        .map(|(n, v)| n.len() + 2 * v.len() + 4)
+        .sum::<usize>()
+        + 2
 }
 
 /// Appends `text` with backslashes and newlines escaped, and double quotes with `quotes` (a
@@ -291,6 +381,24 @@ pub(crate) fn go_float(v: f64, two_digit_exponent: bool, out: &mut String) {
         out.push('-');
     }
     python_repr_digits(digits, point, exponent_form, out);
+}
+
+/// Python's `repr(v)` (and `str(v)`): `nan`, `inf`, `-inf`, else the shortest digits that
+/// read back as `v`, positional from 1e-4 to below 1e16 (`.0` on whole numbers).
+fn python_repr(v: f64, out: &mut String) {
+    if v.is_nan() {
+        out.push_str("nan");
+        return;
+    }
+    if v.is_infinite() {
+        out.push_str(if v > 0.0 { "inf" } else { "-inf" });
+        return;
+    }
+    let (digits, point) = shortest_digits(v.abs());
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    python_repr_digits(digits.as_str(), point, point <= -4 || point > 16, out);
 }
 
 /// The shortest decimal digits that read back as `v` (finite, not negative), without

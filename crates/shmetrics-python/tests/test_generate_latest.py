@@ -117,6 +117,17 @@ def original_generate_latest(registry):
     return dropin._originals[("exposition", "generate_latest")](registry)
 
 
+def openmetrics_generate_latest(registry, **kwargs):
+    """``prometheus_client``'s OpenMetrics ``generate_latest``, looked up at each call."""
+    from prometheus_client.openmetrics import exposition
+
+    return exposition.generate_latest(registry, **kwargs)
+
+
+def original_openmetrics(registry, **kwargs):
+    return dropin._originals[("openmetrics", "generate_latest")](registry, **kwargs)
+
+
 @contextlib.contextmanager
 def native_only():
     """Makes prometheus_client's own ``generate_latest`` fail inside the block: a call that
@@ -124,18 +135,19 @@ def native_only():
     ``monkeypatch`` restoring it after would leave ``_originals`` non-empty, and the next
     ``install()`` would do nothing.)"""
 
-    key = ("exposition", "generate_latest")
-    saved = dropin._originals[key]
+    keys = [("exposition", "generate_latest"), ("openmetrics", "generate_latest")]
+    saved = {key: dropin._originals[key] for key in keys}
+    for key in keys:
 
-    @functools.wraps(saved)  # its signature: what the drop-in asks of the release
-    def refuse(*args, **kwargs):
-        raise AssertionError("prometheus_client's own generate_latest was called")
+        @functools.wraps(saved[key])  # its signature: what the drop-in asks of the release
+        def refuse(*args, **kwargs):
+            raise AssertionError("prometheus_client's own generate_latest was called")
 
-    dropin._originals[key] = refuse
+        dropin._originals[key] = refuse
     try:
         yield
     finally:
-        dropin._originals[key] = saved
+        dropin._originals.update(saved)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -168,11 +180,17 @@ def test_native_text_is_byte_for_byte_prometheus_clients(tmp_path, seed):
         if "escaping" in inspect.signature(original).parameters:
             escapings += [{"escaping": e} for e in ("underscores", "allow-utf-8", "values")]
         expected = [[original(r, **e) for e in escapings] for r in registries]
+        # OpenMetrics: `_created` samples (on by default) and the escapings it renders.
+        om_escapings = [e for e in escapings if e.get("escaping") in (None, "underscores", "allow-utf-8")]
+        om_expected = [[original_openmetrics(r, **e) for e in om_escapings] for r in registries]
         with native_only():
-            for registry, texts in zip(registries, expected):
+            for registry, texts, om_texts in zip(registries, expected, om_expected):
                 assert dropin._native_plan(registry) is not None
                 for escaping, text in zip(escapings, texts):
                     assert generate_latest(registry, **escaping) == text, escaping
+                for escaping, text in zip(om_escapings, om_texts):
+                    assert openmetrics_generate_latest(registry, **escaping) == text, escaping
+        assert b"_created" in om_expected[0][0]
         assert b"# HELP" in expected[0][0]
         if len(escapings) > 1:
             # dots escaping doubles underscores: prometheus_client's own renders it.
@@ -353,3 +371,49 @@ def test_an_exposition_past_the_memory_limit_raises_memory_error(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].startswith("MemoryError cannot allocate the exposition's text"), out.stdout
     assert int(lines[1]) > 100 << 20
+
+
+def test_openmetrics_exemplars_and_created_samples_as_prometheus_client_writes_them(tmp_path):
+    """Exemplars (escaped label values, several processes: the newest shown) and `_created`
+    samples, with created series on and off, and a name with a colon (which 0.24 on writes
+    as `_` in sample names with the default escaping): the same bytes as prometheus_client's
+    OpenMetrics renderer."""
+    code = (
+        "c = Counter('vllm:requests', 'Requests \"served\".', ['model'], registry=None)\n"
+        "h = Histogram('latency_seconds', 'Latency.', ['model'], buckets=[0.1, 1, 10], registry=None)\n"
+        "c.labels('m1').inc(2, exemplar={'trace_id': tag + '\"q\\\\'})\n"
+        "c.labels('m2').inc()\n"
+        "h.labels('m1').observe(0.5, exemplar={'trace_id': tag, 'span': 'n\\nl'})\n"
+        "h.labels('m1').observe(50)\n"
+    )
+    workers = [Worker(str(tmp_path), "dropin") for _ in range(2)]
+    with contextlib.ExitStack() as stack:
+        for w in workers:
+            stack.callback(w.kill)
+        for i, w in enumerate(workers):
+            w.run(code, tag=f"w{i}")
+        stack.enter_context(installed_here())
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(tmp_path))
+        forced = CollectorRegistry()
+        ShmetricsCollector(forced, path=str(tmp_path), created=False)
+        cases = [(registry, {}), (forced, {})]
+        original = dropin._originals[("openmetrics", "generate_latest")]
+        if "escaping" in inspect.signature(original).parameters:
+            cases.append((registry, {"escaping": "allow-utf-8"}))
+        expected = [original_openmetrics(r, **kw) for r, kw in cases]
+        with native_only():
+            for (r, kw), text in zip(cases, expected):
+                assert openmetrics_generate_latest(r, **kw) == text, kw
+        assert b' # {trace_id="w' in expected[0]
+        assert b"_created" in expected[0] and b"_created" not in expected[1]
+        if hasattr(prometheus_client, "disable_created_metrics"):
+            prometheus_client.disable_created_metrics()
+            try:
+                off = original_openmetrics(registry)
+                with native_only():
+                    assert openmetrics_generate_latest(registry) == off
+                assert b"_created" not in off
+            finally:
+                prometheus_client.enable_created_metrics()
+

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import inspect
 import logging
 import os
 import threading
@@ -167,7 +168,10 @@ def _in_openmetrics_exposition() -> bool:
             from prometheus_client.openmetrics import exposition
         except ImportError:
             return False
-        _openmetrics_code.append(exposition.generate_latest.__code__)
+        # The original's code, also while the drop-in's replacement (which calls it when it
+        # cannot render natively) stands in its place.
+        original = getattr(exposition.generate_latest, "__wrapped__", exposition.generate_latest)
+        _openmetrics_code.append(original.__code__)
     code = _openmetrics_code[0]
     frame = sys._getframe(1)
     for _ in range(12):
@@ -397,13 +401,13 @@ def _text_style() -> Optional[Tuple[bool, bool]]:
     return style
 
 
-def _native_plan(registry: Any) -> Optional[List[Tuple[Any, List[str], bool]]]:
-    """What a text exposition of ``registry`` reads, when the native renderer can write it
-    as ``prometheus_client`` would: a plain ``CollectorRegistry`` without target info
-    whose collectors are all the drop-in's (``MultiProcessCollector``, and
-    ``ShmetricsCollector`` without forced ``_created`` samples), unsubclassed; per
-    collector, in registration order, its reader, prefixes and process-metrics switch.
-    ``None`` otherwise."""
+def _native_plan(registry: Any, openmetrics: bool = False) -> Optional[List[Tuple[Any, List[str], bool, bool]]]:
+    """What an exposition of ``registry`` reads, when the native renderer can write it as
+    ``prometheus_client`` would: a plain ``CollectorRegistry`` without target info whose
+    collectors are all the drop-in's (``MultiProcessCollector``, and ``ShmetricsCollector``,
+    in the text format without forced ``_created`` samples), unsubclassed; per collector, in
+    registration order, its reader, prefixes, process-metrics switch and whether its series
+    show ``_created`` samples (in OpenMetrics). ``None`` otherwise."""
     from prometheus_client.multiprocess import MultiProcessCollector
     from prometheus_client.registry import CollectorRegistry
 
@@ -418,9 +422,11 @@ def _native_plan(registry: Any) -> Optional[List[Tuple[Any, List[str], bool]]]:
     for collector in collectors:
         cls = type(collector)
         if cls is MultiProcessCollector and cls.collect is _multiprocess_collector_collect:
-            plan.append((_reader(collector._path), [], False))
-        elif cls is ShmetricsCollector and collector._created is not True:
-            plan.append((collector._reader, collector._prefixes, collector._process_metrics))
+            plan.append((_reader(collector._path), [], False, openmetrics and _created_series_on()))
+        elif cls is ShmetricsCollector and (openmetrics or collector._created is not True):
+            created = _created_series_on() if collector._created is None else collector._created
+            plan.append((collector._reader, collector._prefixes, collector._process_metrics,
+                         openmetrics and created))
         else:
             return None
     return plan
@@ -438,8 +444,6 @@ _SAME_FOR_CLASSIC_NAMES = ("underscores", "allow-utf-8", "values")
 def _takes_escaping(generate_latest: Callable[..., bytes]) -> bool:
     """Whether this ``generate_latest`` has an ``escaping`` parameter (0.24 on; before, a call
     with one raises ``TypeError``, and must still)."""
-    import inspect
-
     return "escaping" in inspect.signature(generate_latest).parameters
 
 
@@ -465,12 +469,75 @@ def _generate_latest(registry: Any = _DEFAULT_REGISTRY, *args: Any, **kwargs: An
     if plan is None or style is None:
         return original(registry, *args, **kwargs)
     parts = []
-    for reader, prefixes, process_metrics in plan:
+    for reader, prefixes, process_metrics, _ in plan:
         body = reader.render_prometheus_client(prefixes, process_metrics, *style)
         _log_problems(reader)
         if body is None:
             return original(registry, *args, **kwargs)
         parts.append(body)
+    return b"".join(parts)
+
+
+#: The escapings of an OpenMetrics exposition the native renderer writes (``values`` and
+#: ``dots`` change sample names differently per release).
+_OPENMETRICS_ESCAPINGS = ("underscores", "allow-utf-8")
+
+
+@functools.lru_cache(maxsize=None)
+def _openmetrics_sample_colons(generate_latest: Callable[..., bytes], escaping: Optional[str]) -> Optional[bool]:
+    """Whether this OpenMetrics ``generate_latest`` writes the ``:`` of a sample name as
+    ``_`` (0.24 on with ``underscores``: it escapes sample names as label names), asked of
+    it once with a probe family ``a:b``; ``None`` when the probe fails."""
+    from prometheus_client.metrics_core import CounterMetricFamily
+    from prometheus_client.registry import CollectorRegistry
+
+    class Probe:
+        def collect(self) -> Iterable[Any]:
+            yield CounterMetricFamily("a:b", "Probe.", value=1.0)
+
+    registry = CollectorRegistry()
+    registry.register(Probe())
+    try:
+        text = generate_latest(registry) if escaping is None else generate_latest(registry, escaping=escaping)
+    except Exception:  # noqa: BLE001 - a release that does not take the probe renders itself
+        return None
+    if b"\na_b_total 1.0\n" in text:
+        return True
+    if b"\na:b_total 1.0\n" in text:
+        return False
+    return None
+
+
+def _generate_latest_openmetrics(registry: Any = _DEFAULT_REGISTRY, *args: Any, **kwargs: Any) -> bytes:
+    """``prometheus_client``'s OpenMetrics ``generate_latest`` once installed: as
+    ``_generate_latest`` for the text format, with the ``_created`` samples and exemplars
+    its collectors would give, and ``# EOF``; the ``underscores`` (default) and
+    ``allow-utf-8`` escapings; anything else goes to ``prometheus_client``'s own."""
+    original = _originals[("openmetrics", "generate_latest")]
+    if registry is _DEFAULT_REGISTRY:
+        from prometheus_client.registry import REGISTRY
+
+        registry = REGISTRY
+    escaping = kwargs.get("escaping")
+    if args or any(k not in ("escaping", "version") for k in kwargs) or (
+        escaping is not None and escaping not in _OPENMETRICS_ESCAPINGS
+    ):
+        return original(registry, *args, **kwargs)
+    plan = _native_plan(registry, openmetrics=True)
+    style = _text_style() if plan is not None else None
+    # Asked of the renderer itself (under any wrapper, a test's included).
+    renderer = inspect.unwrap(original)
+    colons = _openmetrics_sample_colons(renderer, escaping) if style is not None else None
+    if plan is None or style is None or colons is None:
+        return original(registry, *args, **kwargs)
+    parts = []
+    for reader, prefixes, process_metrics, created in plan:
+        body = reader.render_prometheus_client(prefixes, process_metrics, *style, True, created, colons)
+        _log_problems(reader)
+        if body is None:
+            return original(registry, *args, **kwargs)
+        parts.append(body)
+    parts.append(b"# EOF\n")
     return b"".join(parts)
 
 
@@ -987,6 +1054,7 @@ def install() -> None:
     (``*.db`` files in multiprocess mode, which the reader still merges)."""
     import prometheus_client
     from prometheus_client import exposition, metrics, multiprocess, values
+    from prometheus_client.openmetrics import exposition as om_exposition
 
     with _install_lock:
         if _originals:
@@ -1016,6 +1084,10 @@ def install() -> None:
         exposition.generate_latest = fast
         if prometheus_client.generate_latest is _originals[("exposition", "generate_latest")]:
             prometheus_client.generate_latest = fast
+        _originals[("openmetrics", "generate_latest")] = om_exposition.generate_latest
+        om_exposition.generate_latest = functools.wraps(om_exposition.generate_latest)(
+            _generate_latest_openmetrics
+        )
 
 
 def uninstall() -> None:
@@ -1023,6 +1095,7 @@ def uninstall() -> None:
     meanwhile keep writing into shmetrics segments."""
     import prometheus_client
     from prometheus_client import exposition, metrics, multiprocess, values
+    from prometheus_client.openmetrics import exposition as om_exposition
 
     with _install_lock:
         if not _originals:
@@ -1041,6 +1114,8 @@ def uninstall() -> None:
             exposition.generate_latest = _originals[("exposition", "generate_latest")]
         if getattr(prometheus_client.generate_latest, "__wrapped__", None) is _originals[("exposition", "generate_latest")]:
             prometheus_client.generate_latest = _originals[("prometheus_client", "generate_latest")]
+        if getattr(om_exposition.generate_latest, "__wrapped__", None) is _originals[("openmetrics", "generate_latest")]:
+            om_exposition.generate_latest = _originals[("openmetrics", "generate_latest")]
         for metric in list(_fast_labelled):
             if isinstance(metric.__dict__.get("labels"), _native.FastLabels):
                 del metric.__dict__["labels"]
