@@ -405,6 +405,12 @@ def test_openmetrics_exemplars_and_created_samples_as_prometheus_client_writes_t
         with native_only():
             for (r, kw), text in zip(cases, expected):
                 assert openmetrics_generate_latest(r, **kw) == text, kw
+        if "version" in inspect.signature(original).parameters:
+            with native_only():
+                assert openmetrics_generate_latest(registry, version="1.0.0") == expected[0]
+        else:
+            with pytest.raises(TypeError):  # as prometheus_client's own, without the parameter
+                openmetrics_generate_latest(registry, version="1.0.0")
         assert b' # {trace_id="w' in expected[0]
         assert b"_created" in expected[0] and b"_created" not in expected[1]
         if hasattr(prometheus_client, "disable_created_metrics"):

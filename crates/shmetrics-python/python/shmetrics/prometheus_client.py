@@ -441,10 +441,11 @@ _SAME_FOR_CLASSIC_NAMES = ("underscores", "allow-utf-8", "values")
 
 
 @functools.lru_cache(maxsize=None)
-def _takes_escaping(generate_latest: Callable[..., bytes]) -> bool:
-    """Whether this ``generate_latest`` has an ``escaping`` parameter (0.24 on; before, a call
-    with one raises ``TypeError``, and must still)."""
-    return "escaping" in inspect.signature(generate_latest).parameters
+def _parameters(generate_latest: Callable[..., bytes]) -> Tuple[str, ...]:
+    """The parameter names of this ``generate_latest`` (``escaping`` and OpenMetrics'
+    ``version`` came in later releases; before, a call with one raises ``TypeError``, and
+    must still)."""
+    return tuple(inspect.signature(generate_latest).parameters)
 
 
 def _generate_latest(registry: Any = _DEFAULT_REGISTRY, *args: Any, **kwargs: Any) -> bytes:
@@ -462,7 +463,7 @@ def _generate_latest(registry: Any = _DEFAULT_REGISTRY, *args: Any, **kwargs: An
         registry = REGISTRY
     if args or any(k != "escaping" or v not in _SAME_FOR_CLASSIC_NAMES for k, v in kwargs.items()):
         return original(registry, *args, **kwargs)
-    if kwargs and not _takes_escaping(original):
+    if any(k not in _parameters(original) for k in kwargs):
         return original(registry, *args, **kwargs)
     plan = _native_plan(registry)
     style = _text_style() if plan is not None else None
@@ -519,8 +520,10 @@ def _generate_latest_openmetrics(registry: Any = _DEFAULT_REGISTRY, *args: Any, 
 
         registry = REGISTRY
     escaping = kwargs.get("escaping")
-    if args or any(k not in ("escaping", "version") for k in kwargs) or (
-        escaping is not None and escaping not in _OPENMETRICS_ESCAPINGS
+    if (
+        args
+        or any(k not in ("escaping", "version") or k not in _parameters(original) for k in kwargs)
+        or (escaping is not None and escaping not in _OPENMETRICS_ESCAPINGS)
     ):
         return original(registry, *args, **kwargs)
     plan = _native_plan(registry, openmetrics=True)
