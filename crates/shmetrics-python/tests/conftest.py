@@ -28,6 +28,33 @@ EXPOSE_BOTH = (
 )
 
 
+#: Every gauge merge mode of ``multiprocess_mode``.
+GAUGE_MODES = ["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"]
+
+#: Worker code for random workloads: ``specs`` (kind, name, help, label names, keyword
+#: arguments) become ``metrics``; ``apply(ops)`` runs (metric index, label values, method,
+#: argument) operations, ``touch`` only creating the child.
+WORKLOAD_CODE = """
+from prometheus_client import Enum, Info
+
+def make(spec):
+    kind, name, documentation, labelnames, extra = spec
+    cls = {'counter': Counter, 'gauge': Gauge, 'histogram': Histogram, 'summary': Summary,
+           'info': Info, 'enum': Enum}[kind]
+    return cls(name, documentation, labelnames, registry=None, **extra)
+
+metrics = [make(s) for s in specs]
+
+def apply(ops):
+    for index, labelvalues, op, value in ops:
+        m = metrics[index]
+        if labelvalues:
+            m = m.labels(*labelvalues)
+        if op != 'touch':
+            getattr(m, op)(value)
+"""
+
+
 def _worker_main(conn: Any, metrics_dir: str, mode: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     namespace: Dict[str, Any] = {}

@@ -18,26 +18,7 @@ import random
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from conftest import Worker, collect
-
-MODES = ["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"]
-
-WORKER_CODE = """
-def make(spec):
-    kind, name, documentation, labelnames, extra = spec
-    cls = {'counter': Counter, 'gauge': Gauge, 'histogram': Histogram, 'summary': Summary}[kind]
-    return cls(name, documentation, labelnames, registry=None, **extra)
-
-metrics = [make(s) for s in specs]
-
-def apply(ops):
-    for index, labelvalues, op, value in ops:
-        m = metrics[index]
-        if labelvalues:
-            m = m.labels(*labelvalues)
-        if op != 'touch':
-            getattr(m, op)(value)
-"""
+from conftest import GAUGE_MODES, WORKLOAD_CODE, Worker, collect
 
 
 def quarter(rng, high=40):
@@ -53,7 +34,7 @@ def workload(seed, value=quarter):
         labelnames = ["a", "b", "c"][: rng.randint(0, 2)]
         extra = {}
         if kind == "gauge":
-            extra["multiprocess_mode"] = rng.choice(MODES)
+            extra["multiprocess_mode"] = rng.choice(GAUGE_MODES)
         if kind == "histogram" and rng.random() < 0.7:
             extra["buckets"] = sorted(rng.sample([0.25, 0.5, 1, 2.5, 5, 7.5, 1e6], rng.randint(1, 4)))
         name = f"m{i}_{kind}" + ("_total" if kind == "counter" and rng.random() < 0.5 else "")
@@ -103,7 +84,7 @@ def normalized(metrics, pids):
 def run(mode, directory, specs, processes, rounds):
     workers = [Worker(directory, mode) for _ in range(processes)]
     for w in workers:
-        w.run(WORKER_CODE, specs=specs)
+        w.run(WORKLOAD_CODE, specs=specs)
     for batch in rounds:
         for p, ops in batch:
             workers[p].run("apply(ops)", ops=ops)

@@ -20,30 +20,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
 import shmetrics.prometheus_client as dropin
-from conftest import Worker
+from conftest import GAUGE_MODES, WORKLOAD_CODE, Worker
 from shmetrics import _native
 from shmetrics.prometheus_client import ShmetricsCollector
 
-MODES = ["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent"]
-
-WORKER_CODE = """
-from prometheus_client import Enum, Info
-
-def make(spec):
-    kind, name, documentation, labelnames, extra = spec
-    cls = {'counter': Counter, 'gauge': Gauge, 'histogram': Histogram, 'summary': Summary,
-           'info': Info, 'enum': Enum}[kind]
-    return cls(name, documentation, labelnames, registry=None, **extra)
-
-metrics = [make(s) for s in specs]
-
-def apply(ops):
-    for index, labelvalues, op, value in ops:
-        m = metrics[index]
-        if labelvalues:
-            m = m.labels(*labelvalues)
-        getattr(m, op)(value)
-"""
 
 #: Values of every form ``floatToGoString`` writes, and label values that need escaping.
 VALUES = [0.0, 0.25, 3.3, 1e-05, 1.5e-07, 123456.5, 1e6, 1234567.0, 10000000.5, 1e15, 1e16, 1e21, 2.5e300]
@@ -59,7 +39,7 @@ def workload(seed):
         labelnames = ["a", "b", "z"][: rng.randint(0, 2)]
         extra = {}
         if kind == "gauge":
-            extra["multiprocess_mode"] = rng.choice(MODES)
+            extra["multiprocess_mode"] = rng.choice(GAUGE_MODES)
         if kind == "histogram":
             extra["buckets"] = sorted(rng.sample([0.1, 0.25, 1, 2.5, 1e6, 1234567.0, 1e15, 1e21], rng.randint(1, 5)))
         if kind == "enum":
@@ -104,6 +84,20 @@ def installed_here():
     finally:
         if not was:
             dropin.uninstall()
+
+
+@contextlib.contextmanager
+def one_writer(tmp_path, code):
+    """A drop-in worker that ran ``code`` (killed on the way out), the drop-in installed here,
+    and a registry with a ``MultiProcessCollector`` over their directory."""
+    worker = Worker(str(tmp_path), "dropin")
+    with contextlib.ExitStack() as stack:
+        stack.callback(worker.kill)
+        worker.run(code)
+        stack.enter_context(installed_here())
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(tmp_path))
+        yield registry
 
 
 def generate_latest(registry, **kwargs):
@@ -158,7 +152,7 @@ def test_native_text_is_byte_for_byte_prometheus_clients(tmp_path, seed):
         for w in workers:
             stack.callback(w.kill)  # also when an assertion fails: no worker left behind
         for worker, ops in zip(workers, ops_per_process):
-            worker.run(WORKER_CODE, specs=specs)
+            worker.run(WORKLOAD_CODE, specs=specs)
             worker.run("apply(ops)", ops=ops)
         workers[0].kill()  # a dead process's values stay, its live* gauges go
         stack.enter_context(installed_here())
@@ -240,13 +234,7 @@ def test_floats_are_written_as_float_to_go_string_writes_them():
 
 
 def test_other_registries_arguments_and_names_go_to_prometheus_client(tmp_path):
-    worker = Worker(str(tmp_path), "dropin")
-    with contextlib.ExitStack() as stack:
-        stack.callback(worker.kill)
-        worker.run("Counter('requests', 'Requests.', ['code']).labels('200').inc()")
-        stack.enter_context(installed_here())
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(tmp_path))
+    with one_writer(tmp_path, "Counter('requests', 'Requests.', ['code']).labels('200').inc()") as registry:
         plain = original_generate_latest(registry)
         assert generate_latest(registry) == plain
 
@@ -291,13 +279,7 @@ def test_other_registries_arguments_and_names_go_to_prometheus_client(tmp_path):
 
 def test_names_outside_the_classic_character_sets_go_to_prometheus_client(tmp_path):
     pytest.importorskip("prometheus_client.validation", reason="UTF-8 names since 0.22")
-    worker = Worker(str(tmp_path), "dropin")
-    with contextlib.ExitStack() as stack:
-        stack.callback(worker.kill)
-        worker.run("Counter('my.dotted', 'Dotted.', ['lbl']).labels('v').inc()")
-        stack.enter_context(installed_here())
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(tmp_path))
+    with one_writer(tmp_path, "Counter('my.dotted', 'Dotted.', ['lbl']).labels('v').inc()") as registry:
         reader = dropin._reader(str(tmp_path))
         sums_first, two_digit = dropin._text_style()
         assert reader.render_prometheus_client([], False, sums_first, two_digit) is None

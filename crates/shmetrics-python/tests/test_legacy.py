@@ -11,7 +11,8 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from conftest import Worker, collect, sample_value
-from test_equivalence import WORKER_CODE, normalized, workload
+from conftest import WORKLOAD_CODE
+from test_equivalence import normalized, workload
 
 from shmetrics.prometheus_client import ShmetricsCollector, mark_process_dead
 
@@ -45,7 +46,7 @@ def test_mixed_deployment_merges_like_an_all_plain_one(tmp_path, seed):
     mixed = [Worker(str(mixed_dir), "plain" if p % 2 == 0 else "dropin") for p in range(processes)]
     try:
         for w in plain + mixed:
-            w.run(WORKER_CODE, specs=specs)
+            w.run(WORKLOAD_CODE, specs=specs)
         for batch in rounds:
             for p, ops in batch:
                 plain[p].run("apply(ops)", ops=ops)

@@ -12,7 +12,8 @@ import random
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from conftest import Worker, collect
-from test_equivalence import WORKER_CODE, normalized
+from conftest import WORKLOAD_CODE
+from test_equivalence import normalized
 
 WORKLOAD = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "shmetrics-workload", "workloads", "vllm_metrics.json"
@@ -83,7 +84,7 @@ def test_vllm_metric_set_through_the_drop_in_matches_multiprocess_mode(tmp_path)
             directory.mkdir()
             groups[mode] = [Worker(str(directory), mode) for _ in range(2)]
             for engine, w in enumerate(groups[mode]):
-                w.run(WORKER_CODE, specs=specs)
+                w.run(WORKLOAD_CODE, specs=specs)
                 w.run("apply(ops)", ops=ops[engine])
         expected = normalized(
             MultiProcessCollector(None, path=str(dirs["plain"])).collect(), [w.pid for w in groups["plain"]]
