@@ -16,8 +16,10 @@ import; the drop-in patches it): ``native`` (``shmetrics.Counter`` ...), ``dropi
 (prometheus_client after ``shmetrics.prometheus_client.install()``), ``mp``
 (prometheus_client with ``PROMETHEUS_MULTIPROC_DIR``), ``single`` (prometheus_client
 without it) and ``floor`` (``shmetrics._native.CallFloor``: native methods with the same
-signatures that do nothing, ``labels`` returning the object itself; what is left above it is
-the write and the label lookup, below it only the interpreter's call). Each process times every operation with ``timeit`` (best of ``--repeat`` runs of
+signatures that do nothing, ``labels`` returning the object itself: the cost of a call into
+a PyO3 method. The native write methods and the drop-in's ``labels`` answer their common
+call through entry points of their own that skip PyO3's argument handling
+(``crates/shmetrics-python/src/fastcall.rs``), so they can run below it). Each process times every operation with ``timeit`` (best of ``--repeat`` runs of
 ``--number`` calls, ns per call, the loop included); the configurations take turns for
 ``--rounds`` rounds and the median round is reported, so load on the machine hits all of
 them alike. Ratios are ``mp / x`` and ``single / x``: how many times faster x is; ``x - floor`` is

@@ -98,6 +98,15 @@ impl<C: Child + Clone> Node<C> {
         }
     }
 
+    /// The child handle, or `None` for a parent (no error built: the native fast paths).
+    #[inline(always)]
+    pub(crate) fn leaf(&self) -> Option<&C> {
+        match self {
+            Self::Child(c) => Some(c),
+            Self::Parent { .. } => None,
+        }
+    }
+
     /// The child handle, or `prometheus_client`'s error for a parent.
     #[inline(always)]
     pub(crate) fn child(&self, info: &Info) -> PyResult<&C> {

@@ -5,11 +5,13 @@
 //! writer crate, and a `Reader` that merges a directory for the collector. The pure-Python
 //! layer (`python/shmetrics/`) adds the `prometheus_client` drop-in and the helpers.
 //!
-//! No `unsafe` here: every memory access goes through the writer and reader crates.
+//! `unsafe` only in `fastcall.rs` (vectorcall entry points written against the C API for
+//! the calls made once per write); every memory access goes through the writer and reader
+//! crates.
 
 mod collect;
 mod compat;
-mod dropin;
+mod fastcall;
 mod floor;
 mod info_enum;
 mod labels;
@@ -30,7 +32,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<info_enum::InfoMetric>()?;
     m.add_class::<info_enum::EnumMetric>()?;
     m.add_class::<collect::Reader>()?;
-    m.add_class::<dropin::FastLabels>()?;
+    m.add_class::<fastcall::FastLabels>()?;
+    m.add_function(wrap_pyfunction!(fastcall::fast_labels, m)?)?;
+    fastcall::install_fast_writes(m.py())?;
     m.add_class::<floor::CallFloor>()?;
     m.add_function(wrap_pyfunction!(compat::float_to_go_string, m)?)?;
     m.add_function(wrap_pyfunction!(registry::default_registry, m)?)?;

@@ -44,6 +44,22 @@ pub(crate) struct Counter {
     info: Arc<Info>,
 }
 
+/// The native fast paths of the write methods (`fastcall.rs`): each does what its method
+/// does for one number given by position (no exemplar) and returns true, or returns false
+/// without doing anything when the method must answer (a parent, a refused amount or mode),
+/// so that the method raises its own error.
+impl Counter {
+    pub(crate) fn try_inc(&self, amount: f64) -> bool {
+        match self.node.leaf() {
+            Some(child) if amount >= 0.0 || amount.is_nan() => {
+                child.inc_by(amount);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 #[pymethods]
 impl Counter {
     #[new]
@@ -210,6 +226,23 @@ impl Gauge {
     }
 }
 
+/// Fast paths, as for `Counter`.
+impl Gauge {
+    pub(crate) fn try_add(&self, delta: f64) -> bool {
+        match self.node.leaf() {
+            Some(child) if !self.mode.needs_timestamp() => {
+                child.add(delta);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn try_set(&self, value: f64) -> bool {
+        self.node.leaf().map(|child| child.set(value)).is_some()
+    }
+}
+
 #[pymethods]
 impl Gauge {
     #[new]
@@ -371,6 +404,16 @@ pub(crate) struct Histogram {
     upper_bounds: Arc<[f64]>,
 }
 
+/// Fast paths, as for `Counter`.
+impl Histogram {
+    pub(crate) fn try_observe(&self, amount: f64) -> bool {
+        self.node
+            .leaf()
+            .map(|child| child.observe(amount))
+            .is_some()
+    }
+}
+
 #[pymethods]
 impl Histogram {
     #[new]
@@ -486,6 +529,16 @@ impl Histogram {
 pub(crate) struct Summary {
     node: Node<shmetrics_writer::Summary>,
     info: Arc<Info>,
+}
+
+/// Fast paths, as for `Counter`.
+impl Summary {
+    pub(crate) fn try_observe(&self, amount: f64) -> bool {
+        self.node
+            .leaf()
+            .map(|child| child.observe(amount))
+            .is_some()
+    }
 }
 
 #[pymethods]

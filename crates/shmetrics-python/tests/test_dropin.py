@@ -381,7 +381,7 @@ def test_labels_fast_path_matches_prometheus_client(workers):
         "o.labels('x').inc()\n"
         "c.clear()\n"
         "y = c.labels('1', 'y')\n"
-        "result += [type(c.labels).__name__, type(o.labels).__name__, y is x, c._metrics[('1', 'y')] is y,\n"
+        "result += [type(c.labels.__self__).__name__, type(o.labels.__self__).__name__, y is x, c._metrics[('1', 'y')] is y,\n"
         "           c.labels('1', 'y') is y]\n"
         "c.remove('1', 'y')\n"
         "z = c.labels('1', 'y')\n"
@@ -395,7 +395,51 @@ def test_labels_fast_path_matches_prometheus_client(workers):
     # After clear() and remove(), labels() gives the child prometheus_client holds (the fast
     # path follows the dict clear() puts in place); uninstall() unbinds the fast path.
     assert result == [True, True, True, True] + ["ValueError"] * 4 + [
-        "FastLabels", "method", False, True, True, False, True, True, False, False]
+        "FastLabels", "Own", False, True, True, False, True, True, False, False]
+
+
+def test_native_labels_follow_the_dict_and_prometheus_client_rules(workers):
+    # The native labels() remembers recent label sets by the identity of their strings; it
+    # must still answer exactly as prometheus_client's own labels() over the current dict.
+    w = workers()
+    result = w.run(
+        "import sys\n"
+        "c = Counter('c', 'help', ['a', 'b'], registry=None)\n"
+        "x = c.labels('1', 'y')\n"
+        "result = [c.labels('1', 'y') is x, c.labels(a='1', b='y') is x]\n"
+        "c._metrics.clear()\n"  # a reset some applications do by hand
+        "y = c.labels('1', 'y')\n"
+        "result += [y is not x, c.labels('1', 'y') is y, c._metrics[('1', 'y')] is y]\n"
+        "kids = {str(i): c.labels(str(i), 'y') for i in range(20)}\n"  # more than remembered
+        "result.append(all(c.labels(k, 'y') is v for _ in range(3) for k, v in kids.items()))\n"
+        "class Unhashable:\n"
+        "    __hash__ = None\n"
+        "    def __str__(self):\n"
+        "        return '1'\n"
+        "result.append(c.labels(Unhashable(), 'y') is y)\n"
+        "names = [f'l{i}' for i in range(10)]\n"
+        "wide = Counter('wide', 'help', names, registry=None)\n"
+        "w1 = wide.labels(*names)\n"
+        "result.append(all(wide.labels(*names) is w1 for _ in range(3)))\n"
+        "s = 'kept'\n"
+        "c.labels(s, 'y')\n"
+        "before = sys.getrefcount(s)\n"
+        "for _ in range(1000):\n"
+        "    c.labels(s, 'y')\n"
+        "result.append(sys.getrefcount(s) - before <= 1)\n"  # remembered once, not per call
+        "labels = c.labels\n"
+        "del c, kids, x, y\n"
+        "import gc\n"
+        "gc.collect()\n"
+        "try:\n"
+        "    labels('new', 'y')\n"
+        "except ReferenceError:\n"
+        "    result.append('ReferenceError')\n"
+        "import inspect\n"
+        "result.append(str(inspect.signature(labels)))"
+    )
+    assert result == [True, True, True, True, True, True, True, True, True, "ReferenceError",
+                      "(*labelvalues, **labelkwargs)"]
 
 
 def test_without_a_directory_prometheus_client_keeps_its_memory_values(tmp_path):

@@ -33,6 +33,73 @@ def test_counter(registry, metrics_dir):
     ]
 
 
+def test_write_methods_answer_every_call_shape(registry):
+    # inc/dec/set/observe answer one number by position natively (fastcall.rs) and hand
+    # every other call to the full method: the outcome of each shape is the method's.
+    class Number:
+        def __float__(self):
+            return 2.0
+
+    c = shmetrics.Counter("c", "help", registry=registry)
+    for call in [lambda: c.inc(), lambda: c.inc(0.5), lambda: c.inc(2), lambda: c.inc(True),
+                 lambda: c.inc(Number()), lambda: c.inc(amount=3), lambda: c.inc(1, {"a": "b"}),
+                 lambda: c.inc(float("nan"))]:
+        call()
+    assert c.get() == 0.5 + 2 + 1 + 2 + 3 + 1 + 1  # a NaN is ignored (a counter never goes down)
+    c.reset()
+    c.inc(1.5)
+    c.inc(2**53 + 1)  # converted as float() does
+    assert c.get() == 1.5 + float(2**53 + 1)
+    for call, error in [(lambda: c.inc(-1), ValueError), (lambda: c.inc(-0.5), ValueError),
+                        (lambda: c.inc(10**400), OverflowError), (lambda: c.inc("1"), TypeError),
+                        (lambda: c.inc(None), TypeError), (lambda: c.inc(1, None, 3), TypeError),
+                        (lambda: c.inc(bogus=1), TypeError)]:
+        with pytest.raises(error):
+            call()
+    assert c.get() == 1.5 + float(2**53 + 1)
+    labelled = shmetrics.Counter("l", "help", ["a"], registry=registry)
+    for call in [lambda: labelled.inc(), lambda: labelled.inc(1.0)]:
+        with pytest.raises(ValueError, match="missing label values"):
+            call()
+
+    g = shmetrics.Gauge("g", "help", registry=registry)
+    g.inc()
+    g.inc(2)
+    g.dec(0.5)
+    g.dec()
+    g.inc(-3)
+    assert g.get() == -1.5
+    g.set(7)
+    g.set("8.5")  # float(value), as prometheus_client
+    assert g.get() == 8.5
+    with pytest.raises(TypeError):
+        g.set()
+    recent = shmetrics.Gauge("r", "help", registry=registry, multiprocess_mode="mostrecent")
+    for call in [lambda: recent.inc(), lambda: recent.dec(1.0)]:
+        with pytest.raises(RuntimeError, match="mostrecent"):
+            call()
+    recent.set(3)
+    assert recent.get() == 3
+
+    h = shmetrics.Histogram("h", "help", registry=registry, buckets=[1, 2])
+    h.observe(0.5)
+    h.observe(2)
+    h.observe(amount=5.0)
+    h.observe(1, {"trace_id": "x"})
+    assert h.get() == ([2, 1, 1], 8.5)
+    with pytest.raises(TypeError):
+        h.observe()
+    with pytest.raises(TypeError):
+        h.observe("1")
+    s = shmetrics.Summary("s", "help", registry=registry)
+    s.observe(1)
+    s.observe(0.25)
+    assert s.get() == (2, 1.25)
+    with pytest.raises(TypeError):
+        s.observe(1, 2)
+    assert "amount" in (shmetrics.Counter.inc.__doc__ or "") and shmetrics.Counter.inc.__name__ == "inc"
+
+
 def test_counter_errors(registry):
     c = shmetrics.Counter("c", "help", registry=registry)
     with pytest.raises(ValueError, match="non-negative"):

@@ -1,6 +1,6 @@
 """Type stubs of the extension module (crates/shmetrics-python/src)."""
 
-from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from ._helpers import ExceptionCounter, InprogressTracker, Timer
 
@@ -214,10 +214,12 @@ class Reader:
     def last_report(self) -> Dict[str, Any]: ...
 
 class FastLabels:
-    """A labelled ``prometheus_client`` metric's ``labels`` once the drop-in is installed."""
+    """The state behind a labelled ``prometheus_client`` metric's native ``labels`` once the
+    drop-in is installed (the ``__self__`` of what ``fast_labels`` returns)."""
 
-    def __init__(self, metric: Any, fallback: Any) -> None: ...
-    def __call__(self, *values: Any, **by_name: Any) -> Any: ...
+def fast_labels(metric: Any, fallback: Any) -> Callable[..., Any]:
+    """``labels`` for ``metric``: a label set already in its ``_metrics`` is found natively;
+    every other call is ``fallback(metric, *labelvalues, **labelkwargs)``."""
 
 class CallFloor:
     """Empty methods shaped as the metrics' hot ones: the floor benches/compare/python_api.py

@@ -943,7 +943,7 @@ def _summary_observe(self: Any, amount: float) -> None:
 
 def _labels(self: Any, *labelvalues: Any, **labelkwargs: Any) -> Any:
     """``labels(...)`` of ``prometheus_client``'s metrics once installed: the first call on
-    a labelled metric binds a native ``labels`` to it (``_native.FastLabels``: a label set
+    a labelled metric binds a native ``labels`` to it (``_native.fast_labels``: a label set
     seen before is found without a Python frame or a lock), unless a subclass overrides
     ``labels``; every call that is not such a hit runs ``prometheus_client``'s own code."""
     original = _originals[("MetricWrapperBase", "labels")]
@@ -953,22 +953,27 @@ def _labels(self: Any, *labelvalues: Any, **labelkwargs: Any) -> Any:
     return child
 
 
-#: Metrics with a ``FastLabels`` bound: ``uninstall`` unbinds them.
+#: Metrics with a native ``labels`` bound: ``uninstall`` unbinds them.
 _fast_labelled: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 def _bind_fast_labels(metric: Any) -> None:
-    """Binds a ``FastLabels`` over ``metric``'s current ``_metrics`` dict."""
-    metric.labels = _native.FastLabels(metric, _originals[("MetricWrapperBase", "labels")])
+    """Binds a native ``labels`` over ``metric``'s current ``_metrics`` dict."""
+    metric.labels = _native.fast_labels(metric, _originals[("MetricWrapperBase", "labels")])
     with _install_lock:  # not while uninstall() walks the set
         _fast_labelled.add(metric)
 
 
+def _has_fast_labels(metric: Any) -> bool:
+    """Whether ``metric`` has a native ``labels`` bound (a builtin over a ``FastLabels``)."""
+    return isinstance(getattr(metric.__dict__.get("labels"), "__self__", None), _native.FastLabels)
+
+
 def _clear(self: Any) -> None:
     """``clear()`` once installed: ``prometheus_client``'s, which replaces ``_metrics`` with
-    a new dict, then a ``FastLabels`` over the new one (it holds the dict it was made with)."""
+    a new dict, then a native ``labels`` over the new one (it holds the dict it was made with)."""
     _originals[("MetricWrapperBase", "clear")](self)
-    if isinstance(self.__dict__.get("labels"), _native.FastLabels):
+    if _has_fast_labels(self):
         _bind_fast_labels(self)
 
 
@@ -1120,7 +1125,7 @@ def uninstall() -> None:
         if getattr(om_exposition.generate_latest, "__wrapped__", None) is _originals[("openmetrics", "generate_latest")]:
             om_exposition.generate_latest = _originals[("openmetrics", "generate_latest")]
         for metric in list(_fast_labelled):
-            if isinstance(metric.__dict__.get("labels"), _native.FastLabels):
+            if _has_fast_labels(metric):
                 del metric.__dict__["labels"]
         _fast_labelled.clear()
         _originals.clear()
