@@ -1,7 +1,8 @@
 //! Vectorcall (`METH_FASTCALL`) entry points written against the C API for the calls made
 //! once per write: the `prometheus_client` drop-in's `labels(...)` (`fast_labels`), and the
-//! common call of the native write methods (`Counter.inc`, `Gauge.inc`/`dec`/`set`,
-//! `Histogram.observe`, `Summary.observe`) with one number by position (`install_fast_writes`).
+//! common call of the native classes' `labels` (label values seen before, by position) and
+//! write methods (`Counter.inc`, `Gauge.inc`/`dec`/`set`, `Histogram.observe`,
+//! `Summary.observe`, one number by position), installed by `install_fast_methods`.
 //! PyO3's argument handling costs more than such a call's work; every other call goes to
 //! `prometheus_client`'s code or to the PyO3 method, which answer as before.
 //!
@@ -51,8 +52,12 @@ pub(crate) struct FastLabels {
     recent: Recent,
 }
 
-/// `RECENT` remembered keys, replaced in turn.
-struct Recent(UnsafeCell<RecentKeys>);
+/// The last `RECENT` label sets found in a children dict, given as exact `str` objects,
+/// remembered with those objects (replaced in turn): a call with the very same objects
+/// (string literals in the caller's code are) looks the dict up with the remembered key
+/// tuple instead of building one. The child is still read from the dict, so a removed or
+/// replaced child is seen at once.
+pub(crate) struct Recent(UnsafeCell<RecentKeys>);
 
 #[derive(Default)]
 struct RecentKeys {
@@ -67,7 +72,7 @@ struct RememberedKey {
     len: usize,
 }
 
-// SAFETY: `Recent` is only touched by `labels_vectorcall` and drop, both with the GIL held
+// SAFETY: `Recent` is only touched by the `labels` entry points and drop, with the GIL held
 // (this crate is built for the stable ABI, which only GIL-enabled interpreters load), and
 // no borrow of it spans a call that can run Python code (which could switch threads or
 // re-enter): lookups and the fallback run between borrows; dropping a remembered key runs
@@ -78,6 +83,10 @@ unsafe impl Sync for Recent {}
 unsafe impl Send for Recent {}
 
 impl Recent {
+    pub(crate) fn new() -> Self {
+        Self(UnsafeCell::new(RecentKeys::default()))
+    }
+
     /// The remembered key whose items are `args`, if any.
     fn find<'py>(
         &self,
@@ -149,7 +158,7 @@ pub(crate) fn fast_labels<'py>(
                 .getattr(pyo3::intern!(py, "_metrics"))?
                 .cast_into::<PyDict>()?
                 .unbind(),
-            recent: Recent(UnsafeCell::new(RecentKeys::default())),
+            recent: Recent::new(),
         },
     )?;
     static DEF: OnceLock<MethodDef> = OnceLock::new();
@@ -337,7 +346,10 @@ unsafe extern "C" fn labels_vectorcall(
     let state = unsafe { slf.cast_unchecked::<FastLabels>() }.get();
     entry_point(
         c"labels",
-        || Some(state.known(py, args.only_positional()?)?.into_ptr()),
+        || {
+            let children = state.children.bind(py);
+            Some(known(children, &state.recent, args.only_positional()?)?.into_ptr())
+        },
         |py| {
             let Some(metric) = state.metric.bind(py).upgrade() else {
                 return Err(PyReferenceError::new_err(
@@ -349,61 +361,83 @@ unsafe extern "C" fn labels_vectorcall(
     )
 }
 
-impl FastLabels {
-    /// The child of a label set already in the dict, given as `values` by position.
-    fn known<'py>(
-        &self,
-        py: Python<'py>,
-        values: &[*mut ffi::PyObject],
-    ) -> Option<Bound<'py, PyAny>> {
-        let children = self.children.bind(py);
-        if let Some(key) = self.recent.find(py, values) {
-            if let Some(child) = get_item(children, &key) {
-                return Some(child);
-            }
-            self.recent.forget(&key);
+/// The child of a label set already in `children`, given as `values` by position.
+fn known<'py>(
+    children: &Bound<'py, PyDict>,
+    recent: &Recent,
+    values: &[*mut ffi::PyObject],
+) -> Option<Bound<'py, PyAny>> {
+    let py = children.py();
+    if let Some(key) = recent.find(py, values) {
+        if let Some(child) = get_item(children, &key) {
+            return Some(child);
         }
-        let key = new_tuple(py, values)?;
-        let child = get_item(children, &key)?;
-        // SAFETY: `values` are borrowed references (see `Arguments::new`).
-        let all_str = values
-            .iter()
-            .all(|&v| unsafe { ffi::PyUnicode_CheckExact(v) } != 0);
-        if all_str && values.len() <= MAX_REMEMBERED_LABELS {
-            self.recent.remember(key, values);
-        }
-        Some(child)
+        recent.forget(&key);
     }
+    let key = new_tuple(py, values)?;
+    let child = get_item(children, &key)?;
+    // SAFETY: `values` are borrowed references (see `Arguments::new`).
+    let all_str = values
+        .iter()
+        .all(|&v| unsafe { ffi::PyUnicode_CheckExact(v) } != 0);
+    if all_str && values.len() <= MAX_REMEMBERED_LABELS {
+        recent.remember(key, values);
+    }
+    Some(child)
 }
 
-/// A native write method whose common call skips PyO3's argument handling: one exact
-/// `float` or `int` by position (or nothing, where the amount has a default). Any other
-/// call, and any call `write` declines, goes to the PyO3 method it replaces, which answers
-/// (and raises) exactly as before.
-trait FastWrite {
+/// A PyO3 method of a native class replaced (by `install`) with a method descriptor over
+/// `method_vectorcall`, which answers the common call itself and hands every other call to
+/// the PyO3 method; that answers (and raises) exactly as before.
+trait Replaced {
     /// The class whose method this is.
     type Class: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync;
     /// The method's name.
     const NAME: &'static CStr;
-    /// The amount of a call without one, if the method has a default.
-    const DEFAULT: Option<f64>;
-    /// Does the method's work for `amount`, or returns false having done nothing.
-    fn write(target: &Self::Class, amount: f64) -> bool;
+    /// Answers a call given only `values` by position, or returns `None` having done
+    /// nothing (no Python code run, no `Py` dropped).
+    fn fast<'py>(
+        me: &Bound<'py, Self::Class>,
+        values: &[*mut ffi::PyObject],
+    ) -> Option<Bound<'py, PyAny>>;
     /// Where the replaced PyO3 method is kept.
     fn original() -> &'static PyOnceLock<Py<PyAny>>;
 }
 
-macro_rules! fast_writes {
-    ($($marker:ident: $class:ty, $name:literal, $default:expr, $write:expr;)*) => {
+/// A write method's fast path: one exact `float` or `int` by position, or none where the
+/// amount has a `default`; `write` does the method's work or declines.
+fn fast_write<'py, C>(
+    me: &Bound<'py, C>,
+    values: &[*mut ffi::PyObject],
+    default: Option<f64>,
+    write: fn(&C, f64) -> bool,
+) -> Option<Bound<'py, PyAny>>
+where
+    C: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync,
+{
+    let amount = match values {
+        [] => default?,
+        [amount] => exact_number(*amount)?,
+        _ => return None,
+    };
+    write(me.get(), amount).then(|| PyNone::get(me.py()).to_owned().into_any())
+}
+
+macro_rules! fast_methods {
+    (
+        writes { $($write:ident: $wclass:ty, $wname:literal, $default:expr, $body:expr;)* }
+        labels { $($labels:ident: $lclass:ty;)* }
+    ) => {
         $(
-            struct $marker;
-            impl FastWrite for $marker {
-                type Class = $class;
-                const NAME: &'static CStr = $name;
-                const DEFAULT: Option<f64> = $default;
-                fn write(target: &$class, amount: f64) -> bool {
-                    let write: fn(&$class, f64) -> bool = $write;
-                    write(target, amount)
+            struct $write;
+            impl Replaced for $write {
+                type Class = $wclass;
+                const NAME: &'static CStr = $wname;
+                fn fast<'py>(
+                    me: &Bound<'py, $wclass>,
+                    values: &[*mut ffi::PyObject],
+                ) -> Option<Bound<'py, PyAny>> {
+                    fast_write(me, values, $default, $body)
                 }
                 fn original() -> &'static PyOnceLock<Py<PyAny>> {
                     static ORIGINAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -411,29 +445,56 @@ macro_rules! fast_writes {
                 }
             }
         )*
-        /// Replaces each fast write method of the native classes with its fast entry point
-        /// (once, when the module is made).
-        pub(crate) fn install_fast_writes(py: Python<'_>) -> PyResult<()> {
-            $(install::<$marker>(py)?;)*
+        $(
+            struct $labels;
+            impl Replaced for $labels {
+                type Class = $lclass;
+                const NAME: &'static CStr = c"labels";
+                fn fast<'py>(
+                    me: &Bound<'py, $lclass>,
+                    values: &[*mut ffi::PyObject],
+                ) -> Option<Bound<'py, PyAny>> {
+                    let (children, recent) = me.get().parent()?;
+                    known(children.bind(me.py()), recent, values)
+                }
+                fn original() -> &'static PyOnceLock<Py<PyAny>> {
+                    static ORIGINAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                    &ORIGINAL
+                }
+            }
+        )*
+        /// Replaces the native classes' `labels` and write methods with their fast entry
+        /// points (once, when the module is made).
+        pub(crate) fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
+            $(install::<$write>(py)?;)*
+            $(install::<$labels>(py)?;)*
             Ok(())
         }
     };
 }
 
-fast_writes! {
-    CounterInc: Counter, c"inc", Some(1.0), |c, v| c.try_inc(v);
-    GaugeInc: Gauge, c"inc", Some(1.0), |g, v| g.try_add(v);
-    GaugeDec: Gauge, c"dec", Some(1.0), |g, v| g.try_add(-v);
-    GaugeSet: Gauge, c"set", None, |g, v| g.try_set(v);
-    HistogramObserve: Histogram, c"observe", None, |h, v| h.try_observe(v);
-    SummaryObserve: Summary, c"observe", None, |s, v| s.try_observe(v);
+fast_methods! {
+    writes {
+        CounterInc: Counter, c"inc", Some(1.0), Counter::try_inc;
+        GaugeInc: Gauge, c"inc", Some(1.0), Gauge::try_add;
+        GaugeDec: Gauge, c"dec", Some(1.0), |g, v| g.try_add(-v);
+        GaugeSet: Gauge, c"set", None, Gauge::try_set;
+        HistogramObserve: Histogram, c"observe", None, Histogram::try_observe;
+        SummaryObserve: Summary, c"observe", None, Summary::try_observe;
+    }
+    labels {
+        CounterLabels: Counter;
+        GaugeLabels: Gauge;
+        HistogramLabels: Histogram;
+        SummaryLabels: Summary;
+    }
 }
 
-/// Replaces `W`'s PyO3 method with a method descriptor over `write_vectorcall::<W>`, with
+/// Replaces `R`'s PyO3 method with a method descriptor over `method_vectorcall::<R>`, with
 /// the same signature and documentation.
-fn install<W: FastWrite>(py: Python<'_>) -> PyResult<()> {
-    let class: Bound<'_, PyType> = py.get_type::<W::Class>();
-    let name = W::NAME
+fn install<R: Replaced>(py: Python<'_>) -> PyResult<()> {
+    let class: Bound<'_, PyType> = py.get_type::<R::Class>();
+    let name = R::NAME
         .to_str()
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     let original = class.getattr(name)?;
@@ -445,10 +506,10 @@ fn install<W: FastWrite>(py: Python<'_>) -> PyResult<()> {
         doc.unwrap_or_default()
     );
     let doc = CString::new(doc).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    if W::original().set(py, original.unbind()).is_err() {
+    if R::original().set(py, original.unbind()).is_err() {
         return Ok(()); // already installed
     }
-    let def = MethodDef::new(W::NAME, write_vectorcall::<W>, doc);
+    let def = MethodDef::new(R::NAME, method_vectorcall::<R>, doc);
     // SAFETY: `def` is a never freed `PyMethodDef` whose flags match its function; `class`
     // is a valid type object.
     let descriptor = unsafe { ffi::PyDescr_NewMethod(class.as_type_ptr(), def.0) };
@@ -457,13 +518,13 @@ fn install<W: FastWrite>(py: Python<'_>) -> PyResult<()> {
     class.setattr(name, descriptor)
 }
 
-/// The entry point of `W`'s method.
+/// The entry point of `R`'s method: `R::fast`, else the replaced PyO3 method.
 ///
 /// # Safety
 ///
 /// Only CPython calls it, through the descriptor `install` makes (which checks that `slf`
-/// is a `W::Class`): with the GIL held and the arguments as `Arguments::new` says.
-unsafe extern "C" fn write_vectorcall<W: FastWrite>(
+/// is an `R::Class`): with the GIL held and the arguments as `Arguments::new` says.
+unsafe extern "C" fn method_vectorcall<R: Replaced>(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
@@ -472,21 +533,15 @@ unsafe extern "C" fn write_vectorcall<W: FastWrite>(
     // SAFETY: this function's contract.
     let (target, args) = unsafe { enter(slf, args, nargs, kwnames) };
     entry_point(
-        W::NAME,
+        R::NAME,
         || {
-            let amount = match args.only_positional()? {
-                [] => W::DEFAULT?,
-                [amount] => exact_number(*amount)?,
-                _ => return None,
-            };
-            // SAFETY: the method descriptor checked that `slf` is a `W::Class` (which Python
+            // SAFETY: the method descriptor checked that `slf` is an `R::Class` (which Python
             // cannot subclass) before any call, bound or not, reaches this function.
-            let target = unsafe { target.cast_unchecked::<W::Class>() };
-            let done = W::write(target.get(), amount);
-            done.then(|| PyNone::get(target.py()).to_owned().into_ptr())
+            let me = unsafe { target.cast_unchecked::<R::Class>() };
+            Some(R::fast(&me, args.only_positional()?)?.into_ptr())
         },
         |py| {
-            let original = W::original()
+            let original = R::original()
                 .get(py)
                 .ok_or_else(|| PyRuntimeError::new_err("shmetrics: a method was not installed"))?;
             args.call(py, original.bind(py), target.to_owned())

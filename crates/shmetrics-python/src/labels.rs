@@ -9,6 +9,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use shmetrics_writer::{Child, Family};
 
+use crate::fastcall::Recent;
+
 /// A metric object is either a labelled parent that hands out children, or a child (an
 /// unlabelled metric is its own only child) that writes.
 pub(crate) enum Node<C: Child> {
@@ -16,6 +18,9 @@ pub(crate) enum Node<C: Child> {
     Parent {
         family: Family<C>,
         children: Py<PyDict>,
+        /// Label sets found recently, for the native `labels` (`fastcall.rs`); boxed, as
+        /// children (the other variant) are many and small.
+        recent: Box<Recent>,
     },
     /// A resolved series handle.
     Child(C),
@@ -94,7 +99,19 @@ impl<C: Child + Clone> Node<C> {
             Ok(Self::Parent {
                 family,
                 children: PyDict::new(py).unbind(),
+                recent: Box::new(Recent::new()),
             })
+        }
+    }
+
+    /// A parent's children dict and remembered label sets (the native `labels` fast path).
+    #[inline(always)]
+    pub(crate) fn parent(&self) -> Option<(&Py<PyDict>, &Recent)> {
+        match self {
+            Self::Parent {
+                children, recent, ..
+            } => Some((children, recent)),
+            Self::Child(_) => None,
         }
     }
 
@@ -132,7 +149,9 @@ impl<C: Child + Clone> Node<C> {
     {
         let py = slf.py();
         let (family, children) = match self {
-            Self::Parent { family, children } => (family, children.bind(py)),
+            Self::Parent {
+                family, children, ..
+            } => (family, children.bind(py)),
             Self::Child(_) if info.label_names.is_empty() => {
                 return Err(PyValueError::new_err(format!(
                     "No label names were set when constructing {}:{}",

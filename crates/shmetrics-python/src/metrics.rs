@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
 use shmetrics_writer::GaugeMode;
 
+use crate::fastcall::Recent;
 use crate::labels::{Info, Node, check_exemplar, full_name, helper, label_names};
 use crate::registry::{Registry, to_py_err, writer_registry};
 
@@ -49,6 +50,10 @@ pub(crate) struct Counter {
 /// without doing anything when the method must answer (a parent, a refused amount or mode),
 /// so that the method raises its own error.
 impl Counter {
+    pub(crate) fn parent(&self) -> Option<(&Py<PyDict>, &Recent)> {
+        self.node.parent()
+    }
+
     pub(crate) fn try_inc(&self, amount: f64) -> bool {
         match self.node.leaf() {
             Some(child) if amount >= 0.0 || amount.is_nan() => {
@@ -228,6 +233,10 @@ impl Gauge {
 
 /// Fast paths, as for `Counter`.
 impl Gauge {
+    pub(crate) fn parent(&self) -> Option<(&Py<PyDict>, &Recent)> {
+        self.node.parent()
+    }
+
     pub(crate) fn try_add(&self, delta: f64) -> bool {
         match self.node.leaf() {
             Some(child) if !self.mode.needs_timestamp() => {
@@ -406,6 +415,10 @@ pub(crate) struct Histogram {
 
 /// Fast paths, as for `Counter`.
 impl Histogram {
+    pub(crate) fn parent(&self) -> Option<(&Py<PyDict>, &Recent)> {
+        self.node.parent()
+    }
+
     pub(crate) fn try_observe(&self, amount: f64) -> bool {
         self.node
             .leaf()
@@ -533,6 +546,10 @@ pub(crate) struct Summary {
 
 /// Fast paths, as for `Counter`.
 impl Summary {
+    pub(crate) fn parent(&self) -> Option<(&Py<PyDict>, &Recent)> {
+        self.node.parent()
+    }
+
     pub(crate) fn try_observe(&self, amount: f64) -> bool {
         self.node
             .leaf()

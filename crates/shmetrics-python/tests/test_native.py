@@ -100,6 +100,48 @@ def test_write_methods_answer_every_call_shape(registry):
     assert "amount" in (shmetrics.Counter.inc.__doc__ or "") and shmetrics.Counter.inc.__name__ == "inc"
 
 
+def test_labels_answers_every_call_shape(registry):
+    # labels() finds label values seen before, given by position, natively (fastcall.rs,
+    # remembering recent ones by the identity of their strings) and hands every other call
+    # to the full method: each shape gives the method's child or error.
+    import sys
+
+    for cls in (shmetrics.Counter, shmetrics.Gauge, shmetrics.Histogram, shmetrics.Summary):
+        m = cls(f"m_{cls.__name__.lower()}", "help", ["a", "b"], registry=registry)
+        x = m.labels("1", "y")
+        assert m.labels("1", "y") is x and m.labels(a="1", b="y") is x and m.labels(1, "y") is x
+        kids = {str(i): m.labels(str(i), "y") for i in range(20)}  # more than remembered
+        assert all(m.labels(k, "y") is v for _ in range(3) for k, v in kids.items())
+
+        class Unhashable:
+            __hash__ = None
+
+            def __str__(self):
+                return "1"
+
+        assert m.labels(Unhashable(), "y") is x
+        for call, error in [(lambda: m.labels("1"), "Incorrect label count"),
+                            (lambda: m.labels("1", "y", "z"), "Incorrect label count"),
+                            (lambda: m.labels("1", b="y"), "both"),
+                            (lambda: x.labels("1", "y"), "already has labels"),
+                            (lambda: m.labels(), "Incorrect label count")]:
+            with pytest.raises(ValueError, match=error):
+                call()
+        s = "kept"
+        m.labels(s, "y")
+        before = sys.getrefcount(s)
+        for _ in range(1000):
+            m.labels(s, "y")
+        assert sys.getrefcount(s) - before <= 1  # remembered once, not per call
+    unlabelled = shmetrics.Counter("u", "help", registry=registry)
+    with pytest.raises(ValueError, match="No label names"):
+        unlabelled.labels("x")
+    names = [f"l{i}" for i in range(10)]
+    wide = shmetrics.Counter("wide", "help", names, registry=registry)
+    w = wide.labels(*names)
+    assert all(wide.labels(*names) is w for _ in range(3))
+
+
 def test_counter_errors(registry):
     c = shmetrics.Counter("c", "help", registry=registry)
     with pytest.raises(ValueError, match="non-negative"):
