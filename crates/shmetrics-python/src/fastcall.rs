@@ -38,12 +38,7 @@ const MAX_REMEMBERED_LABELS: usize = 8;
 /// lookup per call): `prometheus_client` changes it in place (`labels`, `remove`,
 /// `remove_by_labels`) except in `clear()`, which replaces it, and the drop-in's `clear`
 /// binds a new `labels` then. The metric is held weakly (for the fallback), so binding
-/// creates no reference cycle.
-///
-/// The last label sets found, given as exact `str` objects, are remembered with those
-/// objects: a call with the very same objects (string literals in the caller's code are)
-/// looks the dict up with the remembered key tuple instead of building one, and still reads
-/// the child from the dict, so `remove()` and a new child are seen at once.
+/// creates no reference cycle. Recent label sets are remembered (`Recent`).
 #[pyclass(frozen, module = "shmetrics._native", name = "FastLabels")]
 pub(crate) struct FastLabels {
     metric: Py<PyWeakrefReference>,
@@ -101,8 +96,12 @@ impl Recent {
         })
     }
 
-    /// Remembers `key` (whose items are `args`), replacing the oldest.
+    /// Remembers `key` (whose items are `args`, at most `MAX_REMEMBERED_LABELS` of them),
+    /// replacing the oldest.
     fn remember(&self, key: Bound<'_, PyTuple>, args: &[*mut ffi::PyObject]) {
+        if args.len() > MAX_REMEMBERED_LABELS {
+            return;
+        }
         let py = key.py();
         let mut items = [std::ptr::null_mut(); MAX_REMEMBERED_LABELS];
         items[..args.len()].copy_from_slice(args);
@@ -132,8 +131,8 @@ impl Recent {
 }
 
 /// Drops a remembered key now. A `Py` dropped outside PyO3's own entry points is queued for
-/// a later decref (with a lock and an allocation); the vectorcall entry point is not one,
-/// so its references are dropped as `Bound`s. A tuple of exact `str`s runs no Python code
+/// a later decref (with a lock and an allocation); the entry points here are not such, so
+/// their references are dropped as `Bound`s. A tuple of exact `str`s runs no Python code
 /// when freed.
 fn release(py: Python<'_>, remembered: Option<RememberedKey>) {
     if let Some(remembered) = remembered {
@@ -380,7 +379,7 @@ fn known<'py>(
     let all_str = values
         .iter()
         .all(|&v| unsafe { ffi::PyUnicode_CheckExact(v) } != 0);
-    if all_str && values.len() <= MAX_REMEMBERED_LABELS {
+    if all_str {
         recent.remember(key, values);
     }
     Some(child)
