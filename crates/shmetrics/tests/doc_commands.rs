@@ -147,6 +147,14 @@ const PLANS: &[(&str, &str, Plan)] = &[
         ),
     ),
     (
+        "docs/performance.md",
+        ".venv/bin/python benches/compare/python_api.py --rounds 3 --python",
+        Plan::Skip(
+            "a benchmark run (ten minutes on a quiet machine) against a build of an earlier \
+             commit in a second venv",
+        ),
+    ),
+    (
         "docs/python.md",
         "python3 -m venv .venv && . .venv/bin/activate",
         Plan::RunBy("ci/python-test.sh", "maturin build --release"),
