@@ -148,6 +148,14 @@ const PLANS: &[(&str, &str, Plan)] = &[
     ),
     (
         "docs/performance.md",
+        ".venv/bin/python benches/compare/python_instructions.py --config dropin",
+        Plan::Skip(
+            "a benchmark run (a minute under valgrind), the second line against a build of an \
+             earlier commit in a second venv",
+        ),
+    ),
+    (
+        "docs/performance.md",
         ".venv/bin/python benches/compare/python_api.py --rounds 3 --python",
         Plan::Skip(
             "a benchmark run (ten minutes on a quiet machine) against a build of an earlier \
