@@ -142,6 +142,39 @@ def test_labels_answers_every_call_shape(registry):
     assert all(wide.labels(*names) is w for _ in range(3))
 
 
+def test_fast_methods_survive_a_second_import_of_the_extension(tmp_path):
+    # The module's init replaces the PyO3 methods once; a second init (the extension imported
+    # again after leaving sys.modules) must not wrap the replacement as the "original",
+    # which would send every fallback call back into itself.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys
+        import shmetrics._native
+        del sys.modules["shmetrics._native"]
+        import importlib
+        again = importlib.import_module("shmetrics._native")
+        import shmetrics
+        c = shmetrics.Counter("c", "help", ["a"], registry=shmetrics.Registry(sys.argv[1]))
+        c.labels("x").inc()
+        c.labels(a="x").inc(amount=2)  # keywords: the PyO3 methods
+        try:
+            c.labels("x").inc(-1)
+        except ValueError as e:
+            print("ValueError", e)
+        print(again.Counter is shmetrics.Counter, c.labels("x").get())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "ValueError Counters can only be incremented by non-negative amounts.", "True 3.0"]
+
+
 def test_counter_errors(registry):
     c = shmetrics.Counter("c", "help", registry=registry)
     with pytest.raises(ValueError, match="non-negative"):
