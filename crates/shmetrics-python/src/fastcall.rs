@@ -2,7 +2,7 @@
 //! once per write: the `prometheus_client` drop-in's `labels(...)` (`fast_labels`), and the
 //! common call of the native classes' `labels` (label values seen before, by position) and
 //! write methods (`Counter.inc`, `Gauge.inc`/`dec`/`set`, `Histogram.observe`,
-//! `Summary.observe`, one number by position), installed by `install_fast_methods`.
+//! `Summary.observe`, one number by position), listed with `fast_methods!` in `metrics.rs`.
 //! PyO3's argument handling costs more than such a call's work; every other call goes to
 //! `prometheus_client`'s code or to the PyO3 method, which answer as before.
 //!
@@ -21,8 +21,6 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyNone, PyString, PyTuple, PyType, PyWeakrefReference};
-
-use crate::metrics::{Counter, Gauge, Histogram, Summary};
 
 /// Label sets remembered by the identity of their values, per metric.
 const RECENT: usize = 8;
@@ -361,7 +359,7 @@ unsafe extern "C" fn labels_vectorcall(
 }
 
 /// The child of a label set already in `children`, given as `values` by position.
-fn known<'py>(
+pub(crate) fn known<'py>(
     children: &Bound<'py, PyDict>,
     recent: &Recent,
     values: &[*mut ffi::PyObject],
@@ -388,7 +386,7 @@ fn known<'py>(
 /// A PyO3 method of a native class replaced (by `install`) with a method descriptor over
 /// `method_vectorcall`, which answers the common call itself and hands every other call to
 /// the PyO3 method; that answers (and raises) exactly as before.
-trait Replaced {
+pub(crate) trait Replaced {
     /// The class whose method this is.
     type Class: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync;
     /// The method's name.
@@ -405,7 +403,7 @@ trait Replaced {
 
 /// A write method's fast path: one exact `float` or `int` by position, or none where the
 /// amount has a `default`; `write` does the method's work or declines.
-fn fast_write<'py, C>(
+pub(crate) fn fast_write<'py, C>(
     me: &Bound<'py, C>,
     values: &[*mut ffi::PyObject],
     default: Option<f64>,
@@ -422,6 +420,9 @@ where
     write(me.get(), amount).then(|| PyNone::get(me.py()).to_owned().into_any())
 }
 
+/// Defines the replaced methods of the native classes and `install_fast_methods`, which
+/// installs them (invoked where the classes are defined, `metrics.rs`): each write method
+/// with its default amount and its `try_` method, each class whose `labels` has a fast path.
 macro_rules! fast_methods {
     (
         writes { $($write:ident: $wclass:ty, $wname:literal, $default:expr, $body:expr;)* }
@@ -429,69 +430,56 @@ macro_rules! fast_methods {
     ) => {
         $(
             struct $write;
-            impl Replaced for $write {
+            impl $crate::fastcall::Replaced for $write {
                 type Class = $wclass;
-                const NAME: &'static CStr = $wname;
+                const NAME: &'static ::std::ffi::CStr = $wname;
                 fn fast<'py>(
-                    me: &Bound<'py, $wclass>,
-                    values: &[*mut ffi::PyObject],
-                ) -> Option<Bound<'py, PyAny>> {
-                    fast_write(me, values, $default, $body)
+                    me: &::pyo3::Bound<'py, $wclass>,
+                    values: &[*mut ::pyo3::ffi::PyObject],
+                ) -> Option<::pyo3::Bound<'py, ::pyo3::PyAny>> {
+                    $crate::fastcall::fast_write(me, values, $default, $body)
                 }
-                fn original() -> &'static PyOnceLock<Py<PyAny>> {
-                    static ORIGINAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                fn original() -> &'static ::pyo3::sync::PyOnceLock<::pyo3::Py<::pyo3::PyAny>> {
+                    static ORIGINAL: ::pyo3::sync::PyOnceLock<::pyo3::Py<::pyo3::PyAny>> =
+                        ::pyo3::sync::PyOnceLock::new();
                     &ORIGINAL
                 }
             }
         )*
         $(
             struct $labels;
-            impl Replaced for $labels {
+            impl $crate::fastcall::Replaced for $labels {
                 type Class = $lclass;
-                const NAME: &'static CStr = c"labels";
+                const NAME: &'static ::std::ffi::CStr = c"labels";
                 fn fast<'py>(
-                    me: &Bound<'py, $lclass>,
-                    values: &[*mut ffi::PyObject],
-                ) -> Option<Bound<'py, PyAny>> {
+                    me: &::pyo3::Bound<'py, $lclass>,
+                    values: &[*mut ::pyo3::ffi::PyObject],
+                ) -> Option<::pyo3::Bound<'py, ::pyo3::PyAny>> {
                     let (children, recent) = me.get().parent()?;
-                    known(children.bind(me.py()), recent, values)
+                    $crate::fastcall::known(children.bind(me.py()), recent, values)
                 }
-                fn original() -> &'static PyOnceLock<Py<PyAny>> {
-                    static ORIGINAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                fn original() -> &'static ::pyo3::sync::PyOnceLock<::pyo3::Py<::pyo3::PyAny>> {
+                    static ORIGINAL: ::pyo3::sync::PyOnceLock<::pyo3::Py<::pyo3::PyAny>> =
+                        ::pyo3::sync::PyOnceLock::new();
                     &ORIGINAL
                 }
             }
         )*
         /// Replaces the native classes' `labels` and write methods with their fast entry
         /// points (once, when the module is made).
-        pub(crate) fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
-            $(install::<$write>(py)?;)*
-            $(install::<$labels>(py)?;)*
+        pub(crate) fn install_fast_methods(py: ::pyo3::Python<'_>) -> ::pyo3::PyResult<()> {
+            $($crate::fastcall::install::<$write>(py)?;)*
+            $($crate::fastcall::install::<$labels>(py)?;)*
             Ok(())
         }
     };
 }
 
-fast_methods! {
-    writes {
-        CounterInc: Counter, c"inc", Some(1.0), Counter::try_inc;
-        GaugeInc: Gauge, c"inc", Some(1.0), Gauge::try_add;
-        GaugeDec: Gauge, c"dec", Some(1.0), |g, v| g.try_add(-v);
-        GaugeSet: Gauge, c"set", None, Gauge::try_set;
-        HistogramObserve: Histogram, c"observe", None, Histogram::try_observe;
-        SummaryObserve: Summary, c"observe", None, Summary::try_observe;
-    }
-    labels {
-        CounterLabels: Counter;
-        GaugeLabels: Gauge;
-        HistogramLabels: Histogram;
-        SummaryLabels: Summary;
-    }
-}
+pub(crate) use fast_methods;
 
 /// Replaces `R`'s PyO3 method with a method descriptor over `method_vectorcall::<R>`, with
 /// the same signature and documentation.
-fn install<R: Replaced>(py: Python<'_>) -> PyResult<()> {
+pub(crate) fn install<R: Replaced>(py: Python<'_>) -> PyResult<()> {
     let class: Bound<'_, PyType> = py.get_type::<R::Class>();
     let name = R::NAME
         .to_str()

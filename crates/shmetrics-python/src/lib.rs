@@ -34,7 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<collect::Reader>()?;
     m.add_class::<fastcall::FastLabels>()?;
     m.add_function(wrap_pyfunction!(fastcall::fast_labels, m)?)?;
-    fastcall::install_fast_methods(m.py())?;
+    metrics::install_fast_methods(m.py())?;
     m.add_class::<floor::CallFloor>()?;
     m.add_function(wrap_pyfunction!(compat::float_to_go_string, m)?)?;
     m.add_function(wrap_pyfunction!(registry::default_registry, m)?)?;

@@ -701,3 +701,20 @@ impl ValuePart {
         )
     }
 }
+
+crate::fastcall::fast_methods! {
+    writes {
+        CounterInc: Counter, c"inc", Some(1.0), Counter::try_inc;
+        GaugeInc: Gauge, c"inc", Some(1.0), Gauge::try_add;
+        GaugeDec: Gauge, c"dec", Some(1.0), |g, v| g.try_add(-v);
+        GaugeSet: Gauge, c"set", None, Gauge::try_set;
+        HistogramObserve: Histogram, c"observe", None, Histogram::try_observe;
+        SummaryObserve: Summary, c"observe", None, Summary::try_observe;
+    }
+    labels {
+        CounterLabels: Counter;
+        GaugeLabels: Gauge;
+        HistogramLabels: Histogram;
+        SummaryLabels: Summary;
+    }
+}

@@ -406,7 +406,9 @@ def test_native_labels_follow_the_dict_and_prometheus_client_rules(workers):
         "import sys\n"
         "c = Counter('c', 'help', ['a', 'b'], registry=None)\n"
         "x = c.labels('1', 'y')\n"
-        "result = [c.labels('1', 'y') is x, c.labels(a='1', b='y') is x]\n"
+        "z = c.labels('1', 'z')\n"  # same first value: the whole label set decides
+        "result = [c.labels('1', 'y') is x, c.labels(a='1', b='y') is x,\n"
+        "          z is not x and all(c.labels('1', v) is k for _ in range(3) for v, k in [('y', x), ('z', z)])]\n"
         "c._metrics.clear()\n"  # a reset some applications do by hand
         "y = c.labels('1', 'y')\n"
         "result += [y is not x, c.labels('1', 'y') is y, c._metrics[('1', 'y')] is y]\n"
@@ -438,7 +440,7 @@ def test_native_labels_follow_the_dict_and_prometheus_client_rules(workers):
         "import inspect\n"
         "result.append(str(inspect.signature(labels)))"
     )
-    assert result == [True, True, True, True, True, True, True, True, True, "ReferenceError",
+    assert result == [True, True, True, True, True, True, True, True, True, True, "ReferenceError",
                       "(*labelvalues, **labelkwargs)"]
 
 

@@ -110,6 +110,8 @@ def test_labels_answers_every_call_shape(registry):
         m = cls(f"m_{cls.__name__.lower()}", "help", ["a", "b"], registry=registry)
         x = m.labels("1", "y")
         assert m.labels("1", "y") is x and m.labels(a="1", b="y") is x and m.labels(1, "y") is x
+        z = m.labels("1", "z")  # same first value: the whole label set decides
+        assert z is not x and all(m.labels("1", v) is c for _ in range(3) for v, c in [("y", x), ("z", z)])
         kids = {str(i): m.labels(str(i), "y") for i in range(20)}  # more than remembered
         assert all(m.labels(k, "y") is v for _ in range(3) for k, v in kids.items())
 
