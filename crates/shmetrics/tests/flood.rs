@@ -1,7 +1,8 @@
 //! What clients and files can make `serve` hold: a flood of connections that never read,
 //! against a `serve` whose descriptor limit is 1,024 (as a default container's); slow
 //! readers of large bodies; expositions amplified to hundreds of megabytes, against a
-//! `serve` whose address space is 1 GiB. In a test binary of its own, its tests one at a
+//! `serve` whose address space is 1 GiB; the segment pages it keeps under its memory
+//! target. In a test binary of its own, its tests one at a
 //! time ([`one_at_a_time`]), so that no other test competes for the cores while one
 //! measures a legitimate client's latency or a server's memory.
 
@@ -62,25 +63,28 @@ impl Drop for Serve {
     }
 }
 
-/// A directory of `generate` output: `processes` dead writers of `series` series each.
-fn generated(processes: u32, series: u32) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `shmetrics generate --dir DIR ARGS`, which must succeed; its standard output.
+fn generate(dir: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(BIN)
-        .args([
-            "generate",
-            "--dir",
-            dir.path().to_str().unwrap(),
-            "--ops",
-            "2",
-        ])
-        .args(["--processes", &processes.to_string()])
-        .args(["--series", &series.to_string()])
+        .args(["generate", "--dir", dir.to_str().unwrap()])
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A directory of `generate` output: `processes` dead writers of `series` series each.
+fn generated(processes: u32, series: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (processes, series) = (processes.to_string(), series.to_string());
+    generate(
+        dir.path(),
+        &["--ops", "2", "--processes", &processes, "--series", &series],
     );
     dir
 }
@@ -449,4 +453,72 @@ fn amplified_expositions_neither_abort_nor_fill_memory() {
         "streaming raised the peak resident set from {before} to {peak} KiB"
     );
     drop(first);
+}
+
+/// Live writers (`generate --stay`), SIGTERMed on drop.
+struct LiveWriters(Vec<i32>);
+
+impl LiveWriters {
+    fn start(dir: &std::path::Path, processes: u32, series: u32) -> Self {
+        let (processes, series) = (processes.to_string(), series.to_string());
+        let pids = generate(
+            dir,
+            &[
+                "--stay",
+                "--ops",
+                "10",
+                "--processes",
+                &processes,
+                "--series",
+                &series,
+            ],
+        );
+        Self(
+            pids.split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect(),
+        )
+    }
+}
+
+impl Drop for LiveWriters {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+/// Segment pages of live writers beyond `--resident-budget-mib` stay mapped while the
+/// server's anonymous memory leaves room for them under `--memory-target-mib` (a
+/// directory that fits is not faulted in again at every scrape), and are released after
+/// each read without a target.
+#[test]
+fn the_memory_target_keeps_the_segment_pages_that_fit() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let _writers = LiveWriters::start(dir.path(), 16, 2000);
+    let path = dir.path().to_str().unwrap();
+    let floor = ["--no-self-metrics", "--resident-budget-mib", "0"];
+    let kept = Serve::start(
+        path,
+        &[&floor[..], &["--memory-target-mib", "512"]].concat(),
+    );
+    let released = Serve::start(path, &[&floor[..], &["--memory-target-mib", "0"]].concat());
+    // The first snapshot has no measure of the anonymous memory yet: the floor.
+    for _ in 0..3 {
+        scrape(kept.addr);
+        scrape(released.addr);
+    }
+    let kept_kib = status_kib(kept.child.id(), "RssFile");
+    let released_kib = status_kib(released.child.id(), "RssFile");
+    // 16 segments of 2,000 series (a third of them 20-bucket histograms): ~2.3 MiB of slots.
+    assert!(
+        kept_kib >= released_kib + 1024,
+        "file-backed resident KiB: {kept_kib} with the target, {released_kib} without"
+    );
+    println!("file-backed resident KiB: {kept_kib} with the target, {released_kib} without");
 }

@@ -130,6 +130,12 @@ pub(crate) struct HttpArgs {
     /// server's resident set on huge directories at the cost of minor page faults.
     #[arg(long, value_name = "MIB", default_value_t = shmetrics_reader::DEFAULT_RESIDENT_BUDGET >> 20)]
     pub(crate) resident_budget_mib: usize,
+    /// More segments stay mapped while the server's anonymous memory (measured after each
+    /// snapshot) leaves room for them under this many MiB, so a directory that fits is not
+    /// faulted in again at every scrape; --resident-budget-mib stays the floor (0: the
+    /// floor alone).
+    #[arg(long, value_name = "MIB", default_value_t = shmetrics::server::DEFAULT_MEMORY_TARGET >> 20)]
+    pub(crate) memory_target_mib: usize,
     /// Fold dead processes' segments into the directory's archive and remove their files
     /// every this many seconds, beside the scrapes (which never wait for it); the wait
     /// doubles after each failure in a row (0: never).
@@ -254,6 +260,8 @@ pub(crate) fn options(
         max_snapshot_age: Duration::from_millis(args.max_age_ms),
         format: args.format.0,
         resident_budget: args.resident_budget_mib.saturating_mul(1 << 20),
+        memory_target: (args.memory_target_mib > 0)
+            .then(|| args.memory_target_mib.saturating_mul(1 << 20)),
         compact_interval: (args.compact_interval_secs > 0)
             .then(|| Duration::from_secs(args.compact_interval_secs)),
         archive_part_size: args.archive_part_mib.saturating_mul(1 << 20),

@@ -42,6 +42,7 @@ mod cache;
 mod compaction;
 mod connections;
 mod gate;
+mod memory;
 pub mod negotiate;
 mod self_metrics;
 mod tls;
@@ -135,6 +136,12 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 << 20;
 /// Default of [`ServerOptions::max_scrape_bytes`]: 1 GiB.
 pub const DEFAULT_MAX_SCRAPE_BYTES: u64 = 1 << 30;
 
+/// Default of [`ServerOptions::memory_target`]: 48 MiB. A directory of 128 processes ×
+/// 1,000 series keeps all its segment pages mapped under it (the server then holds about
+/// 33 MiB); one of 128 × 10,000 holds more anonymous memory than that and keeps the
+/// resident budget's floor.
+pub const DEFAULT_MEMORY_TARGET: usize = 48 << 20;
+
 /// Default of [`ServerOptions::compact_interval`]: a minute.
 pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -157,10 +164,15 @@ pub struct ServerOptions {
     /// Answer every `/metrics` request in this format, whatever its `Accept` header says.
     /// `None` (the default): negotiated from `Accept`.
     pub format: Option<Format>,
-    /// Bytes of segments whose pages stay mapped between scrapes (see
+    /// Bytes of segments whose pages always may stay mapped between scrapes (see
     /// [`Reader::set_resident_budget`]); the default is
     /// [`shmetrics_reader::DEFAULT_RESIDENT_BUDGET`].
     pub resident_budget: usize,
+    /// More segment pages stay mapped while the process's anonymous memory, as measured
+    /// after the previous snapshot, leaves room for them under this many bytes: each
+    /// snapshot's resident budget is `max(resident_budget, memory_target − anonymous)`.
+    /// `None`: `resident_budget` alone. The default is [`DEFAULT_MEMORY_TARGET`].
+    pub memory_target: Option<usize>,
     /// Compact the directory (fold dead processes into the archive, remove their files)
     /// every this long, the first time this long after [`Server::bind`], on a task of its
     /// own: scrapes never wait for it. After a failure the wait doubles (up to an hour;
@@ -231,6 +243,7 @@ impl ServerOptions {
             max_snapshot_age: Duration::ZERO,
             format: None,
             resident_budget: shmetrics_reader::DEFAULT_RESIDENT_BUDGET,
+            memory_target: Some(DEFAULT_MEMORY_TARGET),
             compact_interval: Some(DEFAULT_COMPACT_INTERVAL),
             archive_part_size: shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -401,6 +414,11 @@ impl Server {
             self.shipper.clone(),
         ));
         let mut reader = self.reader;
+        let budget = memory::Budget {
+            floor: self.options.resident_budget,
+            target: self.options.memory_target,
+        };
+        let mut anonymous = None;
         let mut renderer = Renderer::new(
             PrefixFilter::new(self.options.prefixes.iter().cloned()),
             self.options.self_metrics,
@@ -411,7 +429,12 @@ impl Server {
         renderer.created_series = self.options.created_series;
         let app = Arc::new(App {
             scraper: Scraper::new(
-                Box::new(move || reader.snapshot()),
+                Box::new(move || {
+                    reader.set_resident_budget(budget.next(anonymous));
+                    let scrape = reader.snapshot();
+                    anonymous = budget.target.and_then(|_| memory::anonymous_resident());
+                    scrape
+                }),
                 self.options.max_snapshot_age,
                 renderer,
             ),
