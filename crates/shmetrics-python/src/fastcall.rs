@@ -455,7 +455,7 @@ macro_rules! fast_methods {
                     me: &::pyo3::Bound<'py, $lclass>,
                     values: &[*mut ::pyo3::ffi::PyObject],
                 ) -> Option<::pyo3::Bound<'py, ::pyo3::PyAny>> {
-                    let (children, recent) = me.get().parent()?;
+                    let (children, recent) = me.get().node.parent()?;
                     $crate::fastcall::known(children.bind(me.py()), recent, values)
                 }
                 fn original() -> &'static ::pyo3::sync::PyOnceLock<::pyo3::Py<::pyo3::PyAny>> {

@@ -115,12 +115,16 @@ impl<C: Child + Clone> Node<C> {
         }
     }
 
-    /// The child handle, or `None` for a parent (no error built: the native fast paths).
+    /// Runs `write` on the child handle and returns true, or returns false for a parent
+    /// (no error built: the native fast paths, `fastcall.rs`).
     #[inline(always)]
-    pub(crate) fn leaf(&self) -> Option<&C> {
+    pub(crate) fn write(&self, write: impl FnOnce(&C)) -> bool {
         match self {
-            Self::Child(c) => Some(c),
-            Self::Parent { .. } => None,
+            Self::Child(c) => {
+                write(c);
+                true
+            }
+            Self::Parent { .. } => false,
         }
     }
 

@@ -14,7 +14,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
 use shmetrics_writer::GaugeMode;
 
-use crate::fastcall::Recent;
 use crate::labels::{Info, Node, check_exemplar, full_name, helper, label_names};
 use crate::registry::{Registry, to_py_err, writer_registry};
 
@@ -43,26 +42,6 @@ fn str_refs(names: &[String]) -> Vec<&str> {
 pub(crate) struct Counter {
     node: Node<shmetrics_writer::Counter>,
     info: Arc<Info>,
-}
-
-/// The native fast paths of the write methods (`fastcall.rs`): each does what its method
-/// does for one number given by position (no exemplar) and returns true, or returns false
-/// without doing anything when the method must answer (a parent, a refused amount or mode),
-/// so that the method raises its own error.
-impl Counter {
-    pub(crate) fn parent(&self) -> Option<(&Py<PyDict>, &Recent)> {
-        self.node.parent()
-    }
-
-    pub(crate) fn try_inc(&self, amount: f64) -> bool {
-        match self.node.leaf() {
-            Some(child) if amount >= 0.0 || amount.is_nan() => {
-                child.inc_by(amount);
-                true
-            }
-            _ => false,
-        }
-    }
 }
 
 #[pymethods]
@@ -231,27 +210,6 @@ impl Gauge {
     }
 }
 
-/// Fast paths, as for `Counter`.
-impl Gauge {
-    pub(crate) fn parent(&self) -> Option<(&Py<PyDict>, &Recent)> {
-        self.node.parent()
-    }
-
-    pub(crate) fn try_add(&self, delta: f64) -> bool {
-        match self.node.leaf() {
-            Some(child) if !self.mode.needs_timestamp() => {
-                child.add(delta);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    pub(crate) fn try_set(&self, value: f64) -> bool {
-        self.node.leaf().map(|child| child.set(value)).is_some()
-    }
-}
-
 #[pymethods]
 impl Gauge {
     #[new]
@@ -413,20 +371,6 @@ pub(crate) struct Histogram {
     upper_bounds: Arc<[f64]>,
 }
 
-/// Fast paths, as for `Counter`.
-impl Histogram {
-    pub(crate) fn parent(&self) -> Option<(&Py<PyDict>, &Recent)> {
-        self.node.parent()
-    }
-
-    pub(crate) fn try_observe(&self, amount: f64) -> bool {
-        self.node
-            .leaf()
-            .map(|child| child.observe(amount))
-            .is_some()
-    }
-}
-
 #[pymethods]
 impl Histogram {
     #[new]
@@ -542,20 +486,6 @@ impl Histogram {
 pub(crate) struct Summary {
     node: Node<shmetrics_writer::Summary>,
     info: Arc<Info>,
-}
-
-/// Fast paths, as for `Counter`.
-impl Summary {
-    pub(crate) fn parent(&self) -> Option<(&Py<PyDict>, &Recent)> {
-        self.node.parent()
-    }
-
-    pub(crate) fn try_observe(&self, amount: f64) -> bool {
-        self.node
-            .leaf()
-            .map(|child| child.observe(amount))
-            .is_some()
-    }
 }
 
 #[pymethods]
@@ -702,14 +632,21 @@ impl ValuePart {
     }
 }
 
+// The native fast paths (`fastcall.rs`): each write does what its method does for one
+// number given by position (no exemplar) and returns true, or returns false having done
+// nothing where the method must answer (a parent, a refused amount or mode), so that the
+// method raises its own error; `labels` finds a parent's known children.
 crate::fastcall::fast_methods! {
     writes {
-        CounterInc: Counter, c"inc", Some(1.0), Counter::try_inc;
-        GaugeInc: Gauge, c"inc", Some(1.0), Gauge::try_add;
-        GaugeDec: Gauge, c"dec", Some(1.0), |g, v| g.try_add(-v);
-        GaugeSet: Gauge, c"set", None, Gauge::try_set;
-        HistogramObserve: Histogram, c"observe", None, Histogram::try_observe;
-        SummaryObserve: Summary, c"observe", None, Summary::try_observe;
+        CounterInc: Counter, c"inc", Some(1.0),
+            |c, v| (v >= 0.0 || v.is_nan()) && c.node.write(|child| child.inc_by(v));
+        GaugeInc: Gauge, c"inc", Some(1.0),
+            |g, v| !g.mode.needs_timestamp() && g.node.write(|child| child.add(v));
+        GaugeDec: Gauge, c"dec", Some(1.0),
+            |g, v| !g.mode.needs_timestamp() && g.node.write(|child| child.add(-v));
+        GaugeSet: Gauge, c"set", None, |g, v| g.node.write(|child| child.set(v));
+        HistogramObserve: Histogram, c"observe", None, |h, v| h.node.write(|child| child.observe(v));
+        SummaryObserve: Summary, c"observe", None, |s, v| s.node.write(|child| child.observe(v));
     }
     labels {
         CounterLabels: Counter;
