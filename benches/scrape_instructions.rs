@@ -12,7 +12,11 @@
 //! scrape-instructions gen PROCESSES SERIES SCRAPES [--dry] [--time]
 //! scrape-instructions vllm ENGINES SCRAPES [--dry] [--time]
 //! scrape-instructions compacted PROCESSES SERIES SCRAPES [--dry] [--time]   # all dead, compacted
+//! scrape-instructions dir PATH SCRAPES [--dry] [--time]   # an existing directory (live writers)
 //! ```
+//!
+//! `--fold-threads N` folds on up to N threads (`Reader::set_fold_threads`; default 1);
+//! `--keep-mapped` keeps every segment mapped (no resident budget).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -21,8 +25,12 @@ use std::time::Instant;
 use shmetrics_benches::fixtures::{GenFixture, VllmFixture};
 use shmetrics_reader::{PrefixFilter, Reader};
 
-fn scrapes(dir: &Path, count: usize, compact: bool, time: bool) {
+fn scrapes(dir: &Path, count: usize, compact: bool, time: bool, threads: usize) {
     let mut reader = Reader::open(dir).expect("open the reader");
+    reader.set_fold_threads(threads);
+    if std::env::args().any(|a| a == "--keep-mapped") {
+        reader.set_resident_budget(usize::MAX);
+    }
     if compact {
         reader.compact().expect("compact");
     }
@@ -51,7 +59,15 @@ fn scrapes(dir: &Path, count: usize, compact: bool, time: bool) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let threads = match args.iter().position(|a| a == "--fold-threads") {
+        Some(i) => {
+            let n = args.get(i + 1).and_then(|n| n.parse().ok());
+            args.drain(i..(i + 2).min(args.len()));
+            n.expect("--fold-threads takes a number")
+        }
+        None => 1,
+    };
     let dry = args.iter().any(|a| a == "--dry");
     let time = args.iter().any(|a| a == "--time");
     let n = |i: usize| -> usize {
@@ -63,19 +79,23 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("gen") => {
             let fixture = GenFixture::build(n(1), n(2)).expect("build the fixture");
-            scrapes(fixture.dir(), counted(3), false, time);
+            scrapes(fixture.dir(), counted(3), false, time, threads);
         }
         Some("compacted") => {
             let fixture = GenFixture::build(n(1), n(2)).expect("build the fixture");
-            scrapes(fixture.dir(), counted(3), true, time);
+            scrapes(fixture.dir(), counted(3), true, time, threads);
         }
         Some("vllm") => {
             let fixture = VllmFixture::build(n(1)).expect("build the fixture");
-            scrapes(fixture.dir(), counted(2), false, time);
+            scrapes(fixture.dir(), counted(2), false, time, threads);
+        }
+        Some("dir") => {
+            let dir = args.get(1).expect("dir takes a path");
+            scrapes(Path::new(dir), counted(2), false, time, threads);
         }
         _ => {
             panic!(
-                "usage: scrape-instructions gen|compacted P S SCRAPES | vllm N SCRAPES [--dry] [--time]"
+                "usage: scrape-instructions gen|compacted P S SCRAPES | vllm N SCRAPES | dir PATH SCRAPES [--dry] [--time] [--fold-threads N] [--keep-mapped]"
             )
         }
     }

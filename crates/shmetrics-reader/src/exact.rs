@@ -116,6 +116,20 @@ impl ExactSum {
         }
     }
 
+    /// Adds the sum `other` holds, exactly: the fold of two groups of processes joined.
+    /// (The exact sum is the same whatever the grouping; only a partial sum leaving the
+    /// `f64` range, above 1.8e308, becomes an infinity where another grouping's did not.)
+    pub(crate) fn absorb(&mut self, other: ExactSum) {
+        self.special += other.special;
+        match self.fixed.checked_add(other.fixed) {
+            Some(sum) => self.fixed = sum,
+            None => pieces(other.fixed).for_each(|piece| self.add_slow(piece)),
+        }
+        for part in other.slow.into_iter().flat_map(|parts| *parts) {
+            self.add_slow(part);
+        }
+    }
+
     /// Adds a finite `x` to the partials (Shewchuk's grow-expansion: each step splits
     /// x + p into the rounded sum and its exact error; non-zero errors stay, smallest
     /// first).
@@ -301,6 +315,39 @@ mod tests {
             if s.special().is_none() {
                 prop_assert_eq!(again.value(), s.value());
             }
+        }
+
+        /// Two sums joined with `absorb` equal the sum of all their values, wherever the
+        /// values are split: folds of groups of processes join exactly.
+        #[test]
+        fn absorbed_sums_equal_one_sum(
+            values in proptest::collection::vec(
+                // Below 1e300, so that no grouping's partial sum leaves the f64 range.
+                proptest::prop_oneof![
+                    proptest::num::f64::NORMAL.prop_map(|v| v % 1e300),
+                    (0u32..1000).prop_map(|n| f64::from(n) * 0.1),
+                    proptest::num::f64::NORMAL.prop_map(|v| v * 1e-300),
+                    Just(f64::INFINITY),
+                    Just(f64::NAN),
+                ],
+                0..40,
+            ),
+            ints in proptest::collection::vec(proptest::num::u64::ANY, 0..6),
+            split in 0usize..46,
+        ) {
+            let mut one = ExactSum::default();
+            let (mut first, mut second) = (ExactSum::default(), ExactSum::default());
+            for (i, &v) in values.iter().enumerate() {
+                one.add(v);
+                if i < split { first.add(v) } else { second.add(v) }
+            }
+            for (i, &n) in ints.iter().enumerate() {
+                one.add_int(n);
+                if values.len() + i < split { first.add_int(n) } else { second.add_int(n) }
+            }
+            first.absorb(second);
+            let (got, want) = (first.value(), one.value());
+            prop_assert!(got == want || (got.is_nan() && want.is_nan()), "{} != {}", got, want);
         }
     }
 

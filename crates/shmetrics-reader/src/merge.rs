@@ -11,6 +11,8 @@
 //! [`Merger`] holds what is kept from one scrape to the next: the index of merged families
 //! and series, the fold of the dead segments, and the resident budget.
 
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -234,8 +236,10 @@ enum Acc {
     Empty,
     /// Counters and `sum` gauges: summed exactly, rounded once when built (see `exact`).
     Sum(ExactSum),
-    /// `min` and `max` gauges.
-    Value(f64),
+    /// `min` gauges.
+    Min(f64),
+    /// `max` gauges.
+    Max(f64),
     /// The newest write so far; `age` (the writer segment's age key) breaks equal times in
     /// favour of the older process, whatever order segments are folded in.
     Recent {
@@ -263,6 +267,94 @@ impl Acc {
         match self {
             Acc::Sum(s) => s,
             _ => unreachable!("made a sum above"),
+        }
+    }
+
+    /// A `min` gauge's fold: the first of the smallest values, NaN only when every one is.
+    fn keep_min(&mut self, v: f64) {
+        match self {
+            Acc::Min(m) if *m <= v || v.is_nan() => {}
+            _ => *self = Acc::Min(v),
+        }
+    }
+
+    /// A `max` gauge's fold: the first of the largest values, NaN only when every one is.
+    fn keep_max(&mut self, v: f64) {
+        match self {
+            Acc::Max(m) if *m >= v || v.is_nan() => {}
+            _ => *self = Acc::Max(v),
+        }
+    }
+
+    /// A `mostrecent` gauge's fold: the newest write; of equal times, the older process's.
+    fn keep_recent(&mut self, value: f64, timestamp: u64, age: (u64, u64, u32)) {
+        match self {
+            Acc::Recent {
+                timestamp: t,
+                age: a,
+                ..
+            } if (*t, Reverse(*a)) >= (timestamp, Reverse(age)) => {}
+            _ => {
+                *self = Acc::Recent {
+                    value,
+                    timestamp,
+                    age,
+                }
+            }
+        }
+    }
+
+    /// Joins the fold of a later group of segments (in age order) into this one: the value
+    /// is the one folding those segments after this one's would give (see [`fold_parallel`]).
+    fn absorb(&mut self, later: Acc) {
+        match (self, later) {
+            (_, Acc::Empty) => {}
+            (Acc::Sum(sum), Acc::Sum(more)) => sum.absorb(more),
+            (slot @ Acc::Min(_), Acc::Min(v)) => slot.keep_min(v),
+            (slot @ Acc::Max(_), Acc::Max(v)) => slot.keep_max(v),
+            (
+                slot @ Acc::Recent { .. },
+                Acc::Recent {
+                    value,
+                    timestamp,
+                    age,
+                },
+            ) => slot.keep_recent(value, timestamp, age),
+            (
+                Acc::Histogram {
+                    buckets,
+                    sum,
+                    total,
+                },
+                Acc::Histogram {
+                    buckets: counts,
+                    sum: more,
+                    total: counts_total,
+                },
+            ) if buckets.len() >= counts.len() => {
+                add_counts(buckets, total, &counts, counts_total);
+                sum.absorb(more);
+            }
+            (Acc::PerProcess(list), Acc::PerProcess(more)) => list.extend(more),
+            // Nothing folded yet, or (never for one family's series) another kind: the later
+            // fold wins, as a sequential fold replaces such a value.
+            (slot, later) => *slot = later,
+        }
+    }
+}
+
+/// Adds `counts`, whose saturating total is `counts_total`, to a histogram's `buckets`,
+/// whose saturating total is `total` (each bucket is at most its total): plain additions
+/// when the totals add up without overflow (no bucket can then), saturating ones otherwise.
+fn add_counts(buckets: &mut [u64], total: &mut u64, counts: &[u64], counts_total: u64) {
+    match total.checked_add(counts_total) {
+        Some(sum) => {
+            *total = sum;
+            buckets.iter_mut().zip(counts).for_each(|(b, c)| *b += c);
+        }
+        None => {
+            *total = u64::MAX;
+            (buckets.iter_mut().zip(counts)).for_each(|(b, c)| *b = b.saturating_add(*c));
         }
     }
 }
@@ -393,6 +485,12 @@ pub(crate) struct Merger {
     index: Index,
     dead_baseline: DeadBaseline,
     resident_budget: usize,
+    /// Threads the live segments may be folded on (see [`fold_live`]).
+    fold_threads: usize,
+    /// Fewest bytes of slots a fold thread takes.
+    fold_group_min_bytes: usize,
+    /// Threads the last merge folded the live segments on.
+    pub(crate) fold_threads_used: usize,
 }
 
 impl Merger {
@@ -403,12 +501,25 @@ impl Merger {
             index: Index::default(),
             dead_baseline: DeadBaseline::default(),
             resident_budget,
+            fold_threads: 1,
+            fold_group_min_bytes: MIN_FOLD_BYTES_PER_THREAD,
+            fold_threads_used: 0,
         }
     }
 
     /// See `Reader::set_resident_budget`.
     pub(crate) fn set_resident_budget(&mut self, bytes: usize) {
         self.resident_budget = bytes;
+    }
+
+    /// See `Reader::set_fold_threads`.
+    pub(crate) fn set_fold_threads(&mut self, threads: usize) {
+        self.fold_threads = threads.max(1);
+    }
+
+    /// See `Reader::set_fold_group_min_bytes`.
+    pub(crate) fn set_fold_group_min_bytes(&mut self, bytes: usize) {
+        self.fold_group_min_bytes = bytes;
     }
 
     /// Interns the families and series that `seg` declared since `links` was last updated
@@ -443,6 +554,9 @@ impl Merger {
             index,
             dead_baseline: baseline,
             resident_budget,
+            fold_threads,
+            fold_group_min_bytes,
+            fold_threads_used,
         } = self;
         sources.sort_by_key(|s| s.seg.age_key());
         // Definitions, compatibility and conflicts only change when segments or families
@@ -476,8 +590,12 @@ impl Merger {
             for (source, ops) in sources.iter().zip(ops) {
                 if !source.seg.live {
                     // Read once into the baseline: no page of a dead segment stays mapped.
-                    let (scratch, budget) = (&mut scratch, &mut 0);
-                    fold_segment(&mut fold, source, ops, &others, resolved, scratch, budget);
+                    let job = Job {
+                        source,
+                        ops,
+                        keep_mapped: false,
+                    };
+                    fold_segment(&mut fold, &job, &others, resolved, &mut scratch);
                 }
             }
             baseline.signature = signature;
@@ -486,20 +604,29 @@ impl Merger {
             baseline.created = fold.created;
         }
         let mut fold = Fold::from_baseline(baseline);
+        // Live segments keep their pages mapped while the budget lasts, oldest first.
         let mut budget = *resident_budget;
-        for (source, ops) in sources.iter().zip(ops) {
-            if source.seg.live {
-                fold_segment(
-                    &mut fold,
-                    source,
-                    ops,
-                    &others,
-                    resolved,
-                    &mut scratch,
-                    &mut budget,
-                );
-            }
-        }
+        let live: Vec<Job<'_, '_>> = (sources.iter().zip(ops))
+            .filter(|(source, _)| source.seg.live)
+            .map(|(source, ops)| Job {
+                source,
+                ops,
+                keep_mapped: match budget.checked_sub(source.seg.slot_area_bytes()) {
+                    Some(left) => {
+                        budget = left;
+                        true
+                    }
+                    None => false,
+                },
+            })
+            .collect();
+        let sizes: Vec<usize> = (live.iter())
+            .map(|job| job.source.seg.slot_area_bytes())
+            .collect();
+        let groups = fold_groups(&sizes, *fold_threads, *fold_group_min_bytes);
+        *fold_threads_used = groups.len();
+        let series = index.series.len();
+        fold_live(&mut fold, &live, &groups, &others, resolved, series);
         let built = build(index, resolved, fold);
         baseline.resolution = resolution;
         built
@@ -545,6 +672,35 @@ impl<'a> Fold<'a> {
             acc: baseline.acc.clone(),
             created: baseline.created.clone(),
             exemplars,
+        }
+    }
+
+    /// Joins the fold of a later group of segments (in age order): the values, creation
+    /// times and exemplar candidates that folding those segments after this fold's would
+    /// give.
+    fn absorb(&mut self, later: Fold<'a>) {
+        for (acc, more) in self.acc.iter_mut().zip(later.acc) {
+            acc.absorb(more);
+        }
+        for (created, more) in self.created.iter_mut().zip(later.created) {
+            *created = (*created).min(more);
+        }
+        for (merged, more) in later.exemplars {
+            let kept = match self.exemplars.entry(merged) {
+                Entry::Vacant(e) => {
+                    e.insert(more);
+                    continue;
+                }
+                Entry::Occupied(e) => e.into_mut(),
+            };
+            // As `fold_exemplar_slots`: a strictly newer slot replaces the candidate.
+            for (candidate, more) in kept.iter_mut().zip(more) {
+                if let Some((time, _)) = more.slot
+                    && candidate.time().is_none_or(|t| time > t)
+                {
+                    candidate.slot = more.slot;
+                }
+            }
         }
     }
 
@@ -644,19 +800,114 @@ fn fold_exemplar_slots<'a>(fold_into: &mut Fold<'a>, merged: u32, block: Exempla
     }
 }
 
-/// Folds every series of one segment into `fold`.
-/// `budget` is how many more bytes of segments may stay mapped after their read; a segment
-/// beyond it has its pages released (`SegmentFile::release_pages`). `scratch` is a buffer
-/// for histogram reads, kept across segments.
+/// A segment to fold, with its families' ops and whether its pages stay mapped after the
+/// read (else they are released: `SegmentFile::release_pages`).
+struct Job<'s, 'a> {
+    source: &'s Source<'a>,
+    ops: &'s [FamilyOp],
+    keep_mapped: bool,
+}
+
+/// Below this many bytes of slots per thread, another thread costs more than it saves:
+/// starting one takes tens of microseconds, a core folds 1 MiB of slots in ~200.
+const MIN_FOLD_BYTES_PER_THREAD: usize = 1 << 20;
+
+/// Folds the live segments `jobs` (in age order) into `fold_into`, one thread per group of
+/// `groups` (contiguous ranges of `jobs`, from [`fold_groups`]): each later group is folded
+/// into its own [`Fold`] (`series` merged series) on a thread of its own while the calling
+/// thread folds the first, and the folds are joined in age order with [`Fold::absorb`], so
+/// the values are exactly those of one thread folding every segment in turn. A thread
+/// that cannot be started leaves its group to the calling thread.
+fn fold_live<'a>(
+    fold_into: &mut Fold<'a>,
+    jobs: &[Job<'_, 'a>],
+    groups: &[Range<usize>],
+    others: &ByIdentity<'_, 'a>,
+    resolved: &[Option<Resolved>],
+    series: usize,
+) {
+    let fold_group = |fold: &mut Fold<'a>, group: &[Job<'_, 'a>]| {
+        let mut scratch = Vec::new();
+        for job in group {
+            fold_segment(fold, job, others, resolved, &mut scratch);
+        }
+    };
+    let Some((first, later)) = groups.split_first() else {
+        return;
+    };
+    if later.is_empty() {
+        return fold_group(fold_into, &jobs[first.clone()]);
+    }
+    std::thread::scope(|scope| {
+        let spawned: Vec<_> = (later.iter())
+            .map(|range| {
+                let group = &jobs[range.clone()];
+                let thread = std::thread::Builder::new()
+                    .name("shmetrics-fold".to_owned())
+                    .spawn_scoped(scope, move || {
+                        let mut fold = Fold::new(series);
+                        fold_group(&mut fold, group);
+                        fold
+                    });
+                (group, thread)
+            })
+            .collect();
+        fold_group(fold_into, &jobs[first.clone()]);
+        for (group, thread) in spawned {
+            let fold = match thread {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(e) => {
+                    log::debug!("cannot start a fold thread ({e}): folding on this one");
+                    let mut fold = Fold::new(series);
+                    fold_group(&mut fold, group);
+                    fold
+                }
+            };
+            fold_into.absorb(fold);
+        }
+    });
+}
+
+/// Splits segments of `sizes` bytes (in order) into at most `threads` contiguous groups of
+/// about equal total size, each at least `min_bytes` (one group when they are small).
+fn fold_groups(sizes: &[usize], threads: usize, min_bytes: usize) -> Vec<Range<usize>> {
+    let total: usize = sizes.iter().sum();
+    let count = (threads.min(total / min_bytes.max(1)))
+        .min(sizes.len())
+        .max(1);
+    let mut groups = Vec::with_capacity(count);
+    let (mut start, mut sum) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        sum += size;
+        // Group g ends where the running total reaches (g + 1) / count of the whole.
+        let g = groups.len();
+        if g + 1 < count && sum.saturating_mul(count) >= total.saturating_mul(g + 1) {
+            groups.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < sizes.len() || groups.is_empty() {
+        groups.push(start..sizes.len());
+    }
+    groups
+}
+
+/// Folds every series of one segment into `fold`. `scratch` is a buffer for histogram
+/// reads, kept across segments.
 fn fold_segment<'a>(
     fold_into: &mut Fold<'a>,
-    source: &Source<'a>,
-    ops: &[FamilyOp],
+    job: &Job<'_, 'a>,
     others: &ByIdentity<'_, 'a>,
     resolved: &[Option<Resolved>],
     scratch: &mut Vec<u64>,
-    budget: &mut usize,
 ) {
+    let Job {
+        source,
+        ops,
+        keep_mapped,
+    } = *job;
     let seg = source.seg;
     // Only an archive keeps processes and exact partials beside its slots.
     let plain = seg.processes.is_empty() && seg.exact.is_empty();
@@ -720,11 +971,10 @@ fn fold_segment<'a>(
         };
         fold_exemplar_slots(fold_into, merged, slots);
     }
-    // Everything this scrape needs from the segment is in `acc` now. Keep its pages mapped
+    // Everything this scrape needs from the segment is in `acc` now. Its pages stay mapped
     // while the budget lasts (small directories never pay for faulting them in again).
-    match budget.checked_sub(seg.slot_area_bytes()) {
-        Some(left) => *budget = left,
-        None => seg.release_pages(),
+    if !keep_mapped {
+        seg.release_pages();
     }
 }
 
@@ -1018,34 +1268,14 @@ fn fold_gauge(
 ) {
     match mode {
         GaugeMode::Sum | GaugeMode::LiveSum => add_float(slot.sum(), v, archived.exact),
-        GaugeMode::Min | GaugeMode::LiveMin => match slot {
-            Acc::Value(m) if *m <= v || v.is_nan() => {}
-            _ => *slot = Acc::Value(v),
-        },
-        GaugeMode::Max | GaugeMode::LiveMax => match slot {
-            Acc::Value(m) if *m >= v || v.is_nan() => {}
-            _ => *slot = Acc::Value(v),
-        },
+        GaugeMode::Min | GaugeMode::LiveMin => slot.keep_min(v),
+        GaugeMode::Max | GaugeMode::LiveMax => slot.keep_max(v),
         GaugeMode::MostRecent | GaugeMode::LiveMostRecent => {
             // As prometheus_client: a gauge never written with a time has no value.
             if timestamp == 0 {
                 return;
             }
-            let age = seg.age_key();
-            match slot {
-                Acc::Recent {
-                    timestamp: t,
-                    age: a,
-                    ..
-                } if (*t, std::cmp::Reverse(*a)) >= (timestamp, std::cmp::Reverse(age)) => {}
-                _ => {
-                    *slot = Acc::Recent {
-                        value: v,
-                        timestamp,
-                        age,
-                    }
-                }
-            }
+            slot.keep_recent(v, timestamp, seg.age_key());
         }
         GaugeMode::All | GaugeMode::LiveAll => {
             let entry = match archived.process {
@@ -1069,7 +1299,7 @@ fn state_index(value: f64, states: usize) -> Option<usize> {
 /// the newest: the info last set, by any process the mode counts.
 fn keep_newest_infos(index: &Index, fid: u32, def: &FamilyRecord, acc: &mut [Acc]) {
     /// A series, its write time and its process's age key (older wins a tie).
-    type Candidate = (u32, u64, std::cmp::Reverse<(u64, u64, u32)>);
+    type Candidate = (u32, u64, Reverse<(u64, u64, u32)>);
     let mut newest: FxHashMap<Vec<&str>, Candidate> = FxHashMap::default();
     for &sid in &index.families[fid as usize].series {
         let Acc::Recent { timestamp, age, .. } = acc[sid as usize] else {
@@ -1079,12 +1309,12 @@ fn keep_newest_infos(index: &Index, fid: u32, def: &FamilyRecord, acc: &mut [Acc
         let key: Vec<&str> = (def.label_names.iter())
             .map(|n| labels.get(n).unwrap_or_default())
             .collect();
-        let candidate = (sid, timestamp, std::cmp::Reverse(age));
+        let candidate = (sid, timestamp, Reverse(age));
         match newest.entry(key) {
-            std::collections::hash_map::Entry::Vacant(e) => {
+            Entry::Vacant(e) => {
                 e.insert(candidate);
             }
-            std::collections::hash_map::Entry::Occupied(mut e) => {
+            Entry::Occupied(mut e) => {
                 let best = e.get_mut();
                 let (loser, winner) = if (candidate.1, candidate.2) > (best.1, best.2) {
                     (best.0, candidate)
@@ -1143,7 +1373,7 @@ fn build(
                         _ => Value::Gauge(sum.value()),
                     },
                 }),
-                Acc::Value(v) => series.push(Series {
+                Acc::Min(v) | Acc::Max(v) => series.push(Series {
                     labels: Arc::clone(labels),
                     pid: None,
                     created_unix_nanos: None,
@@ -1283,8 +1513,12 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
             .iter()
             .filter(|s| !ops[s.family as usize].folds())
             .count();
-        let (scratch, budget) = (&mut scratch, &mut 0);
-        fold_segment(&mut fold, source, ops, &others, &resolved, scratch, budget);
+        let job = Job {
+            source,
+            ops,
+            keep_mapped: false,
+        };
+        fold_segment(&mut fold, &job, &others, &resolved, &mut scratch);
     }
     let Fold {
         mut acc,
@@ -1300,7 +1534,7 @@ fn fold_dead(index: &Index, sources: &mut [Source<'_>]) -> Folded {
             let value = match std::mem::replace(&mut acc[sid as usize], Acc::Empty) {
                 Acc::Empty => continue,
                 Acc::Sum(sum) => FoldedValue::Sum(sum),
-                Acc::Value(value) => FoldedValue::Gauge {
+                Acc::Min(value) | Acc::Max(value) => FoldedValue::Gauge {
                     value,
                     timestamp: 0,
                 },
@@ -1373,12 +1607,18 @@ mod tests {
             .collect()
     }
 
-    fn folded(processes: &[(&[u64], f64)]) -> (Vec<u64>, f64, u64) {
+    /// The fold of histograms of 3 buckets (counts and sum per process).
+    fn fold_all(processes: &[(&[u64], f64)]) -> Acc {
         let mut acc = Acc::Empty;
         let mut counts = vec![0; 3];
         for &(c, sum) in processes {
             fold_histogram(&mut acc, &slots(c, sum), &mut counts, None);
         }
+        acc
+    }
+
+    /// A histogram fold's buckets, sum and total.
+    fn parts(acc: Acc) -> (Vec<u64>, f64, u64) {
         match acc {
             Acc::Histogram {
                 buckets,
@@ -1387,6 +1627,10 @@ mod tests {
             } => (buckets, sum.value(), total),
             _ => panic!("not a histogram"),
         }
+    }
+
+    fn folded(processes: &[(&[u64], f64)]) -> (Vec<u64>, f64, u64) {
+        parts(fold_all(processes))
     }
 
     #[test]
@@ -1416,5 +1660,100 @@ mod tests {
         let many: Vec<(&[u64], f64)> = vec![(&three, 0.0); 1100];
         let (buckets, _, _) = folded(&many);
         assert_eq!(buckets, [u64::MAX; 3]);
+    }
+
+    /// Histograms folded in two groups and joined with `absorb`, at every split point:
+    /// the buckets, total and sum of one fold, saturation included.
+    #[test]
+    fn absorbed_histograms_equal_one_fold() {
+        let huge = u64::MAX - 1;
+        let big = 1 << 62;
+        let cases: [&[(&[u64], f64)]; 3] = [
+            &[(&[1, 2, 3], 1.5), (&[4, 0, 6], 2.25), (&[0, 0, 1], 0.1)],
+            &[(&[huge, 1, 0], 0.0), (&[5, 2, 3], 0.5), (&[1, 1, 1], 0.25)],
+            &[
+                (&[big, big, 0], 1.0),
+                (&[big, 0, big], 2.0),
+                (&[big, big, big], 3.0),
+            ],
+        ];
+        for processes in cases {
+            let whole = folded(processes);
+            for split in 0..=processes.len() {
+                let mut first = fold_all(&processes[..split]);
+                first.absorb(fold_all(&processes[split..]));
+                assert_eq!(parts(first), whole, "{processes:?} split at {split}");
+            }
+        }
+    }
+
+    /// `min`, `max` and `mostrecent` joins keep what one fold keeps: the first of equal
+    /// extremes, NaN only when every value is, the newest write with the older process
+    /// winning a tie.
+    #[test]
+    fn absorbed_gauges_equal_one_fold() {
+        let values = [3.0, f64::NAN, -0.0, 0.0, 3.0, -7.5, f64::NAN, 12.0];
+        let show = |acc: &Acc| match acc {
+            Acc::Min(v) | Acc::Max(v) => format!("{v:?} {}", v.is_sign_negative()),
+            Acc::Recent {
+                value,
+                timestamp,
+                age,
+            } => format!("{value:?} {timestamp} {age:?}"),
+            Acc::Empty => "empty".to_owned(),
+            _ => panic!("not a gauge"),
+        };
+        type Step = fn(&mut Acc, usize, f64);
+        let steps: [Step; 3] = [
+            |acc, _, v| acc.keep_min(v),
+            |acc, _, v| acc.keep_max(v),
+            // Times repeat, so ties between processes (older age first) are exercised.
+            |acc, i, v| acc.keep_recent(v, (i / 3) as u64 + 1, (i as u64 % 2, 0, i as u32)),
+        ];
+        for step in steps {
+            for len in 0..=values.len() {
+                let fold = |range: Range<usize>| {
+                    let mut acc = Acc::Empty;
+                    for i in range {
+                        step(&mut acc, i, values[i]);
+                    }
+                    acc
+                };
+                let whole = show(&fold(0..len));
+                for split in 0..=len {
+                    let mut first = fold(0..split);
+                    first.absorb(fold(split..len));
+                    assert_eq!(show(&first), whole, "{len} values split at {split}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[allow(
+        clippy::single_range_in_vec_init,
+        reason = "one group of these segments"
+    )]
+    fn fold_groups_are_contiguous_and_about_equal() {
+        let mib = 1 << 20;
+        // Each group takes at least the minimum: a small directory is one group.
+        assert_eq!(fold_groups(&[mib / 2; 3], 4, mib), [0..3]);
+        assert_eq!(fold_groups(&[mib; 3], 4, mib), [0..1, 1..2, 2..3]);
+        assert_eq!(fold_groups(&[mib; 8], 4, mib), [0..2, 2..4, 4..6, 6..8]);
+        assert_eq!(fold_groups(&[mib; 8], 1, 0), [0..8]);
+        assert_eq!(fold_groups(&[], 4, 0), [0..0]);
+        assert_eq!(fold_groups(&[5], 4, 0), [0..1]);
+        // A large segment first: a group of its own.
+        assert_eq!(fold_groups(&[6 * mib, mib, mib, mib], 2, mib), [0..1, 1..4]);
+        // Whatever the sizes: contiguous, non-empty groups covering every segment.
+        let sizes: Vec<usize> = (0..37).map(|i| (i * 7919) % 1000 * 1000).collect();
+        for threads in 1..10 {
+            let groups = fold_groups(&sizes, threads, 0);
+            assert!((1..=threads).contains(&groups.len()), "{groups:?}");
+            assert_eq!(groups.first().map(|g| g.start), Some(0));
+            assert_eq!(groups.last().map(|g| g.end), Some(sizes.len()));
+            assert!(groups.windows(2).all(|w| w[0].end == w[1].start));
+            assert!(groups.iter().all(|g| !g.is_empty()), "{groups:?}");
+        }
     }
 }

@@ -281,6 +281,8 @@ pub struct ScrapeReport {
     pub conflicts: Vec<Conflict>,
     /// Merged series in the snapshot.
     pub series: usize,
+    /// Threads the live segments were folded on ([`Reader::set_fold_threads`](crate::Reader::set_fold_threads)).
+    pub fold_threads: usize,
     /// Series writers could not place (summed over segments).
     pub dropped_series: u64,
     /// Set when the directory itself could not be read.

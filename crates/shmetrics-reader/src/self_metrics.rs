@@ -71,6 +71,11 @@ pub fn self_metrics(report: &ScrapeReport) -> Vec<Family> {
                 .collect(),
         ),
         gauge(
+            "shmetrics_reader_fold_threads",
+            "Threads the last snapshot folded the live segments on.",
+            vec![(vec![], report.fold_threads as f64)],
+        ),
+        gauge(
             "shmetrics_reader_invalid_segments",
             "Segments skipped entirely or in part because their bytes failed validation, by reason.",
             invalid,

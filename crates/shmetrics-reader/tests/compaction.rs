@@ -14,19 +14,6 @@ use shmetrics_reader::snapshot::{Snapshot, Value};
 use shmetrics_reader::{CompactError, Compactor, Reader};
 use shmetrics_writer::{GaugeMode, Options, Registry};
 
-const MODES: [GaugeMode; 10] = [
-    GaugeMode::All,
-    GaugeMode::LiveAll,
-    GaugeMode::Min,
-    GaugeMode::LiveMin,
-    GaugeMode::Max,
-    GaugeMode::LiveMax,
-    GaugeMode::Sum,
-    GaugeMode::LiveSum,
-    GaugeMode::MostRecent,
-    GaugeMode::LiveMostRecent,
-];
-
 /// Process `pid` writes one series of every type and every gauge mode, with values that
 /// depend on `pid` (so that sums, minima and maxima are all different).
 fn process(dir: &Path, pid: u32) -> Registry {
@@ -43,7 +30,7 @@ fn process(dir: &Path, pid: u32) -> Registry {
     }
     let s = r.summary("size", "Sizes.", &[]).unwrap();
     s.unlabelled().unwrap().observe(p * 2.0);
-    for mode in MODES {
+    for mode in GaugeMode::ALL {
         let g = r
             .gauge(&format!("g_{mode}"), "A gauge.", &["k"], mode)
             .unwrap();

@@ -522,6 +522,9 @@ fn empty_directory_and_self_metrics() {
          shmetrics_reader_conflicts{kind=\"help\"} 0.0\n\
          shmetrics_reader_conflicts{kind=\"name\"} 0.0\n\
          shmetrics_reader_conflicts{kind=\"type\"} 0.0\n\
+         # HELP shmetrics_reader_fold_threads Threads the last snapshot folded the live segments on.\n\
+         # TYPE shmetrics_reader_fold_threads gauge\n\
+         shmetrics_reader_fold_threads 1.0\n\
          # HELP shmetrics_reader_segments Segments in the metrics directory, by state.\n\
          # TYPE shmetrics_reader_segments gauge\n\
          shmetrics_reader_segments{state=\"bad\"} 0.0\n\

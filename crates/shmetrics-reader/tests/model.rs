@@ -803,6 +803,11 @@ fn run_workload(processes: usize, small_segments: bool, pool: &[String], ops: &[
     let mut dead_segments = 0;
     let mut clock = Clock::default();
     let mut reader = Reader::open(dir.path()).unwrap();
+    // A reader folding each live segment on a thread of its own (up to 3) sees exactly the
+    // same snapshot.
+    let mut threaded = Reader::open(dir.path()).unwrap();
+    threaded.set_fold_threads(3);
+    threaded.set_fold_group_min_bytes(0);
     let mut previous: Option<BTreeMap<Key, Value>> = None;
     let mut checkpoint = |real: &[Option<RealProcess>],
                           model: &Model,
@@ -811,6 +816,13 @@ fn run_workload(processes: usize, small_segments: bool, pool: &[String], ops: &[
                           when: &str| {
         let scrape = reader.snapshot();
         let r = &scrape.report;
+        let parallel = threaded.snapshot();
+        assert_eq!(
+            parallel.snapshot, scrape.snapshot,
+            "{when}: folded on threads"
+        );
+        assert_eq!(r.fold_threads, 1, "{when}");
+        assert!((1..=3).contains(&parallel.report.fold_threads), "{when}");
         let live: usize = real
             .iter()
             .flatten()

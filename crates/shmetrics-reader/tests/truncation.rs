@@ -80,11 +80,25 @@ fn faulted(reader: &mut Reader) -> (Snapshot, usize) {
 
 #[test]
 fn a_live_segment_truncated_under_the_reader() {
+    live_segment_truncated(1);
+}
+
+/// The same, with the truncated (younger) segment folded on a thread of its own.
+#[test]
+fn a_live_segment_truncated_under_a_reader_folding_on_threads() {
+    live_segment_truncated(2);
+}
+
+fn live_segment_truncated(fold_threads: usize) {
     let dir = tempfile::tempdir().unwrap();
     let keep = process(dir.path(), 1, 1.0);
     let victim = process(dir.path(), 2, 2.0);
     let mut reader = Reader::open(dir.path()).unwrap();
-    assert_eq!(totals(&reader.snapshot().snapshot).len(), 2);
+    reader.set_fold_threads(fold_threads);
+    reader.set_fold_group_min_bytes(0);
+    let first = reader.snapshot();
+    assert_eq!(totals(&first.snapshot).len(), 2);
+    assert_eq!(first.report.fold_threads, fold_threads);
     truncate(&segment_of(dir.path(), 2));
     // Rendering reads every slot of every live segment.
     let mut out = Vec::new();

@@ -328,6 +328,7 @@ fn dump_formats_and_filters() {
     let self_metrics: BTreeSet<String> = [
         "shmetrics_reader_compaction_failures",
         "shmetrics_reader_conflicts",
+        "shmetrics_reader_fold_threads",
         "shmetrics_reader_segments",
         "shmetrics_reader_series",
         "shmetrics_reader_skipped_files",

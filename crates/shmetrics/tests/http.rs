@@ -249,11 +249,17 @@ struct Stayers(Vec<i32>);
 
 impl Stayers {
     fn start(dir: &Path, processes: u32, ops: u32) -> Self {
+        Self::with_series(dir, processes, 15, ops)
+    }
+
+    fn with_series(dir: &Path, processes: u32, series: u32, ops: u32) -> Self {
         let out = Command::new(BIN)
             .args(["generate", "--stay", "--dir", dir.to_str().unwrap()])
             .arg("--processes")
             .arg(processes.to_string())
-            .args(["--series", "15", "--ops"])
+            .arg("--series")
+            .arg(series.to_string())
+            .arg("--ops")
             .arg(ops.to_string())
             .output()
             .expect("run generate --stay");
@@ -813,6 +819,49 @@ fn self_metrics_count_scrapes_and_requests() {
     assert!(!all.keys().any(|k| k.starts_with("shmetrics_")));
     // 5 counters, 3 gauges, 5 histograms of 20 bounds + `+Inf`, `_count` and `_sum`.
     assert_eq!(all.len(), 5 + 3 + 5 * 23);
+}
+
+/// A directory of 6 live writers × 8,000 series (4 to 5 MiB of slots) is folded on the
+/// threads asked, in groups of at least 1 MiB, with the same samples; the self-metric tells.
+#[test]
+fn a_large_directory_is_folded_on_the_threads_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _stayers = Stayers::with_series(dir.path(), 6, 8000, 2);
+    let served = |threads: usize| {
+        let mut opts = options(dir.path());
+        opts.fold_threads = threads;
+        let server = TestServer::with(opts);
+        samples(&scrape(server.addr, &[]).text())
+    };
+    let (one, two, many) = (served(1), served(2), served(16));
+    assert_eq!(value(&one, "shmetrics_reader_fold_threads"), 1.0);
+    assert_eq!(value(&two, "shmetrics_reader_fold_threads"), 2.0);
+    // At most one group per MiB of slots, whatever the threads allowed.
+    assert_eq!(value(&many, "shmetrics_reader_fold_threads"), 4.0);
+    let directory = |all: &HashMap<String, f64>| {
+        let mut kept: Vec<(String, u64)> = (all.iter())
+            .filter(|(k, _)| k.starts_with("gen_"))
+            .map(|(k, v)| (k.clone(), v.to_bits()))
+            .collect();
+        kept.sort();
+        kept
+    };
+    assert_eq!(directory(&two), directory(&one));
+    assert_eq!(directory(&many), directory(&one));
+    assert!(directory(&one).len() > 8000, "{}", directory(&one).len());
+    // The command line's flag reaches the reader.
+    let path = dir.path().to_str().unwrap();
+    let args = [
+        "--dir",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--fold-threads",
+        "2",
+    ];
+    let serve = ServeProcess::start(&args, &[]);
+    let all = samples(&scrape(serve.addr, &[]).text());
+    assert_eq!(value(&all, "shmetrics_reader_fold_threads"), 2.0);
 }
 
 #[test]

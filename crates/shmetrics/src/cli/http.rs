@@ -136,6 +136,11 @@ pub(crate) struct HttpArgs {
     /// floor alone).
     #[arg(long, value_name = "MIB", default_value_t = shmetrics::server::DEFAULT_MEMORY_TARGET >> 20)]
     pub(crate) memory_target_mib: usize,
+    /// Threads a scrape may fold the live segments on, in groups of at least 1 MiB of
+    /// slots (a directory under 2 MiB stays on one); the merged values are the same
+    /// whatever the count (0: one per available core, at most 4).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) fold_threads: usize,
     /// Fold dead processes' segments into the directory's archive and remove their files
     /// every this many seconds, beside the scrapes (which never wait for it); the wait
     /// doubles after each failure in a row (0: never).
@@ -262,6 +267,7 @@ pub(crate) fn options(
         resident_budget: args.resident_budget_mib.saturating_mul(1 << 20),
         memory_target: (args.memory_target_mib > 0)
             .then(|| args.memory_target_mib.saturating_mul(1 << 20)),
+        fold_threads: args.fold_threads,
         compact_interval: (args.compact_interval_secs > 0)
             .then(|| Duration::from_secs(args.compact_interval_secs)),
         archive_part_size: args.archive_part_mib.saturating_mul(1 << 20),

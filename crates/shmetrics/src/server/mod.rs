@@ -142,6 +142,10 @@ pub const DEFAULT_MAX_SCRAPE_BYTES: u64 = 1 << 30;
 /// resident budget's floor.
 pub const DEFAULT_MEMORY_TARGET: usize = 48 << 20;
 
+/// Most threads a snapshot folds on by default ([`ServerOptions::fold_threads`] 0): the
+/// available cores, at most this many.
+pub const AUTO_FOLD_THREADS_MAX: usize = 4;
+
 /// Default of [`ServerOptions::compact_interval`]: a minute.
 pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -173,6 +177,11 @@ pub struct ServerOptions {
     /// snapshot's resident budget is `max(resident_budget, memory_target − anonymous)`.
     /// `None`: `resident_budget` alone. The default is [`DEFAULT_MEMORY_TARGET`].
     pub memory_target: Option<usize>,
+    /// Threads a snapshot may fold the live segments on (see
+    /// [`Reader::set_fold_threads`]: only a directory of more than 2 MiB of slots uses a
+    /// second one). 0 (the default): one per available core, at most
+    /// [`AUTO_FOLD_THREADS_MAX`]; 1: the scrape's thread alone.
+    pub fold_threads: usize,
     /// Compact the directory (fold dead processes into the archive, remove their files)
     /// every this long, the first time this long after [`Server::bind`], on a task of its
     /// own: scrapes never wait for it. After a failure the wait doubles (up to an hour;
@@ -244,6 +253,7 @@ impl ServerOptions {
             format: None,
             resident_budget: shmetrics_reader::DEFAULT_RESIDENT_BUDGET,
             memory_target: Some(DEFAULT_MEMORY_TARGET),
+            fold_threads: 0,
             compact_interval: Some(DEFAULT_COMPACT_INTERVAL),
             archive_part_size: shmetrics_reader::DEFAULT_ARCHIVE_PART_SIZE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -332,6 +342,11 @@ impl Server {
         };
         let mut reader = Reader::open(&options.dir)?;
         reader.set_resident_budget(options.resident_budget);
+        reader.set_fold_threads(match options.fold_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().min(AUTO_FOLD_THREADS_MAX)),
+            n => n,
+        });
         reader.set_process_metrics(options.process_metrics);
         let compactor = match options.compact_interval {
             Some(interval) => {
