@@ -1144,6 +1144,9 @@ struct Run<'r> {
 /// enough that the lines are still cached when their series comes.
 const PREFETCH_AHEAD: usize = 8;
 
+/// Slot words per 64-byte cache line.
+const WORDS_PER_LINE: usize = 8;
+
 /// Folds a run of series with their family's `op`; `archived` gives what an archive keeps
 /// beside the slots of its series `i` (nothing, for a writer's segment).
 fn fold_run<'s>(
@@ -1160,10 +1163,16 @@ fn fold_run<'s>(
         let first = s.slot_word as usize;
         words.get(first..first + width)
     };
+    // Series of a cache line or less (counters, gauges) lie side by side, which the
+    // hardware prefetcher follows; wider ones (histograms) are prefetched.
+    let hint = width > WORDS_PER_LINE;
     let slots = run.range.clone().filter_map(|i| {
         // The series ahead is most often of the same family (and width); where it is not,
         // the hint covers a little more or less of it, which costs nothing in correctness.
-        if let Some(ahead) = (run.series.get(i + PREFETCH_AHEAD)).and_then(|s| slots_of(s, width)) {
+        if let Some(ahead) = (run.series.get(i + PREFETCH_AHEAD))
+            .filter(|_| hint)
+            .and_then(|s| slots_of(s, width))
+        {
             prefetch(ahead);
         }
         let s = &run.series[i];
