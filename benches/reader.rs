@@ -9,8 +9,10 @@
 //! - `scrape/{P}x{S}`: `Reader::scrape` (snapshot + render) of `P` processes × `S` series
 //!   of the `shmetrics generate` mix, P ∈ {1, 8, 32, 128}, S ∈ {100, 1,000, 10,000};
 //!   throughput in series read (`P × S`).
-//! - `snapshot_only/{P}x{S}`, `render_only/{P}x{S}` and `limit/{P}x{S}` for 32×1,000,
-//!   128×1,000 and 128×10,000: `Reader::snapshot()` alone (throughput `P × S`), the render
+//! - `scrape_2_threads/{P}x{S}`, `snapshot_only/{P}x{S}`, `render_only/{P}x{S}` and
+//!   `limit/{P}x{S}` for 32×1,000, 128×1,000 and 128×10,000: the scrape with the live
+//!   segments folded on two threads (`Reader::set_fold_threads(2)`; one thread above),
+//!   `Reader::snapshot()` alone (throughput `P × S`), the render
 //!   alone of one fixed snapshot (throughput `S`, the merged series), and the physical
 //!   limit of a scrape: one relaxed load of every slot word of the directory's segments
 //!   (`SlotAreas::read_all`) and the render of that fixed snapshot (throughput `P × S`).
@@ -145,6 +147,17 @@ fn scrape_grid(c: &mut Criterion) {
             tune(&mut group, read);
             group.throughput(Throughput::Elements(read as u64));
             group.bench_function(&id, |b| b.iter(|| black_box(reader.snapshot())));
+            group.finish();
+
+            // The same scrape with the live segments folded on two threads.
+            let (mut threaded, mut threaded_out) = steady_reader(fixture.dir(), p, Some(s));
+            threaded.set_fold_threads(2);
+            let mut group = c.benchmark_group("scrape_2_threads");
+            tune(&mut group, read);
+            group.throughput(Throughput::Elements(read as u64));
+            group.bench_function(&id, |b| {
+                scrapes(b, &mut threaded, &filter, &mut threaded_out)
+            });
             group.finish();
 
             let scrape = reader.snapshot();

@@ -76,7 +76,8 @@ print()
 print(f"reader benches: mean of criterion's estimates ({criterion_dir})")
 
 rows = [("P x S", "series read", "scrape (ms)", "ns/series", "M series/s",
-         "snapshot (ms)", "render (ms)", "render share", "limit (ms)", "scrape / limit")]
+         "snapshot (ms)", "render (ms)", "render share", "limit (ms)", "scrape / limit",
+         "2 threads (ms)", "2 threads / limit")]
 for s in (100, 1000, 10000):
     for p in (1, 8, 32, 128):
         bench = f"{p}x{s}"
@@ -86,9 +87,10 @@ for s in (100, 1000, 10000):
         snap = result("snapshot_only", bench)
         rend = result("render_only", bench)
         limit = result("limit", bench)
+        two = result("scrape_2_threads", bench)
         read = p * s
         rows.append((
-            bench + mark(scrape, snap, rend, limit),
+            bench + mark(scrape, snap, rend, limit, two),
             f"{read:,}",
             ms(scrape),
             f"{scrape[0] / read:.1f}",
@@ -98,10 +100,13 @@ for s in (100, 1000, 10000):
             f"{rend[0] / scrape[0]:.0%}" if rend else "-",
             ms(limit),
             f"{scrape[0] / limit[0]:.2f}x" if limit else "-",
+            ms(two),
+            f"{two[0] / limit[0]:.2f}x" if two and limit else "-",
         ))
 table("scrape: Reader::scrape (snapshot + render, text format), P processes x S series each", rows)
 print("limit: one relaxed load of every slot word of the directory's segments and the render "
-      "of the same snapshot (benches/fixtures.rs, SlotAreas)")
+      "of the same snapshot (benches/fixtures.rs, SlotAreas); 2 threads: the scrape with "
+      "Reader::set_fold_threads(2)")
 
 ours = result("render_10k", "shmetrics")
 raw = result("render_10k", "raw_formatting")

@@ -197,15 +197,15 @@ impl Reader {
 
     /// Lets a snapshot fold the live segments on up to `threads` threads (1, the default of
     /// a library reader: only the calling thread; 0 counts as 1). A directory is split into
-    /// groups of segments of at least 1 MiB of slots each, folded at once on scoped threads
+    /// groups of segments of at least 2 MiB of slots each, folded at once on scoped threads
     /// started for the snapshot and joined in the processes' age order, so the merged values
-    /// are exactly those of one thread; a directory under 2 MiB of slots stays on one
+    /// are exactly those of one thread; a directory under 4 MiB of slots stays on one
     /// thread, where starting another would cost more than it saves.
     pub fn set_fold_threads(&mut self, threads: usize) {
         self.merger.set_fold_threads(threads);
     }
 
-    /// Sets the fewest bytes of slots a fold thread takes (1 MiB; 0 splits any directory
+    /// Sets the fewest bytes of slots a fold thread takes (2 MiB; 0 splits any directory
     /// into as many groups as threads and segments allow: tests of the parallel fold).
     #[doc(hidden)]
     pub fn set_fold_group_min_bytes(&mut self, bytes: usize) {

@@ -178,7 +178,7 @@ pub struct ServerOptions {
     /// `None`: `resident_budget` alone. The default is [`DEFAULT_MEMORY_TARGET`].
     pub memory_target: Option<usize>,
     /// Threads a snapshot may fold the live segments on (see
-    /// [`Reader::set_fold_threads`]: only a directory of more than 2 MiB of slots uses a
+    /// [`Reader::set_fold_threads`]: only a directory of 4 MiB of slots or more uses a
     /// second one). 0 (the default): one per available core, at most
     /// [`AUTO_FOLD_THREADS_MAX`]; 1: the scrape's thread alone.
     pub fold_threads: usize,
