@@ -113,7 +113,11 @@ fn value(text: &str, series: &str) -> f64 {
 /// A liveness bound, not a latency one: in the flood's first seconds the server is writing
 /// the pipelined responses of 960 connections (up to 3 MB each fits in loopback's socket
 /// buffers), and on 2 cores a scrape has waited up to 5.5 s for its turn (in about half the
-/// runs under 10 ms); the slowest is printed.
+/// runs under 10 ms); the slowest is printed. When the server takes in the flood's queued
+/// connections late, every open connection can be younger than half a second as a scrape
+/// arrives, and the scrape is refused as documented (`ServerOptions::max_connections`); its
+/// retry half a second later must be answered, and at most two of the eight scrapes may
+/// need one.
 #[test]
 fn a_flood_of_never_read_pipelined_connections_does_not_lock_out_scrapes() {
     let _serial = one_at_a_time();
@@ -130,9 +134,23 @@ fn a_flood_of_never_read_pipelined_connections_does_not_lock_out_scrapes() {
         flood.push(s);
     }
     let mut worst = Duration::ZERO;
+    let mut retried = 0;
     for _ in 0..8 {
         std::thread::sleep(Duration::from_secs(1));
-        let (body, took) = scrape(addr);
+        let started = Instant::now();
+        let body = match try_get(addr) {
+            Ok((status, body)) => {
+                assert_eq!(status, "HTTP/1.1 200 OK");
+                String::from_utf8(body).unwrap()
+            }
+            Err(e) => {
+                eprintln!("a scrape was refused while every connection was young ({e}): retried");
+                retried += 1;
+                std::thread::sleep(Duration::from_millis(600));
+                scrape(addr).0
+            }
+        };
+        let took = started.elapsed();
         worst = worst.max(took);
         assert!(took < Duration::from_secs(15), "a scrape took {took:?}");
         assert!(body.contains("gen_c0_total"));
@@ -153,6 +171,7 @@ fn a_flood_of_never_read_pipelined_connections_does_not_lock_out_scrapes() {
         closed("write_timeout")
     );
     assert!(closed("refused") + closed("evicted") + closed("write_timeout") >= 140.0);
+    assert!(retried <= 2, "{retried} of 8 scrapes were refused first");
     drop(flood);
 }
 
