@@ -305,7 +305,7 @@ impl Acc {
     }
 
     /// Joins the fold of a later group of segments (in age order) into this one: the value
-    /// is the one folding those segments after this one's would give (see [`fold_parallel`]).
+    /// is the one folding those segments after this one's would give (see [`fold_live`]).
     fn absorb(&mut self, later: Acc) {
         match (self, later) {
             (_, Acc::Empty) => {}
@@ -606,23 +606,25 @@ impl Merger {
         let mut fold = Fold::from_baseline(baseline);
         // Live segments keep their pages mapped while the budget lasts, oldest first.
         let mut budget = *resident_budget;
-        let live: Vec<Job<'_, '_>> = (sources.iter().zip(ops))
+        let (live, sizes): (Vec<Job<'_, '_>>, Vec<usize>) = (sources.iter().zip(ops))
             .filter(|(source, _)| source.seg.live)
-            .map(|(source, ops)| Job {
-                source,
-                ops,
-                keep_mapped: match budget.checked_sub(source.seg.slot_area_bytes()) {
+            .map(|(source, ops)| {
+                let size = source.seg.slot_area_bytes();
+                let keep_mapped = match budget.checked_sub(size) {
                     Some(left) => {
                         budget = left;
                         true
                     }
                     None => false,
-                },
+                };
+                let job = Job {
+                    source,
+                    ops,
+                    keep_mapped,
+                };
+                (job, size)
             })
-            .collect();
-        let sizes: Vec<usize> = (live.iter())
-            .map(|job| job.source.seg.slot_area_bytes())
-            .collect();
+            .unzip();
         let groups = fold_groups(&sizes, *fold_threads, *fold_group_min_bytes);
         *fold_threads_used = groups.len();
         let series = index.series.len();
