@@ -200,7 +200,10 @@ impl Reader {
     /// groups of segments of at least 2 MiB of slots each, folded at once on scoped threads
     /// started for the snapshot and joined in the processes' age order, so the merged values
     /// are exactly those of one thread; a directory under 4 MiB of slots stays on one
-    /// thread, where starting another would cost more than it saves.
+    /// thread, where starting another would cost more than it saves. Each further thread
+    /// holds 72 bytes per merged series of its own until the join, and they are started
+    /// only while that stays under 32 MiB in all (a directory of more than about 466,000
+    /// merged series folds on one thread).
     pub fn set_fold_threads(&mut self, threads: usize) {
         self.merger.set_fold_threads(threads);
     }

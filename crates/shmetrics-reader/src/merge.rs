@@ -625,7 +625,8 @@ impl Merger {
                 (job, size)
             })
             .unzip();
-        let groups = fold_groups(&sizes, *fold_threads, *fold_group_min_bytes);
+        let threads = affordable_fold_threads(*fold_threads, index.series.len());
+        let groups = fold_groups(&sizes, threads, *fold_group_min_bytes);
         *fold_threads_used = groups.len();
         let series = index.series.len();
         fold_live(&mut fold, &live, &groups, &others, resolved, series);
@@ -814,6 +815,19 @@ struct Job<'s, 'a> {
 /// starting one and joining its fold take tens of microseconds, and a directory of 2.3 MiB
 /// (32 processes × 1,000 series) was folded no faster on two threads than on one.
 const MIN_FOLD_BYTES_PER_THREAD: usize = 2 << 20;
+
+/// The most memory the accumulators of the fold threads beyond the first may take.
+const MAX_EXTRA_FOLD_BYTES: usize = 32 << 20;
+
+/// Of `threads`, how many may fold `series` merged series: each further thread holds an
+/// accumulator and a creation time for every merged series (72 bytes, beside a
+/// histogram's counts), so further threads are started only while those stay under
+/// [`MAX_EXTRA_FOLD_BYTES`] in all: a directory of more than about 466,000 merged series
+/// folds on one thread.
+fn affordable_fold_threads(threads: usize, series: usize) -> usize {
+    let per_fold = series.saturating_mul(std::mem::size_of::<Acc>() + std::mem::size_of::<u64>());
+    threads.min(1 + MAX_EXTRA_FOLD_BYTES / per_fold.max(1))
+}
 
 /// Folds the live segments `jobs` (in age order) into `fold_into`, one thread per group of
 /// `groups` (contiguous ranges of `jobs`, from [`fold_groups`]): each later group is folded
@@ -1739,6 +1753,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn further_fold_threads_are_bounded_by_their_memory() {
+        assert_eq!(std::mem::size_of::<Acc>() + std::mem::size_of::<u64>(), 72);
+        assert_eq!(affordable_fold_threads(4, 0), 4);
+        assert_eq!(affordable_fold_threads(4, 10_000), 4);
+        // 14.4 MB per further fold: two fit in 32 MiB.
+        assert_eq!(affordable_fold_threads(4, 200_000), 3);
+        assert_eq!(affordable_fold_threads(4, 466_000), 2);
+        assert_eq!(affordable_fold_threads(4, 470_000), 1);
+        assert_eq!(affordable_fold_threads(4, 1_280_000), 1);
+        assert_eq!(affordable_fold_threads(1, 10), 1);
     }
 
     #[test]
