@@ -25,10 +25,17 @@ use std::time::Instant;
 use shmetrics_benches::fixtures::{GenFixture, VllmFixture};
 use shmetrics_reader::{PrefixFilter, Reader};
 
-fn scrapes(dir: &Path, count: usize, compact: bool, time: bool, threads: usize) {
+/// The flags of a run: `--time`, `--fold-threads N`, `--keep-mapped`.
+struct Flags {
+    time: bool,
+    threads: usize,
+    keep_mapped: bool,
+}
+
+fn scrapes(dir: &Path, count: usize, compact: bool, flags: &Flags) {
     let mut reader = Reader::open(dir).expect("open the reader");
-    reader.set_fold_threads(threads);
-    if std::env::args().any(|a| a == "--keep-mapped") {
+    reader.set_fold_threads(flags.threads);
+    if flags.keep_mapped {
         reader.set_resident_budget(usize::MAX);
     }
     if compact {
@@ -45,7 +52,7 @@ fn scrapes(dir: &Path, count: usize, compact: bool, time: bool, threads: usize) 
         times.push(start.elapsed());
     }
     // The first scrape parses the metadata; the others are warm.
-    if let (true, Some(warm)) = (time, times.get_mut(1..)) {
+    if let (true, Some(warm)) = (flags.time, times.get_mut(1..)) {
         warm.sort();
         if let (Some(fastest), Some(median)) = (warm.first(), warm.get(warm.len() / 2)) {
             println!(
@@ -69,7 +76,11 @@ fn main() {
         None => 1,
     };
     let dry = args.iter().any(|a| a == "--dry");
-    let time = args.iter().any(|a| a == "--time");
+    let flags = Flags {
+        time: args.iter().any(|a| a == "--time"),
+        threads,
+        keep_mapped: args.iter().any(|a| a == "--keep-mapped"),
+    };
     let n = |i: usize| -> usize {
         args.get(i)
             .and_then(|a| a.parse().ok())
@@ -79,19 +90,19 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("gen") => {
             let fixture = GenFixture::build(n(1), n(2)).expect("build the fixture");
-            scrapes(fixture.dir(), counted(3), false, time, threads);
+            scrapes(fixture.dir(), counted(3), false, &flags);
         }
         Some("compacted") => {
             let fixture = GenFixture::build(n(1), n(2)).expect("build the fixture");
-            scrapes(fixture.dir(), counted(3), true, time, threads);
+            scrapes(fixture.dir(), counted(3), true, &flags);
         }
         Some("vllm") => {
             let fixture = VllmFixture::build(n(1)).expect("build the fixture");
-            scrapes(fixture.dir(), counted(2), false, time, threads);
+            scrapes(fixture.dir(), counted(2), false, &flags);
         }
         Some("dir") => {
             let dir = args.get(1).expect("dir takes a path");
-            scrapes(Path::new(dir), counted(2), false, time, threads);
+            scrapes(Path::new(dir), counted(2), false, &flags);
         }
         _ => {
             panic!(

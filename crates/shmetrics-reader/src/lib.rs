@@ -270,8 +270,7 @@ impl Reader {
             *report.skipped.entry(SkipReason::Squatted).or_insert(0) += taken;
         }
         let mut sources = self.directory.sources();
-        let (snapshot, text) = self.merger.merge(&mut sources, &mut report.conflicts);
-        report.fold_threads = self.merger.fold_threads_used;
+        let (snapshot, text) = self.merger.merge(&mut sources, &mut report);
         for c in &report.conflicts {
             self.directory.log().conflict(c);
         }

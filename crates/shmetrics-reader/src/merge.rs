@@ -29,7 +29,7 @@ use shmetrics_layout::{GaugeMode, MetricKind};
 
 use crate::exact::ExactSum;
 use crate::render::{SeriesText, SnapshotText};
-use crate::report::{Conflict, ConflictKind};
+use crate::report::{Conflict, ConflictKind, ScrapeReport};
 use crate::segment::{ExemplarBlock, LocalSeries, NOT_CREATED, SegmentFile, exemplar_slots_of};
 use crate::snapshot::{Exemplar, Exemplars, Family, Series, SeriesLabels, Snapshot, Value};
 
@@ -489,8 +489,6 @@ pub(crate) struct Merger {
     fold_threads: usize,
     /// Fewest bytes of slots a fold thread takes.
     fold_group_min_bytes: usize,
-    /// Threads the last merge folded the live segments on.
-    pub(crate) fold_threads_used: usize,
 }
 
 impl Merger {
@@ -503,7 +501,6 @@ impl Merger {
             resident_budget,
             fold_threads: 1,
             fold_group_min_bytes: MIN_FOLD_BYTES_PER_THREAD,
-            fold_threads_used: 0,
         }
     }
 
@@ -543,12 +540,12 @@ impl Merger {
     }
 
     /// Merges `sources` (any order) into a snapshot and the text of its series, reporting
-    /// conflicts. Live segments up to the resident budget (oldest first) stay mapped after
-    /// their read.
+    /// conflicts and the threads the live segments were folded on in `report`. Live
+    /// segments up to the resident budget (oldest first) stay mapped after their read.
     pub(crate) fn merge(
         &mut self,
         sources: &mut [Source<'_>],
-        conflicts: &mut Vec<Conflict>,
+        report: &mut ScrapeReport,
     ) -> (Snapshot, SnapshotText) {
         let Self {
             index,
@@ -556,7 +553,6 @@ impl Merger {
             resident_budget,
             fold_threads,
             fold_group_min_bytes,
-            fold_threads_used,
         } = self;
         sources.sort_by_key(|s| s.seg.age_key());
         // Definitions, compatibility and conflicts only change when segments or families
@@ -580,7 +576,7 @@ impl Merger {
             baseline.resolution_signature = signature;
         }
         let resolution = std::mem::take(&mut baseline.resolution);
-        conflicts.extend(resolution.conflicts.iter().cloned());
+        (report.conflicts).extend(resolution.conflicts.iter().cloned());
         let (resolved, ops) = (&resolution.resolved, &resolution.ops);
         let mut scratch = Vec::new();
         let signature = dead_signature(index, sources, resolved);
@@ -627,7 +623,7 @@ impl Merger {
             .unzip();
         let threads = affordable_fold_threads(*fold_threads, index.series.len());
         let groups = fold_groups(&sizes, threads, *fold_group_min_bytes);
-        *fold_threads_used = groups.len();
+        report.fold_threads = groups.len();
         let series = index.series.len();
         fold_live(&mut fold, &live, &groups, &others, resolved, series);
         let built = build(index, resolved, fold);
