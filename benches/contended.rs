@@ -17,8 +17,9 @@
 //! - `counter_inc_by_f64`: `inc_by(0.5)` on one float counter; limit: an f64 CAS loop on a
 //!   mapped word.
 //! - `histogram_observe_20`: `observe` over the benches' cycle of values on one histogram
-//!   with 20 bounds, each thread walking the cycle from its own half; limit: linear search
-//!   + bucket `fetch_add` + f64 CAS on the sum.
+//!   with 20 bounds, each thread walking the cycle from its own half; limit: linear search,
+//!   bucket `fetch_add` and f64 CAS on the sum. `shmetrics_striped` is the same histogram
+//!   registered with 4 stripes (`Registry::histogram_striped`): each thread its own copy.
 //!
 //! The last line is a JSON object of all figures.
 
@@ -160,18 +161,23 @@ fn main() {
                 raw_histogram_observe(&BOUNDS_20, buckets, sum, v)
             }),
             Subject::observing("shmetrics", &values, |v| histograms.shmetrics.observe(v)),
+            Subject::observing("shmetrics_striped", &values, |v| {
+                histograms.striped.observe(v)
+            }),
             Subject::observing("tikv", &values, |v| histograms.tikv.observe(v)),
             Subject::observing("prometheus_client", &values, |v| histograms.pc.observe(v)),
         ],
         rounds,
         ops,
     );
-    let observed: u64 = histograms.shmetrics.get().buckets.iter().sum();
-    assert_eq!(
-        observed,
-        2 * ops * (rounds as u64 + 1),
-        "every observation counted"
-    );
+    for h in [&histograms.shmetrics, &histograms.striped] {
+        let observed: u64 = h.get().buckets.iter().sum();
+        assert_eq!(
+            observed,
+            2 * ops * (rounds as u64 + 1),
+            "every observation counted"
+        );
+    }
 
     println!("{{\"rounds\":{rounds},\"ops_per_thread\":{ops},{counter_group},{histogram_group}}}");
 }

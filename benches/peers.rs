@@ -199,11 +199,16 @@ impl Gauges {
 }
 
 /// The subjects of the histogram groups, 20 bounds each.
+/// Stripes of the striped histogram subject: one per thread of a small pool.
+pub(crate) const STRIPES: usize = 4;
+
 pub(crate) struct Histograms {
     _dir: tempfile::TempDir,
     _registry: Registry,
     map: MappedWords,
     pub(crate) shmetrics: shmetrics_writer::Histogram,
+    /// The same histogram registered with [`STRIPES`] stripes (`Registry::histogram_striped`).
+    pub(crate) striped: shmetrics_writer::Histogram,
     pub(crate) tikv: prometheus::Histogram,
     pub(crate) pc: PcHistogram,
     pub(crate) metrics: metrics::Histogram,
@@ -219,6 +224,12 @@ impl Histograms {
             .expect("resolve the child")
             .clone();
         assert_eq!(shmetrics.bounds(), &BOUNDS_20[..]);
+        let striped = registry
+            .histogram_striped("striped_seconds", "Latency.", &[], &BOUNDS_20, STRIPES)
+            .expect("register the striped histogram")
+            .unlabelled()
+            .expect("resolve the child")
+            .clone();
         let tikv = prometheus::Histogram::with_opts(
             prometheus::HistogramOpts::new(METRICS_HISTOGRAM, "Latency.")
                 .buckets(BOUNDS_20.to_vec()),
@@ -230,6 +241,7 @@ impl Histograms {
             _registry: registry,
             map: mapped(),
             shmetrics,
+            striped,
             tikv,
             pc: PcHistogram::new(BOUNDS_20),
             metrics: metrics::histogram!(METRICS_HISTOGRAM),

@@ -182,6 +182,9 @@ fn bench_histograms(
     group.bench_function("shmetrics", |b| {
         b.iter(|| black_box(&h.shmetrics).observe(next()))
     });
+    group.bench_function("shmetrics_striped", |b| {
+        b.iter(|| black_box(&h.striped).observe(next()))
+    });
     group.bench_function("raw_histogram", |b| {
         b.iter(|| raw_histogram_observe(black_box(&bounds), black_box(buckets), sum, next()))
     });

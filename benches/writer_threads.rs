@@ -8,7 +8,7 @@
 //! - `gauge_set_2t`: `set` in a `mostrecent` mode (value and write time) and in the others
 //!   (`livesum`: the value only); limit: a store to a mapped word.
 //! - `histogram_observe_20_2t`: `observe` over the benches' cycle of values; limit: linear
-//!   search + `fetch_add` + f64 CAS.
+//!   search + `fetch_add` + f64 CAS; `shmetrics_striped`: the histogram with 4 stripes.
 //! - `child_create_2t`: two threads creating distinct children of one family (each thread
 //!   its own half of the label sets), against the peers doing the same.
 //!
@@ -116,6 +116,7 @@ fn histogram_observe_20_2t(c: &mut Criterion) {
     let subjects = Histograms::new();
     let Histograms {
         shmetrics: histogram,
+        striped,
         tikv,
         pc,
         metrics: metrics_histogram,
@@ -134,6 +135,9 @@ fn histogram_observe_20_2t(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("shmetrics", |b| {
         b.iter_custom(|iters| on_two_threads(iters, || histogram.observe(black_box(value()))))
+    });
+    group.bench_function("shmetrics_striped", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || striped.observe(black_box(value()))))
     });
     group.bench_function("raw_histogram", |b| {
         b.iter_custom(|iters| {

@@ -48,6 +48,8 @@ struct Spec {
     kind: Kind,
     labels: &'static [&'static str],
     bounds: &'static [f64],
+    /// Copies of each series (`Registry::histogram_striped`); 1 unstriped.
+    stripes: usize,
 }
 
 const COUNTERS: std::ops::Range<usize> = 0..2;
@@ -64,6 +66,7 @@ fn specs() -> Vec<Spec> {
             kind: Kind::Counter,
             labels: &["zeta", "alpha"],
             bounds: &[],
+            stripes: 1,
         },
         Spec {
             register_as: "vllm:m_tokens".into(),
@@ -72,6 +75,7 @@ fn specs() -> Vec<Spec> {
             kind: Kind::Counter,
             labels: &[],
             bounds: &[],
+            stripes: 1,
         },
     ];
     for mode in GaugeMode::ALL {
@@ -82,6 +86,7 @@ fn specs() -> Vec<Spec> {
             kind: Kind::Gauge(mode),
             labels: &["k"],
             bounds: &[],
+            stripes: 1,
         });
     }
     specs.extend([
@@ -92,6 +97,8 @@ fn specs() -> Vec<Spec> {
             kind: Kind::Histogram,
             labels: &["k"],
             bounds: &[0.1, 1.0, 10.0],
+            // Observed from several threads (`observe`): each thread's own copy.
+            stripes: 4,
         },
         Spec {
             register_as: "m_default_seconds".into(),
@@ -100,6 +107,7 @@ fn specs() -> Vec<Spec> {
             kind: Kind::Histogram,
             labels: &[],
             bounds: &[],
+            stripes: 1,
         },
         Spec {
             register_as: "m_size".into(),
@@ -108,6 +116,7 @@ fn specs() -> Vec<Spec> {
             kind: Kind::Summary,
             labels: &["k"],
             bounds: &[],
+            stripes: 1,
         },
     ]);
     assert_eq!(specs.len(), FAMILIES);
@@ -529,6 +538,9 @@ struct RealProcess {
     gauge_handles: HashMap<(usize, Vec<String>), Gauge>,
     histogram_handles: HashMap<(usize, Vec<String>), Histogram>,
     summary_handles: HashMap<(usize, Vec<String>), Summary>,
+    /// Observations made so far (every other one of a striped family is made on a thread
+    /// of its own).
+    observations: usize,
 }
 
 impl RealProcess {
@@ -544,6 +556,7 @@ impl RealProcess {
             gauge_handles: HashMap::new(),
             histogram_handles: HashMap::new(),
             summary_handles: HashMap::new(),
+            observations: 0,
         };
         for (f, s) in specs.iter().enumerate() {
             let r = &p.registry;
@@ -557,11 +570,11 @@ impl RealProcess {
                         .insert(f, r.gauge(&s.register_as, s.help, s.labels, mode).unwrap());
                 }
                 Kind::Histogram => {
-                    p.histograms.insert(
-                        f,
-                        r.histogram(&s.register_as, s.help, s.labels, s.bounds)
-                            .unwrap(),
-                    );
+                    let family = match s.stripes {
+                        1 => r.histogram(&s.register_as, s.help, s.labels, s.bounds),
+                        n => r.histogram_striped(&s.register_as, s.help, s.labels, s.bounds, n),
+                    };
+                    p.histograms.insert(f, family.unwrap());
                 }
                 Kind::Summary => {
                     p.summaries
@@ -592,8 +605,17 @@ impl RealProcess {
                 .histogram_handles
                 .entry((f, values))
                 .or_insert_with_key(|(_, v)| family.labels(v).unwrap().clone());
-            if let Some(v) = v {
-                h.observe(v);
+            self.observations += 1;
+            match v {
+                // Every other observation of a striped family comes from a thread of its
+                // own (each takes a new thread number, so another copy).
+                Some(v) if family.def().stripes > 1 && self.observations.is_multiple_of(2) => {
+                    std::thread::scope(|s| {
+                        s.spawn(|| h.observe(v));
+                    });
+                }
+                Some(v) => h.observe(v),
+                None => {}
             }
         } else {
             let family = &self.summaries[&f];

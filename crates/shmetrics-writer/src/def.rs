@@ -22,4 +22,11 @@ pub struct FamilyDef {
     pub bounds: Arc<[f64]>,
     /// States (statesets only).
     pub states: Arc<[String]>,
+    /// Copies of each series' slots that writes spread over, one per writing thread (1
+    /// unless registered with `Registry::histogram_striped`): a process-local detail,
+    /// each copy a series record of its own that readers add up.
+    pub stripes: usize,
 }
+
+/// The most stripes a family may have (`Registry::histogram_striped`).
+pub const MAX_STRIPES: usize = 64;

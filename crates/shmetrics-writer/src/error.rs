@@ -56,6 +56,14 @@ pub enum Error {
         /// What differs.
         difference: Difference,
     },
+    /// Stripes that are not a power of two from 1 to [`MAX_STRIPES`](crate::MAX_STRIPES).
+    #[error("stripes of {name}: {stripes} is not a power of two from 1 to {max}", max = crate::MAX_STRIPES)]
+    InvalidStripes {
+        /// The family name.
+        name: String,
+        /// The stripes asked for.
+        stripes: usize,
+    },
     /// Label values do not match the family's label names or pass the limits.
     #[error("labels of {name}: {source}")]
     InvalidLabels {
@@ -130,6 +138,13 @@ pub enum Difference {
         /// Asked for now.
         now: Vec<String>,
     },
+    /// The stripes (`Registry::histogram_striped`).
+    Stripes {
+        /// Registered before.
+        before: usize,
+        /// Asked for now.
+        now: usize,
+    },
     /// The help text.
     Help {
         /// Registered before.
@@ -173,6 +188,7 @@ impl std::fmt::Display for Difference {
             Self::LabelNames { before, now } => lists(f, "label names", before, now),
             Self::Buckets { before, now } => lists(f, "buckets", before, now),
             Self::States { before, now } => lists(f, "states", before, now),
+            Self::Stripes { before, now } => write!(f, "{before} stripes before, {now} now"),
             Self::Help { before, now } => write!(f, "help {before:?} before, {now:?} now"),
             Self::ExposedAlike {
                 kind,

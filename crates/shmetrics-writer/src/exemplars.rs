@@ -24,6 +24,9 @@ pub struct Placed {
     pub(crate) slots: SlotBlock,
     /// For counters and histograms, the kinds with exemplars.
     pub(crate) exemplars: Option<ExemplarSlots>,
+    /// A striped family's further copies of the series (`FamilyDef::stripes` − 1), each
+    /// placed as a series of its own; empty otherwise.
+    pub(crate) further: Vec<Placed>,
 }
 
 /// A child's exemplar slots, placed on first use; shared by the handle's clones.

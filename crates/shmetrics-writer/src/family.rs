@@ -125,12 +125,22 @@ impl<C: Child> Family<C> {
             hash,
             |key| values_eq(key, values),
             || {
-                let (slots, at) = state.place_series(&self.core.shared, def, values);
+                let shared = &self.core.shared;
+                let mut place = || {
+                    let (slots, at) = state.place_series(shared, def, values);
+                    // Counters and histograms only: the kinds with exemplars.
+                    let exemplars = exemplar_count(C::KIND, def.bounds.len())
+                        .map(|n| ExemplarSlots::new(Arc::clone(shared), at, n));
+                    Placed {
+                        slots,
+                        exemplars,
+                        further: Vec::new(),
+                    }
+                };
+                let mut placed = place();
+                placed.further = (1..def.stripes).map(|_| place()).collect();
                 let key = values.iter().map(|v| Box::from(v.as_ref())).collect();
-                // Counters and histograms only: the kinds with exemplars.
-                let exemplars = exemplar_count(C::KIND, def.bounds.len())
-                    .map(|n| ExemplarSlots::new(Arc::clone(&self.core.shared), at, n));
-                (key, C::from_slots(Placed { slots, exemplars }, def))
+                (key, C::from_slots(placed, def))
             },
         );
         drop(state);
@@ -167,7 +177,7 @@ impl Child for Counter {
     fn from_slots(placed: Placed, _def: &FamilyDef) -> Self {
         Self {
             slots: placed.slots,
-            exemplars: (placed.exemplars).expect("a counter or histogram has exemplar slots"),
+            exemplars: exemplars_of(placed.exemplars),
         }
     }
 }
@@ -303,26 +313,78 @@ pub struct Histogram {
     slots: SlotBlock,
     bounds: Arc<[f64]>,
     exemplars: ExemplarSlots,
+    /// A striped family's copies of the series, this one first; `None` unstriped (see
+    /// `Registry::histogram_striped`).
+    stripes: Option<Arc<[(SlotBlock, ExemplarSlots)]>>,
+}
+
+/// A counter or histogram's exemplar slots, which every child of those kinds has.
+fn exemplars_of(placed: Option<ExemplarSlots>) -> ExemplarSlots {
+    placed.expect("a counter or histogram has exemplar slots")
 }
 
 impl Child for Histogram {
     const KIND: MetricKind = MetricKind::Histogram;
     fn from_slots(placed: Placed, def: &FamilyDef) -> Self {
+        let exemplars = exemplars_of(placed.exemplars);
+        let stripes = (!placed.further.is_empty()).then(|| {
+            let first = (placed.slots.clone(), exemplars.clone());
+            let further =
+                (placed.further.into_iter()).map(|p| (p.slots, exemplars_of(p.exemplars)));
+            std::iter::once(first).chain(further).collect()
+        });
         Self {
             slots: placed.slots,
             bounds: Arc::clone(&def.bounds),
-            exemplars: (placed.exemplars).expect("a counter or histogram has exemplar slots"),
+            exemplars,
+            stripes,
         }
     }
 }
 
+/// This thread's number for picking a stripe: threads are numbered in the order of their
+/// first striped write, so the first `stripes` threads that write a striped series each
+/// get a copy of their own.
+fn thread_stripe() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    NUMBER.with(|number| match number.get() {
+        usize::MAX => {
+            // SYNC POINT thread-stripe: relaxed; a number only needs to differ from other
+            // threads', it publishes nothing.
+            let n = NEXT.fetch_add(1, Ordering::Relaxed) % crate::MAX_STRIPES;
+            number.set(n);
+            n
+        }
+        n => n,
+    })
+}
+
 impl Histogram {
+    /// The slots and exemplar slots this thread writes: the only ones, or the stripe its
+    /// number picks.
+    #[inline(always)]
+    fn stripe(&self) -> (&SlotBlock, &ExemplarSlots) {
+        match &self.stripes {
+            None => (&self.slots, &self.exemplars),
+            Some(all) => {
+                // A power of two: the mask picks one.
+                let (slots, exemplars) = &all[thread_stripe() & (all.len() - 1)];
+                (slots, exemplars)
+            }
+        }
+    }
+
     /// Records one observation: a linear search over the bounds, then three relaxed or
-    /// release read-modify-writes (bucket, sum, count).
+    /// release read-modify-writes (bucket, sum, count) on this thread's stripe.
     #[inline]
     pub fn observe(&self, v: f64) {
         let bucket = slots::bucket_index(&self.bounds, v);
-        slots::histogram_observe(self.slots.words(), bucket, v);
+        slots::histogram_observe(self.stripe().0.words(), bucket, v);
     }
 
     /// Records `v` (as [`Histogram::observe`]) and makes `labels` with value `v`, timed
@@ -340,8 +402,9 @@ impl Histogram {
     ) -> Result<()> {
         let encoded = ExemplarSlots::check(labels)?;
         let bucket = slots::bucket_index(&self.bounds, v);
-        slots::histogram_observe(self.slots.words(), bucket, v);
-        self.exemplars.store(bucket, v, &encoded);
+        let (stripe, exemplars) = self.stripe();
+        slots::histogram_observe(stripe.words(), bucket, v);
+        exemplars.store(bucket, v, &encoded);
         Ok(())
     }
 
@@ -350,14 +413,24 @@ impl Histogram {
         &self.bounds
     }
 
-    /// What this process has observed, read consistently.
+    /// What this process has observed, read consistently (each stripe of a striped series
+    /// on its own, then added up).
     pub fn get(&self) -> HistogramTotals {
         let mut value = slots::HistogramValue::default();
-        slots::histogram_read(self.slots.words(), self.bounds.len(), &mut value);
-        HistogramTotals {
-            buckets: value.buckets,
-            sum: value.sum,
+        let mut totals = HistogramTotals {
+            buckets: vec![0; self.bounds.len() + 1],
+            sum: 0.0,
+        };
+        let unstriped = self.stripes.is_none().then_some(&self.slots);
+        let striped = (self.stripes.iter()).flat_map(|all| all.iter().map(|(slots, _)| slots));
+        for slots in unstriped.into_iter().chain(striped) {
+            slots::histogram_read(slots.words(), self.bounds.len(), &mut value);
+            for (total, n) in totals.buckets.iter_mut().zip(&value.buckets) {
+                *total = total.saturating_add(*n);
+            }
+            totals.sum += value.sum;
         }
+        totals
     }
 }
 
@@ -560,3 +633,54 @@ pub type HistogramFamily = Family<Histogram>;
 pub type SummaryFamily = Family<Summary>;
 /// A stateset family.
 pub type StateSetFamily = Family<StateSet>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MAX_STRIPES, Options, Registry};
+
+    /// Each stripe's own counts, read as a reader reads each series record.
+    fn per_stripe(h: &Histogram) -> Vec<u64> {
+        let all = h.stripes.as_deref().expect("striped");
+        let mut value = slots::HistogramValue::default();
+        (all.iter())
+            .map(|(block, _)| {
+                slots::histogram_read(block.words(), h.bounds.len(), &mut value);
+                value.count()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn threads_write_stripes_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open_with(dir.path(), Options::default()).unwrap();
+        let family = r
+            .histogram_striped("latency", "Latency.", &[], &[1.0], MAX_STRIPES)
+            .unwrap();
+        let h = family.unlabelled().unwrap();
+        // Three threads, one after another, 1, 2 and 3 observations each: three stripes
+        // (numbers of threads differ, and fewer than MAX_STRIPES threads take one here).
+        for n in 1..=3 {
+            std::thread::scope(|s| {
+                s.spawn(|| (0..n).for_each(|_| h.observe(0.5)));
+            });
+        }
+        let mut used: Vec<u64> = per_stripe(h).into_iter().filter(|&c| c > 0).collect();
+        used.sort_unstable();
+        assert_eq!(used, [1, 2, 3]);
+        assert_eq!(h.get().buckets, [6, 0]);
+        assert_eq!(h.get().sum, 3.0);
+    }
+
+    #[test]
+    fn an_unstriped_histogram_has_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open_with(dir.path(), Options::default()).unwrap();
+        let h = r.histogram("latency", "Latency.", &[], &[1.0]).unwrap();
+        let h = h.unlabelled().unwrap();
+        assert!(h.stripes.is_none());
+        h.observe(2.0);
+        assert_eq!(h.get().buckets, [0, 1]);
+    }
+}

@@ -45,7 +45,7 @@ mod placement;
 mod registry;
 mod segment;
 
-pub use def::FamilyDef;
+pub use def::{FamilyDef, MAX_STRIPES};
 pub use error::{Difference, Error, Result, SegmentOp};
 #[doc(hidden)]
 pub use exemplars::Placed;

@@ -266,12 +266,43 @@ impl Registry {
         labels: &[&str],
         bounds: &[f64],
     ) -> Result<HistogramFamily> {
-        let bounds = match bounds {
-            [] => &DEFAULT_BUCKETS[..],
-            [finite @ .., last] if *last == f64::INFINITY => finite,
-            all => all,
-        };
+        let bounds = finite_bounds(bounds);
         self.register(def(MetricKind::Histogram, None, name, help, labels, bounds))
+    }
+
+    /// Registers a histogram family (as [`Registry::histogram`]) whose series each keep
+    /// `stripes` copies of their slots, for series that several threads observe at once:
+    /// each thread writes the copy its number picks (threads are numbered in the order of
+    /// their first striped write), so up to `stripes` threads never fight over a cache
+    /// line. Each copy is a series record of its own, with the same labels; readers add
+    /// them up as they add processes, so the exposition is the same as without stripes. A
+    /// series takes `stripes` times the slots (and exemplar slots); the count is a power of
+    /// two from 1 to [`MAX_STRIPES`](crate::MAX_STRIPES), and registering the name again
+    /// with another count is a conflict. `docs/performance.md`, "Contended writes",
+    /// measures what it saves.
+    ///
+    /// # Errors
+    /// As [`Registry::histogram`], and [`Error::InvalidStripes`].
+    pub fn histogram_striped(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        bounds: &[f64],
+        stripes: usize,
+    ) -> Result<HistogramFamily> {
+        if !stripes.is_power_of_two() || stripes > crate::MAX_STRIPES {
+            return Err(Error::InvalidStripes {
+                name: name.to_owned(),
+                stripes,
+            });
+        }
+        let bounds = finite_bounds(bounds);
+        let def = FamilyDef {
+            stripes,
+            ..def(MetricKind::Histogram, None, name, help, labels, bounds)
+        };
+        self.register(def)
     }
 
     /// Registers a summary family (count and sum).
@@ -321,6 +352,16 @@ impl Registry {
     }
 }
 
+/// A histogram's bounds as registered: [`DEFAULT_BUCKETS`] for none, a trailing `+Inf`
+/// left out (it is implied).
+fn finite_bounds(bounds: &[f64]) -> &[f64] {
+    match bounds {
+        [] => &DEFAULT_BUCKETS[..],
+        [finite @ .., last] if *last == f64::INFINITY => finite,
+        all => all,
+    }
+}
+
 fn def(
     kind: MetricKind,
     mode: Option<GaugeMode>,
@@ -337,6 +378,7 @@ fn def(
         label_names: labels.iter().map(|s| (*s).to_owned()).collect(),
         bounds: bounds.into(),
         states: Arc::from([]),
+        stripes: 1,
     }
 }
 
@@ -365,6 +407,11 @@ fn difference(a: &FamilyDef, b: &FamilyDef) -> Difference {
         Difference::States {
             before: a.states.to_vec(),
             now: b.states.to_vec(),
+        }
+    } else if a.stripes != b.stripes {
+        Difference::Stripes {
+            before: a.stripes,
+            now: b.stripes,
         }
     } else {
         Difference::Help {
