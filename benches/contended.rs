@@ -15,7 +15,8 @@
 //!
 //! Groups (time per operation of the slower thread):
 //! - `counter_inc_by_f64`: `inc_by(0.5)` on one float counter; limit: an f64 CAS loop on a
-//!   mapped word.
+//!   mapped word. `shmetrics_striped` is the counter registered with 4 stripes
+//!   (`Registry::counter_striped`).
 //! - `histogram_observe_20`: `observe` over the benches' cycle of values on one histogram
 //!   with 20 bounds, each thread walking the cycle from its own half; limit: linear search,
 //!   bucket `fetch_add` and f64 CAS on the sum. `shmetrics_striped` is the same histogram
@@ -132,6 +133,9 @@ fn main() {
         &[
             Subject::new("raw_f64_cas", || raw_f64_add(word, black_box(0.5))),
             Subject::new("shmetrics", || counters.shmetrics.inc_by(black_box(0.5))),
+            Subject::new("shmetrics_striped", || {
+                counters.striped.inc_by(black_box(0.5))
+            }),
             Subject::new("tikv", || counters.tikv.inc_by(black_box(0.5))),
             Subject::new("prometheus_client", || {
                 counters.pc.inc_by(black_box(0.5));
@@ -142,6 +146,7 @@ fn main() {
     );
     for v in [
         counters.shmetrics.get(),
+        counters.striped.get(),
         counters.tikv.get(),
         counters.pc.get(),
     ] {

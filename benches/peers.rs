@@ -119,6 +119,8 @@ pub(crate) struct FloatCounters {
     _registry: Registry,
     map: MappedWords,
     pub(crate) shmetrics: shmetrics_writer::Counter,
+    /// The same counter registered with [`STRIPES`] stripes (`Registry::counter_striped`).
+    pub(crate) striped: shmetrics_writer::Counter,
     pub(crate) tikv: prometheus::Counter,
     pub(crate) pc: PcCounter<f64, AtomicU64>,
 }
@@ -132,11 +134,18 @@ impl FloatCounters {
             .unlabelled()
             .expect("resolve the child")
             .clone();
+        let striped = registry
+            .counter_striped("bench_striped_tokens_total", "Tokens.", &[], STRIPES)
+            .expect("register the striped counter")
+            .unlabelled()
+            .expect("resolve the child")
+            .clone();
         Self {
             _dir: dir,
             _registry: registry,
             map: mapped(),
             shmetrics,
+            striped,
             tikv: prometheus::Counter::new("bench_tokens_total", "Tokens.").unwrap(),
             pc: PcCounter::default(),
         }
@@ -199,7 +208,7 @@ impl Gauges {
 }
 
 /// The subjects of the histogram groups, 20 bounds each.
-/// Stripes of the striped histogram subject: one per thread of a small pool.
+/// Stripes of the striped counter and histogram subjects: one per thread of a small pool.
 pub(crate) const STRIPES: usize = 4;
 
 pub(crate) struct Histograms {

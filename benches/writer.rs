@@ -89,6 +89,7 @@ fn counter_inc_by_f64(c: &mut Criterion) {
     let subjects = FloatCounters::new();
     let FloatCounters {
         shmetrics: counter,
+        striped,
         tikv,
         pc,
         ..
@@ -99,6 +100,9 @@ fn counter_inc_by_f64(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("shmetrics", |b| {
         b.iter(|| black_box(&counter).inc_by(black_box(0.5)))
+    });
+    group.bench_function("shmetrics_striped", |b| {
+        b.iter(|| black_box(&striped).inc_by(black_box(0.5)))
     });
     group.bench_function("raw_f64_cas", |b| {
         b.iter(|| raw_f64_add(black_box(word), black_box(0.5)))

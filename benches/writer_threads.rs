@@ -4,7 +4,8 @@
 //! `prometheus-client` and `metrics` crates on two threads (`metrics` has no f64 counter).
 //! Time per operation of one thread while the other does the same (`on_two_threads`).
 //!
-//! - `counter_inc_by_f64_2t`: `inc_by(0.5)`; limit: an f64 CAS loop on a mapped word.
+//! - `counter_inc_by_f64_2t`: `inc_by(0.5)`; limit: an f64 CAS loop on a mapped word;
+//!   `shmetrics_striped`: the counter with 4 stripes.
 //! - `gauge_set_2t`: `set` in a `mostrecent` mode (value and write time) and in the others
 //!   (`livesum`: the value only); limit: a store to a mapped word.
 //! - `histogram_observe_20_2t`: `observe` over the benches' cycle of values; limit: linear
@@ -38,6 +39,7 @@ fn counter_inc_by_f64_2t(c: &mut Criterion) {
     let subjects = FloatCounters::new();
     let FloatCounters {
         shmetrics: counter,
+        striped,
         tikv,
         pc,
         ..
@@ -47,6 +49,9 @@ fn counter_inc_by_f64_2t(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("shmetrics", |b| {
         b.iter_custom(|iters| on_two_threads(iters, || counter.inc_by(black_box(0.5))))
+    });
+    group.bench_function("shmetrics_striped", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || striped.inc_by(black_box(0.5))))
     });
     group.bench_function("raw_f64_cas", |b| {
         b.iter_custom(|iters| on_two_threads(iters, || raw_f64_add(word, black_box(0.5))))

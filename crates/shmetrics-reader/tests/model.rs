@@ -75,7 +75,8 @@ fn specs() -> Vec<Spec> {
             kind: Kind::Counter,
             labels: &[],
             bounds: &[],
-            stripes: 1,
+            // Added to from threads (`IncBy`): each thread's own copy.
+            stripes: 2,
         },
     ];
     for mode in GaugeMode::ALL {
@@ -562,8 +563,11 @@ impl RealProcess {
             let r = &p.registry;
             match s.kind {
                 Kind::Counter => {
-                    p.counters
-                        .insert(f, r.counter(&s.register_as, s.help, s.labels).unwrap());
+                    let family = match s.stripes {
+                        1 => r.counter(&s.register_as, s.help, s.labels),
+                        n => r.counter_striped(&s.register_as, s.help, s.labels, n),
+                    };
+                    p.counters.insert(f, family.unwrap());
                 }
                 Kind::Gauge(mode) => {
                     p.gauges
@@ -879,9 +883,16 @@ fn run_workload(processes: usize, small_segments: bool, pool: &[String], ops: &[
                     .inc();
             }
             Op::IncBy { p, f, l, v } => {
-                alive(&mut real, p)
-                    .counter(f, specs[f].values(pool, l))
-                    .inc_by(v);
+                let c = alive(&mut real, p).counter(f, specs[f].values(pool, l));
+                if specs[f].stripes > 1 {
+                    // A striped family's float increments come from a thread of their own
+                    // (a new thread number, so another copy than `Inc`'s).
+                    std::thread::scope(|s| {
+                        s.spawn(|| c.inc_by(v));
+                    });
+                } else {
+                    c.inc_by(v);
+                }
             }
             Op::Set { p, f, l, v } | Op::Add { p, f, l, v } => {
                 let timed = matches!(specs[f].kind, Kind::Gauge(m) if m.needs_timestamp());

@@ -1,14 +1,16 @@
-//! Striped histograms (`Registry::histogram_striped`): each writing thread observes into a
-//! copy of the series of its own, a series record with the same labels, and readers show
-//! exactly what one unstriped series of the same observations shows (counts, sums,
-//! `_created`, the newest exemplar), live, dead and compacted.
+//! Striped histograms and counters (`Registry::histogram_striped`, `counter_striped`): each
+//! writing thread writes into a copy of the series of its own, a series record with the
+//! same labels, and readers show exactly what one unstriped series of the same writes
+//! shows (counts, sums, `_created`, the newest exemplar), live, dead and compacted.
 
 use std::path::Path;
 use std::sync::Barrier;
 
 use shmetrics_reader::inspect::inspect;
 use shmetrics_reader::{Format, PrefixFilter, Reader};
-use shmetrics_writer::{Difference, Error, HistogramFamily, MAX_STRIPES, Options, Registry};
+use shmetrics_writer::{
+    CounterFamily, Difference, Error, HistogramFamily, MAX_STRIPES, Options, Registry,
+};
 
 const BOUNDS: [f64; 3] = [1.0, 2.5, 5.0];
 const THREADS: usize = 6;
@@ -32,21 +34,52 @@ fn without_created(text: &str) -> String {
     lines.collect::<Vec<_>>().join("\n")
 }
 
-/// Every thread observes its values into series `a`, all at once; the main thread alone
-/// writes series `b`.
-fn observe_on_threads(family: &HistogramFamily) {
-    let start = Barrier::new(THREADS);
-    std::thread::scope(|s| {
-        for t in 0..THREADS {
-            let start = &start;
-            s.spawn(move || {
-                start.wait();
-                let child = family.labels(["a"]).unwrap();
-                observations(t).for_each(|v| child.observe(v));
-            });
+/// A histogram and a counter, striped or not.
+struct Families {
+    latency: HistogramFamily,
+    requests: CounterFamily,
+}
+
+impl Families {
+    fn register(r: &Registry, stripes: Option<usize>) -> Self {
+        let (name, help, labels) = ("latency", "Latency.", &["route"]);
+        let latency = match stripes {
+            Some(n) => r.histogram_striped(name, help, labels, &BOUNDS, n),
+            None => r.histogram(name, help, labels, &BOUNDS),
+        };
+        let (name, help) = ("requests_total", "Requests.");
+        let requests = match stripes {
+            Some(n) => r.counter_striped(name, help, labels, n),
+            None => r.counter(name, help, labels),
+        };
+        Self {
+            latency: latency.unwrap(),
+            requests: requests.unwrap(),
         }
-    });
-    family.labels(["b"]).unwrap().observe(3.0);
+    }
+
+    /// Every thread writes its values into series `a`, all at once; the main thread alone
+    /// writes series `b`.
+    fn write_on_threads(&self) {
+        let start = Barrier::new(THREADS);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    let latency = self.latency.labels(["a"]).unwrap();
+                    let requests = self.requests.labels(["a"]).unwrap();
+                    for v in observations(t) {
+                        latency.observe(v);
+                        requests.inc();
+                        requests.inc_by(v);
+                    }
+                });
+            }
+        });
+        self.latency.labels(["b"]).unwrap().observe(3.0);
+        self.requests.labels(["b"]).unwrap().inc_by(0.75);
+    }
 }
 
 fn registry(dir: &Path) -> Registry {
@@ -54,31 +87,29 @@ fn registry(dir: &Path) -> Registry {
 }
 
 #[test]
-fn a_striped_series_shows_what_one_series_of_the_same_observations_does() {
+fn striped_series_show_what_one_series_of_the_same_writes_does() {
     let (striped_dir, plain_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let striped_registry = registry(striped_dir.path());
-    let striped = striped_registry
-        .histogram_striped("latency", "Latency.", &["route"], &BOUNDS, 4)
-        .unwrap();
-    observe_on_threads(&striped);
+    let striped = Families::register(&striped_registry, Some(4));
+    striped.write_on_threads();
     let plain_registry = registry(plain_dir.path());
-    let plain = plain_registry
-        .histogram("latency", "Latency.", &["route"], &BOUNDS)
-        .unwrap();
-    observe_on_threads(&plain);
+    let plain = Families::register(&plain_registry, None);
+    plain.write_on_threads();
 
-    // The segment holds four series records for `a`, one each for `b`'s four stripes too.
+    // Two family records, four series records per family and label set.
     let paths = striped_registry.segment_paths();
     let records: usize = (paths.iter())
         .map(|p| inspect(p).unwrap().records.len())
         .sum();
-    // One family record, four series records per label set.
-    assert_eq!(records, 1 + 2 * 4);
+    assert_eq!(records, 2 + 2 * 2 * 4);
 
     // What the process itself reads, and what every reader shows, are the same.
-    let expected = plain.labels(["a"]).unwrap().get();
-    assert_eq!(striped.labels(["a"]).unwrap().get(), expected);
+    let expected = plain.latency.labels(["a"]).unwrap().get();
+    assert_eq!(striped.latency.labels(["a"]).unwrap().get(), expected);
     assert_eq!(expected.buckets.iter().sum::<u64>(), THREADS as u64 * 400);
+    let counted = plain.requests.labels(["a"]).unwrap().get();
+    assert_eq!(striped.requests.labels(["a"]).unwrap().get(), counted);
+    assert_eq!(counted, THREADS as f64 * 400.0 + expected.sum);
     for format in [Format::Prometheus, Format::OpenMetrics] {
         let (s, p) = (
             scrape(striped_dir.path(), format),
@@ -88,10 +119,16 @@ fn a_striped_series_shows_what_one_series_of_the_same_observations_does() {
     }
     // One `_created` sample per label set, as without stripes.
     let text = scrape(striped_dir.path(), Format::OpenMetrics);
-    let created = text.lines().filter(|l| l.starts_with("latency_created{"));
-    assert_eq!(created.count(), 2, "{text}");
+    for family in ["latency", "requests"] {
+        let created = (text.lines()).filter(|l| l.starts_with(&format!("{family}_created{{")));
+        assert_eq!(created.count(), 2, "{text}");
+    }
     let text = scrape(striped_dir.path(), Format::Prometheus);
     assert!(text.contains("latency_count{route=\"a\"} 2400\n"), "{text}");
+    assert!(
+        text.contains("requests_total{route=\"b\"} 0.75\n"),
+        "{text}"
+    );
 
     // Dead, then compacted into an archive: still the same.
     striped_registry.end_liveness();
@@ -115,25 +152,35 @@ fn the_newest_exemplar_of_any_stripe_is_shown() {
     let h = r
         .histogram_striped("latency", "Latency.", &[], &BOUNDS, MAX_STRIPES)
         .unwrap();
+    let c = r
+        .counter_striped("requests", "Requests.", &[], MAX_STRIPES)
+        .unwrap();
     for trace in ["older", "newer"] {
         std::thread::scope(|s| {
             s.spawn(|| {
+                let exemplar = [("trace_id", trace)];
                 let child = h.unlabelled().unwrap();
-                child
-                    .observe_with_exemplar(0.5, &[("trace_id", trace)])
-                    .unwrap();
+                child.observe_with_exemplar(0.5, &exemplar).unwrap();
+                let child = c.unlabelled().unwrap();
+                child.inc_by_with_exemplar(1.0, &exemplar).unwrap();
             });
         });
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let text = scrape(dir.path(), Format::OpenMetrics);
-    let bucket = (text.lines())
-        .find(|l| l.starts_with("latency_bucket{le=\"1.0\"}"))
-        .unwrap();
-    assert!(
-        bucket.starts_with("latency_bucket{le=\"1.0\"} 2 # {trace_id=\"newer\"} 0.5"),
-        "{text}"
-    );
+    for (sample, shown) in [
+        (
+            "latency_bucket{le=\"1.0\"}",
+            "latency_bucket{le=\"1.0\"} 2 # {trace_id=\"newer\"} 0.5",
+        ),
+        (
+            "requests_total",
+            "requests_total 2.0 # {trace_id=\"newer\"} 1.0",
+        ),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(sample)).unwrap();
+        assert!(line.starts_with(shown), "{text}");
+    }
 }
 
 #[test]
@@ -174,5 +221,25 @@ fn stripes_are_a_power_of_two_and_part_of_the_definition() {
     assert_eq!(
         err.to_string(),
         "metric latency is already registered with a different definition: 2 stripes before, 4 now"
+    );
+    // Counters: the same rules, the name without `_total`.
+    let err = r
+        .counter_striped("requests_total", "R.", &[], 5)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "stripes of requests: 5 is not a power of two from 1 to 64"
+    );
+    r.counter_striped("requests_total", "R.", &[], 8).unwrap();
+    let err = r.counter("requests", "R.", &[]).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Conflict {
+                difference: Difference::Stripes { before: 8, now: 1 },
+                ..
+            }
+        ),
+        "{err}"
     );
 }

@@ -23,10 +23,10 @@ pub struct FamilyDef {
     /// States (statesets only).
     pub states: Arc<[String]>,
     /// Copies of each series' slots that writes spread over, one per writing thread (1
-    /// unless registered with `Registry::histogram_striped`): a process-local detail,
-    /// each copy a series record of its own that readers add up.
+    /// unless registered with `Registry::histogram_striped` or `counter_striped`): a
+    /// process-local detail, each copy a series record of its own that readers add up.
     pub stripes: usize,
 }
 
-/// The most stripes a family may have (`Registry::histogram_striped`).
+/// The most stripes a family may have (`Registry::histogram_striped`, `counter_striped`).
 pub const MAX_STRIPES: usize = 64;

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::exemplars::{ExemplarSlots, Placed};
 use crate::identity::now_nanos;
 use crate::placement::Shared;
+use crate::stripes::Copies;
 use shmetrics_layout::exemplar::exemplar_count;
 
 /// A child handle type: what a family hands out per label set.
@@ -168,32 +169,31 @@ impl<C: Child> Family<C> {
 /// A counter child: only goes up.
 #[derive(Clone, Debug)]
 pub struct Counter {
-    slots: SlotBlock,
-    exemplars: ExemplarSlots,
+    copies: Copies,
 }
 
 impl Child for Counter {
     const KIND: MetricKind = MetricKind::Counter;
     fn from_slots(placed: Placed, _def: &FamilyDef) -> Self {
         Self {
-            slots: placed.slots,
-            exemplars: exemplars_of(placed.exemplars),
+            copies: Copies::new(placed),
         }
     }
 }
 
 impl Counter {
-    /// Adds 1: one relaxed `fetch_add` on the process's own segment.
+    /// Adds 1: one relaxed `fetch_add` on the process's own segment (on this thread's
+    /// copy of a striped counter's series).
     #[inline(always)]
     pub fn inc(&self) {
-        slots::counter_inc_word(self.slots.first(), 1);
+        slots::counter_inc_word(self.copies.mine().0.first(), 1);
     }
 
     /// Adds `v`. Integral values take the integer path; a negative or NaN `v` is ignored,
     /// as a counter never goes down.
     #[inline]
     pub fn inc_by(&self, v: f64) {
-        slots::counter_add(self.slots.words(), v);
+        slots::counter_add(self.copies.mine().0.words(), v);
     }
 
     /// Adds `v` (as [`Counter::inc_by`]) and makes `labels` with value `v`, timed now, the
@@ -211,8 +211,9 @@ impl Counter {
     ) -> Result<()> {
         let encoded = ExemplarSlots::check(labels)?;
         if v >= 0.0 {
-            self.inc_by(v);
-            self.exemplars.store(0, v, &encoded);
+            let (slots, exemplars) = self.copies.mine();
+            slots::counter_add(slots.words(), v);
+            exemplars.store(0, v, &encoded);
         }
         Ok(())
     }
@@ -229,13 +230,20 @@ impl Counter {
         labels: &[(K, V)],
     ) -> Result<()> {
         let encoded = ExemplarSlots::check(labels)?;
-        self.exemplars.store(0, v, &encoded);
+        self.copies.mine().1.store(0, v, &encoded);
         Ok(())
     }
 
-    /// The value this process has counted.
+    /// The value this process has counted (its copies' integer and fractional parts added
+    /// up apart, then together, as a reader adds them).
     pub fn get(&self) -> f64 {
-        slots::counter_read(self.slots.words())
+        let (mut int, mut fraction) = (0u64, 0.0);
+        for slots in self.copies.each() {
+            let (i, f) = slots::counter_read_words(slots.words());
+            int = int.saturating_add(i);
+            fraction += f;
+        }
+        int as f64 + fraction
     }
 
     /// Sets what this process has counted back to zero, as `prometheus_client`'s
@@ -243,7 +251,9 @@ impl Counter {
     /// process's count, which Prometheus's `rate()` reads as a counter reset. The only way a
     /// counter goes down; increments racing with it may land before or after it.
     pub fn reset(&self) {
-        slots::counter_reset(self.slots.words());
+        for slots in self.copies.each() {
+            slots::counter_reset(slots.words());
+        }
     }
 }
 
@@ -310,81 +320,27 @@ impl Gauge {
 /// A histogram child.
 #[derive(Clone, Debug)]
 pub struct Histogram {
-    slots: SlotBlock,
+    copies: Copies,
     bounds: Arc<[f64]>,
-    exemplars: ExemplarSlots,
-    /// A striped family's copies of the series, this one first; `None` unstriped (see
-    /// `Registry::histogram_striped`).
-    stripes: Option<Arc<[(SlotBlock, ExemplarSlots)]>>,
-}
-
-/// A counter or histogram's exemplar slots, which every child of those kinds has.
-fn exemplars_of(placed: Option<ExemplarSlots>) -> ExemplarSlots {
-    placed.expect("a counter or histogram has exemplar slots")
 }
 
 impl Child for Histogram {
     const KIND: MetricKind = MetricKind::Histogram;
     fn from_slots(placed: Placed, def: &FamilyDef) -> Self {
-        let exemplars = exemplars_of(placed.exemplars);
-        let stripes = (!placed.further.is_empty()).then(|| {
-            let first = (placed.slots.clone(), exemplars.clone());
-            let further =
-                (placed.further.into_iter()).map(|p| (p.slots, exemplars_of(p.exemplars)));
-            std::iter::once(first).chain(further).collect()
-        });
         Self {
-            slots: placed.slots,
+            copies: Copies::new(placed),
             bounds: Arc::clone(&def.bounds),
-            exemplars,
-            stripes,
         }
     }
-}
-
-/// This thread's number for picking a stripe: threads are numbered in the order of their
-/// first striped write, so the first `stripes` threads that write a striped series each
-/// get a copy of their own.
-fn thread_stripe() -> usize {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    NUMBER.with(|number| match number.get() {
-        usize::MAX => {
-            // SYNC POINT thread-stripe: relaxed; a number only needs to differ from other
-            // threads', it publishes nothing.
-            let n = NEXT.fetch_add(1, Ordering::Relaxed) % crate::MAX_STRIPES;
-            number.set(n);
-            n
-        }
-        n => n,
-    })
 }
 
 impl Histogram {
-    /// The slots and exemplar slots this thread writes: the only ones, or the stripe its
-    /// number picks.
-    #[inline(always)]
-    fn stripe(&self) -> (&SlotBlock, &ExemplarSlots) {
-        match &self.stripes {
-            None => (&self.slots, &self.exemplars),
-            Some(all) => {
-                // A power of two: the mask picks one.
-                let (slots, exemplars) = &all[thread_stripe() & (all.len() - 1)];
-                (slots, exemplars)
-            }
-        }
-    }
-
     /// Records one observation: a linear search over the bounds, then three relaxed or
     /// release read-modify-writes (bucket, sum, count) on this thread's stripe.
     #[inline]
     pub fn observe(&self, v: f64) {
         let bucket = slots::bucket_index(&self.bounds, v);
-        slots::histogram_observe(self.stripe().0.words(), bucket, v);
+        slots::histogram_observe(self.copies.mine().0.words(), bucket, v);
     }
 
     /// Records `v` (as [`Histogram::observe`]) and makes `labels` with value `v`, timed
@@ -402,8 +358,8 @@ impl Histogram {
     ) -> Result<()> {
         let encoded = ExemplarSlots::check(labels)?;
         let bucket = slots::bucket_index(&self.bounds, v);
-        let (stripe, exemplars) = self.stripe();
-        slots::histogram_observe(stripe.words(), bucket, v);
+        let (slots, exemplars) = self.copies.mine();
+        slots::histogram_observe(slots.words(), bucket, v);
         exemplars.store(bucket, v, &encoded);
         Ok(())
     }
@@ -421,9 +377,7 @@ impl Histogram {
             buckets: vec![0; self.bounds.len() + 1],
             sum: 0.0,
         };
-        let unstriped = self.stripes.is_none().then_some(&self.slots);
-        let striped = (self.stripes.iter()).flat_map(|all| all.iter().map(|(slots, _)| slots));
-        for slots in unstriped.into_iter().chain(striped) {
+        for slots in self.copies.each() {
             slots::histogram_read(slots.words(), self.bounds.len(), &mut value);
             for (total, n) in totals.buckets.iter_mut().zip(&value.buckets) {
                 *total = total.saturating_add(*n);
@@ -639,48 +593,79 @@ mod tests {
     use super::*;
     use crate::{MAX_STRIPES, Options, Registry};
 
-    /// Each stripe's own counts, read as a reader reads each series record.
-    fn per_stripe(h: &Histogram) -> Vec<u64> {
-        let all = h.stripes.as_deref().expect("striped");
-        let mut value = slots::HistogramValue::default();
-        (all.iter())
-            .map(|(block, _)| {
-                slots::histogram_read(block.words(), h.bounds.len(), &mut value);
-                value.count()
-            })
-            .collect()
+    fn registry(dir: &tempfile::TempDir) -> Registry {
+        Registry::open_with(dir.path(), Options::default()).unwrap()
+    }
+
+    /// Runs `write` on three threads one after another, 1, 2 and 3 times: with
+    /// `MAX_STRIPES` copies, three copies of their own (thread numbers differ, and fewer
+    /// than `MAX_STRIPES` threads of this test binary take one).
+    fn on_three_threads(write: impl Fn() + Sync) {
+        for n in 1..=3 {
+            std::thread::scope(|s| {
+                s.spawn(|| (0..n).for_each(|_| write()));
+            });
+        }
+    }
+
+    /// What each copy holds, `read` reading one as a reader reads each series record.
+    fn used(copies: &Copies, read: impl Fn(&SlotBlock) -> f64) -> Vec<f64> {
+        let mut used: Vec<f64> = copies.each().map(read).filter(|&v| v > 0.0).collect();
+        used.sort_by(f64::total_cmp);
+        used
     }
 
     #[test]
-    fn threads_write_stripes_of_their_own() {
+    fn threads_observe_into_copies_of_their_own() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Registry::open_with(dir.path(), Options::default()).unwrap();
+        let r = registry(&dir);
         let family = r
             .histogram_striped("latency", "Latency.", &[], &[1.0], MAX_STRIPES)
             .unwrap();
         let h = family.unlabelled().unwrap();
-        // Three threads, one after another, 1, 2 and 3 observations each: three stripes
-        // (numbers of threads differ, and fewer than MAX_STRIPES threads take one here).
-        for n in 1..=3 {
-            std::thread::scope(|s| {
-                s.spawn(|| (0..n).for_each(|_| h.observe(0.5)));
-            });
-        }
-        let mut used: Vec<u64> = per_stripe(h).into_iter().filter(|&c| c > 0).collect();
-        used.sort_unstable();
-        assert_eq!(used, [1, 2, 3]);
+        assert_eq!(h.copies.count(), MAX_STRIPES);
+        on_three_threads(|| h.observe(0.5));
+        let count = |block: &SlotBlock| {
+            let mut value = slots::HistogramValue::default();
+            slots::histogram_read(block.words(), 1, &mut value);
+            value.count() as f64
+        };
+        assert_eq!(used(&h.copies, count), [1.0, 2.0, 3.0]);
         assert_eq!(h.get().buckets, [6, 0]);
         assert_eq!(h.get().sum, 3.0);
     }
 
     #[test]
-    fn an_unstriped_histogram_has_one_copy() {
+    fn threads_count_into_copies_of_their_own() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Registry::open_with(dir.path(), Options::default()).unwrap();
+        let r = registry(&dir);
+        let family = (r.counter_striped("requests", "Requests.", &[], MAX_STRIPES)).unwrap();
+        let c = family.unlabelled().unwrap();
+        on_three_threads(|| {
+            c.inc();
+            c.inc_by(0.5);
+        });
+        let value = |block: &SlotBlock| slots::counter_read(block.words());
+        assert_eq!(used(&c.copies, value), [1.5, 3.0, 4.5]);
+        assert_eq!(c.get(), 9.0);
+        c.reset();
+        assert_eq!(c.get(), 0.0);
+        assert!(used(&c.copies, value).is_empty());
+    }
+
+    #[test]
+    fn unstriped_children_have_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(&dir);
         let h = r.histogram("latency", "Latency.", &[], &[1.0]).unwrap();
         let h = h.unlabelled().unwrap();
-        assert!(h.stripes.is_none());
+        assert_eq!(h.copies.count(), 1);
         h.observe(2.0);
         assert_eq!(h.get().buckets, [0, 1]);
+        let c = r.counter("requests", "Requests.", &[]).unwrap();
+        let c = c.unlabelled().unwrap();
+        assert_eq!(c.copies.count(), 1);
+        c.inc_by(2.5);
+        assert_eq!(c.get(), 2.5);
     }
 }

@@ -32,7 +32,8 @@
 // The modules import one another without a cycle: error, identity, options, def and
 // child_table import no other; segment imports error; placement (the shared state and the
 // placing of series) imports those; exemplars, family and fork import placement (family
-// imports exemplars too); registry imports family and fork.
+// imports exemplars too); stripes imports exemplars, family imports stripes; registry
+// imports family and fork.
 pub mod child_table;
 mod def;
 mod error;
@@ -44,6 +45,7 @@ mod options;
 mod placement;
 mod registry;
 mod segment;
+mod stripes;
 
 pub use def::{FamilyDef, MAX_STRIPES};
 pub use error::{Difference, Error, Result, SegmentOp};

@@ -235,8 +235,7 @@ impl Registry {
     /// [`Error::InvalidFamily`] for an invalid name or label name, [`Error::Conflict`] if
     /// the name is registered with another definition.
     pub fn counter(&self, name: &str, help: &str, labels: &[&str]) -> Result<CounterFamily> {
-        let base = name.strip_suffix("_total").unwrap_or(name);
-        self.register(def(MetricKind::Counter, None, base, help, labels, &[]))
+        self.register(counter_def(name, help, labels))
     }
 
     /// Registers a gauge family merged across processes by `mode`.
@@ -291,18 +290,25 @@ impl Registry {
         bounds: &[f64],
         stripes: usize,
     ) -> Result<HistogramFamily> {
-        if !stripes.is_power_of_two() || stripes > crate::MAX_STRIPES {
-            return Err(Error::InvalidStripes {
-                name: name.to_owned(),
-                stripes,
-            });
-        }
         let bounds = finite_bounds(bounds);
-        let def = FamilyDef {
-            stripes,
-            ..def(MetricKind::Histogram, None, name, help, labels, bounds)
-        };
-        self.register(def)
+        let def = def(MetricKind::Histogram, None, name, help, labels, bounds);
+        self.register(striped(def, stripes)?)
+    }
+
+    /// Registers a counter family (as [`Registry::counter`]) whose series each keep
+    /// `stripes` copies, as [`Registry::histogram_striped`]: for a counter that several
+    /// threads add to at once.
+    ///
+    /// # Errors
+    /// As [`Registry::counter`], and [`Error::InvalidStripes`].
+    pub fn counter_striped(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        stripes: usize,
+    ) -> Result<CounterFamily> {
+        self.register(striped(counter_def(name, help, labels), stripes)?)
     }
 
     /// Registers a summary family (count and sum).
@@ -350,6 +356,25 @@ impl Registry {
         def.states = states.iter().map(|s| (*s).to_owned()).collect();
         self.register(def)
     }
+}
+
+/// A counter's definition: `name` without a trailing `_total`, as `prometheus_client`
+/// registers it (the exposition adds it back).
+fn counter_def(name: &str, help: &str, labels: &[&str]) -> FamilyDef {
+    let base = name.strip_suffix("_total").unwrap_or(name);
+    def(MetricKind::Counter, None, base, help, labels, &[])
+}
+
+/// `def` with `stripes` copies of each series, if that is a power of two up to
+/// [`MAX_STRIPES`](crate::MAX_STRIPES).
+fn striped(def: FamilyDef, stripes: usize) -> Result<FamilyDef> {
+    if !stripes.is_power_of_two() || stripes > crate::MAX_STRIPES {
+        return Err(Error::InvalidStripes {
+            name: def.name,
+            stripes,
+        });
+    }
+    Ok(FamilyDef { stripes, ..def })
 }
 
 /// A histogram's bounds as registered: [`DEFAULT_BUCKETS`] for none, a trailing `+Inf`
