@@ -5,8 +5,9 @@
 //! of one warm scrape, free of the wall-clock noise of a shared machine, so two builds can
 //! be compared exactly.
 //!
-//! With `--time` it also prints the median and the fastest wall time of the counted scrapes
-//! (for a quick A/B of two builds on a quiet machine; criterion's benches are the figures).
+//! With `--time` it also prints the median, fastest, mean and 90th percentile wall times of
+//! the counted scrapes (for a quick A/B of two builds on a quiet machine; criterion's benches
+//! are the figures).
 //!
 //! ```text
 //! scrape-instructions gen PROCESSES SERIES SCRAPES [--dry] [--time]
@@ -16,7 +17,9 @@
 //! ```
 //!
 //! `--fold-threads N` folds on up to N threads (`Reader::set_fold_threads`; default 1);
-//! `--keep-mapped` keeps every segment mapped (no resident budget).
+//! `--keep-mapped` keeps every segment mapped (no resident budget); `--pause-us N` sleeps
+//! N microseconds after each scrape, as a server idles between scrapes (its cores go idle,
+//! and a fold thread started after the pause may start late).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -25,11 +28,12 @@ use std::time::Instant;
 use shmetrics_benches::fixtures::{GenFixture, VllmFixture};
 use shmetrics_reader::{PrefixFilter, Reader};
 
-/// The flags of a run: `--time`, `--fold-threads N`, `--keep-mapped`.
+/// The flags of a run: `--time`, `--fold-threads N`, `--keep-mapped`, `--pause-us N`.
 struct Flags {
     time: bool,
     threads: usize,
     keep_mapped: bool,
+    pause: std::time::Duration,
 }
 
 fn scrapes(dir: &Path, count: usize, compact: bool, flags: &Flags) {
@@ -50,16 +54,24 @@ fn scrapes(dir: &Path, count: usize, compact: bool, flags: &Flags) {
         shmetrics_benches::scrape_text(&mut reader, &filter, &mut out);
         black_box(out.len());
         times.push(start.elapsed());
+        std::thread::sleep(flags.pause);
     }
     // The first scrape parses the metadata; the others are warm.
     if let (true, Some(warm)) = (flags.time, times.get_mut(1..)) {
         warm.sort();
-        if let (Some(fastest), Some(median)) = (warm.first(), warm.get(warm.len() / 2)) {
+        let p90 = warm.get(warm.len() * 9 / 10);
+        if let (Some(fastest), Some(median), Some(p90)) =
+            (warm.first(), warm.get(warm.len() / 2), p90)
+        {
+            let mean = warm.iter().sum::<std::time::Duration>() / warm.len() as u32;
+            let ms = |d: &std::time::Duration| d.as_secs_f64() * 1e3;
             println!(
-                "{} warm scrapes: median {:.3} ms, fastest {:.3} ms",
+                "{} warm scrapes: median {:.3} ms, fastest {:.3} ms, mean {:.3} ms, p90 {:.3} ms",
                 warm.len(),
-                median.as_secs_f64() * 1e3,
-                fastest.as_secs_f64() * 1e3
+                ms(median),
+                ms(fastest),
+                ms(&mean),
+                ms(p90)
             );
         }
     }
@@ -67,19 +79,21 @@ fn scrapes(dir: &Path, count: usize, compact: bool, flags: &Flags) {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let threads = match args.iter().position(|a| a == "--fold-threads") {
-        Some(i) => {
-            let n = args.get(i + 1).and_then(|n| n.parse().ok());
-            args.drain(i..(i + 2).min(args.len()));
-            n.expect("--fold-threads takes a number")
-        }
-        None => 1,
+    // Takes `--flag N` out of the arguments.
+    let mut valued = |flag: &str| -> Option<u64> {
+        let i = args.iter().position(|a| a == flag)?;
+        let n = args.get(i + 1).and_then(|n| n.parse().ok());
+        args.drain(i..(i + 2).min(args.len()));
+        Some(n.unwrap_or_else(|| panic!("{flag} takes a number")))
     };
+    let threads = valued("--fold-threads").unwrap_or(1) as usize;
+    let pause = std::time::Duration::from_micros(valued("--pause-us").unwrap_or(0));
     let dry = args.iter().any(|a| a == "--dry");
     let flags = Flags {
         time: args.iter().any(|a| a == "--time"),
         threads,
         keep_mapped: args.iter().any(|a| a == "--keep-mapped"),
+        pause,
     };
     let n = |i: usize| -> usize {
         args.get(i)
@@ -106,7 +120,7 @@ fn main() {
         }
         _ => {
             panic!(
-                "usage: scrape-instructions gen|compacted P S SCRAPES | vllm N SCRAPES | dir PATH SCRAPES [--dry] [--time] [--fold-threads N] [--keep-mapped]"
+                "usage: scrape-instructions gen|compacted P S SCRAPES | vllm N SCRAPES | dir PATH SCRAPES [--dry] [--time] [--fold-threads N] [--keep-mapped] [--pause-us N]"
             )
         }
     }

@@ -32,6 +32,7 @@ pub mod render;
 mod report;
 mod segment;
 mod self_metrics;
+mod shares;
 pub mod snapshot;
 
 use std::io::{self, Write};
@@ -196,11 +197,12 @@ impl Reader {
     }
 
     /// Lets a snapshot fold the live segments on up to `threads` threads (1, the default of
-    /// a library reader: only the calling thread; 0 counts as 1). A directory is split into
-    /// groups of segments of at least 2 MiB of slots each, folded at once on scoped threads
-    /// started for the snapshot and joined in the processes' age order, so the merged values
-    /// are exactly those of one thread; a directory under 4 MiB of slots stays on one
-    /// thread, where starting another would cost more than it saves. Each further thread
+    /// a library reader: only the calling thread; 0 counts as 1). Scoped threads started for
+    /// the snapshot each take, when they run, the back half of what the busiest thread has
+    /// left (at least 2 MiB of slots), and the runs of segments are joined in the processes'
+    /// age order, so the merged values are exactly those of one thread, and a thread the
+    /// system starts late takes only what is left; a directory under 4 MiB of slots stays on
+    /// one thread, where starting another would cost more than it saves. Each further thread
     /// holds 72 bytes per merged series of its own until the join, and they are started
     /// only while that stays under 32 MiB in all (a directory of more than about 466,000
     /// merged series folds on one thread).
@@ -208,11 +210,20 @@ impl Reader {
         self.merger.set_fold_threads(threads);
     }
 
-    /// Sets the fewest bytes of slots a fold thread takes (2 MiB; 0 splits any directory
-    /// into as many groups as threads and segments allow: tests of the parallel fold).
+    /// Sets the fewest bytes of slots a fold thread takes (2 MiB; 0: any directory is
+    /// shared by as many threads as it has segments, up to those asked for: tests of the
+    /// parallel fold).
     #[doc(hidden)]
     pub fn set_fold_group_min_bytes(&mut self, bytes: usize) {
         self.merger.set_fold_group_min_bytes(bytes);
+    }
+
+    /// Makes each snapshot's calling thread wait for every fold thread to take its share of
+    /// the segments before it folds its own, so that every thread folds a run whatever the
+    /// system's timing (tests of the join; otherwise a thread that starts late takes less).
+    #[doc(hidden)]
+    pub fn set_fold_threads_in_step(&mut self, in_step: bool) {
+        self.merger.set_fold_threads_in_step(in_step);
     }
 
     /// Whether each snapshot reads the process metrics of the live writers from `/proc`

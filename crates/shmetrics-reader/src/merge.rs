@@ -15,6 +15,7 @@ use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustc_hash::FxHashMap;
 use shmetrics_layout::exemplar::{ExemplarRead, exemplar_index_load, exemplar_read};
@@ -31,6 +32,7 @@ use crate::exact::ExactSum;
 use crate::render::{SeriesText, SnapshotText};
 use crate::report::{Conflict, ConflictKind, ScrapeReport};
 use crate::segment::{ExemplarBlock, LocalSeries, NOT_CREATED, SegmentFile, exemplar_slots_of};
+use crate::shares::{self, Share};
 use crate::snapshot::{Exemplar, Exemplars, Family, Series, SeriesLabels, Snapshot, Value};
 
 struct MergedFamily {
@@ -485,10 +487,20 @@ pub(crate) struct Merger {
     index: Index,
     dead_baseline: DeadBaseline,
     resident_budget: usize,
-    /// Threads the live segments may be folded on (see [`fold_live`]).
-    fold_threads: usize,
+    /// How the live segments are folded on threads (see [`fold_live`]).
+    plan: FoldPlan,
+}
+
+/// How the live segments are folded on threads ([`fold_live`]).
+#[derive(Clone, Copy, Debug)]
+struct FoldPlan {
+    /// Threads the live segments may be folded on.
+    threads: usize,
     /// Fewest bytes of slots a fold thread takes.
-    fold_group_min_bytes: usize,
+    min_bytes: usize,
+    /// Whether the calling thread waits for every fold thread to take its share before it
+    /// folds (tests: every thread folds a run whatever the system's timing).
+    in_step: bool,
 }
 
 impl Merger {
@@ -499,8 +511,11 @@ impl Merger {
             index: Index::default(),
             dead_baseline: DeadBaseline::default(),
             resident_budget,
-            fold_threads: 1,
-            fold_group_min_bytes: MIN_FOLD_BYTES_PER_THREAD,
+            plan: FoldPlan {
+                threads: 1,
+                min_bytes: MIN_FOLD_BYTES_PER_THREAD,
+                in_step: false,
+            },
         }
     }
 
@@ -511,12 +526,17 @@ impl Merger {
 
     /// See `Reader::set_fold_threads`.
     pub(crate) fn set_fold_threads(&mut self, threads: usize) {
-        self.fold_threads = threads.max(1);
+        self.plan.threads = threads.max(1);
     }
 
     /// See `Reader::set_fold_group_min_bytes`.
     pub(crate) fn set_fold_group_min_bytes(&mut self, bytes: usize) {
-        self.fold_group_min_bytes = bytes;
+        self.plan.min_bytes = bytes;
+    }
+
+    /// See `Reader::set_fold_threads_in_step`.
+    pub(crate) fn set_fold_threads_in_step(&mut self, in_step: bool) {
+        self.plan.in_step = in_step;
     }
 
     /// Interns the families and series that `seg` declared since `links` was last updated
@@ -551,8 +571,7 @@ impl Merger {
             index,
             dead_baseline: baseline,
             resident_budget,
-            fold_threads,
-            fold_group_min_bytes,
+            plan,
         } = self;
         sources.sort_by_key(|s| s.seg.age_key());
         // Definitions, compatibility and conflicts only change when segments or families
@@ -621,11 +640,14 @@ impl Merger {
                 (job, size)
             })
             .unzip();
-        let threads = affordable_fold_threads(*fold_threads, index.series.len());
-        let groups = fold_groups(&sizes, threads, *fold_group_min_bytes);
-        report.fold_threads = groups.len();
+        let threads = affordable_fold_threads(plan.threads, index.series.len());
+        let plan = FoldPlan {
+            threads: fold_thread_count(&sizes, threads, plan.min_bytes),
+            ..*plan
+        };
+        report.fold_threads = plan.threads;
         let series = index.series.len();
-        fold_live(&mut fold, &live, &groups, &others, resolved, series);
+        fold_live(&mut fold, &live, &sizes, plan, &others, resolved, series);
         let built = build(index, resolved, fold);
         baseline.resolution = resolution;
         built
@@ -825,86 +847,93 @@ fn affordable_fold_threads(threads: usize, series: usize) -> usize {
     threads.min(1 + MAX_EXTRA_FOLD_BYTES / per_fold.max(1))
 }
 
-/// Folds the live segments `jobs` (in age order) into `fold_into`, one thread per group of
-/// `groups` (contiguous ranges of `jobs`, from [`fold_groups`]): each later group is folded
-/// into its own [`Fold`] (`series` merged series) on a thread of its own while the calling
-/// thread folds the first, and the folds are joined in age order with [`Fold::absorb`], so
-/// the values are exactly those of one thread folding every segment in turn. A thread
-/// that cannot be started leaves its group to the calling thread.
+/// Folds the live segments `jobs` (in age order, `sizes` bytes of slots each) into
+/// `fold_into`, on `plan.threads` threads: the calling thread starts with every segment,
+/// and each further thread, when it starts, takes the back half of what the busiest thread
+/// has left (at least `plan.min_bytes`) into a [`Fold`] of its own (`series` merged series;
+/// see [`shares`](crate::shares)). Each thread folds a contiguous run of segments in order, and
+/// the runs are joined in age order with [`Fold::absorb`], so the values are exactly those
+/// of one thread folding every segment in turn, however late the others start (or if
+/// they cannot be started at all).
 fn fold_live<'a>(
     fold_into: &mut Fold<'a>,
     jobs: &[Job<'_, 'a>],
-    groups: &[Range<usize>],
+    sizes: &[usize],
+    plan: FoldPlan,
     others: &ByIdentity<'_, 'a>,
     resolved: &[Option<Resolved>],
     series: usize,
 ) {
-    let fold_group = |fold: &mut Fold<'a>, group: &[Job<'_, 'a>]| {
+    let fold_share = |fold: &mut Fold<'a>, share: &Share| {
         let mut scratch = Vec::new();
-        for job in group {
-            fold_segment(fold, job, others, resolved, &mut scratch);
+        while let Some(i) = share.claim() {
+            fold_segment(fold, &jobs[i], others, resolved, &mut scratch);
         }
     };
-    let Some((first, later)) = groups.split_first() else {
+    let Ok(count) = u32::try_from(jobs.len()) else {
+        // Four billion segments: never, but one thread folds them all if so.
+        let mut scratch = Vec::new();
+        for job in jobs {
+            fold_segment(fold_into, job, others, resolved, &mut scratch);
+        }
         return;
     };
-    if later.is_empty() {
-        return fold_group(fold_into, &jobs[first.clone()]);
+    let shares: Vec<Share> = std::iter::once(Share::new(0..count))
+        .chain((1..plan.threads).map(|_| Share::empty()))
+        .collect();
+    if plan.threads <= 1 {
+        return fold_share(fold_into, &shares[0]);
     }
-    std::thread::scope(|scope| {
-        let spawned: Vec<_> = (later.iter())
-            .map(|range| {
-                let group = &jobs[range.clone()];
+    let starts = shares::starts(sizes);
+    let (shares, starts) = (&shares[..], &starts[..]);
+    // Fold threads that took their share (or found none worth taking).
+    let took = &AtomicUsize::new(0);
+    let mut runs: Vec<(usize, Fold<'a>)> = std::thread::scope(|scope| {
+        let spawned: Vec<_> = (shares[1..].iter())
+            .filter_map(|mine| {
                 let thread = std::thread::Builder::new()
                     .name("shmetrics-fold".to_owned())
                     .spawn_scoped(scope, move || {
+                        let run = shares::take_share(mine, shares, starts, plan.min_bytes);
+                        // SYNC POINT fold-share: relaxed; a count to wait for, publishing
+                        // nothing (each share is an atomic word of its own).
+                        took.fetch_add(1, Ordering::Relaxed);
+                        let start = run?.start;
                         let mut fold = Fold::new(series);
-                        fold_group(&mut fold, group);
-                        fold
+                        fold_share(&mut fold, mine);
+                        Some((start, fold))
                     });
-                (group, thread)
+                // A thread that cannot start takes nothing: the others fold its part.
+                (thread.map_err(|e| log::debug!("cannot start a fold thread ({e})"))).ok()
             })
             .collect();
-        fold_group(fold_into, &jobs[first.clone()]);
-        for (group, thread) in spawned {
-            let fold = match thread {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(e) => {
-                    log::debug!("cannot start a fold thread ({e}): folding on this one");
-                    let mut fold = Fold::new(series);
-                    fold_group(&mut fold, group);
-                    fold
-                }
-            };
-            fold_into.absorb(fold);
+        if plan.in_step {
+            // SYNC POINT fold-share: relaxed, as above.
+            while took.load(Ordering::Relaxed) < spawned.len() {
+                std::thread::yield_now();
+            }
         }
+        fold_share(fold_into, &shares[0]);
+        (spawned.into_iter())
+            .filter_map(|thread| {
+                (thread.join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
     });
+    // The calling thread's run starts at the first segment; the others follow in order.
+    runs.sort_unstable_by_key(|(start, _)| *start);
+    for (_, fold) in runs {
+        fold_into.absorb(fold);
+    }
 }
 
-/// Splits segments of `sizes` bytes (in order) into at most `threads` contiguous groups of
-/// about equal total size, each at least `min_bytes` (one group when they are small).
-fn fold_groups(sizes: &[usize], threads: usize, min_bytes: usize) -> Vec<Range<usize>> {
+/// Of `threads`, how many fold segments of `sizes` bytes: one per `min_bytes` of them at
+/// most (one when they are small), and no more than there are segments.
+fn fold_thread_count(sizes: &[usize], threads: usize, min_bytes: usize) -> usize {
     let total: usize = sizes.iter().sum();
-    let count = (threads.min(total / min_bytes.max(1)))
+    (threads.min(total / min_bytes.max(1)))
         .min(sizes.len())
-        .max(1);
-    let mut groups = Vec::with_capacity(count);
-    let (mut start, mut sum) = (0, 0);
-    for (i, &size) in sizes.iter().enumerate() {
-        sum += size;
-        // Group g ends where the running total reaches (g + 1) / count of the whole.
-        let g = groups.len();
-        if g + 1 < count && sum.saturating_mul(count) >= total.saturating_mul(g + 1) {
-            groups.push(start..i + 1);
-            start = i + 1;
-        }
-    }
-    if start < sizes.len() || groups.is_empty() {
-        groups.push(start..sizes.len());
-    }
-    groups
+        .max(1)
 }
 
 /// Folds every series of one segment into `fold`. `scratch` is a buffer for histogram
@@ -1765,30 +1794,15 @@ mod tests {
     }
 
     #[test]
-    #[allow(
-        clippy::single_range_in_vec_init,
-        reason = "one group of these segments"
-    )]
-    fn fold_groups_are_contiguous_and_about_equal() {
+    fn one_thread_per_min_bytes_of_segments_at_most() {
         let mib = 1 << 20;
-        // Each group takes at least the minimum: a small directory is one group.
-        assert_eq!(fold_groups(&[mib / 2; 3], 4, mib), [0..3]);
-        assert_eq!(fold_groups(&[mib; 3], 4, mib), [0..1, 1..2, 2..3]);
-        assert_eq!(fold_groups(&[mib; 8], 4, mib), [0..2, 2..4, 4..6, 6..8]);
-        assert_eq!(fold_groups(&[mib; 8], 1, 0), [0..8]);
-        assert_eq!(fold_groups(&[], 4, 0), [0..0]);
-        assert_eq!(fold_groups(&[5], 4, 0), [0..1]);
-        // A large segment first: a group of its own.
-        assert_eq!(fold_groups(&[6 * mib, mib, mib, mib], 2, mib), [0..1, 1..4]);
-        // Whatever the sizes: contiguous, non-empty groups covering every segment.
-        let sizes: Vec<usize> = (0..37).map(|i| (i * 7919) % 1000 * 1000).collect();
-        for threads in 1..10 {
-            let groups = fold_groups(&sizes, threads, 0);
-            assert!((1..=threads).contains(&groups.len()), "{groups:?}");
-            assert_eq!(groups.first().map(|g| g.start), Some(0));
-            assert_eq!(groups.last().map(|g| g.end), Some(sizes.len()));
-            assert!(groups.windows(2).all(|w| w[0].end == w[1].start));
-            assert!(groups.iter().all(|g| !g.is_empty()), "{groups:?}");
-        }
+        // Each thread takes at least the minimum: a small directory is one thread's.
+        assert_eq!(fold_thread_count(&[mib / 2; 3], 4, mib), 1);
+        assert_eq!(fold_thread_count(&[mib; 3], 4, mib), 3);
+        assert_eq!(fold_thread_count(&[mib; 8], 4, mib), 4);
+        assert_eq!(fold_thread_count(&[mib; 8], 1, 0), 1);
+        assert_eq!(fold_thread_count(&[], 4, 0), 1);
+        assert_eq!(fold_thread_count(&[5], 4, 0), 1);
+        assert_eq!(fold_thread_count(&[5, 5], 4, 0), 2);
     }
 }

@@ -81,6 +81,7 @@ fn threads_fold_to_the_bytes_one_thread_gives() {
     let mut four = Reader::open(dir.path()).unwrap();
     four.set_fold_threads(4);
     four.set_fold_group_min_bytes(0);
+    four.set_fold_threads_in_step(true);
     for round in 0..4 {
         for (p, r) in procs.iter().enumerate() {
             if let Some(r) = r {

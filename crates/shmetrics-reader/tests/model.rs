@@ -834,6 +834,7 @@ fn run_workload(processes: usize, small_segments: bool, pool: &[String], ops: &[
     let mut threaded = Reader::open(dir.path()).unwrap();
     threaded.set_fold_threads(3);
     threaded.set_fold_group_min_bytes(0);
+    threaded.set_fold_threads_in_step(true);
     let mut previous: Option<BTreeMap<Key, Value>> = None;
     let mut checkpoint = |real: &[Option<RealProcess>],
                           model: &Model,

@@ -96,6 +96,7 @@ fn live_segment_truncated(fold_threads: usize) {
     let mut reader = Reader::open(dir.path()).unwrap();
     reader.set_fold_threads(fold_threads);
     reader.set_fold_group_min_bytes(0);
+    reader.set_fold_threads_in_step(true);
     let first = reader.snapshot();
     assert_eq!(totals(&first.snapshot).len(), 2);
     assert_eq!(first.report.fold_threads, fold_threads);

@@ -136,9 +136,9 @@ pub(crate) struct HttpArgs {
     /// floor alone).
     #[arg(long, value_name = "MIB", default_value_t = shmetrics::server::DEFAULT_MEMORY_TARGET >> 20)]
     pub(crate) memory_target_mib: usize,
-    /// Threads a scrape may fold the live segments on, in groups of at least 2 MiB of
-    /// slots (a directory under 4 MiB stays on one); the merged values are the same
-    /// whatever the count (0: one per available core, at most 4).
+    /// Threads a scrape may fold the live segments on, each taking at least 2 MiB of slots
+    /// (a directory under 4 MiB stays on one); the merged values are the same whatever the
+    /// count (0: one per available core, at most 4).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) fold_threads: usize,
     /// Fold dead processes' segments into the directory's archive and remove their files
