@@ -3,7 +3,10 @@
 //! [`Registry::open`] creates this process's segment in the metrics directory (by default
 //! `PROMETHEUS_MULTIPROC_DIR`); families hand out child handles per label set; a handle's
 //! `inc`, `set` and `observe` are one to three atomic instructions on the process's own
-//! segment: no lock, no system call, no allocation, no hashing.
+//! segment: no lock, no system call, no allocation, no hashing. A counter or histogram that
+//! a pool of threads writes at once can be registered striped
+//! ([`Registry::counter_striped`], [`Registry::histogram_striped`]): each thread then
+//! writes a copy of the series of its own, picked by a thread-local number.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), shmetrics_writer::Error> {

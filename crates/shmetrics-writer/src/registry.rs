@@ -277,8 +277,8 @@ impl Registry {
     /// them up as they add processes, so the exposition is the same as without stripes. A
     /// series takes `stripes` times the slots (and exemplar slots); the count is a power of
     /// two from 1 to [`MAX_STRIPES`](crate::MAX_STRIPES), and registering the name again
-    /// with another count is a conflict. `docs/performance.md`, "Contended writes",
-    /// measures what it saves.
+    /// with another count is a conflict. `docs/performance.md`, "Striped series: the
+    /// contention taken away", measures what it saves and costs.
     ///
     /// # Errors
     /// As [`Registry::histogram`], and [`Error::InvalidStripes`].
