@@ -870,20 +870,21 @@ fn fold_live<'a>(
             fold_segment(fold, &jobs[i], others, resolved, &mut scratch);
         }
     };
-    let Ok(count) = u32::try_from(jobs.len()) else {
-        // Four billion segments: never, but one thread folds them all if so.
-        let mut scratch = Vec::new();
-        for job in jobs {
-            fold_segment(fold_into, job, others, resolved, &mut scratch);
+    // One thread (or four billion segments, never: a share counts them in 32 bits) folds
+    // every segment in turn.
+    let count = match u32::try_from(jobs.len()) {
+        Ok(count) if plan.threads > 1 => count,
+        _ => {
+            let mut scratch = Vec::new();
+            for job in jobs {
+                fold_segment(fold_into, job, others, resolved, &mut scratch);
+            }
+            return;
         }
-        return;
     };
     let shares: Vec<Share> = std::iter::once(Share::new(0..count))
         .chain((1..plan.threads).map(|_| Share::empty()))
         .collect();
-    if plan.threads <= 1 {
-        return fold_share(fold_into, &shares[0]);
-    }
     let starts = shares::starts(sizes);
     let (shares, starts) = (&shares[..], &starts[..]);
     // Fold threads that took their share (or found none worth taking).
