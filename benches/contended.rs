@@ -21,6 +21,9 @@
 //!   with 20 bounds, each thread walking the cycle from its own half; limit: linear search,
 //!   bucket `fetch_add` and f64 CAS on the sum. `shmetrics_striped` is the same histogram
 //!   registered with 4 stripes (`Registry::histogram_striped`): each thread its own copy.
+//!   `facade` and `facade_striped` record through the `metrics` facade
+//!   (`shmetrics_metrics::ShmetricsRecorder`, a kept `metrics::Histogram` handle), without
+//!   a stripe rule and with `stripes(4)`.
 //!
 //! The last line is a JSON object of all figures.
 
@@ -29,13 +32,60 @@ mod peers;
 
 use std::hint::black_box;
 
-use peers::{FloatCounters, Histograms};
+use peers::{FloatCounters, Histograms, STRIPES};
 use shmetrics_benches::{
     BOUNDS_20, CYCLE_LEN, median, observation_cycle, on_two_threads, raw_f64_add,
     raw_histogram_observe, two_threads,
 };
+use shmetrics_metrics::ShmetricsRecorder;
 
 const USAGE: &str = "usage: contended [--rounds R] [--ops N]";
+
+/// The histogram the facade subjects record into.
+const FACADE_HISTOGRAM: &str = "bench_facade_latency_seconds";
+
+/// A `metrics` facade recorder on a directory of its own, with `stripes` copies of each
+/// series, and its handle of [`FACADE_HISTOGRAM`].
+struct Facade {
+    _dir: tempfile::TempDir,
+    recorder: ShmetricsRecorder,
+    handle: metrics::Histogram,
+    stripes: usize,
+}
+
+impl Facade {
+    fn new(stripes: usize) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary metrics directory");
+        let recorder = ShmetricsRecorder::builder()
+            .buckets(&BOUNDS_20)
+            .stripes(stripes)
+            .open(dir.path())
+            .expect("open the recorder");
+        let handle =
+            metrics::with_local_recorder(&recorder, || metrics::histogram!(FACADE_HISTOGRAM));
+        Self {
+            _dir: dir,
+            recorder,
+            handle,
+            stripes,
+        }
+    }
+
+    /// Observations recorded so far.
+    fn observed(&self) -> u64 {
+        let family = (self.recorder.registry())
+            .histogram_striped(
+                FACADE_HISTOGRAM,
+                FACADE_HISTOGRAM,
+                &[],
+                &BOUNDS_20,
+                self.stripes,
+            )
+            .expect("the facade registered this family");
+        let child = family.unlabelled().expect("resolve the child");
+        child.get().buckets.iter().sum()
+    }
+}
 
 /// One subject of a group: its name and one timed run of `ops` operations per thread.
 struct Subject<'a> {
@@ -157,6 +207,7 @@ fn main() {
     }
 
     let histograms = Histograms::new();
+    let (facade, facade_striped) = (Facade::new(1), Facade::new(STRIPES));
     let (sum, buckets) = histograms.raw();
     let values = observation_cycle(&BOUNDS_20, CYCLE_LEN);
     let histogram_group = run_group(
@@ -171,12 +222,20 @@ fn main() {
             }),
             Subject::observing("tikv", &values, |v| histograms.tikv.observe(v)),
             Subject::observing("prometheus_client", &values, |v| histograms.pc.observe(v)),
+            Subject::observing("facade", &values, |v| facade.handle.record(v)),
+            Subject::observing("facade_striped", &values, |v| {
+                facade_striped.handle.record(v)
+            }),
         ],
         rounds,
         ops,
     );
-    for h in [&histograms.shmetrics, &histograms.striped] {
-        let observed: u64 = h.get().buckets.iter().sum();
+    let observed =
+        [&histograms.shmetrics, &histograms.striped].map(|h| h.get().buckets.iter().sum::<u64>());
+    for observed in observed
+        .into_iter()
+        .chain([facade.observed(), facade_striped.observed()])
+    {
         assert_eq!(
             observed,
             2 * ops * (rounds as u64 + 1),

@@ -71,6 +71,12 @@
 //! - **Counters**: `increment(n)` adds `n`; `absolute(n)` raises this process's counter to
 //!   `n` and never lowers it (concurrent `absolute` calls are serialised by a mutex that
 //!   `increment` never takes).
+//! - **Threads writing one series at once** (a thread pool recording one latency): counters
+//!   and histograms matched by a stripe rule ([`RecorderBuilder::stripes_for_metric`],
+//!   `_for_prefix`, `stripes`; 1 by default) get that many copies of each series, and each
+//!   thread writes the copy its number picks, so they do not take the series' cache lines
+//!   from each other; readers add the copies up, so the exposition is the same, and
+//!   processes may use different counts for one name.
 //!
 //! # Default gauge mode: `livesum`
 //!
@@ -113,5 +119,6 @@ mod rules;
 
 pub use recorder::{
     BucketError, BucketRule, DEFAULT_GAUGE_MODE, Error, RecorderBuilder, ShmetricsRecorder, Stats,
+    StripeRule,
 };
 pub use shmetrics_writer::{DEFAULT_BUCKETS, GaugeMode, Options, Registry};

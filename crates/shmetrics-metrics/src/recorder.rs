@@ -36,6 +36,17 @@ pub enum Error {
         /// Why its bounds are refused.
         reason: BucketError,
     },
+    /// A stripe rule asks for a count of copies a series cannot have.
+    #[error(
+        "stripes: {rule}: {stripes} is not a power of two from 1 to {}",
+        shmetrics_writer::MAX_STRIPES
+    )]
+    Stripes {
+        /// The rule.
+        rule: StripeRule,
+        /// The count it asked for.
+        stripes: usize,
+    },
     /// A global `metrics` recorder is already installed in this process.
     #[error("a global metrics recorder is already installed")]
     AlreadyInstalled,
@@ -63,6 +74,28 @@ impl std::fmt::Display for BucketRule {
     }
 }
 
+/// A stripe rule of a [`RecorderBuilder`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StripeRule {
+    /// [`RecorderBuilder::stripes`].
+    Default,
+    /// [`RecorderBuilder::stripes_for_metric`], with the metric name.
+    Metric(String),
+    /// [`RecorderBuilder::stripes_for_prefix`], with the prefix.
+    Prefix(String),
+}
+
+impl std::fmt::Display for StripeRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("default stripes"),
+            Self::Metric(name) => write!(f, "stripes of {name}"),
+            Self::Prefix(prefix) => write!(f, "stripes of prefix {prefix}"),
+        }
+    }
+}
+
 /// Why a bucket rule's bounds are refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -75,17 +108,20 @@ pub enum BucketError {
     Invalid(#[from] DefinitionError),
 }
 
-/// Settings of a [`ShmetricsRecorder`]: histogram buckets and gauge modes by metric name or
-/// prefix, unit suffixes, segment options. Names in rules are the names given to the
-/// macros (`histogram!("http.latency")` is matched as `http.latency`).
+/// Settings of a [`ShmetricsRecorder`]: histogram buckets, gauge modes and stripes by
+/// metric name or prefix, unit suffixes, segment options. Names in rules are the names
+/// given to the macros (`histogram!("http.latency")` is matched as `http.latency`).
 #[derive(Clone, Debug)]
 pub struct RecorderBuilder {
     buckets: Rules<Arc<[f64]>>,
     gauge_modes: Rules<GaugeMode>,
+    stripes: Rules<usize>,
     unit_suffix: bool,
     options: Options,
     /// The first invalid bucket rule, reported by `build`.
     bucket_error: Option<(BucketRule, BucketError)>,
+    /// The first invalid stripe rule, reported by `build`.
+    stripe_error: Option<(StripeRule, usize)>,
 }
 
 impl Default for RecorderBuilder {
@@ -93,9 +129,11 @@ impl Default for RecorderBuilder {
         Self {
             buckets: Rules::new(DEFAULT_BUCKETS.into()),
             gauge_modes: Rules::new(DEFAULT_GAUGE_MODE),
+            stripes: Rules::new(1),
             unit_suffix: false,
             options: Options::default(),
             bucket_error: None,
+            stripe_error: None,
         }
     }
 }
@@ -191,6 +229,53 @@ impl RecorderBuilder {
         self
     }
 
+    fn set_stripes(
+        mut self,
+        rule: StripeRule,
+        stripes: usize,
+        set: impl FnOnce(&mut Self, usize),
+    ) -> Self {
+        if stripes.is_power_of_two() && stripes <= shmetrics_writer::MAX_STRIPES {
+            set(&mut self, stripes);
+        } else {
+            self.stripe_error.get_or_insert((rule, stripes));
+        }
+        self
+    }
+
+    /// Copies of each series of counters and histograms no other stripe rule names, for
+    /// series that several threads write at once: each thread writes the copy its number
+    /// picks, so up to `stripes` threads never contend for a cache line, and readers add
+    /// the copies up (`Registry::histogram_striped`). A power of two up to
+    /// [`MAX_STRIPES`](shmetrics_writer::MAX_STRIPES); 1 (the default): one copy. A
+    /// series takes `stripes` times the slots. Gauges are never striped.
+    #[must_use]
+    pub fn stripes(self, stripes: usize) -> Self {
+        self.set_stripes(StripeRule::Default, stripes, |b, n| {
+            b.stripes.set_default(n)
+        })
+    }
+
+    /// Copies of each series of the counter or histogram called `name` (see
+    /// [`RecorderBuilder::stripes`]); wins over every prefix rule.
+    #[must_use]
+    pub fn stripes_for_metric(self, name: impl Into<String>, stripes: usize) -> Self {
+        let name = name.into();
+        self.set_stripes(StripeRule::Metric(name.clone()), stripes, |b, n| {
+            b.stripes.set_exact(name, n);
+        })
+    }
+
+    /// Copies of each series of counters and histograms whose name starts with `prefix`
+    /// (see [`RecorderBuilder::stripes`]); the longest matching prefix wins.
+    #[must_use]
+    pub fn stripes_for_prefix(self, prefix: impl Into<String>, stripes: usize) -> Self {
+        let prefix = prefix.into();
+        self.set_stripes(StripeRule::Prefix(prefix.clone()), stripes, |b, n| {
+            b.stripes.set_prefix(prefix, n);
+        })
+    }
+
     /// Whether a unit given by `describe_*!` before a metric's first use is appended to its
     /// name (`latency` in `Unit::Seconds` → `latency_seconds`), as Prometheus naming
     /// practice asks. Off by default, as in `metrics-exporter-prometheus`.
@@ -211,10 +296,14 @@ impl RecorderBuilder {
     /// directly).
     ///
     /// # Errors
-    /// [`Error::Buckets`] for an invalid bucket rule.
+    /// [`Error::Buckets`] for an invalid bucket rule, [`Error::Stripes`] for an invalid
+    /// stripe rule.
     pub fn build(self, registry: Registry) -> Result<ShmetricsRecorder, Error> {
         if let Some((rule, reason)) = self.bucket_error {
             return Err(Error::Buckets { rule, reason });
+        }
+        if let Some((rule, stripes)) = self.stripe_error {
+            return Err(Error::Stripes { rule, stripes });
         }
         debug_assert!(self.buckets.values().all(|b| !b.is_empty()));
         Ok(ShmetricsRecorder {
@@ -222,6 +311,7 @@ impl RecorderBuilder {
                 registry,
                 buckets: self.buckets,
                 gauge_modes: self.gauge_modes,
+                stripes: self.stripes,
                 unit_suffix: self.unit_suffix,
                 counters: ChildTable::new(),
                 gauges: ChildTable::new(),
@@ -237,7 +327,8 @@ impl RecorderBuilder {
     /// Opens a registry in `dir` (this process's segment) and builds a recorder on it.
     ///
     /// # Errors
-    /// [`Error::Writer`] when the segment cannot be created, [`Error::Buckets`].
+    /// [`Error::Writer`] when the segment cannot be created, [`Error::Buckets`],
+    /// [`Error::Stripes`].
     pub fn open(self, dir: impl AsRef<Path>) -> Result<ShmetricsRecorder, Error> {
         let registry = Registry::open_with(dir, self.options.clone())?;
         self.build(registry)
@@ -401,6 +492,7 @@ struct Inner {
     registry: Registry,
     buckets: Rules<Arc<[f64]>>,
     gauge_modes: Rules<GaugeMode>,
+    stripes: Rules<usize>,
     unit_suffix: bool,
     /// Handles by key, per metric type: the macros' lock-free lookup.
     counters: ChildTable<Key, Counter>,
@@ -481,9 +573,10 @@ impl Inner {
             .collect();
         let labels: Vec<&str> = label_names.iter().map(String::as_str).collect();
         let registry = &self.registry;
+        let stripes = *self.stripes.get(key.name());
         let family = match kind {
             Kind::Counter => registry
-                .counter(&name, &help, &labels)
+                .counter_striped(&name, &help, &labels, stripes)
                 .map(AnyFamily::Counter),
             Kind::Gauge => {
                 let mode = *self.gauge_modes.get(key.name());
@@ -494,7 +587,7 @@ impl Inner {
             Kind::Histogram => {
                 let bounds = self.buckets.get(key.name());
                 registry
-                    .histogram(&name, &help, &labels, bounds)
+                    .histogram_striped(&name, &help, &labels, bounds, stripes)
                     .map(AnyFamily::Histogram)
             }
         }

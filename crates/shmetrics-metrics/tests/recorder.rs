@@ -11,7 +11,9 @@ use metrics::{
 };
 use shmetrics_metrics::{
     BucketError, BucketRule, Error, GaugeMode, Options, Registry, ShmetricsRecorder, Stats,
+    StripeRule,
 };
+use shmetrics_reader::inspect::{RecordEntry, inspect};
 use shmetrics_reader::{PrefixFilter, Reader};
 
 #[path = "../../shmetrics/tests/support/mod.rs"]
@@ -410,4 +412,121 @@ fn handles_from_several_threads_count_exactly() {
         );
     }
     assert_eq!(recorder.stats().keys, 4);
+}
+
+/// Writes, from 4 threads at once, 2,000 increments and observations each into the counter
+/// and histogram of `pool.` and into `other_total` and `other_seconds`, through `recorder`.
+fn write_from_four_threads(recorder: &ShmetricsRecorder) {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let recorder = recorder.clone();
+            std::thread::spawn(move || {
+                with_local_recorder(&recorder, || {
+                    let (requests, latency) = (
+                        counter!("pool.requests", "model" => "a"),
+                        histogram!("pool.latency", "model" => "a"),
+                    );
+                    for i in 0..2000u64 {
+                        requests.increment(1);
+                        latency.record(((i + t) % 4) as f64 * 0.25);
+                        counter!("other_total").increment(1);
+                        histogram!("other_seconds").record(0.5);
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// Series records in the segments of `dir`.
+fn series_records(dir: &Path) -> usize {
+    (std::fs::read_dir(dir).unwrap())
+        .map(|e| inspect(&e.unwrap().path()).unwrap())
+        .flat_map(|dump| dump.records)
+        .filter(|r| matches!(r.entry, RecordEntry::Series { .. }))
+        .count()
+}
+
+#[test]
+fn striped_metrics_show_what_unstriped_ones_do() {
+    let (striped_dir, plain_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let striped = ShmetricsRecorder::builder()
+        .stripes_for_prefix("pool.", 4)
+        .stripes_for_metric("pool.requests", 2)
+        .open(striped_dir.path())
+        .unwrap();
+    write_from_four_threads(&striped);
+    write_from_four_threads(&recorder(plain_dir.path()));
+
+    let text = scrape(striped_dir.path());
+    assert_eq!(text, scrape(plain_dir.path()));
+    assert!(
+        text.contains("pool_requests_total{model=\"a\"} 8000.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pool_latency_count{model=\"a\"} 8000\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pool_latency_sum{model=\"a\"} 3000.0\n"),
+        "{text}"
+    );
+    assert!(text.contains("other_total 8000.0\n"), "{text}");
+    assert!(text.contains("other_seconds_count 8000\n"), "{text}");
+    assert_eq!(striped.stats().rejected_keys, 0);
+    // The exact rule beats the prefix: 2 copies of the counter, 4 of the histogram, 1 of
+    // each unmatched metric.
+    assert_eq!(series_records(striped_dir.path()), 2 + 4 + 1 + 1);
+    assert_eq!(series_records(plain_dir.path()), 4);
+}
+
+#[test]
+fn invalid_stripe_rules_fail_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    for (builder, rule, stripes, message) in [
+        (
+            ShmetricsRecorder::builder().stripes(0),
+            StripeRule::Default,
+            0,
+            "stripes: default stripes: 0 is not a power of two from 1 to 64",
+        ),
+        (
+            ShmetricsRecorder::builder().stripes_for_metric("x", 3),
+            StripeRule::Metric("x".into()),
+            3,
+            "stripes: stripes of x: 3 is not a power of two from 1 to 64",
+        ),
+        (
+            ShmetricsRecorder::builder()
+                .stripes_for_prefix("x", 128)
+                .stripes(6),
+            StripeRule::Prefix("x".into()),
+            128,
+            "stripes: stripes of prefix x: 128 is not a power of two from 1 to 64",
+        ),
+    ] {
+        match builder.open(dir.path()) {
+            Err(e @ Error::Stripes { .. }) => {
+                assert_eq!(e.to_string(), message);
+                assert!(
+                    matches!(&e, Error::Stripes { rule: r, stripes: n } if *r == rule && *n == stripes),
+                    "{e:?}"
+                );
+            }
+            other => panic!("{rule}: {other:?}"),
+        }
+    }
+    // Every allowed count builds.
+    for n in [1, 2, 64] {
+        assert!(
+            ShmetricsRecorder::builder()
+                .stripes(n)
+                .open(dir.path())
+                .is_ok()
+        );
+    }
 }
