@@ -530,3 +530,43 @@ fn invalid_stripe_rules_fail_the_build() {
         );
     }
 }
+
+#[test]
+fn a_stripe_count_the_registry_already_has_otherwise_rejects_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path()).unwrap();
+    // Registered directly, unstriped, with what the facade would give it otherwise.
+    let direct = registry
+        .histogram(
+            "pool_latency",
+            "pool_latency",
+            &[],
+            &shmetrics_metrics::DEFAULT_BUCKETS,
+        )
+        .unwrap();
+    let recorder = ShmetricsRecorder::builder()
+        .stripes_for_metric("pool_latency", 4)
+        .build(registry)
+        .unwrap();
+    with_local_recorder(&recorder, || histogram!("pool_latency").record(1.0));
+    assert_eq!(recorder.stats().rejected_keys, 1);
+    assert_eq!(
+        direct
+            .unlabelled()
+            .unwrap()
+            .get()
+            .buckets
+            .iter()
+            .sum::<u64>(),
+        0
+    );
+    // The same rule on a fresh registry records.
+    let other = tempfile::tempdir().unwrap();
+    let recorder = ShmetricsRecorder::builder()
+        .stripes_for_metric("pool_latency", 4)
+        .open(other.path())
+        .unwrap();
+    with_local_recorder(&recorder, || histogram!("pool_latency").record(1.0));
+    assert_eq!(recorder.stats().rejected_keys, 0);
+    assert!(scrape(other.path()).contains("\npool_latency_count 1\n"));
+}
