@@ -299,12 +299,7 @@ impl RecorderBuilder {
     /// [`Error::Buckets`] for an invalid bucket rule, [`Error::Stripes`] for an invalid
     /// stripe rule.
     pub fn build(self, registry: Registry) -> Result<ShmetricsRecorder, Error> {
-        if let Some((rule, reason)) = self.bucket_error {
-            return Err(Error::Buckets { rule, reason });
-        }
-        if let Some((rule, stripes)) = self.stripe_error {
-            return Err(Error::Stripes { rule, stripes });
-        }
+        self.check()?;
         debug_assert!(self.buckets.values().all(|b| !b.is_empty()));
         Ok(ShmetricsRecorder {
             inner: Arc::new(Inner {
@@ -330,8 +325,27 @@ impl RecorderBuilder {
     /// [`Error::Writer`] when the segment cannot be created, [`Error::Buckets`],
     /// [`Error::Stripes`].
     pub fn open(self, dir: impl AsRef<Path>) -> Result<ShmetricsRecorder, Error> {
+        // Checked first, so that a refused configuration creates no segment.
+        self.check()?;
         let registry = Registry::open_with(dir, self.options.clone())?;
         self.build(registry)
+    }
+
+    /// The first invalid rule, as an error.
+    fn check(&self) -> Result<(), Error> {
+        if let Some((rule, reason)) = &self.bucket_error {
+            return Err(Error::Buckets {
+                rule: rule.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if let Some((rule, stripes)) = &self.stripe_error {
+            return Err(Error::Stripes {
+                rule: rule.clone(),
+                stripes: *stripes,
+            });
+        }
+        Ok(())
     }
 
     /// Opens a registry in the directory named by `PROMETHEUS_MULTIPROC_DIR` and builds a

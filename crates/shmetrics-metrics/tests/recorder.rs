@@ -330,6 +330,8 @@ fn invalid_bucket_rules_fail_the_build() {
             other => panic!("{rule}: {other:?}"),
         }
     }
+    // A refused configuration opens no segment.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]
@@ -520,6 +522,8 @@ fn invalid_stripe_rules_fail_the_build() {
             other => panic!("{rule}: {other:?}"),
         }
     }
+    // A refused configuration opens no segment.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // Every allowed count builds.
     for n in [1, 2, 64] {
         assert!(
