@@ -25,10 +25,11 @@
 //! scraped, quiet as a share of raw, the throughput loss under the reader, the loss of
 //! operations per writer CPU second, the slowest writer's loss (the slowest writer's ops/s
 //! scraped against the slowest's quiet, in the same repeat), and the spread between writers
-//! without a reader (the slowest quiet writer's ops/s below the median quiet writer's). On a machine with fewer cores than N + 1 the
-//! reader's CPU time is taken from the writers, so the throughput loss there includes that
-//! share; the per-CPU-second figure separates the interference (cache lines the reader
-//! pulls away from the writers) from it. The last line is a JSON object of all figures.
+//! without a reader (the slowest quiet writer's ops/s below the median quiet writer's). On
+//! a machine with fewer cores than N + 1 the reader's CPU time is taken from the writers,
+//! so the throughput loss there includes that share; the per-CPU-second figure separates
+//! the interference (cache lines the reader pulls away from the writers) from it. The last
+//! line is a JSON object of all figures.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
