@@ -190,9 +190,12 @@ fn the_resident_budget_counts_the_slots_a_scrape_reads_not_the_file_size() {
         assert_eq!(family.series.len(), 200);
         assert!(family.series.iter().all(|s| s.value == Value::Counter(4.0)));
     }
+    // At least the page of slots each segment's read touched stays mapped; how many
+    // neighbouring pages the kernel maps around a fault depends on what its readahead put
+    // in the page cache (56 to 256 KiB seen here), never more than the budget.
     let kept = mapped_rss_kib(dir.path());
     assert!(
-        kept > headers_kib + 64 && kept <= headers_kib + 256,
+        kept >= headers_kib + 4 * 4 && kept <= headers_kib + 256,
         "{kept} KiB mapped: the slot pages of every segment should stay, within the budget"
     );
     // A budget below one segment's slots releases them all after each read.
