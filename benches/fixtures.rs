@@ -21,10 +21,9 @@ use std::error::Error;
 use std::path::Path;
 
 use shmetrics_layout::MetricKind;
-use shmetrics_layout::slots::slot_words;
 use shmetrics_layout::sync::Ordering;
 use shmetrics_reader::snapshot::{Snapshot, Value};
-use shmetrics_workload::{GEN_BUCKETS, GEN_FAMILIES, GenWorkload, MetricSet, VllmWorkload};
+use shmetrics_workload::{GEN_FAMILIES, GenWorkload, MetricSet, VllmWorkload};
 use shmetrics_writer::{Options, Registry};
 use tempfile::TempDir;
 
@@ -49,11 +48,7 @@ pub fn gen_segment_size(series: usize) -> usize {
     const FAMILY_RECORDS: usize = 16 * 1024;
     const SERIES_RECORD: usize = 48;
     let per_family = |j: usize| {
-        let words = match j / 5 {
-            0 => slot_words(MetricKind::Counter, 0),
-            1 => slot_words(MetricKind::Gauge, 0),
-            _ => slot_words(MetricKind::Histogram, GEN_BUCKETS),
-        };
+        let words = shmetrics_workload::gen_slot_words(j);
         shmetrics_workload::gen_series_count(series, j) * (SERIES_RECORD + 8 * words)
     };
     let bytes = 4096 + FAMILY_RECORDS + (0..GEN_FAMILIES).map(per_family).sum::<usize>();
@@ -628,7 +623,7 @@ mod tests {
             panic!("not a histogram: {:?}", h.series[1].value);
         };
         // Series 1, rounds 0..3: buckets 1, 2, 3 once per process.
-        let mut expected = vec![0u64; GEN_BUCKETS + 1];
+        let mut expected = vec![0u64; shmetrics_workload::GEN_BUCKETS + 1];
         expected[1..4].fill(3);
         assert_eq!(buckets, &expected);
         let one: f64 = gen_observations(1).sum();

@@ -41,11 +41,11 @@ use std::time::{Duration, Instant};
 use nix::time::{ClockId, clock_gettime};
 use shmetrics_benches::fixtures::{BoxError, gen_segment_size};
 use shmetrics_benches::{MappedWords, median, raw_fetch_add, raw_histogram_observe, raw_store_f64};
-use shmetrics_layout::MetricKind;
-use shmetrics_layout::slots::slot_words;
+use shmetrics_layout::{GaugeMode, MetricKind};
 use shmetrics_reader::{PrefixFilter, Reader};
 use shmetrics_workload::{
-    GEN_BUCKETS, GEN_FAMILIES, GenWorkload, gen_bounds, gen_series_count, gen_value,
+    GEN_BUCKETS, GEN_FAMILIES, GenWorkload, gen_bounds, gen_family_kind, gen_gauge_mode,
+    gen_series_count, gen_slot_words, gen_value,
 };
 use shmetrics_writer::{Options, Registry};
 
@@ -482,20 +482,16 @@ impl RawGen {
         };
         let mut next = 0;
         for j in 0..GEN_FAMILIES {
-            let (kind, buckets) = match j / 5 {
-                0 => (MetricKind::Counter, 0),
-                1 => (MetricKind::Gauge, 0),
-                _ => (MetricKind::Histogram, GEN_BUCKETS),
-            };
             for i in 0..gen_series_count(series, j) {
-                match j / 5 {
-                    0 => raw.counters.push(next),
-                    // The gauge modes of `shmetrics_workload::gen_gauge_mode`.
-                    1 if j % 5 < 3 => raw.recent_gauges.push(next),
-                    1 => raw.live_gauges.push(next),
+                match gen_family_kind(j) {
+                    MetricKind::Counter => raw.counters.push(next),
+                    MetricKind::Gauge if gen_gauge_mode(j % 5) == GaugeMode::MostRecent => {
+                        raw.recent_gauges.push(next);
+                    }
+                    MetricKind::Gauge => raw.live_gauges.push(next),
                     _ => raw.histograms.push((i, next)),
                 }
-                next += slot_words(kind, buckets);
+                next += gen_slot_words(j);
             }
         }
         if next > raw.map.words().len() {

@@ -235,7 +235,7 @@ impl RecorderBuilder {
         stripes: usize,
         set: impl FnOnce(&mut Self, usize),
     ) -> Self {
-        if stripes.is_power_of_two() && stripes <= shmetrics_writer::MAX_STRIPES {
+        if shmetrics_writer::valid_stripes(stripes) {
             set(&mut self, stripes);
         } else {
             self.stripe_error.get_or_insert((rule, stripes));
@@ -300,8 +300,13 @@ impl RecorderBuilder {
     /// stripe rule.
     pub fn build(self, registry: Registry) -> Result<ShmetricsRecorder, Error> {
         self.check()?;
+        Ok(self.assemble(registry))
+    }
+
+    /// The recorder on `registry`, the rules checked.
+    fn assemble(self, registry: Registry) -> ShmetricsRecorder {
         debug_assert!(self.buckets.values().all(|b| !b.is_empty()));
-        Ok(ShmetricsRecorder {
+        ShmetricsRecorder {
             inner: Arc::new(Inner {
                 registry,
                 buckets: self.buckets,
@@ -316,7 +321,7 @@ impl RecorderBuilder {
                 rejected_keys: AtomicU64::new(0),
                 late_descriptions: AtomicU64::new(0),
             }),
-        })
+        }
     }
 
     /// Opens a registry in `dir` (this process's segment) and builds a recorder on it.
@@ -328,7 +333,7 @@ impl RecorderBuilder {
         // Checked first, so that a refused configuration creates no segment.
         self.check()?;
         let registry = Registry::open_with(dir, self.options.clone())?;
-        self.build(registry)
+        Ok(self.assemble(registry))
     }
 
     /// The first invalid rule, as an error.

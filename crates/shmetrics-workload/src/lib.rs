@@ -137,6 +137,26 @@ pub fn gen_family_name(j: usize) -> String {
     }
 }
 
+/// Kind of `gen` family `j` (0..15): counters, gauges, histograms, five of each.
+pub fn gen_family_kind(j: usize) -> MetricKind {
+    match j / 5 {
+        0 => MetricKind::Counter,
+        1 => MetricKind::Gauge,
+        _ => MetricKind::Histogram,
+    }
+}
+
+/// Slot words of one series of `gen` family `j` (a histogram's with [`GEN_BUCKETS`]).
+pub fn gen_slot_words(j: usize) -> usize {
+    let kind = gen_family_kind(j);
+    let buckets = if kind == MetricKind::Histogram {
+        GEN_BUCKETS
+    } else {
+        0
+    };
+    shmetrics_layout::slots::slot_words(kind, buckets)
+}
+
 /// Gauge mode of `gen` gauge `k` (0..5): `mostrecent` for g0–g2, `livesum` for g3–g4.
 pub fn gen_gauge_mode(k: usize) -> GaugeMode {
     if k < 3 {
@@ -197,8 +217,8 @@ impl GenWorkload {
             let labels: Vec<String> = (0..gen_series_count(series, j))
                 .map(|i| i.to_string())
                 .collect();
-            match j / 5 {
-                0 => {
+            match gen_family_kind(j) {
+                MetricKind::Counter => {
                     let help = format!("Generated counter {k}: incremented once per round.");
                     let fam = registry
                         .counter(&name, &help, &["series"])
@@ -208,7 +228,7 @@ impl GenWorkload {
                         w.counters.push(c.clone());
                     }
                 }
-                1 => {
+                MetricKind::Gauge => {
                     let mode = gen_gauge_mode(k);
                     let help = format!("Generated gauge {k} (mode {mode}).");
                     let fam = registry

@@ -30,3 +30,9 @@ pub struct FamilyDef {
 
 /// The most stripes a family may have (`Registry::histogram_striped`, `counter_striped`).
 pub const MAX_STRIPES: usize = 64;
+
+/// Whether a family may keep `stripes` copies of each series: a power of two from 1 to
+/// [`MAX_STRIPES`].
+pub const fn valid_stripes(stripes: usize) -> bool {
+    stripes.is_power_of_two() && stripes <= MAX_STRIPES
+}

@@ -50,7 +50,7 @@ mod registry;
 mod segment;
 mod stripes;
 
-pub use def::{FamilyDef, MAX_STRIPES};
+pub use def::{FamilyDef, MAX_STRIPES, valid_stripes};
 pub use error::{Difference, Error, Result, SegmentOp};
 #[doc(hidden)]
 pub use exemplars::Placed;

@@ -365,10 +365,9 @@ fn counter_def(name: &str, help: &str, labels: &[&str]) -> FamilyDef {
     def(MetricKind::Counter, None, base, help, labels, &[])
 }
 
-/// `def` with `stripes` copies of each series, if that is a power of two up to
-/// [`MAX_STRIPES`](crate::MAX_STRIPES).
+/// `def` with `stripes` copies of each series, if [`valid_stripes`](crate::valid_stripes).
 fn striped(def: FamilyDef, stripes: usize) -> Result<FamilyDef> {
-    if !stripes.is_power_of_two() || stripes > crate::MAX_STRIPES {
+    if !crate::valid_stripes(stripes) {
         return Err(Error::InvalidStripes {
             name: def.name,
             stripes,
