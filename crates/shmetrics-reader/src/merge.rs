@@ -1167,6 +1167,7 @@ struct Archived<'a> {
 }
 
 /// Adds a float part of a summed value: the slot's, or the archive's exact partials.
+#[inline(always)]
 fn add_float(sum: &mut ExactSum, slot_value: f64, exact: Option<&[f64]>) {
     match exact {
         Some(parts) => parts.iter().for_each(|&p| sum.add(p)),
@@ -1190,8 +1191,51 @@ const PREFETCH_AHEAD: usize = 8;
 /// Slot words per 64-byte cache line.
 const WORDS_PER_LINE: usize = 8;
 
+/// The slots of a run's series, `width` words each, in a segment's `words`.
+struct SeriesSlots<'r> {
+    run: &'r Run<'r>,
+    words: &'r [AtomicU64],
+    width: usize,
+    /// Whether to prefetch the slots of the series ahead (wider than a cache line).
+    hint: bool,
+}
+
+impl SeriesSlots<'_> {
+    /// Calls `f` with each series' index, creation time, merged id and slots, in order;
+    /// a series whose slots lie beyond the segment's words is left out. A plain loop
+    /// rather than an iterator chain, which the compiler does not always inline.
+    #[inline(always)]
+    fn each(&self, mut f: impl FnMut(usize, u64, usize, &[AtomicU64])) {
+        let Run {
+            series,
+            merged,
+            range,
+        } = self.run;
+        let slots_of = |s: &LocalSeries| {
+            let first = s.slot_word as usize;
+            self.words.get(first..first + self.width)
+        };
+        for i in range.clone() {
+            // The series ahead is most often of the same family (and width); where it is
+            // not, the hint covers a little more or less of it, which costs nothing in
+            // correctness.
+            if self.hint
+                && let Some(ahead) = series.get(i + PREFETCH_AHEAD).and_then(slots_of)
+            {
+                prefetch(ahead);
+            }
+            let s = &series[i];
+            if let Some(slots) = slots_of(s) {
+                f(i, s.created_unix_nanos, merged[i] as usize, slots);
+            }
+        }
+    }
+}
+
 /// Folds a run of series with their family's `op`; `archived` gives what an archive keeps
-/// beside the slots of its series `i` (nothing, for a writer's segment).
+/// beside the slots of its series `i` (nothing, for a writer's segment). Not inlined: a run
+/// is tens of series, and the segment's loop over runs stays small.
+#[inline(never)]
 fn fold_run<'s>(
     fold_into: &mut Fold<'_>,
     op: FamilyOp,
@@ -1202,41 +1246,26 @@ fn fold_run<'s>(
 ) {
     let words = seg.words();
     let width = op.width as usize;
-    let slots_of = |s: &LocalSeries, width: usize| {
-        let first = s.slot_word as usize;
-        words.get(first..first + width)
-    };
     // Series of a cache line or less (counters, gauges) lie side by side, which the
     // hardware prefetcher follows; wider ones (histograms) are prefetched.
     let hint = width > WORDS_PER_LINE;
-    let slots = run.range.clone().filter_map(|i| {
-        // The series ahead is most often of the same family (and width); where it is not,
-        // the hint covers a little more or less of it, which costs nothing in correctness.
-        if let Some(ahead) = (run.series.get(i + PREFETCH_AHEAD))
-            .filter(|_| hint)
-            .and_then(|s| slots_of(s, width))
-        {
-            prefetch(ahead);
-        }
-        let s = &run.series[i];
-        Some((
-            i,
-            s.created_unix_nanos,
-            run.merged[i] as usize,
-            slots_of(s, width)?,
-        ))
-    });
+    let slots = SeriesSlots {
+        run: &run,
+        words,
+        width,
+        hint,
+    };
     let Fold { acc, created, .. } = fold_into;
     match op.rule {
         FoldRule::Skip => {}
         FoldRule::Counter => {
-            for (i, created_at, m, slot_words) in slots {
+            slots.each(|i, created_at, m, slot_words| {
                 created[m] = created[m].min(created_at);
                 let (int, fraction) = counter_read_words(slot_words);
                 let sum = acc[m].sum();
                 sum.add_int(int);
                 add_float(sum, fraction, archived(i).exact);
-            }
+            });
         }
         FoldRule::Histogram { buckets } => {
             let n = buckets as usize;
@@ -1244,10 +1273,10 @@ fn fold_run<'s>(
                 scratch.resize(n, 0);
             }
             let counts = &mut scratch[..n];
-            for (i, created_at, m, slot_words) in slots {
+            slots.each(|i, created_at, m, slot_words| {
                 created[m] = created[m].min(created_at);
                 fold_histogram(&mut acc[m], slot_words, counts, archived(i).exact);
-            }
+            });
         }
         // An info's and a stateset's values are a gauge's of their mode (`mostrecent` or
         // `livemostrecent`): the newest write wins.
@@ -1255,9 +1284,48 @@ fn fold_run<'s>(
             if mode.live_only() && !seg.live {
                 return;
             }
-            for (i, _, m, slot_words) in slots {
-                let g = gauge_read(slot_words);
-                fold_gauge(&mut acc[m], mode, g.value, g.timestamp, seg, archived(i));
+            // The mode is the run's: one dispatch per run, not per series.
+            match mode {
+                GaugeMode::Sum | GaugeMode::LiveSum => {
+                    slots.each(|i, _, m, slot_words| {
+                        let g = gauge_read(slot_words);
+                        add_float(acc[m].sum(), g.value, archived(i).exact);
+                    });
+                }
+                GaugeMode::Min | GaugeMode::LiveMin => {
+                    slots.each(|_, _, m, slot_words| {
+                        acc[m].keep_min(gauge_read(slot_words).value);
+                    });
+                }
+                GaugeMode::Max | GaugeMode::LiveMax => {
+                    slots.each(|_, _, m, slot_words| {
+                        acc[m].keep_max(gauge_read(slot_words).value);
+                    });
+                }
+                GaugeMode::MostRecent | GaugeMode::LiveMostRecent => {
+                    let age = seg.age_key();
+                    slots.each(|_, _, m, slot_words| {
+                        let g = gauge_read(slot_words);
+                        // As prometheus_client: a gauge never written with a time has no
+                        // value.
+                        if g.timestamp != 0 {
+                            acc[m].keep_recent(g.value, g.timestamp, age);
+                        }
+                    });
+                }
+                GaugeMode::All | GaugeMode::LiveAll => {
+                    slots.each(|i, _, m, slot_words| {
+                        let value = gauge_read(slot_words).value;
+                        let entry = match archived(i).process {
+                            Some(p) => (p.pid, p.created_unix_nanos, value),
+                            None => (seg.header.pid, seg.header.created_unix_nanos, value),
+                        };
+                        match &mut acc[m] {
+                            Acc::PerProcess(list) => list.push(entry),
+                            slot => *slot = Acc::PerProcess(vec![entry]),
+                        }
+                    });
+                }
             }
         }
     }
@@ -1268,77 +1336,63 @@ fn fold_run<'s>(
 const EXACT_TOTAL_BOUND: u64 = 1 << 55;
 
 /// Folds one histogram's (or summary's) slots into `slot`, reading its counts into `counts`.
+#[inline(always)]
 fn fold_histogram(
     slot: &mut Acc,
     slot_words: &[AtomicU64],
     counts: &mut [u64],
     exact: Option<&[f64]>,
 ) {
-    match slot {
-        Acc::Histogram {
-            buckets,
-            sum,
-            total,
-        } if buckets.len() >= counts.len() => {
-            let read = histogram_read_adding(slot_words, counts, buckets);
-            // Every bucket was at most the old `total`: when the counts read are below
-            // `EXACT_TOTAL_BOUND` (so `read.total` is their exact total) and the new total
-            // fits, no wrapping addition above overflowed. Otherwise take them back and
-            // saturate, so that a corrupt segment's counts cannot overflow.
-            let fits = (total.checked_add(read.total)).filter(|_| read.high < EXACT_TOTAL_BOUND);
-            match fits {
-                Some(new_total) => *total = new_total,
-                None => {
-                    *total = total.saturating_add(bucket_total(counts));
-                    for (t, c) in buckets.iter_mut().zip(counts.iter()) {
-                        *t = t.wrapping_sub(*c).saturating_add(*c);
-                    }
-                }
-            }
-            add_float(sum, read.sum, exact);
-        }
-        _ => {
-            let read = histogram_read_into(slot_words, counts);
-            let mut sum = ExactSum::default();
-            add_float(&mut sum, read.sum, exact);
-            *slot = Acc::Histogram {
-                buckets: counts.to_vec(),
-                sum,
-                total: bucket_total(counts),
-            };
-        }
+    let Acc::Histogram {
+        buckets,
+        sum,
+        total,
+    } = slot
+    else {
+        return first_histogram(slot, slot_words, counts, exact);
+    };
+    if buckets.len() < counts.len() {
+        return first_histogram(slot, slot_words, counts, exact);
     }
+    let read = histogram_read_adding(slot_words, counts, buckets);
+    // Every bucket was at most the old `total`: when the counts read are below
+    // `EXACT_TOTAL_BOUND` (so `read.total` is their exact total) and the new total fits, no
+    // wrapping addition above overflowed. Otherwise take them back and saturate, so that a
+    // corrupt segment's counts cannot overflow.
+    match (total.checked_add(read.total)).filter(|_| read.high < EXACT_TOTAL_BOUND) {
+        Some(new_total) => *total = new_total,
+        None => saturate_counts(buckets, total, counts),
+    }
+    add_float(sum, read.sum, exact);
 }
 
-fn fold_gauge(
+/// [`fold_histogram`] into a slot that holds no histogram yet: the counts read become it.
+#[cold]
+#[inline(never)]
+fn first_histogram(
     slot: &mut Acc,
-    mode: GaugeMode,
-    v: f64,
-    timestamp: u64,
-    seg: &SegmentFile,
-    archived: Archived<'_>,
+    slot_words: &[AtomicU64],
+    counts: &mut [u64],
+    exact: Option<&[f64]>,
 ) {
-    match mode {
-        GaugeMode::Sum | GaugeMode::LiveSum => add_float(slot.sum(), v, archived.exact),
-        GaugeMode::Min | GaugeMode::LiveMin => slot.keep_min(v),
-        GaugeMode::Max | GaugeMode::LiveMax => slot.keep_max(v),
-        GaugeMode::MostRecent | GaugeMode::LiveMostRecent => {
-            // As prometheus_client: a gauge never written with a time has no value.
-            if timestamp == 0 {
-                return;
-            }
-            slot.keep_recent(v, timestamp, seg.age_key());
-        }
-        GaugeMode::All | GaugeMode::LiveAll => {
-            let entry = match archived.process {
-                Some(p) => (p.pid, p.created_unix_nanos, v),
-                None => (seg.header.pid, seg.header.created_unix_nanos, v),
-            };
-            match slot {
-                Acc::PerProcess(list) => list.push(entry),
-                _ => *slot = Acc::PerProcess(vec![entry]),
-            }
-        }
+    let read = histogram_read_into(slot_words, counts);
+    let mut sum = ExactSum::default();
+    add_float(&mut sum, read.sum, exact);
+    *slot = Acc::Histogram {
+        buckets: counts.to_vec(),
+        sum,
+        total: bucket_total(counts),
+    };
+}
+
+/// Takes back `counts`, added to `buckets` with wrapping, and adds them saturating, with
+/// their total to `total`.
+#[cold]
+#[inline(never)]
+fn saturate_counts(buckets: &mut [u64], total: &mut u64, counts: &[u64]) {
+    *total = total.saturating_add(bucket_total(counts));
+    for (t, c) in buckets.iter_mut().zip(counts.iter()) {
+        *t = t.wrapping_sub(*c).saturating_add(*c);
     }
 }
 
