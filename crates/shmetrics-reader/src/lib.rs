@@ -24,6 +24,7 @@ pub mod compact;
 mod directory;
 pub mod exact;
 mod filter;
+mod fold_pool;
 pub mod inspect;
 pub mod legacy;
 mod merge;
@@ -197,15 +198,17 @@ impl Reader {
     }
 
     /// Lets a snapshot fold the live segments on up to `threads` threads (1, the default of
-    /// a library reader: only the calling thread; 0 counts as 1). Scoped threads started for
-    /// the snapshot each take, when they run, the back half of what the busiest thread has
-    /// left (at least 2 MiB of slots), and the runs of segments are joined in the processes'
-    /// age order, so the merged values are exactly those of one thread, and a thread the
-    /// system starts late takes only what is left; a directory under 4 MiB of slots stays on
-    /// one thread, where starting another would cost more than it saves. Each further thread
-    /// holds 72 bytes per merged series of its own until the join, and they are started
-    /// only while that stays under 32 MiB in all (a directory of more than about 466,000
-    /// merged series folds on one thread).
+    /// a library reader: only the calling thread; 0 counts as 1). The further threads
+    /// (named `shmetrics-fold`) are started by the first snapshot that uses them and kept,
+    /// blocked between snapshots, until the count changes (1 ends them) or the reader is
+    /// dropped; a forked child starts its own. Each takes, when it runs, the back half of
+    /// what the busiest thread has left (at least 2 MiB of slots), and the runs of segments
+    /// are joined in the processes' age order, so the merged values are exactly those of
+    /// one thread, and a thread the system starts late takes only what is left; a directory
+    /// under 4 MiB of slots stays on one thread, where sharing it would cost more than it
+    /// saves. Each further thread holds 72 bytes per merged series of its own until the
+    /// join, and they fold only while that stays under 32 MiB in all (a directory of more
+    /// than about 466,000 merged series folds on one thread).
     pub fn set_fold_threads(&mut self, threads: usize) {
         self.merger.set_fold_threads(threads);
     }

@@ -14,8 +14,8 @@
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustc_hash::FxHashMap;
 use shmetrics_layout::exemplar::{ExemplarRead, exemplar_index_load, exemplar_read};
@@ -29,6 +29,7 @@ use shmetrics_layout::view::prefetch;
 use shmetrics_layout::{GaugeMode, MetricKind};
 
 use crate::exact::ExactSum;
+use crate::fold_pool::FoldPool;
 use crate::render::{SeriesText, SnapshotText};
 use crate::report::{Conflict, ConflictKind, ScrapeReport};
 use crate::segment::{ExemplarBlock, LocalSeries, NOT_CREATED, SegmentFile, exemplar_slots_of};
@@ -489,6 +490,8 @@ pub(crate) struct Merger {
     resident_budget: usize,
     /// How the live segments are folded on threads (see [`fold_live`]).
     plan: FoldPlan,
+    /// The fold threads beside the calling thread.
+    pool: FoldPool,
 }
 
 /// How the live segments are folded on threads ([`fold_live`]).
@@ -516,6 +519,7 @@ impl Merger {
                 min_bytes: MIN_FOLD_BYTES_PER_THREAD,
                 in_step: false,
             },
+            pool: FoldPool::default(),
         }
     }
 
@@ -527,6 +531,9 @@ impl Merger {
     /// See `Reader::set_fold_threads`.
     pub(crate) fn set_fold_threads(&mut self, threads: usize) {
         self.plan.threads = threads.max(1);
+        if self.plan.threads == 1 {
+            self.pool.clear();
+        }
     }
 
     /// See `Reader::set_fold_group_min_bytes`.
@@ -572,6 +579,7 @@ impl Merger {
             dead_baseline: baseline,
             resident_budget,
             plan,
+            pool,
         } = self;
         sources.sort_by_key(|s| s.seg.age_key());
         // Definitions, compatibility and conflicts only change when segments or families
@@ -647,7 +655,9 @@ impl Merger {
         };
         report.fold_threads = plan.threads;
         let series = index.series.len();
-        fold_live(&mut fold, &live, &sizes, plan, &others, resolved, series);
+        fold_live(
+            &mut fold, &live, &sizes, plan, pool, &others, resolved, series,
+        );
         let built = build(index, resolved, fold);
         baseline.resolution = resolution;
         built
@@ -848,18 +858,23 @@ fn affordable_fold_threads(threads: usize, series: usize) -> usize {
 }
 
 /// Folds the live segments `jobs` (in age order, `sizes` bytes of slots each) into
-/// `fold_into`, on `plan.threads` threads: the calling thread starts with every segment,
-/// and each further thread, when it starts, takes the back half of what the busiest thread
-/// has left (at least `plan.min_bytes`) into a [`Fold`] of its own (`series` merged series;
-/// see [`shares`](crate::shares)). Each thread folds a contiguous run of segments in order, and
-/// the runs are joined in age order with [`Fold::absorb`], so the values are exactly those
-/// of one thread folding every segment in turn, however late the others start (or if
-/// they cannot be started at all).
+/// `fold_into`, on `plan.threads` threads (the calling thread and the workers of `pool`):
+/// the calling thread starts with every segment, and each worker, when it starts, takes
+/// the back half of what the busiest thread has left (at least `plan.min_bytes`) into a
+/// [`Fold`] of its own (`series` merged series; see [`shares`](crate::shares)). Each thread
+/// folds a contiguous run of segments in order, and the runs are joined in age order with
+/// [`Fold::absorb`], so the values are exactly those of one thread folding every segment in
+/// turn, however late the others start (or if they cannot be started at all).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the merge's parts, borrowed apart from one another"
+)]
 fn fold_live<'a>(
     fold_into: &mut Fold<'a>,
     jobs: &[Job<'_, 'a>],
     sizes: &[usize],
     plan: FoldPlan,
+    pool: &mut FoldPool,
     others: &ByIdentity<'_, 'a>,
     resolved: &[Option<Resolved>],
     series: usize,
@@ -871,60 +886,73 @@ fn fold_live<'a>(
         }
     };
     // One thread (or four billion segments, never: a share counts them in 32 bits) folds
-    // every segment in turn.
-    let count = match u32::try_from(jobs.len()) {
-        Ok(count) if plan.threads > 1 => count,
-        _ => {
-            let mut scratch = Vec::new();
-            for job in jobs {
-                fold_segment(fold_into, job, others, resolved, &mut scratch);
-            }
-            return;
+    // every segment in turn; so does the calling thread where no worker can be started.
+    let shared = (u32::try_from(jobs.len()).ok())
+        .filter(|_| plan.threads > 1)
+        .and_then(|count| Some((count, pool.get(plan.threads - 1)?)));
+    let Some((count, pool)) = shared else {
+        let mut scratch = Vec::new();
+        for job in jobs {
+            fold_segment(fold_into, job, others, resolved, &mut scratch);
         }
+        return;
     };
     let shares: Vec<Share> = std::iter::once(Share::new(0..count))
         .chain((1..plan.threads).map(|_| Share::empty()))
         .collect();
     let starts = shares::starts(sizes);
     let (shares, starts) = (&shares[..], &starts[..]);
-    // Fold threads that took their share (or found none worth taking).
-    let took = &AtomicUsize::new(0);
-    let mut runs: Vec<(usize, Fold<'a>)> = std::thread::scope(|scope| {
-        let spawned: Vec<_> = (shares[1..].iter())
-            .filter_map(|mine| {
-                let thread = std::thread::Builder::new()
-                    .name("shmetrics-fold".to_owned())
-                    .spawn_scoped(scope, move || {
-                        let run = shares::take_share(mine, shares, starts, plan.min_bytes);
-                        // SYNC POINT fold-share: relaxed; a count to wait for, publishing
-                        // nothing (each share is an atomic word of its own).
-                        took.fetch_add(1, Ordering::Relaxed);
-                        let start = run?.start;
-                        let mut fold = Fold::new(series);
-                        fold_share(&mut fold, mine);
-                        Some((start, fold))
-                    });
-                // A thread that cannot start takes nothing: the others fold its part.
-                (thread.map_err(|e| log::debug!("cannot start a fold thread ({e})"))).ok()
-            })
-            .collect();
+    // Workers that took their share (or found none worth taking), and that are done.
+    let (took, done) = (&AtomicUsize::new(0), &AtomicUsize::new(0));
+    let runs: &Mutex<Vec<(usize, Fold<'a>)>> = &Mutex::new(Vec::new());
+    let workers = shares.len() - 1;
+    pool.in_place_scope(|scope| {
+        for mine in &shares[1..] {
+            scope.spawn(move |_| {
+                let run = shares::take_share(mine, shares, starts, plan.min_bytes);
+                // SYNC POINT fold-share: relaxed; a count to wait for, publishing nothing
+                // (each share is an atomic word of its own).
+                took.fetch_add(1, Ordering::Relaxed);
+                if let Some(run) = run {
+                    let mut fold = Fold::new(series);
+                    fold_share(&mut fold, mine);
+                    let mut runs = runs.lock().unwrap_or_else(PoisonError::into_inner);
+                    runs.push((run.start, fold));
+                }
+                // SYNC POINT fold-share: relaxed, as above; the scope's end publishes the
+                // run.
+                done.fetch_add(1, Ordering::Relaxed);
+            });
+        }
         if plan.in_step {
             // SYNC POINT fold-share: relaxed, as above.
-            while took.load(Ordering::Relaxed) < spawned.len() {
+            while took.load(Ordering::Relaxed) < workers {
                 std::thread::yield_now();
             }
         }
         fold_share(fold_into, &shares[0]);
-        (spawned.into_iter())
-            .filter_map(|thread| {
-                (thread.join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        spin_until_done(done, workers);
     });
     // The calling thread's run starts at the first segment; the others follow in order.
+    let mut runs = std::mem::take(&mut *runs.lock().unwrap_or_else(PoisonError::into_inner));
     runs.sort_unstable_by_key(|(start, _)| *start);
     for (_, fold) in runs {
         fold_into.absorb(fold);
+    }
+}
+
+/// How long the calling thread, done with its own share, spins while the workers finish
+/// theirs before it blocks at the end of the scope. Shares are balanced by bytes, so the
+/// wait is usually tens of microseconds: less than waking a thread that blocked (on a VM
+/// whose idle vCPU halts, 50–100 µs). A worker held up longer is waited for blocking.
+const SPIN_FOR_WORKERS: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Spins (up to [`SPIN_FOR_WORKERS`]) until `done` counts `workers`.
+fn spin_until_done(done: &AtomicUsize, workers: usize) {
+    let start = std::time::Instant::now();
+    // SYNC POINT fold-share: relaxed, a hint only (the scope's end synchronises).
+    while done.load(Ordering::Relaxed) < workers && start.elapsed() < SPIN_FOR_WORKERS {
+        std::hint::spin_loop();
     }
 }
 
