@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Miri over the code that handles segment bytes without the OS: the layout crate (its unit
 # tests, proptest included, and tests/buffers.rs, which builds and parses a whole segment
-# image through the unsafe word view on a heap buffer) and the reader's rendering tests.
+# image through the unsafe word view on a heap buffer), the reader's rendering tests and its
+# fold pool (threads over borrowed data, checked for data races).
 # The reader's and writer's other tests need mmap, flock or fork, which Miri cannot run;
 # they are covered by the fuzz targets and the ordinary test suite instead.
 #
@@ -33,5 +34,8 @@ cargo +"$toolchain" miri test --locked -p shmetrics-layout
 
 step "reader: rendering (escaping, number formatting)"
 cargo +"$toolchain" miri test --locked -p shmetrics-reader --lib render::
+
+step "reader: the fold pool (threads, the job's erased lifetime, take-back, unwinding)"
+cargo +"$toolchain" miri test --locked -p shmetrics-reader --lib fold_pool::
 
 step "miri passed in $(($(date +%s) - start)) s"

@@ -63,7 +63,7 @@ bash ci/upstream-prometheus-client.sh
 step "loom: models of the publish protocols"
 bash ci/loom.sh
 
-step "miri: the layout crate and the reader's rendering (nightly)"
+step "miri: the layout crate, the reader's rendering and its fold pool (nightly)"
 bash ci/miri.sh
 
 step "fuzz smoke: every cargo-fuzz target for 30 s (nightly)"

@@ -204,7 +204,8 @@ impl Reader {
     /// dropped; a forked child starts its own. Each takes, when it runs, the back half of
     /// what the busiest thread has left (at least 2 MiB of slots), and the runs of segments
     /// are joined in the processes' age order, so the merged values are exactly those of
-    /// one thread, and a thread the system starts late takes only what is left; a directory
+    /// one thread; a thread the system starts late takes only what is left, and none if the
+    /// calling thread is done by then (a snapshot never waits for a thread to wake); a directory
     /// under 4 MiB of slots stays on one thread, where sharing it would cost more than it
     /// saves. Each further thread holds 72 bytes per merged series of its own until the
     /// join, and they fold only while that stays under 32 MiB in all (a directory of more

@@ -898,61 +898,42 @@ fn fold_live<'a>(
         return;
     };
     let shares: Vec<Share> = std::iter::once(Share::new(0..count))
-        .chain((1..plan.threads).map(|_| Share::empty()))
+        .chain((0..pool.len()).map(|_| Share::empty()))
         .collect();
     let starts = shares::starts(sizes);
     let (shares, starts) = (&shares[..], &starts[..]);
-    // Workers that took their share (or found none worth taking), and that are done.
-    let (took, done) = (&AtomicUsize::new(0), &AtomicUsize::new(0));
+    // Workers whose job started (each takes the next share), and those that took theirs
+    // (or found none worth taking).
+    let (started, took) = (&AtomicUsize::new(0), &AtomicUsize::new(0));
     let runs: &Mutex<Vec<(usize, Fold<'a>)>> = &Mutex::new(Vec::new());
-    let workers = shares.len() - 1;
-    pool.in_place_scope(|scope| {
-        for mine in &shares[1..] {
-            scope.spawn(move |_| {
-                let run = shares::take_share(mine, shares, starts, plan.min_bytes);
-                // SYNC POINT fold-share: relaxed; a count to wait for, publishing nothing
-                // (each share is an atomic word of its own).
-                took.fetch_add(1, Ordering::Relaxed);
-                if let Some(run) = run {
-                    let mut fold = Fold::new(series);
-                    fold_share(&mut fold, mine);
-                    let mut runs = runs.lock().unwrap_or_else(PoisonError::into_inner);
-                    runs.push((run.start, fold));
-                }
-                // SYNC POINT fold-share: relaxed, as above; the scope's end publishes the
-                // run.
-                done.fetch_add(1, Ordering::Relaxed);
-            });
+    let job = || {
+        // SYNC POINT fold-share: relaxed; a count handing out shares, publishing nothing.
+        let mine = &shares[1 + started.fetch_add(1, Ordering::Relaxed)];
+        let run = shares::take_share(mine, shares, starts, plan.min_bytes);
+        // SYNC POINT fold-share: relaxed; a count to wait for, publishing nothing (each
+        // share is an atomic word of its own).
+        took.fetch_add(1, Ordering::Relaxed);
+        if let Some(run) = run {
+            let mut fold = Fold::new(series);
+            fold_share(&mut fold, mine);
+            let mut runs = runs.lock().unwrap_or_else(PoisonError::into_inner);
+            runs.push((run.start, fold));
         }
+    };
+    pool.run(&job, || {
         if plan.in_step {
             // SYNC POINT fold-share: relaxed, as above.
-            while took.load(Ordering::Relaxed) < workers {
+            while took.load(Ordering::Relaxed) < pool.len() {
                 std::thread::yield_now();
             }
         }
         fold_share(fold_into, &shares[0]);
-        spin_until_done(done, workers);
     });
     // The calling thread's run starts at the first segment; the others follow in order.
     let mut runs = std::mem::take(&mut *runs.lock().unwrap_or_else(PoisonError::into_inner));
     runs.sort_unstable_by_key(|(start, _)| *start);
     for (_, fold) in runs {
         fold_into.absorb(fold);
-    }
-}
-
-/// How long the calling thread, done with its own share, spins while the workers finish
-/// theirs before it blocks at the end of the scope. Shares are balanced by bytes, so the
-/// wait is usually tens of microseconds: less than waking a thread that blocked (on a VM
-/// whose idle vCPU halts, 50–100 µs). A worker held up longer is waited for blocking.
-const SPIN_FOR_WORKERS: std::time::Duration = std::time::Duration::from_micros(500);
-
-/// Spins (up to [`SPIN_FOR_WORKERS`]) until `done` counts `workers`.
-fn spin_until_done(done: &AtomicUsize, workers: usize) {
-    let start = std::time::Instant::now();
-    // SYNC POINT fold-share: relaxed, a hint only (the scope's end synchronises).
-    while done.load(Ordering::Relaxed) < workers && start.elapsed() < SPIN_FOR_WORKERS {
-        std::hint::spin_loop();
     }
 }
 
