@@ -5,10 +5,11 @@
 //! halt, a tenth of a warm scrape of 128 live writers; and a thread the system started late
 //! (after 1.5 ms, on this project's VM, once its vCPU had halted) held the snapshot until it
 //! had started and ended, though the calling thread had folded everything by then
-//! (docs/performance.md, "The live scrape, fourth round"). The pool keeps `threads − 1`
-//! workers, started by the first snapshot that folds on several threads and blocked between
-//! snapshots, until the thread count changes or the reader is dropped. [`Pool::run`] posts
-//! one job to each and runs the calling thread's part; a job that no worker has picked up
+//! (docs/performance.md, "The live scrape, fourth round"). The pool keeps up to
+//! `threads − 1` workers, started as snapshots first need them (one of fewer live segments
+//! uses fewer of them) and blocked between snapshots, until the reader's thread count
+//! changes or the reader is dropped. [`Crew::run`] posts one job to each worker a snapshot
+//! uses and runs the calling thread's part; a job that no worker has picked up
 //! by then is taken back, unstarted, so the snapshot never waits for a thread to wake.
 //!
 //! A forked child inherits the pool but not its threads: it leaves the pool alone (never
@@ -34,24 +35,26 @@ pub(crate) struct FoldPool {
 }
 
 impl FoldPool {
-    /// A pool of `workers` threads, started (or restarted, for another count or in a forked
-    /// child) if needed; `None` when no thread can be started.
-    pub(crate) fn get(&mut self, workers: usize) -> Option<&Pool> {
+    /// Up to `workers` threads for one snapshot: the pool's first ones, started if fewer
+    /// are running (a pool only grows; a forked child starts a pool of its own). `None`
+    /// when no thread can be started.
+    pub(crate) fn get(&mut self, workers: usize) -> Option<Crew<'_>> {
         let pid = std::process::id();
-        if (self.current.as_ref()).is_some_and(|p| p.pid != pid || p.asked != workers) {
+        if (self.current.as_ref()).is_some_and(|p| p.pid != pid) {
             self.clear();
         }
-        if self.current.is_none() {
-            let started: Vec<Worker> = (0..workers).map_while(Worker::start).collect();
-            if !started.is_empty() {
-                self.current = Some(Pool {
-                    pid,
-                    asked: workers,
-                    workers: started,
-                });
+        let pool = self.current.get_or_insert_with(|| Pool {
+            pid,
+            workers: Vec::new(),
+        });
+        while pool.workers.len() < workers {
+            match Worker::start() {
+                Some(worker) => pool.workers.push(worker),
+                None => break,
             }
         }
-        self.current.as_ref()
+        let crew = &pool.workers[..workers.min(pool.workers.len())];
+        (!crew.is_empty()).then_some(Crew(crew))
     }
 
     /// Ends the threads (each is idle between snapshots, so it ends at once), or, in a
@@ -72,44 +75,10 @@ impl Drop for FoldPool {
 }
 
 /// Started fold threads.
-pub(crate) struct Pool {
+struct Pool {
     /// The process that started them.
     pid: u32,
-    /// How many were asked for (some may not have started).
-    asked: usize,
     workers: Vec<Worker>,
-}
-
-impl Pool {
-    /// How many threads run jobs.
-    pub(crate) fn len(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// Runs `job` on each worker that picks it up while `main` runs on the calling thread,
-    /// and returns when `main` has returned and every job started has ended; a job no worker
-    /// had started by then is taken back and never runs. A panic of `main` or of a job is
-    /// resumed on the calling thread once no job runs.
-    pub(crate) fn run(&self, job: &(dyn Fn() + Sync), main: impl FnOnce()) {
-        // SAFETY: only the lifetime is erased. A worker calls the job only after taking it
-        // (Posted -> Running, under its slot's lock), and `Finish` does not let this frame
-        // return or unwind before each worker's job is taken back unstarted (Posted -> Idle,
-        // under the same lock) or has ended (Done): the job outlives every call of it.
-        let job =
-            unsafe { std::mem::transmute::<&(dyn Fn() + Sync), &'static (dyn Fn() + Sync)>(job) };
-        for w in &self.workers {
-            w.slot.finished.store(false, Ordering::Relaxed);
-            *w.slot.lock() = State::Posted(job);
-            w.slot.wake.notify_all();
-        }
-        let finish = Finish(&self.workers);
-        main();
-        let panic = finish.wait();
-        std::mem::forget(finish);
-        if let Some(panic) = panic {
-            resume_unwind(panic);
-        }
-    }
 }
 
 impl Drop for Pool {
@@ -126,7 +95,41 @@ impl Drop for Pool {
     }
 }
 
-/// Waits for the workers' jobs of one [`Pool::run`], also when the calling thread unwinds.
+/// The workers one snapshot uses.
+pub(crate) struct Crew<'p>(&'p [Worker]);
+
+impl Crew<'_> {
+    /// How many threads run jobs.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Runs `job` on each worker that picks it up while `main` runs on the calling thread, and returns when `main` has returned and every job started has
+    /// ended; a job no worker had started by then is taken back and never runs. A panic of
+    /// `main` or of a job is resumed on the calling thread once no job runs.
+    pub(crate) fn run(&self, job: &(dyn Fn() + Sync), main: impl FnOnce()) {
+        // SAFETY: only the lifetime is erased. A worker calls the job only after taking it
+        // (Posted -> Running, under its slot's lock), and `Finish` does not let this frame
+        // return or unwind before each worker's job is taken back unstarted (Posted -> Idle,
+        // under the same lock) or has ended (Done): the job outlives every call of it.
+        let job =
+            unsafe { std::mem::transmute::<&(dyn Fn() + Sync), &'static (dyn Fn() + Sync)>(job) };
+        for w in self.0 {
+            w.slot.finished.store(false, Ordering::Relaxed);
+            *w.slot.lock() = State::Posted(job);
+            w.slot.wake.notify_all();
+        }
+        let finish = Finish(self.0);
+        main();
+        let panic = finish.wait();
+        std::mem::forget(finish);
+        if let Some(panic) = panic {
+            resume_unwind(panic);
+        }
+    }
+}
+
+/// Waits for the workers' jobs of one [`Crew::run`], also when the calling thread unwinds.
 struct Finish<'p>(&'p [Worker]);
 
 impl Finish<'_> {
@@ -174,12 +177,8 @@ struct Worker {
 
 impl Worker {
     /// Starts a thread, or `None` (logged) when the system refuses.
-    fn start(_: usize) -> Option<Self> {
-        let slot = Arc::new(Slot {
-            state: Mutex::new(State::Idle),
-            wake: Condvar::new(),
-            finished: AtomicBool::new(false),
-        });
+    fn start() -> Option<Self> {
+        let slot = Arc::new(Slot::default());
         let theirs = Arc::clone(&slot);
         let thread = std::thread::Builder::new()
             .name("shmetrics-fold".to_owned())
@@ -197,9 +196,11 @@ impl Worker {
     }
 }
 
-/// A worker's state, shared with the calling thread of [`Pool::run`].
+/// A worker's state, shared with the calling thread of [`Crew::run`].
+#[derive(Default)]
 enum State {
     /// No job (none posted, or taken back, or its end seen).
+    #[default]
     Idle,
     /// A job the worker has not taken yet.
     Posted(&'static (dyn Fn() + Sync)),
@@ -211,6 +212,7 @@ enum State {
     Exit,
 }
 
+#[derive(Default)]
 struct Slot {
     state: Mutex<State>,
     /// Signals a change of `state` (to the worker: a job or the exit; to the calling
@@ -230,7 +232,7 @@ impl Slot {
         loop {
             let mut state = self.lock();
             let job = loop {
-                match std::mem::replace(&mut *state, State::Idle) {
+                match std::mem::take(&mut *state) {
                     State::Posted(job) => break job,
                     State::Exit => return,
                     other => {
@@ -261,11 +263,27 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    /// A pool of `n` workers.
+    /// A pool with `n` workers started.
     fn pool(n: usize) -> FoldPool {
         let mut pool = FoldPool::default();
-        assert_eq!(pool.get(n).map(Pool::len), Some(n));
+        assert_eq!(pool.get(n).map(|c| c.len()), Some(n));
         pool
+    }
+
+    /// Spins (bounded) until `done` holds.
+    fn until(done: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !done() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::yield_now();
+        }
+    }
+
+    /// The thread ids of the pool's workers.
+    fn thread_ids(pool: &FoldPool) -> Vec<std::thread::ThreadId> {
+        let workers = &pool.current.as_ref().unwrap().workers;
+        (workers.iter())
+            .map(|w| w.thread.as_ref().unwrap().thread().id())
+            .collect()
     }
 
     #[test]
@@ -283,45 +301,30 @@ mod tests {
             pool.get(3).unwrap().run(&job, || {
                 // In step: every worker picks the job up before main ends (a job not
                 // picked up by then would be taken back).
-                let start = Instant::now();
-                while calls.load(Ordering::Relaxed) < 3 && start.elapsed() < Duration::from_secs(10)
-                {
-                    std::thread::yield_now();
-                }
+                until(|| calls.load(Ordering::Relaxed) == 3);
                 main_ran = true;
             });
             assert!(main_ran);
             // Every job that started has ended and published its write by the return.
             let seen = seen.into_inner().unwrap();
-            assert_eq!(
-                seen,
-                vec![Some("shmetrics-fold".to_owned()); 3],
-                "round {round}"
-            );
+            let expected = vec![Some("shmetrics-fold".to_owned()); 3];
+            assert_eq!(seen, expected, "round {round}");
         }
     }
 
     #[test]
     fn a_job_no_worker_has_started_is_taken_back_and_never_runs() {
         // A worker slot that no thread serves: its job can only be taken back.
-        let slot = Arc::new(Slot {
-            state: Mutex::new(State::Idle),
-            wake: Condvar::new(),
-            finished: AtomicBool::new(false),
-        });
-        let pool = Pool {
-            pid: std::process::id(),
-            asked: 1,
-            workers: vec![Worker {
-                slot: Arc::clone(&slot),
-                thread: None,
-            }],
-        };
+        let slot = Arc::new(Slot::default());
+        let workers = [Worker {
+            slot: Arc::clone(&slot),
+            thread: None,
+        }];
         let calls = AtomicUsize::new(0);
         let job = || {
             calls.fetch_add(1, Ordering::Relaxed);
         };
-        pool.run(&job, || {});
+        Crew(&workers).run(&job, || {});
         assert!(matches!(*slot.lock(), State::Idle), "taken back");
         assert_eq!(calls.load(Ordering::Relaxed), 0);
     }
@@ -336,14 +339,7 @@ mod tests {
             panic!("job");
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            pool.get(2).unwrap().run(&job, || {
-                let start = Instant::now();
-                while ended.load(Ordering::Relaxed) == 0
-                    && start.elapsed() < Duration::from_secs(10)
-                {
-                    std::thread::yield_now();
-                }
-            });
+            (pool.get(2).unwrap()).run(&job, || until(|| ended.load(Ordering::Relaxed) > 0));
         }));
         let panic = outcome.expect_err("the job's panic reaches the caller");
         assert_eq!(panic.downcast_ref::<&str>(), Some(&"job"));
@@ -352,12 +348,7 @@ mod tests {
         let job = || {
             calls.fetch_add(1, Ordering::Relaxed);
         };
-        pool.get(2).unwrap().run(&job, || {
-            let start = Instant::now();
-            while calls.load(Ordering::Relaxed) < 2 && start.elapsed() < Duration::from_secs(10) {
-                std::thread::yield_now();
-            }
-        });
+        (pool.get(2).unwrap()).run(&job, || until(|| calls.load(Ordering::Relaxed) == 2));
         assert_eq!(calls.load(Ordering::Relaxed), 2);
     }
 
@@ -369,10 +360,7 @@ mod tests {
         let job = || {
             started.store(true, Ordering::Relaxed);
             // Still running once the caller's unwinding has begun (past the panic hook).
-            let start = Instant::now();
-            while !unwinding.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10) {
-                std::thread::yield_now();
-            }
+            until(|| unwinding.load(Ordering::Relaxed));
             std::thread::sleep(Duration::from_millis(20));
             *written.lock().unwrap() = 7;
         };
@@ -386,11 +374,7 @@ mod tests {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             pool.get(1).unwrap().run(&job, || {
                 let _mark = Unwinding(&unwinding);
-                let start = Instant::now();
-                while !started.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10)
-                {
-                    std::thread::yield_now();
-                }
+                until(|| started.load(Ordering::Relaxed));
                 panic!("main");
             });
         }));
@@ -400,18 +384,42 @@ mod tests {
     }
 
     #[test]
-    fn another_count_or_clear_ends_the_threads() {
-        let mut pool = pool(2);
-        let first: Vec<_> = (pool.current.as_ref().unwrap().workers.iter())
-            .map(|w| w.thread.as_ref().unwrap().thread().id())
-            .collect();
-        assert_eq!(pool.get(1).map(Pool::len), Some(1));
-        let second = pool.current.as_ref().unwrap().workers[0]
-            .thread
-            .as_ref()
-            .unwrap();
-        assert!(!first.contains(&second.thread().id()));
+    fn a_pool_grows_to_what_a_snapshot_asks_and_clear_ends_the_threads() {
+        let mut pool = pool(1);
+        let first = thread_ids(&pool);
+        assert_eq!(pool.get(3).map(|c| c.len()), Some(3));
+        let three = thread_ids(&pool);
+        assert_eq!(three[..1], first[..], "the first thread kept");
+        // Fewer: the first of the same threads.
+        assert_eq!(pool.get(2).map(|c| c.len()), Some(2));
+        assert_eq!(thread_ids(&pool), three);
         pool.clear();
         assert!(pool.current.is_none());
+    }
+
+    #[test]
+    fn a_worker_whose_job_ends_after_the_pool_is_dropped_ends_too() {
+        // Not reachable through `Crew::run` (its jobs end before it returns), but a worker
+        // must never overwrite the exit and wait for a job that cannot come.
+        static RELEASE: AtomicBool = AtomicBool::new(false);
+        fn wait_for_release() {
+            until(|| RELEASE.load(Ordering::Relaxed));
+        }
+        let job: &'static (dyn Fn() + Sync) = &wait_for_release;
+        let mut pool = pool(1);
+        let slot = Arc::clone(&pool.current.as_ref().unwrap().workers[0].slot);
+        *slot.lock() = State::Posted(job);
+        slot.wake.notify_all();
+        until(|| matches!(*slot.lock(), State::Running));
+        let (dropped, wait_drop) = std::sync::mpsc::channel();
+        let dropper = std::thread::spawn(move || {
+            pool.clear(); // Sets the exit while the job runs, then joins the worker.
+            let _ = dropped.send(());
+        });
+        until(|| matches!(*slot.lock(), State::Exit));
+        RELEASE.store(true, Ordering::Relaxed);
+        let ended = wait_drop.recv_timeout(Duration::from_secs(10));
+        assert!(ended.is_ok(), "the worker ended");
+        dropper.join().unwrap();
     }
 }

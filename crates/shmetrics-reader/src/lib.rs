@@ -199,9 +199,9 @@ impl Reader {
 
     /// Lets a snapshot fold the live segments on up to `threads` threads (1, the default of
     /// a library reader: only the calling thread; 0 counts as 1). The further threads
-    /// (named `shmetrics-fold`) are started by the first snapshot that uses them and kept,
-    /// blocked between snapshots, until the count changes (1 ends them) or the reader is
-    /// dropped; a forked child starts its own. Each takes, when it runs, the back half of
+    /// (named `shmetrics-fold`) are started when a snapshot first needs them (one of fewer
+    /// live segments uses fewer) and kept, blocked between snapshots, until the count
+    /// changes (1 ends them) or the reader is dropped; a forked child starts its own. Each takes, when it runs, the back half of
     /// what the busiest thread has left (at least 2 MiB of slots), and the runs of segments
     /// are joined in the processes' age order, so the merged values are exactly those of
     /// one thread; a thread the system starts late takes only what is left, and none if the

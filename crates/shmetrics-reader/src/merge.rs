@@ -530,10 +530,12 @@ impl Merger {
 
     /// See `Reader::set_fold_threads`.
     pub(crate) fn set_fold_threads(&mut self, threads: usize) {
-        self.plan.threads = threads.max(1);
-        if self.plan.threads == 1 {
+        let threads = threads.max(1);
+        if threads != self.plan.threads {
+            // The pool grows to what snapshots ask; another count starts it anew.
             self.pool.clear();
         }
+        self.plan.threads = threads;
     }
 
     /// See `Reader::set_fold_group_min_bytes`.
@@ -890,7 +892,7 @@ fn fold_live<'a>(
     let shared = (u32::try_from(jobs.len()).ok())
         .filter(|_| plan.threads > 1)
         .and_then(|count| Some((count, pool.get(plan.threads - 1)?)));
-    let Some((count, pool)) = shared else {
+    let Some((count, crew)) = shared else {
         let mut scratch = Vec::new();
         for job in jobs {
             fold_segment(fold_into, job, others, resolved, &mut scratch);
@@ -898,7 +900,7 @@ fn fold_live<'a>(
         return;
     };
     let shares: Vec<Share> = std::iter::once(Share::new(0..count))
-        .chain((0..pool.len()).map(|_| Share::empty()))
+        .chain((0..crew.len()).map(|_| Share::empty()))
         .collect();
     let starts = shares::starts(sizes);
     let (shares, starts) = (&shares[..], &starts[..]);
@@ -920,10 +922,10 @@ fn fold_live<'a>(
             runs.push((run.start, fold));
         }
     };
-    pool.run(&job, || {
+    crew.run(&job, || {
         if plan.in_step {
             // SYNC POINT fold-share: relaxed, as above.
-            while took.load(Ordering::Relaxed) < pool.len() {
+            while took.load(Ordering::Relaxed) < crew.len() {
                 std::thread::yield_now();
             }
         }

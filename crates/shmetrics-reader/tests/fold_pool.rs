@@ -145,6 +145,25 @@ fn fold_threads_are_kept_between_snapshots_and_started_anew_after_fork() {
     reader.set_fold_threads(2);
     assert_eq!(scrape(&mut reader), expected);
     assert_eq!(settle_at(1).len(), 1);
+
+    // A snapshot that needs fewer threads (fewer live segments) uses fewer of the same
+    // threads, and one that needs more again starts none: only another count replaces them.
+    reader.set_fold_threads(4);
+    assert_eq!(scrape(&mut reader), expected);
+    let four = settle_at(3);
+    assert_eq!(four.len(), 3, "{four:?}");
+    let mut registries = registries;
+    let ended: Vec<Registry> = registries.drain(2..).collect();
+    drop(ended);
+    let fewer = scrape(&mut Reader::open(dir.path()).unwrap());
+    assert_eq!(scrape(&mut reader), fewer);
+    assert_eq!(
+        reader.snapshot().report.fold_threads,
+        2,
+        "two live segments"
+    );
+    assert_eq!(fold_threads(), four, "the same threads, not new ones");
+
     drop(reader);
     assert_eq!(settle_at(0), Vec::<i32>::new());
     drop(registries);
