@@ -104,19 +104,21 @@ impl Crew<'_> {
         self.0.len()
     }
 
-    /// Runs `job` on each worker that picks it up while `main` runs on the calling thread, and returns when `main` has returned and every job started has
+    /// Runs `job(i)` on worker `i` of each that picks it up while `main` runs on the
+    /// calling thread, and returns when `main` has returned and every job started has
     /// ended; a job no worker had started by then is taken back and never runs. A panic of
     /// `main` or of a job is resumed on the calling thread once no job runs.
-    pub(crate) fn run(&self, job: &(dyn Fn() + Sync), main: impl FnOnce()) {
+    pub(crate) fn run(&self, job: &(dyn Fn(usize) + Sync), main: impl FnOnce()) {
         // SAFETY: only the lifetime is erased. A worker calls the job only after taking it
         // (Posted -> Running, under its slot's lock), and `Finish` does not let this frame
         // return or unwind before each worker's job is taken back unstarted (Posted -> Idle,
         // under the same lock) or has ended (Done): the job outlives every call of it.
-        let job =
-            unsafe { std::mem::transmute::<&(dyn Fn() + Sync), &'static (dyn Fn() + Sync)>(job) };
-        for w in self.0 {
+        let job = unsafe {
+            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(job)
+        };
+        for (index, w) in self.0.iter().enumerate() {
             w.slot.finished.store(false, Ordering::Relaxed);
-            *w.slot.lock() = State::Posted(job);
+            *w.slot.lock() = State::Posted { job, index };
             w.slot.wake.notify_all();
         }
         let finish = Finish(self.0);
@@ -202,8 +204,11 @@ enum State {
     /// No job (none posted, or taken back, or its end seen).
     #[default]
     Idle,
-    /// A job the worker has not taken yet.
-    Posted(&'static (dyn Fn() + Sync)),
+    /// A job the worker has not taken yet, and the worker's index among those posted to.
+    Posted {
+        job: &'static (dyn Fn(usize) + Sync),
+        index: usize,
+    },
     /// The worker runs the job.
     Running,
     /// The job ended, with its panic if it panicked.
@@ -231,9 +236,9 @@ impl Slot {
     fn serve(&self) {
         loop {
             let mut state = self.lock();
-            let job = loop {
+            let (job, index) = loop {
                 match std::mem::take(&mut *state) {
-                    State::Posted(job) => break job,
+                    State::Posted { job, index } => break (job, index),
                     State::Exit => return,
                     other => {
                         *state = other;
@@ -243,7 +248,7 @@ impl Slot {
             };
             *state = State::Running;
             drop(state);
-            let outcome = catch_unwind(AssertUnwindSafe(job));
+            let outcome = catch_unwind(AssertUnwindSafe(|| job(index)));
             let mut state = self.lock();
             if matches!(*state, State::Exit) {
                 return; // The pool is dropped (not while a job runs, but never hang on it).
@@ -292,10 +297,10 @@ mod tests {
         for round in 0..20 {
             let seen = Mutex::new(Vec::new());
             let calls = AtomicUsize::new(0);
-            let job = || {
+            let job = |index: usize| {
                 calls.fetch_add(1, Ordering::Relaxed);
                 let name = std::thread::current().name().map(str::to_owned);
-                seen.lock().unwrap().push(name);
+                seen.lock().unwrap().push((index, name));
             };
             let mut main_ran = false;
             pool.get(3).unwrap().run(&job, || {
@@ -305,9 +310,12 @@ mod tests {
                 main_ran = true;
             });
             assert!(main_ran);
-            // Every job that started has ended and published its write by the return.
-            let seen = seen.into_inner().unwrap();
-            let expected = vec![Some("shmetrics-fold".to_owned()); 3];
+            // Every job that started has ended and published its write by the return, each
+            // worker with its own index.
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort();
+            let name = Some("shmetrics-fold".to_owned());
+            let expected: Vec<_> = (0..3).map(|i| (i, name.clone())).collect();
             assert_eq!(seen, expected, "round {round}");
         }
     }
@@ -321,7 +329,7 @@ mod tests {
             thread: None,
         }];
         let calls = AtomicUsize::new(0);
-        let job = || {
+        let job = |_| {
             calls.fetch_add(1, Ordering::Relaxed);
         };
         Crew(&workers).run(&job, || {});
@@ -333,7 +341,7 @@ mod tests {
     fn a_job_that_panics_panics_the_caller_once_every_job_ended() {
         let mut pool = pool(2);
         let ended = AtomicUsize::new(0);
-        let job = || {
+        let job = |_| {
             std::thread::sleep(Duration::from_millis(20));
             ended.fetch_add(1, Ordering::Relaxed);
             panic!("job");
@@ -345,7 +353,7 @@ mod tests {
         assert_eq!(panic.downcast_ref::<&str>(), Some(&"job"));
         // The workers survive their job's panic and run the next one.
         let calls = AtomicUsize::new(0);
-        let job = || {
+        let job = |_| {
             calls.fetch_add(1, Ordering::Relaxed);
         };
         (pool.get(2).unwrap()).run(&job, || until(|| calls.load(Ordering::Relaxed) == 2));
@@ -357,7 +365,7 @@ mod tests {
         let mut pool = pool(1);
         let (started, unwinding) = (AtomicBool::new(false), AtomicBool::new(false));
         let written = Mutex::new(0);
-        let job = || {
+        let job = |_| {
             started.store(true, Ordering::Relaxed);
             // Still running once the caller's unwinding has begun (past the panic hook).
             until(|| unwinding.load(Ordering::Relaxed));
@@ -402,13 +410,13 @@ mod tests {
         // Not reachable through `Crew::run` (its jobs end before it returns), but a worker
         // must never overwrite the exit and wait for a job that cannot come.
         static RELEASE: AtomicBool = AtomicBool::new(false);
-        fn wait_for_release() {
+        fn wait_for_release(_: usize) {
             until(|| RELEASE.load(Ordering::Relaxed));
         }
-        let job: &'static (dyn Fn() + Sync) = &wait_for_release;
+        let job: &'static (dyn Fn(usize) + Sync) = &wait_for_release;
         let mut pool = pool(1);
         let slot = Arc::clone(&pool.current.as_ref().unwrap().workers[0].slot);
-        *slot.lock() = State::Posted(job);
+        *slot.lock() = State::Posted { job, index: 0 };
         slot.wake.notify_all();
         until(|| matches!(*slot.lock(), State::Running));
         let (dropped, wait_drop) = std::sync::mpsc::channel();

@@ -904,13 +904,11 @@ fn fold_live<'a>(
         .collect();
     let starts = shares::starts(sizes);
     let (shares, starts) = (&shares[..], &starts[..]);
-    // Workers whose job started (each takes the next share), and those that took theirs
-    // (or found none worth taking).
-    let (started, took) = (&AtomicUsize::new(0), &AtomicUsize::new(0));
+    // Workers that took their share (or found none worth taking).
+    let took = &AtomicUsize::new(0);
     let runs: &Mutex<Vec<(usize, Fold<'a>)>> = &Mutex::new(Vec::new());
-    let job = || {
-        // SYNC POINT fold-share: relaxed; a count handing out shares, publishing nothing.
-        let mine = &shares[1 + started.fetch_add(1, Ordering::Relaxed)];
+    let job = |worker: usize| {
+        let mine = &shares[1 + worker];
         let run = shares::take_share(mine, shares, starts, plan.min_bytes);
         // SYNC POINT fold-share: relaxed; a count to wait for, publishing nothing (each
         // share is an atomic word of its own).
