@@ -15,12 +15,16 @@
 //!
 //! Groups (time per operation of the slower thread):
 //! - `counter_inc_by_f64`: `inc_by(0.5)` on one float counter; limit: an f64 CAS loop on a
-//!   mapped word. `shmetrics_striped` is the counter registered with 4 stripes
-//!   (`Registry::counter_striped`).
+//!   mapped word. `shmetrics` is a counter registered plainly, with the default options
+//!   (spread over copies once found contended, `Options::contention_stripes`);
+//!   `shmetrics_striped` is the counter registered with 4 stripes
+//!   (`Registry::counter_striped`); `shmetrics_one_copy` the counter in a registry that
+//!   never spreads a series (`contention_stripes: 1`).
 //! - `histogram_observe_20`: `observe` over the benches' cycle of values on one histogram
 //!   with 20 bounds, each thread walking the cycle from its own half; limit: linear search,
 //!   bucket `fetch_add` and f64 CAS on the sum. `shmetrics_striped` is the same histogram
 //!   registered with 4 stripes (`Registry::histogram_striped`): each thread its own copy.
+//!   `shmetrics` and `shmetrics_one_copy` as for the counter.
 //!   `facade` and `facade_striped` record through the `metrics` facade
 //!   (`shmetrics_metrics::ShmetricsRecorder`, a kept `metrics::Histogram` handle), without
 //!   a stripe rule and with `stripes(4)`.
@@ -186,6 +190,9 @@ fn main() {
             Subject::new("shmetrics_striped", || {
                 counters.striped.inc_by(black_box(0.5))
             }),
+            Subject::new("shmetrics_one_copy", || {
+                counters.one_copy.inc_by(black_box(0.5))
+            }),
             Subject::new("tikv", || counters.tikv.inc_by(black_box(0.5))),
             Subject::new("prometheus_client", || {
                 counters.pc.inc_by(black_box(0.5));
@@ -197,6 +204,7 @@ fn main() {
     for v in [
         counters.shmetrics.get(),
         counters.striped.get(),
+        counters.one_copy.get(),
         counters.tikv.get(),
         counters.pc.get(),
     ] {
@@ -220,6 +228,9 @@ fn main() {
             Subject::observing("shmetrics_striped", &values, |v| {
                 histograms.striped.observe(v)
             }),
+            Subject::observing("shmetrics_one_copy", &values, |v| {
+                histograms.one_copy.observe(v)
+            }),
             Subject::observing("tikv", &values, |v| histograms.tikv.observe(v)),
             Subject::observing("prometheus_client", &values, |v| histograms.pc.observe(v)),
             Subject::observing("facade", &values, |v| facade.handle.record(v)),
@@ -230,8 +241,12 @@ fn main() {
         rounds,
         ops,
     );
-    let observed =
-        [&histograms.shmetrics, &histograms.striped].map(|h| h.get().buckets.iter().sum::<u64>());
+    let observed = [
+        &histograms.shmetrics,
+        &histograms.striped,
+        &histograms.one_copy,
+    ]
+    .map(|h| h.get().buckets.iter().sum::<u64>());
     for observed in observed
         .into_iter()
         .chain([facade.observed(), facade_striped.observed()])

@@ -33,6 +33,19 @@ pub(crate) fn registry() -> (tempfile::TempDir, Registry) {
     (dir, registry)
 }
 
+/// A fresh registry, as [`registry`], that never spreads a series over copies
+/// (`Options::contention_stripes` 1): a contended series stays one series, as before
+/// spreading existed.
+pub(crate) fn one_copy_registry() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().expect("create a temporary metrics directory");
+    let options = shmetrics_writer::Options {
+        contention_stripes: 1,
+        ..shmetrics_writer::Options::from_env()
+    };
+    let registry = Registry::open_with(dir.path(), options).expect("open a registry");
+    (dir, registry)
+}
+
 /// A fresh mapped file holding the physical limits' words.
 pub(crate) fn mapped() -> MappedWords {
     MappedWords::new(MAP_LEN).expect("map a temporary file")
@@ -121,6 +134,10 @@ pub(crate) struct FloatCounters {
     pub(crate) shmetrics: shmetrics_writer::Counter,
     /// The same counter registered with [`STRIPES`] stripes (`Registry::counter_striped`).
     pub(crate) striped: shmetrics_writer::Counter,
+    /// The same counter in a registry that never spreads a series ([`one_copy_registry`]).
+    #[allow(dead_code, reason = "only the two-thread benches write it")]
+    pub(crate) one_copy: shmetrics_writer::Counter,
+    _one_copy: (tempfile::TempDir, Registry),
     pub(crate) tikv: prometheus::Counter,
     pub(crate) pc: PcCounter<f64, AtomicU64>,
 }
@@ -140,12 +157,21 @@ impl FloatCounters {
             .unlabelled()
             .expect("resolve the child")
             .clone();
+        let (one_copy_dir, one_copy_registry) = one_copy_registry();
+        let one_copy = one_copy_registry
+            .counter("bench_tokens_total", "Tokens.", &[])
+            .expect("register the counter")
+            .unlabelled()
+            .expect("resolve the child")
+            .clone();
         Self {
             _dir: dir,
             _registry: registry,
             map: mapped(),
             shmetrics,
             striped,
+            one_copy,
+            _one_copy: (one_copy_dir, one_copy_registry),
             tikv: prometheus::Counter::new("bench_tokens_total", "Tokens.").unwrap(),
             pc: PcCounter::default(),
         }
@@ -218,6 +244,10 @@ pub(crate) struct Histograms {
     pub(crate) shmetrics: shmetrics_writer::Histogram,
     /// The same histogram registered with [`STRIPES`] stripes (`Registry::histogram_striped`).
     pub(crate) striped: shmetrics_writer::Histogram,
+    /// The same histogram in a registry that never spreads a series ([`one_copy_registry`]).
+    #[allow(dead_code, reason = "only the two-thread benches write it")]
+    pub(crate) one_copy: shmetrics_writer::Histogram,
+    _one_copy: (tempfile::TempDir, Registry),
     pub(crate) tikv: prometheus::Histogram,
     pub(crate) pc: PcHistogram,
     pub(crate) metrics: metrics::Histogram,
@@ -239,6 +269,13 @@ impl Histograms {
             .unlabelled()
             .expect("resolve the child")
             .clone();
+        let (one_copy_dir, one_copy_registry) = one_copy_registry();
+        let one_copy = one_copy_registry
+            .histogram(METRICS_HISTOGRAM, "Latency.", &[], &BOUNDS_20)
+            .expect("register the histogram")
+            .unlabelled()
+            .expect("resolve the child")
+            .clone();
         let tikv = prometheus::Histogram::with_opts(
             prometheus::HistogramOpts::new(METRICS_HISTOGRAM, "Latency.")
                 .buckets(BOUNDS_20.to_vec()),
@@ -251,6 +288,8 @@ impl Histograms {
             map: mapped(),
             shmetrics,
             striped,
+            one_copy,
+            _one_copy: (one_copy_dir, one_copy_registry),
             tikv,
             pc: PcHistogram::new(BOUNDS_20),
             metrics: metrics::histogram!(METRICS_HISTOGRAM),

@@ -41,9 +41,11 @@ pub fn counter_inc_word(word: &AtomicU64, n: u64) {
 }
 
 /// Adds `v` to a counter: integral values go to the integer word, others to the f64 word.
-/// Negative, NaN and zero increments are ignored (a counter never goes down).
+/// Negative, NaN and zero increments are ignored (a counter never goes down). Returns
+/// whether the f64 word's exchange met another thread's write (see [`fetch_add_f64`]);
+/// the integer word's `fetch_add` cannot tell.
 #[inline]
-pub fn counter_add(words: &[AtomicU64], v: f64) {
+pub fn counter_add(words: &[AtomicU64], v: f64) -> bool {
     // In range, `v as i64` converts exactly iff `v` is integral; comparing the round trip
     // avoids `f64::fract`, a library call (software trunc) on baseline x86-64. The signed
     // conversion is one instruction there (the unsigned one a dozen, handling values beyond
@@ -51,9 +53,12 @@ pub fn counter_add(words: &[AtomicU64], v: f64) {
     // between two fights for the line, so its length counts.
     if v > 0.0 && v <= MAX_EXACT && (v as i64) as f64 == v {
         counter_inc(words, v as i64 as u64);
+        false
     } else if v > 0.0 {
         // SYNC POINT counter: relaxed, as above.
-        fetch_add_f64(&words[1], v, Ordering::Relaxed);
+        fetch_add_f64(&words[1], v, Ordering::Relaxed)
+    } else {
+        false
     }
 }
 
@@ -140,15 +145,18 @@ pub fn bucket_index(bounds: &[f64], v: f64) -> usize {
     bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len())
 }
 
-/// Records one observation into bucket `bucket` (from [`bucket_index`]).
+/// Records one observation into bucket `bucket` (from [`bucket_index`]). Returns whether
+/// the sum's exchange met another thread's write (see [`fetch_add_f64`]): the series is
+/// written by two threads at once.
 #[inline(always)]
-pub fn histogram_observe(words: &[AtomicU64], bucket: usize, v: f64) {
+pub fn histogram_observe(words: &[AtomicU64], bucket: usize, v: f64) -> bool {
     // SYNC POINT histogram-bucket: relaxed; published by the two releases below.
     words[2 + bucket].fetch_add(1, Ordering::Relaxed);
     // SYNC POINT histogram-sum: release; a reader that acquires this sum sees the bucket.
-    fetch_add_f64(&words[1], v, Ordering::Release);
+    let contended = fetch_add_f64(&words[1], v, Ordering::Release);
     // SYNC POINT histogram-count: release; marks the observation complete.
     words[0].fetch_add(1, Ordering::Release);
+    contended
 }
 
 /// Stores a whole histogram (or summary) at once: per-bucket counts (`bounds + 1`, the last

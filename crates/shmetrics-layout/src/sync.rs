@@ -32,15 +32,26 @@ pub fn store_f64(word: &AtomicU64, v: f64, order: Ordering) {
 /// Adds `v` to the `f64` stored as the bits of `word`: a compare-and-swap loop, `order` on
 /// the successful exchange (its read and its write), relaxed on a failed one (which
 /// publishes nothing and is retried).
+///
+/// Returns whether another write to `word` came between this one's read and its exchange
+/// (the exchange found another value): the sign that another thread writes the same word
+/// at the same time, which writers use to spread a series over copies. Free when `false`:
+/// the loop's own exit.
 #[inline(always)]
-pub fn fetch_add_f64(word: &AtomicU64, v: f64, order: Ordering) {
+pub fn fetch_add_f64(word: &AtomicU64, v: f64, order: Ordering) -> bool {
     // Relaxed: only a starting guess; the exchange below checks it.
     let mut current = word.load(Ordering::Relaxed);
+    let mut contended = false;
     loop {
         let next = (f64::from_bits(current) + v).to_bits();
         match word.compare_exchange_weak(current, next, order, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(actual) => current = actual,
+            Ok(_) => return contended,
+            // A weak exchange may also fail spuriously (on LL/SC machines) with the value
+            // unchanged: that is no other writer.
+            Err(actual) => {
+                contended |= actual != current;
+                current = actual;
+            }
         }
     }
 }
@@ -54,7 +65,8 @@ mod tests {
         let word = AtomicU64::new(0);
         store_f64(&word, -2.5, Ordering::Relaxed);
         assert_eq!(word.load(Ordering::Relaxed), (-2.5f64).to_bits());
-        fetch_add_f64(&word, 4.0, Ordering::Release);
+        // Alone on the word: no other write came between the read and the exchange.
+        assert!(!fetch_add_f64(&word, 4.0, Ordering::Release));
         assert_eq!(load_f64(&word, Ordering::Acquire), 1.5);
         fetch_add_f64(&word, f64::INFINITY, Ordering::Relaxed);
         assert_eq!(load_f64(&word, Ordering::Relaxed), f64::INFINITY);

@@ -163,6 +163,37 @@ fn concurrent_float_additions_are_all_kept() {
     });
 }
 
+/// The contention signal of a float addition (`counter_add`'s return, which writers use to
+/// spread a series over copies): an addition says it met another write exactly when the
+/// other thread's addition landed between its read and its exchange, and both are kept
+/// either way. Over loom's interleavings both answers occur.
+#[test]
+fn a_float_addition_says_when_another_write_came_between() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SEEN_CONTENDED: AtomicBool = AtomicBool::new(false);
+    static SEEN_ALONE: AtomicBool = AtomicBool::new(false);
+    loom::model(|| {
+        let counter = words(slot_words(MetricKind::Counter, 0));
+        let other = {
+            let counter = counter.clone();
+            thread::spawn(move || counter_add(&counter, 0.25))
+        };
+        let mine = counter_add(&counter, 0.5);
+        let theirs = other.join().unwrap();
+        assert_eq!(counter_read(&counter), 0.75);
+        // Two additions: at most one can find the other's write in its window.
+        assert!(!(mine && theirs));
+        let seen = if mine || theirs {
+            &SEEN_CONTENDED
+        } else {
+            &SEEN_ALONE
+        };
+        seen.store(true, Ordering::Relaxed);
+    });
+    assert!(SEEN_CONTENDED.load(Ordering::Relaxed));
+    assert!(SEEN_ALONE.load(Ordering::Relaxed));
+}
+
 fn family(id: u32, name: &str) -> FamilyRecord {
     FamilyRecord {
         id,

@@ -76,7 +76,10 @@
 //!   `_for_prefix`, `stripes`; 1 by default) get that many copies of each series, and each
 //!   thread writes the copy its number picks, so they do not take the series' cache lines
 //!   from each other; readers add the copies up, so the exposition is the same, and
-//!   processes may use different counts for one name.
+//!   processes may use different counts for one name. Without a rule, a histogram (or a
+//!   counter's fractional increments, which `metrics` counters do not make) is spread over
+//!   copies the first time threads are found writing one series at once
+//!   (`Options::contention_stripes` of [`RecorderBuilder::options`]).
 //!
 //! # Default gauge mode: `livesum`
 //!

@@ -247,8 +247,10 @@ impl RecorderBuilder {
     /// series that several threads write at once: each thread writes the copy its number
     /// picks, so up to `stripes` threads never contend for a cache line, and readers add
     /// the copies up (`Registry::histogram_striped`). A power of two up to
-    /// [`MAX_STRIPES`](shmetrics_writer::MAX_STRIPES); 1 (the default): one copy. A
-    /// series takes `stripes` times the slots. Gauges are never striped.
+    /// [`MAX_STRIPES`](shmetrics_writer::MAX_STRIPES); 1 (the default): one copy, until
+    /// threads are found writing a histogram series at once (then it is spread over
+    /// `Options::contention_stripes` copies). A series takes `stripes` times the slots.
+    /// Gauges are never striped.
     #[must_use]
     pub fn stripes(self, stripes: usize) -> Self {
         self.set_stripes(StripeRule::Default, stripes, |b, n| {

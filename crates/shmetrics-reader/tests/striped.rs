@@ -5,8 +5,10 @@
 
 use std::path::Path;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use shmetrics_reader::inspect::inspect;
+use shmetrics_reader::inspect::{RecordEntry, inspect};
 use shmetrics_reader::{Format, PrefixFilter, Reader};
 use shmetrics_writer::{
     CounterFamily, Difference, Error, HistogramFamily, MAX_STRIPES, Options, Registry,
@@ -142,6 +144,147 @@ fn striped_series_show_what_one_series_of_the_same_writes_does() {
     );
     assert_eq!(without_created(&s), without_created(&p));
     assert!(s.contains("latency_count{route=\"a\"} 2400\n"), "{s}");
+}
+
+/// The creation times of `family`'s series records for label value `a` in `registry`'s
+/// segments, in record order.
+fn created_of(registry: &Registry, family: &str) -> Vec<u64> {
+    let mut created = Vec::new();
+    for path in registry.segment_paths() {
+        for info in inspect(&path).unwrap().records {
+            if let RecordEntry::Series {
+                record, family: f, ..
+            } = info.entry
+                && f.name == family
+                && record.label_values == ["a"]
+            {
+                created.push(record.created_unix_nanos.unwrap());
+            }
+        }
+    }
+    created
+}
+
+#[test]
+fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does() {
+    let (spread_dir, plain_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let spreading = Options {
+        contention_stripes: 4,
+        ..Options::default()
+    };
+    let spread_registry = Registry::open_simulating_pid(spread_dir.path(), spreading, 7000);
+    let spread_registry = spread_registry.unwrap();
+    let spread = Families::register(&spread_registry, None);
+    let (latency, requests) = (
+        spread.latency.labels(["a"]).unwrap(),
+        spread.requests.labels(["a"]).unwrap(),
+    );
+    // Two threads write series `a` at once until both have spread (10 s at most), then as
+    // much again; each counts its writes. Only the first looks at the segments, every
+    // 20 ms: reading them takes long enough to keep the threads from meeting.
+    let spread_out = || {
+        created_of(&spread_registry, "latency").len() > 1
+            && created_of(&spread_registry, "requests").len() > 1
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (start, stop) = (Barrier::new(2), AtomicBool::new(false));
+    let writes: Vec<usize> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let (start, stop, spread_out) = (&start, &stop, &spread_out);
+                s.spawn(move || {
+                    start.wait();
+                    let (mut n, mut extra, mut look) = (0, None, Instant::now());
+                    while extra.is_none_or(|e| n < e) {
+                        for v in observations(t) {
+                            latency.observe(v);
+                            requests.inc_by(v + 0.25);
+                        }
+                        n += 400;
+                        if t == 0 && look.elapsed() > Duration::from_millis(20) {
+                            if spread_out() || Instant::now() > deadline {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            look = Instant::now();
+                        }
+                        if extra.is_none() && stop.load(Ordering::Relaxed) {
+                            extra = Some(2 * n);
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    // Spread over four copies each: the first record and three placed later.
+    let (latency_created, requests_created) = (
+        created_of(&spread_registry, "latency"),
+        created_of(&spread_registry, "requests"),
+    );
+    assert_eq!(latency_created.len(), 4);
+    assert_eq!(requests_created.len(), 4);
+    assert!(latency_created[1..].iter().all(|&c| c > latency_created[0]));
+
+    // The same writes, one thread after the other, into a registry that never spreads.
+    let one_copy = Options {
+        contention_stripes: 1,
+        ..Options::default()
+    };
+    let plain_registry = Registry::open_simulating_pid(plain_dir.path(), one_copy, 7000);
+    let plain_registry = plain_registry.unwrap();
+    let plain = Families::register(&plain_registry, None);
+    for (t, &n) in writes.iter().enumerate() {
+        for v in (0..n / 400).flat_map(|_| observations(t)) {
+            plain.latency.labels(["a"]).unwrap().observe(v);
+            plain.requests.labels(["a"]).unwrap().inc_by(v + 0.25);
+        }
+    }
+    assert_eq!(created_of(&plain_registry, "latency").len(), 1);
+
+    let expected = plain.latency.labels(["a"]).unwrap().get();
+    assert_eq!(latency.get(), expected);
+    assert_eq!(
+        expected.buckets.iter().sum::<u64>(),
+        writes.iter().sum::<usize>() as u64
+    );
+    assert_eq!(requests.get(), plain.requests.labels(["a"]).unwrap().get());
+    let created_line = |text: &str, family: &str| {
+        let prefix = format!("{family}_created{{route=\"a\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap();
+        line[prefix.len()..].parse::<f64>().unwrap()
+    };
+    for round in ["live", "compacted"] {
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let (s, p) = (
+                scrape(spread_dir.path(), format),
+                scrape(plain_dir.path(), format),
+            );
+            assert_eq!(
+                without_created(&s),
+                without_created(&p),
+                "{round} {format:?}"
+            );
+        }
+        // The series' `_created` is its first record's (when the child was made), not a
+        // later copy's.
+        let text = scrape(spread_dir.path(), Format::OpenMetrics);
+        for (family, created) in [
+            ("latency", &latency_created),
+            ("requests", &requests_created),
+        ] {
+            let shown = created_line(&text, family);
+            assert!(
+                (shown - created[0] as f64 / 1e9).abs() < 1e-6,
+                "{round}: {text}"
+            );
+        }
+        spread_registry.end_liveness();
+        plain_registry.end_liveness();
+        for dir in [spread_dir.path(), plain_dir.path()] {
+            Reader::open(dir).unwrap().compact().unwrap();
+        }
+    }
 }
 
 #[test]

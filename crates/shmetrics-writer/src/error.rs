@@ -38,8 +38,8 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
-    /// Options out of range (segment sizes, segment count).
-    #[error("segment sizes must be multiples of 4096 in {min}..={max} and max_segments > 0: {options:?}", min = shmetrics_layout::MIN_SEGMENT_SIZE, max = shmetrics_layout::MAX_SEGMENT_SIZE)]
+    /// Options out of range (segment sizes, segment count, contention stripes).
+    #[error("segment sizes must be multiples of 4096 in {min}..={max}, max_segments > 0 and contention_stripes a power of two up to {max_stripes}: {options:?}", min = shmetrics_layout::MIN_SEGMENT_SIZE, max = shmetrics_layout::MAX_SEGMENT_SIZE, max_stripes = crate::MAX_STRIPES)]
     InvalidOptions {
         /// The options given.
         options: Box<Options>,

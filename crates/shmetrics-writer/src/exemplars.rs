@@ -14,7 +14,7 @@ use shmetrics_layout::view::SlotBlock;
 
 use crate::error::{Error, Result};
 use crate::identity::now_nanos;
-use crate::placement::{SeriesAt, Shared};
+use crate::placement::{CopySource, SeriesAt, Shared};
 
 /// Where a new child's slots were placed, and what it needs to place its exemplar slots
 /// later. Handed to [`Child::from_slots`](crate::Child).
@@ -27,6 +27,9 @@ pub struct Placed {
     /// A striped family's further copies of the series (`FamilyDef::stripes` − 1), each
     /// placed as a series of its own; empty otherwise.
     pub(crate) further: Vec<Placed>,
+    /// For an unstriped counter or histogram series that may be spread over copies once
+    /// found contended (`Options::contention_stripes` above 1): what placing them takes.
+    pub(crate) copy_source: Option<CopySource>,
 }
 
 /// A child's exemplar slots, placed on first use; shared by the handle's clones.
@@ -72,6 +75,11 @@ impl ExemplarSlots {
         }
     }
 
+    /// Whether the series these slots belong to was placed in a segment (not dropped).
+    pub(crate) fn placed(&self) -> bool {
+        self.inner.at.is_some()
+    }
+
     /// Exemplar labels checked and encoded as a slot stores them.
     ///
     /// # Errors
@@ -91,6 +99,7 @@ impl ExemplarSlots {
             return;
         };
         if encoded.len() > exemplar_label_room(*width) {
+            // SYNC POINT log-once: relaxed; a flag that only rations a log line.
             if !DROPPED_WIDE.swap(true, Ordering::Relaxed) {
                 log::warn!(
                     "shmetrics: an exemplar of {} bytes of labels dropped: its series' slots hold {} (sized by its first exemplar); further drops are not logged",

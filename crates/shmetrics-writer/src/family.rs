@@ -11,7 +11,7 @@ use crate::def::FamilyDef;
 use crate::error::{Error, Result};
 use crate::exemplars::{ExemplarSlots, Placed};
 use crate::identity::now_nanos;
-use crate::placement::Shared;
+use crate::placement::{CopySource, Lines, Shared};
 use crate::stripes::Copies;
 use shmetrics_layout::exemplar::exemplar_count;
 
@@ -35,7 +35,7 @@ pub trait Child: Send + Sync + Sized + 'static {
 type LabelValues = Box<[Box<str>]>;
 
 pub(crate) struct FamilyCore<C> {
-    pub(crate) def: FamilyDef,
+    pub(crate) def: Arc<FamilyDef>,
     pub(crate) shared: Arc<Shared>,
     children: ChildTable<LabelValues, C>,
 }
@@ -65,7 +65,7 @@ impl<C: Child> Family<C> {
     pub(crate) fn new(def: FamilyDef, shared: Arc<Shared>) -> Self {
         Self {
             core: Arc::new(FamilyCore {
-                def,
+                def: Arc::new(def),
                 shared,
                 children: ChildTable::new(),
             }),
@@ -127,8 +127,15 @@ impl<C: Child> Family<C> {
             |key| values_eq(key, values),
             || {
                 let shared = &self.core.shared;
+                // A striped family's copies are written by different threads: each on
+                // lines of its own.
+                let lines = if def.stripes > 1 {
+                    Lines::Own
+                } else {
+                    Lines::Packed
+                };
                 let mut place = || {
-                    let (slots, at) = state.place_series(shared, def, values);
+                    let (slots, at) = state.place_series(shared, def, values, lines);
                     // Counters and histograms only: the kinds with exemplars.
                     let exemplars = exemplar_count(C::KIND, def.bounds.len())
                         .map(|n| ExemplarSlots::new(Arc::clone(shared), at, n));
@@ -136,10 +143,25 @@ impl<C: Child> Family<C> {
                         slots,
                         exemplars,
                         further: Vec::new(),
+                        copy_source: None,
                     }
                 };
                 let mut placed = place();
                 placed.further = (1..def.stripes).map(|_| place()).collect();
+                // An unstriped counter or histogram may be spread over copies later, once
+                // found contended (`stripes.rs`); a series that could not be placed never is.
+                let spreads = matches!(C::KIND, MetricKind::Counter | MetricKind::Histogram);
+                if spreads
+                    && def.stripes == 1
+                    && shared.options.contention_stripes > 1
+                    && placed.exemplars.as_ref().is_some_and(ExemplarSlots::placed)
+                {
+                    placed.copy_source = Some(CopySource {
+                        shared: Arc::clone(shared),
+                        def: Arc::clone(def),
+                        values: values.into(),
+                    });
+                }
                 let key = values.iter().map(|v| Box::from(v.as_ref())).collect();
                 (key, C::from_slots(placed, def))
             },
@@ -190,10 +212,13 @@ impl Counter {
     }
 
     /// Adds `v`. Integral values take the integer path; a negative or NaN `v` is ignored,
-    /// as a counter never goes down.
+    /// as a counter never goes down. A series whose fractional part threads of this
+    /// process add to at once is spread over copies (`Options::contention_stripes`).
     #[inline]
     pub fn inc_by(&self, v: f64) {
-        slots::counter_add(self.copies.mine().0.words(), v);
+        if slots::counter_add(self.copies.mine().0.words(), v) {
+            self.copies.contended();
+        }
     }
 
     /// Adds `v` (as [`Counter::inc_by`]) and makes `labels` with value `v`, timed now, the
@@ -212,7 +237,9 @@ impl Counter {
         let encoded = ExemplarSlots::check(labels)?;
         if v >= 0.0 {
             let (slots, exemplars) = self.copies.mine();
-            slots::counter_add(slots.words(), v);
+            if slots::counter_add(slots.words(), v) {
+                self.copies.contended();
+            }
             exemplars.store(0, v, &encoded);
         }
         Ok(())
@@ -336,11 +363,15 @@ impl Child for Histogram {
 
 impl Histogram {
     /// Records one observation: a linear search over the bounds, then three relaxed or
-    /// release read-modify-writes (bucket, sum, count) on this thread's stripe.
+    /// release read-modify-writes (bucket, sum, count) on this thread's copy. A series that
+    /// threads of this process observe at once is spread over copies
+    /// (`Options::contention_stripes`).
     #[inline]
     pub fn observe(&self, v: f64) {
         let bucket = slots::bucket_index(&self.bounds, v);
-        slots::histogram_observe(self.copies.mine().0.words(), bucket, v);
+        if slots::histogram_observe(self.copies.mine().0.words(), bucket, v) {
+            self.copies.contended();
+        }
     }
 
     /// Records `v` (as [`Histogram::observe`]) and makes `labels` with value `v`, timed
@@ -359,7 +390,9 @@ impl Histogram {
         let encoded = ExemplarSlots::check(labels)?;
         let bucket = slots::bucket_index(&self.bounds, v);
         let (slots, exemplars) = self.copies.mine();
-        slots::histogram_observe(slots.words(), bucket, v);
+        if slots::histogram_observe(slots.words(), bucket, v) {
+            self.copies.contended();
+        }
         exemplars.store(bucket, v, &encoded);
         Ok(())
     }
@@ -615,6 +648,43 @@ mod tests {
         used
     }
 
+    /// Asserts that copies `from..` start on a 128-byte boundary and that no 128-byte span
+    /// holds words of two copies.
+    fn assert_on_own_lines(copies: &Copies, from: usize) {
+        let span = |block: &SlotBlock| {
+            let words = block.words();
+            let start = words.as_ptr() as usize;
+            (start / 128, (start + words.len() * 8).div_ceil(128))
+        };
+        let spans: Vec<(usize, usize)> = copies.each().map(span).collect();
+        for (i, block) in copies.each().enumerate().skip(from) {
+            assert_eq!(block.words().as_ptr() as usize % 128, 0, "copy {i}");
+            for (j, other) in spans.iter().enumerate().filter(|&(j, _)| j != i) {
+                let (a, b) = (spans[i], other);
+                assert!(a.1 <= b.0 || b.1 <= a.0, "copies {i} and {j} share a line");
+            }
+        }
+    }
+
+    #[test]
+    fn striped_copies_are_on_lines_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(&dir);
+        // A series between, so that packed copies would share lines.
+        let counters = r.counter_striped("requests", "Requests.", &[], 4).unwrap();
+        let histograms =
+            (r.histogram_striped("latency", "Latency.", &["a"], &[1.0, 2.0], 8)).unwrap();
+        for value in ["x", "y"] {
+            r.counter("other", "Other.", &[])
+                .unwrap()
+                .unlabelled()
+                .unwrap()
+                .inc();
+            assert_on_own_lines(&histograms.labels([value]).unwrap().copies, 0);
+        }
+        assert_on_own_lines(&counters.unlabelled().unwrap().copies, 0);
+    }
+
     #[test]
     fn threads_observe_into_copies_of_their_own() {
         let dir = tempfile::tempdir().unwrap();
@@ -651,6 +721,125 @@ mod tests {
         c.reset();
         assert_eq!(c.get(), 0.0);
         assert!(used(&c.copies, value).is_empty());
+    }
+
+    /// Runs `write` on two threads at once until `spread()` or for at most 10 s, then
+    /// `more` times each; returns how many writes each thread made.
+    fn two_threads_until(spread: impl Fn() -> bool + Sync, write: impl Fn() + Sync) -> u64 {
+        let start = std::sync::Barrier::new(2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let counts: Vec<u64> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        let mut n = 0u64;
+                        while !spread() && std::time::Instant::now() < deadline {
+                            for _ in 0..1_000 {
+                                write();
+                            }
+                            n += 1_000;
+                        }
+                        // Both threads on the spread series a while longer.
+                        for _ in 0..100_000 {
+                            write();
+                        }
+                        n + 100_000
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        counts.iter().sum()
+    }
+
+    fn spreading_registry(dir: &tempfile::TempDir, stripes: usize) -> Registry {
+        let options = Options {
+            contention_stripes: stripes,
+            ..Options::default()
+        };
+        Registry::open_with(dir.path(), options).unwrap()
+    }
+
+    #[test]
+    fn a_histogram_two_threads_observe_at_once_is_spread_over_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = spreading_registry(&dir, 4);
+        let family = r.histogram("latency", "Latency.", &[], &[1.0]).unwrap();
+        let h = family.unlabelled().unwrap();
+        assert_eq!(h.copies.count(), 1, "one copy until contended");
+        let n = two_threads_until(|| h.copies.count() > 1, || h.observe(0.25));
+        assert_eq!(h.copies.count(), 4);
+        // Every observation kept, in exactly one copy: the buckets and the sum (quarters,
+        // exact in any order).
+        assert_eq!(h.get().buckets, [n, 0]);
+        assert_eq!(h.get().sum, n as f64 * 0.25);
+        // Both threads wrote copies other than the first after the spread.
+        let count = |block: &SlotBlock| {
+            let mut value = slots::HistogramValue::default();
+            slots::histogram_read(block.words(), 1, &mut value);
+            value.count() as f64
+        };
+        assert!(used(&h.copies, count).len() >= 2);
+        // The copies placed when it spread are on lines of their own.
+        assert_on_own_lines(&h.copies, 1);
+        // The handle's clones and a second lookup write the same copies.
+        let clone = h.clone();
+        assert_eq!(clone.copies.count(), 4);
+        assert_eq!(family.unlabelled().unwrap().copies.count(), 4);
+    }
+
+    #[test]
+    fn a_counter_two_threads_add_to_at_once_is_spread_over_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = spreading_registry(&dir, 2);
+        let family = r.counter("tokens", "Tokens.", &["model"]).unwrap();
+        let c = family.labels(["m"]).unwrap();
+        let n = two_threads_until(|| c.copies.count() > 1, || c.inc_by(0.5));
+        assert_eq!(c.copies.count(), 2);
+        assert_eq!(c.get(), n as f64 * 0.5);
+        c.reset();
+        assert_eq!(c.get(), 0.0);
+    }
+
+    #[test]
+    fn a_series_that_finds_no_room_for_copies_keeps_one_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            contention_stripes: 4,
+            initial_segment_size: shmetrics_layout::MIN_SEGMENT_SIZE as usize,
+            max_segments: 1,
+            ..Options::default()
+        };
+        let r = Registry::open_with(dir.path(), options).unwrap();
+        let family = r.histogram("latency", "Latency.", &["a"], &[1.0]).unwrap();
+        let h = family.labels(["contended"]).unwrap();
+        // Fill the one segment: the last child is dropped.
+        let mut n = 0;
+        while r.dropped_series() == 0 {
+            family.labels([format!("filler {n}")]).unwrap();
+            n += 1;
+        }
+        let writes = two_threads_until(|| h.copies.spread_tried(), || h.observe(0.25));
+        assert!(h.copies.spread_tried());
+        assert_eq!(h.copies.count(), 1);
+        assert_eq!(h.get().buckets, [writes, 0]);
+        // Not a dropped series: it kept its place, only no copies were added.
+        assert_eq!(r.dropped_series(), 1);
+    }
+
+    #[test]
+    fn no_series_is_spread_with_contention_stripes_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = spreading_registry(&dir, 1);
+        let family = r.histogram("latency", "Latency.", &[], &[1.0]).unwrap();
+        let h = family.unlabelled().unwrap();
+        // Two threads for a second at most: long enough to spread with it on (the test
+        // above spreads in well under that).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let n = two_threads_until(|| std::time::Instant::now() > deadline, || h.observe(2.0));
+        assert_eq!(h.copies.count(), 1);
+        assert_eq!(h.get().buckets, [0, n]);
     }
 
     #[test]

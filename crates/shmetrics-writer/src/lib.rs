@@ -35,8 +35,8 @@
 // The modules import one another without a cycle: error, identity, options, def and
 // child_table import no other; segment imports error; placement (the shared state and the
 // placing of series) imports those; exemplars, family and fork import placement (family
-// imports exemplars too); stripes imports exemplars, family imports stripes; registry
-// imports family and fork.
+// imports exemplars too); stripes imports exemplars, identity and placement, family
+// imports stripes; registry imports family and fork.
 pub mod child_table;
 mod def;
 mod error;

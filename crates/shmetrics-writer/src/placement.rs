@@ -5,6 +5,7 @@
 
 use std::cell::OnceCell;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use shmetrics_layout::exemplar::exemplar_block_words;
@@ -17,7 +18,7 @@ use crate::def::FamilyDef;
 use crate::error::{Error, Result};
 use crate::identity::{ProcessIdentity, now_nanos};
 use crate::options::Options;
-use crate::segment::Segment;
+use crate::segment::{OWN_LINES_SLACK, Segment};
 
 /// State shared by the registry and its families, guarded by one mutex that only
 /// registration and first-time child creation take.
@@ -66,6 +67,34 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// What placing another copy of a series later takes (a series spread over copies once
+/// found contended, `stripes.rs`): the registry's state, the family's definition and the
+/// series' label values.
+pub(crate) struct CopySource {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) def: Arc<FamilyDef>,
+    pub(crate) values: Box<[String]>,
+}
+
+impl std::fmt::Debug for CopySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopySource")
+            .field("family", &self.def.name)
+            .field("values", &self.values)
+            .finish()
+    }
+}
+
+/// How a series' slots are placed among the others'.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lines {
+    /// Right below the last series' slots: a single copy, written by whichever threads.
+    Packed,
+    /// On cache lines of their own: a copy of a series that threads write apart (striped or
+    /// spread), which must not share a line with another copy.
+    Own,
 }
 
 /// Where a series' slots were placed: its segment (an index into `State::segments`, the
@@ -118,8 +147,28 @@ impl State {
         shared: &Shared,
         def: &FamilyDef,
         values: &[String],
+        lines: Lines,
     ) -> (SlotBlock, Option<SeriesAt>) {
+        match self.try_place_series(shared, def, values, lines) {
+            Ok((slots, at)) => (slots, Some(at)),
+            Err(e) => (self.drop_series(def, &e), None),
+        }
+    }
+
+    /// Places a new series as [`State::place_series`] does, or says why it could not: no
+    /// segment could be opened for it (nothing is counted as dropped then).
+    pub(crate) fn try_place_series(
+        &mut self,
+        shared: &Shared,
+        def: &FamilyDef,
+        values: &[String],
+        lines: Lines,
+    ) -> Result<(SlotBlock, SeriesAt)> {
         let width = slot_words(def.kind, def.bounds.len());
+        let room = match lines {
+            Lines::Packed => width,
+            Lines::Own => width + OWN_LINES_SLACK,
+        };
         let mut series = SeriesFields {
             family_id: 0,
             slot_offset: 0,
@@ -141,13 +190,11 @@ impl State {
             } else {
                 family_len()
             };
-            seg.fits(declare + series_len, width)
+            seg.fits(declare + series_len, room)
         });
         if !fits {
-            let minimum = HEADER_SIZE + family_len() + series_len + width * 8;
-            if let Err(e) = self.open_continuation(shared, minimum) {
-                return (self.drop_series(def, &e), None);
-            }
+            let minimum = HEADER_SIZE + family_len() + series_len + room * 8;
+            self.open_continuation(shared, minimum)?;
         }
         let seg = self.segments.last_mut().expect("a segment exists");
         series.family_id = match seg.declared.get(&def.name) {
@@ -159,17 +206,17 @@ impl State {
                 id
             }
         };
-        let slot_offset = seg.alloc_slots(width);
+        let slot_offset = match lines {
+            Lines::Packed => seg.alloc_slots(width),
+            Lines::Own => seg.alloc_slots_on_own_lines(width),
+        };
         series.slot_offset = slot_offset as u64;
         seg.append_record(&series.encode());
         let at = SeriesAt {
             segment: self.segments.len() - 1,
             slot_offset,
         };
-        (
-            self.segments[at.segment].slot_block(slot_offset, width),
-            Some(at),
-        )
+        Ok((self.segments[at.segment].slot_block(slot_offset, width), at))
     }
 
     /// Places `count` exemplar slots of `slot_words` words for the series at `at`: the slots first, zero (never

@@ -136,6 +136,7 @@ impl Registry {
             || !size_range.contains(&options.max_segment_size)
             || !options.initial_segment_size.is_multiple_of(4096)
             || options.max_segments == 0
+            || !crate::valid_stripes(options.contention_stripes)
         {
             return Err(Error::InvalidOptions {
                 options: Box::new(options),
@@ -230,6 +231,8 @@ impl Registry {
 
     /// Registers (or returns the already registered) counter family. A trailing `_total`
     /// is stripped from `name`, as `prometheus_client` does; the exposition adds it back.
+    /// A series whose fractional increments threads of this process add at once is spread
+    /// over copies when found so ([`Options::contention_stripes`]).
     ///
     /// # Errors
     /// [`Error::InvalidFamily`] for an invalid name or label name, [`Error::Conflict`] if
@@ -254,7 +257,9 @@ impl Registry {
 
     /// Registers a histogram family with these finite bucket upper bounds (strictly
     /// increasing; a trailing `+Inf` may be given and is implied otherwise). An empty
-    /// `bounds` means [`DEFAULT_BUCKETS`].
+    /// `bounds` means [`DEFAULT_BUCKETS`]. A series that threads of this process observe at
+    /// once is spread over copies when found so ([`Options::contention_stripes`]), as a
+    /// [`Registry::histogram_striped`] family's are from the start.
     ///
     /// # Errors
     /// As [`Registry::counter`], and [`Error::InvalidFamily`] for unsorted or NaN bounds.
@@ -277,8 +282,10 @@ impl Registry {
     /// them up as they add processes, so the exposition is the same as without stripes. A
     /// series takes `stripes` times the slots (and exemplar slots); the count is a power of
     /// two from 1 to [`MAX_STRIPES`](crate::MAX_STRIPES), and registering the name again
-    /// with another count is a conflict. `docs/performance.md`, "Striped series: the
-    /// contention taken away", measures what it saves and costs.
+    /// with another count is a conflict. Each copy's slots are on cache lines of their own.
+    /// A thread whose copy another thread writes at the same time moves to another.
+    /// `docs/performance.md`, "Striped series: the contention taken away", measures what it
+    /// saves and costs.
     ///
     /// # Errors
     /// As [`Registry::histogram`], and [`Error::InvalidStripes`].

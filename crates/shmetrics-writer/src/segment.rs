@@ -20,6 +20,13 @@ use shmetrics_layout::{
 
 use crate::error::{Error, Result, SegmentOp};
 
+/// The span that [`Segment::alloc_slots_on_own_lines`] keeps a block's lines apart on: two
+/// 64-byte cache lines, as x86 processors fetch lines in such pairs.
+pub(crate) const OWN_LINES: usize = 128;
+
+/// Words a block on lines of its own may cost beyond its own: the gaps before and after it.
+pub(crate) const OWN_LINES_SLACK: usize = 2 * OWN_LINES / 8;
+
 /// A mapped segment and the file whose lock marks this process alive. Shared by every
 /// handle whose slots live in it, so the mapping and the lock outlive the registry if the
 /// handles do.
@@ -242,6 +249,20 @@ impl Segment {
     pub(crate) fn alloc_slots(&mut self, words: usize) -> usize {
         self.slot_floor -= words * 8;
         // SYNC POINT slot-floor: relaxed; informational only, readers bound-check each series.
+        self.map.words()[SLOT_FLOOR_WORD].store(self.slot_floor as u64, Ordering::Relaxed);
+        self.slot_floor
+    }
+
+    /// Reserves `words` slot words as [`Segment::alloc_slots`] does, on lines of their own:
+    /// the block starts on a [`OWN_LINES`] boundary and shares no such line with another
+    /// block, so threads writing different copies of a series never share a cache line
+    /// (nor the line the processor fetches with it). The caller has checked
+    /// [`Segment::fits`] for `words` + [`OWN_LINES_SLACK`].
+    pub(crate) fn alloc_slots_on_own_lines(&mut self, words: usize) -> usize {
+        self.slot_floor -= self.slot_floor % OWN_LINES;
+        self.slot_floor -= words * 8;
+        self.slot_floor -= self.slot_floor % OWN_LINES;
+        // SYNC POINT slot-floor: relaxed, as in `alloc_slots`.
         self.map.words()[SLOT_FLOOR_WORD].store(self.slot_floor as u64, Ordering::Relaxed);
         self.slot_floor
     }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use shmetrics_layout::DefinitionError;
 use shmetrics_writer::{
-    DEFAULT_BUCKETS, Difference, Error, GaugeMode, MetricKind, Options, Registry,
+    DEFAULT_BUCKETS, Difference, Error, GaugeMode, MAX_STRIPES, MetricKind, Options, Registry,
 };
 
 fn segments(dir: &Path) -> Vec<String> {
@@ -560,4 +560,55 @@ fn label_values_from_any_iterable() {
     assert!(matches!(err, Error::InvalidLabels { .. }), "{err:?}");
     let err = family.labels(["get", "200", "x"]).unwrap_err();
     assert!(matches!(err, Error::InvalidLabels { .. }), "{err:?}");
+}
+
+#[test]
+fn options_out_of_range_are_refused_with_what_was_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = Options::default();
+    assert!(defaults.contention_stripes.is_power_of_two());
+    assert!((2..=16).contains(&defaults.contention_stripes));
+    let refused = [
+        Options {
+            contention_stripes: 0,
+            ..defaults.clone()
+        },
+        Options {
+            contention_stripes: 3,
+            ..defaults.clone()
+        },
+        Options {
+            contention_stripes: MAX_STRIPES * 2,
+            ..defaults.clone()
+        },
+        Options {
+            initial_segment_size: 5000,
+            ..defaults.clone()
+        },
+        Options {
+            max_segments: 0,
+            ..defaults.clone()
+        },
+    ];
+    for options in refused {
+        let err = Registry::open_with(dir.path(), options.clone()).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidOptions { options: o } if **o == options),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("contention_stripes a power of two up to 64"),
+            "{message}"
+        );
+    }
+    // Nothing was created for a refused registry.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    for stripes in [1, 2, MAX_STRIPES] {
+        let options = Options {
+            contention_stripes: stripes,
+            ..defaults.clone()
+        };
+        Registry::open_with(dir.path(), options).unwrap();
+    }
 }
