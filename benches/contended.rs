@@ -38,8 +38,8 @@ use std::hint::black_box;
 
 use peers::{FloatCounters, Histograms, STRIPES};
 use shmetrics_benches::{
-    BOUNDS_20, CYCLE_LEN, median, observation_cycle, on_two_threads, raw_f64_add,
-    raw_histogram_observe, two_threads,
+    BOUNDS_20, CYCLE_LEN, median, observation_cycle, observe_on_two_threads, on_two_threads,
+    raw_f64_add, raw_histogram_observe,
 };
 use shmetrics_metrics::ShmetricsRecorder;
 
@@ -112,12 +112,7 @@ impl<'a> Subject<'a> {
         Self {
             name,
             run: Box::new(move |ops| {
-                let time = two_threads(|thread| {
-                    let start = thread * values.len() / 2;
-                    for at in (start..).take(ops as usize) {
-                        observe(black_box(values[at % values.len()]));
-                    }
-                });
+                let time = observe_on_two_threads(ops, values, &observe);
                 time.as_nanos() as f64 / ops as f64
             }),
         }

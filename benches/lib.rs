@@ -181,6 +181,18 @@ pub fn on_two_threads(iters: u64, op: impl Fn() + Sync) -> Duration {
     })
 }
 
+/// `observe` of `values` on two threads, `ops` each, each thread walking the values (a
+/// cycle) from its own half: no shared index, so the only line the threads fight over is
+/// the subject's. The slower thread's time, as [`two_threads`].
+pub fn observe_on_two_threads(ops: u64, values: &[f64], observe: impl Fn(f64) + Sync) -> Duration {
+    two_threads(|thread| {
+        let start = thread * values.len() / 2;
+        for at in (start..).take(ops as usize) {
+            observe(std::hint::black_box(values[at % values.len()]));
+        }
+    })
+}
+
 /// Runs `work(0)` and `work(1)` on two threads released together; returns the slower
 /// thread's time from its release to the end of its `work`.
 ///

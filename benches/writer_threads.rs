@@ -19,7 +19,6 @@
 mod peers;
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -28,8 +27,9 @@ use peers::{FloatCounters, Gauges, Histograms, Labels2, drained, metrics_create,
 use prometheus_client::metrics::counter::Counter as PcCounter;
 use prometheus_client::metrics::family::Family as PcFamily;
 use shmetrics_benches::{
-    BOUNDS_20, CYCLE_LEN, distinct_label_values, filtered, observation_cycle, on_two_threads,
-    raw_f64_add, raw_histogram_observe, raw_store_f64, two_threads,
+    BOUNDS_20, CYCLE_LEN, distinct_label_values, filtered, observation_cycle,
+    observe_on_two_threads, on_two_threads, raw_f64_add, raw_histogram_observe, raw_store_f64,
+    two_threads,
 };
 
 /// Children each thread creates per fresh family in `child_create_2t`.
@@ -130,37 +130,35 @@ fn histogram_observe_20_2t(c: &mut Criterion) {
     let (sum, buckets) = subjects.raw();
     let values = observation_cycle(&BOUNDS_20, CYCLE_LEN);
     let bounds = BOUNDS_20.to_vec();
-    // Each thread walks the cycle from its own position.
-    let next = AtomicUsize::new(0);
-    let value = || {
-        // Relaxed: only spreads the threads over the cycle; no data is published.
-        values[next.fetch_add(1, Ordering::Relaxed) & (CYCLE_LEN - 1)]
-    };
+    // Each thread walks the cycle from its own half (`observe_on_two_threads`): no index
+    // shared between the threads, whose contended increment would be timed with every
+    // subject.
+    let values = &values[..];
     let mut group = c.benchmark_group("histogram_observe_20_2t");
     group.throughput(Throughput::Elements(1));
     group.bench_function("shmetrics", |b| {
-        b.iter_custom(|iters| on_two_threads(iters, || histogram.observe(black_box(value()))))
+        b.iter_custom(|iters| observe_on_two_threads(iters, values, |v| histogram.observe(v)))
     });
     group.bench_function("shmetrics_striped", |b| {
-        b.iter_custom(|iters| on_two_threads(iters, || striped.observe(black_box(value()))))
+        b.iter_custom(|iters| observe_on_two_threads(iters, values, |v| striped.observe(v)))
     });
     group.bench_function("raw_histogram", |b| {
         b.iter_custom(|iters| {
-            on_two_threads(iters, || {
-                raw_histogram_observe(&bounds, buckets, sum, black_box(value()))
+            observe_on_two_threads(iters, values, |v| {
+                raw_histogram_observe(&bounds, buckets, sum, v)
             })
         })
     });
     group.bench_function("tikv", |b| {
-        b.iter_custom(|iters| on_two_threads(iters, || tikv.observe(black_box(value()))))
+        b.iter_custom(|iters| observe_on_two_threads(iters, values, |v| tikv.observe(v)))
     });
     group.bench_function("prometheus_client", |b| {
-        b.iter_custom(|iters| on_two_threads(iters, || pc.observe(black_box(value()))))
+        b.iter_custom(|iters| observe_on_two_threads(iters, values, |v| pc.observe(v)))
     });
     group.bench_function("metrics", |b| {
         b.iter_custom(|iters| {
             drained(iters, |n| {
-                on_two_threads(n, || metrics_histogram.record(black_box(value())))
+                observe_on_two_threads(n, values, |v| metrics_histogram.record(v))
             })
         })
     });
