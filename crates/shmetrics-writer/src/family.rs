@@ -724,7 +724,7 @@ mod tests {
     }
 
     /// Runs `write` on two threads at once until `spread()` or for at most 10 s, then
-    /// `more` times each; returns how many writes each thread made.
+    /// 100,000 times more each; returns how many writes the two made in all.
     fn two_threads_until(spread: impl Fn() -> bool + Sync, write: impl Fn() + Sync) -> u64 {
         let start = std::sync::Barrier::new(2);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
