@@ -175,16 +175,19 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
     let spread_registry = Registry::open_simulating_pid(spread_dir.path(), spreading, 7000);
     let spread_registry = spread_registry.unwrap();
     let spread = Families::register(&spread_registry, None);
-    let (latency, requests) = (
+    let spread_sizes = (spread_registry.summary("sizes", "Sizes.", &["route"])).unwrap();
+    let (latency, requests, sizes) = (
         spread.latency.labels(["a"]).unwrap(),
         spread.requests.labels(["a"]).unwrap(),
+        spread_sizes.labels(["a"]).unwrap(),
     );
     // Two threads write series `a` at once until both have spread (10 s at most), then as
     // much again; each counts its writes. Only the first looks at the segments, every
     // 20 ms: reading them takes long enough to keep the threads from meeting.
     let spread_out = || {
-        created_of(&spread_registry, "latency").len() > 1
-            && created_of(&spread_registry, "requests").len() > 1
+        ["latency", "requests", "sizes"]
+            .iter()
+            .all(|family| created_of(&spread_registry, family).len() > 1)
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     let (start, stop) = (Barrier::new(2), AtomicBool::new(false));
@@ -199,6 +202,7 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
                         for v in observations(t) {
                             latency.observe(v);
                             requests.inc_by(v + 0.25);
+                            sizes.observe(v);
                         }
                         n += 400;
                         if t == 0 && look.elapsed() > Duration::from_millis(20) {
@@ -218,12 +222,14 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
     // Spread over four copies each: the first record and three placed later.
-    let (latency_created, requests_created) = (
+    let (latency_created, requests_created, sizes_created) = (
         created_of(&spread_registry, "latency"),
         created_of(&spread_registry, "requests"),
+        created_of(&spread_registry, "sizes"),
     );
     assert_eq!(latency_created.len(), 4);
     assert_eq!(requests_created.len(), 4);
+    assert_eq!(sizes_created.len(), 4);
     assert!(latency_created[1..].iter().all(|&c| c > latency_created[0]));
 
     // The same writes, one thread after the other, into a registry that never spreads.
@@ -234,10 +240,12 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
     let plain_registry = Registry::open_simulating_pid(plain_dir.path(), one_copy, 7000);
     let plain_registry = plain_registry.unwrap();
     let plain = Families::register(&plain_registry, None);
+    let plain_sizes = (plain_registry.summary("sizes", "Sizes.", &["route"])).unwrap();
     for (t, &n) in writes.iter().enumerate() {
         for v in (0..n / 400).flat_map(|_| observations(t)) {
             plain.latency.labels(["a"]).unwrap().observe(v);
             plain.requests.labels(["a"]).unwrap().inc_by(v + 0.25);
+            plain_sizes.labels(["a"]).unwrap().observe(v);
         }
     }
     assert_eq!(created_of(&plain_registry, "latency").len(), 1);
@@ -249,6 +257,7 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
         writes.iter().sum::<usize>() as u64
     );
     assert_eq!(requests.get(), plain.requests.labels(["a"]).unwrap().get());
+    assert_eq!(sizes.get(), plain_sizes.labels(["a"]).unwrap().get());
     let created_line = |text: &str, family: &str| {
         let prefix = format!("{family}_created{{route=\"a\"}} ");
         let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap();
@@ -272,6 +281,7 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
         for (family, created) in [
             ("latency", &latency_created),
             ("requests", &requests_created),
+            ("sizes", &sizes_created),
         ] {
             let shown = created_line(&text, family);
             assert!(

@@ -27,8 +27,9 @@ pub struct Placed {
     /// A striped family's further copies of the series (`FamilyDef::stripes` − 1), each
     /// placed as a series of its own; empty otherwise.
     pub(crate) further: Vec<Placed>,
-    /// For an unstriped counter or histogram series that may be spread over copies once
-    /// found contended (`Options::contention_stripes` above 1): what placing them takes.
+    /// For an unstriped counter, histogram or summary series that may be spread over
+    /// copies once found contended (`Options::contention_stripes` above 1): what placing
+    /// them takes.
     pub(crate) copy_source: Option<CopySource>,
 }
 
@@ -73,11 +74,6 @@ impl ExemplarSlots {
                 block: OnceLock::new(),
             }),
         }
-    }
-
-    /// Whether the series these slots belong to was placed in a segment (not dropped).
-    pub(crate) fn placed(&self) -> bool {
-        self.inner.at.is_some()
     }
 
     /// Exemplar labels checked and encoded as a slot stores them.

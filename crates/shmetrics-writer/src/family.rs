@@ -134,34 +134,33 @@ impl<C: Child> Family<C> {
                 } else {
                     Lines::Packed
                 };
+                // An unstriped counter, histogram or summary series may be spread over
+                // copies later, once found contended (`stripes.rs`); a series that could
+                // not be placed never is.
+                let spreads = matches!(
+                    C::KIND,
+                    MetricKind::Counter | MetricKind::Histogram | MetricKind::Summary
+                ) && def.stripes == 1
+                    && shared.options.contention_stripes > 1;
                 let mut place = || {
                     let (slots, at) = state.place_series(shared, def, values, lines);
                     // Counters and histograms only: the kinds with exemplars.
                     let exemplars = exemplar_count(C::KIND, def.bounds.len())
                         .map(|n| ExemplarSlots::new(Arc::clone(shared), at, n));
-                    Placed {
-                        slots,
-                        exemplars,
-                        further: Vec::new(),
-                        copy_source: None,
-                    }
-                };
-                let mut placed = place();
-                placed.further = (1..def.stripes).map(|_| place()).collect();
-                // An unstriped counter or histogram may be spread over copies later, once
-                // found contended (`stripes.rs`); a series that could not be placed never is.
-                let spreads = matches!(C::KIND, MetricKind::Counter | MetricKind::Histogram);
-                if spreads
-                    && def.stripes == 1
-                    && shared.options.contention_stripes > 1
-                    && placed.exemplars.as_ref().is_some_and(ExemplarSlots::placed)
-                {
-                    placed.copy_source = Some(CopySource {
+                    let copy_source = (spreads && at.is_some()).then(|| CopySource {
                         shared: Arc::clone(shared),
                         def: Arc::clone(def),
                         values: values.into(),
                     });
-                }
+                    Placed {
+                        slots,
+                        exemplars,
+                        further: Vec::new(),
+                        copy_source,
+                    }
+                };
+                let mut placed = place();
+                placed.further = (1..def.stripes).map(|_| place()).collect();
                 let key = values.iter().map(|v| Box::from(v.as_ref())).collect();
                 (key, C::from_slots(placed, def))
             },
@@ -208,7 +207,7 @@ impl Counter {
     /// copy of a striped counter's series).
     #[inline(always)]
     pub fn inc(&self) {
-        slots::counter_inc_word(self.copies.mine().0.first(), 1);
+        slots::counter_inc_word(self.copies.mine().first(), 1);
     }
 
     /// Adds `v`. Integral values take the integer path; a negative or NaN `v` is ignored,
@@ -216,7 +215,7 @@ impl Counter {
     /// process add to at once is spread over copies (`Options::contention_stripes`).
     #[inline]
     pub fn inc_by(&self, v: f64) {
-        if slots::counter_add(self.copies.mine().0.words(), v) {
+        if slots::counter_add(self.copies.mine().words(), v) {
             self.copies.contended();
         }
     }
@@ -236,7 +235,7 @@ impl Counter {
     ) -> Result<()> {
         let encoded = ExemplarSlots::check(labels)?;
         if v >= 0.0 {
-            let (slots, exemplars) = self.copies.mine();
+            let (slots, exemplars) = self.copies.mine_with_exemplars();
             if slots::counter_add(slots.words(), v) {
                 self.copies.contended();
             }
@@ -257,7 +256,7 @@ impl Counter {
         labels: &[(K, V)],
     ) -> Result<()> {
         let encoded = ExemplarSlots::check(labels)?;
-        self.copies.mine().1.store(0, v, &encoded);
+        self.copies.mine_with_exemplars().1.store(0, v, &encoded);
         Ok(())
     }
 
@@ -369,7 +368,7 @@ impl Histogram {
     #[inline]
     pub fn observe(&self, v: f64) {
         let bucket = slots::bucket_index(&self.bounds, v);
-        if slots::histogram_observe(self.copies.mine().0.words(), bucket, v) {
+        if slots::histogram_observe(self.copies.mine().words(), bucket, v) {
             self.copies.contended();
         }
     }
@@ -389,7 +388,7 @@ impl Histogram {
     ) -> Result<()> {
         let encoded = ExemplarSlots::check(labels)?;
         let bucket = slots::bucket_index(&self.bounds, v);
-        let (slots, exemplars) = self.copies.mine();
+        let (slots, exemplars) = self.copies.mine_with_exemplars();
         if slots::histogram_observe(slots.words(), bucket, v) {
             self.copies.contended();
         }
@@ -424,32 +423,40 @@ impl Histogram {
 /// A summary child: observation count and sum.
 #[derive(Clone, Debug)]
 pub struct Summary {
-    slots: SlotBlock,
+    copies: Copies,
 }
 
 impl Child for Summary {
     const KIND: MetricKind = MetricKind::Summary;
     fn from_slots(placed: Placed, _def: &FamilyDef) -> Self {
-        let slots = placed.slots;
-        Self { slots }
+        Self {
+            copies: Copies::new(placed),
+        }
     }
 }
 
 impl Summary {
-    /// Records one observation.
+    /// Records one observation: two release read-modify-writes (sum, count) on this
+    /// thread's copy. A series that threads of this process observe at once is spread
+    /// over copies (`Options::contention_stripes`).
     #[inline]
     pub fn observe(&self, v: f64) {
-        slots::histogram_observe(self.slots.words(), 0, v);
+        if slots::histogram_observe(self.copies.mine().words(), 0, v) {
+            self.copies.contended();
+        }
     }
 
-    /// What this process has observed, read consistently.
+    /// What this process has observed, read consistently (each copy of a spread series on
+    /// its own, then added up).
     pub fn get(&self) -> SummaryTotals {
         let mut value = slots::HistogramValue::default();
-        slots::histogram_read(self.slots.words(), 0, &mut value);
-        SummaryTotals {
-            count: value.count(),
-            sum: value.sum,
+        let mut totals = SummaryTotals::default();
+        for slots in self.copies.each() {
+            slots::histogram_read(slots.words(), 0, &mut value);
+            totals.count = totals.count.saturating_add(value.count());
+            totals.sum += value.sum;
         }
+        totals
     }
 }
 
@@ -800,6 +807,19 @@ mod tests {
         assert_eq!(c.get(), n as f64 * 0.5);
         c.reset();
         assert_eq!(c.get(), 0.0);
+    }
+
+    #[test]
+    fn a_summary_two_threads_observe_at_once_is_spread_over_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = spreading_registry(&dir, 8);
+        let family = r.summary("sizes", "Sizes.", &[]).unwrap();
+        let s = family.unlabelled().unwrap();
+        let n = two_threads_until(|| s.copies.count() > 1, || s.observe(0.75));
+        assert_eq!(s.copies.count(), 8);
+        assert_eq!(s.get().count, n);
+        assert_eq!(s.get().sum, n as f64 * 0.75);
+        assert_on_own_lines(&s.copies, 1);
     }
 
     #[test]

@@ -31,16 +31,16 @@ pub struct Options {
     /// into the new directory, and one whose registry's directory was removed does not
     /// lose its metrics while the variable names another.
     pub follow_env_dir_after_fork: bool,
-    /// Copies a counter or histogram series is spread over once threads of this process
-    /// are found writing it at the same time (default: the number of CPUs this process may
-    /// run on, rounded up to a power of two, from 2 to 16). A power of two up to
-    /// [`MAX_STRIPES`](crate::MAX_STRIPES); `1` never spreads a series. Each copy is a
+    /// Copies a counter, histogram or summary series is spread over once threads of this
+    /// process are found writing it at the same time (default: the number of CPUs this
+    /// process may run on, rounded up to a power of two, from 2 to 16). A power of two up
+    /// to [`MAX_STRIPES`](crate::MAX_STRIPES); `1` never spreads a series. Each copy is a
     /// series record with the same labels that readers add up, placed once, the first time
-    /// 64 writes to the series' float word (a histogram's sum, a counter's fractional part)
-    /// met another thread's write within a millisecond; from then on each thread writes the
-    /// copy its number picks, as in a family registered with `Registry::histogram_striped`
-    /// or `counter_striped`, whose copies this does not change. A series written at once
-    /// only now and then is never spread.
+    /// 64 writes to the series' float word (a histogram's or summary's sum, a counter's
+    /// fractional part) met another thread's write within a millisecond; from then on each
+    /// thread writes the copy its number picks, as in a family registered with
+    /// `Registry::histogram_striped` or `counter_striped`, whose copies this does not
+    /// change. A series written at once only now and then is never spread.
     pub contention_stripes: usize,
 }
 

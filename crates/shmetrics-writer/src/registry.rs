@@ -318,7 +318,8 @@ impl Registry {
         self.register(striped(counter_def(name, help, labels), stripes)?)
     }
 
-    /// Registers a summary family (count and sum).
+    /// Registers a summary family (count and sum). A series that threads of this process
+    /// observe at once is spread over copies when found so ([`Options::contention_stripes`]).
     ///
     /// # Errors
     /// As [`Registry::counter`].

@@ -3,10 +3,11 @@
 //! threads writing one series at once need not fight over its cache lines.
 //!
 //! A striped family's series (`Registry::histogram_striped`, `counter_striped`) have their
-//! copies from the start. Any other counter or histogram series starts with one and is
-//! spread over `Options::contention_stripes` copies the first time threads are found
-//! writing it at once: [`CONTENDED_WRITES`] of its float exchanges (a histogram's sum, a
-//! counter's fractional part) met another thread's write within [`CONTENDED_WINDOW_NS`].
+//! copies from the start. Any other counter, histogram or summary series starts with one
+//! and is spread over `Options::contention_stripes` copies the first time threads are
+//! found writing it at once: [`CONTENDED_WRITES`] of its float exchanges (a histogram's or
+//! summary's sum, a counter's fractional part) met another thread's write within
+//! [`CONTENDED_WINDOW_NS`].
 //! A thread whose copy another thread writes at the same time moves to another copy (of
 //! every spread series: a thread has one number).
 
@@ -33,12 +34,14 @@ pub(crate) const CONTENDED_WINDOW_NS: u64 = 1_000_000;
 /// Whether a series spread over fewer copies than asked for was logged yet (once).
 static FEWER_COPIES_LOGGED: AtomicBool = AtomicBool::new(false);
 
-/// A counter's or histogram's slots and exemplar slots, once or per copy.
+/// A copy's slots, and its exemplar slots (counters and histograms have them).
+type Copy = (SlotBlock, Option<ExemplarSlots>);
+
+/// A counter's, histogram's or summary's slots and exemplar slots, once or per copy.
 #[derive(Clone, Debug)]
 pub(crate) struct Copies {
     /// The first copy: the only one until the series is spread.
-    slots: SlotBlock,
-    exemplars: ExemplarSlots,
+    first: Copy,
     /// Shared by the handle's clones.
     spread: Arc<Spread>,
 }
@@ -48,7 +51,7 @@ struct Spread {
     /// Every copy, the first above first, a power of two of them: set at creation for a
     /// striped family's series, else (under the registry's state lock, so a `fork()` never
     /// finds it half-set) when the series is found contended; unset while it has one copy.
-    all: OnceLock<Box<[(SlotBlock, ExemplarSlots)]>>,
+    all: OnceLock<Box<[Copy]>>,
     /// How to place more copies: `None` for a striped family's series and where spreading
     /// is off.
     source: Option<CopySource>,
@@ -58,25 +61,17 @@ struct Spread {
     window_start: AtomicU64,
 }
 
-/// A counter or histogram's exemplar slots, which every child of those kinds has.
-fn exemplars_of(placed: Option<ExemplarSlots>) -> ExemplarSlots {
-    placed.expect("a counter or histogram has exemplar slots")
-}
-
 impl Copies {
     /// The copies a child was placed with (`Placed::further`: all but the first).
     pub(crate) fn new(placed: Placed) -> Self {
-        let exemplars = exemplars_of(placed.exemplars);
+        let first = (placed.slots, placed.exemplars);
         let all = OnceLock::new();
         if !placed.further.is_empty() {
-            let first = (placed.slots.clone(), exemplars.clone());
-            let further =
-                (placed.further.into_iter()).map(|p| (p.slots, exemplars_of(p.exemplars)));
-            let _ = all.set(std::iter::once(first).chain(further).collect());
+            let further = (placed.further.into_iter()).map(|p| (p.slots, p.exemplars));
+            let _ = all.set(std::iter::once(first.clone()).chain(further).collect());
         }
         Self {
-            slots: placed.slots,
-            exemplars,
+            first,
             spread: Arc::new(Spread {
                 all,
                 source: placed.copy_source,
@@ -86,18 +81,30 @@ impl Copies {
         }
     }
 
-    /// The slots and exemplar slots this thread writes: the only ones, or the copy its
-    /// number picks.
+    /// The copy this thread writes: the only one, or the one its number picks.
     #[inline(always)]
-    pub(crate) fn mine(&self) -> (&SlotBlock, &ExemplarSlots) {
+    fn pick(&self) -> &Copy {
         match self.spread.all.get() {
-            None => (&self.slots, &self.exemplars),
-            Some(all) => {
-                // A power of two: the mask picks one.
-                let (slots, exemplars) = &all[thread_number() & (all.len() - 1)];
-                (slots, exemplars)
-            }
+            None => &self.first,
+            // A power of two: the mask picks one.
+            Some(all) => &all[thread_number() & (all.len() - 1)],
         }
+    }
+
+    /// The slots this thread writes.
+    #[inline(always)]
+    pub(crate) fn mine(&self) -> &SlotBlock {
+        &self.pick().0
+    }
+
+    /// The slots and exemplar slots this thread writes (of a counter or histogram).
+    pub(crate) fn mine_with_exemplars(&self) -> (&SlotBlock, &ExemplarSlots) {
+        let (slots, exemplars) = self.pick();
+        let exemplars = exemplars.as_ref();
+        (
+            slots,
+            exemplars.expect("a counter or histogram has exemplar slots"),
+        )
     }
 
     /// Called after a write whose float exchange met another thread's write (the copy from
@@ -147,15 +154,14 @@ impl Copies {
         let mut state = shared.lock_state();
         self.spread.all.get_or_init(|| {
             let wanted = shared.options.contention_stripes;
-            let exemplar_slots = exemplar_count(def.kind, def.bounds.len())
-                .expect("a counter or histogram has exemplar slots");
+            let exemplar_slots = exemplar_count(def.kind, def.bounds.len());
             let mut all = Vec::with_capacity(wanted);
-            all.push((self.slots.clone(), self.exemplars.clone()));
+            all.push(self.first.clone());
             while all.len() < wanted {
                 match state.try_place_series(shared, def, values, Lines::Own) {
                     Ok((slots, at)) => {
-                        let exemplars =
-                            ExemplarSlots::new(Arc::clone(shared), Some(at), exemplar_slots);
+                        let exemplars = exemplar_slots
+                            .map(|n| ExemplarSlots::new(Arc::clone(shared), Some(at), n));
                         all.push((slots, exemplars));
                     }
                     Err(e) => {
@@ -179,7 +185,7 @@ impl Copies {
     /// Every copy's slots, for reading the child whole (or resetting it).
     pub(crate) fn each(&self) -> impl Iterator<Item = &SlotBlock> {
         let all = self.spread.all.get();
-        let one = all.is_none().then_some(&self.slots);
+        let one = all.is_none().then_some(&self.first.0);
         let spread = all
             .into_iter()
             .flat_map(|all| all.iter().map(|(slots, _)| slots));
