@@ -181,7 +181,7 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
         spread.requests.labels(["a"]).unwrap(),
         spread_sizes.labels(["a"]).unwrap(),
     );
-    // Two threads write series `a` at once until both have spread (10 s at most), then as
+    // Two threads write series `a` at once until both have spread (30 s at most), then as
     // much again; each counts its writes. Only the first looks at the segments, every
     // 20 ms: reading them takes long enough to keep the threads from meeting.
     let spread_out = || {
@@ -189,7 +189,7 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
             .iter()
             .all(|family| created_of(&spread_registry, family).len() > 1)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let (start, stop) = (Barrier::new(2), AtomicBool::new(false));
     let writes: Vec<usize> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..2)

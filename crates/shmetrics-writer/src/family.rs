@@ -730,11 +730,12 @@ mod tests {
         assert!(used(&c.copies, value).is_empty());
     }
 
-    /// Runs `write` on two threads at once until `spread()` or for at most 10 s, then
-    /// 100,000 times more each; returns how many writes the two made in all.
+    /// Runs `write` on two threads at once until `spread()` or for at most 30 s (on a loaded
+    /// machine the two may seldom run at once), then 100,000 times more each; returns how
+    /// many writes the two made in all.
     fn two_threads_until(spread: impl Fn() -> bool + Sync, write: impl Fn() + Sync) -> u64 {
         let start = std::sync::Barrier::new(2);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let counts: Vec<u64> = std::thread::scope(|s| {
             let threads: Vec<_> = (0..2)
                 .map(|_| {
