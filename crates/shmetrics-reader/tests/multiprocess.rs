@@ -7,6 +7,8 @@
 //!   lock of a SIGKILLed writer; its counters stay, its `live*` gauges go.
 //! - `forked_child_writes_its_own_segment`: `fork()` without exec gives the child its own
 //!   segment; the parent's segment never sees the child's writes.
+//! - `forked_child_of_a_spread_series_writes_its_own_copies`: a series spread over copies
+//!   by two threads before `fork()` is written in the child's own segment, copies included.
 //! - `fork_while_threads_register`: forking while other threads create label sets and
 //!   register families leaves no lock held in the child.
 
@@ -24,10 +26,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 use shmetrics_layout::MetricKind;
+use shmetrics_reader::inspect::{RecordEntry, inspect};
 use shmetrics_reader::render::render;
 use shmetrics_reader::snapshot::{Snapshot, Value};
 use shmetrics_reader::{Format, PrefixFilter, Reader, Scrape};
-use shmetrics_writer::{CounterFamily, GaugeMode, Registry};
+use shmetrics_writer::{CounterFamily, GaugeMode, Options, Registry};
 
 /// Longest wait for a child's next report.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -780,6 +783,156 @@ fn forked_child_writes_its_own_segment() {
         per_process_gauge(&after.snapshot, "forked_own_ops"),
         per_pid
     );
+}
+
+/// Series records of family `name` in `registry`'s segments.
+fn series_records(registry: &Registry, name: &str) -> usize {
+    let paths = registry.segment_paths();
+    let records = paths.iter().flat_map(|p| inspect(p).unwrap().records);
+    let named = |entry: &RecordEntry| matches!(entry, RecordEntry::Series { family, .. } if family.name == name);
+    records.filter(|r| named(&r.entry)).count()
+}
+
+fn spread_fork_child() {
+    let options = Options {
+        contention_stripes: 4,
+        ..Options::default()
+    };
+    let registry = Registry::open_with(param::<String>("dir"), options).expect("open registry");
+    let family = registry.counter("spread_ops_total", "Operations.", &[]);
+    let ops = family.unwrap().unlabelled().unwrap().clone();
+    // Two threads add halves at once until the series is spread over its four copies (30 s
+    // at most); then they end, and the fork happens on this thread alone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spread = AtomicBool::new(false);
+    let adds: u64 = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let (ops, spread, registry) = (&ops, &spread, &registry);
+                s.spawn(move || {
+                    let mut n = 0;
+                    while !spread.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        for _ in 0..1_000 {
+                            ops.inc_by(0.5);
+                        }
+                        n += 1_000;
+                        if t == 0 && series_records(registry, "spread_ops") == 4 {
+                            spread.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(
+        series_records(&registry, "spread_ops"),
+        4,
+        "spread before the fork"
+    );
+    assert_eq!(ops.get(), adds as f64 * 0.5);
+    let others = other_threads();
+    let main_thread = std::process::id() as i32;
+    assert!(
+        others.is_empty() || others == [main_thread],
+        "threads other than libtest's main thread: {others:?}"
+    );
+    // SAFETY: as in `single_thread_fork_child`: the writing threads have ended, the only
+    // other thread is libtest's main thread, and the grandchild never returns into libtest.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        ForkResult::Child => run_grandchild(|| {
+            for _ in 0..4 {
+                ops.inc_by(0.25);
+            }
+            say(format!(
+                "grandchild pid={} copies={}",
+                std::process::id(),
+                series_records(&registry, "spread_ops")
+            ));
+            wait_for_eof();
+        }),
+        ForkResult::Parent { child } => {
+            for _ in 0..8 {
+                ops.inc_by(0.75);
+            }
+            say(format!(
+                "original pid={} before={} grandchild={child}",
+                std::process::id(),
+                adds as f64 * 0.5
+            ));
+            wait_for_eof();
+            assert_eq!(
+                wait_pid(child, EXIT_TIMEOUT),
+                Some(WaitStatus::Exited(child, 0)),
+                "grandchild {child}"
+            );
+        }
+    }
+}
+
+/// A series spread over copies before a `fork()`: the child writes its copies in its own
+/// segment (its records, copies included, with zero values), the parent's never see them.
+#[test]
+fn forked_child_of_a_spread_series_writes_its_own_copies() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "spread-forker");
+        return spread_fork_child();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ChildProcess::spawn(
+        "forked_child_of_a_spread_series_writes_its_own_copies",
+        "spread-forker",
+        &[dir_param(dir.path())],
+    );
+    let original = child.pid().as_raw() as u32;
+    let mut reports = BTreeMap::new();
+    for _ in 0..2 {
+        let line = child.expect_line(REPORT_TIMEOUT);
+        let (word, pairs) = fields(&line);
+        let pairs: BTreeMap<String, String> = (pairs.into_iter())
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert!(reports.insert(word.to_owned(), pairs).is_none(), "{line}");
+    }
+    let (orig, gc) = (&reports["original"], &reports["grandchild"]);
+    assert_eq!(orig["pid"], original.to_string());
+    assert_eq!(gc["pid"], orig["grandchild"]);
+    assert_eq!(
+        gc["copies"], "4",
+        "the grandchild's segment declares the copies too"
+    );
+    let grandchild: u32 = gc["pid"].parse().unwrap();
+    let before: f64 = orig["before"].parse().unwrap();
+    assert!(before > 0.0);
+
+    let merged = Reader::open(dir.path()).unwrap().snapshot();
+    assert_clean(&merged);
+    assert_eq!(merged.report.live_segments, 2);
+    assert_eq!(
+        counter(&merged.snapshot, "spread_ops", ""),
+        Some(before + 7.0)
+    );
+    // Each segment alone: the parent's holds what it added before and after the fork, the
+    // grandchild's only its own 1.0.
+    let files = common::segment_files(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    for (pid, path) in &files {
+        let want = if *pid == original {
+            before + 6.0
+        } else {
+            assert_eq!(*pid, grandchild);
+            1.0
+        };
+        let alone = snapshot_of_segment(path);
+        assert_eq!(
+            counter(&alone, "spread_ops", ""),
+            Some(want),
+            "segment of {pid}"
+        );
+    }
+    child.close_stdin();
+    child.expect_success(EXIT_TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------------------
