@@ -568,9 +568,30 @@ fn other_threads() -> Vec<i32> {
     tids
 }
 
+/// Asserts that the only thread besides this one is libtest's main thread, which runs a test
+/// on a thread of its own and waits for its result (the registry starts none): the state a
+/// test may `fork()` in.
+fn assert_alone_but_libtest() {
+    let others = other_threads();
+    let main_thread = std::process::id() as i32;
+    assert!(
+        others.is_empty() || others == [main_thread],
+        "threads other than libtest's main thread: {others:?}"
+    );
+}
+
 /// A forked grandchild that is still running after this long dies of SIGALRM: a hung one
 /// must not outlive the test (it would also hold the test's stderr open).
 const GRANDCHILD_ALARM_S: u32 = 60;
+
+/// Asserts that the forked grandchild `child` exits with status 0 in time.
+fn assert_exited_cleanly(child: Pid) {
+    assert_eq!(
+        wait_pid(child, EXIT_TIMEOUT),
+        Some(WaitStatus::Exited(child, 0)),
+        "grandchild {child}"
+    );
+}
 
 /// Runs the grandchild's part of a fork test and exits: it must never return into the
 /// caller's frames (libtest's, or a thread scope whose threads it does not have).
@@ -605,14 +626,7 @@ fn single_thread_fork_child() {
     // An exemplar before the fork: its slots are placed in the segment the child copies.
     ops.inc_by_with_exemplar(1.0, &[("at", "before-fork")])
         .unwrap();
-    // libtest runs this test on a thread of its own while its main thread waits for the
-    // result; that must be the only other thread (the registry starts none).
-    let others = other_threads();
-    let main_thread = std::process::id() as i32;
-    assert!(
-        others.is_empty() || others == [main_thread],
-        "threads other than libtest's main thread: {others:?}"
-    );
+    assert_alone_but_libtest();
     // SAFETY: after fork() only the calling thread exists in the child, so a lock another
     // thread held stays held there. The only other thread is libtest's main thread (checked
     // above), parked on the channel that waits for this test's result and holding no lock
@@ -646,11 +660,7 @@ fn single_thread_fork_child() {
                 shmetrics_writer::fork_recreations(),
             ));
             wait_for_eof();
-            assert_eq!(
-                wait_pid(child, EXIT_TIMEOUT),
-                Some(WaitStatus::Exited(child, 0)),
-                "grandchild {child}"
-            );
+            assert_exited_cleanly(child);
         }
     }
 }
@@ -666,6 +676,20 @@ fn fields(line: &str) -> (&str, BTreeMap<&str, &str>) {
         })
         .collect();
     (word, pairs)
+}
+
+/// The two reports of a fork test, `original …` and `grandchild …`, by their first word.
+fn fork_reports(child: &mut ChildProcess) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut reports = BTreeMap::new();
+    for _ in 0..2 {
+        let line = child.expect_line(REPORT_TIMEOUT);
+        let (word, pairs) = fields(&line);
+        let pairs = (pairs.into_iter())
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert!(reports.insert(word.to_owned(), pairs).is_none(), "{line}");
+    }
+    reports
 }
 
 /// The `at` label of the exemplar of counter `name`'s unlabelled series.
@@ -701,16 +725,7 @@ fn forked_child_writes_its_own_segment() {
         &[dir_param(dir.path())],
     );
     let original = child.pid().as_raw() as u32;
-    let mut reports = BTreeMap::new();
-    for _ in 0..2 {
-        let line = child.expect_line(REPORT_TIMEOUT);
-        let (word, pairs) = fields(&line);
-        let pairs: BTreeMap<String, String> = pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        assert!(reports.insert(word.to_owned(), pairs).is_none(), "{line}");
-    }
+    let reports = fork_reports(&mut child);
     let (orig, gc) = (&reports["original"], &reports["grandchild"]);
     assert_eq!(orig["pid"], original.to_string());
     assert_eq!(orig["recreations"], "0");
@@ -832,12 +847,7 @@ fn spread_fork_child() {
         "spread before the fork"
     );
     assert_eq!(ops.get(), adds as f64 * 0.5);
-    let others = other_threads();
-    let main_thread = std::process::id() as i32;
-    assert!(
-        others.is_empty() || others == [main_thread],
-        "threads other than libtest's main thread: {others:?}"
-    );
+    assert_alone_but_libtest();
     // SAFETY: as in `single_thread_fork_child`: the writing threads have ended, the only
     // other thread is libtest's main thread, and the grandchild never returns into libtest.
     match unsafe { nix::unistd::fork() }.expect("fork") {
@@ -862,11 +872,7 @@ fn spread_fork_child() {
                 adds as f64 * 0.5
             ));
             wait_for_eof();
-            assert_eq!(
-                wait_pid(child, EXIT_TIMEOUT),
-                Some(WaitStatus::Exited(child, 0)),
-                "grandchild {child}"
-            );
+            assert_exited_cleanly(child);
         }
     }
 }
@@ -886,15 +892,7 @@ fn forked_child_of_a_spread_series_writes_its_own_copies() {
         &[dir_param(dir.path())],
     );
     let original = child.pid().as_raw() as u32;
-    let mut reports = BTreeMap::new();
-    for _ in 0..2 {
-        let line = child.expect_line(REPORT_TIMEOUT);
-        let (word, pairs) = fields(&line);
-        let pairs: BTreeMap<String, String> = (pairs.into_iter())
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        assert!(reports.insert(word.to_owned(), pairs).is_none(), "{line}");
-    }
+    let reports = fork_reports(&mut child);
     let (orig, gc) = (&reports["original"], &reports["grandchild"]);
     assert_eq!(orig["pid"], original.to_string());
     assert_eq!(gc["pid"], orig["grandchild"]);
