@@ -26,24 +26,28 @@ pub(crate) const METRICS_HISTOGRAM: &str = "bench_latency_seconds";
 /// keeps every observation (16 bytes) until a scrape or upkeep turns them into buckets.
 pub(crate) const METRICS_DRAIN_EVERY: u64 = 1 << 20;
 
-/// A fresh registry in its own temporary directory (kept alive alongside it).
-pub(crate) fn registry() -> (tempfile::TempDir, Registry) {
+/// A fresh registry in its own temporary directory (kept alive alongside it), with
+/// `options`.
+fn registry_with(options: shmetrics_writer::Options) -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().expect("create a temporary metrics directory");
-    let registry = Registry::open(dir.path()).expect("open a registry");
+    let registry = Registry::open_with(dir.path(), options).expect("open a registry");
     (dir, registry)
+}
+
+/// A fresh registry in its own temporary directory, with the options `Registry::open`
+/// takes.
+pub(crate) fn registry() -> (tempfile::TempDir, Registry) {
+    registry_with(shmetrics_writer::Options::from_env())
 }
 
 /// A fresh registry, as [`registry`], that never spreads a series over copies
 /// (`Options::contention_stripes` 1): a contended series stays one series, as before
 /// spreading existed.
 pub(crate) fn one_copy_registry() -> (tempfile::TempDir, Registry) {
-    let dir = tempfile::tempdir().expect("create a temporary metrics directory");
-    let options = shmetrics_writer::Options {
+    registry_with(shmetrics_writer::Options {
         contention_stripes: 1,
         ..shmetrics_writer::Options::from_env()
-    };
-    let registry = Registry::open_with(dir.path(), options).expect("open a registry");
-    (dir, registry)
+    })
 }
 
 /// A fresh mapped file holding the physical limits' words.
