@@ -51,6 +51,11 @@ bash ci/package-check.sh
 step "tests"
 cargo test --workspace --locked
 
+step "the writer's threaded tests on one core: none may count on two threads running at once"
+one_cpu=$(python3 -c 'import os; print(min(os.sched_getaffinity(0)))')
+taskset -c "$one_cpu" cargo test --locked -p shmetrics-writer -p shmetrics-metrics
+taskset -c "$one_cpu" cargo test --locked -p shmetrics-reader --test striped --test multiprocess
+
 step "deployment recipes: systemd unit, Containerfile, Kubernetes manifest (deploy/)"
 .venv/bin/python ci/deploy-check.py "${CARGO_TARGET_DIR:-target}/debug/shmetrics"
 

@@ -816,26 +816,23 @@ fn spread_fork_child() {
     let registry = Registry::open_with(param::<String>("dir"), options).expect("open registry");
     let family = registry.counter("spread_ops_total", "Operations.", &[]);
     let ops = family.unwrap().unlabelled().unwrap().clone();
-    // Two threads add halves at once until the series is spread over its four copies (30 s
-    // at most); then they end, and the fork happens on this thread alone.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let spread = AtomicBool::new(false);
+    // Two threads add halves; after the first thousand of both, the series is spread over
+    // its four copies as when found contended; then they end, and the fork happens on
+    // this thread alone.
+    let halfway = std::sync::Barrier::new(2);
     let adds: u64 = std::thread::scope(|s| {
         let threads: Vec<_> = (0..2)
             .map(|t| {
-                let (ops, spread, registry) = (&ops, &spread, &registry);
+                let (ops, halfway) = (&ops, &halfway);
                 s.spawn(move || {
-                    let mut n = 0;
-                    while !spread.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        for _ in 0..1_000 {
-                            ops.inc_by(0.5);
-                        }
-                        n += 1_000;
-                        if t == 0 && series_records(registry, "spread_ops") == 4 {
-                            spread.store(true, Ordering::Relaxed);
-                        }
+                    (0..1_000).for_each(|_| ops.inc_by(0.5));
+                    halfway.wait();
+                    if t == 0 {
+                        ops.spread_now();
                     }
-                    n
+                    halfway.wait();
+                    (0..10_000).for_each(|_| ops.inc_by(0.5));
+                    11_000
                 })
             })
             .collect();

@@ -460,6 +460,23 @@ impl Summary {
     }
 }
 
+/// `spread_now` on the kinds that spread when found contended.
+macro_rules! spread_now {
+    ($($kind:ty),*) => {$(
+        impl $kind {
+            /// Spreads the series over `Options::contention_stripes` copies now, as when
+            /// threads are found writing it at once: for tests, which cannot count on two
+            /// threads running at once. Nothing changes for a striped family's series, or
+            /// where spreading is off.
+            #[doc(hidden)]
+            pub fn spread_now(&self) {
+                self.copies.spread_now();
+            }
+        }
+    )*};
+}
+spread_now!(Counter, Histogram, Summary);
+
 /// What one process's histogram child has observed ([`Histogram::get`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HistogramTotals {
@@ -631,19 +648,22 @@ pub type StateSetFamily = Family<StateSet>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stripes::{CONTENDED_WINDOW_NS, CONTENDED_WRITES};
     use crate::{MAX_STRIPES, Options, Registry};
 
     fn registry(dir: &tempfile::TempDir) -> Registry {
         Registry::open_with(dir.path(), Options::default()).unwrap()
     }
 
-    /// Runs `write` on three threads one after another, 1, 2 and 3 times: with
-    /// `MAX_STRIPES` copies, three copies of their own (thread numbers differ, and fewer
-    /// than `MAX_STRIPES` threads of this test binary take one).
+    /// Runs `write` on three threads one after another, 1, 2 and 3 times: numbered 1, 2
+    /// and 3, on three copies of their own.
     fn on_three_threads(write: impl Fn() + Sync) {
         for n in 1..=3 {
             std::thread::scope(|s| {
-                s.spawn(|| (0..n).for_each(|_| write()));
+                s.spawn(|| {
+                    crate::stripes::use_thread_number(n);
+                    (0..n).for_each(|_| write());
+                });
             });
         }
     }
@@ -730,29 +750,27 @@ mod tests {
         assert!(used(&c.copies, value).is_empty());
     }
 
-    /// Runs `write` on two threads at once until `spread()` or for at most 30 s (on a loaded
-    /// machine the two may seldom run at once), then 100,000 times more each; returns how
-    /// many writes the two made in all.
-    fn two_threads_until(spread: impl Fn() -> bool + Sync, write: impl Fn() + Sync) -> u64 {
+    /// Runs `write` on two threads at once until `done()` or for at most 60 s, then 10,000
+    /// times more each; returns how many writes the two made in all.
+    fn two_threads_until(done: impl Fn() -> bool + Sync, write: impl Fn() + Sync) -> u64 {
         let start = std::sync::Barrier::new(2);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let counts: Vec<u64> = std::thread::scope(|s| {
             let threads: Vec<_> = (0..2)
                 .map(|_| {
                     s.spawn(|| {
                         start.wait();
                         let mut n = 0u64;
-                        while !spread() && std::time::Instant::now() < deadline {
+                        while !done() && std::time::Instant::now() < deadline {
                             for _ in 0..1_000 {
                                 write();
                             }
                             n += 1_000;
                         }
-                        // Both threads on the spread series a while longer.
-                        for _ in 0..100_000 {
+                        for _ in 0..10_000 {
                             write();
                         }
-                        n + 100_000
+                        n + 10_000
                     })
                 })
                 .collect();
@@ -769,58 +787,247 @@ mod tests {
         Registry::open_with(dir.path(), options).unwrap()
     }
 
+    /// Reports `CONTENDED_WRITES` contended writes of `copies` in a row, as write paths do
+    /// when their float exchange met another thread's write; again (up to 1,000 times)
+    /// while a pause of this thread let the window pass first. Returns whether it spread.
+    fn found_contended(copies: &Copies) -> bool {
+        for _ in 0..1_000 {
+            for _ in 0..CONTENDED_WRITES {
+                copies.contended();
+            }
+            if copies.spread_tried() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Two threads, numbered 0 and 1 (copies of their own), write `per_thread` times each.
+    fn two_threads_write(per_thread: u64, write: impl Fn() + Sync) {
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let write = &write;
+                s.spawn(move || {
+                    crate::stripes::use_thread_number(t);
+                    (0..per_thread).for_each(|_| write());
+                });
+            }
+        });
+    }
+
+    /// The copies' counts (of a histogram with `bounds` bounds, or a summary: 0), as `used`
+    /// gives them.
+    fn copy_counts(copies: &Copies, bounds: usize) -> Vec<f64> {
+        used(copies, |block| {
+            let mut value = slots::HistogramValue::default();
+            slots::histogram_read(block.words(), bounds, &mut value);
+            value.count() as f64
+        })
+    }
+
+    /// The float exchanges of every counter, histogram and summary write path report a
+    /// write of another thread that came between their read and their exchange. Two threads
+    /// meet so whether they run at once or take turns on one core (a thread stopped between
+    /// the two is found out when it resumes), so a report comes within seconds anywhere.
     #[test]
-    fn a_histogram_two_threads_observe_at_once_is_spread_over_copies() {
+    fn a_float_write_that_meets_another_threads_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = spreading_registry(&dir, 2);
+        let (c, h) = (
+            r.counter("tokens", "Tokens.", &["path"]).unwrap(),
+            r.histogram("latency", "Latency.", &["path"], &[1.0])
+                .unwrap(),
+        );
+        let s = r.summary("sizes", "Sizes.", &[]).unwrap();
+        let (c1, c2) = (c.labels(["plain"]).unwrap(), c.labels(["ex"]).unwrap());
+        let (h1, h2) = (h.labels(["plain"]).unwrap(), h.labels(["ex"]).unwrap());
+        let s = s.unlabelled().unwrap();
+        let ex = [("trace_id", "abc")];
+        // What it is, its copies, one write, and the sum of all writes with each's amount.
+        type Path<'a> = (
+            &'a str,
+            &'a Copies,
+            Box<dyn Fn() + Sync + 'a>,
+            Box<dyn Fn() -> f64 + 'a>,
+            f64,
+        );
+        let paths: [Path<'_>; 5] = [
+            (
+                "inc_by",
+                &c1.copies,
+                Box::new(|| c1.inc_by(0.5)),
+                Box::new(|| c1.get()),
+                0.5,
+            ),
+            (
+                "inc_by_with_exemplar",
+                &c2.copies,
+                Box::new(|| c2.inc_by_with_exemplar(0.5, &ex).unwrap()),
+                Box::new(|| c2.get()),
+                0.5,
+            ),
+            (
+                "histogram observe",
+                &h1.copies,
+                Box::new(|| h1.observe(0.25)),
+                Box::new(|| h1.get().sum),
+                0.25,
+            ),
+            (
+                "observe_with_exemplar",
+                &h2.copies,
+                Box::new(|| h2.observe_with_exemplar(0.25, &ex).unwrap()),
+                Box::new(|| h2.get().sum),
+                0.25,
+            ),
+            (
+                "summary observe",
+                &s.copies,
+                Box::new(|| s.observe(0.75)),
+                Box::new(|| s.get().sum),
+                0.75,
+            ),
+        ];
+        for (what, copies, write, _, _) in &paths {
+            write();
+            assert!(
+                !copies.reported_contended(),
+                "{what}: one thread alone never"
+            );
+        }
+        for (what, copies, write, sum, amount) in &paths {
+            let n = two_threads_until(|| copies.reported_contended(), write);
+            assert!(copies.reported_contended(), "{what}");
+            // Nothing lost: the sum of every write, exact (multiples of a quarter).
+            assert_eq!(sum(), (n + 1) as f64 * amount, "{what}");
+        }
+        assert_eq!(h1.get().buckets, [(h1.get().sum * 4.0) as u64, 0]);
+        assert_eq!(s.get().count as f64 * 0.75, s.get().sum);
+    }
+
+    #[test]
+    fn a_histogram_found_contended_is_spread_over_copies() {
         let dir = tempfile::tempdir().unwrap();
         let r = spreading_registry(&dir, 4);
         let family = r.histogram("latency", "Latency.", &[], &[1.0]).unwrap();
         let h = family.unlabelled().unwrap();
+        h.observe(2.0);
         assert_eq!(h.copies.count(), 1, "one copy until contended");
-        let n = two_threads_until(|| h.copies.count() > 1, || h.observe(0.25));
+        assert!(found_contended(&h.copies));
         assert_eq!(h.copies.count(), 4);
-        // Every observation kept, in exactly one copy: the buckets and the sum (quarters,
-        // exact in any order).
-        assert_eq!(h.get().buckets, [n, 0]);
-        assert_eq!(h.get().sum, n as f64 * 0.25);
-        // Both threads wrote copies other than the first after the spread.
-        let count = |block: &SlotBlock| {
-            let mut value = slots::HistogramValue::default();
-            slots::histogram_read(block.words(), 1, &mut value);
-            value.count() as f64
-        };
-        assert!(used(&h.copies, count).len() >= 2);
         // The copies placed when it spread are on lines of their own.
         assert_on_own_lines(&h.copies, 1);
+        // Each thread writes its own copy; every observation is kept, the one before too.
+        two_threads_write(1_000, || h.observe(0.25));
+        assert_eq!(copy_counts(&h.copies, 1), [1_000.0, 1_001.0]);
+        assert_eq!(h.get().buckets, [2_000, 1]);
+        assert_eq!(h.get().sum, 2.0 + 500.0);
         // The handle's clones and a second lookup write the same copies.
-        let clone = h.clone();
-        assert_eq!(clone.copies.count(), 4);
+        assert_eq!(h.clone().copies.count(), 4);
         assert_eq!(family.unlabelled().unwrap().copies.count(), 4);
     }
 
     #[test]
-    fn a_counter_two_threads_add_to_at_once_is_spread_over_copies() {
+    fn a_counter_found_contended_is_spread_over_copies() {
         let dir = tempfile::tempdir().unwrap();
         let r = spreading_registry(&dir, 2);
         let family = r.counter("tokens", "Tokens.", &["model"]).unwrap();
         let c = family.labels(["m"]).unwrap();
-        let n = two_threads_until(|| c.copies.count() > 1, || c.inc_by(0.5));
+        assert!(found_contended(&c.copies));
         assert_eq!(c.copies.count(), 2);
-        assert_eq!(c.get(), n as f64 * 0.5);
+        assert_on_own_lines(&c.copies, 1);
+        two_threads_write(1_000, || c.inc_by(0.5));
+        let value = |block: &SlotBlock| slots::counter_read(block.words());
+        assert_eq!(used(&c.copies, value), [500.0, 500.0]);
+        assert_eq!(c.get(), 1_000.0);
+        assert_eq!(family.labels(["m"]).unwrap().copies.count(), 2);
         c.reset();
         assert_eq!(c.get(), 0.0);
     }
 
     #[test]
-    fn a_summary_two_threads_observe_at_once_is_spread_over_copies() {
+    fn a_summary_found_contended_is_spread_over_copies() {
         let dir = tempfile::tempdir().unwrap();
         let r = spreading_registry(&dir, 8);
         let family = r.summary("sizes", "Sizes.", &[]).unwrap();
         let s = family.unlabelled().unwrap();
-        let n = two_threads_until(|| s.copies.count() > 1, || s.observe(0.75));
+        assert!(found_contended(&s.copies));
         assert_eq!(s.copies.count(), 8);
-        assert_eq!(s.get().count, n);
-        assert_eq!(s.get().sum, n as f64 * 0.75);
         assert_on_own_lines(&s.copies, 1);
+        two_threads_write(1_000, || s.observe(0.75));
+        assert_eq!(copy_counts(&s.copies, 0), [1_000.0, 1_000.0]);
+        assert_eq!(s.get().count, 2_000);
+        assert_eq!(s.get().sum, 1_500.0);
+    }
+
+    #[test]
+    fn fewer_contended_writes_than_the_threshold_within_the_window_do_not_spread() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = spreading_registry(&dir, 2);
+        let family = r.histogram("latency", "Latency.", &["n"], &[1.0]).unwrap();
+        // One short of the threshold: never; the threshold within the window: spread (a
+        // try that a pause of this thread stretched past the window is made again on a
+        // new series).
+        let mut spread = false;
+        for attempt in 0..100 {
+            let h = family.labels([attempt.to_string()]).unwrap();
+            let start = crate::identity::now_nanos();
+            for _ in 1..CONTENDED_WRITES {
+                h.copies.contended();
+            }
+            assert_eq!(h.copies.count(), 1);
+            h.copies.contended();
+            if crate::identity::now_nanos() - start < CONTENDED_WINDOW_NS {
+                assert_eq!(h.copies.count(), 2, "attempt {attempt}");
+                spread = true;
+                break;
+            }
+        }
+        assert!(spread, "no 64 reports within 1 ms in 100 tries");
+        // More than the threshold, each after the window of the one before: never.
+        let h = family.labels(["sparse"]).unwrap();
+        for _ in 0..CONTENDED_WRITES + 8 {
+            h.copies.contended();
+            std::thread::sleep(std::time::Duration::from_nanos(
+                CONTENDED_WINDOW_NS + 100_000,
+            ));
+        }
+        assert!(h.copies.reported_contended());
+        assert!(!h.copies.spread_tried());
+    }
+
+    #[test]
+    fn two_threads_writing_while_the_series_spreads_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = spreading_registry(&dir, 4);
+        let h = r.histogram("latency", "Latency.", &[], &[1.0]).unwrap();
+        let h = h.unlabelled().unwrap();
+        let c = r.counter("tokens", "Tokens.", &[]).unwrap();
+        let c = c.unlabelled().unwrap();
+        // Both threads have written before the spread and write on after it.
+        let (written, per_thread) = (std::sync::Barrier::new(3), 200_000u64);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let written = &written;
+                s.spawn(move || {
+                    for i in 0..per_thread {
+                        h.observe(0.25);
+                        c.inc_by(0.5);
+                        if i == 1_000 {
+                            written.wait();
+                        }
+                    }
+                });
+            }
+            written.wait();
+            h.spread_now();
+            c.spread_now();
+        });
+        assert_eq!(h.copies.count(), 4);
+        assert_eq!(c.copies.count(), 4);
+        assert_eq!(h.get().buckets, [2 * per_thread, 0]);
+        assert_eq!(h.get().sum, (2 * per_thread) as f64 * 0.25);
+        assert_eq!(c.get(), (2 * per_thread) as f64 * 0.5);
     }
 
     #[test]
@@ -841,10 +1048,10 @@ mod tests {
             family.labels([format!("filler {n}")]).unwrap();
             n += 1;
         }
-        let writes = two_threads_until(|| h.copies.spread_tried(), || h.observe(0.25));
-        assert!(h.copies.spread_tried());
+        assert!(found_contended(&h.copies));
         assert_eq!(h.copies.count(), 1);
-        assert_eq!(h.get().buckets, [writes, 0]);
+        two_threads_write(1_000, || h.observe(0.25));
+        assert_eq!(h.get().buckets, [2_000, 0]);
         // Not a dropped series: it kept its place, only no copies were added.
         assert_eq!(r.dropped_series(), 1);
     }
@@ -855,12 +1062,11 @@ mod tests {
         let r = spreading_registry(&dir, 1);
         let family = r.histogram("latency", "Latency.", &[], &[1.0]).unwrap();
         let h = family.unlabelled().unwrap();
-        // Two threads for a second at most: long enough to spread with it on (the test
-        // above spreads in well under that).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        let n = two_threads_until(|| std::time::Instant::now() > deadline, || h.observe(2.0));
+        assert!(!found_contended(&h.copies));
+        h.spread_now();
         assert_eq!(h.copies.count(), 1);
-        assert_eq!(h.get().buckets, [0, n]);
+        two_threads_write(1_000, || h.observe(2.0));
+        assert_eq!(h.get().buckets, [0, 2_000]);
     }
 
     #[test]

@@ -140,6 +140,15 @@ impl Copies {
         }
     }
 
+    /// Spreads the series now, as when it is found contended: for tests, whose threads may
+    /// never run at once on a loaded machine. A striped family's series has its copies
+    /// already; where spreading is off (`contention_stripes: 1`) nothing happens.
+    pub(crate) fn spread_now(&self) {
+        if let Some(source) = &self.spread.source {
+            self.spread_over_copies(source);
+        }
+    }
+
     /// Places the series' further copies and publishes them with the first: as many as
     /// `Options::contention_stripes` asks, or the largest power of two of copies that
     /// could be placed when segments ran out (then the few placed beyond it stay zero,
@@ -199,6 +208,15 @@ impl Copies {
         self.spread.all.get().is_some()
     }
 
+    /// Whether a write of this series was reported contended ([`Copies::contended`]) since
+    /// it was created.
+    #[cfg(test)]
+    pub(crate) fn reported_contended(&self) -> bool {
+        // SYNC POINT contention-count: relaxed; read by a test after it joined the writing
+        // threads (the join orders it after their stores).
+        self.spread.window_start.load(Ordering::Relaxed) != 0
+    }
+
     /// How many copies there are.
     #[cfg(test)]
     pub(crate) fn count(&self) -> usize {
@@ -232,6 +250,12 @@ fn thread_number() -> usize {
         }
         n => n as usize,
     })
+}
+
+/// Gives this thread number `n`: for tests that need threads on copies they choose.
+#[cfg(test)]
+pub(crate) fn use_thread_number(n: u64) {
+    NUMBER.with(|number| number.set(n));
 }
 
 /// Gives this thread another number: a bijective mix of the one it had (so two threads'
