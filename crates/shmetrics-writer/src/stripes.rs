@@ -212,8 +212,8 @@ impl Copies {
     /// it was created.
     #[cfg(test)]
     pub(crate) fn reported_contended(&self) -> bool {
-        // SYNC POINT contention-count: relaxed; read by a test after it joined the writing
-        // threads (the join orders it after their stores).
+        // SYNC POINT contention-count: relaxed; tests poll it while writing (the store is
+        // seen sooner or later) and read it after joining the writers (the join orders it).
         self.spread.window_start.load(Ordering::Relaxed) != 0
     }
 
