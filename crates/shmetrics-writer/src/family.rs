@@ -675,6 +675,16 @@ mod tests {
         used
     }
 
+    /// The copies' counts (of a histogram with `bounds` bounds, or a summary: 0), as `used`
+    /// gives them.
+    fn copy_counts(copies: &Copies, bounds: usize) -> Vec<f64> {
+        used(copies, |block| {
+            let mut value = slots::HistogramValue::default();
+            slots::histogram_read(block.words(), bounds, &mut value);
+            value.count() as f64
+        })
+    }
+
     /// Asserts that copies `from..` start on a 128-byte boundary and that no 128-byte span
     /// holds words of two copies.
     fn assert_on_own_lines(copies: &Copies, from: usize) {
@@ -722,12 +732,7 @@ mod tests {
         let h = family.unlabelled().unwrap();
         assert_eq!(h.copies.count(), MAX_STRIPES);
         on_three_threads(|| h.observe(0.5));
-        let count = |block: &SlotBlock| {
-            let mut value = slots::HistogramValue::default();
-            slots::histogram_read(block.words(), 1, &mut value);
-            value.count() as f64
-        };
-        assert_eq!(used(&h.copies, count), [1.0, 2.0, 3.0]);
+        assert_eq!(copy_counts(&h.copies, 1), [1.0, 2.0, 3.0]);
         assert_eq!(h.get().buckets, [6, 0]);
         assert_eq!(h.get().sum, 3.0);
     }
@@ -813,16 +818,6 @@ mod tests {
                 });
             }
         });
-    }
-
-    /// The copies' counts (of a histogram with `bounds` bounds, or a summary: 0), as `used`
-    /// gives them.
-    fn copy_counts(copies: &Copies, bounds: usize) -> Vec<f64> {
-        used(copies, |block| {
-            let mut value = slots::HistogramValue::default();
-            slots::histogram_read(block.words(), bounds, &mut value);
-            value.count() as f64
-        })
     }
 
     /// The float exchanges of every counter, histogram and summary write path report a
