@@ -10,6 +10,7 @@ use shmetrics_reader::inspect::{RecordEntry, inspect};
 use shmetrics_reader::{Format, PrefixFilter, Reader};
 use shmetrics_writer::{
     CounterFamily, Difference, Error, HistogramFamily, MAX_STRIPES, Options, Registry,
+    SummaryFamily,
 };
 
 const BOUNDS: [f64; 3] = [1.0, 2.5, 5.0];
@@ -163,17 +164,23 @@ fn created_of(registry: &Registry, family: &str) -> Vec<u64> {
     created
 }
 
+/// A registry of process 7000 in `dir` that spreads contended series over
+/// `contention_stripes` copies (1: never), with `Families` and a summary family `sizes`.
+fn open_spreading(dir: &Path, contention_stripes: usize) -> (Registry, Families, SummaryFamily) {
+    let options = Options {
+        contention_stripes,
+        ..Options::default()
+    };
+    let registry = Registry::open_simulating_pid(dir, options, 7000).unwrap();
+    let families = Families::register(&registry, None);
+    let sizes = (registry.summary("sizes", "Sizes.", &["route"])).unwrap();
+    (registry, families, sizes)
+}
+
 #[test]
 fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does() {
     let (spread_dir, plain_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let spreading = Options {
-        contention_stripes: 4,
-        ..Options::default()
-    };
-    let spread_registry = Registry::open_simulating_pid(spread_dir.path(), spreading, 7000);
-    let spread_registry = spread_registry.unwrap();
-    let spread = Families::register(&spread_registry, None);
-    let spread_sizes = (spread_registry.summary("sizes", "Sizes.", &["route"])).unwrap();
+    let (spread_registry, spread, spread_sizes) = open_spreading(spread_dir.path(), 4);
     let (latency, requests, sizes) = (
         spread.latency.labels(["a"]).unwrap(),
         spread.requests.labels(["a"]).unwrap(),
@@ -184,32 +191,28 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
     // often enough to be found so depends on the machine; the writer's tests cover that).
     let rounds = 20;
     let halfway = Barrier::new(2);
-    let writes: Vec<usize> = std::thread::scope(|s| {
-        let threads: Vec<_> = (0..2)
-            .map(|t| {
-                let halfway = &halfway;
-                s.spawn(move || {
-                    for round in 0..rounds {
-                        if round == rounds / 2 {
-                            halfway.wait();
-                            if t == 0 {
-                                latency.spread_now();
-                                requests.spread_now();
-                                sizes.spread_now();
-                            }
-                            halfway.wait();
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let halfway = &halfway;
+            s.spawn(move || {
+                for round in 0..rounds {
+                    if round == rounds / 2 {
+                        halfway.wait();
+                        if t == 0 {
+                            latency.spread_now();
+                            requests.spread_now();
+                            sizes.spread_now();
                         }
-                        for v in observations(t) {
-                            latency.observe(v);
-                            requests.inc_by(v + 0.25);
-                            sizes.observe(v);
-                        }
+                        halfway.wait();
                     }
-                    rounds * 400
-                })
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
+                    for v in observations(t) {
+                        latency.observe(v);
+                        requests.inc_by(v + 0.25);
+                        sizes.observe(v);
+                    }
+                }
+            });
+        }
     });
     // Spread over four copies each: the first record and three placed later.
     let (latency_created, requests_created, sizes_created) = (
@@ -223,16 +226,9 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
     assert!(latency_created[1..].iter().all(|&c| c > latency_created[0]));
 
     // The same writes, one thread after the other, into a registry that never spreads.
-    let one_copy = Options {
-        contention_stripes: 1,
-        ..Options::default()
-    };
-    let plain_registry = Registry::open_simulating_pid(plain_dir.path(), one_copy, 7000);
-    let plain_registry = plain_registry.unwrap();
-    let plain = Families::register(&plain_registry, None);
-    let plain_sizes = (plain_registry.summary("sizes", "Sizes.", &["route"])).unwrap();
-    for (t, &n) in writes.iter().enumerate() {
-        for v in (0..n / 400).flat_map(|_| observations(t)) {
+    let (plain_registry, plain, plain_sizes) = open_spreading(plain_dir.path(), 1);
+    for t in 0..2 {
+        for v in (0..rounds).flat_map(|_| observations(t)) {
             plain.latency.labels(["a"]).unwrap().observe(v);
             plain.requests.labels(["a"]).unwrap().inc_by(v + 0.25);
             plain_sizes.labels(["a"]).unwrap().observe(v);
@@ -242,10 +238,7 @@ fn a_series_spread_when_contended_shows_what_one_series_of_the_same_writes_does(
 
     let expected = plain.latency.labels(["a"]).unwrap().get();
     assert_eq!(latency.get(), expected);
-    assert_eq!(
-        expected.buckets.iter().sum::<u64>(),
-        writes.iter().sum::<usize>() as u64
-    );
+    assert_eq!(expected.buckets.iter().sum::<u64>(), 2 * rounds * 400);
     assert_eq!(requests.get(), plain.requests.labels(["a"]).unwrap().get());
     assert_eq!(sizes.get(), plain_sizes.labels(["a"]).unwrap().get());
     let created_line = |text: &str, family: &str| {
