@@ -679,8 +679,15 @@ fn fields(line: &str) -> (&str, BTreeMap<&str, &str>) {
 }
 
 /// The two reports of a fork test, `original …` and `grandchild …`, by their first word.
-fn fork_reports(child: &mut ChildProcess) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut reports = BTreeMap::new();
+type Reports = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Starts test `test`'s child in `role` on `dir` and reads its two reports (`original` and
+/// `grandchild`, in either order), checking that they name the child and its own child.
+/// Returns the child, its pid and the reports.
+fn run_forker(test: &str, role: &str, dir: &Path) -> (ChildProcess, u32, Reports) {
+    let mut child = ChildProcess::spawn(test, role, &[dir_param(dir)]);
+    let original = child.pid().as_raw() as u32;
+    let mut reports = Reports::new();
     for _ in 0..2 {
         let line = child.expect_line(REPORT_TIMEOUT);
         let (word, pairs) = fields(&line);
@@ -689,7 +696,10 @@ fn fork_reports(child: &mut ChildProcess) -> BTreeMap<String, BTreeMap<String, S
             .collect();
         assert!(reports.insert(word.to_owned(), pairs).is_none(), "{line}");
     }
-    reports
+    let (orig, gc) = (&reports["original"], &reports["grandchild"]);
+    assert_eq!(orig["pid"], original.to_string());
+    assert_eq!(gc["pid"], orig["grandchild"]);
+    (child, original, reports)
 }
 
 /// The `at` label of the exemplar of counter `name`'s unlabelled series.
@@ -719,17 +729,10 @@ fn forked_child_writes_its_own_segment() {
         return single_thread_fork_child();
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = ChildProcess::spawn(
-        "forked_child_writes_its_own_segment",
-        "forker",
-        &[dir_param(dir.path())],
-    );
-    let original = child.pid().as_raw() as u32;
-    let reports = fork_reports(&mut child);
+    let test = "forked_child_writes_its_own_segment";
+    let (mut child, original, reports) = run_forker(test, "forker", dir.path());
     let (orig, gc) = (&reports["original"], &reports["grandchild"]);
-    assert_eq!(orig["pid"], original.to_string());
     assert_eq!(orig["recreations"], "0");
-    assert_eq!(gc["pid"], orig["grandchild"]);
     assert_eq!(
         gc["recreations"], "1",
         "the grandchild re-created its one registry"
@@ -883,16 +886,9 @@ fn forked_child_of_a_spread_series_writes_its_own_copies() {
         return spread_fork_child();
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = ChildProcess::spawn(
-        "forked_child_of_a_spread_series_writes_its_own_copies",
-        "spread-forker",
-        &[dir_param(dir.path())],
-    );
-    let original = child.pid().as_raw() as u32;
-    let reports = fork_reports(&mut child);
+    let test = "forked_child_of_a_spread_series_writes_its_own_copies";
+    let (mut child, original, reports) = run_forker(test, "spread-forker", dir.path());
     let (orig, gc) = (&reports["original"], &reports["grandchild"]);
-    assert_eq!(orig["pid"], original.to_string());
-    assert_eq!(gc["pid"], orig["grandchild"]);
     assert_eq!(
         gc["copies"], "4",
         "the grandchild's segment declares the copies too"
