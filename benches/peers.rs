@@ -148,13 +148,17 @@ pub(crate) struct FloatCounters {
 
 impl FloatCounters {
     pub(crate) fn new() -> Self {
+        // The one unlabelled counter of `registry`.
+        let counter = |registry: &Registry| {
+            registry
+                .counter("bench_tokens_total", "Tokens.", &[])
+                .expect("register the counter")
+                .unlabelled()
+                .expect("resolve the child")
+                .clone()
+        };
         let (dir, registry) = registry();
-        let shmetrics = registry
-            .counter("bench_tokens_total", "Tokens.", &[])
-            .expect("register the counter")
-            .unlabelled()
-            .expect("resolve the child")
-            .clone();
+        let shmetrics = counter(&registry);
         let striped = registry
             .counter_striped("bench_striped_tokens_total", "Tokens.", &[], STRIPES)
             .expect("register the striped counter")
@@ -162,12 +166,7 @@ impl FloatCounters {
             .expect("resolve the child")
             .clone();
         let (one_copy_dir, one_copy_registry) = one_copy_registry();
-        let one_copy = one_copy_registry
-            .counter("bench_tokens_total", "Tokens.", &[])
-            .expect("register the counter")
-            .unlabelled()
-            .expect("resolve the child")
-            .clone();
+        let one_copy = counter(&one_copy_registry);
         Self {
             _dir: dir,
             _registry: registry,
