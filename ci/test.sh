@@ -51,7 +51,7 @@ bash ci/package-check.sh
 step "tests"
 cargo test --workspace --locked
 
-step "the writer's threaded tests on one core: none may count on two threads running at once"
+step "threaded tests (writer, metrics facade, the reader's spread and fork tests) on one core: none may count on two threads running at once"
 one_cpu=$(python3 -c 'import os; print(min(os.sched_getaffinity(0)))')
 taskset -c "$one_cpu" cargo test --locked -p shmetrics-writer -p shmetrics-metrics
 taskset -c "$one_cpu" cargo test --locked -p shmetrics-reader --test striped --test multiprocess
