@@ -12,12 +12,13 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 tracked_state() { git status --porcelain --untracked-files=no; git diff HEAD | sha256sum; }
 tracked_before=$(tracked_state)
 
-step "system packages (promtool from Debian's prometheus, prometheus-pushgateway, victoria-metrics, systemd-analyze)"
+step "system packages (promtool from Debian's prometheus, prometheus-pushgateway, victoria-metrics, systemd-analyze, strace)"
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushgateway)
 command -v victoria-metrics >/dev/null 2>&1 || packages+=(victoria-metrics)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+command -v strace >/dev/null 2>&1 || packages+=(strace)
 if [ ${#packages[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

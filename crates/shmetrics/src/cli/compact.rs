@@ -6,6 +6,7 @@ use clap::Args;
 use shmetrics_reader::{CompactError, Reader};
 
 use super::error::CliError;
+use super::output::out_line;
 
 /// Arguments of `compact`.
 #[derive(Debug, Args)]
@@ -24,7 +25,8 @@ pub(crate) struct CompactArgs {
 ///
 /// # Errors
 /// Exit status 2 when the directory is missing or not a directory; 3 when another compactor
-/// is running; 1 when a file operation fails (the message names it; nothing is lost).
+/// is running; 1 when a file operation fails (the message names it; nothing is lost) or
+/// the report cannot be written to stdout (a closed pipe ends it quietly, with success).
 pub(crate) fn run(args: &CompactArgs) -> Result<(), CliError> {
     let mut reader =
         Reader::open(&args.dir).map_err(|e| CliError::with_code(2, format!("compact: {e}")))?;
@@ -34,8 +36,8 @@ pub(crate) fn run(args: &CompactArgs) -> Result<(), CliError> {
         e => CliError::new(format!("compact: {e}")),
     })?;
     let dir = args.dir.display();
-    match report.generation {
-        Some(generation) if report.folded_segments > 0 => println!(
+    let mut report_lines = vec![match report.generation {
+        Some(generation) if report.folded_segments > 0 => format!(
             "{dir}: folded {} dead segments into archive generation {generation} ({} series); \
              removed {} files and {} stale temporary files",
             report.folded_segments,
@@ -43,7 +45,7 @@ pub(crate) fn run(args: &CompactArgs) -> Result<(), CliError> {
             report.removed_files,
             report.removed_temporary
         ),
-        _ => println!(
+        _ => format!(
             "{dir}: no dead segments to fold{}; removed {} files and {} stale temporary files",
             report
                 .generation
@@ -52,13 +54,20 @@ pub(crate) fn run(args: &CompactArgs) -> Result<(), CliError> {
             report.removed_files,
             report.removed_temporary
         ),
-    }
+    }];
     if report.conflicting_series > 0 {
-        println!(
+        report_lines.push(format!(
             "{} series of dead segments were left out: their family is declared differently \
              from the definition in force (they were not scraped either)",
             report.conflicting_series
-        );
+        ));
     }
-    Ok(())
+    // The compaction is done whether or not anyone reads the report: a closed pipe ends
+    // it quietly, as it ends `dump`.
+    match (report_lines.iter()).try_for_each(|line| out_line(format_args!("{line}"))) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::new(format!("compact: writing to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }

@@ -36,6 +36,7 @@ use shmetrics_writer::{Counter, Gauge, GaugeMode, Histogram, Registry};
 
 use super::error::CliError;
 use super::http::parse_listen;
+use super::output::{err_line, out_line};
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
@@ -164,7 +165,10 @@ impl DemoDir {
 impl Drop for DemoDir {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("shmetrics demo: cannot remove {}: {e}", self.0.display());
+            err_line(format_args!(
+                "shmetrics demo: cannot remove {}: {e}",
+                self.0.display()
+            ));
         }
     }
 }
@@ -403,22 +407,24 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
     let mut engines = Engines::start(&dir.0, args.engines, args.rate, args.lmcache)?;
     let mut reader = Reader::open(&dir.0).map_err(|e| CliError::new(format!("demo: {e}")))?;
 
-    println!(
+    // What the demo prints is for the person watching: a stdout that is gone (`| head`)
+    // loses the lines, and the demo goes on serving.
+    let _ = out_line(format_args!(
         "shmetrics demo: {} simulated vLLM engines ({model}, {} requests/s each{}) writing to {}",
         args.engines,
         args.rate,
         if args.lmcache { ", with LMCache" } else { "" },
         dir.0.display()
-    );
-    println!(
+    ));
+    let _ = out_line(format_args!(
         "serving {} ({})  Ctrl-C to stop",
         url(address),
         listening(address)
-    );
-    println!(
+    ));
+    let _ = out_line(format_args!(
         "try: curl -s {} | grep -E '^vllm:(num_requests_running|prompt_tokens_total)'",
         url(address)
-    );
+    ));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -461,17 +467,17 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
                 now.series,
             );
             if tty {
-                print!("\r{line}\x1b[K");
-                let _ = std::io::stdout().flush();
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "\r{line}\x1b[K").and_then(|()| out.flush());
             } else if started.elapsed().as_secs().is_multiple_of(5) {
-                println!("{line}");
+                let _ = out_line(format_args!("{line}"));
             }
             if duration.is_some_and(|d| started.elapsed() >= d) {
                 break "the end of --duration".to_owned();
             }
         };
         if tty {
-            println!();
+            let _ = out_line(format_args!(""));
         }
         let _ = stop_tx.send(());
         match server_task.await {
@@ -486,10 +492,10 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
     let path = dir.0.clone();
     drop(dir);
     let stopped_by = result?;
-    println!(
+    let _ = out_line(format_args!(
         "stopped by {stopped_by}; engines stopped, {} removed",
         path.display()
-    );
+    ));
     Ok(())
 }
 

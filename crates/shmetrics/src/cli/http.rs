@@ -348,10 +348,10 @@ pub(crate) fn warn_about_directory(command: &str, dir: &std::path::Path) {
 }
 
 pub(crate) fn announce(server: &Server) {
-    eprintln!(
+    super::output::err_line(format_args!(
         "serving {}://{}/metrics from {}",
         if server.tls() { "https" } else { "http" },
         server.local_addr(),
         server.dir().display()
-    );
+    ));
 }

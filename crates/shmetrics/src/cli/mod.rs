@@ -10,6 +10,7 @@ mod generate;
 mod http;
 mod inspect;
 mod man;
+mod output;
 mod push;
 mod run;
 mod serve;
@@ -167,7 +168,7 @@ pub(crate) fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("shmetrics: {e}");
+            output::err_line(format_args!("shmetrics: {e}"));
             ExitCode::from(e.code)
         }
     }

@@ -66,7 +66,10 @@ impl Drop for MetricsDir {
         match std::fs::remove_dir_all(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => eprintln!("shmetrics: run: cannot remove {}: {e}", self.path.display()),
+            Err(e) => super::output::err_line(format_args!(
+                "shmetrics: run: cannot remove {}: {e}",
+                self.path.display()
+            )),
         }
     }
 }

@@ -236,7 +236,7 @@ impl Drop for Writers {
     }
 }
 
-/// Starts `cmd` as `name` and waits until its log has a line starting with `serving
+/// Starts `cmd` as `name` and waits until its log has a whole line starting with `serving
 /// http://` (or `https://`); returns it with the address `parse` reads from the rest of that line.
 pub(crate) fn start_listening(
     name: &'static str,
@@ -248,7 +248,9 @@ pub(crate) fn start_listening(
     let mut proc = Proc::spawn(name, cmd, log);
     loop {
         let text = proc.log_text();
-        let serving = text.lines().find_map(|l| {
+        // Only whole lines: the last one may still be being written.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        let serving = whole.lines().find_map(|l| {
             l.strip_prefix("serving http://")
                 .or_else(|| l.strip_prefix("serving https://"))
                 .map(|rest| (l, rest))
