@@ -9,6 +9,9 @@
 //!   segment; the parent's segment never sees the child's writes.
 //! - `forked_child_of_a_spread_series_writes_its_own_copies`: a series spread over copies
 //!   by two threads before `fork()` is written in the child's own segment, copies included.
+//! - `a_forked_child_that_cannot_create_its_segment_says_so_and_goes_on`: a child whose
+//!   segment cannot be created reports it without the stderr lock another thread held at
+//!   the fork, and goes on with no metrics.
 //! - `fork_while_threads_register`: forking while other threads create label sets and
 //!   register families leaves no lock held in the child.
 
@@ -17,7 +20,7 @@ mod common;
 use shmetrics_layout::sync::AtomicU64;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -681,25 +684,41 @@ fn fields(line: &str) -> (&str, BTreeMap<&str, &str>) {
 /// The two reports of a fork test, `original …` and `grandchild …`, by their first word.
 type Reports = BTreeMap<String, BTreeMap<String, String>>;
 
-/// Starts test `test`'s child in `role` on `dir` and reads its two reports (`original` and
-/// `grandchild`, in either order), checking that they name the child and its own child.
-/// Returns the child, its pid and the reports.
-fn run_forker(test: &str, role: &str, dir: &Path) -> (ChildProcess, u32, Reports) {
-    let mut child = ChildProcess::spawn(test, role, &[dir_param(dir)]);
+/// Starts test `test`'s child in `role` with `params` and reads its two reports
+/// (`original` and `grandchild`, in either order), checking that they name the child and
+/// its own child. Returns the child, its pid and the reports.
+fn run_forker(test: &str, role: &str, params: &[(&str, String)]) -> (ChildProcess, u32, Reports) {
+    let mut child = ChildProcess::spawn(test, role, params);
     let original = child.pid().as_raw() as u32;
+    // A grandchild hung in `fork()` (in a fork handler) never reaches its alarm, and is
+    // not a child of this process: killed when it does not report.
+    let mut unreported = None;
     let mut reports = Reports::new();
     for _ in 0..2 {
         let line = child.expect_line(REPORT_TIMEOUT);
         let (word, pairs) = fields(&line);
-        let pairs = (pairs.into_iter())
+        let pairs: BTreeMap<String, String> = (pairs.into_iter())
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
+        if word == "original" {
+            unreported = Some(KillOnDrop(pairs["grandchild"].parse().unwrap()));
+        }
         assert!(reports.insert(word.to_owned(), pairs).is_none(), "{line}");
     }
+    std::mem::forget(unreported);
     let (orig, gc) = (&reports["original"], &reports["grandchild"]);
     assert_eq!(orig["pid"], original.to_string());
     assert_eq!(gc["pid"], orig["grandchild"]);
     (child, original, reports)
+}
+
+/// SIGKILLs a process that is not this one's child (so not reaped by it) when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
 }
 
 /// The `at` label of the exemplar of counter `name`'s unlabelled series.
@@ -730,7 +749,7 @@ fn forked_child_writes_its_own_segment() {
     }
     let dir = tempfile::tempdir().unwrap();
     let test = "forked_child_writes_its_own_segment";
-    let (mut child, original, reports) = run_forker(test, "forker", dir.path());
+    let (mut child, original, reports) = run_forker(test, "forker", &[dir_param(dir.path())]);
     let (orig, gc) = (&reports["original"], &reports["grandchild"]);
     assert_eq!(orig["recreations"], "0");
     assert_eq!(
@@ -887,7 +906,8 @@ fn forked_child_of_a_spread_series_writes_its_own_copies() {
     }
     let dir = tempfile::tempdir().unwrap();
     let test = "forked_child_of_a_spread_series_writes_its_own_copies";
-    let (mut child, original, reports) = run_forker(test, "spread-forker", dir.path());
+    let (mut child, original, reports) =
+        run_forker(test, "spread-forker", &[dir_param(dir.path())]);
     let (orig, gc) = (&reports["original"], &reports["grandchild"]);
     assert_eq!(
         gc["copies"], "4",
@@ -924,6 +944,108 @@ fn forked_child_of_a_spread_series_writes_its_own_copies() {
     }
     child.close_stdin();
     child.expect_success(EXIT_TIMEOUT);
+}
+
+fn failed_fork_child() {
+    let dir: PathBuf = param("dir");
+    // This process's stderr, and so its grandchild's, goes to the file the test reads.
+    let log = std::fs::File::create(param::<PathBuf>("stderr")).expect("stderr file");
+    nix::unistd::dup2_stderr(&log).expect("redirect stderr");
+    let registry = Registry::open(&dir).expect("open registry");
+    let family = registry.counter("failed_fork_ops_total", "Operations.", &[]);
+    let ops = family.unwrap().unlabelled().unwrap().clone();
+    ops.inc_by(2.0);
+    // The directory moves away and a file takes its name: the grandchild cannot create its
+    // segment there. The parent's segment, already mapped, moves with the directory.
+    std::fs::rename(&dir, param::<PathBuf>("moved")).expect("move the directory");
+    std::fs::write(&dir, b"not a directory").expect("a file in its place");
+    // Another thread holds the standard library's stderr lock across the fork, as a thread
+    // that is printing at that moment does; in the grandchild no thread will release it.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _stderr = std::io::stderr().lock();
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().unwrap();
+    // SAFETY: after fork() only the calling thread exists in the child, so a lock another
+    // thread held stays held there. Besides libtest's main thread (parked, holding no lock
+    // this code takes), the holder thread holds stderr's lock, which is the point of the
+    // test: neither the atfork child handler nor the grandchild's code below may take it.
+    // The grandchild never returns into libtest: `run_grandchild` exits.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        ForkResult::Child => run_grandchild(|| {
+            ops.inc();
+            say(format!(
+                "grandchild pid={} recreations={}",
+                std::process::id(),
+                shmetrics_writer::fork_recreations()
+            ));
+            wait_for_eof();
+        }),
+        ForkResult::Parent { child } => {
+            release_tx.send(()).unwrap();
+            holder.join().unwrap();
+            ops.inc_by(3.0);
+            say(format!(
+                "original pid={} grandchild={child} ops={}",
+                std::process::id(),
+                ops.get()
+            ));
+            wait_for_eof();
+            assert_exited_cleanly(child);
+        }
+    }
+}
+
+/// A forked child that cannot create its own segment (its directory is gone) while another
+/// thread of the parent held stderr's lock at the fork: the child says so in a line of its
+/// own and goes on, keeping no metrics; the parent's segment never sees the child's writes.
+#[test]
+fn a_forked_child_that_cannot_create_its_segment_says_so_and_goes_on() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "failed-forker");
+        return failed_fork_child();
+    }
+    let base = tempfile::tempdir().unwrap();
+    let (dir, moved, stderr) = (
+        base.path().join("metrics"),
+        base.path().join("moved"),
+        base.path().join("stderr.log"),
+    );
+    std::fs::create_dir(&dir).unwrap();
+    let test = "a_forked_child_that_cannot_create_its_segment_says_so_and_goes_on";
+    let params = [
+        dir_param(&dir),
+        ("moved", moved.display().to_string()),
+        ("stderr", stderr.display().to_string()),
+    ];
+    let (mut child, _, reports) = run_forker(test, "failed-forker", &params);
+    let (orig, gc) = (&reports["original"], &reports["grandchild"]);
+    assert_eq!(gc["recreations"], "1", "the child handler ran");
+    assert_eq!(orig["ops"], "5", "the parent's own adds only");
+    child.close_stdin();
+    child.expect_success(EXIT_TIMEOUT);
+
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("shmetrics: forked child"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].starts_with("shmetrics: forked child keeps no metrics for this segment: ")
+            && said[0].contains(&*dir.display().to_string())
+            && log.ends_with('\n'),
+        "{log}"
+    );
+    // Only the parent's segment, with only its own adds.
+    let merged = Reader::open(&moved).unwrap().snapshot();
+    assert_clean(&merged);
+    assert_eq!(merged.report.live_segments, 0, "both processes have exited");
+    assert_eq!(common::segment_files(&moved).len(), 1);
+    assert_eq!(counter(&merged.snapshot, "failed_fork_ops", ""), Some(5.0));
 }
 
 // ---------------------------------------------------------------------------------------

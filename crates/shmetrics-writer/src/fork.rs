@@ -158,11 +158,37 @@ fn recreate_in_child(shared: &Shared, state: &mut State) {
                 seg.writable = false;
                 if map_fixed(addr, len, None).is_err() {
                     // Cannot even detach: stop rather than write into the parent's segment.
-                    eprintln!("shmetrics: forked child cannot detach from parent segment: {e}");
+                    say_in_child(format_args!(
+                        "shmetrics: forked child cannot detach from parent segment: {e}"
+                    ));
                     std::process::abort();
                 }
-                eprintln!("shmetrics: forked child keeps no metrics for this segment: {e}");
+                say_in_child(format_args!(
+                    "shmetrics: forked child keeps no metrics for this segment: {e}"
+                ));
             }
+        }
+    }
+}
+
+/// Writes `line` and a newline to stderr in one `write(2)` (a line of its own, even when
+/// other processes share the stream), without the standard library's stderr lock: another
+/// thread of the parent may have held it at the fork (printing at that moment), and in the
+/// child no thread would ever release it. A stderr that cannot be written loses the line.
+fn say_in_child(line: std::fmt::Arguments<'_>) {
+    let mut text = line.to_string();
+    text.push('\n');
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: `rest` is a live byte slice and the call reads at most `rest.len()` bytes
+        // of it; descriptor 2 is only written, never closed or replaced here.
+        let written = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        match usize::try_from(written) {
+            Ok(0) => return,
+            Ok(n) => rest = &rest[n..],
+            Err(_) if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {
+            }
+            Err(_) => return,
         }
     }
 }
