@@ -54,11 +54,16 @@ fn can_trace() -> bool {
 
 /// `shmetrics ARGS` under strace, which writes one file per thread under `logs/w`.
 fn traced(logs: &Path, args: &[&str]) -> Command {
+    traced_program(logs, BIN, args)
+}
+
+/// `PROGRAM ARGS` under strace, as [`traced`].
+fn traced_program(logs: &Path, program: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("strace");
     cmd.args(["-ff", "-qq", "-xx", "-s", "1048576", "-e", "signal=none"])
         .args(["-e", "trace=write,writev", "-o"])
         .arg(logs.join("w"))
-        .arg(BIN)
+        .arg(program)
         .args(args)
         .env_remove("DYN_SYSTEM_PORT")
         .env_remove("RUST_LOG")
@@ -158,7 +163,7 @@ fn assert_whole_lines(logs: &Path, fd: u8) -> String {
             String::from_utf8_lossy(&w.bytes),
             w.written,
             w.bytes.len(),
-            w.call
+            &w.call[..w.call.len().min(300)]
         );
     }
     let text: Vec<u8> = (writes.iter())
@@ -327,6 +332,55 @@ fn failures_and_skipped_segments_are_reported_in_whole_lines() {
         stderr.contains("shmetrics-1-0-0.shm"),
         "the skipped segment: {stderr}"
     );
+}
+
+/// `generate --stay` passes its workers' stderr on: a worker's error line longer than a
+/// pipe's atomic write (here 7.7 KB, naming a segment path of 3.7 KB twice) still goes out
+/// whole, so two workers' lines cannot mix.
+#[test]
+fn generate_passes_its_workers_long_lines_on_whole() {
+    if !can_trace() {
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let mut dir = base.path().to_path_buf();
+    while dir.as_os_str().len() < 3_700 {
+        dir.push("d".repeat(250));
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    // Each worker's segment cannot grow past 1 KiB: it fails with EFBIG (SIGXFSZ, which
+    // would kill it, is ignored) and names the segment in its error line.
+    let script = "trap '' XFSZ; ulimit -f 1; \
+                  exec \"$0\" generate --dir \"$1\" --processes 2 --ops 1 --stay";
+    let logs = tempfile::tempdir().unwrap();
+    let out = traced_program(
+        logs.path(),
+        "sh",
+        &["-c", script, BIN, dir.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_whole_lines(logs.path(), 2);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let (summary, passed_on): (Vec<&str>, Vec<&str>) =
+        (stderr.lines()).partition(|l| l.starts_with("shmetrics: generate: "));
+    assert!(
+        summary.len() == 1 && summary[0].contains("failed before it was ready"),
+        "{summary:?}"
+    );
+    assert!(
+        !passed_on.is_empty(),
+        "the failed worker's line is passed on"
+    );
+    for line in passed_on {
+        assert!(
+            line.starts_with("shmetrics: generate-worker ")
+                && line.len() > 7_000
+                && line.ends_with(": File too large (os error 27)"),
+            "{line}"
+        );
+    }
 }
 
 /// A pipe whose reading end is already closed: every write to it fails (`EPIPE`).

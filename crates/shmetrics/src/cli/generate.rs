@@ -7,7 +7,7 @@
 //! a pipe to the parent and then blocks until SIGTERM; the parent prints the pids, one per
 //! line, and exits, leaving the workers running.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -250,17 +250,15 @@ fn await_exit(children: Vec<Child>) -> Result<(), CliError> {
 }
 
 /// Copies a worker's stderr to ours until it closes (it never closes while the worker
-/// stays; the thread then ends with this process).
-fn forward_stderr(mut from: ChildStderr) -> JoinHandle<()> {
+/// stays; the thread then ends with this process), a whole line at a time: the lines of
+/// workers passed on at once never mix, however long.
+fn forward_stderr(from: ChildStderr) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let _ = io::stderr().write_all(&buf[..n]);
-                }
-            }
+        let mut from = BufReader::new(from);
+        let mut line = Vec::new();
+        while from.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let _ = io::stderr().write_all(&line);
+            line.clear();
         }
     })
 }
