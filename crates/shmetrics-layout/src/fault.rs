@@ -16,15 +16,17 @@
 //! atomic pointer, sets an atomic flag and calls `mmap`, a plain system call. The table is
 //! replaced whole when a range is added or removed (rare: when a segment is opened or
 //! dropped), and the old one is freed only once no handler is running (a count of handlers
-//! in flight, checked after the swap).
+//! in flight, checked after the swap). The registration lock is held across `fork()`
+//! ([`hold_across_fork`]), so a child never inherits it held.
 
 // Under Miri no handler is installed (it cannot run signal handlers), so the handler's
 // parts are unused there.
 #![cfg_attr(miri, allow(dead_code))]
 
+use std::cell::RefCell;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock, PoisonError};
 
 /// How a watched mapping is used, and so what replaces a page that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +65,16 @@ static TABLE: AtomicPtr<Table> = AtomicPtr::new(ptr::null_mut());
 /// Handlers running now.
 static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
 /// Every watched range; the table is built from it. Only registration takes this lock,
-/// never the handler.
+/// never the handler; the forking thread holds it across `fork()` (see [`hold_across_fork`]).
 static RANGES: Mutex<Vec<Range>> = Mutex::new(Vec::new());
+/// Registers the fork handlers once.
+static FORK_HANDLERS: Once = Once::new();
+
+thread_local! {
+    /// The range lock, held by the forking thread from the prepare handler until the parent
+    /// or child handler drops it.
+    static HELD: RefCell<Option<MutexGuard<'static, Vec<Range>>>> = const { RefCell::new(None) };
+}
 /// The `SIGBUS` action the process had before ours, and the page size.
 static PREVIOUS: OnceLock<(libc::sigaction, usize)> = OnceLock::new();
 
@@ -140,6 +150,56 @@ fn publish(ranges: &[Range]) {
     }
 }
 
+/// Holds the range lock across every `fork()` of this process from now on, so that a child
+/// never inherits it held by a thread of the parent that does not exist in the child (the
+/// child would hang at its first [`watch`], such as the first segment its reader opens).
+/// Idempotent; [`watch`] calls it.
+///
+/// Code that takes locks of its own across `fork()` and may call [`watch`] while holding
+/// them calls this first, then registers its own handlers: `fork()` runs prepare handlers in
+/// the reverse order of registration, so its locks are taken before this one, in the order
+/// its own code takes them.
+#[cfg(not(miri))]
+pub fn hold_across_fork() {
+    FORK_HANDLERS.call_once(|| {
+        // SAFETY: the three handlers are `extern "C"` functions that do not unwind.
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(prepare_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            )
+        };
+        if rc != 0 {
+            log::warn!(
+                "pthread_atfork failed ({rc}): a child forked while a segment is being opened \
+                 could hang at its first segment"
+            );
+        }
+    });
+}
+
+/// Miri cannot fork: nothing is registered there.
+#[cfg(miri)]
+pub fn hold_across_fork() {}
+
+extern "C" fn prepare_fork() {
+    let guard = RANGES.lock().unwrap_or_else(PoisonError::into_inner);
+    HELD.with(|h| *h.borrow_mut() = Some(guard));
+}
+
+extern "C" fn after_fork_in_parent() {
+    drop(HELD.with(|h| h.borrow_mut().take()));
+}
+
+extern "C" fn after_fork_in_child() {
+    // A handler that was running on another thread of the parent does not exist here, and
+    // this thread is in `fork()`, not in a handler: none runs, and `publish` must not wait
+    // for one. SYNC POINT fault-child-count: relaxed; only this thread exists.
+    IN_HANDLER.store(0, Ordering::Relaxed);
+    drop(HELD.with(|h| h.borrow_mut().take()));
+}
+
 /// Miri cannot run signal handlers: nothing is installed there.
 #[cfg(miri)]
 fn install() {}
@@ -147,6 +207,7 @@ fn install() {}
 /// Installs the handler once, keeping the previous action to chain to.
 #[cfg(not(miri))]
 fn install() {
+    hold_across_fork();
     PREVIOUS.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;

@@ -13,7 +13,8 @@
 //!   segment cannot be created reports it without the stderr lock another thread held at
 //!   the fork, and goes on with no metrics.
 //! - `fork_while_threads_register`: forking while other threads create label sets and
-//!   register families leaves no lock held in the child.
+//!   register families leaves no lock held in the child; `fork_while_threads_open_watched_segments`
+//!   the same while they open segments watched for truncation.
 
 mod common;
 
@@ -1107,7 +1108,24 @@ fn wait_until(mut done: impl FnMut() -> bool) -> bool {
 }
 
 fn fork_under_churn_child() {
-    let registry = Registry::open(param::<String>("dir")).expect("open registry");
+    // Watched: every segment is watched for truncation, and small, so that the churn opens
+    // new ones (and registers their ranges while holding the state lock) during the forks.
+    let watched: bool = param("watched");
+    let options = if watched {
+        Options {
+            guard_truncation: true,
+            initial_segment_size: 4096,
+            max_segment_size: 4096,
+            max_segments: 4096,
+            ..Options::default()
+        }
+    } else {
+        Options::default()
+    };
+    // Watched, a registry opened first without the guard registers the writer's fork
+    // handlers before the guard's lock is ever used: their order must not depend on that.
+    let _plain = watched.then(|| Registry::open(param::<String>("dir")).expect("open registry"));
+    let registry = Registry::open_with(param::<String>("dir"), options).expect("open registry");
     let family = registry
         .counter("churn_total", "Label sets created.", &["thread", "n"])
         .unwrap();
@@ -1236,12 +1254,26 @@ fn fork_while_threads_register() {
         assert_eq!(role, "churn");
         return fork_under_churn_child();
     }
+    fork_while_threads_register_in("fork_while_threads_register", false);
+}
+
+/// As `fork_while_threads_register`, with segments watched for truncation and small: the
+/// churn threads open new segments during the forks, registering each one's range (the
+/// truncation guard's lock) under the registry's state lock, which the fork handlers must
+/// take in that same order.
+#[test]
+fn fork_while_threads_open_watched_segments() {
+    if let Some(role) = child_role() {
+        assert_eq!(role, "churn");
+        return fork_under_churn_child();
+    }
+    fork_while_threads_register_in("fork_while_threads_open_watched_segments", true);
+}
+
+fn fork_while_threads_register_in(test: &str, watched: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = ChildProcess::spawn(
-        "fork_while_threads_register",
-        "churn",
-        &[dir_param(dir.path())],
-    );
+    let params = [dir_param(dir.path()), ("watched", watched.to_string())];
+    let mut child = ChildProcess::spawn(test, "churn", &params);
     let forker = child.pid().as_raw() as u32;
     let mut reported = BTreeMap::new();
     let totals = loop {
@@ -1250,7 +1282,8 @@ fn fork_while_threads_register() {
         let (word, f) = fields(&line);
         match word {
             "grandchild" => {
-                assert_eq!(f["recreations"], "1", "{line}");
+                let registries = if watched { "2" } else { "1" };
+                assert_eq!(f["recreations"], registries, "{line}");
                 let pid: u32 = f["pid"].parse().unwrap();
                 assert!(
                     reported
@@ -1282,6 +1315,10 @@ fn fork_while_threads_register() {
     let pids: BTreeSet<u32> = files.iter().map(|(pid, _)| *pid).collect();
     let want: BTreeSet<u32> = want.into_iter().chain([forker]).collect();
     assert_eq!(pids, want);
+    if watched {
+        let opened = files.iter().filter(|(pid, _)| *pid == forker).count();
+        assert!(opened > FORKS, "the churn opened {opened} segments");
+    }
 
     let scrape = Reader::open(dir.path()).unwrap().snapshot();
     assert_clean(&scrape);

@@ -53,6 +53,10 @@ thread_local! {
 /// Starts tracking a registry's state for fork handling.
 pub(crate) fn track(shared: &Arc<Shared>) {
     INSTALL.call_once(|| {
+        // Registered first, so that its prepare handler runs after ours (prepare handlers
+        // run in the reverse order of registration): a thread may hold a state lock while
+        // it watches a new segment, and the state locks are taken first here too.
+        shmetrics_layout::fault::hold_across_fork();
         // SAFETY: the three handlers are `extern "C"` functions that do not unwind.
         let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
         if rc != 0 {
