@@ -597,6 +597,17 @@ fn assert_exited_cleanly(child: Pid) {
     );
 }
 
+/// The forking process's part after the fork: reports `original pid=… grandchild=…` and
+/// `fields`, waits until the test closes its stdin, and reaps the grandchild.
+fn report_original_then_reap(child: Pid, fields: String) {
+    say(format!(
+        "original pid={} grandchild={child} {fields}",
+        std::process::id()
+    ));
+    wait_for_eof();
+    assert_exited_cleanly(child);
+}
+
 /// Runs the grandchild's part of a fork test and exits: it must never return into the
 /// caller's frames (libtest's, or a thread scope whose threads it does not have).
 fn run_grandchild(body: impl FnOnce()) -> ! {
@@ -658,13 +669,8 @@ fn single_thread_fork_child() {
                 ops.inc();
             }
             own.set(ops.get());
-            say(format!(
-                "original pid={} recreations={} grandchild={child}",
-                std::process::id(),
-                shmetrics_writer::fork_recreations(),
-            ));
-            wait_for_eof();
-            assert_exited_cleanly(child);
+            let recreations = shmetrics_writer::fork_recreations();
+            report_original_then_reap(child, format!("recreations={recreations}"));
         }
     }
 }
@@ -886,13 +892,7 @@ fn spread_fork_child() {
             for _ in 0..8 {
                 ops.inc_by(0.75);
             }
-            say(format!(
-                "original pid={} before={} grandchild={child}",
-                std::process::id(),
-                adds as f64 * 0.5
-            ));
-            wait_for_eof();
-            assert_exited_cleanly(child);
+            report_original_then_reap(child, format!("before={}", adds as f64 * 0.5));
         }
     }
 }
@@ -989,13 +989,7 @@ fn failed_fork_child() {
             release_tx.send(()).unwrap();
             holder.join().unwrap();
             ops.inc_by(3.0);
-            say(format!(
-                "original pid={} grandchild={child} ops={}",
-                std::process::id(),
-                ops.get()
-            ));
-            wait_for_eof();
-            assert_exited_cleanly(child);
+            report_original_then_reap(child, format!("ops={}", ops.get()));
         }
     }
 }
