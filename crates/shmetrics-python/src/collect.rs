@@ -2,19 +2,33 @@
 //! rendered expositions for anything that serves `/metrics` itself.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use pyo3::exceptions::{PyMemoryError, PyOSError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use shmetrics_reader::snapshot::{Family, Series, Value};
 use shmetrics_reader::{Format, PrefixFilter, Scrape, ScrapeReport};
 
 /// Reads one metrics directory, keeping parsed metadata between scrapes. Thread-safe; the
-/// directory is read with the GIL released.
+/// directory is read with the GIL released. Used only in the process that opened it.
 #[pyclass(frozen, module = "shmetrics._native", name = "Reader")]
 pub(crate) struct Reader {
-    inner: Mutex<State>,
+    /// `None` only once dropped in a forked child (see `Drop`).
+    inner: Option<Mutex<State>>,
+    /// The process that opened it. A child forked while another thread was reading holds
+    /// the lock for good (that thread does not exist there) and the state half-changed, so
+    /// a child never uses, nor frees, what it inherited.
+    opened_by: u32,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if std::process::id() != self.opened_by {
+            // Inherited through fork(): possibly half-changed by a thread of the parent.
+            std::mem::forget(self.inner.take());
+        }
+    }
 }
 
 struct State {
@@ -67,11 +81,23 @@ fn reader_err(e: shmetrics_reader::ReaderError) -> PyErr {
     }
 }
 
+/// Takes a reader's state lock (a panic while it was held leaves the state usable).
+fn locked(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Reader {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The state's lock, to be taken with the GIL released (`locked`); an error in a process
+    /// forked from the one that opened this reader.
+    fn state(&self) -> PyResult<&Mutex<State>> {
+        match &self.inner {
+            Some(inner) if std::process::id() == self.opened_by => Ok(inner),
+            _ => Err(PyRuntimeError::new_err(format!(
+                "this shmetrics Reader was opened by process {} and inherited through fork(): \
+                 open a new one in this process (generate_latest and the collectors do)",
+                self.opened_by
+            ))),
+        }
     }
 
     /// A snapshot for `collect` and `render_prometheus_client` (the GIL released while it is
@@ -84,8 +110,9 @@ impl Reader {
         process_metrics: bool,
     ) -> PyResult<(Scrape, PrefixFilter, Vec<Family>)> {
         let filter = PrefixFilter::new(prefixes);
+        let state = self.state()?;
         let (scrape, warning) = py.detach(|| {
-            let mut state = self.lock();
+            let mut state = locked(state);
             state.reader.set_process_metrics(process_metrics);
             let scrape = state.reader.snapshot();
             state.last = scrape.report.clone();
@@ -124,11 +151,12 @@ impl Reader {
     fn new(path: PathBuf) -> PyResult<Self> {
         let reader = shmetrics_reader::Reader::open(path).map_err(reader_err)?;
         Ok(Self {
-            inner: Mutex::new(State {
+            inner: Some(Mutex::new(State {
                 reader,
                 last: ScrapeReport::default(),
                 checked_prefixes: Default::default(),
-            }),
+            })),
+            opened_by: std::process::id(),
         })
     }
 
@@ -232,9 +260,10 @@ impl Reader {
             Format::Prometheus
         };
         let filter = PrefixFilter::new(prefixes);
+        let state = self.state()?;
         let (text, warning) = py
             .detach(|| {
-                let mut state = self.lock();
+                let mut state = locked(state);
                 state.reader.set_process_metrics(process_metrics);
                 state.reader.set_created_series(created);
                 let warning = state.check_prefixes(&filter, None);
@@ -262,7 +291,7 @@ impl Reader {
     /// What the last `collect` or `render` found: segment counts, and each file skipped or
     /// found corrupt, as a dict.
     fn last_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let state = self.lock();
+        let state = locked(self.state()?);
         report_to_py(py, &state.last)
     }
 }

@@ -329,3 +329,107 @@ def test_collector_requires_a_directory(tmp_path, monkeypatch):
     f.write_text("")
     with pytest.raises(ValueError):
         ShmetricsCollector(None, path=str(f))
+
+
+SCRAPE_WHILE_FORKING = """
+import threading, time
+import shmetrics
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+import shmetrics.prometheus_client
+
+kept = CollectorRegistry()
+if how == "collector_made_before":
+    multiprocess.MultiProcessCollector(kept)
+elif how == "shmetrics_collector_made_before":
+    shmetrics.prometheus_client.ShmetricsCollector(kept)
+
+def scrape():
+    if how == "native_generate_latest":
+        return shmetrics.generate_latest()
+    if how == "collector_per_scrape":
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(kept)
+
+Counter('forks_seen', 'help', registry=None).inc()
+assert b'forks_seen_total 1.0' in scrape()
+stop = threading.Event()
+def keep_scraping():
+    while not stop.is_set():
+        scrape()
+scraper = threading.Thread(target=keep_scraping)
+scraper.start()
+outcomes = []
+for _ in range(forks):
+    time.sleep(0.002)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = b'forks_seen_total 1.0' in scrape()
+        except BaseException:
+            os._exit(3)
+        os._exit(0 if ok else 4)
+    deadline = time.monotonic() + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            outcomes.append(os.waitstatus_to_exitcode(status))
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            outcomes.append('hung')
+            break
+        time.sleep(0.005)
+    if outcomes[-1] != 0:
+        break
+stop.set()
+scraper.join()
+result = outcomes
+"""
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "collector_per_scrape",
+        "collector_made_before",
+        "shmetrics_collector_made_before",
+        "native_generate_latest",
+    ],
+)
+def test_a_child_forked_while_another_thread_scrapes_can_scrape(workers, how):
+    """A process that scrapes its directory on one thread (the reader is kept between
+    scrapes, its lock held while the directory is read) and forks on another: each child
+    scrapes too, the way the parent does (a collector per scrape, or one made before the
+    fork as with gunicorn's --preload, or the native call), and must neither hang (10 s
+    each) nor fail; the first failure ends the loop: "hung", or 3 for an exception, 4 for
+    a wrong value."""
+    w = workers()
+    assert w.run(SCRAPE_WHILE_FORKING, how=how, forks=20) == [0] * 20
+
+
+def test_a_reader_inherited_through_fork_is_refused_with_a_reason(workers, metrics_dir):
+    """A ``Reader`` the application keeps across a ``fork()`` is refused in the child (the
+    parent may have been reading with it on another thread: its lock held for good there,
+    its state half-changed) with an error that says what to do; the parent's goes on."""
+    w = workers()
+    code = (
+        "import shmetrics\n"
+        "Counter('inherited', 'help', registry=None).inc()\n"
+        "reader = shmetrics.Reader(path)\n"
+        "assert b'inherited_total 1.0' in reader.render()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        reader.render()\n"
+        "    except RuntimeError as e:\n"
+        "        fresh = shmetrics.Reader(path).render()\n"
+        "        os._exit(0 if 'inherited through fork()' in str(e) and b'inherited_total 1.0' in fresh else 5)\n"
+        "    os._exit(6)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "result = (os.waitstatus_to_exitcode(status), b'inherited_total 1.0' in reader.render())"
+    )
+    assert w.run(code, path=metrics_dir) == (0, True)

@@ -73,6 +73,15 @@ DROP_IN_ENV = "SHMETRICS_PROMETHEUS_CLIENT"
 _readers: "dict[str, Reader]" = {}
 
 
+def _forget_readers() -> None:
+    """In a forked child: the parent's readers are refused there (another thread may have
+    been reading with one at the fork), so the child opens its own."""
+    _readers.clear()
+
+
+os.register_at_fork(after_in_child=_forget_readers)
+
+
 def _reader_for(path: Optional[str]) -> Reader:
     if path is None:
         path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -189,7 +189,8 @@ _Exemplar = Optional[Tuple[Dict[str, str], float, float]]
 _CreatedSeries = Tuple[Dict[str, str], Optional[str], Any, Optional[float], Optional[List[_Exemplar]]]
 
 class Reader:
-    """Merges one metrics directory; parsed metadata is kept between calls."""
+    """Merges one metrics directory; parsed metadata is kept between calls. Used only in the
+    process that opened it: in a child forked since, every call raises ``RuntimeError``."""
 
     def __init__(self, path: str) -> None: ...
     def collect(

@@ -273,6 +273,18 @@ _readers: Dict[str, _native.Reader] = {}
 _readers_lock = threading.Lock()
 
 
+def _forget_readers() -> None:
+    """In a forked child: the parent's readers are refused there (another thread may have
+    been reading with one at the fork) and their cache's lock may be held by a thread the
+    child does not have, so the child starts both afresh."""
+    global _readers_lock
+    _readers_lock = threading.Lock()
+    _readers.clear()
+
+
+os.register_at_fork(after_in_child=_forget_readers)
+
+
 def _reader(path: str) -> _native.Reader:
     """The reader of a directory, kept between collections (its parsed metadata is reused);
     readers of directories that are gone are dropped when another is opened."""
@@ -325,18 +337,26 @@ class ShmetricsCollector:
         self._process_metrics = process_metrics
         self._created = created
         self._reader = _reader(self._path)
+        self._reader_pid = os.getpid()
         if registry:
             registry.register(self)
+
+    def _own_reader(self) -> _native.Reader:
+        """This process's reader: a collector made before a ``fork()`` (gunicorn's
+        ``--preload``) takes the child's own, as the parent's is refused there."""
+        if self._reader_pid != os.getpid():
+            self._reader, self._reader_pid = _reader(self._path), os.getpid()
+        return self._reader
 
     def collect(self) -> List[Any]:
         """The merged families as ``prometheus_client`` ``Metric`` objects. What the reader
         left out or found damaged is logged once per file and reason (``last_report()`` has
         all of it)."""
-        return _collected(self._reader, self._prefixes, self._process_metrics, self._created)
+        return _collected(self._own_reader(), self._prefixes, self._process_metrics, self._created)
 
     def last_report(self) -> Dict[str, Any]:
         """What the last collection skipped or found corrupt (see ``Reader.last_report``)."""
-        return self._reader.last_report()
+        return self._own_reader().last_report()
 
 
 def _multiprocess_collector_collect(self: Any) -> List[Any]:
@@ -425,7 +445,7 @@ def _native_plan(registry: Any, openmetrics: bool = False) -> Optional[List[Tupl
             plan.append((_reader(collector._path), [], False, openmetrics and _created_series_on()))
         elif cls is ShmetricsCollector and (openmetrics or collector._created is not True):
             created = _created_series_on() if collector._created is None else collector._created
-            plan.append((collector._reader, collector._prefixes, collector._process_metrics,
+            plan.append((collector._own_reader(), collector._prefixes, collector._process_metrics,
                          openmetrics and created))
         else:
             return None
