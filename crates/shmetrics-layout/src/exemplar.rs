@@ -503,16 +503,26 @@ mod tests {
             let mut whole = 0;
             // Miri (ci/miri.sh) runs it too, a thousand times slower.
             let reads = if cfg!(miri) { 100 } else { 200_000 };
-            for _ in 0..reads {
+            // At least `reads` reads, and on until one found an exemplar whole: the writers
+            // may not have run yet (the slot still empty), or one may be stopped half-way
+            // through its write (the slot torn) for as long as all those reads take, on a
+            // busy machine. Past `reads` the reader yields after each miss so that they run.
+            // Bounded, so a reader that never sees one fails.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut done = 0;
+            while done < reads || (whole == 0 && std::time::Instant::now() < until) {
                 if let ExemplarRead::Exemplar(e) = exemplar_read(&words) {
                     let id = e.unix_nanos;
                     assert_eq!(e.value, id as f64);
                     assert_eq!(e.labels[0].1, id.to_string());
                     assert_eq!(e.labels[1].1, "p".repeat((id % 100) as usize));
                     whole += 1;
+                } else if done >= reads {
+                    std::thread::yield_now();
                 }
+                done += 1;
             }
-            assert!(whole > 0);
+            assert!(whole > 0, "no exemplar read whole in {done} reads");
         });
     }
 }
